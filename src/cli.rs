@@ -1,0 +1,74 @@
+//! Command line: `serve`, `mock`, `config check`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::server::IoDriver;
+use crate::telemetry::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "llmux", version, about = "A fast, lean, OpenAI-compatible LLM gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Run the mock upstream (OpenAI, deployment-URL, Messages and generateContent formats).
+    Mock(MockArgs),
+    /// Config file tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config file (default: config/llmux.yaml if present, else the embedded default config).
+    #[arg(long, env = "LLMUX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "LLMUX_LISTEN", default_value = "0.0.0.0:4000")]
+    pub listen: String,
+    /// Worker shards (default: available cores).
+    #[arg(long, env = "LLMUX_WORKERS")]
+    pub workers: Option<usize>,
+    /// Also serve on this Unix domain socket.
+    #[arg(long, env = "LLMUX_UDS")]
+    pub uds: Option<PathBuf>,
+    /// I/O driver: auto (io_uring, else epoll), uring, epoll.
+    #[arg(long, env = "LLMUX_IO_DRIVER", default_value = "auto", value_parser = parse_driver)]
+    pub io_driver: IoDriver,
+    /// Log format: json or text (default: the config's `llmux.logging.format`, else text).
+    #[arg(long, env = "LLMUX_LOG_FORMAT", value_parser = parse_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MockArgs {
+    #[arg(long, env = "LLMUX_MOCK_LISTEN", default_value = "127.0.0.1:4010")]
+    pub listen: String,
+    #[arg(long, env = "LLMUX_MOCK_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    #[arg(long, env = "LLMUX_IO_DRIVER", default_value = "auto", value_parser = parse_driver)]
+    pub io_driver: IoDriver,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file; prints warnings and exits non-zero on errors.
+    Check { file: PathBuf },
+}
+
+fn parse_driver(s: &str) -> Result<IoDriver, String> {
+    s.parse()
+}
+
+fn parse_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}

@@ -1,0 +1,177 @@
+//! The YAML schema: LiteLLM proxy's keys plus LLMux's own under `llmux:`.
+//!
+//! Every struct keeps unknown keys out of the type (they are reported as warnings by the loader,
+//! because LiteLLM configs carry many keys LLMux does not use).
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub model_list: Vec<ModelEntry>,
+    #[serde(default)]
+    pub router_settings: RouterSettings,
+    #[serde(default)]
+    pub litellm_settings: LitellmSettings,
+    #[serde(default)]
+    pub general_settings: GeneralSettings,
+    #[serde(default)]
+    pub llmux: LlmuxSettings,
+    /// LiteLLM's `environment_variables:` block: set before references are resolved.
+    #[serde(default)]
+    pub environment_variables: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ModelEntry {
+    pub model_name: String,
+    pub litellm_params: LitellmParams,
+    #[serde(default)]
+    pub model_info: ModelInfo,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LitellmParams {
+    /// `provider/upstream-model`, e.g. `openai/gpt-4o-mini`.
+    pub model: String,
+    #[serde(default)]
+    pub api_base: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Seconds for the whole request (LiteLLM's `timeout`).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Seconds to the first byte, and between events, of a streamed response.
+    #[serde(default)]
+    pub stream_timeout: Option<f64>,
+    #[serde(default)]
+    pub weight: Option<f64>,
+    #[serde(default)]
+    pub drop_params: Option<bool>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ModelInfo {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RouterSettings {
+    #[serde(default)]
+    pub routing_strategy: Option<String>,
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LitellmSettings {
+    #[serde(default)]
+    pub drop_params: Option<bool>,
+    #[serde(default)]
+    pub request_timeout: Option<f64>,
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GeneralSettings {
+    #[serde(default)]
+    pub master_key: Option<String>,
+    #[serde(default)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LlmuxSettings {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub logging: LoggingSection,
+    #[serde(default)]
+    pub mock: Option<MockSection>,
+    #[serde(default)]
+    pub providers_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerSection {
+    #[serde(default)]
+    pub max_request_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// Seconds a client may take to send a complete request head.
+    #[serde(default)]
+    pub header_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection is kept open.
+    #[serde(default)]
+    pub idle_timeout: Option<f64>,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[serde(default)]
+    pub shutdown_timeout: Option<f64>,
+    /// Seconds to keep accepting (answering readiness with 503) after SIGTERM, so load
+    /// balancers see the pod leave before its listener closes.
+    #[serde(default)]
+    pub shutdown_delay: Option<f64>,
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Enables `POST /debug/panic` (a request that panics on purpose), for tests.
+    #[serde(default)]
+    pub debug_routes: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TlsSection {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UpstreamSection {
+    /// Extra PEM CA bundle trusted for upstream https, beside the webpki roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub max_connections_per_host: Option<usize>,
+    #[serde(default)]
+    pub max_idle_per_host: Option<usize>,
+    /// Seconds an idle pooled upstream connection is kept.
+    #[serde(default)]
+    pub pool_idle_timeout: Option<f64>,
+    /// Seconds to wait for a TCP (and TLS) connection.
+    #[serde(default)]
+    pub connect_timeout: Option<f64>,
+    /// Seconds a resolved address is cached.
+    #[serde(default)]
+    pub dns_ttl: Option<f64>,
+    /// Largest non-streamed upstream response body accepted.
+    #[serde(default)]
+    pub max_response_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoggingSection {
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// Starts the built-in mock upstream beside the gateway (used by the shipped default config so
+/// that a newcomer can try the gateway without any API key).
+#[derive(Debug, Deserialize)]
+pub struct MockSection {
+    pub listen: String,
+}

@@ -1,0 +1,40 @@
+//! The request pipeline: resolve the model group, pick a deployment, let the provider adapter
+//! build the upstream request, forward it (streamed or not), relay or map the answer, and record
+//! metrics and the access log.
+
+pub mod adapter;
+mod chat;
+mod sse;
+mod usage;
+
+use std::sync::Arc;
+
+pub use adapter::Catalog;
+pub use chat::chat_completions;
+
+use crate::config::Snapshot;
+use crate::telemetry::metrics::ShardMetrics;
+use crate::upstream::UpstreamClient;
+
+/// The gateway's per-shard state. Everything here is shard-local.
+pub struct GatewayShard {
+    pub upstream: UpstreamClient,
+    pub metrics: ShardMetrics,
+}
+
+/// `GET /v1/models`: the configured model groups, in the OpenAI list shape.
+pub fn models_list(snap: &Arc<Snapshot>) -> Vec<u8> {
+    let data: Vec<serde_json::Value> = snap
+        .group_names
+        .iter()
+        .map(|name| {
+            serde_json::json!({
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "llmux",
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "object": "list", "data": data })).unwrap_or_default()
+}

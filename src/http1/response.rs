@@ -1,0 +1,206 @@
+//! Writing responses: whole bodies with Content-Length, or streams as chunked transfer
+//! encoding, flushed per chunk so that every event reaches the client at once.
+
+use std::io;
+use std::io::Write;
+
+use http::StatusCode;
+use monoio::io::AsyncWriteRentExt;
+
+use super::io::{DisconnectWatch, ServerIo};
+use crate::api::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Fresh,
+    /// Head sent; body framed by chunked encoding (or by close, for HTTP/1.0 clients).
+    Streaming { chunked: bool },
+    Done,
+    Broken,
+}
+
+/// Writes the response to one request. Handlers get `&mut ResponseWriter`.
+pub struct ResponseWriter<'a, IO: ServerIo> {
+    io: &'a mut IO,
+    state: State,
+    keep_alive: bool,
+    http10: bool,
+    head_request: bool,
+    request_id: &'a str,
+    status: Option<StatusCode>,
+    buf: Vec<u8>,
+}
+
+impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
+    pub(super) fn new(io: &'a mut IO, request_id: &'a str, keep_alive: bool, http10: bool, head_request: bool) -> Self {
+        Self {
+            io,
+            state: State::Fresh,
+            keep_alive,
+            http10,
+            head_request,
+            request_id,
+            status: None,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn head_sent(&self) -> bool {
+        self.state != State::Fresh
+    }
+
+    pub fn finished(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    pub fn broken(&self) -> bool {
+        matches!(self.state, State::Broken)
+    }
+
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// Answer with `Connection: close` and close the connection afterwards.
+    pub fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// A watcher that resolves when the client disconnects (see [`DisconnectWatch`]).
+    pub fn disconnect_watch(&self) -> Option<DisconnectWatch> {
+        DisconnectWatch::new(self.io.socket_fd()).ok()
+    }
+
+    fn write_head(&mut self, status: StatusCode, content_type: &str, extra: &[(&str, &str)], length: Option<usize>) {
+        self.status = Some(status);
+        let b = &mut self.buf;
+        b.clear();
+        let _ = write!(
+            b,
+            "HTTP/1.1 {} {}\r\ncontent-type: {}\r\nx-request-id: {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            content_type,
+            self.request_id
+        );
+        for (k, v) in extra {
+            let _ = write!(b, "{k}: {v}\r\n");
+        }
+        match length {
+            Some(n) => {
+                let _ = write!(b, "content-length: {n}\r\n");
+            }
+            None if !self.http10 => b.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            None => self.keep_alive = false,
+        }
+        if !self.keep_alive {
+            b.extend_from_slice(b"connection: close\r\n");
+        } else if self.http10 {
+            b.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        b.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush_buf(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let (res, mut buf) = self.io.write_all(buf).await;
+        buf.clear();
+        self.buf = buf;
+        if let Err(e) = res {
+            self.state = State::Broken;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn ensure_fresh(&self) -> io::Result<()> {
+        if self.state == State::Fresh {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::Other, "response already started"))
+        }
+    }
+
+    /// Sends a complete response.
+    pub async fn send(&mut self, status: StatusCode, content_type: &str, extra: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+        self.ensure_fresh()?;
+        self.write_head(status, content_type, extra, Some(body.len()));
+        if !self.head_request {
+            self.buf.extend_from_slice(body);
+        }
+        self.flush_buf().await?;
+        self.state = State::Done;
+        Ok(())
+    }
+
+    pub async fn send_json(&mut self, status: StatusCode, body: &[u8]) -> io::Result<()> {
+        self.send(status, "application/json", &[], body).await
+    }
+
+    pub async fn send_error(&mut self, err: &ApiError) -> io::Result<()> {
+        let extra: &[(&str, &str)] = if err.status() == StatusCode::METHOD_NOT_ALLOWED {
+            &[("allow", "GET, POST")]
+        } else {
+            &[]
+        };
+        self.send(err.status(), "application/json", extra, &err.to_json()).await
+    }
+
+    /// Sends the head of a streamed response.
+    pub async fn start_stream(&mut self, status: StatusCode, content_type: &str, extra: &[(&str, &str)]) -> io::Result<()> {
+        self.ensure_fresh()?;
+        self.write_head(status, content_type, extra, None);
+        self.flush_buf().await?;
+        self.state = State::Streaming { chunked: !self.http10 };
+        Ok(())
+    }
+
+    /// Sends one piece of a streamed body and flushes it.
+    pub async fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        let State::Streaming { chunked } = self.state else {
+            return Err(io::Error::new(io::ErrorKind::Other, "no stream started"));
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        if chunked {
+            let _ = write!(self.buf, "{:x}\r\n", data.len());
+            self.buf.extend_from_slice(data);
+            self.buf.extend_from_slice(b"\r\n");
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        self.flush_buf().await
+    }
+
+    /// Ends a streamed body.
+    pub async fn finish_stream(&mut self) -> io::Result<()> {
+        let State::Streaming { chunked } = self.state else {
+            return Err(io::Error::new(io::ErrorKind::Other, "no stream started"));
+        };
+        if chunked {
+            self.buf.clear();
+            self.buf.extend_from_slice(b"0\r\n\r\n");
+            self.flush_buf().await?;
+        }
+        self.state = State::Done;
+        Ok(())
+    }
+
+    /// Marks a stream that could not be finished cleanly: the connection will be closed.
+    pub fn abort(&mut self) {
+        self.state = State::Broken;
+        self.keep_alive = false;
+    }
+
+    pub(super) async fn raw_write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(data);
+        self.flush_buf().await
+    }
+}

@@ -1,0 +1,15 @@
+//! LLMux: an OpenAI-compatible LLM gateway on a thread-per-core monoio runtime.
+//!
+//! Module map (dependencies point downwards only; see `docs/ARCHITECTURE.md`):
+//! `cli` → `server` → `gateway` → `upstream`, `telemetry`, `config`, `api`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod mock;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+pub mod util;
+pub mod http1;

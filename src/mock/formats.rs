@@ -1,0 +1,230 @@
+//! The wire formats the mock answers in. Each is chosen by the request path, the way the real
+//! services are addressed: `/chat/completions` (also under `/openai/deployments/<name>/`),
+//! `/v1/messages`, and `/models/<model>:generateContent` / `:streamGenerateContent`.
+
+use http::Method;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenAI chat completions (also the deployment-URL flavour).
+    Chat,
+    /// The Messages API.
+    Messages,
+    /// generateContent / streamGenerateContent.
+    Generate,
+}
+
+/// The content of one mock answer.
+pub struct Reply {
+    pub model: String,
+    pub words: Vec<String>,
+    pub prompt_tokens: u64,
+    pub include_usage: bool,
+    pub created: u64,
+    pub id: String,
+}
+
+impl Reply {
+    pub fn new(model: &str, body: &Value, raw: &[u8], chunks: usize) -> Self {
+        let words = (0..chunks).map(|i| if i == 0 { "mock".to_owned() } else { format!(" word{i}") }).collect();
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Self {
+            model: model.to_owned(),
+            words,
+            prompt_tokens: (raw.len() as u64 / 4).max(1),
+            include_usage: body["stream_options"]["include_usage"].as_bool().unwrap_or(false),
+            created,
+            id: format!("mock-{:016x}", fastrand::u64(..)),
+        }
+    }
+
+    fn text(&self) -> String {
+        self.words.concat()
+    }
+
+    fn completion_tokens(&self) -> u64 {
+        self.words.len() as u64
+    }
+}
+
+fn sse(data: &Value) -> String {
+    format!("data: {data}\n\n")
+}
+
+fn named(event: &str, data: &Value) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+impl Format {
+    pub fn detect(method: &Method, path: &str) -> Option<Self> {
+        if method != Method::POST {
+            return None;
+        }
+        if path.ends_with("/chat/completions") {
+            Some(Self::Chat)
+        } else if path.ends_with("/messages") {
+            Some(Self::Messages)
+        } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+            Some(Self::Generate)
+        } else {
+            None
+        }
+    }
+
+    /// The model asked for: in the body, or in the URL for deployment-style and generate paths.
+    pub fn model(self, path: &str, body: &Value) -> String {
+        if let Some(m) = body["model"].as_str() {
+            return m.to_owned();
+        }
+        if let Some(rest) = path.split("/deployments/").nth(1) {
+            return rest.split('/').next().unwrap_or("").to_owned();
+        }
+        if let Some(rest) = path.split("/models/").nth(1) {
+            return rest.split(':').next().unwrap_or("").to_owned();
+        }
+        String::new()
+    }
+
+    pub fn wants_stream(self, path: &str, query: Option<&str>, body: &Value) -> bool {
+        match self {
+            Format::Generate => path.contains(":streamGenerateContent") || query.is_some_and(|q| q.contains("alt=sse")),
+            _ => body["stream"].as_bool().unwrap_or(false),
+        }
+    }
+
+    pub fn error_body(self, status: u16) -> Vec<u8> {
+        let message = format!("mock error with status {status}");
+        let v = match self {
+            Format::Chat => {
+                let kind = match status {
+                    400 => "invalid_request_error",
+                    401 => "authentication_error",
+                    429 => "rate_limit_error",
+                    _ => "server_error",
+                };
+                json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
+            }
+            Format::Messages => {
+                let kind = match status {
+                    400 => "invalid_request_error",
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    429 => "rate_limit_error",
+                    529 => "overloaded_error",
+                    _ => "api_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": message}})
+            }
+            Format::Generate => {
+                let st = match status {
+                    400 => "INVALID_ARGUMENT",
+                    401 => "UNAUTHENTICATED",
+                    403 => "PERMISSION_DENIED",
+                    404 => "NOT_FOUND",
+                    429 => "RESOURCE_EXHAUSTED",
+                    503 => "UNAVAILABLE",
+                    _ => "INTERNAL",
+                };
+                json!({"error": {"code": status, "message": message, "status": st}})
+            }
+        };
+        v.to_string().into_bytes()
+    }
+
+    pub fn complete(self, r: &Reply) -> Vec<u8> {
+        let (p, c) = (r.prompt_tokens, r.completion_tokens());
+        let v = match self {
+            Format::Chat => json!({
+                "id": format!("chatcmpl-{}", r.id),
+                "object": "chat.completion",
+                "created": r.created,
+                "model": r.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text()}, "finish_reason": "stop", "logprobs": null}],
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+            }),
+            Format::Messages => json!({
+                "id": format!("msg_{}", r.id),
+                "type": "message",
+                "role": "assistant",
+                "model": r.model,
+                "content": [{"type": "text", "text": r.text()}],
+                "stop_reason": "end_turn",
+                "stop_sequence": null,
+                "usage": {"input_tokens": p, "output_tokens": c},
+            }),
+            Format::Generate => json!({
+                "candidates": [{"content": {"parts": [{"text": r.text()}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c},
+                "modelVersion": r.model,
+            }),
+        };
+        v.to_string().into_bytes()
+    }
+
+    pub fn stream_events(self, r: &Reply) -> Vec<String> {
+        let (p, c) = (r.prompt_tokens, r.completion_tokens());
+        let mut out = Vec::with_capacity(r.words.len() + 4);
+        match self {
+            Format::Chat => {
+                let id = format!("chatcmpl-{}", r.id);
+                let chunk = |delta: Value, finish: Value| {
+                    let mut v = json!({
+                        "id": id, "object": "chat.completion.chunk", "created": r.created, "model": r.model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    });
+                    if r.include_usage {
+                        v["usage"] = Value::Null;
+                    }
+                    sse(&v)
+                };
+                out.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+                for w in &r.words {
+                    out.push(chunk(json!({"content": w}), Value::Null));
+                }
+                out.push(chunk(json!({}), json!("stop")));
+                if r.include_usage {
+                    out.push(sse(&json!({
+                        "id": id, "object": "chat.completion.chunk", "created": r.created, "model": r.model,
+                        "choices": [],
+                        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+                    })));
+                }
+                out.push("data: [DONE]\n\n".to_owned());
+            }
+            Format::Messages => {
+                out.push(named("message_start", &json!({"type": "message_start", "message": {
+                    "id": format!("msg_{}", r.id), "type": "message", "role": "assistant", "model": r.model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": p, "output_tokens": 1}}})));
+                out.push(named("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+                out.push(named("ping", &json!({"type": "ping"})));
+                for w in &r.words {
+                    out.push(named("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
+                }
+                out.push(named("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+                out.push(named("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": c}})));
+                out.push(named("message_stop", &json!({"type": "message_stop"})));
+            }
+            Format::Generate => {
+                let n = r.words.len();
+                for (i, w) in r.words.iter().enumerate() {
+                    let mut v = json!({
+                        "candidates": [{"content": {"parts": [{"text": w}], "role": "model"}, "index": 0}],
+                        "modelVersion": r.model,
+                    });
+                    if i + 1 == n {
+                        v["candidates"][0]["finishReason"] = json!("STOP");
+                        v["usageMetadata"] = json!({"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c});
+                    }
+                    out.push(sse(&v));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,88 @@
+//! Failure and latency knobs, from headers or from the model name.
+
+use crate::http1::Request;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Knobs {
+    pub delay_ms: u64,
+    pub chunks: usize,
+    pub chunk_delay_ms: u64,
+    pub status: Option<u16>,
+    pub malformed: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            delay_ms: 0,
+            chunks: 5,
+            chunk_delay_ms: 0,
+            status: None,
+            malformed: false,
+        }
+    }
+}
+
+/// The number after `token` in `name` (`mock-status-429` → 429).
+fn number_after(name: &str, token: &str) -> Option<u64> {
+    let at = name.find(token)? + token.len();
+    let digits: String = name[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+impl Knobs {
+    pub fn from_model(model: &str) -> Self {
+        let mut k = Self::default();
+        if let Some(v) = number_after(model, "mock-delay-") {
+            k.delay_ms = v;
+        }
+        if let Some(v) = number_after(model, "mock-chunks-") {
+            k.chunks = v as usize;
+        }
+        if let Some(v) = number_after(model, "mock-chunk-delay-") {
+            k.chunk_delay_ms = v;
+        }
+        if let Some(v) = number_after(model, "mock-status-") {
+            k.status = u16::try_from(v).ok();
+        }
+        k.malformed = model.contains("mock-malformed");
+        k
+    }
+
+    pub fn from_request(req: &Request, model: &str) -> Self {
+        let mut k = Self::from_model(model);
+        let num = |h: &str| req.header(h).and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(v) = num("x-mock-delay-ms") {
+            k.delay_ms = v;
+        }
+        if let Some(v) = num("x-mock-chunks") {
+            k.chunks = v as usize;
+        }
+        if let Some(v) = num("x-mock-chunk-delay-ms") {
+            k.chunk_delay_ms = v;
+        }
+        if let Some(v) = num("x-mock-status") {
+            k.status = u16::try_from(v).ok();
+        }
+        if req.header("x-mock-malformed").is_some() {
+            k.malformed = true;
+        }
+        k.chunks = k.chunks.clamp(1, 10_000);
+        k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_model_name_knobs() {
+        let k = Knobs::from_model("gpt-mock-status-429-mock-chunks-20-mock-chunk-delay-10");
+        assert_eq!(k.status, Some(429));
+        assert_eq!(k.chunks, 20);
+        assert_eq!(k.chunk_delay_ms, 10);
+        assert_eq!(k.delay_ms, 0);
+        assert_eq!(Knobs::from_model("plain"), Knobs::default());
+    }
+}

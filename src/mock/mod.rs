@@ -1,0 +1,199 @@
+//! `llmux mock`: a mock upstream that speaks the chat wire formats LLMux translates to (OpenAI
+//! and its deployment-URL variant, the Messages API, generateContent), streamed and not, with
+//! knobs for latency, chunking and failures. Tests and benchmarks run against it; users can too.
+//!
+//! Knobs come from request headers (`x-mock-delay-ms`, `x-mock-chunks`, `x-mock-chunk-delay-ms`,
+//! `x-mock-status`, `x-mock-malformed`) or from the upstream model name (`…-mock-status-429`,
+//! `…-mock-delay-500`, `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-malformed`), because
+//! a gateway config selects failure modes per deployment and does not forward client headers.
+
+mod formats;
+mod knobs;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use monoio::net::TcpListener;
+
+use crate::http1::{conn, ConnLimits, Request, ResponseWriter, ServerIo, Service};
+use crate::server::IoDriver;
+use crate::telemetry::request_id::RequestIds;
+use formats::Format;
+pub use knobs::Knobs;
+
+/// Counters visible at `GET /mock/stats` (process-wide; the mock is a test tool, so plain
+/// atomics are fine here).
+#[derive(Default)]
+pub struct MockStats {
+    pub requests: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub completed_streams: AtomicU64,
+}
+
+struct MockService {
+    stats: Arc<MockStats>,
+    ids: Rc<RequestIds>,
+}
+
+fn limits() -> ConnLimits {
+    ConnLimits {
+        max_header_bytes: 64 * 1024,
+        max_body_bytes: 64 * 1024 * 1024,
+        header_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(120),
+    }
+}
+
+/// Runs the mock on `workers` threads until the process ends.
+pub fn run(listen: &str, workers: usize, driver: IoDriver) -> std::io::Result<()> {
+    let listeners = crate::server::bind_tcp_group(listen, workers.max(1))?;
+    let addr = listeners[0].local_addr()?;
+    let stats = Arc::new(MockStats::default());
+    let mut handles = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let stats = stats.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("llmux-mock-{i}"))
+                .spawn(move || serve_listener(l, stats, driver, i))?,
+        );
+    }
+    tracing::info!(addr = %addr, workers, "mock upstream listening");
+    println!("mock listening on {addr}");
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+/// Starts the mock on one background thread (used by `llmux serve` when the config asks for it).
+pub fn spawn_background(listen: &str, driver: IoDriver) -> std::io::Result<()> {
+    let mut listeners = crate::server::bind_tcp_group(listen, 1)?;
+    let l = listeners.remove(0);
+    let stats = Arc::new(MockStats::default());
+    std::thread::Builder::new()
+        .name("llmux-mock".into())
+        .spawn(move || serve_listener(l, stats, driver, 0))?;
+    Ok(())
+}
+
+fn serve_listener(l: std::net::TcpListener, stats: Arc<MockStats>, driver: IoDriver, shard: usize) {
+    let (mut rt, _) = match crate::server::build_runtime(driver) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "mock runtime failed to start");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match TcpListener::from_std(l) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "mock listener failed");
+                return;
+            }
+        };
+        let ids = Rc::new(RequestIds::new(shard));
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let svc = MockService {
+                        stats: stats.clone(),
+                        ids: ids.clone(),
+                    };
+                    monoio::spawn(async move { conn::serve(&svc, stream, limits).await });
+                }
+                Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+}
+
+impl Service for MockService {
+    async fn call<IO: ServerIo>(&self, req: &Request, w: &mut ResponseWriter<'_, IO>) {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/mock/stats") => {
+                let body = serde_json::json!({
+                    "requests": self.stats.requests.load(Ordering::Relaxed),
+                    "disconnects": self.stats.disconnects.load(Ordering::Relaxed),
+                    "completed_streams": self.stats.completed_streams.load(Ordering::Relaxed),
+                });
+                let _ = w.send_json(StatusCode::OK, body.to_string().as_bytes()).await;
+                return;
+            }
+            ("GET", "/health") | ("GET", "/") => {
+                let _ = w.send_json(StatusCode::OK, br#"{"status":"ok"}"#).await;
+                return;
+            }
+            _ => {}
+        }
+        let Some(format) = Format::detect(&req.method, &req.path) else {
+            let _ = w
+                .send_json(StatusCode::NOT_FOUND, br#"{"error":{"message":"mock: unknown path","type":"not_found"}}"#)
+                .await;
+            return;
+        };
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let body: serde_json::Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = serde_json::json!({"error": {"message": format!("mock: invalid JSON: {e}"), "type": "invalid_request_error"}});
+                let _ = w.send_json(StatusCode::BAD_REQUEST, msg.to_string().as_bytes()).await;
+                return;
+            }
+        };
+        let model = format.model(&req.path, &body);
+        let knobs = Knobs::from_request(req, &model);
+        if knobs.delay_ms > 0 {
+            monoio::time::sleep(Duration::from_millis(knobs.delay_ms)).await;
+        }
+        if let Some(status) = knobs.status {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let _ = w.send_json(code, &format.error_body(status)).await;
+            return;
+        }
+        let reply = formats::Reply::new(&model, &body, &req.body, knobs.chunks);
+        let stream = format.wants_stream(&req.path, req.query.as_deref(), &body);
+        if knobs.malformed && !stream {
+            let _ = w.send_json(StatusCode::OK, b"{\"id\": \"broken").await;
+            return;
+        }
+        if !stream {
+            let _ = w.send_json(StatusCode::OK, &format.complete(&reply)).await;
+            return;
+        }
+        if w
+            .start_stream(StatusCode::OK, "text/event-stream", &[("cache-control", "no-cache")])
+            .await
+            .is_err()
+        {
+            self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let events = format.stream_events(&reply);
+        for (i, ev) in events.iter().enumerate() {
+            if i > 0 && knobs.chunk_delay_ms > 0 {
+                monoio::time::sleep(Duration::from_millis(knobs.chunk_delay_ms)).await;
+            }
+            let ev = if knobs.malformed && i == 1 { "data: {\"broken\n\n".to_owned() } else { ev.clone() };
+            if w.send_chunk(ev.as_bytes()).await.is_err() {
+                self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                w.abort();
+                return;
+            }
+        }
+        if w.finish_stream().await.is_err() {
+            self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.stats.completed_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn next_request_id(&self) -> String {
+        self.ids.next()
+    }
+}

@@ -1,0 +1,289 @@
+//! The process: shards (one OS thread + one monoio runtime each, SO_REUSEPORT listeners), the
+//! control plane (signals, config reload), readiness and graceful shutdown.
+
+mod listener;
+mod routes;
+mod runtime;
+mod shard;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::config::{self, ConfigSource, Snapshot};
+use crate::gateway::Catalog;
+use crate::telemetry::logging::{self, LogFormat};
+use crate::telemetry::metrics::{GlobalMetrics, ShardMetrics};
+use crate::upstream::{ProxyConfig, ResolverPool};
+pub use runtime::IoDriver;
+
+/// Options of `llmux serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: Option<PathBuf>,
+    pub listen: String,
+    pub workers: Option<usize>,
+    pub uds: Option<PathBuf>,
+    pub io_driver: IoDriver,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot start {what}: {source}")]
+    Start { what: String, source: std::io::Error },
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// State shared by all shards: read-mostly, written by the control plane.
+pub struct Shared {
+    pub config: ArcSwap<Snapshot>,
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+    pub global_metrics: GlobalMetrics,
+    pub registries: Vec<prometheus::Registry>,
+}
+
+impl Shared {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Picks the config source: the given file, else `config/llmux.yaml` if present, else the
+/// config embedded in the binary.
+pub fn config_source(explicit: Option<PathBuf>) -> ConfigSource {
+    match explicit {
+        Some(p) => ConfigSource::File(p),
+        None => {
+            let default = PathBuf::from("config/llmux.yaml");
+            if default.exists() {
+                ConfigSource::File(default)
+            } else {
+                ConfigSource::Embedded
+            }
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT and a graceful drain.
+pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let process_start = Instant::now();
+    raise_nofile_limit();
+    let source = config_source(opts.config.clone());
+    let loaded = config::load(&source, &Catalog)?;
+    let snap = loaded.snapshot;
+    let format = opts
+        .log_format
+        .or_else(|| snap.log_format.as_deref().and_then(|f| f.parse().ok()))
+        .unwrap_or(LogFormat::Text);
+    let _log_guard = logging::init(format, snap.log_level.as_deref().unwrap_or("info"));
+    logging::set_secrets(&snap.secrets);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(config = %source.name(), model_groups = snap.group_names.len(), "config loaded");
+
+    let workers = opts
+        .workers
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+    if let Some(addr) = snap.mock_listen.clone() {
+        crate::mock::spawn_background(&addr, opts.io_driver).map_err(|source| ServeError::Start {
+            what: format!("built-in mock on {addr}"),
+            source,
+        })?;
+        tracing::info!(addr = %addr, "built-in mock upstream started");
+    }
+
+    let tcp = listener::bind_tcp_group(&opts.listen, workers).map_err(|source| ServeError::Bind {
+        addr: opts.listen.clone(),
+        source,
+    })?;
+    let local = tcp[0].local_addr().map(|a| a.to_string()).unwrap_or_else(|_| opts.listen.clone());
+    let uds = match &opts.uds {
+        Some(p) => Some(listener::bind_uds(p).map_err(|source| ServeError::Bind {
+            addr: p.display().to_string(),
+            source,
+        })?),
+        None => None,
+    };
+
+    let global_metrics = GlobalMetrics::new()?;
+    global_metrics.shards.set(workers as i64);
+    let mut shard_metrics = Vec::with_capacity(workers);
+    let mut registries = vec![global_metrics.registry.clone()];
+    for _ in 0..workers {
+        let m = ShardMetrics::new()?;
+        registries.push(m.registry());
+        shard_metrics.push(m);
+    }
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(snap),
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        global_metrics,
+        registries,
+    });
+
+    let resolver = ResolverPool::start(2).map_err(|source| ServeError::Start {
+        what: "DNS resolver threads".into(),
+        source,
+    })?;
+    let proxy = Arc::new(ProxyConfig::from_env());
+    let (driver_tx, driver_rx) = std::sync::mpsc::channel();
+    let mut shards = Vec::with_capacity(workers);
+    for (id, (listener, metrics)) in tcp.into_iter().zip(shard_metrics).enumerate() {
+        let uds = match &uds {
+            Some(u) => Some(u.try_clone().map_err(|source| ServeError::Start {
+                what: "unix socket listener".into(),
+                source,
+            })?),
+            None => None,
+        };
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        let spec = shard::ShardSpec {
+            id,
+            shared: shared.clone(),
+            tcp: listener,
+            uds,
+            metrics,
+            resolver: resolver.clone(),
+            proxy: proxy.clone(),
+            driver: opts.io_driver,
+            driver_report: driver_tx.clone(),
+            stop: stop_rx,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("llmux-shard-{id}"))
+            .spawn(move || shard::run(spec))
+            .map_err(|source| ServeError::Start {
+                what: format!("shard {id}"),
+                source,
+            })?;
+        shards.push((handle, stop_tx));
+    }
+    drop(driver_tx);
+    let mut drivers = Vec::new();
+    for _ in 0..workers {
+        match driver_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(d)) => drivers.push(d),
+            Ok(Err(e)) => {
+                return Err(ServeError::Start {
+                    what: "shard runtime".into(),
+                    source: e,
+                })
+            }
+            Err(_) => break,
+        }
+    }
+    for d in &drivers {
+        shared.global_metrics.io_driver.with_label_values(&[d.as_str()]).inc();
+    }
+    let driver_name = drivers.first().map(|d| d.as_str()).unwrap_or("unknown");
+    shared.ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        addr = %local,
+        uds = opts.uds.as_ref().map(|p| p.display().to_string()),
+        workers,
+        io_driver = driver_name,
+        startup_ms = process_start.elapsed().as_millis() as u64,
+        "llmux listening"
+    );
+
+    let reload_tx = {
+        let shared = shared.clone();
+        config::reload::spawn_reloader(source.clone(), Arc::new(Catalog), move |res| apply_reload(&shared, res))
+    };
+    let _watcher = config::reload::watch(&source, reload_tx.clone());
+
+    wait_for_shutdown(&reload_tx);
+    let snap = shared.config.load_full();
+    shared.ready.store(false, Ordering::SeqCst);
+    shared.draining.store(true, Ordering::SeqCst);
+    tracing::info!(delay_s = snap.server.shutdown_delay.as_secs_f64(), timeout_s = snap.server.shutdown_timeout.as_secs_f64(),
+        "shutdown requested: draining");
+    if !snap.server.shutdown_delay.is_zero() {
+        std::thread::sleep(snap.server.shutdown_delay);
+    }
+    for (_, stop) in &shards {
+        let _ = stop.send(());
+    }
+    for (handle, _) in shards {
+        let _ = handle.join();
+    }
+    if let Some(p) = &opts.uds {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError>) {
+    match res {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            logging::set_secrets(&loaded.snapshot.secrets);
+            let groups = loaded.snapshot.group_names.len();
+            shared.config.store(Arc::new(loaded.snapshot));
+            shared.global_metrics.config_reloads.with_label_values(&["success"]).inc();
+            tracing::info!(model_groups = groups, "config reloaded");
+        }
+        Err(e) => {
+            shared.global_metrics.config_reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
+        }
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT; SIGHUP triggers a config reload meanwhile.
+fn wait_for_shutdown(reload: &std::sync::mpsc::Sender<config::reload::Trigger>) {
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers; running until killed");
+            loop {
+                std::thread::park();
+            }
+        }
+    };
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                tracing::info!("SIGHUP: reloading config");
+                let _ = reload.send(config::reload::Trigger::Signal);
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Many idle client connections need many descriptors: raise the soft limit to the hard one.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+pub use listener::bind_tcp_group;
+pub use runtime::build as build_runtime;

@@ -1,0 +1,178 @@
+//! HTTP routing of paths for the gateway, authentication with the master key, health and
+//! metrics endpoints.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use http::{Method, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::shard::ShardCtx;
+use crate::api::{ApiError, ErrorKind};
+use crate::gateway;
+use crate::http1::{Request, ResponseWriter, ServerIo, Service};
+use crate::telemetry::metrics;
+
+pub struct GatewayService {
+    ctx: Rc<ShardCtx>,
+}
+
+impl GatewayService {
+    pub fn new(ctx: Rc<ShardCtx>) -> Self {
+        Self { ctx }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Chat,
+    Models,
+    Live,
+    Ready,
+    Metrics,
+    DebugPanic,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Chat => "chat_completions",
+            Route::Models => "models",
+            Route::Live => "health_live",
+            Route::Ready => "health_ready",
+            Route::Metrics => "metrics",
+            Route::DebugPanic => "debug",
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Route::Chat | Route::DebugPanic => Method::POST,
+            _ => Method::GET,
+        }
+    }
+
+    fn needs_auth(self) -> bool {
+        matches!(self, Route::Chat | Route::Models)
+    }
+}
+
+fn route(path: &str) -> Option<Route> {
+    Some(match path {
+        "/v1/chat/completions" | "/chat/completions" => Route::Chat,
+        "/v1/models" | "/models" => Route::Models,
+        "/health/live" | "/health/liveliness" | "/health/liveness" => Route::Live,
+        "/health/ready" | "/health/readiness" => Route::Ready,
+        "/metrics" | "/metrics/" => Route::Metrics,
+        "/debug/panic" => Route::DebugPanic,
+        _ => return None,
+    })
+}
+
+/// The key a client presented: `Authorization: Bearer`, or LiteLLM's alternative headers.
+fn presented_key(req: &Request) -> Option<&str> {
+    if let Some(v) = req.header("authorization") {
+        let v = v.trim();
+        return Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim());
+    }
+    req.header("x-api-key").or_else(|| req.header("api-key"))
+}
+
+struct InflightGuard<'a>(&'a ShardCtx);
+
+impl<'a> InflightGuard<'a> {
+    fn new(ctx: &'a ShardCtx) -> Self {
+        ctx.inflight.set(ctx.inflight.get() + 1);
+        ctx.gateway.metrics.inflight.inc();
+        Self(ctx)
+    }
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
+        self.0.gateway.metrics.inflight.dec();
+    }
+}
+
+impl Service for GatewayService {
+    async fn call<IO: ServerIo>(&self, req: &Request, w: &mut ResponseWriter<'_, IO>) {
+        let ctx = &*self.ctx;
+        let _inflight = InflightGuard::new(ctx);
+        let snap = ctx.shared.config.load_full();
+        let route = route(&req.path).filter(|r| !matches!(r, Route::DebugPanic) || snap.server.debug_routes);
+        let Some(route) = route else {
+            let e = ApiError::new(ErrorKind::NotFound, format!("Unknown path: {}", req.path)).with_code("not_found");
+            let _ = w.send_error(&e).await;
+            ctx.gateway.metrics.record_http("unknown", 404);
+            return;
+        };
+        let method_ok = req.method == route.method() || (req.method == Method::HEAD && route.method() == Method::GET);
+        if !method_ok {
+            let e = ApiError::new(
+                ErrorKind::MethodNotAllowed,
+                format!("Method {} is not allowed on {}; use {}.", req.method, req.path, route.method()),
+            )
+            .with_code("method_not_allowed");
+            let _ = w.send_error(&e).await;
+            ctx.gateway.metrics.record_http(route.name(), 405);
+            return;
+        }
+        if route.needs_auth() {
+            if let Some(master) = &snap.master_key {
+                let ok = presented_key(req).is_some_and(|k| bool::from(k.as_bytes().ct_eq(master.as_bytes())));
+                if !ok {
+                    let e = ApiError::new(
+                        ErrorKind::Authentication,
+                        "Authentication error: a valid API key is required (Authorization: Bearer <key>).",
+                    )
+                    .with_code("invalid_api_key");
+                    let _ = w.send_error(&e).await;
+                    ctx.gateway.metrics.record_http(route.name(), 401);
+                    return;
+                }
+            }
+        }
+        match route {
+            Route::Chat => gateway::chat_completions(&ctx.gateway, &snap, req, w).await,
+            Route::Models => {
+                let _ = w.send_json(StatusCode::OK, &gateway::models_list(&snap)).await;
+            }
+            Route::Live => {
+                let _ = w.send_json(StatusCode::OK, br#"{"status":"alive"}"#).await;
+            }
+            Route::Ready => {
+                let ready = ctx.shared.ready.load(Ordering::Relaxed) && !ctx.shared.is_draining();
+                if ready {
+                    let _ = w.send_json(StatusCode::OK, br#"{"status":"ready"}"#).await;
+                } else {
+                    let body = if ctx.shared.is_draining() {
+                        &br#"{"status":"draining"}"#[..]
+                    } else {
+                        &br#"{"status":"starting"}"#[..]
+                    };
+                    let _ = w.send_json(StatusCode::SERVICE_UNAVAILABLE, body).await;
+                }
+            }
+            Route::Metrics => {
+                let text = metrics::render(&ctx.shared.registries);
+                let _ = w.send(StatusCode::OK, "text/plain; version=0.0.4", &[], &text).await;
+            }
+            Route::DebugPanic => panic!("panic requested through /debug/panic"),
+        }
+        let status = w.status().map(|s| s.as_u16()).unwrap_or(500);
+        ctx.gateway.metrics.record_http(route.name(), status);
+    }
+
+    fn next_request_id(&self) -> String {
+        self.ctx.ids.next()
+    }
+
+    fn draining(&self) -> bool {
+        self.ctx.shared.is_draining()
+    }
+
+    fn on_rejected(&self, status: StatusCode) {
+        self.ctx.gateway.metrics.record_http("rejected", status.as_u16());
+    }
+}

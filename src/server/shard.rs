@@ -1,0 +1,171 @@
+//! One shard: its thread, runtime, accept loops and shard-local state.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::{TcpListener, UnixListener};
+
+use super::routes::GatewayService;
+use super::runtime::{self, ActiveDriver, IoDriver};
+use super::Shared;
+use crate::gateway::GatewayShard;
+use crate::http1::{conn, ConnLimits};
+use crate::telemetry::metrics::ShardMetrics;
+use crate::telemetry::request_id::RequestIds;
+use crate::upstream::{ProxyConfig, ResolverPool, UpstreamClient};
+use crate::util::LocalEvent;
+
+pub struct ShardSpec {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub tcp: std::net::TcpListener,
+    pub uds: Option<std::os::unix::net::UnixListener>,
+    pub metrics: ShardMetrics,
+    pub resolver: ResolverPool,
+    pub proxy: Arc<ProxyConfig>,
+    pub driver: IoDriver,
+    pub driver_report: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
+    pub stop: flume::Receiver<()>,
+}
+
+/// Everything a request on this shard touches.
+pub struct ShardCtx {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub gateway: GatewayShard,
+    pub ids: RequestIds,
+    pub inflight: Cell<usize>,
+}
+
+pub fn run(spec: ShardSpec) {
+    let (mut rt, driver) = match runtime::build(spec.driver) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = spec.driver_report.send(Err(e));
+            return;
+        }
+    };
+    let _ = spec.driver_report.send(Ok(driver));
+    let ShardSpec {
+        id,
+        shared,
+        tcp,
+        uds,
+        metrics,
+        resolver,
+        proxy,
+        stop,
+        ..
+    } = spec;
+    rt.block_on(async move {
+        let dns_ttl = shared.config.load().upstream.dns_ttl;
+        let ctx = Rc::new(ShardCtx {
+            id,
+            shared: shared.clone(),
+            gateway: GatewayShard {
+                upstream: UpstreamClient::new(resolver.shard_resolver(dns_ttl), proxy),
+                metrics,
+            },
+            ids: RequestIds::new(id),
+            inflight: Cell::new(0),
+        });
+        ctx.gateway.upstream.spawn_maintenance();
+        let stopping = Rc::new(LocalEvent::default());
+        match TcpListener::from_std(tcp) {
+            Ok(l) => {
+                monoio::spawn(accept_tcp(ctx.clone(), l, stopping.clone()));
+            }
+            Err(e) => tracing::error!(shard = id, error = %e, "cannot register TCP listener"),
+        }
+        if let Some(u) = uds {
+            match UnixListener::from_std(u) {
+                Ok(l) => {
+                    monoio::spawn(accept_uds(ctx.clone(), l, stopping.clone()));
+                }
+                Err(e) => tracing::error!(shard = id, error = %e, "cannot register unix listener"),
+            }
+        }
+        let _ = stop.recv_async().await;
+        stopping.set();
+        let deadline = monoio::time::Instant::now() + shared.config.load().server.shutdown_timeout;
+        while ctx.inflight.get() > 0 && monoio::time::Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if ctx.inflight.get() > 0 {
+            tracing::warn!(shard = id, inflight = ctx.inflight.get(), "shutdown deadline reached; closing in-flight requests");
+        }
+    });
+}
+
+fn limits(ctx: &ShardCtx) -> ConnLimits {
+    let snap = ctx.shared.config.load();
+    let s = &snap.server;
+    ConnLimits {
+        max_header_bytes: s.max_header_bytes,
+        max_body_bytes: s.max_request_body_bytes,
+        header_timeout: s.header_timeout,
+        idle_timeout: s.idle_timeout,
+    }
+}
+
+async fn accept_tcp(ctx: Rc<ShardCtx>, listener: TcpListener, stopping: Rc<LocalEvent>) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = stopping.wait() => None,
+        };
+        match accepted {
+            None => return,
+            Some(Ok((stream, _peer))) => {
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                monoio::spawn(async move {
+                    let tls = ctx.shared.config.load().server.tls.clone();
+                    let svc = GatewayService::new(ctx.clone());
+                    match tls {
+                        None => conn::serve(&svc, stream, || limits(&ctx)).await,
+                        Some(cfg) => {
+                            let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
+                            let timeout = limits(&ctx).header_timeout;
+                            match monoio::time::timeout(timeout, crate::http1::io::TlsConn::accept(&acceptor, stream)).await {
+                                Ok(Ok(tls)) => conn::serve(&svc, tls, || limits(&ctx)).await,
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        }
+                    }
+                });
+            }
+            Some(Err(e)) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(shard = ctx.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_uds(ctx: Rc<ShardCtx>, listener: UnixListener, stopping: Rc<LocalEvent>) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = stopping.wait() => None,
+        };
+        match accepted {
+            None => return,
+            Some(Ok((stream, _))) => {
+                let ctx = ctx.clone();
+                monoio::spawn(async move {
+                    let svc = GatewayService::new(ctx.clone());
+                    conn::serve(&svc, stream, || limits(&ctx)).await;
+                });
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = ctx.id, error = %e, "unix accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

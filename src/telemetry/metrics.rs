@@ -1,0 +1,297 @@
+//! Prometheus metrics. Each shard owns a registry and caches its labelled handles, so recording
+//! a request touches only that shard's (uncontended) atomics and takes no lock. `/metrics`
+//! gathers every shard's registry plus the global one and merges series with equal labels.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::config::Deployment;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Handles for one deployment, resolved once per shard.
+struct DeploymentHandles {
+    /// Keeps the deployment alive so its address (the cache key) cannot be reused.
+    _deployment: Arc<Deployment>,
+    requests: [IntCounter; 5],
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    ttft: Histogram,
+    prompt_tokens: IntCounter,
+    completion_tokens: IntCounter,
+}
+
+/// What one routed request contributes to the metrics.
+pub struct RequestRecord<'a> {
+    pub deployment: &'a Arc<Deployment>,
+    pub status: u16,
+    pub duration: f64,
+    pub upstream_duration: Option<f64>,
+    pub ttft: Option<f64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+pub struct ShardMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    ttft: HistogramVec,
+    tokens: IntCounterVec,
+    http_requests: IntCounterVec,
+    http_by_route: RefCell<HashMap<(&'static str, usize), IntCounter>>,
+    pub inflight: IntGauge,
+    handles: RefCell<HashMap<usize, DeploymentHandles>>,
+}
+
+impl ShardMetrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("llmux_requests_total", "Routed requests by model group, deployment, provider and status class."),
+            &["model_group", "deployment", "provider", "status_class"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("llmux_request_duration_seconds", "Time from request received to response complete.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model_group", "provider"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new("llmux_upstream_duration_seconds", "Time spent on the upstream call.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["provider", "deployment"],
+        )?;
+        let ttft = HistogramVec::new(
+            HistogramOpts::new("llmux_time_to_first_token_seconds", "Time to the first streamed event.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model_group"],
+        )?;
+        let tokens = IntCounterVec::new(
+            Opts::new("llmux_tokens_total", "Tokens reported by upstream usage."),
+            &["model_group", "type"],
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("llmux_http_requests_total", "All HTTP requests by route and status class."),
+            &["route", "status_class"],
+        )?;
+        let inflight = IntGauge::new("llmux_inflight_requests", "Requests being served.")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(ttft.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(inflight.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            ttft,
+            tokens,
+            http_requests,
+            http_by_route: RefCell::new(HashMap::new()),
+            inflight,
+            handles: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    pub fn record_http(&self, route: &'static str, status: u16) {
+        let class = status_class(status);
+        let mut map = self.http_by_route.borrow_mut();
+        map.entry((route, class))
+            .or_insert_with(|| self.http_requests.with_label_values(&[route, CLASSES[class]]))
+            .inc();
+    }
+
+    pub fn record_request(&self, r: &RequestRecord<'_>) {
+        let key = Arc::as_ptr(r.deployment) as usize;
+        let mut handles = self.handles.borrow_mut();
+        if handles.len() > 10_000 {
+            handles.clear();
+        }
+        let h = handles.entry(key).or_insert_with(|| self.resolve(r.deployment));
+        h.requests[status_class(r.status)].inc();
+        h.request_duration.observe(r.duration);
+        if let Some(u) = r.upstream_duration {
+            h.upstream_duration.observe(u);
+        }
+        if let Some(t) = r.ttft {
+            h.ttft.observe(t);
+        }
+        if r.prompt_tokens > 0 {
+            h.prompt_tokens.inc_by(r.prompt_tokens);
+        }
+        if r.completion_tokens > 0 {
+            h.completion_tokens.inc_by(r.completion_tokens);
+        }
+    }
+
+    fn resolve(&self, d: &Arc<Deployment>) -> DeploymentHandles {
+        let (g, id, p) = (d.group.as_str(), d.id.as_str(), d.provider.as_str());
+        DeploymentHandles {
+            _deployment: d.clone(),
+            requests: CLASSES.map(|c| self.requests.with_label_values(&[g, id, p, c])),
+            request_duration: self.request_duration.with_label_values(&[g, p]),
+            upstream_duration: self.upstream_duration.with_label_values(&[p, id]),
+            ttft: self.ttft.with_label_values(&[g]),
+            prompt_tokens: self.tokens.with_label_values(&[g, "prompt"]),
+            completion_tokens: self.tokens.with_label_values(&[g, "completion"]),
+        }
+    }
+}
+
+/// Process-wide metrics, written by the control plane.
+pub struct GlobalMetrics {
+    pub registry: Registry,
+    pub config_reloads: IntCounterVec,
+    pub io_driver: IntGaugeVec,
+    pub shards: IntGauge,
+}
+
+impl GlobalMetrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let config_reloads = IntCounterVec::new(
+            Opts::new("llmux_config_reloads_total", "Config reloads by result."),
+            &["result"],
+        )?;
+        let io_driver = IntGaugeVec::new(
+            Opts::new("llmux_io_driver", "Shards running each I/O driver (io_uring or epoll)."),
+            &["driver"],
+        )?;
+        let shards = IntGauge::new("llmux_shards", "Number of shards (worker threads).")?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(io_driver.clone()))?;
+        registry.register(Box::new(shards.clone()))?;
+        // Make both results visible from the start, so alerts can use rate() right away.
+        config_reloads.with_label_values(&["success"]);
+        config_reloads.with_label_values(&["error"]);
+        Ok(Self {
+            registry,
+            config_reloads,
+            io_driver,
+            shards,
+        })
+    }
+}
+
+/// Renders every registry as one Prometheus text exposition, summing series with equal labels.
+pub fn render(registries: &[Registry]) -> Vec<u8> {
+    let mut merged: BTreeMap<String, MetricFamily> = BTreeMap::new();
+    for reg in registries {
+        for fam in reg.gather() {
+            match merged.get_mut(fam.get_name()) {
+                None => {
+                    merged.insert(fam.get_name().to_owned(), fam);
+                }
+                Some(into) => merge_family(into, fam),
+            }
+        }
+    }
+    let families: Vec<MetricFamily> = merged.into_values().collect();
+    let mut out = Vec::with_capacity(16 * 1024);
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    out
+}
+
+fn label_key(m: &prometheus::proto::Metric) -> Vec<(String, String)> {
+    let mut v: Vec<_> = m
+        .get_label()
+        .iter()
+        .map(|l| (l.get_name().to_owned(), l.get_value().to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn merge_family(into: &mut MetricFamily, from: MetricFamily) {
+    let kind = into.get_field_type();
+    for m in from.get_metric() {
+        let key = label_key(m);
+        let existing = into.mut_metric().iter_mut().find(|x| label_key(x) == key);
+        let Some(x) = existing else {
+            into.mut_metric().push(m.clone());
+            continue;
+        };
+        match kind {
+            MetricType::COUNTER => {
+                let mut c = x.get_counter().clone();
+                c.set_value(c.get_value() + m.get_counter().get_value());
+                x.set_counter(c);
+            }
+            MetricType::GAUGE => {
+                let mut g = x.get_gauge().clone();
+                g.set_value(g.get_value() + m.get_gauge().get_value());
+                x.set_gauge(g);
+            }
+            MetricType::HISTOGRAM => {
+                let mut h = x.get_histogram().clone();
+                let o = m.get_histogram();
+                h.set_sample_count(h.get_sample_count() + o.get_sample_count());
+                h.set_sample_sum(h.get_sample_sum() + o.get_sample_sum());
+                let buckets = h
+                    .get_bucket()
+                    .iter()
+                    .zip(o.get_bucket())
+                    .map(|(b, ob)| {
+                        let mut nb = b.clone();
+                        nb.set_cumulative_count(b.get_cumulative_count() + ob.get_cumulative_count());
+                        nb
+                    })
+                    .collect();
+                h.set_bucket(buckets);
+                x.set_histogram(h);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_shards() {
+        let a = ShardMetrics::new().unwrap();
+        let b = ShardMetrics::new().unwrap();
+        a.record_http("chat", 200);
+        b.record_http("chat", 200);
+        b.record_http("chat", 404);
+        a.inflight.set(2);
+        b.inflight.set(1);
+        let text = String::from_utf8(render(&[a.registry(), b.registry()])).unwrap();
+        assert!(text.contains(r#"llmux_http_requests_total{route="chat",status_class="2xx"} 2"#), "{text}");
+        assert!(text.contains(r#"llmux_http_requests_total{route="chat",status_class="4xx"} 1"#));
+        assert!(text.contains("llmux_inflight_requests 3"));
+    }
+}

@@ -1,0 +1,6 @@
+//! Metrics (per-shard Prometheus handles merged at scrape time), structured logs with secret
+//! redaction, and request ids.
+
+pub mod logging;
+pub mod metrics;
+pub mod request_id;

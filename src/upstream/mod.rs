@@ -1,0 +1,327 @@
+//! The per-shard upstream HTTP/1.1 client: DNS off the shard, a keep-alive pool per
+//! (scheme, host, port), TLS through monoio-rustls, proxies, timeouts, streamed bodies.
+//!
+//! Dropping a response (or its body stream) before the body is complete closes the connection:
+//! it is never returned to the pool. That is how a client disconnect cancels the upstream call.
+
+mod conn;
+pub mod dns;
+mod pool;
+pub mod proxy;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use monoio::time::Instant;
+use monoio_codec::{Decoded, Decoder};
+use monoio_http::h1::codec::decoder::ResponseHeadDecoder;
+
+use crate::config::UpstreamSettings;
+use crate::http1::body::{BodyDecoder, Step};
+pub use conn::UpstreamConn;
+pub use dns::{Resolver, ResolverPool};
+use pool::{Pool, PoolKey, PooledConn};
+pub use proxy::ProxyConfig;
+
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to upstream {host}:{port}: {reason}")]
+    Connect { host: String, port: u16, reason: String },
+    #[error("upstream timed out ({0})")]
+    Timeout(&'static str),
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    #[error("upstream connection failed: {0}")]
+    Io(String),
+    #[error("upstream response body exceeds {0} bytes")]
+    BodyTooLarge(usize),
+}
+
+impl UpstreamError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamError::Timeout(_))
+    }
+}
+
+/// One request to send upstream.
+#[derive(Debug)]
+pub struct UpstreamRequest<'a> {
+    pub tls: bool,
+    pub host: &'a str,
+    pub port: u16,
+    pub method: &'a str,
+    /// Path and query, starting with `/`.
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+}
+
+/// Per-request timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From sending the request to the response head.
+    pub first_byte: Duration,
+    /// Between two reads of the body.
+    pub idle: Duration,
+    /// Deadline for the whole exchange (None for streams, which are bounded by `idle`).
+    pub total: Option<Duration>,
+}
+
+/// A response whose body has not been read yet.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+/// The per-shard client.
+pub struct UpstreamClient {
+    pool: Rc<Pool>,
+    resolver: Resolver,
+    proxy: Arc<ProxyConfig>,
+}
+
+impl UpstreamClient {
+    pub fn new(resolver: Resolver, proxy: Arc<ProxyConfig>) -> Self {
+        Self {
+            pool: Rc::new(Pool::new()),
+            resolver,
+            proxy,
+        }
+    }
+
+    /// Starts the background sweep of expired idle connections on the current shard.
+    pub fn spawn_maintenance(&self) {
+        let pool = Rc::downgrade(&self.pool);
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(Duration::from_secs(5)).await;
+                match pool.upgrade() {
+                    Some(p) => p.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Number of idle pooled connections (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
+    }
+
+    /// Sends a request and reads the response head.
+    pub async fn send(
+        &self,
+        req: &UpstreamRequest<'_>,
+        settings: &UpstreamSettings,
+        timeouts: Timeouts,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let start = Instant::now();
+        let deadline = timeouts.total.map(|t| start + t);
+        let route = self.proxy.route(req.tls, req.host, req.port);
+        let key = PoolKey {
+            tls: req.tls,
+            host: req.host.to_owned(),
+            port: req.port,
+        };
+        let head = encode_request_head(req, route.absolute_form);
+        // A pooled connection may have been closed by the server since it was idle: one retry
+        // on a fresh connection is safe because nothing of the response was seen.
+        for attempt in 0..2 {
+            let mut conn = self
+                .pool
+                .acquire(&key, settings, attempt > 0)
+                .await;
+            if conn.conn.is_none() {
+                let c = within(deadline, settings.connect_timeout, "connect", async {
+                    conn::connect(&self.resolver, &route, req.tls, req.host, req.port, settings).await
+                })
+                .await??;
+                conn.conn = Some(c);
+            }
+            let reused = conn.reused;
+            match exchange(&mut conn, &head, req.body, timeouts, deadline).await {
+                Ok((status, headers, buf)) => {
+                    let until_close = true;
+                    let mut decoder = BodyDecoder::from_headers(&headers, until_close)
+                        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                    if req.method == "HEAD" || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                        decoder = BodyDecoder::Empty;
+                    }
+                    let keep_alive = !headers
+                        .get(http::header::CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                    return Ok(UpstreamResponse {
+                        status,
+                        headers,
+                        body: BodyStream {
+                            conn: Some(conn),
+                            buf,
+                            decoder,
+                            idle: timeouts.idle,
+                            deadline,
+                            keep_alive,
+                        },
+                    });
+                }
+                Err(Exchange::Stale) if reused && attempt == 0 => continue,
+                Err(Exchange::Stale) => return Err(UpstreamError::Io("connection closed before the response".into())),
+                Err(Exchange::Failed(e)) => return Err(e),
+            }
+        }
+        Err(UpstreamError::Io("connection closed before the response".into()))
+    }
+}
+
+enum Exchange {
+    /// The connection died before any response byte: safe to retry on a fresh one.
+    Stale,
+    Failed(UpstreamError),
+}
+
+async fn exchange(
+    conn: &mut PooledConn,
+    head: &[u8],
+    body: &[u8],
+    timeouts: Timeouts,
+    deadline: Option<Instant>,
+) -> Result<(StatusCode, HeaderMap, BytesMut), Exchange> {
+    let Some(c) = conn.conn.as_mut() else {
+        return Err(Exchange::Stale);
+    };
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(body);
+    match within(deadline, timeouts.first_byte, "sending request", c.write_all(out)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Exchange::Stale),
+        Err(e) => return Err(Exchange::Failed(e)),
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut decoder = ResponseHeadDecoder;
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Decoded::Some(head)) => {
+                if head.status.is_informational() {
+                    continue;
+                }
+                return Ok((head.status, head.headers, buf));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Exchange::Failed(UpstreamError::Protocol(format!("bad response head: {e}")))),
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(Exchange::Failed(UpstreamError::Protocol("response head too large".into())));
+        }
+        let seen = !buf.is_empty();
+        match within(deadline, timeouts.first_byte, "waiting for response", c.read_more(&mut buf, 4096)).await {
+            Ok(Ok(0)) | Ok(Err(_)) if !seen => return Err(Exchange::Stale),
+            Ok(Ok(0)) => return Err(Exchange::Failed(UpstreamError::Protocol("connection closed mid-head".into()))),
+            Ok(Err(e)) => return Err(Exchange::Failed(UpstreamError::Io(e.to_string()))),
+            Ok(Ok(_)) => {}
+            Err(e) => return Err(Exchange::Failed(e)),
+        }
+    }
+}
+
+/// Runs `fut` within `limit`, and within the overall deadline if there is one.
+async fn within<T>(
+    deadline: Option<Instant>,
+    limit: Duration,
+    phase: &'static str,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, UpstreamError> {
+    let mut limit = limit;
+    if let Some(d) = deadline {
+        limit = limit.min(d.saturating_duration_since(Instant::now()));
+    }
+    monoio::time::timeout(limit, fut).await.map_err(|_| UpstreamError::Timeout(phase))
+}
+
+fn encode_request_head(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8> {
+    use std::io::Write;
+    let mut b = Vec::with_capacity(256 + req.headers.len() * 48);
+    let authority = crate::util::BaseUrl {
+        tls: req.tls,
+        host: req.host.to_owned(),
+        port: req.port,
+        path: String::new(),
+    }
+    .authority();
+    if absolute_form {
+        let _ = write!(b, "{} http://{}{} HTTP/1.1\r\n", req.method, authority, req.path);
+    } else {
+        let _ = write!(b, "{} {} HTTP/1.1\r\n", req.method, req.path);
+    }
+    let _ = write!(b, "host: {authority}\r\ncontent-length: {}\r\n", req.body.len());
+    for (k, v) in req.headers {
+        let _ = write!(b, "{k}: {v}\r\n");
+    }
+    b.extend_from_slice(b"\r\n");
+    b
+}
+
+/// The body of an upstream response, read piece by piece.
+pub struct BodyStream {
+    conn: Option<PooledConn>,
+    buf: BytesMut,
+    decoder: BodyDecoder,
+    idle: Duration,
+    deadline: Option<Instant>,
+    keep_alive: bool,
+}
+
+impl BodyStream {
+    /// The next piece of the body, or `None` at its end (the connection then goes back to the
+    /// pool if it can be reused).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            match self.decoder.step(&mut self.buf).map_err(|e| UpstreamError::Protocol(e.to_string()))? {
+                Step::Data(b) => return Ok(Some(b)),
+                Step::End => {
+                    self.release();
+                    return Ok(None);
+                }
+                Step::NeedMore => {}
+            }
+            let Some(conn) = self.conn.as_mut().and_then(|c| c.conn.as_mut()) else {
+                return Ok(None);
+            };
+            let n = within(self.deadline, self.idle, "reading response body", conn.read_more(&mut self.buf, 16 * 1024))
+                .await?
+                .map_err(|e| UpstreamError::Io(e.to_string()))?;
+            if n == 0 {
+                self.conn = None;
+                if self.decoder.eof() {
+                    return Ok(None);
+                }
+                return Err(UpstreamError::Protocol("connection closed mid-body".into()));
+            }
+        }
+    }
+
+    /// Reads the whole body, up to `limit` bytes.
+    pub async fn collect(&mut self, limit: usize) -> Result<Bytes, UpstreamError> {
+        let mut out = BytesMut::with_capacity(self.decoder.known_length().unwrap_or(8 * 1024).min(limit));
+        while let Some(b) = self.next().await? {
+            if out.len() + b.len() > limit {
+                return Err(UpstreamError::BodyTooLarge(limit));
+            }
+            out.extend_from_slice(&b);
+        }
+        Ok(out.freeze())
+    }
+
+    fn release(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if self.keep_alive && self.decoder.reusable() && self.buf.is_empty() {
+                c.recycle();
+            }
+        }
+    }
+}

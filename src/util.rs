@@ -1,0 +1,104 @@
+//! Small helpers shared across modules.
+
+use std::time::Duration;
+
+/// An absolute http(s) URL split into what the upstream client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (may be empty).
+    pub path: String,
+}
+
+impl BaseUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("URL {s:?} must start with http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("URL {s:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self { tls, host, port, path })
+    }
+
+    /// `Host` header value.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+pub fn secs(f: f64) -> Duration {
+    if f.is_finite() && f > 0.0 {
+        Duration::from_secs_f64(f.min(1e9))
+    } else {
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_base_urls() {
+        let u = BaseUrl::parse("https://api.example.com/v1/").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "api.example.com", 443, "/v1"));
+        assert_eq!(u.authority(), "api.example.com");
+        let u = BaseUrl::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!((u.port, u.path.as_str(), u.authority().as_str()), (8080, "", "127.0.0.1:8080"));
+        assert!(BaseUrl::parse("ftp://x").is_err());
+        assert!(BaseUrl::parse("not a url").is_err());
+    }
+}
+
+/// A shard-local one-shot event: tasks wait until it is set. No locks, no atomics.
+#[derive(Default)]
+pub struct LocalEvent {
+    set: std::cell::Cell<bool>,
+    waiters: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl LocalEvent {
+    pub fn set(&self) {
+        self.set.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.get() {
+                std::task::Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
