@@ -8,7 +8,11 @@ use crate::server::IoDriver;
 use crate::telemetry::logging::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "llmux", version, about = "A fast, lean, OpenAI-compatible LLM gateway")]
+#[command(
+    name = "llmux",
+    version,
+    about = "A fast, lean, OpenAI-compatible LLM gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

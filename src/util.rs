@@ -28,7 +28,12 @@ impl BaseUrl {
             .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let path = uri.path().trim_end_matches('/').to_owned();
-        Ok(Self { tls, host, port, path })
+        Ok(Self {
+            tls,
+            host,
+            port,
+            path,
+        })
     }
 
     /// `Host` header value.
@@ -62,10 +67,16 @@ mod tests {
     #[test]
     fn parses_base_urls() {
         let u = BaseUrl::parse("https://api.example.com/v1/").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "api.example.com", 443, "/v1"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "api.example.com", 443, "/v1")
+        );
         assert_eq!(u.authority(), "api.example.com");
         let u = BaseUrl::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!((u.port, u.path.as_str(), u.authority().as_str()), (8080, "", "127.0.0.1:8080"));
+        assert_eq!(
+            (u.port, u.path.as_str(), u.authority().as_str()),
+            (8080, "", "127.0.0.1:8080")
+        );
         assert!(BaseUrl::parse("ftp://x").is_err());
         assert!(BaseUrl::parse("not a url").is_err());
     }

@@ -39,14 +39,19 @@ impl ChatRequestView {
     /// Parses and validates the request body. Errors are 400s in the OpenAI shape.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         if body.is_empty() {
-            return Err(ApiError::bad_request("Request body is empty: expected a JSON object."));
+            return Err(ApiError::bad_request(
+                "Request body is empty: expected a JSON object.",
+            ));
         }
         let raw: RawRequest<'_> = sonic_rs::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("Invalid JSON in request body: {}", first_line(&e.to_string())))
+            ApiError::bad_request(format!(
+                "Invalid JSON in request body: {}",
+                first_line(&e.to_string())
+            ))
         })?;
-        let model_val = raw
-            .model
-            .ok_or_else(|| ApiError::bad_request("Missing required parameter: 'model'.").with_param("model"))?;
+        let model_val = raw.model.ok_or_else(|| {
+            ApiError::bad_request("Missing required parameter: 'model'.").with_param("model")
+        })?;
         let model_raw = model_val.as_raw_str();
         let model: String = sonic_rs::from_str(model_raw)
             .map_err(|_| ApiError::bad_request("'model' must be a string.").with_param("model"))?;
@@ -58,17 +63,24 @@ impl ChatRequestView {
         })?;
         let m = messages.as_raw_str().trim_start();
         if !m.starts_with('[') {
-            return Err(ApiError::bad_request("'messages' must be an array.").with_param("messages"));
+            return Err(
+                ApiError::bad_request("'messages' must be an array.").with_param("messages")
+            );
         }
         if m[1..].trim_start().starts_with(']') {
-            return Err(ApiError::bad_request("'messages' must contain at least one message.")
-                .with_param("messages"));
+            return Err(
+                ApiError::bad_request("'messages' must contain at least one message.")
+                    .with_param("messages"),
+            );
         }
         let model_span = span_within(body, model_raw.as_bytes());
         Ok(Self {
             model,
             stream: raw.stream.unwrap_or(false),
-            include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+            include_usage: raw
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
             model_span,
         })
     }
@@ -116,7 +128,8 @@ mod tests {
 
     #[test]
     fn parses_and_replaces_model() {
-        let body = br#"{"model": "demo", "messages":[{"role":"user","content":"hi"}], "stream": true,
+        let body =
+            br#"{"model": "demo", "messages":[{"role":"user","content":"hi"}], "stream": true,
             "stream_options": {"include_usage": true}}"#;
         let v = ChatRequestView::parse(body).unwrap();
         assert_eq!(v.model, "demo");
@@ -131,7 +144,10 @@ mod tests {
     fn rejects_bad_input() {
         for (body, param) in [
             (&b"{nope"[..], None),
-            (br#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
             (br#"{"model":"m"}"#, Some("messages")),
             (br#"{"model":"m","messages":[]}"#, Some("messages")),
             (br#"{"model":3,"messages":[1]}"#, Some("model")),

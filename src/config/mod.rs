@@ -93,7 +93,10 @@ pub fn load_str(
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             return Err(ConfigError::Syntax {
                 file: file.to_owned(),
                 line,
@@ -102,12 +105,13 @@ pub fn load_str(
             });
         }
     };
-    let snapshot = snapshot::build(parsed, base_dir, catalog, &mut warnings).map_err(|message| {
-        ConfigError::Invalid {
-            file: file.to_owned(),
-            message,
-        }
-    })?;
+    let snapshot =
+        snapshot::build(parsed, base_dir, catalog, &mut warnings).map_err(|message| {
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                message,
+            }
+        })?;
     Ok(Loaded { snapshot, warnings })
 }
 
@@ -158,7 +162,11 @@ general_settings:
         assert_eq!(g.deployments[0].base.host, "api.openai.com");
         assert_eq!(g.deployments[1].base.port, 9);
         assert_eq!(l.snapshot.master_key.as_deref(), Some("sk-master"));
-        assert!(l.warnings.iter().any(|w| w.contains("some_future_key")), "{:?}", l.warnings);
+        assert!(
+            l.warnings.iter().any(|w| w.contains("some_future_key")),
+            "{:?}",
+            l.warnings
+        );
         assert!(l.warnings.iter().any(|w| w.contains("success_callback")));
     }
 
@@ -178,12 +186,18 @@ general_settings:
         )
         .unwrap();
         assert!(l.snapshot.group("x").is_none());
-        assert!(l.warnings.iter().any(|w| w.contains("LLMUX_TEST_DEFINITELY_UNSET")));
+        assert!(l
+            .warnings
+            .iter()
+            .any(|w| w.contains("LLMUX_TEST_DEFINITELY_UNSET")));
     }
 
     #[test]
     fn unknown_provider_is_a_warning_and_bad_base_is_an_error() {
-        let l = load_text("model_list:\n  - model_name: x\n    litellm_params:\n      model: nosuch/x\n").unwrap();
+        let l = load_text(
+            "model_list:\n  - model_name: x\n    litellm_params:\n      model: nosuch/x\n",
+        )
+        .unwrap();
         assert!(l.snapshot.group("x").is_none());
         let e = load_text("model_list:\n  - model_name: x\n    litellm_params:\n      model: openai/x\n      api_base: ftp://h\n");
         assert!(e.is_err());

@@ -22,7 +22,11 @@ pub enum Trigger {
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Starts the reload thread. `apply` receives every reload's result.
-pub fn spawn_reloader<F>(source: ConfigSource, catalog: Arc<dyn ProviderCatalog + Send + Sync>, apply: F) -> Sender<Trigger>
+pub fn spawn_reloader<F>(
+    source: ConfigSource,
+    catalog: Arc<dyn ProviderCatalog + Send + Sync>,
+    apply: F,
+) -> Sender<Trigger>
 where
     F: Fn(Result<Loaded, ConfigError>) + Send + 'static,
 {
@@ -36,8 +40,12 @@ where
     tx
 }
 
-fn reload_loop<F>(rx: Receiver<Trigger>, source: ConfigSource, catalog: Arc<dyn ProviderCatalog + Send + Sync>, apply: F)
-where
+fn reload_loop<F>(
+    rx: Receiver<Trigger>,
+    source: ConfigSource,
+    catalog: Arc<dyn ProviderCatalog + Send + Sync>,
+    apply: F,
+) where
     F: Fn(Result<Loaded, ConfigError>),
 {
     while let Ok(first) = rx.recv() {
@@ -65,8 +73,9 @@ pub fn watch(source: &ConfigSource, tx: Sender<Trigger>) -> Option<notify::Recom
             return;
         }
         let relevant = event.paths.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| n == file_name.as_os_str() || n.to_string_lossy().starts_with(".."))
+            p.file_name().is_some_and(|n| {
+                n == file_name.as_os_str() || n.to_string_lossy().starts_with("..")
+            })
         });
         if relevant {
             let _ = tx.send(Trigger::FileChanged);

@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn resolves_env_and_files() {
         std::env::set_var("LLMUX_TEST_SECRET_A", "s3cret");
-        assert_eq!(resolve("os.environ/LLMUX_TEST_SECRET_A", Path::new(".")).unwrap(), "s3cret");
+        assert_eq!(
+            resolve("os.environ/LLMUX_TEST_SECRET_A", Path::new(".")).unwrap(),
+            "s3cret"
+        );
         assert_eq!(
             resolve("os.environ/LLMUX_TEST_SECRET_UNSET", Path::new(".")),
             Err(SecretError::EnvMissing("LLMUX_TEST_SECRET_UNSET".into()))

@@ -109,7 +109,15 @@ pub(super) fn build(
     let mut groups: HashMap<String, ModelGroup> = HashMap::new();
     let mut group_names = Vec::new();
     for (index, entry) in file.model_list.iter().enumerate() {
-        match deployment(entry, index, base_dir, catalog, global_drop, default_timeout, &mut secrets_seen)? {
+        match deployment(
+            entry,
+            index,
+            base_dir,
+            catalog,
+            global_drop,
+            default_timeout,
+            &mut secrets_seen,
+        )? {
             Ok(dep) => {
                 let g = groups.entry(dep.group.clone()).or_insert_with(|| {
                     group_names.push(dep.group.clone());
@@ -120,11 +128,19 @@ pub(super) fn build(
                 });
                 g.deployments.push(Arc::new(dep));
             }
-            Err(skip) => warnings.push(format!("model_list[{index}] ({}): {skip}", entry.model_name)),
+            Err(skip) => warnings.push(format!(
+                "model_list[{index}] ({}): {skip}",
+                entry.model_name
+            )),
         }
     }
 
-    let master_key = match file.general_settings.master_key.as_deref().map(|k| secrets::resolve(k, base_dir)) {
+    let master_key = match file
+        .general_settings
+        .master_key
+        .as_deref()
+        .map(|k| secrets::resolve(k, base_dir))
+    {
         None => None,
         Some(Ok(k)) if k.is_empty() => None,
         Some(Ok(k)) => {
@@ -132,7 +148,9 @@ pub(super) fn build(
             Some(k)
         }
         Some(Err(e @ SecretError::EnvMissing(_))) => {
-            warnings.push(format!("general_settings.master_key: {e}; requests are not authenticated"));
+            warnings.push(format!(
+                "general_settings.master_key: {e}; requests are not authenticated"
+            ));
             None
         }
         Some(Err(e)) => return Err(format!("general_settings.master_key: {e}")),
@@ -201,7 +219,9 @@ fn deployment(
         ));
     };
     let Some(default_base) = catalog.default_api_base(provider) else {
-        return Ok(Err(format!("provider `{provider}` is not supported; deployment skipped")));
+        return Ok(Err(format!(
+            "provider `{provider}` is not supported; deployment skipped"
+        )));
     };
     let api_key = match p.api_key.as_deref().map(|k| secrets::resolve(k, base_dir)) {
         None => None,
@@ -209,23 +229,33 @@ fn deployment(
             secrets_seen.push(k.clone());
             Some(k)
         }
-        Some(Err(e @ SecretError::EnvMissing(_))) => return Ok(Err(format!("api_key: {e}; deployment disabled"))),
+        Some(Err(e @ SecretError::EnvMissing(_))) => {
+            return Ok(Err(format!("api_key: {e}; deployment disabled")))
+        }
         Some(Err(e)) => return Err(format!("{at}.api_key: {e}")),
     };
     let api_base = match p.api_base.as_deref() {
         Some(b) => match secrets::resolve(b, base_dir) {
             Ok(b) => b,
-            Err(e @ SecretError::EnvMissing(_)) => return Ok(Err(format!("api_base: {e}; deployment disabled"))),
+            Err(e @ SecretError::EnvMissing(_)) => {
+                return Ok(Err(format!("api_base: {e}; deployment disabled")))
+            }
             Err(e) => return Err(format!("{at}.api_base: {e}")),
         },
         None => match default_base {
             Some(b) => b,
-            None => return Err(format!("{at}.api_base is required for provider `{provider}`")),
+            None => {
+                return Err(format!(
+                    "{at}.api_base is required for provider `{provider}`"
+                ))
+            }
         },
     };
     let base = BaseUrl::parse(&api_base).map_err(|e| format!("{at}.api_base: {e}"))?;
     let api_version = match p.api_version.as_deref() {
-        Some(v) => Some(secrets::resolve(v, base_dir).map_err(|e| format!("{at}.api_version: {e}"))?),
+        Some(v) => {
+            Some(secrets::resolve(v, base_dir).map_err(|e| format!("{at}.api_version: {e}"))?)
+        }
         None => None,
     };
     let timeout = p.timeout.unwrap_or(default_timeout);
@@ -259,7 +289,11 @@ fn read_pem(base_dir: &Path, file: &str) -> Result<Vec<u8>, String> {
     std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn server_tls(base_dir: &Path, cert_file: &str, key_file: &str) -> Result<rustls::ServerConfig, String> {
+fn server_tls(
+    base_dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<rustls::ServerConfig, String> {
     let cert_pem = read_pem(base_dir, cert_file)?;
     let key_pem = read_pem(base_dir, key_file)?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -271,12 +305,14 @@ fn server_tls(base_dir: &Path, cert_file: &str, key_file: &str) -> Result<rustls
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| format!("llmux.server.tls.key_file: {e}"))?
         .ok_or("llmux.server.tls.key_file holds no private key")?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("llmux.server.tls: {e}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("llmux.server.tls: {e}"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -288,14 +324,18 @@ fn client_tls(base_dir: &Path, ca_file: Option<&str>) -> Result<rustls::ClientCo
         let pem = read_pem(base_dir, f)?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| format!("llmux.upstream.ca_file: {e}"))?;
-            roots.add(cert).map_err(|e| format!("llmux.upstream.ca_file: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("llmux.upstream.ca_file: {e}"))?;
         }
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

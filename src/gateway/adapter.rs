@@ -30,8 +30,13 @@ pub struct PreparedRequest {
 }
 
 /// Builds the upstream request for `dep` from the client's body.
-pub fn build_request(dep: &Deployment, body: &[u8], view: &ChatRequestView) -> Result<PreparedRequest, ApiError> {
-    let mut headers: Vec<(&'static str, String)> = vec![("content-type", "application/json".to_owned())];
+pub fn build_request(
+    dep: &Deployment,
+    body: &[u8],
+    view: &ChatRequestView,
+) -> Result<PreparedRequest, ApiError> {
+    let mut headers: Vec<(&'static str, String)> =
+        vec![("content-type", "application/json".to_owned())];
     if let Some(key) = &dep.api_key {
         headers.push(("authorization", format!("Bearer {key}")));
     }

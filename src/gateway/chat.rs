@@ -39,7 +39,12 @@ impl Outcome {
     }
 }
 
-pub async fn chat_completions<IO: ServerIo>(gw: &GatewayShard, snap: &Arc<Snapshot>, req: &Request, w: &mut ResponseWriter<'_, IO>) {
+pub async fn chat_completions<IO: ServerIo>(
+    gw: &GatewayShard,
+    snap: &Arc<Snapshot>,
+    req: &Request,
+    w: &mut ResponseWriter<'_, IO>,
+) {
     let started = Instant::now();
     let view = match ChatRequestView::parse(&req.body) {
         Ok(v) => v,
@@ -130,7 +135,11 @@ async fn forward<IO: ServerIo>(
         }
     };
     let request_id_header = ("x-request-id", req.request_id.as_str());
-    let mut headers: Vec<(&str, &str)> = prepared.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> = prepared
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
     headers.push(request_id_header);
     let up_req = UpstreamRequest {
         tls: dep.base.tls,
@@ -176,7 +185,11 @@ async fn forward<IO: ServerIo>(
         return;
     }
 
-    let body = match resp.body.collect(snap.upstream.max_response_body_bytes).await {
+    let body = match resp
+        .body
+        .collect(snap.upstream.max_response_body_bytes)
+        .await
+    {
         Ok(b) => b,
         Err(e) => {
             out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
@@ -200,7 +213,15 @@ async fn forward<IO: ServerIo>(
     } else {
         let kind = kind_for_status(status);
         let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        let mut e = ApiError::new(kind, format!("Upstream deployment `{}` returned {}: {}", dep.id, status.as_u16(), text));
+        let mut e = ApiError::new(
+            kind,
+            format!(
+                "Upstream deployment `{}` returned {}: {}",
+                dep.id,
+                status.as_u16(),
+                text
+            ),
+        );
         e.code = Some(status.as_u16().to_string());
         let _ = w.send(status, "application/json", &[], &e.to_json()).await;
     }
@@ -215,10 +236,13 @@ async fn relay_stream<IO: ServerIo>(
     out: &mut Outcome,
 ) {
     let watch = w.disconnect_watch();
-    if w
-        .start_stream(StatusCode::OK, "text/event-stream", &[("cache-control", "no-cache")])
-        .await
-        .is_err()
+    if w.start_stream(
+        StatusCode::OK,
+        "text/event-stream",
+        &[("cache-control", "no-cache")],
+    )
+    .await
+    .is_err()
     {
         out.status = 499;
         return;
@@ -292,7 +316,11 @@ async fn relay_stream<IO: ServerIo>(
 }
 
 fn upstream_error(e: &UpstreamError, deployment: &str) -> ApiError {
-    let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::BadGateway };
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::BadGateway
+    };
     ApiError::new(kind, format!("Upstream deployment `{deployment}`: {e}"))
 }
 

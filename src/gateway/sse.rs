@@ -40,7 +40,9 @@ impl SseSplitter {
 fn last_boundary(buf: &[u8]) -> Option<usize> {
     let mut i = buf.len();
     while i >= 2 {
-        if buf[i - 1] == b'\n' && (buf[i - 2] == b'\n' || (i >= 3 && buf[i - 2] == b'\r' && buf[i - 3] == b'\n')) {
+        if buf[i - 1] == b'\n'
+            && (buf[i - 2] == b'\n' || (i >= 3 && buf[i - 2] == b'\r' && buf[i - 3] == b'\n'))
+        {
             return Some(i);
         }
         i -= 1;

@@ -16,7 +16,11 @@ pub fn extract(json: &[u8]) -> Option<Usage> {
     if !raw.trim_start().starts_with('{') {
         return None;
     }
-    let get = |k: &str| sonic_rs::get(raw, [k]).ok().and_then(|v| v.as_raw_str().parse::<u64>().ok());
+    let get = |k: &str| {
+        sonic_rs::get(raw, [k])
+            .ok()
+            .and_then(|v| v.as_raw_str().parse::<u64>().ok())
+    };
     Some(Usage {
         prompt: get("prompt_tokens").unwrap_or(0),
         completion: get("completion_tokens").unwrap_or(0),
@@ -29,8 +33,16 @@ mod tests {
 
     #[test]
     fn reads_usage() {
-        let u = extract(br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#);
-        assert_eq!(u, Some(Usage { prompt: 12, completion: 5 }));
+        let u = extract(
+            br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#,
+        );
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt: 12,
+                completion: 5
+            })
+        );
         assert_eq!(extract(br#"{"usage":null}"#), None);
         assert_eq!(extract(br#"{"choices":[]}"#), None);
     }

@@ -14,7 +14,11 @@ use monoio_http::h1::codec::decoder::ChunkedBodyDecoder;
 ///
 /// If the returned future is dropped mid-read the buffer is lost with it; callers only drop it
 /// when they are about to abandon the connection.
-pub async fn read_more<IO: AsyncReadRent>(io: &mut IO, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+pub async fn read_more<IO: AsyncReadRent>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<usize> {
     if buf.capacity() - buf.len() < want {
         buf.reserve(want);
     }
@@ -40,10 +44,17 @@ pub enum FramingError {
 /// How a message body is delimited.
 pub enum BodyDecoder {
     Empty,
-    Length { remaining: usize },
-    Chunked { inner: ChunkedBodyDecoder, done: bool },
+    Length {
+        remaining: usize,
+    },
+    Chunked {
+        inner: ChunkedBodyDecoder,
+        done: bool,
+    },
     /// A response body that ends when the server closes the connection.
-    UntilClose { done: bool },
+    UntilClose {
+        done: bool,
+    },
 }
 
 /// One step of decoding.
@@ -81,9 +92,17 @@ impl BodyDecoder {
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|s| s.parse::<usize>().ok())
                 .ok_or(FramingError::BadLength)?;
-            return Ok(if n == 0 { Self::Empty } else { Self::Length { remaining: n } });
+            return Ok(if n == 0 {
+                Self::Empty
+            } else {
+                Self::Length { remaining: n }
+            });
         }
-        Ok(if until_close { Self::UntilClose { done: false } } else { Self::Empty })
+        Ok(if until_close {
+            Self::UntilClose { done: false }
+        } else {
+            Self::Empty
+        })
     }
 
     /// The declared length, if known up front.
@@ -167,7 +186,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -186,7 +208,8 @@ mod tests {
 
     #[test]
     fn chunked_and_length() {
-        let mut d = BodyDecoder::from_headers(&headers(&[("transfer-encoding", "chunked")]), false).unwrap();
+        let mut d = BodyDecoder::from_headers(&headers(&[("transfer-encoding", "chunked")]), false)
+            .unwrap();
         let (out, end) = drain(&mut d, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
         assert_eq!((out.as_slice(), end), (&b"hello world"[..], true));
         let mut d = BodyDecoder::from_headers(&headers(&[("content-length", "5")]), false).unwrap();
@@ -197,10 +220,17 @@ mod tests {
 
     #[test]
     fn rejects_ambiguous_and_bad_lengths() {
-        assert!(BodyDecoder::from_headers(&headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]), false).is_err());
+        assert!(BodyDecoder::from_headers(
+            &headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
+            false
+        )
+        .is_err());
         assert!(BodyDecoder::from_headers(&headers(&[("content-length", "+5")]), false).is_err());
-        assert!(BodyDecoder::from_headers(&headers(&[("transfer-encoding", "gzip")]), false).is_err());
-        let mut d = BodyDecoder::from_headers(&headers(&[("transfer-encoding", "chunked")]), false).unwrap();
+        assert!(
+            BodyDecoder::from_headers(&headers(&[("transfer-encoding", "gzip")]), false).is_err()
+        );
+        let mut d = BodyDecoder::from_headers(&headers(&[("transfer-encoding", "chunked")]), false)
+            .unwrap();
         assert!(d.step(&mut BytesMut::from(&b"zz\r\n"[..])).is_err());
     }
 

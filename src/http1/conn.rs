@@ -43,25 +43,32 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
                 let id = svc.next_request_id();
                 let mut w = ResponseWriter::new(&mut io, &id, false, false, false);
                 let kind = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorKind::PayloadTooLarge,
+                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                        ErrorKind::PayloadTooLarge
+                    }
                     StatusCode::REQUEST_TIMEOUT => ErrorKind::BadRequest,
                     _ => ErrorKind::BadRequest,
                 };
                 let mut e = ApiError::new(kind, msg);
                 e.code = Some(status.as_u16().to_string());
-                let _ = w
-                    .send(status, "application/json", &[], &e.to_json())
-                    .await;
+                let _ = w.send(status, "application/json", &[], &e.to_json()).await;
                 return;
             }
         };
 
-        let request_id = match head.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        let request_id = match head
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(v) if valid_request_id(v) => v.to_owned(),
             _ => svc.next_request_id(),
         };
         let http10 = head.version == http::Version::HTTP_10;
-        let conn_hdr = head.headers.get(http::header::CONNECTION).map(|v| v.as_bytes().to_ascii_lowercase());
+        let conn_hdr = head
+            .headers
+            .get(http::header::CONNECTION)
+            .map(|v| v.as_bytes().to_ascii_lowercase());
         let mut keep_alive = if http10 {
             conn_hdr.as_deref() == Some(b"keep-alive")
         } else {
@@ -71,15 +78,29 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
         let mut decoder = match BodyDecoder::from_headers(&head.headers, false) {
             Ok(d) => d,
             Err(e) => {
-                reject(svc, &mut io, &request_id, StatusCode::BAD_REQUEST, &format!("Malformed request: {e}.")).await;
+                reject(
+                    svc,
+                    &mut io,
+                    &request_id,
+                    StatusCode::BAD_REQUEST,
+                    &format!("Malformed request: {e}."),
+                )
+                .await;
                 return;
             }
         };
         if let Some(n) = decoder.known_length() {
             if n > lim.max_body_bytes {
-                reject(svc, &mut io, &request_id, StatusCode::PAYLOAD_TOO_LARGE, &format!(
-                    "Request body of {n} bytes exceeds the limit of {} bytes.", lim.max_body_bytes
-                ))
+                reject(
+                    svc,
+                    &mut io,
+                    &request_id,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "Request body of {n} bytes exceeds the limit of {} bytes.",
+                        lim.max_body_bytes
+                    ),
+                )
                 .await;
                 return;
             }
@@ -97,14 +118,28 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
         let body = match read_body(&mut io, &mut buf, &mut decoder, &lim).await {
             Ok(b) => b,
             Err(BodyFailure::TooLarge) => {
-                reject(svc, &mut io, &request_id, StatusCode::PAYLOAD_TOO_LARGE, &format!(
-                    "Request body exceeds the limit of {} bytes.", lim.max_body_bytes
-                ))
+                reject(
+                    svc,
+                    &mut io,
+                    &request_id,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "Request body exceeds the limit of {} bytes.",
+                        lim.max_body_bytes
+                    ),
+                )
                 .await;
                 return;
             }
             Err(BodyFailure::Malformed) => {
-                reject(svc, &mut io, &request_id, StatusCode::BAD_REQUEST, "Malformed request body framing.").await;
+                reject(
+                    svc,
+                    &mut io,
+                    &request_id,
+                    StatusCode::BAD_REQUEST,
+                    "Malformed request body framing.",
+                )
+                .await;
                 return;
             }
             Err(BodyFailure::Closed) => return,
@@ -149,10 +184,20 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
     }
 }
 
-async fn reject<S: Service, IO: ServerIo>(svc: &S, io: &mut IO, request_id: &str, status: StatusCode, msg: &str) {
+async fn reject<S: Service, IO: ServerIo>(
+    svc: &S,
+    io: &mut IO,
+    request_id: &str,
+    status: StatusCode,
+    msg: &str,
+) {
     svc.on_rejected(status);
     let mut w = ResponseWriter::new(io, request_id, false, false, false);
-    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { ErrorKind::PayloadTooLarge } else { ErrorKind::BadRequest };
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ErrorKind::PayloadTooLarge
+    } else {
+        ErrorKind::BadRequest
+    };
     let _ = w.send_error(&ApiError::new(kind, msg)).await;
 }
 
@@ -178,8 +223,18 @@ async fn read_head<IO: ServerIo>(io: &mut IO, buf: &mut BytesMut, lim: &ConnLimi
         match decoded {
             Ok(Ok(Decoded::Some(head))) => return HeadOutcome::Head(head),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return HeadOutcome::Reject(StatusCode::BAD_REQUEST, format!("Malformed HTTP request: {e}.")),
-            Err(_) => return HeadOutcome::Reject(StatusCode::BAD_REQUEST, "Malformed HTTP request.".to_owned()),
+            Ok(Err(e)) => {
+                return HeadOutcome::Reject(
+                    StatusCode::BAD_REQUEST,
+                    format!("Malformed HTTP request: {e}."),
+                )
+            }
+            Err(_) => {
+                return HeadOutcome::Reject(
+                    StatusCode::BAD_REQUEST,
+                    "Malformed HTTP request.".to_owned(),
+                )
+            }
         }
         if buf.len() > lim.max_header_bytes {
             return HeadOutcome::Reject(
@@ -191,7 +246,12 @@ async fn read_head<IO: ServerIo>(io: &mut IO, buf: &mut BytesMut, lim: &ConnLimi
         match monoio::time::timeout(left, read_more(io, buf, INITIAL_READ.max(buf.len()))).await {
             Ok(Ok(0)) | Ok(Err(_)) => return HeadOutcome::Closed,
             Ok(Ok(_)) => {}
-            Err(_) => return HeadOutcome::Reject(StatusCode::REQUEST_TIMEOUT, "Timed out reading the request head.".to_owned()),
+            Err(_) => {
+                return HeadOutcome::Reject(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Timed out reading the request head.".to_owned(),
+                )
+            }
         }
     }
 }
@@ -202,7 +262,12 @@ enum BodyFailure {
     Closed,
 }
 
-async fn read_body<IO: ServerIo>(io: &mut IO, buf: &mut BytesMut, d: &mut BodyDecoder, lim: &ConnLimits) -> Result<Bytes, BodyFailure> {
+async fn read_body<IO: ServerIo>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    d: &mut BodyDecoder,
+    lim: &ConnLimits,
+) -> Result<Bytes, BodyFailure> {
     let mut first: Option<Bytes> = None;
     let mut acc: Option<BytesMut> = None;
     let mut total = 0usize;
@@ -228,7 +293,10 @@ async fn read_body<IO: ServerIo>(io: &mut IO, buf: &mut BytesMut, d: &mut BodyDe
             }
             Step::End => break,
             Step::NeedMore => {
-                let want = d.known_length().unwrap_or(16 * 1024).clamp(INITIAL_READ, 256 * 1024);
+                let want = d
+                    .known_length()
+                    .unwrap_or(16 * 1024)
+                    .clamp(INITIAL_READ, 256 * 1024);
                 let left = deadline.saturating_duration_since(monoio::time::Instant::now());
                 match monoio::time::timeout(left, read_more(io, buf, want)).await {
                     Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(BodyFailure::Closed),

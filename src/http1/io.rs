@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::BufResult;
 use monoio::net::{TcpStream, UnixStream};
+use monoio::BufResult;
 
 /// A server-side connection: plain TCP, a Unix domain socket, or TLS over TCP.
 pub trait ServerIo: AsyncReadRent + AsyncWriteRent + 'static {
@@ -117,7 +117,9 @@ impl DisconnectWatch {
                 n if n > 0 => std::future::pending::<()>().await,
                 _ => {
                     let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::WouldBlock && err.kind() != io::ErrorKind::Interrupted {
+                    if err.kind() != io::ErrorKind::WouldBlock
+                        && err.kind() != io::ErrorKind::Interrupted
+                    {
                         return;
                     }
                 }

@@ -14,7 +14,9 @@ use crate::api::ApiError;
 enum State {
     Fresh,
     /// Head sent; body framed by chunked encoding (or by close, for HTTP/1.0 clients).
-    Streaming { chunked: bool },
+    Streaming {
+        chunked: bool,
+    },
     Done,
     Broken,
 }
@@ -32,7 +34,13 @@ pub struct ResponseWriter<'a, IO: ServerIo> {
 }
 
 impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
-    pub(super) fn new(io: &'a mut IO, request_id: &'a str, keep_alive: bool, http10: bool, head_request: bool) -> Self {
+    pub(super) fn new(
+        io: &'a mut IO,
+        request_id: &'a str,
+        keep_alive: bool,
+        http10: bool,
+        head_request: bool,
+    ) -> Self {
         Self {
             io,
             state: State::Fresh,
@@ -75,7 +83,13 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         DisconnectWatch::new(self.io.socket_fd()).ok()
     }
 
-    fn write_head(&mut self, status: StatusCode, content_type: &str, extra: &[(&str, &str)], length: Option<usize>) {
+    fn write_head(
+        &mut self,
+        status: StatusCode,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        length: Option<usize>,
+    ) {
         self.status = Some(status);
         let b = &mut self.buf;
         b.clear();
@@ -121,12 +135,18 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         if self.state == State::Fresh {
             Ok(())
         } else {
-            Err(io::Error::new(io::ErrorKind::Other, "response already started"))
+            Err(io::Error::other("response already started"))
         }
     }
 
     /// Sends a complete response.
-    pub async fn send(&mut self, status: StatusCode, content_type: &str, extra: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+    pub async fn send(
+        &mut self,
+        status: StatusCode,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<()> {
         self.ensure_fresh()?;
         self.write_head(status, content_type, extra, Some(body.len()));
         if !self.head_request {
@@ -147,22 +167,30 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         } else {
             &[]
         };
-        self.send(err.status(), "application/json", extra, &err.to_json()).await
+        self.send(err.status(), "application/json", extra, &err.to_json())
+            .await
     }
 
     /// Sends the head of a streamed response.
-    pub async fn start_stream(&mut self, status: StatusCode, content_type: &str, extra: &[(&str, &str)]) -> io::Result<()> {
+    pub async fn start_stream(
+        &mut self,
+        status: StatusCode,
+        content_type: &str,
+        extra: &[(&str, &str)],
+    ) -> io::Result<()> {
         self.ensure_fresh()?;
         self.write_head(status, content_type, extra, None);
         self.flush_buf().await?;
-        self.state = State::Streaming { chunked: !self.http10 };
+        self.state = State::Streaming {
+            chunked: !self.http10,
+        };
         Ok(())
     }
 
     /// Sends one piece of a streamed body and flushes it.
     pub async fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         let State::Streaming { chunked } = self.state else {
-            return Err(io::Error::new(io::ErrorKind::Other, "no stream started"));
+            return Err(io::Error::other("no stream started"));
         };
         if data.is_empty() {
             return Ok(());
@@ -181,7 +209,7 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
     /// Ends a streamed body.
     pub async fn finish_stream(&mut self) -> io::Result<()> {
         let State::Streaming { chunked } = self.state else {
-            return Err(io::Error::new(io::ErrorKind::Other, "no stream started"));
+            return Err(io::Error::other("no stream started"));
         };
         if chunked {
             self.buf.clear();

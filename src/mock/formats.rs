@@ -26,8 +26,20 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(model: &str, body: &Value, raw: &[u8], chunks: usize) -> Self {
-        let words = (0..chunks).map(|i| if i == 0 { "mock".to_owned() } else { format!(" word{i}") }).collect();
+    pub fn new(model: &str, body: &Value, raw: &[u8], chunks: usize, chunk_bytes: usize) -> Self {
+        let words = (0..chunks)
+            .map(|i| {
+                let mut w = if i == 0 {
+                    "mock".to_owned()
+                } else {
+                    format!(" word{i}")
+                };
+                while w.len() < chunk_bytes {
+                    w.push('x');
+                }
+                w
+            })
+            .collect();
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -36,7 +48,9 @@ impl Reply {
             model: model.to_owned(),
             words,
             prompt_tokens: (raw.len() as u64 / 4).max(1),
-            include_usage: body["stream_options"]["include_usage"].as_bool().unwrap_or(false),
+            include_usage: body["stream_options"]["include_usage"]
+                .as_bool()
+                .unwrap_or(false),
             created,
             id: format!("mock-{:016x}", fastrand::u64(..)),
         }
@@ -91,7 +105,10 @@ impl Format {
 
     pub fn wants_stream(self, path: &str, query: Option<&str>, body: &Value) -> bool {
         match self {
-            Format::Generate => path.contains(":streamGenerateContent") || query.is_some_and(|q| q.contains("alt=sse")),
+            Format::Generate => {
+                path.contains(":streamGenerateContent")
+                    || query.is_some_and(|q| q.contains("alt=sse"))
+            }
             _ => body["stream"].as_bool().unwrap_or(false),
         }
     }
@@ -182,7 +199,10 @@ impl Format {
                     }
                     sse(&v)
                 };
-                out.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+                out.push(chunk(
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ));
                 for w in &r.words {
                     out.push(chunk(json!({"content": w}), Value::Null));
                 }
@@ -206,7 +226,10 @@ impl Format {
                 for w in &r.words {
                     out.push(named("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
                 }
-                out.push(named("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+                out.push(named(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": 0}),
+                ));
                 out.push(named("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": c}})));
                 out.push(named("message_stop", &json!({"type": "message_stop"})));
             }

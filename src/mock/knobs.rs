@@ -9,6 +9,8 @@ pub struct Knobs {
     pub chunk_delay_ms: u64,
     pub status: Option<u16>,
     pub malformed: bool,
+    /// Pads each streamed word to this many bytes (for backpressure tests).
+    pub chunk_bytes: usize,
 }
 
 impl Default for Knobs {
@@ -19,6 +21,7 @@ impl Default for Knobs {
             chunk_delay_ms: 0,
             status: None,
             malformed: false,
+            chunk_bytes: 0,
         }
     }
 }
@@ -26,7 +29,10 @@ impl Default for Knobs {
 /// The number after `token` in `name` (`mock-status-429` → 429).
 fn number_after(name: &str, token: &str) -> Option<u64> {
     let at = name.find(token)? + token.len();
-    let digits: String = name[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = name[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -44,6 +50,9 @@ impl Knobs {
         }
         if let Some(v) = number_after(model, "mock-status-") {
             k.status = u16::try_from(v).ok();
+        }
+        if let Some(v) = number_after(model, "mock-chunk-bytes-") {
+            k.chunk_bytes = v as usize;
         }
         k.malformed = model.contains("mock-malformed");
         k
@@ -67,7 +76,11 @@ impl Knobs {
         if req.header("x-mock-malformed").is_some() {
             k.malformed = true;
         }
-        k.chunks = k.chunks.clamp(1, 10_000);
+        if let Some(v) = num("x-mock-chunk-bytes") {
+            k.chunk_bytes = v as usize;
+        }
+        k.chunks = k.chunks.clamp(1, 100_000);
+        k.chunk_bytes = k.chunk_bytes.min(1024 * 1024);
         k
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Knobs come from request headers (`x-mock-delay-ms`, `x-mock-chunks`, `x-mock-chunk-delay-ms`,
 //! `x-mock-status`, `x-mock-malformed`) or from the upstream model name (`…-mock-status-429`,
-//! `…-mock-delay-500`, `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-malformed`), because
+//! `…-mock-delay-500`, `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-chunk-bytes-4096`, `…-mock-malformed`), because
 //! a gateway config selects failure modes per deployment and does not forward client headers.
 
 mod formats;
@@ -122,7 +122,9 @@ impl Service for MockService {
                     "disconnects": self.stats.disconnects.load(Ordering::Relaxed),
                     "completed_streams": self.stats.completed_streams.load(Ordering::Relaxed),
                 });
-                let _ = w.send_json(StatusCode::OK, body.to_string().as_bytes()).await;
+                let _ = w
+                    .send_json(StatusCode::OK, body.to_string().as_bytes())
+                    .await;
                 return;
             }
             ("GET", "/health") | ("GET", "/") => {
@@ -133,7 +135,10 @@ impl Service for MockService {
         }
         let Some(format) = Format::detect(&req.method, &req.path) else {
             let _ = w
-                .send_json(StatusCode::NOT_FOUND, br#"{"error":{"message":"mock: unknown path","type":"not_found"}}"#)
+                .send_json(
+                    StatusCode::NOT_FOUND,
+                    br#"{"error":{"message":"mock: unknown path","type":"not_found"}}"#,
+                )
                 .await;
             return;
         };
@@ -142,7 +147,9 @@ impl Service for MockService {
             Ok(v) => v,
             Err(e) => {
                 let msg = serde_json::json!({"error": {"message": format!("mock: invalid JSON: {e}"), "type": "invalid_request_error"}});
-                let _ = w.send_json(StatusCode::BAD_REQUEST, msg.to_string().as_bytes()).await;
+                let _ = w
+                    .send_json(StatusCode::BAD_REQUEST, msg.to_string().as_bytes())
+                    .await;
                 return;
             }
         };
@@ -156,7 +163,7 @@ impl Service for MockService {
             let _ = w.send_json(code, &format.error_body(status)).await;
             return;
         }
-        let reply = formats::Reply::new(&model, &body, &req.body, knobs.chunks);
+        let reply = formats::Reply::new(&model, &body, &req.body, knobs.chunks, knobs.chunk_bytes);
         let stream = format.wants_stream(&req.path, req.query.as_deref(), &body);
         if knobs.malformed && !stream {
             let _ = w.send_json(StatusCode::OK, b"{\"id\": \"broken").await;
@@ -166,10 +173,13 @@ impl Service for MockService {
             let _ = w.send_json(StatusCode::OK, &format.complete(&reply)).await;
             return;
         }
-        if w
-            .start_stream(StatusCode::OK, "text/event-stream", &[("cache-control", "no-cache")])
-            .await
-            .is_err()
+        if w.start_stream(
+            StatusCode::OK,
+            "text/event-stream",
+            &[("cache-control", "no-cache")],
+        )
+        .await
+        .is_err()
         {
             self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
             return;
@@ -179,7 +189,11 @@ impl Service for MockService {
             if i > 0 && knobs.chunk_delay_ms > 0 {
                 monoio::time::sleep(Duration::from_millis(knobs.chunk_delay_ms)).await;
             }
-            let ev = if knobs.malformed && i == 1 { "data: {\"broken\n\n".to_owned() } else { ev.clone() };
+            let ev = if knobs.malformed && i == 1 {
+                "data: {\"broken\n\n".to_owned()
+            } else {
+                ev.clone()
+            };
             if w.send_chunk(ev.as_bytes()).await.is_err() {
                 self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 w.abort();

@@ -22,10 +22,9 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Binds `count` listeners on `addr`. With port 0 the first picks the port and the others
 /// join it.
 pub fn bind_tcp_group(addr: &str, count: usize) -> io::Result<Vec<TcpListener>> {
-    let mut resolved = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing"))?;
+    let mut resolved = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
+    })?;
     let first = bind_one(resolved)?;
     resolved = first.local_addr()?;
     let mut all = vec![first];

@@ -37,9 +37,15 @@ pub enum ServeError {
     #[error("{0}")]
     Config(#[from] config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot start {what}: {source}")]
-    Start { what: String, source: std::io::Error },
+    Start {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -93,24 +99,31 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     }
     tracing::info!(config = %source.name(), model_groups = snap.group_names.len(), "config loaded");
 
-    let workers = opts
-        .workers
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let workers = opts.workers.filter(|n| *n > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
 
     if let Some(addr) = snap.mock_listen.clone() {
-        crate::mock::spawn_background(&addr, opts.io_driver).map_err(|source| ServeError::Start {
-            what: format!("built-in mock on {addr}"),
-            source,
+        crate::mock::spawn_background(&addr, opts.io_driver).map_err(|source| {
+            ServeError::Start {
+                what: format!("built-in mock on {addr}"),
+                source,
+            }
         })?;
         tracing::info!(addr = %addr, "built-in mock upstream started");
     }
 
-    let tcp = listener::bind_tcp_group(&opts.listen, workers).map_err(|source| ServeError::Bind {
-        addr: opts.listen.clone(),
-        source,
-    })?;
-    let local = tcp[0].local_addr().map(|a| a.to_string()).unwrap_or_else(|_| opts.listen.clone());
+    let tcp =
+        listener::bind_tcp_group(&opts.listen, workers).map_err(|source| ServeError::Bind {
+            addr: opts.listen.clone(),
+            source,
+        })?;
+    let local = tcp[0]
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| opts.listen.clone());
     let uds = match &opts.uds {
         Some(p) => Some(listener::bind_uds(p).map_err(|source| ServeError::Bind {
             addr: p.display().to_string(),
@@ -188,7 +201,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
     }
     for d in &drivers {
-        shared.global_metrics.io_driver.with_label_values(&[d.as_str()]).inc();
+        shared
+            .global_metrics
+            .io_driver
+            .with_label_values(&[d.as_str()])
+            .inc();
     }
     let driver_name = drivers.first().map(|d| d.as_str()).unwrap_or("unknown");
     shared.ready.store(true, Ordering::SeqCst);
@@ -203,7 +220,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
     let reload_tx = {
         let shared = shared.clone();
-        config::reload::spawn_reloader(source.clone(), Arc::new(Catalog), move |res| apply_reload(&shared, res))
+        config::reload::spawn_reloader(source.clone(), Arc::new(Catalog), move |res| {
+            apply_reload(&shared, res)
+        })
     };
     let _watcher = config::reload::watch(&source, reload_tx.clone());
 
@@ -211,8 +230,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let snap = shared.config.load_full();
     shared.ready.store(false, Ordering::SeqCst);
     shared.draining.store(true, Ordering::SeqCst);
-    tracing::info!(delay_s = snap.server.shutdown_delay.as_secs_f64(), timeout_s = snap.server.shutdown_timeout.as_secs_f64(),
-        "shutdown requested: draining");
+    tracing::info!(
+        delay_s = snap.server.shutdown_delay.as_secs_f64(),
+        timeout_s = snap.server.shutdown_timeout.as_secs_f64(),
+        "shutdown requested: draining"
+    );
     if !snap.server.shutdown_delay.is_zero() {
         std::thread::sleep(snap.server.shutdown_delay);
     }
@@ -238,11 +260,19 @@ fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError
             logging::set_secrets(&loaded.snapshot.secrets);
             let groups = loaded.snapshot.group_names.len();
             shared.config.store(Arc::new(loaded.snapshot));
-            shared.global_metrics.config_reloads.with_label_values(&["success"]).inc();
+            shared
+                .global_metrics
+                .config_reloads
+                .with_label_values(&["success"])
+                .inc();
             tracing::info!(model_groups = groups, "config reloaded");
         }
         Err(e) => {
-            shared.global_metrics.config_reloads.with_label_values(&["error"]).inc();
+            shared
+                .global_metrics
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
             tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
         }
     }

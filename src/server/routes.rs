@@ -73,7 +73,12 @@ fn route(path: &str) -> Option<Route> {
 fn presented_key(req: &Request) -> Option<&str> {
     if let Some(v) = req.header("authorization") {
         let v = v.trim();
-        return Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim());
+        return Some(
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v)
+                .trim(),
+        );
     }
     req.header("x-api-key").or_else(|| req.header("api-key"))
 }
@@ -100,18 +105,26 @@ impl Service for GatewayService {
         let ctx = &*self.ctx;
         let _inflight = InflightGuard::new(ctx);
         let snap = ctx.shared.config.load_full();
-        let route = route(&req.path).filter(|r| !matches!(r, Route::DebugPanic) || snap.server.debug_routes);
+        let route = route(&req.path)
+            .filter(|r| !matches!(r, Route::DebugPanic) || snap.server.debug_routes);
         let Some(route) = route else {
-            let e = ApiError::new(ErrorKind::NotFound, format!("Unknown path: {}", req.path)).with_code("not_found");
+            let e = ApiError::new(ErrorKind::NotFound, format!("Unknown path: {}", req.path))
+                .with_code("not_found");
             let _ = w.send_error(&e).await;
             ctx.gateway.metrics.record_http("unknown", 404);
             return;
         };
-        let method_ok = req.method == route.method() || (req.method == Method::HEAD && route.method() == Method::GET);
+        let method_ok = req.method == route.method()
+            || (req.method == Method::HEAD && route.method() == Method::GET);
         if !method_ok {
             let e = ApiError::new(
                 ErrorKind::MethodNotAllowed,
-                format!("Method {} is not allowed on {}; use {}.", req.method, req.path, route.method()),
+                format!(
+                    "Method {} is not allowed on {}; use {}.",
+                    req.method,
+                    req.path,
+                    route.method()
+                ),
             )
             .with_code("method_not_allowed");
             let _ = w.send_error(&e).await;
@@ -120,7 +133,8 @@ impl Service for GatewayService {
         }
         if route.needs_auth() {
             if let Some(master) = &snap.master_key {
-                let ok = presented_key(req).is_some_and(|k| bool::from(k.as_bytes().ct_eq(master.as_bytes())));
+                let ok = presented_key(req)
+                    .is_some_and(|k| bool::from(k.as_bytes().ct_eq(master.as_bytes())));
                 if !ok {
                     let e = ApiError::new(
                         ErrorKind::Authentication,
@@ -136,7 +150,9 @@ impl Service for GatewayService {
         match route {
             Route::Chat => gateway::chat_completions(&ctx.gateway, &snap, req, w).await,
             Route::Models => {
-                let _ = w.send_json(StatusCode::OK, &gateway::models_list(&snap)).await;
+                let _ = w
+                    .send_json(StatusCode::OK, &gateway::models_list(&snap))
+                    .await;
             }
             Route::Live => {
                 let _ = w.send_json(StatusCode::OK, br#"{"status":"alive"}"#).await;
@@ -156,7 +172,9 @@ impl Service for GatewayService {
             }
             Route::Metrics => {
                 let text = metrics::render(&ctx.shared.registries);
-                let _ = w.send(StatusCode::OK, "text/plain; version=0.0.4", &[], &text).await;
+                let _ = w
+                    .send(StatusCode::OK, "text/plain; version=0.0.4", &[], &text)
+                    .await;
             }
             Route::DebugPanic => panic!("panic requested through /debug/panic"),
         }
@@ -173,6 +191,9 @@ impl Service for GatewayService {
     }
 
     fn on_rejected(&self, status: StatusCode) {
-        self.ctx.gateway.metrics.record_http("rejected", status.as_u16());
+        self.ctx
+            .gateway
+            .metrics
+            .record_http("rejected", status.as_u16());
     }
 }

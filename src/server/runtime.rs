@@ -68,6 +68,8 @@ pub fn build(choice: IoDriver) -> io::Result<(Runtime, ActiveDriver)> {
     } else if choice == IoDriver::Auto {
         tracing::info!("io_uring unavailable (kernel or seccomp); using the epoll driver");
     }
-    let rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?;
+    let rt = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()?;
     Ok((rt.into(), ActiveDriver::Epoll))
 }

@@ -94,7 +94,11 @@ pub fn run(spec: ShardSpec) {
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
         if ctx.inflight.get() > 0 {
-            tracing::warn!(shard = id, inflight = ctx.inflight.get(), "shutdown deadline reached; closing in-flight requests");
+            tracing::warn!(
+                shard = id,
+                inflight = ctx.inflight.get(),
+                "shutdown deadline reached; closing in-flight requests"
+            );
         }
     });
 }
@@ -129,7 +133,12 @@ async fn accept_tcp(ctx: Rc<ShardCtx>, listener: TcpListener, stopping: Rc<Local
                         Some(cfg) => {
                             let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
                             let timeout = limits(&ctx).header_timeout;
-                            match monoio::time::timeout(timeout, crate::http1::io::TlsConn::accept(&acceptor, stream)).await {
+                            match monoio::time::timeout(
+                                timeout,
+                                crate::http1::io::TlsConn::accept(&acceptor, stream),
+                            )
+                            .await
+                            {
                                 Ok(Ok(tls)) => conn::serve(&svc, tls, || limits(&ctx)).await,
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),

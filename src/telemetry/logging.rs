@@ -45,9 +45,15 @@ pub fn init(format: LogFormat, level: &str) -> WorkerGuard {
         .finish(io::stdout());
     let filter = EnvFilter::try_from_env("LLMUX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let make = Redacting { inner: writer };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(make);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(make);
     let res = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
     if res.is_err() {

@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Deployment;
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
 ];
 
 fn status_class(status: u16) -> usize {
@@ -70,22 +71,34 @@ impl ShardMetrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("llmux_requests_total", "Routed requests by model group, deployment, provider and status class."),
+            Opts::new(
+                "llmux_requests_total",
+                "Routed requests by model group, deployment, provider and status class.",
+            ),
             &["model_group", "deployment", "provider", "status_class"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("llmux_request_duration_seconds", "Time from request received to response complete.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "llmux_request_duration_seconds",
+                "Time from request received to response complete.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["model_group", "provider"],
         )?;
         let upstream_duration = HistogramVec::new(
-            HistogramOpts::new("llmux_upstream_duration_seconds", "Time spent on the upstream call.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "llmux_upstream_duration_seconds",
+                "Time spent on the upstream call.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["provider", "deployment"],
         )?;
         let ttft = HistogramVec::new(
-            HistogramOpts::new("llmux_time_to_first_token_seconds", "Time to the first streamed event.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "llmux_time_to_first_token_seconds",
+                "Time to the first streamed event.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["model_group"],
         )?;
         let tokens = IntCounterVec::new(
@@ -93,7 +106,10 @@ impl ShardMetrics {
             &["model_group", "type"],
         )?;
         let http_requests = IntCounterVec::new(
-            Opts::new("llmux_http_requests_total", "All HTTP requests by route and status class."),
+            Opts::new(
+                "llmux_http_requests_total",
+                "All HTTP requests by route and status class.",
+            ),
             &["route", "status_class"],
         )?;
         let inflight = IntGauge::new("llmux_inflight_requests", "Requests being served.")?;
@@ -126,7 +142,10 @@ impl ShardMetrics {
         let class = status_class(status);
         let mut map = self.http_by_route.borrow_mut();
         map.entry((route, class))
-            .or_insert_with(|| self.http_requests.with_label_values(&[route, CLASSES[class]]))
+            .or_insert_with(|| {
+                self.http_requests
+                    .with_label_values(&[route, CLASSES[class]])
+            })
             .inc();
     }
 
@@ -136,7 +155,9 @@ impl ShardMetrics {
         if handles.len() > 10_000 {
             handles.clear();
         }
-        let h = handles.entry(key).or_insert_with(|| self.resolve(r.deployment));
+        let h = handles
+            .entry(key)
+            .or_insert_with(|| self.resolve(r.deployment));
         h.requests[status_class(r.status)].inc();
         h.request_duration.observe(r.duration);
         if let Some(u) = r.upstream_duration {
@@ -183,7 +204,10 @@ impl GlobalMetrics {
             &["result"],
         )?;
         let io_driver = IntGaugeVec::new(
-            Opts::new("llmux_io_driver", "Shards running each I/O driver (io_uring or epoll)."),
+            Opts::new(
+                "llmux_io_driver",
+                "Shards running each I/O driver (io_uring or epoll).",
+            ),
             &["driver"],
         )?;
         let shards = IntGauge::new("llmux_shards", "Number of shards (worker threads).")?;
@@ -264,7 +288,9 @@ fn merge_family(into: &mut MetricFamily, from: MetricFamily) {
                     .zip(o.get_bucket())
                     .map(|(b, ob)| {
                         let mut nb = b.clone();
-                        nb.set_cumulative_count(b.get_cumulative_count() + ob.get_cumulative_count());
+                        nb.set_cumulative_count(
+                            b.get_cumulative_count() + ob.get_cumulative_count(),
+                        );
                         nb
                     })
                     .collect();
@@ -290,7 +316,10 @@ mod tests {
         a.inflight.set(2);
         b.inflight.set(1);
         let text = String::from_utf8(render(&[a.registry(), b.registry()])).unwrap();
-        assert!(text.contains(r#"llmux_http_requests_total{route="chat",status_class="2xx"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"llmux_http_requests_total{route="chat",status_class="2xx"} 2"#),
+            "{text}"
+        );
         assert!(text.contains(r#"llmux_http_requests_total{route="chat",status_class="4xx"} 1"#));
         assert!(text.contains("llmux_inflight_requests 3"));
     }

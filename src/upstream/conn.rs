@@ -18,7 +18,10 @@ use crate::http1::body::read_more;
 
 pub enum UpstreamConn {
     Plain(TcpStream),
-    Tls { fd: RawFd, stream: Box<ClientTlsStream<TcpStream>> },
+    Tls {
+        fd: RawFd,
+        stream: Box<ClientTlsStream<TcpStream>>,
+    },
 }
 
 impl UpstreamConn {
@@ -56,7 +59,12 @@ impl UpstreamConn {
         let mut probe = [0u8; 1];
         // SAFETY: one-byte peek into a local buffer; MSG_DONTWAIT keeps it non-blocking.
         let n = unsafe {
-            libc::recv(self.fd(), probe.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            libc::recv(
+                self.fd(),
+                probe.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
         };
         n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
@@ -79,7 +87,10 @@ pub async fn connect(
         port: dial_port,
         reason,
     };
-    let addrs = resolver.resolve(dial_host, dial_port).await.map_err(|e| fail(e.to_string()))?;
+    let addrs = resolver
+        .resolve(dial_host, dial_port)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     let mut last_err = String::from("no addresses");
     let mut tcp = None;
     for addr in addrs.iter() {
@@ -94,13 +105,16 @@ pub async fn connect(
     let mut tcp = tcp.ok_or_else(|| fail(last_err))?;
     let _ = tcp.set_nodelay(true);
     if route.proxy.is_some() && tls {
-        tunnel(&mut tcp, host, port).await.map_err(|e| fail(format!("proxy CONNECT failed: {e}")))?;
+        tunnel(&mut tcp, host, port)
+            .await
+            .map_err(|e| fail(format!("proxy CONNECT failed: {e}")))?;
     }
     if !tls {
         return Ok(UpstreamConn::Plain(tcp));
     }
     let fd = tcp.as_raw_fd();
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| fail(format!("invalid TLS server name: {e}")))?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| fail(format!("invalid TLS server name: {e}")))?;
     let connector = TlsConnector::from(settings.tls.clone());
     let stream = connector
         .connect(name, tcp)
@@ -114,7 +128,11 @@ pub async fn connect(
 
 /// Opens a CONNECT tunnel through an HTTP proxy.
 async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16) -> io::Result<()> {
-    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let req = format!("CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n").into_bytes();
     let (res, _) = tcp.write_all(req).await;
     res?;
@@ -124,16 +142,23 @@ async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16) -> io::Result<()> {
             let head = &buf[..end];
             let status_ok = head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200");
             if !status_ok {
-                let line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or(b""));
-                return Err(io::Error::new(io::ErrorKind::Other, line.into_owned()));
+                let line =
+                    String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or(b""));
+                return Err(io::Error::other(line.into_owned()));
             }
             return Ok(());
         }
         if buf.len() > 16 * 1024 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "proxy response too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "proxy response too large",
+            ));
         }
         if read_more(tcp, &mut buf, 1024).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "proxy closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "proxy closed the connection",
+            ));
         }
     }
 }

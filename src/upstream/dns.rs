@@ -53,11 +53,13 @@ impl ResolverPool {
     }
 }
 
+type Cache = Rc<RefCell<HashMap<(String, u16), (Rc<[SocketAddr]>, Instant)>>>;
+
 /// The shard side.
 #[derive(Clone)]
 pub struct Resolver {
     tx: flume::Sender<Job>,
-    cache: Rc<RefCell<HashMap<(String, u16), (Rc<[SocketAddr]>, Instant)>>>,
+    cache: Cache,
     ttl: Duration,
 }
 
@@ -79,13 +81,16 @@ impl Resolver {
                 port,
                 reply,
             })
-            .map_err(|_| io::Error::new(io::ErrorKind::Other, "resolver stopped"))?;
+            .map_err(|_| io::Error::other("resolver stopped"))?;
         let answer = rx
             .recv_async()
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::Other, "resolver stopped"))??;
+            .map_err(|_| io::Error::other("resolver stopped"))??;
         if answer.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no addresses")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} has no addresses"),
+            ));
         }
         let addrs: Rc<[SocketAddr]> = Rc::from(answer);
         let mut cache = self.cache.borrow_mut();

@@ -31,7 +31,11 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect to upstream {host}:{port}: {reason}")]
-    Connect { host: String, port: u16, reason: String },
+    Connect {
+        host: String,
+        port: u16,
+        reason: String,
+    },
     #[error("upstream timed out ({0})")]
     Timeout(&'static str),
     #[error("upstream protocol error: {0}")]
@@ -133,13 +137,18 @@ impl UpstreamClient {
         // A pooled connection may have been closed by the server since it was idle: one retry
         // on a fresh connection is safe because nothing of the response was seen.
         for attempt in 0..2 {
-            let mut conn = self
-                .pool
-                .acquire(&key, settings, attempt > 0)
-                .await;
+            let mut conn = self.pool.acquire(&key, settings, attempt > 0).await;
             if conn.conn.is_none() {
                 let c = within(deadline, settings.connect_timeout, "connect", async {
-                    conn::connect(&self.resolver, &route, req.tls, req.host, req.port, settings).await
+                    conn::connect(
+                        &self.resolver,
+                        &route,
+                        req.tls,
+                        req.host,
+                        req.port,
+                        settings,
+                    )
+                    .await
                 })
                 .await??;
                 conn.conn = Some(c);
@@ -150,7 +159,10 @@ impl UpstreamClient {
                     let until_close = true;
                     let mut decoder = BodyDecoder::from_headers(&headers, until_close)
                         .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-                    if req.method == "HEAD" || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    if req.method == "HEAD"
+                        || status == StatusCode::NO_CONTENT
+                        || status == StatusCode::NOT_MODIFIED
+                    {
                         decoder = BodyDecoder::Empty;
                     }
                     let keep_alive = !headers
@@ -170,11 +182,17 @@ impl UpstreamClient {
                     });
                 }
                 Err(Exchange::Stale) if reused && attempt == 0 => continue,
-                Err(Exchange::Stale) => return Err(UpstreamError::Io("connection closed before the response".into())),
+                Err(Exchange::Stale) => {
+                    return Err(UpstreamError::Io(
+                        "connection closed before the response".into(),
+                    ))
+                }
                 Err(Exchange::Failed(e)) => return Err(e),
             }
         }
-        Err(UpstreamError::Io("connection closed before the response".into()))
+        Err(UpstreamError::Io(
+            "connection closed before the response".into(),
+        ))
     }
 }
 
@@ -197,7 +215,14 @@ async fn exchange(
     let mut out = Vec::with_capacity(head.len() + body.len());
     out.extend_from_slice(head);
     out.extend_from_slice(body);
-    match within(deadline, timeouts.first_byte, "sending request", c.write_all(out)).await {
+    match within(
+        deadline,
+        timeouts.first_byte,
+        "sending request",
+        c.write_all(out),
+    )
+    .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(Exchange::Stale),
         Err(e) => return Err(Exchange::Failed(e)),
@@ -213,15 +238,32 @@ async fn exchange(
                 return Ok((head.status, head.headers, buf));
             }
             Ok(_) => {}
-            Err(e) => return Err(Exchange::Failed(UpstreamError::Protocol(format!("bad response head: {e}")))),
+            Err(e) => {
+                return Err(Exchange::Failed(UpstreamError::Protocol(format!(
+                    "bad response head: {e}"
+                ))))
+            }
         }
         if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(Exchange::Failed(UpstreamError::Protocol("response head too large".into())));
+            return Err(Exchange::Failed(UpstreamError::Protocol(
+                "response head too large".into(),
+            )));
         }
         let seen = !buf.is_empty();
-        match within(deadline, timeouts.first_byte, "waiting for response", c.read_more(&mut buf, 4096)).await {
+        match within(
+            deadline,
+            timeouts.first_byte,
+            "waiting for response",
+            c.read_more(&mut buf, 4096),
+        )
+        .await
+        {
             Ok(Ok(0)) | Ok(Err(_)) if !seen => return Err(Exchange::Stale),
-            Ok(Ok(0)) => return Err(Exchange::Failed(UpstreamError::Protocol("connection closed mid-head".into()))),
+            Ok(Ok(0)) => {
+                return Err(Exchange::Failed(UpstreamError::Protocol(
+                    "connection closed mid-head".into(),
+                )))
+            }
             Ok(Err(e)) => return Err(Exchange::Failed(UpstreamError::Io(e.to_string()))),
             Ok(Ok(_)) => {}
             Err(e) => return Err(Exchange::Failed(e)),
@@ -240,7 +282,9 @@ async fn within<T>(
     if let Some(d) = deadline {
         limit = limit.min(d.saturating_duration_since(Instant::now()));
     }
-    monoio::time::timeout(limit, fut).await.map_err(|_| UpstreamError::Timeout(phase))
+    monoio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| UpstreamError::Timeout(phase))
 }
 
 fn encode_request_head(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8> {
@@ -254,11 +298,19 @@ fn encode_request_head(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8
     }
     .authority();
     if absolute_form {
-        let _ = write!(b, "{} http://{}{} HTTP/1.1\r\n", req.method, authority, req.path);
+        let _ = write!(
+            b,
+            "{} http://{}{} HTTP/1.1\r\n",
+            req.method, authority, req.path
+        );
     } else {
         let _ = write!(b, "{} {} HTTP/1.1\r\n", req.method, req.path);
     }
-    let _ = write!(b, "host: {authority}\r\ncontent-length: {}\r\n", req.body.len());
+    let _ = write!(
+        b,
+        "host: {authority}\r\ncontent-length: {}\r\n",
+        req.body.len()
+    );
     for (k, v) in req.headers {
         let _ = write!(b, "{k}: {v}\r\n");
     }
@@ -281,7 +333,11 @@ impl BodyStream {
     /// pool if it can be reused).
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         loop {
-            match self.decoder.step(&mut self.buf).map_err(|e| UpstreamError::Protocol(e.to_string()))? {
+            match self
+                .decoder
+                .step(&mut self.buf)
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?
+            {
                 Step::Data(b) => return Ok(Some(b)),
                 Step::End => {
                     self.release();
@@ -292,9 +348,14 @@ impl BodyStream {
             let Some(conn) = self.conn.as_mut().and_then(|c| c.conn.as_mut()) else {
                 return Ok(None);
             };
-            let n = within(self.deadline, self.idle, "reading response body", conn.read_more(&mut self.buf, 16 * 1024))
-                .await?
-                .map_err(|e| UpstreamError::Io(e.to_string()))?;
+            let n = within(
+                self.deadline,
+                self.idle,
+                "reading response body",
+                conn.read_more(&mut self.buf, 16 * 1024),
+            )
+            .await?
+            .map_err(|e| UpstreamError::Io(e.to_string()))?;
             if n == 0 {
                 self.conn = None;
                 if self.decoder.eof() {
@@ -307,7 +368,8 @@ impl BodyStream {
 
     /// Reads the whole body, up to `limit` bytes.
     pub async fn collect(&mut self, limit: usize) -> Result<Bytes, UpstreamError> {
-        let mut out = BytesMut::with_capacity(self.decoder.known_length().unwrap_or(8 * 1024).min(limit));
+        let mut out =
+            BytesMut::with_capacity(self.decoder.known_length().unwrap_or(8 * 1024).min(limit));
         while let Some(b) = self.next().await? {
             if out.len() + b.len() > limit {
                 return Err(UpstreamError::BodyTooLarge(limit));

@@ -70,7 +70,12 @@ impl Pool {
 
     /// Takes an idle connection (unless `fresh`) or a slot for a new one, waiting while the host
     /// is at its connection limit.
-    pub async fn acquire(self: &Rc<Self>, key: &PoolKey, s: &UpstreamSettings, fresh: bool) -> PooledConn {
+    pub async fn acquire(
+        self: &Rc<Self>,
+        key: &PoolKey,
+        s: &UpstreamSettings,
+        fresh: bool,
+    ) -> PooledConn {
         std::future::poll_fn(|cx| {
             let mut hosts = self.hosts.borrow_mut();
             let host = hosts.entry(key.clone()).or_default();
@@ -78,7 +83,9 @@ impl Pool {
             if !fresh {
                 let now = Instant::now();
                 while let Some(idle) = host.idle.pop() {
-                    if now.saturating_duration_since(idle.since) < idle.timeout && idle.conn.is_alive() {
+                    if now.saturating_duration_since(idle.since) < idle.timeout
+                        && idle.conn.is_alive()
+                    {
                         host.open += 1;
                         return Poll::Ready(PooledConn {
                             conn: Some(idle.conn),

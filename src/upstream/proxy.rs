@@ -29,7 +29,11 @@ impl ProxyConfig {
     pub fn from_env() -> Self {
         let parse = |v: Option<String>| {
             v.and_then(|s| {
-                let s = if s.contains("://") { s } else { format!("http://{s}") };
+                let s = if s.contains("://") {
+                    s
+                } else {
+                    format!("http://{s}")
+                };
                 match BaseUrl::parse(&s) {
                     Ok(u) => Some(u),
                     Err(e) => {
@@ -55,9 +59,9 @@ impl ProxyConfig {
 
     fn bypass(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.no_proxy.iter().any(|p| {
-            p == "*" || host == *p || host.ends_with(&format!(".{p}"))
-        })
+        self.no_proxy
+            .iter()
+            .any(|p| p == "*" || host == *p || host.ends_with(&format!(".{p}")))
     }
 
     pub fn route(&self, tls: bool, host: &str, _port: u16) -> Route {
