@@ -739,3 +739,40 @@ fn config_check_reports_file_line_col() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn json_access_log_has_the_request_fields_and_no_secrets() {
+    let mock = Mock::start();
+    let gw = Gateway::start_with(
+        &config_for(&mock, &[("m", "up")], ""),
+        GatewayOpts {
+            extra_args: vec!["--log-format", "json"],
+            ..Default::default()
+        },
+    );
+    let r = request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("x-request-id", "trace-me-42"),
+            ("authorization", "Bearer sk-client-secret-999"),
+        ],
+        HI.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let line = gw
+        .proc
+        .wait_line("trace-me-42", std::time::Duration::from_secs(5));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["request_id"], "trace-me-42");
+    assert_eq!(v["model_group"], "m");
+    assert_eq!(v["deployment"], "m/0");
+    assert_eq!(v["status"], 200);
+    assert!(v["duration_ms"].is_u64());
+    assert!(v["completion_tokens"].is_u64());
+    let all = gw.proc.output();
+    assert!(!all.contains("sk-test-key-123456"), "upstream key leaked");
+    assert!(!all.contains("sk-client-secret-999"), "client key leaked");
+}

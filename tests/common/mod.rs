@@ -109,11 +109,18 @@ impl Proc {
     }
 }
 
-fn addr_from(line: &str, key: &str) -> String {
+/// The listen address from the startup line, in text (`addr=…`) or JSON (`"addr":"…"`) form.
+fn addr_from(line: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return v["addr"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no addr in {line}"))
+            .to_owned();
+    }
     let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key} not in {line}"))
-        + key.len();
+        .find("addr=")
+        .unwrap_or_else(|| panic!("addr= not in {line}"))
+        + 5;
     line[at..]
         .split_whitespace()
         .next()
@@ -223,7 +230,7 @@ impl Gateway {
         args.extend(opts.extra_args.iter().copied());
         let proc = Proc::spawn(&args, &opts.env);
         let line = proc.wait_line("llmux listening", Duration::from_secs(20));
-        let addr = addr_from(&line, "addr=");
+        let addr = addr_from(&line);
         Gateway {
             proc,
             addr,
