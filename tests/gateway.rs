@@ -776,3 +776,21 @@ fn json_access_log_has_the_request_fields_and_no_secrets() {
     assert!(!all.contains("sk-test-key-123456"), "upstream key leaked");
     assert!(!all.contains("sk-client-secret-999"), "client key leaked");
 }
+
+#[test]
+fn a_group_with_several_deployments_spreads_requests() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config_for(&mock, &[("m", "up-a"), ("m", "up-b")], ""));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = gw.chat(HI);
+        assert_eq!(r.status, 200);
+        seen.insert(r.json()["model"].as_str().unwrap().to_owned());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "both deployments served: {seen:?}");
+    let models = gw.get("/v1/models").json();
+    assert_eq!(models["data"].as_array().unwrap().len(), 1, "one group");
+}

@@ -4,7 +4,7 @@
 
 pub mod adapter;
 mod chat;
-mod sse;
+pub mod sse;
 mod usage;
 
 use std::sync::Arc;
