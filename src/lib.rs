@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dsl;
 pub mod gateway;
 pub mod http1;
 pub mod mock;

@@ -1,0 +1,328 @@
+//! Errors of the provider language: load errors (with source positions),
+//! request translation errors, and mapped upstream errors.
+
+use std::fmt;
+
+use serde_json::{json, Value};
+
+use super::ast::Span;
+
+/// A problem found while loading a mapping file. Displays as
+/// `file:line:col: message`, then the source line and a caret under the offending text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: String,
+    /// 1-based; 0 when the error is not tied to a position (e.g. an unreadable file).
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub col: usize,
+    pub message: String,
+    /// The full text of the offending line (empty when `line == 0`).
+    pub source_line: String,
+    /// Width of the caret underline, in characters (at least 1).
+    pub width: usize,
+}
+
+impl LoadError {
+    /// An error at `span` of `source`.
+    pub fn at(file: &str, source: &str, span: Span, message: impl Into<String>) -> Self {
+        let start = clamp_to_char_boundary(source, span.start);
+        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
+        let line = source[..start].matches('\n').count() + 1;
+        let col = source[line_start..start].chars().count() + 1;
+        let end = clamp_to_char_boundary(source, span.end.clamp(start, line_end));
+        let width = source[start..end].chars().count().max(1);
+        LoadError {
+            file: file.to_string(),
+            line,
+            col,
+            message: message.into(),
+            source_line: source[line_start..line_end]
+                .trim_end_matches('\r')
+                .to_string(),
+            width,
+        }
+    }
+
+    /// An error about a whole file (I/O and the like).
+    pub fn file(file: &str, message: impl Into<String>) -> Self {
+        LoadError {
+            file: file.to_string(),
+            line: 0,
+            col: 0,
+            message: message.into(),
+            source_line: String::new(),
+            width: 1,
+        }
+    }
+}
+
+fn clamp_to_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )?;
+        let gutter = self.line.to_string();
+        let pad = " ".repeat(gutter.len());
+        // Tabs are kept in the padding so that the caret lines up in a terminal.
+        let lead: String = self
+            .source_line
+            .chars()
+            .take(self.col.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        write!(
+            f,
+            "\n{pad} |\n{gutter} | {}\n{pad} | {lead}{}",
+            self.source_line,
+            "^".repeat(self.width)
+        )
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Why an OpenAI request could not be translated for the upstream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// The provider cannot honour `param` and `drop_params` is off. Answer 400.
+    #[error("{provider} does not support parameter `{param}`; set drop_params: true to drop it")]
+    UnsupportedParam { provider: String, param: String },
+    /// The client's request is malformed in a way the mapping detected. Answer 400.
+    #[error("invalid request for {provider}: {message}")]
+    InvalidRequest { provider: String, message: String },
+    /// The deployment is missing something the provider needs (e.g. `api_base`).
+    #[error("{provider} deployment misconfigured: {message}")]
+    Config { provider: String, message: String },
+    /// A mapping file misbehaved at run time (a bug in the file). Answer 500.
+    #[error("mapping error in {provider}: {message}")]
+    Mapping { provider: String, message: String },
+}
+
+impl TranslateError {
+    /// HTTP status the gateway should answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            TranslateError::UnsupportedParam { .. } | TranslateError::InvalidRequest { .. } => 400,
+            TranslateError::Config { .. } | TranslateError::Mapping { .. } => 500,
+        }
+    }
+
+    /// The offending parameter, for the `param` field of the OpenAI error body.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            TranslateError::UnsupportedParam { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// OpenAI-format error body.
+    pub fn to_openai_body(&self) -> Value {
+        let ty = if self.status() == 400 {
+            "invalid_request_error"
+        } else {
+            "internal_server_error"
+        };
+        json!({"error": {
+            "message": self.to_string(),
+            "type": ty,
+            "param": self.param(),
+            "code": self.status().to_string(),
+        }})
+    }
+}
+
+/// LiteLLM-style error classes; the router keys retries and fallbacks on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    BadRequest,
+    Authentication,
+    PermissionDenied,
+    NotFound,
+    ContextWindowExceeded,
+    ContentPolicyViolation,
+    RateLimit,
+    Timeout,
+    Internal,
+    ServiceUnavailable,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 10] = [
+        ErrorClass::BadRequest,
+        ErrorClass::Authentication,
+        ErrorClass::PermissionDenied,
+        ErrorClass::NotFound,
+        ErrorClass::ContextWindowExceeded,
+        ErrorClass::ContentPolicyViolation,
+        ErrorClass::RateLimit,
+        ErrorClass::Timeout,
+        ErrorClass::Internal,
+        ErrorClass::ServiceUnavailable,
+    ];
+
+    /// The name used in mapping files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::BadRequest => "bad_request",
+            ErrorClass::Authentication => "authentication",
+            ErrorClass::PermissionDenied => "permission_denied",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::ContextWindowExceeded => "context_window_exceeded",
+            ErrorClass::ContentPolicyViolation => "content_policy_violation",
+            ErrorClass::RateLimit => "rate_limit",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Internal => "internal",
+            ErrorClass::ServiceUnavailable => "service_unavailable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// LiteLLM exception class name, used in the error message for compatibility.
+    pub fn litellm_name(self) -> &'static str {
+        match self {
+            ErrorClass::BadRequest => "BadRequestError",
+            ErrorClass::Authentication => "AuthenticationError",
+            ErrorClass::PermissionDenied => "PermissionDeniedError",
+            ErrorClass::NotFound => "NotFoundError",
+            ErrorClass::ContextWindowExceeded => "ContextWindowExceededError",
+            ErrorClass::ContentPolicyViolation => "ContentPolicyViolationError",
+            ErrorClass::RateLimit => "RateLimitError",
+            ErrorClass::Timeout => "Timeout",
+            ErrorClass::Internal => "InternalServerError",
+            ErrorClass::ServiceUnavailable => "ServiceUnavailableError",
+        }
+    }
+
+    /// Status the gateway answers with for this class.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorClass::BadRequest
+            | ErrorClass::ContextWindowExceeded
+            | ErrorClass::ContentPolicyViolation => 400,
+            ErrorClass::Authentication => 401,
+            ErrorClass::PermissionDenied => 403,
+            ErrorClass::NotFound => 404,
+            ErrorClass::Timeout => 408,
+            ErrorClass::RateLimit => 429,
+            ErrorClass::Internal => 500,
+            ErrorClass::ServiceUnavailable => 503,
+        }
+    }
+
+    /// OpenAI `error.type`.
+    pub fn openai_type(self) -> &'static str {
+        match self {
+            ErrorClass::Authentication => "authentication_error",
+            ErrorClass::PermissionDenied => "permission_error",
+            ErrorClass::RateLimit => "rate_limit_error",
+            ErrorClass::Internal | ErrorClass::Timeout => "internal_server_error",
+            ErrorClass::ServiceUnavailable => "service_unavailable_error",
+            ErrorClass::NotFound => "not_found_error",
+            ErrorClass::BadRequest
+            | ErrorClass::ContextWindowExceeded
+            | ErrorClass::ContentPolicyViolation => "invalid_request_error",
+        }
+    }
+
+    /// Retried on another attempt by default (OpenAI SDK rule: 408, 429, >= 500).
+    pub fn default_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::RateLimit
+                | ErrorClass::Timeout
+                | ErrorClass::Internal
+                | ErrorClass::ServiceUnavailable
+        )
+    }
+
+    /// Eligible for fallbacks by default: everything except a plain bad request,
+    /// which would fail the same way on any deployment.
+    pub fn default_fallback(self) -> bool {
+        !matches!(self, ErrorClass::BadRequest)
+    }
+
+    /// Class for a status when no rule of the file matched (LiteLLM's
+    /// `_map_exception_by_status`).
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            401 => ErrorClass::Authentication,
+            403 => ErrorClass::PermissionDenied,
+            404 => ErrorClass::NotFound,
+            408 | 504 => ErrorClass::Timeout,
+            429 => ErrorClass::RateLimit,
+            503 => ErrorClass::ServiceUnavailable,
+            400..=499 => ErrorClass::BadRequest,
+            _ => ErrorClass::Internal,
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An upstream error translated into the OpenAI/LiteLLM vocabulary.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} ({}): {message}", class.litellm_name(), status)]
+pub struct MappedError {
+    /// Status to answer the client with.
+    pub status: u16,
+    /// Status the upstream sent (0 when the error came from inside a stream or body).
+    pub upstream_status: u16,
+    pub class: ErrorClass,
+    pub message: String,
+    pub retryable: bool,
+    pub fallback: bool,
+    pub provider: String,
+}
+
+impl MappedError {
+    pub fn new(provider: &str, upstream_status: u16, class: ErrorClass, message: String) -> Self {
+        MappedError {
+            status: class.status(),
+            upstream_status,
+            class,
+            message,
+            retryable: class.default_retryable(),
+            fallback: class.default_fallback(),
+            provider: provider.to_string(),
+        }
+    }
+
+    /// OpenAI-format error body, with LiteLLM's message convention
+    /// (`litellm.<Class>: <Provider>Exception - <message>`), which clients grep for.
+    pub fn to_openai_body(&self) -> Value {
+        let mut prov = self.provider.clone();
+        if let Some(first) = prov.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        json!({"error": {
+            "message": format!("litellm.{}: {}Exception - {}", self.class.litellm_name(), prov, self.message),
+            "type": self.class.openai_type(),
+            "param": null,
+            "code": self.status.to_string(),
+        }})
+    }
+}

@@ -1,0 +1,396 @@
+//! Golden cases: `providers/tests/<provider>/*.yaml`. Each file holds one case
+//! (a mapping) or several (a list). Used by `cargo test` and `llmux providers test`.
+//!
+//! A case has input and the expected output of one of four kinds:
+//! - `request` (OpenAI body) → `expect: {method, url, headers, body}` or `expect_error`;
+//! - `response: {status, body}` → `expect` (OpenAI response) or `expect_error`;
+//! - `stream` (the raw upstream transcript) → `expect_chunks`, `expect_done`,
+//!   `expect_usage`, `expect_error`;
+//! - `error: {status, body}` → `expect_error`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{FrameDecoder, ProviderSet, RequestCtx, StreamControl};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaseCtx {
+    pub model: Option<String>,
+    pub api_base: Option<String>,
+    pub api_key: Option<String>,
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub drop_params: bool,
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub include_usage: bool,
+    pub max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    /// JSON (as YAML) or, when a string, the raw body text.
+    pub body: Value,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: Option<String>,
+    /// Defaults to the name of the directory holding the file.
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub ctx: CaseCtx,
+    pub request: Option<Value>,
+    /// For passthrough providers: the exact client bytes (parsed for `request`
+    /// when `request` is not given).
+    pub raw_request: Option<String>,
+    pub response: Option<Upstream>,
+    pub error: Option<Upstream>,
+    pub stream: Option<String>,
+    pub expect: Option<Value>,
+    pub expect_chunks: Option<Vec<Value>>,
+    pub expect_done: Option<bool>,
+    pub expect_usage: Option<Value>,
+    pub expect_error: Option<Value>,
+}
+
+/// A case with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedCase {
+    pub path: PathBuf,
+    pub name: String,
+    pub provider: String,
+    pub case: Case,
+}
+
+/// Every case under `tests_dir` (`<tests_dir>/<provider>/*.yaml`).
+pub fn discover(tests_dir: &Path) -> Result<Vec<LoadedCase>, String> {
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(tests_dir)
+        .map_err(|e| format!("{}: {e}", tests_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let provider = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let doc: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let cases: Vec<Case> = if doc.is_sequence() {
+                serde_yaml::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))?
+            } else {
+                vec![serde_yaml::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))?]
+            };
+            let many = cases.len() > 1;
+            for (i, case) in cases.into_iter().enumerate() {
+                let name = match (&case.name, many) {
+                    (Some(n), _) => format!("{stem}: {n}"),
+                    (None, true) => format!("{stem}#{i}"),
+                    (None, false) => stem.clone(),
+                };
+                out.push(LoadedCase {
+                    path: path.clone(),
+                    name,
+                    provider: case.provider.clone().unwrap_or_else(|| provider.clone()),
+                    case,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn ctx_of(c: &CaseCtx, stream_default: bool) -> RequestCtx {
+    RequestCtx {
+        model: c.model.clone().unwrap_or_else(|| "test-model".into()),
+        api_base: c.api_base.clone(),
+        api_key: Some(c.api_key.clone().unwrap_or_else(|| "sk-test".into())),
+        api_version: c.api_version.clone(),
+        drop_params: c.drop_params,
+        stream: c.stream.unwrap_or(stream_default),
+        include_usage: c.include_usage,
+        max_output_tokens: c.max_output_tokens,
+        request_id: "golden".into(),
+        now: 1_700_000_000,
+    }
+}
+
+fn body_bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+fn mismatch(what: &str, want: &Value, got: &Value) -> String {
+    format!(
+        "{what} differs\n--- expected\n{}\n--- got\n{}",
+        pretty(want),
+        pretty(got)
+    )
+}
+
+/// Every key of `want` must be present in `got` with an equal value.
+fn check_subset(what: &str, want: &Value, got: &Value) -> Result<(), String> {
+    let Value::Object(w) = want else {
+        return if want == got {
+            Ok(())
+        } else {
+            Err(mismatch(what, want, got))
+        };
+    };
+    for (k, wv) in w {
+        let gv = got.get(k).unwrap_or(&Value::Null);
+        if k == "message_contains" {
+            let msg = got
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let needle = wv.as_str().unwrap_or_default();
+            if !msg.contains(needle) {
+                return Err(format!(
+                    "{what}: message {msg:?} does not contain {needle:?}"
+                ));
+            }
+            continue;
+        }
+        if gv != wv {
+            return Err(mismatch(&format!("{what}.{k}"), wv, gv));
+        }
+    }
+    Ok(())
+}
+
+/// Run one case; `Err` describes the first difference.
+pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
+    let p = set
+        .get(&lc.provider)
+        .ok_or_else(|| format!("no provider `{}`", lc.provider))?;
+    let c = &lc.case;
+    let mut ran = false;
+
+    if c.request.is_some() || c.raw_request.is_some() {
+        ran = true;
+        let ctx = ctx_of(&c.ctx, c.stream.is_some());
+        let req: Value = match (&c.request, &c.raw_request) {
+            (Some(r), _) => r.clone(),
+            (None, Some(raw)) => {
+                serde_json::from_str(raw).map_err(|e| format!("raw_request: {e}"))?
+            }
+            (None, None) => Value::Null,
+        };
+        let built = match &c.raw_request {
+            Some(raw) => p.build_request_raw(&ctx, &req, raw.as_bytes()),
+            None => p.build_request(&ctx, &req),
+        };
+        match (built, &c.expect_error) {
+            (Ok(up), None) => {
+                let want = c.expect.as_ref().ok_or("request case without `expect`")?;
+                let body: Value = serde_json::from_slice(&up.body)
+                    .map_err(|e| format!("upstream body is not JSON: {e}"))?;
+                let headers: serde_json::Map<String, Value> = up
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
+                    .collect();
+                if let Some(m) = want.get("method") {
+                    check_subset("method", m, &json!(up.method))?;
+                }
+                if let Some(u) = want.get("url") {
+                    check_subset("url", u, &json!(up.url))?;
+                }
+                if let Some(Value::Object(h)) = want.get("headers") {
+                    for (k, v) in h {
+                        let got = headers.get(&k.to_ascii_lowercase()).unwrap_or(&Value::Null);
+                        if got != v {
+                            return Err(mismatch(&format!("header {k}"), v, got));
+                        }
+                    }
+                }
+                if let Some(b) = want.get("body") {
+                    if *b != body {
+                        return Err(mismatch("body", b, &body));
+                    }
+                }
+                if let Some(raw) = want.get("body_raw") {
+                    let got = Value::String(String::from_utf8_lossy(&up.body).into_owned());
+                    if *raw != got {
+                        return Err(mismatch("body_raw", raw, &got));
+                    }
+                }
+            }
+            (Ok(up), Some(_)) => {
+                return Err(format!(
+                    "expected an error, got a request to {} with body {}",
+                    up.url,
+                    String::from_utf8_lossy(&up.body)
+                ))
+            }
+            (Err(e), Some(want)) => {
+                let got =
+                    json!({"status": e.status(), "param": e.param(), "message": e.to_string()});
+                check_subset("error", want, &got)?;
+            }
+            (Err(e), None) => return Err(format!("request translation failed: {e}")),
+        }
+    }
+
+    if let Some(r) = c.response.as_ref().or(c.error.as_ref()) {
+        ran = true;
+        let ctx = ctx_of(&c.ctx, false);
+        let bytes = body_bytes(&r.body);
+        let result = if c.error.is_some() {
+            Err(p.map_error(r.status, &bytes))
+        } else {
+            p.parse_response(r.status, &bytes, &ctx)
+        };
+        match (result, &c.expect_error) {
+            (Ok(v), None) => {
+                let want = c.expect.as_ref().ok_or("response case without `expect`")?;
+                if *want != v {
+                    return Err(mismatch("response", want, &v));
+                }
+            }
+            (Ok(v), Some(_)) => return Err(format!("expected an error, got {}", pretty(&v))),
+            (Err(e), Some(want)) => check_subset("error", want, &mapped_json(&e))?,
+            (Err(e), None) => return Err(format!("response mapping failed: {e}")),
+        }
+    }
+
+    if let Some(transcript) = &c.stream {
+        ran = true;
+        let ctx = ctx_of(&c.ctx, true);
+        let bytes = transcript.as_bytes();
+        // The same transcript, cut at every size: framing must not matter.
+        let mut first: Option<StreamResult> = None;
+        for step in [bytes.len().max(1), 1, 7, 64] {
+            let got = run_stream(p, &ctx, bytes, step)?;
+            match &first {
+                None => first = Some(got),
+                Some(f) if *f != got => {
+                    return Err(format!("stream output depends on read size (step {step})"));
+                }
+                Some(_) => {}
+            }
+        }
+        let (chunks, done, usage, err) = first.unwrap_or_default();
+        if let Some(want) = &c.expect_chunks {
+            let got = Value::Array(chunks.clone());
+            let want = Value::Array(want.clone());
+            if want != got {
+                return Err(mismatch("chunks", &want, &got));
+            }
+        }
+        if let Some(want) = c.expect_done {
+            if want != done {
+                return Err(format!("expected done = {want}, got {done}"));
+            }
+        }
+        if let Some(want) = &c.expect_usage {
+            let got = usage.clone().unwrap_or(Value::Null);
+            if *want != got {
+                return Err(mismatch("usage", want, &got));
+            }
+        }
+        match (&c.expect_error, err) {
+            (Some(want), Some(got)) => check_subset("stream error", want, &got)?,
+            (Some(_), None) => return Err("expected a stream error, got none".into()),
+            (None, Some(got)) => return Err(format!("unexpected stream error: {}", pretty(&got))),
+            (None, None) => {}
+        }
+    }
+
+    if !ran {
+        return Err("case has no input (request, response, error or stream)".into());
+    }
+    Ok(())
+}
+
+type StreamResult = (Vec<Value>, bool, Option<Value>, Option<Value>);
+
+fn run_stream(
+    p: &super::Provider,
+    ctx: &RequestCtx,
+    bytes: &[u8],
+    step: usize,
+) -> Result<StreamResult, String> {
+    let mut dec = FrameDecoder::new(p.framing());
+    let mut st = p.stream_state(ctx);
+    let mut frames = Vec::new();
+    let mut chunks = Vec::new();
+    let mut stop: Option<Option<Value>> = None;
+    for piece in bytes.chunks(step) {
+        dec.feed(piece, &mut frames).map_err(|e| e.to_string())?;
+        stop = drain(p, &mut st, &mut frames, &mut chunks);
+        if stop.is_some() {
+            break;
+        }
+    }
+    if stop.is_none() {
+        dec.finish(&mut frames).map_err(|e| e.to_string())?;
+        stop = drain(p, &mut st, &mut frames, &mut chunks);
+    }
+    let done = matches!(stop, Some(None));
+    let err = stop.flatten();
+    Ok((chunks, done, st.usage().cloned(), err))
+}
+
+/// Map the pending frames; `Some(None)` when the stream ended, `Some(Some(e))` on an error.
+fn drain(
+    p: &super::Provider,
+    st: &mut super::StreamState,
+    frames: &mut Vec<super::Frame>,
+    chunks: &mut Vec<Value>,
+) -> Option<Option<Value>> {
+    for f in frames.drain(..) {
+        match p.map_event(st, f.event.as_deref(), &f.data, chunks) {
+            Ok(StreamControl::Continue) => {}
+            Ok(StreamControl::Done) => return Some(None),
+            Err(e) => return Some(Some(mapped_json(&e))),
+        }
+    }
+    None
+}
+
+fn mapped_json(e: &super::MappedError) -> Value {
+    json!({
+        "status": e.status,
+        "upstream_status": e.upstream_status,
+        "class": e.class.as_str(),
+        "message": e.message,
+        "retryable": e.retryable,
+        "fallback": e.fallback,
+        "body": e.to_openai_body(),
+    })
+}

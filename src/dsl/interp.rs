@@ -1,0 +1,1154 @@
+//! Tree-walking interpreter over the compiled form. Input documents are
+//! borrowed, never copied, until a value is actually placed in the output.
+
+use serde_json::{Map, Value};
+
+use super::ast::BinOp;
+use super::builtins::{self as bi, Builtin};
+use super::ir::*;
+use super::schema::CtxField;
+use super::RequestCtx;
+
+/// Deepest nesting of `fn` calls; mapping files do not recurse meaningfully,
+/// so hitting this means a runaway recursion in a file.
+const MAX_DEPTH: usize = 64;
+
+/// A value during evaluation. `Absent` is "no value" (a missing field, `omit`),
+/// distinct from JSON `null`; reading a field whose value is `null` gives `Absent`.
+#[derive(Debug, Clone)]
+pub enum Val<'a> {
+    Absent,
+    Ref(&'a Value),
+    Own(Value),
+}
+
+impl<'a> Val<'a> {
+    pub fn get(&self) -> Option<&Value> {
+        match self {
+            Val::Absent => None,
+            Val::Ref(v) => Some(v),
+            Val::Own(v) => Some(v),
+        }
+    }
+
+    pub fn into_value(self) -> Option<Value> {
+        match self {
+            Val::Absent => None,
+            Val::Ref(v) => Some(v.clone()),
+            Val::Own(v) => Some(v),
+        }
+    }
+
+    fn is_absent(&self) -> bool {
+        matches!(self, Val::Absent)
+    }
+
+    fn is_nullish(&self) -> bool {
+        matches!(self.get(), None | Some(Value::Null))
+    }
+
+    fn from_opt(v: Option<Value>) -> Self {
+        v.map_or(Val::Absent, Val::Own)
+    }
+}
+
+/// A run-time failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RtError {
+    /// The client's request is unacceptable (400).
+    Invalid(String),
+    /// The mapping file did something impossible with the data (500).
+    Mapping(String),
+}
+
+/// Control flow out of a statement list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow {
+    Normal,
+    Done,
+    /// `raise <status>` with the evaluated status.
+    Raise(Option<Value>),
+    /// `unsupported` hit with `drop_params` off.
+    Unsupported(String),
+}
+
+/// Where statements write.
+#[derive(Debug, Default)]
+pub struct Sink {
+    pub obj: Map<String, Value>,
+    /// Top-level fields to remove (passthrough mode).
+    pub removed: Vec<String>,
+    pub chunks: Vec<Value>,
+    pub usage: Option<Value>,
+    pub include_usage: bool,
+}
+
+pub struct Env<'a, 's> {
+    pub prog: &'a Program,
+    pub req: Option<&'a Value>,
+    /// Top-level request fields by id, filled once per request.
+    pub req_fields: [Option<&'a Value>; 64],
+    pub res: Option<&'a Value>,
+    pub ev: Option<&'a Value>,
+    pub event: Option<&'a str>,
+    pub status: u16,
+    pub text: &'a str,
+    pub ctx: Option<&'a RequestCtx>,
+    /// Bit per request-field id: dropped by an `unsupported` rule.
+    pub dropped: u64,
+    pub state: &'s mut Vec<Value>,
+    pub id_counter: &'s mut u64,
+    pub passthrough: bool,
+    stack: Vec<Val<'a>>,
+    base: usize,
+    depth: usize,
+}
+
+type R<T> = Result<T, RtError>;
+
+fn mapping<T>(msg: impl Into<String>) -> R<T> {
+    Err(RtError::Mapping(msg.into()))
+}
+
+impl<'a, 's> Env<'a, 's> {
+    pub fn new(prog: &'a Program, state: &'s mut Vec<Value>, id_counter: &'s mut u64) -> Self {
+        Env {
+            prog,
+            req: None,
+            req_fields: [None; 64],
+            res: None,
+            ev: None,
+            event: None,
+            status: 0,
+            text: "",
+            ctx: None,
+            dropped: 0,
+            state,
+            id_counter,
+            passthrough: false,
+            stack: Vec::with_capacity(16),
+            base: 0,
+            depth: 0,
+        }
+    }
+
+    pub fn set_request(&mut self, req: &'a Value) {
+        self.req = Some(req);
+        if let Value::Object(m) = req {
+            for (k, v) in m {
+                if let Some(id) = super::schema::request_field(k) {
+                    self.req_fields[id as usize] = Some(v);
+                }
+            }
+        }
+    }
+
+    /// Evaluate a stand-alone expression in a fresh frame.
+    pub fn eval_top(&mut self, top: &'a CTop) -> R<Val<'a>> {
+        let base = self.enter(top.slots);
+        let r = self.eval(&top.expr);
+        self.leave(base);
+        r
+    }
+
+    /// Evaluate an expression compiled into a block's scope (a handler's
+    /// `when`), in a fresh frame of that block's size.
+    pub fn eval_with_slots(&mut self, e: &'a CExpr, slots: usize) -> R<Val<'a>> {
+        let base = self.enter(slots);
+        let r = self.eval(e);
+        self.leave(base);
+        r
+    }
+
+    /// Run a block in a fresh frame.
+    pub fn run_block(&mut self, block: &'a CBlock, sink: &mut Sink) -> R<Flow> {
+        let base = self.enter(block.slots);
+        let r = self.exec(&block.stmts, sink);
+        self.leave(base);
+        r
+    }
+
+    fn enter(&mut self, slots: usize) -> usize {
+        let old = self.base;
+        self.base = self.stack.len();
+        self.stack.resize(self.base + slots, Val::Absent);
+        old
+    }
+
+    fn leave(&mut self, old: usize) {
+        self.stack.truncate(self.base);
+        self.base = old;
+    }
+
+    fn exec(&mut self, stmts: &'a [CStmt], sink: &mut Sink) -> R<Flow> {
+        for s in stmts {
+            let flow = self.stmt(s, sink)?;
+            if flow != Flow::Normal {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Normal)
+    }
+
+    fn stmt(&mut self, s: &'a CStmt, sink: &mut Sink) -> R<Flow> {
+        match s {
+            CStmt::Let(slot, e) => {
+                let v = self.eval(e)?;
+                self.stack[self.base + slot] = v;
+            }
+            CStmt::Set(path, e) => {
+                let v = self.eval(e)?;
+                match v.into_value() {
+                    Some(v) => set_path(&mut sink.obj, path, v),
+                    None => {
+                        if self.passthrough && path.len() == 1 {
+                            sink.obj.remove(&path[0]);
+                            sink.removed.push(path[0].clone());
+                        }
+                    }
+                }
+            }
+            CStmt::SetState(i, path, e) => {
+                let v = self.eval(e)?.into_value();
+                let slot = &mut self.state[*i];
+                if path.is_empty() {
+                    *slot = v.unwrap_or(Value::Null);
+                } else if let Some(v) = v {
+                    if !slot.is_object() {
+                        *slot = Value::Object(Map::new());
+                    }
+                    if let Value::Object(m) = slot {
+                        set_path(m, path, v);
+                    }
+                }
+            }
+            CStmt::If(c, t, e) => {
+                let cond = self.eval(c)?;
+                let branch = if bi::truthy(cond.get()) { t } else { e };
+                return self.exec(branch, sink);
+            }
+            CStmt::Unsupported(params, cond) => {
+                let hit = match cond {
+                    Some(c) => bi::truthy(self.eval(c)?.get()),
+                    None => true,
+                };
+                if hit {
+                    for (id, name) in params {
+                        let present = self.req_fields[*id as usize].is_some_and(|v| !v.is_null())
+                            && self.dropped & (1 << id) == 0;
+                        if !present {
+                            continue;
+                        }
+                        if self.ctx.is_some_and(|c| c.drop_params) {
+                            self.dropped |= 1 << id;
+                            sink.removed.push(name.clone());
+                        } else {
+                            return Ok(Flow::Unsupported(name.clone()));
+                        }
+                    }
+                }
+            }
+            CStmt::EmitDelta(delta, finish) => {
+                let d = self
+                    .eval(delta)?
+                    .into_value()
+                    .unwrap_or_else(|| Value::Object(Map::new()));
+                let f = match finish {
+                    Some(f) => self.eval(f)?.into_value().unwrap_or(Value::Null),
+                    None => Value::Null,
+                };
+                let mut choice = Map::new();
+                choice.insert("index".into(), Value::from(0));
+                choice.insert("delta".into(), d);
+                choice.insert("finish_reason".into(), f);
+                let chunk = self.chunk(vec![Value::Object(choice)]);
+                sink.chunks.push(chunk);
+            }
+            CStmt::EmitUsage(u) => {
+                if let Some(u) = self.eval(u)?.into_value() {
+                    if sink.include_usage {
+                        let mut chunk = self.chunk(Vec::new());
+                        if let Value::Object(m) = &mut chunk {
+                            m.insert("usage".into(), u.clone());
+                        }
+                        sink.chunks.push(chunk);
+                    }
+                    sink.usage = Some(u);
+                }
+            }
+            CStmt::EmitChunk(c) => {
+                if let Some(v) = self.eval(c)?.into_value() {
+                    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                        sink.usage = Some(u.clone());
+                    }
+                    sink.chunks.push(v);
+                }
+            }
+            CStmt::Done => return Ok(Flow::Done),
+            CStmt::Raise(e) => {
+                let v = self.eval(e)?.into_value();
+                return Ok(Flow::Raise(v));
+            }
+        }
+        Ok(Flow::Normal)
+    }
+
+    /// The OpenAI chunk envelope around `choices`, from the built-in state
+    /// variables `id`, `model`, `created` (slots 0, 1, 2).
+    fn chunk(&self, choices: Vec<Value>) -> Value {
+        let mut m = Map::new();
+        let st = |i: usize| self.state.get(i).cloned().unwrap_or(Value::Null);
+        m.insert("id".into(), st(0));
+        m.insert(
+            "object".into(),
+            Value::String("chat.completion.chunk".into()),
+        );
+        m.insert("created".into(), st(2));
+        m.insert("model".into(), st(1));
+        m.insert("choices".into(), Value::Array(choices));
+        Value::Object(m)
+    }
+
+    pub fn eval(&mut self, e: &'a CExpr) -> R<Val<'a>> {
+        Ok(match e {
+            CExpr::Const(v) => Val::Ref(v),
+            CExpr::Omit => Val::Absent,
+            CExpr::Req(id) => {
+                if self.dropped & (1 << id) != 0 {
+                    Val::Absent
+                } else {
+                    ref_or_absent(self.req_fields[*id as usize])
+                }
+            }
+            CExpr::Extra(k) => {
+                // A provider-specific field never shadows an OpenAI one.
+                if super::schema::request_field(k).is_some() {
+                    Val::Absent
+                } else {
+                    ref_or_absent(self.req.and_then(|r| r.get(k)))
+                }
+            }
+            CExpr::Ctx(f) => self.ctx_field(*f),
+            CExpr::Res => ref_or_absent(self.res),
+            CExpr::Ev => ref_or_absent(self.ev),
+            CExpr::Event => self
+                .event
+                .map_or(Val::Absent, |e| Val::Own(Value::String(e.to_string()))),
+            CExpr::Status => Val::Own(Value::from(self.status)),
+            CExpr::Text => Val::Own(Value::String(self.text.to_string())),
+            CExpr::Local(slot) => self.stack[self.base + slot].clone(),
+            CExpr::State(i) => match self.state.get(*i) {
+                Some(Value::Null) | None => Val::Absent,
+                Some(v) => Val::Own(v.clone()),
+            },
+            CExpr::Path(base, segs) => {
+                let b = self.eval(base)?;
+                walk(b, segs)
+            }
+            CExpr::Index(base, idx) => {
+                let b = self.eval(base)?;
+                let i = self.eval(idx)?;
+                let seg = match i.get() {
+                    Some(Value::String(s)) => Seg::Key(s.clone()),
+                    Some(Value::Number(n)) => match n.as_u64() {
+                        Some(u) => Seg::Idx(u as usize),
+                        None => return Ok(Val::Absent),
+                    },
+                    _ => return Ok(Val::Absent),
+                };
+                walk(b, std::slice::from_ref(&seg))
+            }
+            CExpr::Builtin(b, args, _) => self.builtin(*b, args)?,
+            CExpr::UserFn(idx, args) => {
+                let mut vals = Vec::with_capacity(args.len());
+                for a in args {
+                    vals.push(self.eval(a)?);
+                }
+                self.call_user(*idx, vals)?
+            }
+            CExpr::Lambda(..) | CExpr::FnRef(_) | CExpr::TableRef(_) => {
+                return mapping("a function or table used as a value");
+            }
+            CExpr::Neg(x) => match self.eval(x)? {
+                Val::Absent => Val::Absent,
+                v => match v.get().and_then(Value::as_f64) {
+                    Some(f) => Val::from_opt(bi::num(-f)),
+                    None => return mapping(format!("cannot negate a {}", bi::type_name(v.get()))),
+                },
+            },
+            CExpr::Not(x) => {
+                let v = self.eval(x)?;
+                Val::Own(Value::Bool(!bi::truthy(v.get())))
+            }
+            CExpr::Bin(op, a, b, _) => self.binary(*op, a, b)?,
+            CExpr::If(c, t, f) => {
+                let cond = self.eval(c)?;
+                if bi::truthy(cond.get()) {
+                    self.eval(t)?
+                } else {
+                    match f {
+                        Some(f) => self.eval(f)?,
+                        None => Val::Absent,
+                    }
+                }
+            }
+            CExpr::Match(s, arms) => {
+                let v = self.eval(s)?;
+                for (pats, value) in arms {
+                    if pats.iter().any(|p| pattern_matches(p, &v)) {
+                        return self.eval(value);
+                    }
+                }
+                Val::Absent
+            }
+            CExpr::Object(entries) => {
+                let mut m = Map::new();
+                for en in entries {
+                    match en {
+                        CObj::Field(k, v) => {
+                            if let Some(v) = self.eval(v)?.into_value() {
+                                m.insert(k.clone(), v);
+                            }
+                        }
+                        CObj::Spread(v) => match self.eval(v)?.into_value() {
+                            None | Some(Value::Null) => {}
+                            Some(Value::Object(o)) => m.extend(o),
+                            Some(other) => {
+                                return mapping(format!(
+                                    "cannot spread a {} into an object",
+                                    bi::type_name(Some(&other))
+                                ))
+                            }
+                        },
+                    }
+                }
+                Val::Own(Value::Object(m))
+            }
+            CExpr::Array(entries) => {
+                let mut out = Vec::with_capacity(entries.len());
+                for en in entries {
+                    match en {
+                        CArr::Item(v) => {
+                            if let Some(v) = self.eval(v)?.into_value() {
+                                out.push(v);
+                            }
+                        }
+                        CArr::Spread(v) => match self.eval(v)?.into_value() {
+                            None | Some(Value::Null) => {}
+                            Some(Value::Array(a)) => out.extend(a),
+                            Some(other) => {
+                                return mapping(format!(
+                                    "cannot spread a {} into a list",
+                                    bi::type_name(Some(&other))
+                                ))
+                            }
+                        },
+                    }
+                }
+                Val::Own(Value::Array(out))
+            }
+        })
+    }
+
+    fn ctx_field(&self, f: CtxField) -> Val<'a> {
+        let Some(c) = self.ctx else {
+            return Val::Absent;
+        };
+        let s = |s: &Option<String>| {
+            s.as_ref()
+                .map_or(Val::Absent, |s| Val::Own(Value::String(s.clone())))
+        };
+        match f {
+            CtxField::Model => Val::Own(Value::String(c.model.clone())),
+            CtxField::Stream => Val::Own(Value::Bool(c.stream)),
+            CtxField::ApiVersion => match &c.api_version {
+                Some(v) => Val::Own(Value::String(v.clone())),
+                None => s(&self.prog.api_version),
+            },
+            CtxField::ApiBase => s(&c.api_base),
+            CtxField::MaxOutputTokens => c
+                .max_output_tokens
+                .map_or(Val::Absent, |n| Val::Own(Value::from(n))),
+            CtxField::IncludeUsage => Val::Own(Value::Bool(c.include_usage)),
+            CtxField::DropParams => Val::Own(Value::Bool(c.drop_params)),
+        }
+    }
+
+    fn call_user(&mut self, idx: usize, args: Vec<Val<'a>>) -> R<Val<'a>> {
+        let prog = self.prog;
+        let Some(f) = prog.fns.get(idx) else {
+            return mapping("unknown fn");
+        };
+        if self.depth >= MAX_DEPTH {
+            return mapping(format!("fn `{}` recursed deeper than {MAX_DEPTH}", f.name));
+        }
+        self.depth += 1;
+        let old = self.base;
+        self.base = self.stack.len();
+        self.stack.extend(args);
+        self.stack
+            .resize(self.base + f.slots.max(f.params), Val::Absent);
+        let r = self.eval(&f.body);
+        self.stack.truncate(self.base);
+        self.base = old;
+        self.depth -= 1;
+        r
+    }
+
+    /// Apply a lambda or fn reference to one argument.
+    fn apply(&mut self, f: &'a CExpr, arg: Val<'a>) -> R<Val<'a>> {
+        match f {
+            CExpr::Lambda(slot, body) => {
+                self.stack[self.base + slot] = arg;
+                self.eval(body)
+            }
+            CExpr::FnRef(idx) => self.call_user(*idx, vec![arg]),
+            _ => mapping("expected a function"),
+        }
+    }
+
+    fn binary(&mut self, op: BinOp, a: &'a CExpr, b: &'a CExpr) -> R<Val<'a>> {
+        use BinOp::*;
+        match op {
+            And => {
+                let x = self.eval(a)?;
+                if !bi::truthy(x.get()) {
+                    return Ok(Val::Own(Value::Bool(false)));
+                }
+                let y = self.eval(b)?;
+                return Ok(Val::Own(Value::Bool(bi::truthy(y.get()))));
+            }
+            Or => {
+                let x = self.eval(a)?;
+                if bi::truthy(x.get()) {
+                    return Ok(Val::Own(Value::Bool(true)));
+                }
+                let y = self.eval(b)?;
+                return Ok(Val::Own(Value::Bool(bi::truthy(y.get()))));
+            }
+            Coalesce => {
+                let x = self.eval(a)?;
+                if x.is_nullish() {
+                    return self.eval(b);
+                }
+                return Ok(x);
+            }
+            _ => {}
+        }
+        let x = self.eval(a)?;
+        let y = self.eval(b)?;
+        let (xv, yv) = (x.get(), y.get());
+        let boolean = |b: bool| Ok(Val::Own(Value::Bool(b)));
+        match op {
+            Eq => boolean(json_eq(xv, yv)),
+            Ne => boolean(!json_eq(xv, yv)),
+            Lt | Le | Gt | Ge => {
+                let ord = match (xv, yv) {
+                    (Some(Value::Number(p)), Some(Value::Number(q))) => {
+                        p.as_f64().partial_cmp(&q.as_f64())
+                    }
+                    (Some(Value::String(p)), Some(Value::String(q))) => Some(p.cmp(q)),
+                    _ => None,
+                };
+                let Some(o) = ord else { return boolean(false) };
+                boolean(match op {
+                    Lt => o.is_lt(),
+                    Le => o.is_le(),
+                    Gt => o.is_gt(),
+                    _ => o.is_ge(),
+                })
+            }
+            Like => boolean(match (xv, yv) {
+                (Some(Value::String(h)), Some(Value::String(n))) => contains_ci(h, n),
+                _ => false,
+            }),
+            In | NotIn => {
+                let hit = match (xv, yv) {
+                    (None, _) => false,
+                    (Some(x), Some(Value::Array(items))) => {
+                        items.iter().any(|i| json_eq(Some(x), Some(i)))
+                    }
+                    (Some(Value::String(x)), Some(Value::String(h))) => h.contains(x.as_str()),
+                    (Some(Value::String(x)), Some(Value::Object(o))) => o.contains_key(x),
+                    _ => false,
+                };
+                boolean(if op == In { hit } else { !hit })
+            }
+            Add | Sub | Mul | Div | Rem => {
+                if x.is_absent() || y.is_absent() {
+                    return Ok(Val::Absent);
+                }
+                arith(op, x, y)
+            }
+            _ => mapping("bad operator"),
+        }
+    }
+
+    fn builtin(&mut self, b: Builtin, args: &'a [CExpr]) -> R<Val<'a>> {
+        use Builtin::*;
+        // Functions that take a lambda evaluate it per item.
+        match b {
+            Map | Filter | Reject | FlatMap | Find | Any | All | Leading | AfterLeading => {
+                let xs = self.eval(&args[0])?;
+                let f = &args[1];
+                let items: Vec<Val<'a>> = match xs {
+                    Val::Absent => return Ok(Val::Absent),
+                    Val::Ref(Value::Array(a)) => a.iter().map(Val::Ref).collect(),
+                    Val::Own(Value::Array(a)) => a.into_iter().map(Val::Own).collect(),
+                    Val::Ref(Value::Null) | Val::Own(Value::Null) => return Ok(Val::Absent),
+                    other => {
+                        return mapping(format!(
+                            "{b:?} expects a list, got a {}",
+                            bi::type_name(other.get())
+                        ))
+                    }
+                };
+                return self.iterate(b, items, f);
+            }
+            Lookup => {
+                let CExpr::TableRef(t) = &args[0] else {
+                    return mapping("lookup without a table");
+                };
+                let k = self.eval(&args[1])?;
+                let prog = self.prog;
+                return Ok(match k.get() {
+                    None | Some(Value::Null) => Val::Absent,
+                    Some(k) => prog.tables[*t].get(k).map_or(Val::Absent, Val::Ref),
+                });
+            }
+            Now => {
+                return Ok(Val::Own(Value::from(self.ctx.map_or(0, |c| c.now))));
+            }
+            NewId => {
+                let p = self.eval(&args[0])?;
+                let prefix = p
+                    .get()
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let seed = self.ctx.map_or("", |c| c.request_id.as_str());
+                let n = *self.id_counter;
+                *self.id_counter += 1;
+                return Ok(Val::Own(Value::String(prefix + &bi::id_hex(seed, n))));
+            }
+            _ => {}
+        }
+        let mut vals: Vec<Val<'a>> = Vec::with_capacity(args.len());
+        for a in args {
+            vals.push(self.eval(a)?);
+        }
+        let v0 = vals.first().and_then(Val::get);
+        let str_arg = |i: usize| vals.get(i).and_then(Val::get).and_then(Value::as_str);
+        let num_arg = |i: usize| vals.get(i).and_then(Val::get).and_then(Value::as_f64);
+        let own = |v: Value| Ok(Val::Own(v));
+        match b {
+            Len => match v0 {
+                Some(Value::String(s)) => own(Value::from(s.chars().count())),
+                Some(Value::Array(a)) => own(Value::from(a.len())),
+                Some(Value::Object(o)) => own(Value::from(o.len())),
+                None | Some(Value::Null) => Ok(Val::Absent),
+                Some(other) => mapping(format!("len of a {}", bi::type_name(Some(other)))),
+            },
+            First | Last => {
+                let first = b == First;
+                Ok(match vals.swap_remove(0) {
+                    Val::Ref(Value::Array(a)) => {
+                        ref_or_absent(if first { a.first() } else { a.last() })
+                    }
+                    Val::Own(Value::Array(mut a)) => Val::from_opt(if first {
+                        (!a.is_empty()).then(|| a.swap_remove(0))
+                    } else {
+                        a.pop()
+                    }),
+                    _ => Val::Absent,
+                })
+            }
+            Join => {
+                let Some(Value::Array(items)) = v0 else {
+                    return Ok(Val::Absent);
+                };
+                let sep = str_arg(1).unwrap_or_default();
+                let mut out = String::new();
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(sep);
+                    }
+                    match it {
+                        Value::String(s) => out.push_str(s),
+                        Value::Null => {}
+                        other => out.push_str(&other.to_string()),
+                    }
+                }
+                own(Value::String(out))
+            }
+            MergeAdjacent => {
+                let key = str_arg(1).unwrap_or_default().to_string();
+                let field = str_arg(2).unwrap_or_default().to_string();
+                match vals.swap_remove(0).into_value() {
+                    Some(Value::Array(a)) => own(Value::Array(bi::merge_adjacent(a, &key, &field))),
+                    None | Some(Value::Null) => Ok(Val::Absent),
+                    Some(other) => mapping(format!(
+                        "merge_adjacent of a {}",
+                        bi::type_name(Some(&other))
+                    )),
+                }
+            }
+            WithIndex => match vals.swap_remove(0).into_value() {
+                Some(Value::Array(a)) => own(Value::Array(
+                    a.into_iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let mut m = serde_json::Map::new();
+                            m.insert("index".into(), Value::from(i));
+                            m.insert("value".into(), v);
+                            Value::Object(m)
+                        })
+                        .collect(),
+                )),
+                _ => Ok(Val::Absent),
+            },
+            TextOf => Ok(v0.and_then(bi::text_of).map_or(Val::Absent, Val::Own)),
+            AsList => Ok(match vals.swap_remove(0) {
+                Val::Absent => Val::Absent,
+                v @ (Val::Ref(Value::Array(_)) | Val::Own(Value::Array(_))) => v,
+                Val::Ref(Value::Null) | Val::Own(Value::Null) => Val::Absent,
+                v => Val::Own(Value::Array(v.into_value().into_iter().collect())),
+            }),
+            Nonempty => {
+                let empty = match v0 {
+                    None | Some(Value::Null) => true,
+                    Some(Value::String(s)) => s.is_empty(),
+                    Some(Value::Array(a)) => a.is_empty(),
+                    Some(Value::Object(o)) => o.is_empty(),
+                    _ => false,
+                };
+                Ok(if empty {
+                    Val::Absent
+                } else {
+                    vals.swap_remove(0)
+                })
+            }
+            Present => own(Value::Bool(!matches!(v0, None | Some(Value::Null)))),
+            IsString => own(Value::Bool(v0.is_some_and(Value::is_string))),
+            IsArray => own(Value::Bool(v0.is_some_and(Value::is_array))),
+            IsObject => own(Value::Bool(v0.is_some_and(Value::is_object))),
+            IsNumber => own(Value::Bool(v0.is_some_and(Value::is_number))),
+            IsBool => own(Value::Bool(v0.is_some_and(Value::is_boolean))),
+            TypeOf => own(Value::String(bi::type_name(v0).to_string())),
+            ParseJson | TryParseJson => match v0 {
+                None | Some(Value::Null) => Ok(Val::Absent),
+                Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                    Ok(v) => own(v),
+                    Err(e) if b == ParseJson => Err(RtError::Invalid(format!(
+                        "invalid JSON ({e}): {}",
+                        preview(s)
+                    ))),
+                    Err(_) => Ok(Val::Absent),
+                },
+                // Already structured (some clients send objects): keep as is.
+                Some(_) => Ok(vals.swap_remove(0)),
+            },
+            ToJson => match v0 {
+                None => Ok(Val::Absent),
+                Some(v) => own(Value::String(v.to_string())),
+            },
+            DataUrl => Ok(str_arg(0)
+                .and_then(bi::data_url)
+                .map_or(Val::Absent, Val::Own)),
+            StartsWith | EndsWith => {
+                let (Some(s), Some(p)) = (str_arg(0), str_arg(1)) else {
+                    return own(Value::Bool(false));
+                };
+                own(Value::Bool(if b == StartsWith {
+                    s.starts_with(p)
+                } else {
+                    s.ends_with(p)
+                }))
+            }
+            Contains => {
+                let hit = match (v0, vals.get(1).and_then(Val::get)) {
+                    (Some(Value::String(s)), Some(Value::String(n))) => s.contains(n.as_str()),
+                    (Some(Value::Array(a)), Some(x)) => a.iter().any(|i| json_eq(Some(i), Some(x))),
+                    (Some(Value::Object(o)), Some(Value::String(k))) => o.contains_key(k),
+                    _ => false,
+                };
+                own(Value::Bool(hit))
+            }
+            Lower | Upper | Trim => match str_arg(0) {
+                None => Ok(Val::Absent),
+                Some(s) => own(Value::String(match b {
+                    Lower => s.to_lowercase(),
+                    Upper => s.to_uppercase(),
+                    _ => s.trim().to_string(),
+                })),
+            },
+            Split => match (str_arg(0), str_arg(1)) {
+                (Some(s), Some(sep)) if !sep.is_empty() => own(Value::Array(
+                    s.split(sep).map(|p| Value::String(p.to_string())).collect(),
+                )),
+                _ => Ok(Val::Absent),
+            },
+            Replace => match (str_arg(0), str_arg(1), str_arg(2)) {
+                (Some(s), Some(from), Some(to)) if !from.is_empty() => {
+                    own(Value::String(s.replace(from, to)))
+                }
+                (Some(_), _, _) => Ok(vals.swap_remove(0)),
+                _ => Ok(Val::Absent),
+            },
+            Clamp => match (num_arg(0), num_arg(1), num_arg(2)) {
+                (Some(x), Some(lo), Some(hi)) => {
+                    if x < lo {
+                        Ok(vals.swap_remove(1))
+                    } else if x > hi {
+                        Ok(vals.swap_remove(2))
+                    } else {
+                        Ok(vals.swap_remove(0))
+                    }
+                }
+                _ => Ok(if v0.is_none() {
+                    Val::Absent
+                } else {
+                    vals.swap_remove(0)
+                }),
+            },
+            Min | Max => {
+                let mut best: Option<(f64, usize)> = None;
+                for (i, v) in vals.iter().enumerate() {
+                    if let Some(f) = v.get().and_then(Value::as_f64) {
+                        let better = match best {
+                            None => true,
+                            Some((bf, _)) => (b == Min && f < bf) || (b == Max && f > bf),
+                        };
+                        if better {
+                            best = Some((f, i));
+                        }
+                    }
+                }
+                Ok(match best {
+                    Some((_, i)) => vals.swap_remove(i),
+                    None => Val::Absent,
+                })
+            }
+            Round | Int => match v0 {
+                None | Some(Value::Null) => Ok(Val::Absent),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(vals.swap_remove(0)),
+                Some(Value::Number(n)) => {
+                    let f = n.as_f64().unwrap_or_default();
+                    Ok(Val::from_opt(bi::num(if b == Round {
+                        f.round()
+                    } else {
+                        f.trunc()
+                    })))
+                }
+                Some(other) => mapping(format!("{b:?} of a {}", bi::type_name(Some(other)))),
+            },
+            ToString => match v0 {
+                None => Ok(Val::Absent),
+                Some(Value::String(_)) => Ok(vals.swap_remove(0)),
+                Some(v) => own(Value::String(v.to_string())),
+            },
+            ToNumber => match v0 {
+                Some(Value::Number(_)) => Ok(vals.swap_remove(0)),
+                Some(Value::String(s)) => Ok(s
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(bi::num)
+                    .map_or(Val::Absent, Val::Own)),
+                _ => Ok(Val::Absent),
+            },
+            Merge => {
+                let mut out = serde_json::Map::new();
+                for v in vals {
+                    match v.into_value() {
+                        Some(Value::Object(o)) => out.extend(o),
+                        None | Some(Value::Null) => {}
+                        Some(other) => {
+                            return mapping(format!("merge of a {}", bi::type_name(Some(&other))))
+                        }
+                    }
+                }
+                own(Value::Object(out))
+            }
+            Without => {
+                let keys: Vec<String> = vals[1..]
+                    .iter()
+                    .filter_map(|v| v.get().and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                match vals.swap_remove(0).into_value() {
+                    Some(Value::Object(mut o)) => {
+                        for k in keys {
+                            o.remove(&k);
+                        }
+                        own(Value::Object(o))
+                    }
+                    other => Ok(Val::from_opt(other)),
+                }
+            }
+            Keys => match v0 {
+                Some(Value::Object(o)) => own(Value::Array(
+                    o.keys().map(|k| Value::String(k.clone())).collect(),
+                )),
+                _ => Ok(Val::Absent),
+            },
+            Get => {
+                let seg = match vals.get(1).and_then(Val::get) {
+                    Some(Value::String(s)) => Seg::Key(s.clone()),
+                    Some(Value::Number(n)) if n.as_u64().is_some() => {
+                        Seg::Idx(n.as_u64().unwrap_or_default() as usize)
+                    }
+                    _ => return Ok(Val::Absent),
+                };
+                Ok(walk(vals.swap_remove(0), std::slice::from_ref(&seg)))
+            }
+            Invert => match v0 {
+                None | Some(Value::Null) => Ok(Val::Absent),
+                Some(v) => own(Value::Bool(!bi::truthy(Some(v)))),
+            },
+            Invalid => Err(RtError::Invalid(
+                str_arg(0).unwrap_or("invalid request").to_string(),
+            )),
+            Map | Filter | Reject | FlatMap | Find | Any | All | Leading | AfterLeading
+            | Lookup | Now | NewId => mapping("unreachable builtin dispatch"),
+        }
+    }
+
+    fn iterate(&mut self, b: Builtin, items: Vec<Val<'a>>, f: &'a CExpr) -> R<Val<'a>> {
+        use Builtin::*;
+        match b {
+            Map | FlatMap => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    match self.apply(f, it)?.into_value() {
+                        None => {}
+                        Some(Value::Array(a)) if b == FlatMap => out.extend(a),
+                        Some(Value::Null) if b == FlatMap => {}
+                        Some(v) => out.push(v),
+                    }
+                }
+                Ok(Val::Own(Value::Array(out)))
+            }
+            Filter | Reject => {
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    let keep = bi::truthy(self.apply(f, it.clone())?.get()) == (b == Filter);
+                    if keep {
+                        if let Some(v) = it.into_value() {
+                            out.push(v);
+                        }
+                    }
+                }
+                Ok(Val::Own(Value::Array(out)))
+            }
+            Find => {
+                for it in items {
+                    if bi::truthy(self.apply(f, it.clone())?.get()) {
+                        return Ok(it);
+                    }
+                }
+                Ok(Val::Absent)
+            }
+            Any | All => {
+                for it in items {
+                    let t = bi::truthy(self.apply(f, it)?.get());
+                    if b == Any && t {
+                        return Ok(Val::Own(Value::Bool(true)));
+                    }
+                    if b == All && !t {
+                        return Ok(Val::Own(Value::Bool(false)));
+                    }
+                }
+                Ok(Val::Own(Value::Bool(b == All)))
+            }
+            _ => {
+                // Leading / AfterLeading
+                let mut split = items.len();
+                for (i, it) in items.iter().enumerate() {
+                    if !bi::truthy(self.apply(f, it.clone())?.get()) {
+                        split = i;
+                        break;
+                    }
+                }
+                let chosen: Vec<Value> = if b == Leading {
+                    items
+                        .into_iter()
+                        .take(split)
+                        .filter_map(Val::into_value)
+                        .collect()
+                } else {
+                    items
+                        .into_iter()
+                        .skip(split)
+                        .filter_map(Val::into_value)
+                        .collect()
+                };
+                Ok(Val::Own(Value::Array(chosen)))
+            }
+        }
+    }
+}
+
+fn ref_or_absent(v: Option<&Value>) -> Val<'_> {
+    match v {
+        None | Some(Value::Null) => Val::Absent,
+        Some(v) => Val::Ref(v),
+    }
+}
+
+fn walk<'a>(v: Val<'a>, segs: &[Seg]) -> Val<'a> {
+    match v {
+        Val::Absent => Val::Absent,
+        Val::Ref(mut r) => {
+            for s in segs {
+                let next = match (s, r) {
+                    (Seg::Key(k), Value::Object(m)) => m.get(k),
+                    (Seg::Idx(i), Value::Array(a)) => a.get(*i),
+                    _ => None,
+                };
+                match next {
+                    Some(n) => r = n,
+                    None => return Val::Absent,
+                }
+            }
+            ref_or_absent(Some(r))
+        }
+        Val::Own(mut o) => {
+            for s in segs {
+                let next = match (s, &mut o) {
+                    (Seg::Key(k), Value::Object(m)) => m.remove(k),
+                    (Seg::Idx(i), Value::Array(a)) if *i < a.len() => Some(a.swap_remove(*i)),
+                    _ => None,
+                };
+                match next {
+                    Some(n) => o = n,
+                    None => return Val::Absent,
+                }
+            }
+            if o.is_null() {
+                Val::Absent
+            } else {
+                Val::Own(o)
+            }
+        }
+    }
+}
+
+fn pattern_matches(p: &CPattern, v: &Val<'_>) -> bool {
+    let g = v.get();
+    match p {
+        CPattern::Any => true,
+        CPattern::Absent => matches!(g, None | Some(Value::Null)),
+        CPattern::Const(c) => json_eq(g, Some(c)),
+        CPattern::String => g.is_some_and(Value::is_string),
+        CPattern::Number => g.is_some_and(Value::is_number),
+        CPattern::Boolean => g.is_some_and(Value::is_boolean),
+        CPattern::Array => g.is_some_and(Value::is_array),
+        CPattern::Object => g.is_some_and(Value::is_object),
+    }
+}
+
+/// Equality where `1 == 1.0` and absent equals only absent.
+fn json_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
+        (Some(x), Some(y)) => x == y,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.is_ascii() && needle.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle.as_bytes());
+        return h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    hay.to_lowercase().contains(&needle.to_lowercase())
+}
+
+fn arith<'a>(op: BinOp, x: Val<'a>, y: Val<'a>) -> R<Val<'a>> {
+    match (x.get(), y.get()) {
+        (Some(Value::Number(p)), Some(Value::Number(q))) => {
+            if let (Some(a), Some(b)) = (p.as_i64(), q.as_i64()) {
+                let r = match op {
+                    BinOp::Add => a.checked_add(b),
+                    BinOp::Sub => a.checked_sub(b),
+                    BinOp::Mul => a.checked_mul(b),
+                    BinOp::Div if b != 0 && a % b == 0 => a.checked_div(b),
+                    BinOp::Rem if b != 0 => a.checked_rem(b),
+                    _ => None,
+                };
+                if let Some(r) = r {
+                    return Ok(Val::Own(Value::from(r)));
+                }
+            }
+            let (a, b) = (
+                p.as_f64().unwrap_or_default(),
+                q.as_f64().unwrap_or_default(),
+            );
+            let r = match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div | BinOp::Rem if b == 0.0 => return mapping("division by zero"),
+                BinOp::Div => a / b,
+                _ => a % b,
+            };
+            Ok(Val::from_opt(bi::num(r)))
+        }
+        (Some(Value::String(_)), Some(Value::String(q))) if op == BinOp::Add => {
+            let mut s = match x.into_value() {
+                Some(Value::String(s)) => s,
+                _ => String::new(),
+            };
+            s.push_str(q);
+            Ok(Val::Own(Value::String(s)))
+        }
+        (Some(Value::Array(_)), Some(Value::Array(_))) if op == BinOp::Add => {
+            let mut a = match x.into_value() {
+                Some(Value::Array(a)) => a,
+                _ => Vec::new(),
+            };
+            if let Some(Value::Array(b)) = y.into_value() {
+                a.extend(b);
+            }
+            Ok(Val::Own(Value::Array(a)))
+        }
+        (p, q) => mapping(format!(
+            "operator {op:?} cannot combine a {} and a {}",
+            bi::type_name(p),
+            bi::type_name(q)
+        )),
+    }
+}
+
+fn preview(s: &str) -> String {
+    let mut p: String = s.chars().take(60).collect();
+    if p.len() < s.len() {
+        p.push('…');
+    }
+    p
+}
+
+/// Set `path` inside `m`, creating objects on the way.
+pub fn set_path(m: &mut Map<String, Value>, path: &[String], v: Value) {
+    let Some((last, init)) = path.split_last() else {
+        return;
+    };
+    let mut cur = m;
+    for k in init {
+        let entry = cur
+            .entry(k.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        match entry {
+            Value::Object(next) => cur = next,
+            _ => return,
+        }
+    }
+    cur.insert(last.clone(), v);
+}

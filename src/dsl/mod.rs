@@ -1,0 +1,138 @@
+//! The LLMux provider language: declarative mapping files (`providers/*.llmux`)
+//! that translate OpenAI chat-completions traffic to and from each upstream.
+//!
+//! Pipeline: [`parser`] (pest grammar `grammar/provider.pest` → AST with spans) →
+//! [`compile`] (resolve `extends`, names, paths, functions, tables; collect every
+//! error) → [`ir`] (compiled program) → [`interp`] (evaluates per request).
+//! [`framing`] decodes upstream streams; [`golden`] runs the test cases in
+//! `providers/tests/<provider>/`. The language is documented in `docs/providers.md`.
+//!
+//! This module depends on nothing else of the gateway (only std, pest,
+//! serde_json, serde_yaml, thiserror), so it can be tested and fuzzed alone.
+//!
+//! ```ignore
+//! let set = dsl::load_dir(Path::new("providers"))?;
+//! let p = set.get("anthropic").unwrap();
+//! let up = p.build_request(&ctx, &openai_body)?;          // → UpstreamRequest
+//! let resp = p.parse_response(status, &bytes, &ctx)?;      // → OpenAI ChatCompletion
+//! let mut st = p.stream_state(&ctx);
+//! p.map_event(&mut st, frame.event.as_deref(), &frame.data, &mut chunks)?;
+//! ```
+
+pub mod ast;
+pub mod builtins;
+pub mod compile;
+pub mod error;
+pub mod framing;
+pub mod golden;
+pub mod interp;
+pub mod ir;
+pub mod parser;
+pub mod passthrough;
+pub mod provider;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use error::{ErrorClass, LoadError, MappedError, TranslateError};
+pub use framing::{Frame, FrameDecoder, Framing, FramingError};
+pub use provider::{Provider, RequestCtx, StreamControl, StreamState, UpstreamRequest};
+
+/// All compiled providers of a directory (or of a set of sources), by name.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSet {
+    providers: BTreeMap<String, Provider>,
+}
+
+impl ProviderSet {
+    pub fn get(&self, name: &str) -> Option<&Provider> {
+        self.providers.get(name)
+    }
+
+    /// Provider names in sorted order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.providers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+}
+
+/// Load providers from one source text (`file_name` is used in error messages).
+pub fn load_str(file_name: &str, src: &str) -> Result<ProviderSet, Vec<LoadError>> {
+    load_sources(&[(file_name.to_string(), src.to_string())])
+}
+
+/// Load providers from several `(file name, source)` pairs; `extends` may cross files.
+pub fn load_sources(sources: &[(String, String)]) -> Result<ProviderSet, Vec<LoadError>> {
+    let mut files = Vec::with_capacity(sources.len());
+    let mut errors = Vec::new();
+    for (name, src) in sources {
+        match parser::parse_file(name, src) {
+            Ok(f) => files.push(f),
+            Err(e) => errors.push(e),
+        }
+    }
+    let (programs, compile_errors) = compile::compile_files(&files);
+    errors.extend(compile_errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(ProviderSet {
+        providers: programs
+            .into_iter()
+            .map(|p| (p.name.clone(), Provider::new(p)))
+            .collect(),
+    })
+}
+
+/// Load every `*.llmux` file in `dir` (not recursive), in name order.
+pub fn load_dir(dir: &Path) -> Result<ProviderSet, Vec<LoadError>> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        vec![LoadError::file(
+            &shown,
+            format!("cannot read directory: {e}"),
+        )]
+    })?;
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "llmux") && p.is_file())
+        .collect();
+    paths.sort();
+    let mut sources = Vec::with_capacity(paths.len());
+    let mut errors = Vec::new();
+    for p in paths {
+        let name = p.display().to_string();
+        match std::fs::read_to_string(&p) {
+            Ok(s) => sources.push((name, s)),
+            Err(e) => errors.push(LoadError::file(&name, format!("cannot read: {e}"))),
+        }
+    }
+    match load_sources(&sources) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(mut more) => {
+            errors.append(&mut more);
+            Err(errors)
+        }
+    }
+}
+
+/// All errors, one block each, separated by blank lines.
+pub fn format_errors(errors: &[LoadError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests;

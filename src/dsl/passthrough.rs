@@ -1,0 +1,221 @@
+//! Passthrough: rewrite a few top-level members of the client's JSON body in
+//! place, copying every other byte verbatim (no full re-serialisation).
+
+use serde_json::{Map, Value};
+
+/// `raw` with the top-level members in `set` replaced (or appended) and those
+/// in `remove` deleted. `None` when `raw` is not a well-formed JSON object, in
+/// which case the caller re-serialises instead.
+pub fn patch_top_level(raw: &[u8], set: &Map<String, Value>, remove: &[String]) -> Option<Vec<u8>> {
+    let mut p = Scan { b: raw, i: 0 };
+    p.ws();
+    p.expect(b'{')?;
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    out.push(b'{');
+    let mut first = true;
+    let mut written: Vec<&str> = Vec::new();
+    loop {
+        p.ws();
+        if p.peek()? == b'}' {
+            p.i += 1;
+            break;
+        }
+        let key_start = p.i;
+        p.string()?;
+        let key_end = p.i;
+        p.ws();
+        p.expect(b':')?;
+        p.ws();
+        let val_start = p.i;
+        p.value(0)?;
+        let val_end = p.i;
+        let name = decode_key(&raw[key_start..key_end])?;
+        let removed = remove.iter().any(|r| *r == name);
+        if let Some((k, v)) = set.get_key_value(name.as_ref()) {
+            // A duplicate key is written once, with the override.
+            if !written.contains(&k.as_str()) {
+                sep(&mut out, &mut first);
+                write_member(&mut out, k, v);
+                written.push(k.as_str());
+            }
+        } else if !removed {
+            sep(&mut out, &mut first);
+            out.extend_from_slice(&raw[key_start..key_end]);
+            out.push(b':');
+            out.extend_from_slice(&raw[val_start..val_end]);
+        }
+        p.ws();
+        match p.peek()? {
+            b',' => p.i += 1,
+            b'}' => {
+                p.i += 1;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    p.ws();
+    if p.i != raw.len() {
+        return None;
+    }
+    for (k, v) in set {
+        if !written.contains(&k.as_str()) {
+            sep(&mut out, &mut first);
+            write_member(&mut out, k, v);
+        }
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+fn sep(out: &mut Vec<u8>, first: &mut bool) {
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+}
+
+fn write_member(out: &mut Vec<u8>, k: &str, v: &Value) {
+    // Serialising a String or a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, k);
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+fn decode_key(quoted: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = quoted.get(1..quoted.len().checked_sub(1)?)?;
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner)
+            .ok()
+            .map(std::borrow::Cow::Borrowed);
+    }
+    serde_json::from_slice::<String>(quoted)
+        .ok()
+        .map(std::borrow::Cow::Owned)
+}
+
+/// Structural scanner: finds value boundaries, trusting nothing.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+const MAX_NESTING: usize = 256;
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.i += 1;
+        }
+    }
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+    fn string(&mut self) -> Option<()> {
+        self.expect(b'"')?;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => self.i += 2,
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+    fn value(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_NESTING {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string(),
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                self.i += 1;
+                self.ws();
+                if self.peek()? == close {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    if open == b'{' {
+                        self.string()?;
+                        self.ws();
+                        self.expect(b':')?;
+                        self.ws();
+                    }
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        c if c == close => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => {
+                let start = self.i;
+                while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.'))
+                {
+                    self.i += 1;
+                }
+                (self.i > start).then_some(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patch(raw: &str, set: Value, remove: &[&str]) -> Option<String> {
+        let set = set.as_object().cloned().unwrap_or_default();
+        let remove: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
+        patch_top_level(raw.as_bytes(), &set, &remove).map(|b| String::from_utf8(b).expect("utf8"))
+    }
+
+    #[test]
+    fn overrides_keep_other_bytes() {
+        let raw = r#"{ "model" : "gpt-x", "messages":[{"role":"user","content":"hi \"there\""}], "n": 1e0 }"#;
+        let got = patch(raw, json!({"model": "gpt-4o"}), &["n"]).expect("patched");
+        assert_eq!(
+            got,
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi \"there\""}]}"#
+        );
+    }
+
+    #[test]
+    fn appends_missing_and_handles_escaped_keys() {
+        let got = patch(
+            r#"{"mod\u0065l":"a"}"#,
+            json!({"model": "b", "x": [1]}),
+            &[],
+        )
+        .expect("patched");
+        let v: Value = serde_json::from_str(&got).expect("json");
+        assert_eq!(v, json!({"model": "b", "x": [1]}));
+        assert_eq!(
+            patch("{}", json!({"a": 1}), &[]).as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert_eq!(patch(r#"{"a":1"#, json!({}), &[]), None);
+        assert_eq!(patch(r#"[1]"#, json!({}), &[]), None);
+        assert_eq!(patch(r#"{"a":1} x"#, json!({}), &[]), None);
+        assert_eq!(patch(r#"{"a":"#, json!({}), &[]), None);
+    }
+}

@@ -1,0 +1,600 @@
+//! The run-time face of a compiled provider: build the upstream request, map
+//! the response, each stream event and each error.
+
+use serde_json::{Map, Value};
+
+use super::builtins::truthy;
+use super::error::{ErrorClass, MappedError, TranslateError};
+use super::framing::Framing;
+use super::interp::{Env, Flow, RtError, Sink};
+use super::ir::{Auth, Program, TmplPart};
+use super::passthrough;
+use super::schema::CtxField;
+
+/// Per-request facts from the deployment and the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestCtx {
+    /// Upstream model (or deployment) name, the provider prefix already stripped.
+    pub model: String,
+    /// Deployment `api_base`; replaces the file's `base_url`.
+    pub api_base: Option<String>,
+    pub api_key: Option<String>,
+    /// Deployment `api_version`; the file's `api_version` is the default.
+    pub api_version: Option<String>,
+    pub drop_params: bool,
+    pub stream: bool,
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// From the price table, where it knows the model.
+    pub max_output_tokens: Option<u64>,
+    /// Seeds generated ids (`new_id`), so they are unique per request and
+    /// reproducible in tests.
+    pub request_id: String,
+    /// Unix time in seconds (`now()`).
+    pub now: u64,
+}
+
+/// A fully built upstream HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the caller does after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamControl {
+    Continue,
+    /// The stream is complete; send `data: [DONE]` and stop reading.
+    Done,
+}
+
+/// Per-stream variables, created by [`Provider::stream_state`].
+#[derive(Debug, Clone)]
+pub struct StreamState {
+    vars: Vec<Value>,
+    id_counter: u64,
+    ctx: RequestCtx,
+    usage: Option<Value>,
+    done: bool,
+}
+
+impl StreamState {
+    /// The last usage the stream reported (for cost and metrics), whether or
+    /// not it was sent to the client.
+    pub fn usage(&self) -> Option<&Value> {
+        self.usage.as_ref()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Current value of a state variable (for tests and debugging).
+    pub fn var(&self, program: &Provider, name: &str) -> Option<&Value> {
+        let i = program.prog.stream.names.iter().position(|n| n == name)?;
+        self.vars.get(i)
+    }
+}
+
+/// A compiled provider adapter. Cheap to share (`Arc<ProviderSet>`); all
+/// methods take `&self`.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub(crate) prog: Program,
+}
+
+impl Provider {
+    pub(crate) fn new(prog: Program) -> Self {
+        Provider { prog }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.prog.name
+    }
+
+    /// How the upstream frames its stream.
+    pub fn framing(&self) -> Framing {
+        self.prog.framing
+    }
+
+    /// True when requests are forwarded as the client's bytes with overrides.
+    pub fn is_passthrough(&self) -> bool {
+        self.prog.request_passthrough
+    }
+
+    /// The file's default base URL (empty when the deployment must give `api_base`).
+    pub fn base_url(&self) -> &str {
+        &self.prog.base_url
+    }
+
+    /// True when the file has no `response` block: a successful upstream body is already an
+    /// OpenAI ChatCompletion and can be relayed byte for byte.
+    pub fn response_is_identity(&self) -> bool {
+        self.prog.response.is_none()
+    }
+
+    /// True when the stream block is exactly `on _ { emit ev }` over SSE: upstream events are
+    /// already OpenAI chunks and can be relayed verbatim, without parsing each one.
+    pub fn stream_is_identity(&self) -> bool {
+        use super::ir::{CExpr, CStmt};
+        self.prog.framing == Framing::Sse
+            && matches!(self.prog.stream.handlers.as_slice(),
+                [h] if h.event.is_none()
+                    && h.cond.is_none()
+                    && matches!(h.body.stmts.as_slice(), [CStmt::EmitChunk(CExpr::Ev)]))
+    }
+
+    fn terr(&self, e: RtError) -> TranslateError {
+        let provider = self.prog.name.clone();
+        match e {
+            RtError::Invalid(message) => TranslateError::InvalidRequest { provider, message },
+            RtError::Mapping(message) => TranslateError::Mapping { provider, message },
+        }
+    }
+
+    /// Build the upstream request from the parsed OpenAI body. In passthrough
+    /// mode the body is re-serialised from `req`; use [`Provider::build_request_raw`]
+    /// to forward the client's bytes instead.
+    pub fn build_request(
+        &self,
+        ctx: &RequestCtx,
+        req: &Value,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        self.build(ctx, req, None)
+    }
+
+    /// Like [`Provider::build_request`], but a passthrough provider copies `raw`
+    /// (the client's body bytes, already parsed into `req`) and only rewrites the
+    /// fields its `request passthrough { ... }` block names.
+    pub fn build_request_raw(
+        &self,
+        ctx: &RequestCtx,
+        req: &Value,
+        raw: &[u8],
+    ) -> Result<UpstreamRequest, TranslateError> {
+        self.build(ctx, req, Some(raw))
+    }
+
+    fn build(
+        &self,
+        ctx: &RequestCtx,
+        req: &Value,
+        raw: Option<&[u8]>,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        let prog = &self.prog;
+        let mut no_state = Vec::new();
+        let mut ids = 0u64;
+        let mut env = Env::new(prog, &mut no_state, &mut ids);
+        env.set_request(req);
+        env.ctx = Some(ctx);
+        env.passthrough = prog.request_passthrough;
+        let mut sink = Sink::default();
+        match env
+            .run_block(&prog.request, &mut sink)
+            .map_err(|e| self.terr(e))?
+        {
+            Flow::Unsupported(param) => {
+                return Err(TranslateError::UnsupportedParam {
+                    provider: prog.name.clone(),
+                    param,
+                })
+            }
+            Flow::Normal | Flow::Done | Flow::Raise(_) => {}
+        }
+
+        let body = if prog.request_passthrough {
+            let patched =
+                raw.and_then(|r| passthrough::patch_top_level(r, &sink.obj, &sink.removed));
+            match patched {
+                Some(b) => b,
+                None => {
+                    let mut obj = match req {
+                        Value::Object(m) => m.clone(),
+                        _ => Map::new(),
+                    };
+                    for k in &sink.removed {
+                        obj.remove(k);
+                    }
+                    obj.extend(std::mem::take(&mut sink.obj));
+                    serde_json::to_vec(&Value::Object(obj))
+                        .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?
+                }
+            }
+        } else {
+            serde_json::to_vec(&Value::Object(std::mem::take(&mut sink.obj)))
+                .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?
+        };
+
+        // URL: base, then the first template whose condition holds.
+        let base = match ctx.api_base.as_deref().filter(|b| !b.is_empty()) {
+            Some(b) => b.trim_end_matches('/'),
+            None => prog.base_url.as_str(),
+        };
+        if base.is_empty() {
+            return Err(TranslateError::Config {
+                provider: prog.name.clone(),
+                message: "api_base is required".into(),
+            });
+        }
+        let mut url = String::with_capacity(base.len() + 64);
+        url.push_str(base);
+        let mut chosen = None;
+        for u in &prog.urls {
+            let ok = match &u.cond {
+                None => true,
+                Some(c) => truthy(env.eval_top(c).map_err(|e| self.terr(e))?.get()),
+            };
+            if ok {
+                chosen = Some(u);
+                break;
+            }
+        }
+        if let Some(u) = chosen {
+            for part in &u.parts {
+                match part {
+                    TmplPart::Lit(s) => url.push_str(s),
+                    TmplPart::Ctx(f) => {
+                        let v = ctx_text(ctx, prog, *f).ok_or_else(|| TranslateError::Config {
+                            provider: prog.name.clone(),
+                            message: format!(
+                                "the URL needs `{}`, which this deployment does not set",
+                                ctx_name(*f)
+                            ),
+                        })?;
+                        encode_into(&mut url, &v, false);
+                    }
+                }
+            }
+        }
+        let mut query: Vec<(&str, String)> = Vec::new();
+        for (name, top) in &prog.queries {
+            if let Some(v) = env.eval_top(top).map_err(|e| self.terr(e))?.into_value() {
+                query.push((name, scalar_text(&v)));
+            }
+        }
+        if let (Auth::Query(name), Some(key)) = (&prog.auth, &ctx.api_key) {
+            query.push((name, key.clone()));
+        }
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 && !url.contains('?') {
+                '?'
+            } else {
+                '&'
+            });
+            encode_into(&mut url, k, true);
+            url.push('=');
+            encode_into(&mut url, v, true);
+        }
+
+        let mut headers = Vec::with_capacity(prog.headers.len() + 2);
+        headers.push(("content-type".to_string(), "application/json".to_string()));
+        match (&prog.auth, &ctx.api_key) {
+            (Auth::Bearer, Some(key)) => {
+                headers.push(("authorization".into(), format!("Bearer {key}")))
+            }
+            (Auth::Header(name), Some(key)) => headers.push((name.clone(), key.clone())),
+            _ => {}
+        }
+        for (name, top) in &prog.headers {
+            if let Some(v) = env.eval_top(top).map_err(|e| self.terr(e))?.into_value() {
+                let text = scalar_text(&v);
+                if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    return Err(TranslateError::InvalidRequest {
+                        provider: prog.name.clone(),
+                        message: format!("header `{name}` would contain a line break"),
+                    });
+                }
+                headers.push((name.clone(), text));
+            }
+        }
+        if headers
+            .iter()
+            .any(|(_, v)| v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0))
+        {
+            return Err(TranslateError::Config {
+                provider: prog.name.clone(),
+                message: "api_key contains a line break".into(),
+            });
+        }
+        Ok(UpstreamRequest {
+            method: prog.method.clone(),
+            url,
+            headers,
+            body,
+        })
+    }
+
+    /// Map an upstream response. A status >= 400, an `error` the file detects
+    /// (`raise`), or a body that is not JSON come back as a [`MappedError`].
+    pub fn parse_response(
+        &self,
+        status: u16,
+        body: &[u8],
+        ctx: &RequestCtx,
+    ) -> Result<Value, MappedError> {
+        if status >= 400 {
+            return Err(self.map_error(status, body));
+        }
+        let parsed: Value = serde_json::from_slice(body).map_err(|e| {
+            MappedError::new(
+                &self.prog.name,
+                status,
+                ErrorClass::Internal,
+                format!("upstream returned invalid JSON: {e}"),
+            )
+        })?;
+        let Some(block) = &self.prog.response else {
+            return Ok(parsed);
+        };
+        let prog = &self.prog;
+        let mut no_state = Vec::new();
+        let mut ids = 0u64;
+        let mut env = Env::new(prog, &mut no_state, &mut ids);
+        env.res = Some(&parsed);
+        env.status = status;
+        env.ctx = Some(ctx);
+        let mut sink = Sink::default();
+        if prog.response_passthrough {
+            if let Value::Object(m) = &parsed {
+                sink.obj = m.clone();
+            }
+            env.passthrough = true;
+        }
+        let flow = env
+            .run_block(block, &mut sink)
+            .map_err(|e| self.rt_mapped(status, e))?;
+        if let Flow::Raise(st) = flow {
+            let st = raised_status(st.as_ref(), status);
+            let text = String::from_utf8_lossy(body);
+            return Err(self.classify(st, Some(&parsed), &text));
+        }
+        Ok(Value::Object(sink.obj))
+    }
+
+    fn rt_mapped(&self, status: u16, e: RtError) -> MappedError {
+        let msg = match e {
+            RtError::Invalid(m) | RtError::Mapping(m) => m,
+        };
+        MappedError::new(
+            &self.prog.name,
+            status,
+            ErrorClass::Internal,
+            format!("could not map upstream response: {msg}"),
+        )
+    }
+
+    /// Translate an upstream error response.
+    pub fn map_error(&self, status: u16, body: &[u8]) -> MappedError {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let text = String::from_utf8_lossy(body);
+        self.classify(status, parsed.as_ref(), &text)
+    }
+
+    fn classify(&self, status: u16, res: Option<&Value>, text: &str) -> MappedError {
+        let prog = &self.prog;
+        let mut no_state = Vec::new();
+        let mut ids = 0u64;
+        let mut env = Env::new(prog, &mut no_state, &mut ids);
+        env.res = res;
+        env.status = status;
+        env.text = text;
+        let mut hit = None;
+        for rule in &prog.errors.rules {
+            // A rule that fails to evaluate does not match.
+            if env.eval_top(&rule.cond).is_ok_and(|v| truthy(v.get())) {
+                hit = Some(rule);
+                break;
+            }
+        }
+        let class = hit.map_or_else(|| ErrorClass::from_status(status), |r| r.class);
+        let message = prog
+            .errors
+            .message
+            .as_ref()
+            .and_then(|m| env.eval_top(m).ok())
+            .and_then(|v| v.into_value())
+            .map(|v| scalar_text(&v))
+            .unwrap_or_else(|| default_message(status, res, text));
+        let mut e = MappedError::new(&prog.name, status, class, message);
+        if let Some(r) = hit {
+            if let Some(x) = r.retry {
+                e.retryable = x;
+            }
+            if let Some(x) = r.fallback {
+                e.fallback = x;
+            }
+        }
+        e
+    }
+
+    /// Fresh per-stream state (ids, model, counters declared with `state`).
+    pub fn stream_state(&self, ctx: &RequestCtx) -> StreamState {
+        let prog = &self.prog;
+        let mut vars = Vec::with_capacity(prog.stream.init.len());
+        let mut ids = 0u64;
+        {
+            let mut scratch = Vec::new();
+            let mut env = Env::new(prog, &mut scratch, &mut ids);
+            env.ctx = Some(ctx);
+            for init in &prog.stream.init {
+                let v = env.eval_top(init).ok().and_then(|v| v.into_value());
+                vars.push(v.unwrap_or(Value::Null));
+            }
+        }
+        StreamState {
+            vars,
+            id_counter: ids,
+            ctx: ctx.clone(),
+            usage: None,
+            done: false,
+        }
+    }
+
+    /// Map one framed stream event (`event_name` is the SSE `event:` value, if
+    /// any; `data` the payload). Chunks to send are appended to `out`.
+    pub fn map_event(
+        &self,
+        state: &mut StreamState,
+        event_name: Option<&str>,
+        data: &[u8],
+        out: &mut Vec<Value>,
+    ) -> Result<StreamControl, MappedError> {
+        if state.done {
+            return Ok(StreamControl::Done);
+        }
+        let trimmed = data.trim_ascii();
+        if trimmed == b"[DONE]" {
+            state.done = true;
+            return Ok(StreamControl::Done);
+        }
+        let ev: Option<Value> = if trimmed.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(trimmed).map_err(|e| {
+                MappedError::new(
+                    &self.prog.name,
+                    0,
+                    ErrorClass::Internal,
+                    format!("upstream sent an invalid stream event: {e}"),
+                )
+            })?)
+        };
+        let prog = &self.prog;
+        let StreamState {
+            vars,
+            id_counter,
+            ctx,
+            usage,
+            done,
+        } = state;
+        let mut env = Env::new(prog, vars, id_counter);
+        env.ev = ev.as_ref();
+        env.event = event_name;
+        env.ctx = Some(&*ctx);
+        let mut chosen = None;
+        for h in &prog.stream.handlers {
+            if let Some(name) = &h.event {
+                if event_name != Some(name.as_str()) {
+                    continue;
+                }
+            }
+            let ok = match &h.cond {
+                None => true,
+                Some(c) => {
+                    let v = env
+                        .eval_with_slots(c, h.body.slots)
+                        .map_err(|e| self.rt_mapped(0, e))?;
+                    truthy(v.get())
+                }
+            };
+            if ok {
+                chosen = Some(h);
+                break;
+            }
+        }
+        let Some(h) = chosen else {
+            return Ok(StreamControl::Continue);
+        };
+        let mut sink = Sink {
+            include_usage: ctx.include_usage,
+            ..Sink::default()
+        };
+        let flow = env
+            .run_block(&h.body, &mut sink)
+            .map_err(|e| self.rt_mapped(0, e))?;
+        out.append(&mut sink.chunks);
+        if sink.usage.is_some() {
+            *usage = sink.usage;
+        }
+        match flow {
+            Flow::Done => {
+                *done = true;
+                Ok(StreamControl::Done)
+            }
+            Flow::Raise(st) => {
+                *done = true;
+                let st = raised_status(st.as_ref(), 500);
+                let text = String::from_utf8_lossy(data);
+                Err(self.classify(st, ev.as_ref(), &text))
+            }
+            Flow::Normal | Flow::Unsupported(_) => Ok(StreamControl::Continue),
+        }
+    }
+}
+
+fn raised_status(v: Option<&Value>, default: u16) -> u16 {
+    v.and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| (100..=599).contains(s))
+        .unwrap_or(default)
+}
+
+/// The provider's own message: `error.message`, `message`, a string `error`,
+/// else the raw body, else the status.
+fn default_message(status: u16, res: Option<&Value>, text: &str) -> String {
+    if let Some(r) = res {
+        let candidates = [
+            r.pointer("/error/message"),
+            r.get("message"),
+            r.get("error"),
+            r.get("detail"),
+        ];
+        for c in candidates.into_iter().flatten() {
+            if let Value::String(s) = c {
+                return s.clone();
+            }
+        }
+    }
+    let t = text.trim();
+    if t.is_empty() {
+        return format!("upstream returned status {status}");
+    }
+    t.chars().take(2000).collect()
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn ctx_name(f: CtxField) -> &'static str {
+    CtxField::NAMES
+        .iter()
+        .copied()
+        .find(|n| CtxField::parse(n) == Some(f))
+        .unwrap_or("?")
+}
+
+fn ctx_text(ctx: &RequestCtx, prog: &Program, f: CtxField) -> Option<String> {
+    match f {
+        CtxField::Model => Some(ctx.model.clone()).filter(|m| !m.is_empty()),
+        CtxField::ApiVersion => ctx.api_version.clone().or_else(|| prog.api_version.clone()),
+        CtxField::ApiBase => ctx.api_base.clone(),
+        CtxField::Stream => Some(ctx.stream.to_string()),
+        CtxField::IncludeUsage => Some(ctx.include_usage.to_string()),
+        CtxField::DropParams => Some(ctx.drop_params.to_string()),
+        CtxField::MaxOutputTokens => ctx.max_output_tokens.map(|n| n.to_string()),
+    }
+}
+
+/// Percent-encode for a path segment (`query == false`) or a query component.
+/// Unreserved characters stay; in paths `:` and `@` stay too (Gemini's
+/// `models/x:generateContent`), but `/` is encoded so a model name cannot add
+/// path segments.
+fn encode_into(out: &mut String, s: &str, query: bool) {
+    for b in s.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (!query && matches!(b, b':' | b'@'));
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Unit tests of the language as a whole: load errors, interpreter semantics,
+//! and every golden case found on disk.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::*;
+
+fn load(src: &str) -> ProviderSet {
+    match load_str("t.llmux", src) {
+        Ok(s) => s,
+        Err(e) => panic!("{}", format_errors(&e)),
+    }
+}
+
+fn load_err(src: &str) -> String {
+    match load_str("t.llmux", src) {
+        Ok(_) => panic!("expected load errors"),
+        Err(e) => format_errors(&e),
+    }
+}
+
+#[test]
+fn minimal_provider_builds_request() {
+    let set = load(
+        r#"provider p { base_url "https://x.test/v1" url "/chat" request { model = ctx.model } }"#,
+    );
+    let p = set.get("p").expect("p");
+    let ctx = RequestCtx {
+        model: "m".into(),
+        api_key: Some("k".into()),
+        ..RequestCtx::default()
+    };
+    let up = p
+        .build_request(&ctx, &json!({"model": "x"}))
+        .expect("built");
+    assert_eq!(up.url, "https://x.test/v1/chat");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&up.body).expect("json"),
+        json!({"model": "m"})
+    );
+    assert!(up
+        .headers
+        .contains(&("authorization".into(), "Bearer k".into())));
+}
+
+/// `providers/` of the source tree: `$LLMUX_PROVIDERS_DIR`, else relative to
+/// this source file (absolute in the scratch crate, crate-relative in llmux),
+/// else found by walking up from the current directory.
+fn providers_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("LLMUX_PROVIDERS_DIR") {
+        return PathBuf::from(d);
+    }
+    let from_file = Path::new(file!())
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(|root| root.join("providers"));
+    if let Some(d) = from_file.filter(|d| d.join("openai.llmux").is_file()) {
+        return d;
+    }
+    let mut dir = std::env::current_dir().expect("cwd");
+    loop {
+        if dir.join("providers/openai.llmux").is_file() {
+            return dir.join("providers");
+        }
+        if !dir.pop() {
+            panic!("providers/ not found; set LLMUX_PROVIDERS_DIR");
+        }
+    }
+}
+
+#[test]
+fn shipped_providers_load() {
+    let dir = providers_dir();
+    if let Err(e) = load_dir(&dir) {
+        panic!("{}", format_errors(&e));
+    }
+}
+
+#[test]
+fn golden_cases() {
+    let dir = providers_dir();
+    let set = match load_dir(&dir) {
+        Ok(s) => s,
+        Err(e) => panic!("{}", format_errors(&e)),
+    };
+    let cases = golden::discover(&dir.join("tests")).expect("discover cases");
+    assert!(!cases.is_empty(), "no golden cases under {}", dir.display());
+    let mut failures = Vec::new();
+    for c in &cases {
+        if let Err(e) = golden::run_case(&set, c) {
+            failures.push(format!("{} [{}]: {e}", c.path.display(), c.name));
+        }
+    }
+    eprintln!("golden: {} cases, {} failed", cases.len(), failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn syntax_error_points_at_the_text() {
+    let e = load_err("provider p {\n  base_url \"https://x\"\n  request { model = }\n}\n");
+    assert!(
+        e.starts_with("t.llmux:3:21: syntax error: expected an expression"),
+        "{e}"
+    );
+    assert!(
+        e.contains("3 |   request { model = }\n  |                     ^"),
+        "{e}"
+    );
+}
+
+#[test]
+fn all_compile_errors_are_collected() {
+    let src = r#"provider p {
+  request {
+    model = req.modle
+    a = mapp(req.messages, m -> m)
+    b = join(req.messages)
+    c = lookup(nope, req.model)
+    d = ctx.colour
+    e = map(req.messages, 1)
+    f = undefined_name
+    unsupported bogus
+  }
+  errors { when status == 1 => weird }
+}"#;
+    let e = load_err(src);
+    for want in [
+        "t.llmux:3:13: `req.modle` is not an OpenAI chat-completions request field (did you mean `model`?)",
+        "t.llmux:4:9: unknown function `mapp` (did you mean `map`?)",
+        "t.llmux:5:9: `join` takes 2 argument(s), 1 given",
+        "t.llmux:6:16: unknown table `nope`",
+        "t.llmux:7:9: unknown context field `ctx.colour`",
+        "t.llmux:8:27: argument 2 of `map` must be a function",
+        "t.llmux:9:9: unknown name `undefined_name`",
+        "t.llmux:10:17: `bogus` is not an OpenAI chat-completions request field",
+        "t.llmux:12:32: unknown error class `weird`",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn context_rules_are_enforced() {
+    let e = load_err(
+        r#"provider p {
+  request { x = res.id  emit ev }
+  response { y = req.model }
+  stream { on "a" { undeclared = 1 } }
+  url "/{modle}"
+}"#,
+    );
+    for want in [
+        "2:17: `res` is not available here",
+        "2:25: `emit` is only allowed in stream handlers",
+        "3:18: `req` is not available here",
+        "4:21: `undeclared` is not a state variable",
+        "5:9: unknown placeholder `{modle}`",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn constant_type_misuse_and_fn_arity() {
+    let e = load_err(
+        r#"provider p {
+  fn two(a, b) = a
+  request { x = "a" - 1  y = two(1)  z = clamp(req.temperature, "0", 1) }
+}"#,
+    );
+    for want in [
+        "3:17: operator cannot combine a string and a number",
+        "3:30: fn `two` takes 2 argument(s), 1 given",
+        "3:65: expected a number here, found a string",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn extends_errors() {
+    let e = load_err(
+        "provider a extends b {}\nprovider c extends d {}\nprovider d extends c {}\nprovider a {}",
+    );
+    assert!(e.contains("1:20: unknown provider `b`"), "{e}");
+    assert!(e.contains("`extends` cycle"), "{e}");
+    assert!(
+        e.contains("4:10: provider `a` is already defined at t.llmux:1:10"),
+        "{e}"
+    );
+}
+
+#[test]
+fn errors_across_files_are_all_reported() {
+    let r = load_sources(&[
+        (
+            "a.llmux".into(),
+            "provider a { request { x = nope() } }".into(),
+        ),
+        ("b.llmux".into(), "provider b {".into()),
+    ]);
+    let e = format_errors(&r.expect_err("errors"));
+    assert!(e.contains("a.llmux:1:28: unknown function `nope`"), "{e}");
+    assert!(e.contains("b.llmux:1:13: syntax error"), "{e}");
+}
+
+#[test]
+fn extends_inherits_and_overrides() {
+    let set = load(
+        r#"provider base {
+  base_url "https://base.test/v1"
+  url "/chat/completions"
+  header "x-a" = "1"
+  header "x-b" = "2"
+  request passthrough { model = ctx.model }
+  errors { when status == 418 => rate_limit }
+}
+provider child extends base {
+  base_url "https://child.test/v1"
+  header "x-b" = "3"
+  errors { when status == 418 => timeout }
+}"#,
+    );
+    let child = set.get("child").expect("child");
+    let ctx = RequestCtx {
+        model: "m".into(),
+        ..RequestCtx::default()
+    };
+    let up = child
+        .build_request_raw(
+            &ctx,
+            &json!({"model": "x", "n": 1}),
+            br#"{"model":"x","n":1}"#,
+        )
+        .expect("built");
+    assert_eq!(up.url, "https://child.test/v1/chat/completions");
+    assert_eq!(String::from_utf8_lossy(&up.body), r#"{"model":"m","n":1}"#);
+    assert!(up.headers.contains(&("x-a".into(), "1".into())));
+    assert!(up.headers.contains(&("x-b".into(), "3".into())));
+    // The child's rule is tried before the parent's.
+    assert_eq!(child.map_error(418, b"{}").class, ErrorClass::Timeout);
+    assert_eq!(
+        set.get("base").expect("base").map_error(418, b"{}").class,
+        ErrorClass::RateLimit
+    );
+}
+
+fn eval_body(body: &str, req: Value) -> Value {
+    let set = load(&format!("provider p {{ base_url \"https://x.test\" fn twice(x) = x * 2 table t {{ \"a\" => 1 _ => 0 }} request {{ {body} }} }}"));
+    let up = set
+        .get("p")
+        .expect("p")
+        .build_request(&RequestCtx::default(), &req)
+        .expect("built");
+    serde_json::from_slice(&up.body).expect("json")
+}
+
+#[test]
+fn expression_semantics() {
+    let req = json!({
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+        "temperature": 1.5, "stop": "END", "n": 2, "user": null, "tools": []
+    });
+    let got = eval_body(
+        r#"
+        a = req.temperature ?? 0.7
+        b = req.top_p ?? 0.9
+        c = req.user ?? "absent-or-null"
+        d = clamp(req.temperature, 0, 1)
+        e = req.stop | as_list
+        f = req.messages | leading(m -> m.role == "system") | map(m -> m.content)
+        g = req.messages | after_leading(m -> m.role == "system") | map(m -> text_of(m.content))
+        h.nested.path = twice(req.n)
+        i = lookup(t, "a") + lookup(t, "zzz")
+        j = if req.n > 1 then "many" else "one"
+        k = match req.stop { array => "list" string => "str" }
+        l = { keep: 1, drop: omit, ...{ spread: true } }
+        m = [1, omit, ...[2, 3]]
+        n = req.tools | nonempty
+        o = "Rate LIMIT reached" ~ "rate limit"
+        p = "x" in ["x", "y"] and not ("z" in ["x"])
+        q = to_json({ a: [1] })
+        r = parse_json("{\"k\": 2}").k
+        s = data_url("data:image/png;base64,QUJD")
+        t = req.messages[1].content[0].text
+        u = invert(false)
+        v = invert(req.parallel_tool_calls)
+        w = with_index(["a"])
+        "x-y" = 1
+    "#,
+        req,
+    );
+    assert_eq!(
+        got,
+        json!({
+            "a": 1.5, "b": 0.9, "c": "absent-or-null", "d": 1, "e": ["END"],
+            "f": ["s"], "g": ["ab"], "h": {"nested": {"path": 4}}, "i": 1, "j": "many",
+            "k": "str", "l": {"keep": 1, "spread": true}, "m": [1, 2, 3],
+            "o": true, "p": true, "q": "{\"a\":[1]}", "r": 2,
+            "s": {"mime_type": "image/png", "data": "QUJD"}, "t": "a", "u": true,
+            "w": [{"index": 0, "value": "a"}], "x-y": 1
+        })
+    );
+}
+
+#[test]
+fn runtime_errors_are_translate_errors() {
+    let set = load(
+        r#"provider p { base_url "https://x.test" request { a = parse_json(req.user)  b = invalid("no") } }"#,
+    );
+    let p = set.get("p").expect("p");
+    let e = p
+        .build_request(&RequestCtx::default(), &json!({"user": "{not json"}))
+        .expect_err("invalid");
+    assert_eq!(e.status(), 400);
+    assert!(e.to_string().contains("invalid JSON"), "{e}");
+}
+
+#[test]
+fn unsupported_params_error_or_drop() {
+    let set = load(
+        r#"provider p { base_url "https://x.test" request passthrough { model = ctx.model  unsupported n when req.n > 1  unsupported seed } }"#,
+    );
+    let p = set.get("p").expect("p");
+    let raw = br#"{"model":"a","n":2,"seed":1,"x":true}"#;
+    let req: Value = serde_json::from_slice(raw).expect("json");
+    let mut ctx = RequestCtx::default();
+    let e = p
+        .build_request_raw(&ctx, &req, raw)
+        .expect_err("unsupported");
+    assert_eq!(e.param(), Some("n"));
+    assert_eq!(e.status(), 400);
+    ctx.drop_params = true;
+    let up = p.build_request_raw(&ctx, &req, raw).expect("dropped");
+    assert_eq!(
+        String::from_utf8_lossy(&up.body),
+        r#"{"model":"","x":true}"#
+    );
+}
+
+#[test]
+fn missing_api_base_is_a_config_error() {
+    let set = load(r#"provider p { url "/chat/completions" }"#);
+    let e = set
+        .get("p")
+        .expect("p")
+        .build_request(&RequestCtx::default(), &json!({}))
+        .expect_err("config");
+    assert!(matches!(e, TranslateError::Config { .. }), "{e}");
+}
+
+#[test]
+fn url_templates_queries_and_query_auth() {
+    let set = load(
+        r#"provider p {
+  base_url "https://x.test/v1beta"
+  url when ctx.stream "/models/{model}:streamGenerateContent?alt=sse"
+  url "/models/{model}:generateContent"
+  query "api-version" = ctx.api_version
+  api_version "2024-01-01"
+  auth query "key"
+}"#,
+    );
+    let p = set.get("p").expect("p");
+    let mut ctx = RequestCtx {
+        model: "gemini/2.0 flash".into(),
+        api_key: Some("k&1".into()),
+        ..RequestCtx::default()
+    };
+    let up = p.build_request(&ctx, &json!({})).expect("built");
+    assert_eq!(
+        up.url,
+        "https://x.test/v1beta/models/gemini%2F2.0%20flash:generateContent?api-version=2024-01-01&key=k%261"
+    );
+    ctx.stream = true;
+    ctx.api_version = Some("v2".into());
+    let up = p.build_request(&ctx, &json!({})).expect("built");
+    assert_eq!(
+        up.url,
+        "https://x.test/v1beta/models/gemini%2F2.0%20flash:streamGenerateContent?alt=sse&api-version=v2&key=k%261"
+    );
+    assert!(!up.headers.iter().any(|(k, _)| k == "authorization"));
+}
+
+#[test]
+fn header_injection_is_refused() {
+    let set = load(r#"provider p { base_url "https://x.test" header "x-user" = req.user }"#);
+    let e = set
+        .get("p")
+        .expect("p")
+        .build_request(&RequestCtx::default(), &json!({"user": "a\r\nx-evil: 1"}))
+        .expect_err("refused");
+    assert_eq!(e.status(), 400);
+}
+
+#[test]
+fn load_error_display_format() {
+    let e = LoadError::at("f.llmux", "ab\n\tcd ef\n", ast::Span::new(7, 9), "bad");
+    assert_eq!(
+        e.to_string(),
+        "f.llmux:2:5: bad\n  |\n2 | \tcd ef\n  | \t   ^^"
+    );
+}
+
+#[test]
+fn truncated_sources_never_panic() {
+    let dir = providers_dir();
+    for name in ["anthropic.llmux", "openai.llmux"] {
+        let src = std::fs::read_to_string(dir.join(name)).expect("read");
+        let mut cut = 0;
+        while cut < src.len() {
+            if src.is_char_boundary(cut) {
+                let _ = load_str(name, &src[..cut]);
+            }
+            cut += 61;
+        }
+    }
+}
+
+#[test]
+fn odd_json_never_panics() {
+    let set = load_dir(&providers_dir()).expect("load");
+    let inputs = [
+        json!(null),
+        json!([]),
+        json!({"messages": "x"}),
+        json!({"messages": [1, null, {"role": 5}, {"role": "user", "content": 3}]}),
+        json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:"}}]}]}),
+        json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": "[1]"}}]}], "tools": [1], "tool_choice": 7, "stop": [1], "n": "x", "temperature": "hot"}),
+    ];
+    for name in set.names() {
+        let p = set.get(name).expect("provider");
+        for (i, req) in inputs.iter().enumerate() {
+            let ctx = RequestCtx {
+                model: "m".into(),
+                stream: i % 2 == 0,
+                ..RequestCtx::default()
+            };
+            let _ = p.build_request(&ctx, req);
+            let body = req.to_string();
+            let _ = p.parse_response(200, body.as_bytes(), &ctx);
+            let _ = p.map_error(400, body.as_bytes());
+            let mut st = p.stream_state(&ctx);
+            let mut out = Vec::new();
+            for ev in [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "message_delta",
+                "error",
+            ] {
+                let _ = p.map_event(&mut st, Some(ev), body.as_bytes(), &mut out);
+            }
+        }
+    }
+}
+
+#[test]
+fn identity_detection_for_the_openai_fast_path() {
+    let set = super::load_str(
+        "t.llmux",
+        "provider a {\n  base_url \"https://x\"\n  url \"/c\"\n  auth bearer\n  framing sse\n  request passthrough { model = ctx.model }\n  stream { on _ { emit ev } }\n}\n",
+    )
+    .unwrap();
+    let p = set.get("a").unwrap();
+    assert!(p.response_is_identity());
+    assert!(p.stream_is_identity());
+    assert_eq!(p.base_url(), "https://x");
+}
