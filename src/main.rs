@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use llmux::cli::{Cli, Command, ConfigCommand};
 use llmux::config::{self, ConfigSource};
-use llmux::gateway::Catalog;
 use llmux::server::{self, ServeOptions};
 use llmux::telemetry::logging::{self, LogFormat};
 
@@ -42,7 +41,7 @@ fn main() -> ExitCode {
         }
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match config::load(&ConfigSource::File(file.clone()), &Catalog) {
+        } => match config::load(&ConfigSource::File(file.clone())) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("warning: {w}");

@@ -213,7 +213,14 @@ fn many_connections(driver: &str) {
         }
     }
     assert_eq!(ok, N);
-    let m = gw.metrics();
+    let mut m = gw.metrics();
+    eventually(Duration::from_secs(3), || {
+        m = gw.metrics();
+        metric(
+            &m,
+            r#"llmux_requests_total{deployment="m/0",model_group="m",provider="openai",status_class="2xx"}"#,
+        ) == Some(N as f64)
+    });
     assert_eq!(
         metric(
             &m,
@@ -274,7 +281,14 @@ fn stream_with_include_usage_counts_tokens() {
         .expect("a usage chunk");
     assert_eq!(usage_event["usage"]["completion_tokens"], 3);
     let prompt = usage_event["usage"]["prompt_tokens"].as_f64().unwrap();
-    let m = gw.metrics();
+    let mut m = gw.metrics();
+    eventually(Duration::from_secs(3), || {
+        m = gw.metrics();
+        metric(
+            &m,
+            r#"llmux_time_to_first_token_seconds_count{model_group="m"}"#,
+        ) == Some(1.0)
+    });
     assert_eq!(
         metric(
             &m,
@@ -484,7 +498,19 @@ fn health_models_and_metrics() {
         assert_eq!(gw.chat(HI).status, 200);
     }
     let _ = gw.chat(r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#);
-    let text = gw.metrics();
+    // Metrics are recorded just after the response is written: wait for the last one to land.
+    let mut text = gw.metrics();
+    eventually(Duration::from_secs(3), || {
+        text = gw.metrics();
+        metric(
+            &text,
+            r#"llmux_http_requests_total{route="chat_completions",status_class="4xx"}"#,
+        ) == Some(1.0)
+            && metric(
+                &text,
+                r#"llmux_tokens_total{model_group="m",type="completion"}"#,
+            ) == Some(25.0)
+    });
     // Every sample line parses as `name{labels} value`.
     for line in text
         .lines()

@@ -1,6 +1,5 @@
-//! A borrowed view of a chat-completions request: the few fields the gateway itself needs
-//! (model, stream flags) and where the `model` value sits in the body, so the passthrough path can
-//! rewrite it without re-serialising the whole request.
+//! A borrowed view of a chat-completions request: the few fields the gateway itself needs to
+//! route it (model, stream flags), read without building a JSON tree.
 
 use serde::Deserialize;
 use sonic_rs::LazyValue;
@@ -31,8 +30,6 @@ pub struct ChatRequestView {
     pub model: String,
     pub stream: bool,
     pub include_usage: bool,
-    /// Byte range of the `model` value (including its quotes) inside the body.
-    pub model_span: Option<std::ops::Range<usize>>,
 }
 
 impl ChatRequestView {
@@ -73,7 +70,6 @@ impl ChatRequestView {
                     .with_param("messages"),
             );
         }
-        let model_span = span_within(body, model_raw.as_bytes());
         Ok(Self {
             model,
             stream: raw.stream.unwrap_or(false),
@@ -81,45 +77,12 @@ impl ChatRequestView {
                 .stream_options
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
-            model_span,
         })
     }
 }
 
-/// Returns where `part` lies inside `whole`, if it is a sub-slice of it.
-fn span_within(whole: &[u8], part: &[u8]) -> Option<std::ops::Range<usize>> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start.checked_add(part.len())?;
-    (end <= whole.len()).then_some(start..end)
-}
-
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
-}
-
-/// Returns `body` with the `model` value replaced by `new_model` (a JSON string), copying the
-/// rest of the bytes unchanged.
-pub fn replace_model(body: &[u8], view: &ChatRequestView, new_model: &str) -> Vec<u8> {
-    let encoded = serde_json::to_string(new_model).unwrap_or_else(|_| "\"\"".to_owned());
-    match &view.model_span {
-        Some(span) => {
-            let mut out = Vec::with_capacity(body.len() + encoded.len());
-            out.extend_from_slice(&body[..span.start]);
-            out.extend_from_slice(encoded.as_bytes());
-            out.extend_from_slice(&body[span.end..]);
-            out
-        }
-        None => {
-            // The parser gave us a copy rather than a borrow: fall back to a full rewrite.
-            match serde_json::from_slice::<serde_json::Value>(body) {
-                Ok(mut v) => {
-                    v["model"] = serde_json::Value::String(new_model.to_owned());
-                    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
-                }
-                Err(_) => body.to_vec(),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -127,17 +90,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_and_replaces_model() {
+    fn parses_routing_fields() {
         let body =
             br#"{"model": "demo", "messages":[{"role":"user","content":"hi"}], "stream": true,
             "stream_options": {"include_usage": true}}"#;
         let v = ChatRequestView::parse(body).unwrap();
         assert_eq!(v.model, "demo");
         assert!(v.stream && v.include_usage);
-        let out = replace_model(body, &v, "gpt-4o-mini");
-        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(j["model"], "gpt-4o-mini");
-        assert_eq!(j["messages"][0]["content"], "hi");
     }
 
     #[test]
@@ -157,15 +116,5 @@ mod tests {
             assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
             assert_eq!(e.param.as_deref(), param);
         }
-    }
-
-    #[test]
-    fn escaped_model_name_round_trips() {
-        let body = br#"{"model":"a\"b","messages":[{"role":"user","content":"x"}]}"#;
-        let v = ChatRequestView::parse(body).unwrap();
-        assert_eq!(v.model, "a\"b");
-        let out = replace_model(body, &v, "x");
-        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(j["model"], "x");
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration: the LiteLLM-compatible YAML file, secret references, validation, and the
 //! immutable [`Snapshot`] that the shards read through an `ArcSwap`.
 
+pub mod providers;
 pub mod reload;
 pub mod schema;
 pub mod secrets;
@@ -9,6 +10,10 @@ mod snapshot;
 pub use snapshot::{Deployment, ModelGroup, ServerSettings, Snapshot, UpstreamSettings};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::dsl::ProviderSet;
+pub use providers::ProvidersSource;
 
 /// The config shipped inside the binary, used when no config file exists.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/llmux.yaml");
@@ -52,6 +57,14 @@ pub trait ProviderCatalog {
     fn default_api_base(&self, provider: &str) -> Option<Option<String>>;
 }
 
+impl ProviderCatalog for ProviderSet {
+    fn default_api_base(&self, provider: &str) -> Option<Option<String>> {
+        let p = self.get(provider)?;
+        let base = p.base_url();
+        Some((!base.is_empty()).then(|| base.to_owned()))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: {reason}")]
@@ -65,6 +78,11 @@ pub enum ConfigError {
     },
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
+    #[error("provider files in {source_name}:\n{message}")]
+    Providers {
+        source_name: String,
+        message: String,
+    },
 }
 
 /// A loaded config and the warnings found on the way.
@@ -73,44 +91,85 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Reads, parses and validates a config into a snapshot.
-pub fn load(source: &ConfigSource, catalog: &dyn ProviderCatalog) -> Result<Loaded, ConfigError> {
+/// Reads, parses and validates a config, with its provider files, into a snapshot.
+pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigError> {
     let text = source.read()?;
-    load_str(&source.name(), &text, &source.base_dir(), catalog)
+    let name = source.name();
+    let base_dir = source.base_dir();
+    let mut warnings = Vec::new();
+    let parsed = parse(&name, &text, &mut warnings)?;
+    let providers_source =
+        ProvidersSource::resolve(parsed.llmux.providers_dir.as_deref(), &base_dir);
+    let providers = providers_source
+        .load()
+        .map_err(|message| ConfigError::Providers {
+            source_name: providers_source.describe(),
+            message,
+        })?;
+    build(
+        &name,
+        parsed,
+        &base_dir,
+        Arc::new(providers),
+        providers_source,
+        warnings,
+    )
 }
 
+/// Parses and validates config text against an already loaded provider set.
 pub fn load_str(
     file: &str,
     text: &str,
     base_dir: &Path,
-    catalog: &dyn ProviderCatalog,
+    providers: Arc<ProviderSet>,
 ) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
+    let parsed = parse(file, text, &mut warnings)?;
+    build(
+        file,
+        parsed,
+        base_dir,
+        providers,
+        ProvidersSource::Embedded,
+        warnings,
+    )
+}
+
+fn parse(
+    file: &str,
+    text: &str,
+    warnings: &mut Vec<String>,
+) -> Result<schema::ConfigFile, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let parsed: Result<schema::ConfigFile, _> = serde_ignored::deserialize(de, |path| {
+    serde_ignored::deserialize(de, |path| {
         warnings.push(format!("{file}: unknown key `{path}` ignored"));
-    });
-    let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            return Err(ConfigError::Syntax {
-                file: file.to_owned(),
-                line,
-                column,
-                message: e.to_string(),
-            });
+    })
+    .map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        ConfigError::Syntax {
+            file: file.to_owned(),
+            line,
+            column,
+            message: e.to_string(),
         }
-    };
-    let snapshot =
-        snapshot::build(parsed, base_dir, catalog, &mut warnings).map_err(|message| {
-            ConfigError::Invalid {
-                file: file.to_owned(),
-                message,
-            }
+    })
+}
+
+fn build(
+    file: &str,
+    parsed: schema::ConfigFile,
+    base_dir: &Path,
+    providers: Arc<ProviderSet>,
+    providers_source: ProvidersSource,
+    mut warnings: Vec<String>,
+) -> Result<Loaded, ConfigError> {
+    let snapshot = snapshot::build(parsed, base_dir, providers, providers_source, &mut warnings)
+        .map_err(|message| ConfigError::Invalid {
+            file: file.to_owned(),
+            message,
         })?;
     Ok(Loaded { snapshot, warnings })
 }
@@ -119,15 +178,9 @@ pub fn load_str(
 mod tests {
     use super::*;
 
-    struct OnlyOpenAi;
-    impl ProviderCatalog for OnlyOpenAi {
-        fn default_api_base(&self, p: &str) -> Option<Option<String>> {
-            (p == "openai").then(|| Some("https://api.openai.com/v1".to_owned()))
-        }
-    }
-
     fn load_text(t: &str) -> Result<Loaded, ConfigError> {
-        load_str("test.yaml", t, Path::new("."), &OnlyOpenAi)
+        let providers = Arc::new(providers::embedded().unwrap());
+        load_str("test.yaml", t, Path::new("."), providers)
     }
 
     #[test]
@@ -159,8 +212,14 @@ general_settings:
         let g = l.snapshot.group("gpt").unwrap();
         assert_eq!(g.deployments.len(), 2);
         assert_eq!(g.deployments[0].id, "dep-1");
-        assert_eq!(g.deployments[0].base.host, "api.openai.com");
-        assert_eq!(g.deployments[1].base.port, 9);
+        assert_eq!(
+            g.deployments[0].api_base, None,
+            "the provider file's base URL applies"
+        );
+        assert_eq!(
+            g.deployments[1].api_base.as_deref(),
+            Some("http://127.0.0.1:9/v1")
+        );
         assert_eq!(l.snapshot.master_key.as_deref(), Some("sk-master"));
         assert!(
             l.warnings.iter().any(|w| w.contains("some_future_key")),

@@ -4,12 +4,11 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use super::{load, ConfigError, ConfigSource, Loaded, ProviderCatalog};
+use super::{load, ConfigError, ConfigSource, Loaded};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger {
@@ -22,37 +21,29 @@ pub enum Trigger {
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Starts the reload thread. `apply` receives every reload's result.
-pub fn spawn_reloader<F>(
-    source: ConfigSource,
-    catalog: Arc<dyn ProviderCatalog + Send + Sync>,
-    apply: F,
-) -> Sender<Trigger>
+pub fn spawn_reloader<F>(source: ConfigSource, apply: F) -> Sender<Trigger>
 where
     F: Fn(Result<Loaded, ConfigError>) + Send + 'static,
 {
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("llmux-reload".into())
-        .spawn(move || reload_loop(rx, source, catalog, apply));
+        .spawn(move || reload_loop(rx, source, apply));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the config reload thread; hot reload is off");
     }
     tx
 }
 
-fn reload_loop<F>(
-    rx: Receiver<Trigger>,
-    source: ConfigSource,
-    catalog: Arc<dyn ProviderCatalog + Send + Sync>,
-    apply: F,
-) where
+fn reload_loop<F>(rx: Receiver<Trigger>, source: ConfigSource, apply: F)
+where
     F: Fn(Result<Loaded, ConfigError>),
 {
     while let Ok(first) = rx.recv() {
         // Swallow the rest of a burst.
         while rx.recv_timeout(DEBOUNCE).is_ok() {}
         tracing::debug!(trigger = ?first, "reloading config");
-        apply(load(&source, &*catalog));
+        apply(load(&source));
     }
 }
 

@@ -5,9 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::providers::ProvidersSource;
 use super::schema::{ConfigFile, ModelEntry};
 use super::secrets::{self, SecretError};
 use super::ProviderCatalog;
+use crate::dsl::ProviderSet;
 use crate::util::{secs, BaseUrl};
 
 /// LiteLLM's default request timeout (seconds).
@@ -23,7 +25,8 @@ pub struct Deployment {
     pub provider: String,
     /// The model name sent upstream (`gpt-4o`).
     pub upstream_model: String,
-    pub base: BaseUrl,
+    /// `api_base` from the config; `None` means the provider file's default base URL.
+    pub api_base: Option<String>,
     pub api_key: Option<String>,
     pub api_version: Option<String>,
     pub timeout: Duration,
@@ -79,6 +82,10 @@ pub struct Snapshot {
     pub log_level: Option<String>,
     /// Every secret value the config resolved, for exact-value redaction in logs.
     pub secrets: Vec<String>,
+    /// The compiled provider adapters.
+    pub providers: Arc<ProviderSet>,
+    /// Where they were loaded from (a directory is watched for reload).
+    pub providers_source: ProvidersSource,
 }
 
 impl Snapshot {
@@ -90,9 +97,11 @@ impl Snapshot {
 pub(super) fn build(
     file: ConfigFile,
     base_dir: &Path,
-    catalog: &dyn ProviderCatalog,
+    providers: Arc<ProviderSet>,
+    providers_source: ProvidersSource,
     warnings: &mut Vec<String>,
 ) -> Result<Snapshot, String> {
+    let catalog: &dyn ProviderCatalog = &*providers;
     for (k, v) in &file.environment_variables {
         if std::env::var_os(k).is_none() {
             std::env::set_var(k, v);
@@ -195,6 +204,8 @@ pub(super) fn build(
         log_format: file.llmux.logging.format,
         log_level: file.llmux.logging.level,
         secrets: secrets_seen,
+        providers,
+        providers_source,
     })
 }
 
@@ -236,22 +247,22 @@ fn deployment(
     };
     let api_base = match p.api_base.as_deref() {
         Some(b) => match secrets::resolve(b, base_dir) {
-            Ok(b) => b,
+            Ok(b) => {
+                BaseUrl::parse(&b).map_err(|e| format!("{at}.api_base: {e}"))?;
+                Some(b)
+            }
             Err(e @ SecretError::EnvMissing(_)) => {
                 return Ok(Err(format!("api_base: {e}; deployment disabled")))
             }
             Err(e) => return Err(format!("{at}.api_base: {e}")),
         },
-        None => match default_base {
-            Some(b) => b,
-            None => {
-                return Err(format!(
-                    "{at}.api_base is required for provider `{provider}`"
-                ))
-            }
-        },
+        None if default_base.is_none() => {
+            return Err(format!(
+                "{at}.api_base is required for provider `{provider}`"
+            ))
+        }
+        None => None,
     };
-    let base = BaseUrl::parse(&api_base).map_err(|e| format!("{at}.api_base: {e}"))?;
     let api_version = match p.api_version.as_deref() {
         Some(v) => {
             Some(secrets::resolve(v, base_dir).map_err(|e| format!("{at}.api_version: {e}"))?)
@@ -272,7 +283,7 @@ fn deployment(
         group: entry.model_name.clone(),
         provider: provider.to_owned(),
         upstream_model: upstream_model.to_owned(),
-        base,
+        api_base,
         api_key,
         api_version,
         timeout: secs(timeout),

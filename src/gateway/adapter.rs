@@ -1,53 +1,100 @@
-//! The provider seam. A provider adapter turns an OpenAI request into the upstream request and
-//! the upstream answer back into OpenAI's shape. Today the OpenAI wire format is built in as a
-//! passthrough; the provider-language work replaces this module with adapters compiled from
-//! `providers/*.llmux`, behind the same two calls (`catalog` and `build_request`).
+//! The provider seam: turns the client's request into the upstream request through the
+//! deployment's compiled provider file (`providers/*.llmux`), and maps errors of that step to
+//! OpenAI-format answers. No provider is known to Rust: everything provider-specific lives in
+//! the mapping files.
 
-use crate::api::chat::{replace_model, ChatRequestView};
-use crate::api::ApiError;
-use crate::config::{Deployment, ProviderCatalog};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The providers this build can serve, with their default `api_base`.
-pub struct Catalog;
+use http::StatusCode;
 
-/// OpenAI's `api_base` includes `/v1`, as in LiteLLM.
-const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+use crate::api::{ApiError, ChatRequestView, ErrorKind};
+use crate::config::Deployment;
+use crate::dsl::{Provider, RequestCtx, TranslateError};
+use crate::util::BaseUrl;
 
-impl ProviderCatalog for Catalog {
-    fn default_api_base(&self, provider: &str) -> Option<Option<String>> {
-        match provider {
-            "openai" => Some(Some(OPENAI_DEFAULT_BASE.to_owned())),
-            _ => None,
+/// An upstream request ready to send.
+pub struct PreparedRequest {
+    pub target: BaseUrl,
+    /// Path and query (`target.path` is the full path; this adds the query).
+    pub path_and_query: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub ctx: RequestCtx,
+}
+
+/// A translation failure: an OpenAI-format body with its status.
+pub struct Rejection {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+impl From<ApiError> for Rejection {
+    fn from(e: ApiError) -> Self {
+        Self {
+            status: e.status(),
+            body: e.to_json(),
         }
     }
 }
 
-/// An upstream request ready to send.
-pub struct PreparedRequest {
-    pub path: String,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+pub fn request_ctx(dep: &Deployment, view: &ChatRequestView, request_id: &str) -> RequestCtx {
+    RequestCtx {
+        model: dep.upstream_model.clone(),
+        api_base: dep.api_base.clone(),
+        api_key: dep.api_key.clone(),
+        api_version: dep.api_version.clone(),
+        drop_params: dep.drop_params,
+        stream: view.stream,
+        include_usage: view.include_usage,
+        max_output_tokens: None,
+        request_id: request_id.to_owned(),
+        now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
 }
 
 /// Builds the upstream request for `dep` from the client's body.
-pub fn build_request(
+pub fn prepare(
+    provider: &Provider,
     dep: &Deployment,
-    body: &[u8],
     view: &ChatRequestView,
-) -> Result<PreparedRequest, ApiError> {
-    let mut headers: Vec<(&'static str, String)> =
-        vec![("content-type", "application/json".to_owned())];
-    if let Some(key) = &dep.api_key {
-        headers.push(("authorization", format!("Bearer {key}")));
-    }
-    if view.stream {
-        headers.push(("accept", "text/event-stream".to_owned()));
-    } else {
-        headers.push(("accept", "application/json".to_owned()));
-    }
+    body: &[u8],
+    request_id: &str,
+) -> Result<PreparedRequest, Rejection> {
+    let req: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))?;
+    let ctx = request_ctx(dep, view, request_id);
+    let up = provider
+        .build_request_raw(&ctx, &req, body)
+        .map_err(translate_error)?;
+    let uri: http::Uri = up.url.parse().map_err(|e| {
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("Provider `{}` built an invalid URL: {e}", provider.name()),
+        )
+    })?;
+    let target = BaseUrl::parse(&up.url).map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
+    let path_and_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
     Ok(PreparedRequest {
-        path: format!("{}/chat/completions", dep.base.path),
-        headers,
-        body: replace_model(body, view, &dep.upstream_model),
+        target,
+        path_and_query,
+        method: up.method,
+        headers: up.headers,
+        body: up.body,
+        ctx,
     })
+}
+
+fn translate_error(e: TranslateError) -> Rejection {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    Rejection {
+        status,
+        body: serde_json::to_vec(&e.to_openai_body()).unwrap_or_default(),
+    }
 }

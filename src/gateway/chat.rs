@@ -5,15 +5,17 @@ use std::time::Instant;
 
 use http::StatusCode;
 
-use super::adapter::build_request;
+use super::adapter::prepare;
 use super::sse::{data_lines, SseSplitter};
 use super::usage::{self, Usage};
 use super::GatewayShard;
 use crate::api::{ApiError, ChatRequestView, ErrorKind};
 use crate::config::{Deployment, Snapshot};
+use crate::dsl::{FrameDecoder, Provider, StreamControl, StreamState};
+use crate::http1::io::DisconnectWatch;
 use crate::http1::{Request, ResponseWriter, ServerIo};
 use crate::telemetry::metrics::RequestRecord;
-use crate::upstream::{Timeouts, UpstreamError, UpstreamRequest};
+use crate::upstream::{BodyStream, Timeouts, UpstreamError, UpstreamRequest};
 
 /// Largest partial SSE event held while waiting for its end.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
@@ -127,26 +129,35 @@ async fn forward<IO: ServerIo>(
     started: Instant,
     out: &mut Outcome,
 ) {
-    let prepared = match build_request(dep, &req.body, view) {
+    let Some(provider) = snap.providers.get(&dep.provider) else {
+        // The config loader only accepts deployments whose provider file exists.
+        let e = ApiError::new(
+            ErrorKind::Internal,
+            format!("Provider `{}` is not loaded.", dep.provider),
+        );
+        let _ = w.send_error(&e).await;
+        return;
+    };
+    let prepared = match prepare(provider, dep, view, &req.body, &req.request_id) {
         Ok(p) => p,
-        Err(e) => {
-            let _ = w.send_error(&e).await;
+        Err(r) => {
+            out.error = Some("request translation failed".into());
+            let _ = w.send_json(r.status, &r.body).await;
             return;
         }
     };
-    let request_id_header = ("x-request-id", req.request_id.as_str());
     let mut headers: Vec<(&str, &str)> = prepared
         .headers
         .iter()
-        .map(|(k, v)| (*k, v.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    headers.push(request_id_header);
+    headers.push(("x-request-id", req.request_id.as_str()));
     let up_req = UpstreamRequest {
-        tls: dep.base.tls,
-        host: &dep.base.host,
-        port: dep.base.port,
-        method: "POST",
-        path: &prepared.path,
+        tls: prepared.target.tls,
+        host: &prepared.target.host,
+        port: prepared.target.port,
+        method: &prepared.method,
+        path: &prepared.path_and_query,
         headers: &headers,
         body: &prepared.body,
     };
@@ -179,10 +190,28 @@ async fn forward<IO: ServerIo>(
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
 
-    if status.is_success() && view.stream && is_sse {
-        relay_stream(w, &mut resp.body, started, out).await;
-        out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
-        return;
+    if status.is_success() && view.stream {
+        if provider.stream_is_identity() {
+            if is_sse {
+                relay_identity_stream(w, &mut resp.body, &dep.id, started, out).await;
+                out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+                return;
+            }
+        } else {
+            let mut state = provider.stream_state(&prepared.ctx);
+            relay_mapped_stream(
+                w,
+                &mut resp.body,
+                provider,
+                &mut state,
+                &dep.id,
+                started,
+                out,
+            )
+            .await;
+            out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+            return;
+        }
     }
 
     let body = match resp
@@ -199,87 +228,57 @@ async fn forward<IO: ServerIo>(
         }
     };
     out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
-    if status.is_success() {
+    if status.is_success() && provider.response_is_identity() {
         if let Some(u) = usage::extract(&body) {
             out.usage = u;
         }
         let _ = w.send_json(StatusCode::OK, &body).await;
         return;
     }
-    // Upstream error: relay its status; keep an OpenAI-shaped body as is, wrap anything else.
-    out.error = Some(format!("upstream status {}", status.as_u16()));
-    if looks_like_openai_error(&body) {
-        let _ = w.send_json(status, &body).await;
-    } else {
-        let kind = kind_for_status(status);
-        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        let mut e = ApiError::new(
-            kind,
-            format!(
-                "Upstream deployment `{}` returned {}: {}",
-                dep.id,
+    match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
+        Ok(v) => {
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            if let Some(u) = usage::extract(&bytes) {
+                out.usage = u;
+            }
+            let _ = w.send_json(StatusCode::OK, &bytes).await;
+        }
+        Err(mapped) => {
+            out.error = Some(format!(
+                "upstream status {}: {}",
                 status.as_u16(),
-                text
-            ),
-        );
-        e.code = Some(status.as_u16().to_string());
-        let _ = w.send(status, "application/json", &[], &e.to_json()).await;
+                mapped.class.as_str()
+            ));
+            let code = StatusCode::from_u16(mapped.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = serde_json::to_vec(&mapped.to_openai_body()).unwrap_or_default();
+            let _ = w.send_json(code, &body).await;
+        }
     }
 }
 
-/// Relays an upstream SSE stream event by event, flushing each batch at once, and stops the
-/// moment the client disconnects (dropping the upstream connection).
-async fn relay_stream<IO: ServerIo>(
+/// Relays an upstream SSE stream that is already in OpenAI's shape, event by event, flushing
+/// each batch at once; stops the moment the client disconnects (dropping the upstream connection).
+async fn relay_identity_stream<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
-    body: &mut crate::upstream::BodyStream,
+    body: &mut BodyStream,
+    deployment: &str,
     started: Instant,
     out: &mut Outcome,
 ) {
-    let watch = w.disconnect_watch();
-    if w.start_stream(
-        StatusCode::OK,
-        "text/event-stream",
-        &[("cache-control", "no-cache")],
-    )
-    .await
-    .is_err()
-    {
-        out.status = 499;
+    let Some(watch) = begin_stream(w, out).await else {
         return;
-    }
-    out.status = 200;
-    let mut splitter = SseSplitter::new(MAX_EVENT_BYTES);
-    let closed = async {
-        match &watch {
-            Some(wt) => wt.closed().await,
-            None => std::future::pending::<()>().await,
-        }
     };
+    let mut splitter = SseSplitter::new(MAX_EVENT_BYTES);
+    let closed = client_closed(&watch);
     let mut closed = std::pin::pin!(closed);
     loop {
-        let next = monoio::select! {
-            _ = &mut closed => None,
-            r = body.next() => Some(r),
-        };
-        let piece = match next {
-            None => {
-                // Client went away: abandon the upstream (its connection is closed on drop).
-                out.status = 499;
-                out.error = Some("client disconnected".into());
-                w.abort();
-                return;
-            }
-            Some(Ok(Some(piece))) => piece,
-            Some(Ok(None)) => break,
-            Some(Err(e)) => {
+        let piece = match next_piece(&mut closed, body).await {
+            Next::ClientGone => return client_gone(w, out),
+            Next::Piece(p) => p,
+            Next::End => break,
+            Next::Failed(e) => {
                 out.error = Some(e.to_string());
-                let err = upstream_error(&e, "stream");
-                let event = format!("data: {}\n\n", String::from_utf8_lossy(&err.to_json()));
-                if w.send_chunk(event.as_bytes()).await.is_err() {
-                    out.status = 499;
-                    w.abort();
-                    return;
-                }
+                let _ = send_stream_error(w, &upstream_error(&e, deployment).to_json()).await;
                 break;
             }
         };
@@ -301,10 +300,7 @@ async fn relay_stream<IO: ServerIo>(
             }
         }
         if w.send_chunk(&events).await.is_err() {
-            out.status = 499;
-            out.error = Some("client disconnected".into());
-            w.abort();
-            return;
+            return client_gone(w, out);
         }
     }
     if let Some(rest) = splitter.finish() {
@@ -315,6 +311,169 @@ async fn relay_stream<IO: ServerIo>(
     }
 }
 
+/// Relays a provider stream through its mapping file: frames are decoded (SSE, NDJSON, JSON
+/// array), each event mapped to zero or more OpenAI chunks, and `[DONE]` sent at the end.
+#[allow(clippy::too_many_arguments)]
+async fn relay_mapped_stream<IO: ServerIo>(
+    w: &mut ResponseWriter<'_, IO>,
+    body: &mut BodyStream,
+    provider: &Provider,
+    state: &mut StreamState,
+    deployment: &str,
+    started: Instant,
+    out: &mut Outcome,
+) {
+    let Some(watch) = begin_stream(w, out).await else {
+        return;
+    };
+    let closed = client_closed(&watch);
+    let mut closed = std::pin::pin!(closed);
+    let mut decoder = FrameDecoder::new(provider.framing());
+    let mut frames = Vec::new();
+    let mut chunks = Vec::new();
+    let mut buf = Vec::with_capacity(1024);
+    let mut finished = false;
+    while !finished {
+        frames.clear();
+        match next_piece(&mut closed, body).await {
+            Next::ClientGone => return client_gone(w, out),
+            Next::Piece(p) => {
+                if let Err(e) = decoder.feed(&p, &mut frames) {
+                    out.error = Some(e.to_string());
+                    let err = ApiError::new(
+                        ErrorKind::BadGateway,
+                        format!("Upstream deployment `{deployment}`: {e}"),
+                    );
+                    let _ = send_stream_error(w, &err.to_json()).await;
+                    finished = true;
+                }
+            }
+            Next::End => {
+                let _ = decoder.finish(&mut frames);
+                finished = true;
+            }
+            Next::Failed(e) => {
+                out.error = Some(e.to_string());
+                let _ = send_stream_error(w, &upstream_error(&e, deployment).to_json()).await;
+                break;
+            }
+        }
+        buf.clear();
+        let mut done = false;
+        for f in &frames {
+            chunks.clear();
+            match provider.map_event(state, f.event.as_deref(), &f.data, &mut chunks) {
+                Ok(ctl) => {
+                    for c in &chunks {
+                        buf.extend_from_slice(b"data: ");
+                        let _ = serde_json::to_writer(&mut buf, c);
+                        buf.extend_from_slice(b"\n\n");
+                    }
+                    if ctl == StreamControl::Done {
+                        done = true;
+                        break;
+                    }
+                }
+                Err(mapped) => {
+                    out.error = Some(format!("stream error: {}", mapped.class.as_str()));
+                    buf.extend_from_slice(b"data: ");
+                    let _ = serde_json::to_writer(&mut buf, &mapped.to_openai_body());
+                    buf.extend_from_slice(b"\n\n");
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if done || (finished && out.error.is_none()) {
+            buf.extend_from_slice(b"data: [DONE]\n\n");
+            finished = true;
+        }
+        if !buf.is_empty() {
+            if out.ttft_secs.is_none() {
+                out.ttft_secs = Some(started.elapsed().as_secs_f64());
+            }
+            if w.send_chunk(&buf).await.is_err() {
+                return client_gone(w, out);
+            }
+        }
+    }
+    if let Some(u) = state.usage() {
+        out.usage = Usage {
+            prompt: u["prompt_tokens"].as_u64().unwrap_or(0),
+            completion: u["completion_tokens"].as_u64().unwrap_or(0),
+        };
+    }
+    if w.finish_stream().await.is_err() {
+        out.status = 499;
+    }
+}
+
+async fn begin_stream<IO: ServerIo>(
+    w: &mut ResponseWriter<'_, IO>,
+    out: &mut Outcome,
+) -> Option<Option<DisconnectWatch>> {
+    let watch = w.disconnect_watch();
+    if w.start_stream(
+        StatusCode::OK,
+        "text/event-stream",
+        &[("cache-control", "no-cache")],
+    )
+    .await
+    .is_err()
+    {
+        out.status = 499;
+        return None;
+    }
+    out.status = 200;
+    Some(watch)
+}
+
+async fn client_closed(watch: &Option<DisconnectWatch>) {
+    match watch {
+        Some(wt) => wt.closed().await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+enum Next {
+    ClientGone,
+    Piece(bytes::Bytes),
+    End,
+    Failed(UpstreamError),
+}
+
+async fn next_piece(
+    closed: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    body: &mut BodyStream,
+) -> Next {
+    monoio::select! {
+        _ = closed => Next::ClientGone,
+        r = body.next() => match r {
+            Ok(Some(p)) => Next::Piece(p),
+            Ok(None) => Next::End,
+            Err(e) => Next::Failed(e),
+        },
+    }
+}
+
+/// The client went away: abandon the upstream (its connection is closed on drop).
+fn client_gone<IO: ServerIo>(w: &mut ResponseWriter<'_, IO>, out: &mut Outcome) {
+    out.status = 499;
+    out.error = Some("client disconnected".into());
+    w.abort();
+}
+
+async fn send_stream_error<IO: ServerIo>(
+    w: &mut ResponseWriter<'_, IO>,
+    json: &[u8],
+) -> std::io::Result<()> {
+    let mut ev = Vec::with_capacity(json.len() + 8);
+    ev.extend_from_slice(b"data: ");
+    ev.extend_from_slice(json);
+    ev.extend_from_slice(b"\n\n");
+    w.send_chunk(&ev).await
+}
+
 fn upstream_error(e: &UpstreamError, deployment: &str) -> ApiError {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
@@ -322,23 +481,4 @@ fn upstream_error(e: &UpstreamError, deployment: &str) -> ApiError {
         ErrorKind::BadGateway
     };
     ApiError::new(kind, format!("Upstream deployment `{deployment}`: {e}"))
-}
-
-fn kind_for_status(status: StatusCode) -> ErrorKind {
-    match status.as_u16() {
-        400 | 422 => ErrorKind::BadRequest,
-        401 => ErrorKind::Authentication,
-        403 => ErrorKind::PermissionDenied,
-        404 => ErrorKind::NotFound,
-        413 => ErrorKind::PayloadTooLarge,
-        429 => ErrorKind::RateLimit,
-        503 => ErrorKind::ServiceUnavailable,
-        504 | 408 => ErrorKind::Timeout,
-        s if s >= 500 => ErrorKind::Internal,
-        _ => ErrorKind::BadRequest,
-    }
-}
-
-fn looks_like_openai_error(body: &[u8]) -> bool {
-    sonic_rs::get(body, ["error"]).is_ok_and(|v| v.as_raw_str().trim_start().starts_with('{'))
 }

@@ -9,7 +9,6 @@ mod usage;
 
 use std::sync::Arc;
 
-pub use adapter::Catalog;
 pub use chat::chat_completions;
 
 use crate::config::Snapshot;

@@ -15,7 +15,6 @@ use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config::{self, ConfigSource, Snapshot};
-use crate::gateway::Catalog;
 use crate::telemetry::logging::{self, LogFormat};
 use crate::telemetry::metrics::{GlobalMetrics, ShardMetrics};
 use crate::upstream::{ProxyConfig, ResolverPool};
@@ -86,7 +85,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let process_start = Instant::now();
     raise_nofile_limit();
     let source = config_source(opts.config.clone());
-    let loaded = config::load(&source, &Catalog)?;
+    let loaded = config::load(&source)?;
     let snap = loaded.snapshot;
     let format = opts
         .log_format
@@ -220,9 +219,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
     let reload_tx = {
         let shared = shared.clone();
-        config::reload::spawn_reloader(source.clone(), Arc::new(Catalog), move |res| {
-            apply_reload(&shared, res)
-        })
+        config::reload::spawn_reloader(source.clone(), move |res| apply_reload(&shared, res))
     };
     let _watcher = config::reload::watch(&source, reload_tx.clone());
 

@@ -1,0 +1,66 @@
+//! Where provider mapping files come from, and loading them with the config.
+//!
+//! Resolution: `llmux.providers_dir` when set (relative to the config file's directory); else a
+//! `providers/` directory in the working directory if it holds `.llmux` files; else the files
+//! embedded in the binary at build time.
+
+use std::path::{Path, PathBuf};
+
+use crate::dsl::{self, ProviderSet};
+
+include!(concat!(env!("OUT_DIR"), "/embedded_providers.rs"));
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProvidersSource {
+    Dir(PathBuf),
+    Embedded,
+}
+
+impl ProvidersSource {
+    pub fn resolve(setting: Option<&str>, base_dir: &Path) -> Self {
+        if let Some(dir) = setting {
+            return ProvidersSource::Dir(base_dir.join(dir));
+        }
+        let cwd = PathBuf::from("providers");
+        if has_provider_files(&cwd) {
+            return ProvidersSource::Dir(cwd);
+        }
+        ProvidersSource::Embedded
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ProvidersSource::Dir(d) => d.display().to_string(),
+            ProvidersSource::Embedded => "<embedded providers>".to_owned(),
+        }
+    }
+
+    /// Loads and compiles every provider file; errors are `file:line:col` with a caret.
+    pub fn load(&self) -> Result<ProviderSet, String> {
+        let res = match self {
+            ProvidersSource::Dir(d) => dsl::load_dir(d),
+            ProvidersSource::Embedded => {
+                let sources: Vec<(String, String)> = EMBEDDED_PROVIDERS
+                    .iter()
+                    .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+                    .collect();
+                dsl::load_sources(&sources)
+            }
+        };
+        res.map_err(|errors| dsl::format_errors(&errors))
+    }
+}
+
+fn has_provider_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "llmux"))
+        })
+        .unwrap_or(false)
+}
+
+/// The embedded provider set (used by tests and as the fallback).
+pub fn embedded() -> Result<ProviderSet, String> {
+    ProvidersSource::Embedded.load()
+}
