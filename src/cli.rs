@@ -29,6 +29,28 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Provider mapping file tools.
+    Providers {
+        #[command(subcommand)]
+        command: ProvidersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Parse and compile every `*.llmux` file; errors are `file:line:col` with a caret.
+    Check {
+        /// Providers directory (default: ./providers, else the embedded providers).
+        path: Option<PathBuf>,
+    },
+    /// Run the golden cases in `<PATH>/tests/<provider>/*.yaml` against the provider files.
+    Test {
+        /// Providers directory (default: ./providers).
+        path: Option<PathBuf>,
+        /// Only cases whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

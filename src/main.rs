@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use llmux::cli::{Cli, Command, ConfigCommand};
-use llmux::config::{self, ConfigSource};
+use llmux::cli::{Cli, Command, ConfigCommand, ProvidersCommand};
+use llmux::config::{self, ConfigSource, ProvidersSource};
+use llmux::dsl::golden;
 use llmux::server::{self, ServeOptions};
 use llmux::telemetry::logging::{self, LogFormat};
 
@@ -58,5 +59,81 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Providers { command } => providers_command(command),
+    }
+}
+
+fn providers_source(path: Option<std::path::PathBuf>) -> ProvidersSource {
+    match path {
+        Some(p) => ProvidersSource::Dir(p),
+        None => ProvidersSource::resolve(None, std::path::Path::new(".")),
+    }
+}
+
+fn providers_command(cmd: ProvidersCommand) -> ExitCode {
+    match cmd {
+        ProvidersCommand::Check { path } => {
+            let src = providers_source(path);
+            match src.load() {
+                Ok(set) => {
+                    let names: Vec<&str> = set.names().collect();
+                    println!(
+                        "{}: ok ({} providers: {})",
+                        src.describe(),
+                        names.len(),
+                        names.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        ProvidersCommand::Test { path, filter } => {
+            let dir = path.unwrap_or_else(|| "providers".into());
+            let set = match ProvidersSource::Dir(dir.clone()).load() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let cases = match golden::discover(&dir.join("tests")) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (mut passed, mut failed) = (0usize, 0usize);
+            for c in cases
+                .iter()
+                .filter(|c| filter.as_deref().is_none_or(|f| c.name.contains(f)))
+            {
+                match golden::run_case(&set, c) {
+                    Ok(()) => {
+                        passed += 1;
+                        println!("ok   {}/{}", c.provider, c.name);
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        println!(
+                            "FAIL {}/{} ({})\n{e}\n",
+                            c.provider,
+                            c.name,
+                            c.path.display()
+                        );
+                    }
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }

@@ -23,10 +23,34 @@ pub struct Reply {
     pub include_usage: bool,
     pub created: u64,
     pub id: String,
+    /// The tool to call, when the answer is a tool call.
+    pub tool: Option<String>,
+}
+
+/// Arguments of the mock tool call, and how they are split across stream events.
+const TOOL_ARGS: &str = r#"{"city":"Paris"}"#;
+const TOOL_ARG_PIECES: [&str; 2] = [r#"{"city":"#, r#""Paris"}"#];
+
+/// The name of the first tool in any of the request formats.
+fn first_tool(body: &Value) -> Option<String> {
+    let t = &body["tools"][0];
+    t["function"]["name"]
+        .as_str()
+        .or_else(|| t["name"].as_str())
+        .or_else(|| t["functionDeclarations"][0]["name"].as_str())
+        .or_else(|| t["function_declarations"][0]["name"].as_str())
+        .map(str::to_owned)
 }
 
 impl Reply {
-    pub fn new(model: &str, body: &Value, raw: &[u8], chunks: usize, chunk_bytes: usize) -> Self {
+    pub fn new(
+        model: &str,
+        body: &Value,
+        raw: &[u8],
+        chunks: usize,
+        chunk_bytes: usize,
+        tool_call: bool,
+    ) -> Self {
         let words = (0..chunks)
             .map(|i| {
                 let mut w = if i == 0 {
@@ -53,6 +77,7 @@ impl Reply {
                 .unwrap_or(false),
             created,
             id: format!("mock-{:016x}", fastrand::u64(..)),
+            tool: if tool_call { first_tool(body) } else { None },
         }
     }
 
@@ -155,6 +180,9 @@ impl Format {
 
     pub fn complete(self, r: &Reply) -> Vec<u8> {
         let (p, c) = (r.prompt_tokens, r.completion_tokens());
+        if let Some(tool) = &r.tool {
+            return self.complete_tool(r, tool).to_string().into_bytes();
+        }
         let v = match self {
             Format::Chat => json!({
                 "id": format!("chatcmpl-{}", r.id),
@@ -183,7 +211,98 @@ impl Format {
         v.to_string().into_bytes()
     }
 
+    fn complete_tool(self, r: &Reply, tool: &str) -> Value {
+        let p = r.prompt_tokens;
+        match self {
+            Format::Chat => json!({
+                "id": format!("chatcmpl-{}", r.id), "object": "chat.completion", "created": r.created, "model": r.model,
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                    "tool_calls": [{"id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": TOOL_ARGS}}]}}],
+                "usage": {"prompt_tokens": p, "completion_tokens": 5, "total_tokens": p + 5},
+            }),
+            Format::Messages => json!({
+                "id": format!("msg_{}", r.id), "type": "message", "role": "assistant", "model": r.model,
+                "content": [{"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {"city": "Paris"}}],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": p, "output_tokens": 5},
+            }),
+            Format::Generate => json!({
+                "candidates": [{"content": {"parts": [{"functionCall": {"name": tool, "args": {"city": "Paris"}}}], "role": "model"},
+                    "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 5, "totalTokenCount": p + 5},
+                "modelVersion": r.model,
+            }),
+        }
+    }
+
+    fn tool_stream_events(self, r: &Reply, tool: &str) -> Vec<String> {
+        let p = r.prompt_tokens;
+        let mut out = Vec::new();
+        match self {
+            Format::Chat => {
+                let id = format!("chatcmpl-{}", r.id);
+                let chunk = |delta: Value, finish: Value| {
+                    sse(
+                        &json!({"id": id, "object": "chat.completion.chunk", "created": r.created, "model": r.model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+                    )
+                };
+                out.push(chunk(
+                    json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock1", "type": "function",
+                        "function": {"name": tool, "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                for piece in TOOL_ARG_PIECES {
+                    out.push(chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                        Value::Null,
+                    ));
+                }
+                out.push(chunk(json!({}), json!("tool_calls")));
+                if r.include_usage {
+                    out.push(sse(&json!({"id": id, "object": "chat.completion.chunk", "created": r.created, "model": r.model,
+                        "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": 5, "total_tokens": p + 5}})));
+                }
+                out.push("data: [DONE]\n\n".to_owned());
+            }
+            Format::Messages => {
+                out.push(named("message_start", &json!({"type": "message_start", "message": {
+                    "id": format!("msg_{}", r.id), "type": "message", "role": "assistant", "model": r.model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": p, "output_tokens": 1}}})));
+                out.push(named("content_block_start", &json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {}}})));
+                for piece in TOOL_ARG_PIECES {
+                    out.push(named(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                    ));
+                }
+                out.push(named(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": 0}),
+                ));
+                out.push(named("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                    "usage": {"output_tokens": 5}})));
+                out.push(named("message_stop", &json!({"type": "message_stop"})));
+            }
+            Format::Generate => {
+                out.push(sse(&json!({
+                    "candidates": [{"content": {"parts": [{"functionCall": {"name": tool, "args": {"city": "Paris"}}}], "role": "model"},
+                        "finishReason": "STOP", "index": 0}],
+                    "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 5, "totalTokenCount": p + 5},
+                    "modelVersion": r.model,
+                })));
+            }
+        }
+        out
+    }
+
     pub fn stream_events(self, r: &Reply) -> Vec<String> {
+        if let Some(tool) = &r.tool {
+            return self.tool_stream_events(r, tool);
+        }
         let (p, c) = (r.prompt_tokens, r.completion_tokens());
         let mut out = Vec::with_capacity(r.words.len() + 4);
         match self {

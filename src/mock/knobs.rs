@@ -11,6 +11,8 @@ pub struct Knobs {
     pub malformed: bool,
     /// Pads each streamed word to this many bytes (for backpressure tests).
     pub chunk_bytes: usize,
+    /// Answer with a call to the request's first tool instead of text.
+    pub tool_call: bool,
 }
 
 impl Default for Knobs {
@@ -22,6 +24,7 @@ impl Default for Knobs {
             status: None,
             malformed: false,
             chunk_bytes: 0,
+            tool_call: false,
         }
     }
 }
@@ -55,6 +58,7 @@ impl Knobs {
             k.chunk_bytes = v as usize;
         }
         k.malformed = model.contains("mock-malformed");
+        k.tool_call = model.contains("mock-tool");
         k
     }
 
@@ -75,6 +79,9 @@ impl Knobs {
         }
         if req.header("x-mock-malformed").is_some() {
             k.malformed = true;
+        }
+        if req.header("x-mock-tool").is_some() {
+            k.tool_call = true;
         }
         if let Some(v) = num("x-mock-chunk-bytes") {
             k.chunk_bytes = v as usize;

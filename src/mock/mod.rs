@@ -4,7 +4,7 @@
 //!
 //! Knobs come from request headers (`x-mock-delay-ms`, `x-mock-chunks`, `x-mock-chunk-delay-ms`,
 //! `x-mock-status`, `x-mock-malformed`) or from the upstream model name (`…-mock-status-429`,
-//! `…-mock-delay-500`, `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-chunk-bytes-4096`, `…-mock-malformed`), because
+//! `…-mock-delay-500`, `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-chunk-bytes-4096`, `…-mock-malformed`, `…-mock-tool`), because
 //! a gateway config selects failure modes per deployment and does not forward client headers.
 
 mod formats;
@@ -163,7 +163,14 @@ impl Service for MockService {
             let _ = w.send_json(code, &format.error_body(status)).await;
             return;
         }
-        let reply = formats::Reply::new(&model, &body, &req.body, knobs.chunks, knobs.chunk_bytes);
+        let reply = formats::Reply::new(
+            &model,
+            &body,
+            &req.body,
+            knobs.chunks,
+            knobs.chunk_bytes,
+            knobs.tool_call,
+        );
         let stream = format.wants_stream(&req.path, req.query.as_deref(), &body);
         if knobs.malformed && !stream {
             let _ = w.send_json(StatusCode::OK, b"{\"id\": \"broken").await;

@@ -1,0 +1,244 @@
+//! Translator cost: a typical Anthropic request (system + 6 turns + 2 tools) and its response
+//! through `providers/anthropic.llmux`, one stream event, and — as the yardstick in the same
+//! run — an equivalent hand-written serde mapping and the bare JSON parse of the event.
+//!
+//! Run: `cargo bench --bench translate`.
+
+use std::path::PathBuf;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use llmux::dsl::{self, RequestCtx};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+fn request() -> Value {
+    json!({
+        "model": "claude",
+        "max_tokens": 1024,
+        "temperature": 0.3,
+        "messages": [
+            {"role": "system", "content": "You are a helpful travel assistant. Answer briefly."},
+            {"role": "user", "content": "I am planning a trip to Paris next week."},
+            {"role": "assistant", "content": "Great! How can I help you plan it?"},
+            {"role": "user", "content": "What will the weather be like, and what should I pack?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\",\"days\":7}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"forecast\":\"mild, 18C, light rain midweek\"}"},
+            {"role": "user", "content": "Thanks. Also find me a hotel near the Louvre."}
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "description": "Weather forecast for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}},
+            {"type": "function", "function": {"name": "find_hotel", "description": "Search hotels near a landmark",
+                "parameters": {"type": "object", "properties": {"near": {"type": "string"}, "max_price": {"type": "number"}}, "required": ["near"]}}}
+        ],
+        "tool_choice": "auto"
+    })
+}
+
+fn response() -> Vec<u8> {
+    json!({
+        "id": "msg_01XYZ", "type": "message", "role": "assistant", "model": "claude-sonnet-4",
+        "content": [
+            {"type": "text", "text": "Pack layers and an umbrella. Let me look for hotels."},
+            {"type": "tool_use", "id": "toolu_01", "name": "find_hotel", "input": {"near": "Louvre", "max_price": 250}}
+        ],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 412, "output_tokens": 58, "cache_read_input_tokens": 128, "cache_creation_input_tokens": 0}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+const EVENT: &[u8] = br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Pack layers and"}}"#;
+
+fn ctx() -> RequestCtx {
+    RequestCtx {
+        model: "claude-sonnet-4".into(),
+        api_key: Some("sk-ant-bench".into()),
+        stream: false,
+        request_id: "bench".into(),
+        now: 1_700_000_000,
+        ..Default::default()
+    }
+}
+
+// ---- the yardstick: the same mapping written by hand with serde ----
+
+#[derive(Deserialize)]
+struct OaRequest {
+    #[allow(dead_code)]
+    model: String,
+    max_tokens: Option<u64>,
+    temperature: Option<f64>,
+    messages: Vec<OaMessage>,
+    #[serde(default)]
+    tools: Vec<OaTool>,
+}
+
+#[derive(Deserialize)]
+struct OaMessage {
+    role: String,
+    content: Option<String>,
+    tool_calls: Option<Vec<OaToolCall>>,
+    tool_call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OaToolCall {
+    id: String,
+    function: OaFunction,
+}
+
+#[derive(Deserialize)]
+struct OaFunction {
+    name: String,
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct OaTool {
+    function: OaToolDef,
+}
+
+#[derive(Deserialize)]
+struct OaToolDef {
+    name: String,
+    description: Option<String>,
+    parameters: Value,
+}
+
+#[derive(Serialize)]
+struct AnRequest<'a> {
+    model: &'a str,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<Value>,
+    tools: Vec<Value>,
+    tool_choice: Value,
+}
+
+fn hand_request(body: &[u8]) -> Vec<u8> {
+    let r: OaRequest = serde_json::from_slice(body).unwrap();
+    let mut system = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    for m in &r.messages {
+        match m.role.as_str() {
+            "system" | "developer" => system.push(m.content.clone().unwrap_or_default()),
+            "tool" => messages.push(json!({"role": "user", "content": [{"type": "tool_result",
+                "tool_use_id": m.tool_call_id, "content": m.content}]})),
+            "assistant" if m.tool_calls.is_some() => {
+                let blocks: Vec<Value> = m.tool_calls.iter().flatten().map(|c| json!({"type": "tool_use", "id": c.id,
+                    "name": c.function.name, "input": serde_json::from_str::<Value>(&c.function.arguments).unwrap_or(Value::Null)})).collect();
+                messages.push(json!({"role": "assistant", "content": blocks}));
+            }
+            role => messages.push(json!({"role": role, "content": m.content})),
+        }
+    }
+    let out = AnRequest {
+        model: "claude-sonnet-4",
+        max_tokens: r.max_tokens.unwrap_or(4096),
+        temperature: r.temperature,
+        system: (!system.is_empty()).then(|| system.join("\n")),
+        messages,
+        tools: r
+            .tools
+            .iter()
+            .map(|t| {
+                json!({"name": t.function.name, "description": t.function.description,
+            "input_schema": t.function.parameters})
+            })
+            .collect(),
+        tool_choice: json!({"type": "auto"}),
+    };
+    serde_json::to_vec(&out).unwrap()
+}
+
+fn hand_response(body: &[u8]) -> Vec<u8> {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in v["content"].as_array().into_iter().flatten() {
+        match block["type"].as_str() {
+            Some("text") => text.push_str(block["text"].as_str().unwrap_or("")),
+            Some("tool_use") => calls
+                .push(json!({"id": block["id"], "type": "function", "function": {
+                "name": block["name"], "arguments": block["input"].to_string()}})),
+            _ => {}
+        }
+    }
+    let finish = match v["stop_reason"].as_str() {
+        Some("tool_use") => "tool_calls",
+        Some("max_tokens") => "length",
+        _ => "stop",
+    };
+    let (p, c) = (
+        v["usage"]["input_tokens"].as_u64().unwrap_or(0),
+        v["usage"]["output_tokens"].as_u64().unwrap_or(0),
+    );
+    serde_json::to_vec(&json!({"id": v["id"], "object": "chat.completion", "created": 1_700_000_000u64, "model": v["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": calls}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})).unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("providers");
+    let set = dsl::load_dir(&dir).unwrap_or_else(|e| panic!("{}", dsl::format_errors(&e)));
+    let anthropic = set.get("anthropic").expect("providers/anthropic.llmux");
+    let req = request();
+    let raw = serde_json::to_vec(&req).unwrap();
+    let resp = response();
+    let ctx = ctx();
+
+    // Sanity: the mapping works before it is timed.
+    anthropic.build_request_raw(&ctx, &req, &raw).unwrap();
+    anthropic.parse_response(200, &resp, &ctx).unwrap();
+
+    let mut g = c.benchmark_group("anthropic");
+    g.bench_function("request+response (dsl, incl. JSON parse)", |b| {
+        b.iter(|| {
+            let v: Value = serde_json::from_slice(black_box(&raw)).unwrap();
+            let up = anthropic.build_request_raw(&ctx, &v, &raw).unwrap();
+            let out = anthropic
+                .parse_response(200, black_box(&resp), &ctx)
+                .unwrap();
+            black_box((up, serde_json::to_vec(&out).unwrap()))
+        })
+    });
+    g.bench_function("request+response (hand-written serde)", |b| {
+        b.iter(|| {
+            black_box((
+                hand_request(black_box(&raw)),
+                hand_response(black_box(&resp)),
+            ))
+        })
+    });
+    let mut sctx = ctx.clone();
+    sctx.stream = true;
+    let mut state = anthropic.stream_state(&sctx);
+    let mut chunks = Vec::with_capacity(4);
+    g.bench_function("stream event (dsl: parse + map + serialise)", |b| {
+        b.iter(|| {
+            chunks.clear();
+            anthropic
+                .map_event(
+                    &mut state,
+                    Some("content_block_delta"),
+                    black_box(EVENT),
+                    &mut chunks,
+                )
+                .unwrap();
+            black_box(serde_json::to_vec(&chunks[0]).unwrap())
+        })
+    });
+    g.bench_function("stream event (JSON parse only)", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<Value>(black_box(EVENT)).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(translate, benches);
+criterion_main!(translate);
