@@ -607,7 +607,7 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
     let mut gw = Gateway::start(&config_for(
         &mock,
         &[("m", "up-mock-chunks-15-mock-chunk-delay-60")],
-        "llmux:\n  server:\n    shutdown_delay: 0.3\n    shutdown_timeout: 10\n",
+        "llmux:\n  server:\n    shutdown_delay: 1.0\n    shutdown_timeout: 10\n",
     ));
     let mut s = connect(&gw.addr);
     write_request(
@@ -624,11 +624,11 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
         rd.read_line(&mut line).unwrap();
     }
     gw.proc.signal(libc::SIGTERM);
-    // While draining, readiness says 503.
-    assert!(eventually(Duration::from_secs(2), || gw
-        .get("/health/ready")
-        .status
-        == 503));
+    // While draining (before the listener closes), readiness says 503.
+    assert!(eventually(Duration::from_secs(2), || try_status(
+        &gw.addr,
+        "/health/ready"
+    ) == Some(503)));
     let mut rest = Vec::new();
     rd.read_to_end(&mut rest).unwrap();
     let rest = String::from_utf8_lossy(&rest);

@@ -163,7 +163,9 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
             request_id,
         };
         let mut w = ResponseWriter::new(&mut io, &req.request_id, keep_alive, http10, head_request);
-        let outcome = CatchUnwind(svc.call(&req, &mut w)).await;
+        // Boxed so that an idle keep-alive connection's task stays small: the handler's state
+        // (upstream call, stream relay) exists only while a request is in flight.
+        let outcome = CatchUnwind(Box::pin(svc.call(&req, &mut w))).await;
         if let Err(panic) = outcome {
             tracing::error!(request_id = %req.request_id, path = %req.path, panic = %panic_message(&panic),
                 "request handler panicked; answering 500");

@@ -93,20 +93,24 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         self.status = Some(status);
         let b = &mut self.buf;
         b.clear();
-        let _ = write!(
-            b,
-            "HTTP/1.1 {} {}\r\ncontent-type: {}\r\nx-request-id: {}\r\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            content_type,
-            self.request_id
-        );
+        let mut num = itoa::Buffer::new();
+        b.extend_from_slice(b"HTTP/1.1 ");
+        b.extend_from_slice(num.format(status.as_u16()).as_bytes());
+        b.push(b' ');
+        b.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        b.extend_from_slice(b"\r\ncontent-type: ");
+        b.extend_from_slice(content_type.as_bytes());
+        b.extend_from_slice(b"\r\nx-request-id: ");
+        b.extend_from_slice(self.request_id.as_bytes());
+        b.extend_from_slice(b"\r\n");
         for (k, v) in extra {
-            let _ = write!(b, "{k}: {v}\r\n");
+            push_header(b, k, v);
         }
         match length {
             Some(n) => {
-                let _ = write!(b, "content-length: {n}\r\n");
+                b.extend_from_slice(b"content-length: ");
+                b.extend_from_slice(num.format(n).as_bytes());
+                b.extend_from_slice(b"\r\n");
             }
             None if !self.http10 => b.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             None => self.keep_alive = false,
@@ -231,4 +235,12 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         self.buf.extend_from_slice(data);
         self.flush_buf().await
     }
+}
+
+/// Appends `name: value\r\n`.
+pub(crate) fn push_header(b: &mut Vec<u8>, name: &str, value: &str) {
+    b.extend_from_slice(name.as_bytes());
+    b.extend_from_slice(b": ");
+    b.extend_from_slice(value.as_bytes());
+    b.extend_from_slice(b"\r\n");
 }

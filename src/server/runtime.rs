@@ -54,12 +54,8 @@ pub fn build(choice: IoDriver) -> io::Result<(Runtime, ActiveDriver)> {
         IoDriver::Auto => monoio::utils::detect_uring(),
     };
     if use_uring {
-        match RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(URING_ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            Ok(rt) => return Ok((rt.into(), ActiveDriver::IoUring)),
+        match build_uring() {
+            Ok(rt) => return Ok((rt, ActiveDriver::IoUring)),
             Err(e) if choice == IoDriver::Uring => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring unavailable; falling back to epoll");
@@ -72,4 +68,26 @@ pub fn build(choice: IoDriver) -> io::Result<(Runtime, ActiveDriver)> {
         .enable_timer()
         .build()?;
     Ok((rt.into(), ActiveDriver::Epoll))
+}
+
+fn build_uring() -> io::Result<Runtime> {
+    // A shard is the only thread that submits to its ring, and completions need not interrupt
+    // it: with COOP_TASKRUN the kernel runs their task work at the next io_uring_enter instead
+    // of with an inter-processor interrupt. Kernels older than 5.19 lack the flags: retry
+    // without them.
+    let mut tuned = io_uring::IoUring::builder();
+    tuned.setup_coop_taskrun().setup_single_issuer();
+    let first = RuntimeBuilder::<IoUringDriver>::new()
+        .with_entries(URING_ENTRIES)
+        .uring_builder(tuned)
+        .enable_timer()
+        .build();
+    match first {
+        Ok(rt) => Ok(rt.into()),
+        Err(_) => RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+            .map(Into::into),
+    }
 }

@@ -125,27 +125,18 @@ async fn accept_tcp(ctx: Rc<ShardCtx>, listener: TcpListener, stopping: Rc<Local
             Some(Ok((stream, _peer))) => {
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
-                monoio::spawn(async move {
-                    let tls = ctx.shared.config.load().server.tls.clone();
-                    let svc = GatewayService::new(ctx.clone());
-                    match tls {
-                        None => conn::serve(&svc, stream, || limits(&ctx)).await,
-                        Some(cfg) => {
-                            let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
-                            let timeout = limits(&ctx).header_timeout;
-                            match monoio::time::timeout(
-                                timeout,
-                                crate::http1::io::TlsConn::accept(&acceptor, stream),
-                            )
-                            .await
-                            {
-                                Ok(Ok(tls)) => conn::serve(&svc, tls, || limits(&ctx)).await,
-                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!("TLS handshake timed out"),
-                            }
-                        }
+                let tls = ctx.shared.config.load().server.tls.clone();
+                let ctx = ctx.clone();
+                match tls {
+                    None => {
+                        monoio::spawn(serve_plain(ctx, stream));
                     }
-                });
+                    // Boxed: the TLS session is large, and plain connections should not
+                    // carry its size in their task.
+                    Some(cfg) => {
+                        monoio::spawn(Box::pin(serve_tls(ctx, stream, cfg)));
+                    }
+                }
             }
             Some(Err(e)) => {
                 // Usually EMFILE: back off instead of spinning.
@@ -153,6 +144,33 @@ async fn accept_tcp(ctx: Rc<ShardCtx>, listener: TcpListener, stopping: Rc<Local
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+async fn serve_plain(ctx: Rc<ShardCtx>, stream: monoio::net::TcpStream) {
+    let svc = GatewayService::new(ctx.clone());
+    conn::serve(&svc, stream, || limits(&ctx)).await
+}
+
+async fn serve_tls(
+    ctx: Rc<ShardCtx>,
+    stream: monoio::net::TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = monoio_rustls::TlsAcceptor::from(cfg);
+    let timeout = limits(&ctx).header_timeout;
+    match monoio::time::timeout(
+        timeout,
+        crate::http1::io::TlsConn::accept(&acceptor, stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => {
+            let svc = GatewayService::new(ctx.clone());
+            conn::serve(&svc, tls, || limits(&ctx)).await
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
     }
 }
 

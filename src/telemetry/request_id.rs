@@ -18,9 +18,15 @@ impl RequestIds {
     }
 
     pub fn next(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.get().wrapping_add(1);
         self.counter.set(n);
-        format!("{}{n:010x}", self.prefix)
+        let mut id = String::with_capacity(self.prefix.len() + 10);
+        id.push_str(&self.prefix);
+        for shift in (0..10).rev() {
+            id.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
+        }
+        id
     }
 }
 

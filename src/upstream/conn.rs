@@ -39,19 +39,22 @@ impl UpstreamConn {
         }
     }
 
-    pub async fn write_all(&mut self, data: Vec<u8>) -> io::Result<()> {
-        let (res, _) = match self {
+    /// Writes all of `data` (and flushes TLS); gives the buffer back for a possible retry.
+    pub async fn write_all(&mut self, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, data) = match self {
             UpstreamConn::Plain(s) => s.write_all(data).await,
             UpstreamConn::Tls { stream, .. } => {
-                let r = stream.write_all(data).await;
-                if r.0.is_ok() {
+                let (r, data) = stream.write_all(data).await;
+                if r.is_ok() {
                     use monoio::io::AsyncWriteRent;
-                    stream.flush().await?;
+                    if let Err(e) = stream.flush().await {
+                        return (Err(e), data);
+                    }
                 }
-                r
+                (r, data)
             }
         };
-        res.map(|_| ())
+        (res.map(|_| ()), data)
     }
 
     /// False if the server closed (or wrote to) an idle connection: a non-blocking peek.

@@ -21,6 +21,7 @@ use monoio_http::h1::codec::decoder::ResponseHeadDecoder;
 
 use crate::config::UpstreamSettings;
 use crate::http1::body::{BodyDecoder, Step};
+use crate::http1::response::push_header;
 pub use conn::UpstreamConn;
 pub use dns::{Resolver, ResolverPool};
 use pool::{Pool, PoolKey, PooledConn};
@@ -133,7 +134,7 @@ impl UpstreamClient {
             host: req.host.to_owned(),
             port: req.port,
         };
-        let head = encode_request_head(req, route.absolute_form);
+        let mut wire = encode_request(req, route.absolute_form);
         // A pooled connection may have been closed by the server since it was idle: one retry
         // on a fresh connection is safe because nothing of the response was seen.
         for attempt in 0..2 {
@@ -154,7 +155,7 @@ impl UpstreamClient {
                 conn.conn = Some(c);
             }
             let reused = conn.reused;
-            match exchange(&mut conn, &head, req.body, timeouts, deadline).await {
+            match exchange(&mut conn, &mut wire, timeouts, deadline).await {
                 Ok((status, headers, buf)) => {
                     let until_close = true;
                     let mut decoder = BodyDecoder::from_headers(&headers, until_close)
@@ -204,27 +205,27 @@ enum Exchange {
 
 async fn exchange(
     conn: &mut PooledConn,
-    head: &[u8],
-    body: &[u8],
+    wire: &mut Vec<u8>,
     timeouts: Timeouts,
     deadline: Option<Instant>,
 ) -> Result<(StatusCode, HeaderMap, BytesMut), Exchange> {
     let Some(c) = conn.conn.as_mut() else {
         return Err(Exchange::Stale);
     };
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(head);
-    out.extend_from_slice(body);
+    let data = std::mem::take(wire);
     match within(
         deadline,
         timeouts.first_byte,
         "sending request",
-        c.write_all(out),
+        c.write_all(data),
     )
     .await
     {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(Exchange::Stale),
+        Ok((Ok(()), back)) => *wire = back,
+        Ok((Err(_), back)) => {
+            *wire = back;
+            return Err(Exchange::Stale);
+        }
         Err(e) => return Err(Exchange::Failed(e)),
     }
     let mut buf = BytesMut::with_capacity(4096);
@@ -287,9 +288,9 @@ async fn within<T>(
         .map_err(|_| UpstreamError::Timeout(phase))
 }
 
-fn encode_request_head(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8> {
-    use std::io::Write;
-    let mut b = Vec::with_capacity(256 + req.headers.len() * 48);
+/// The request on the wire: head and body in one buffer (one write).
+fn encode_request(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8> {
+    let mut b = Vec::with_capacity(256 + req.headers.len() * 48 + req.body.len());
     let authority = crate::util::BaseUrl {
         tls: req.tls,
         host: req.host.to_owned(),
@@ -297,24 +298,25 @@ fn encode_request_head(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8
         path: String::new(),
     }
     .authority();
+    b.extend_from_slice(req.method.as_bytes());
+    b.push(b' ');
     if absolute_form {
-        let _ = write!(
-            b,
-            "{} http://{}{} HTTP/1.1\r\n",
-            req.method, authority, req.path
-        );
-    } else {
-        let _ = write!(b, "{} {} HTTP/1.1\r\n", req.method, req.path);
+        b.extend_from_slice(b"http://");
+        b.extend_from_slice(authority.as_bytes());
     }
-    let _ = write!(
-        b,
-        "host: {authority}\r\ncontent-length: {}\r\n",
-        req.body.len()
+    b.extend_from_slice(req.path.as_bytes());
+    b.extend_from_slice(b" HTTP/1.1\r\n");
+    push_header(&mut b, "host", &authority);
+    push_header(
+        &mut b,
+        "content-length",
+        itoa::Buffer::new().format(req.body.len()),
     );
     for (k, v) in req.headers {
-        let _ = write!(b, "{k}: {v}\r\n");
+        push_header(&mut b, k, v);
     }
     b.extend_from_slice(b"\r\n");
+    b.extend_from_slice(req.body);
     b
 }
 

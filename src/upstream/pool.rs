@@ -12,6 +12,9 @@ use monoio::time::Instant;
 use super::conn::UpstreamConn;
 use crate::config::UpstreamSettings;
 
+/// Idle time after which a pooled connection is checked (one non-blocking peek) before reuse.
+const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub tls: bool,
@@ -83,8 +86,11 @@ impl Pool {
             if !fresh {
                 let now = Instant::now();
                 while let Some(idle) = host.idle.pop() {
-                    if now.saturating_duration_since(idle.since) < idle.timeout
-                        && idle.conn.is_alive()
+                    let idle_for = now.saturating_duration_since(idle.since);
+                    // Servers close idle keep-alive connections after seconds, not
+                    // milliseconds: only a connection idle for a while is worth a peek.
+                    if idle_for < idle.timeout
+                        && (idle_for < LIVENESS_CHECK_AFTER || idle.conn.is_alive())
                     {
                         host.open += 1;
                         return Poll::Ready(PooledConn {

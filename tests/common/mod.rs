@@ -414,3 +414,14 @@ pub fn data_events(body: &[u8]) -> Vec<String> {
         .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
         .collect()
 }
+
+/// Like [`request`], but `None` when the connection fails (for servers that are shutting down).
+pub fn try_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
