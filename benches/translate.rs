@@ -6,6 +6,10 @@
 
 use std::path::PathBuf;
 
+// The gateway's allocator, so that allocation costs are those of production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use llmux::dsl::{self, RequestCtx};
 use serde::{Deserialize, Serialize};
