@@ -186,3 +186,73 @@ fn anthropic_gemini_and_azure_through_the_gateway() {
         "provider keys never reach the logs"
     );
 }
+
+#[test]
+fn provider_files_hot_reload_and_a_broken_file_keeps_the_old_adapters() {
+    let mock = Mock::start();
+    let dir = TempDir::new("prov");
+    let pdir = dir.0.join("providers");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("providers/openai.llmux");
+    std::fs::copy(shipped, pdir.join("openai.llmux")).unwrap();
+    let cfg = format!(
+        "model_list:
+  - model_name: plain
+    litellm_params: {{ model: openai/up, api_base: {b}/v1, api_key: k }}
+  - model_name: custom
+    litellm_params: {{ model: custom/up, api_base: {b}/v1, api_key: k }}
+llmux:
+  providers_dir: {}
+",
+        pdir.display(),
+        b = mock.base()
+    );
+    let gw = Gateway::start(&cfg);
+    let body = |m: &str| json!({"model": m, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(chat(&gw, body("plain")).status, 200);
+    assert_eq!(
+        chat(&gw, body("custom")).status,
+        404,
+        "no provider file for `custom` yet"
+    );
+
+    std::fs::write(
+        pdir.join("custom.llmux"),
+        "provider custom extends openai {\n}\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || chat(
+            &gw,
+            body("custom")
+        )
+        .status
+            == 200),
+        "{}",
+        gw.proc.output()
+    );
+
+    std::fs::write(
+        pdir.join("custom.llmux"),
+        "provider custom extends openai {\n  bogus_item 1\n}\n",
+    )
+    .unwrap();
+    assert!(eventually(std::time::Duration::from_secs(5), || {
+        metric(
+            &gw.metrics(),
+            r#"llmux_config_reloads_total{result="error"}"#,
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    }));
+    assert_eq!(
+        chat(&gw, body("custom")).status,
+        200,
+        "the previous adapters keep serving"
+    );
+    let out = gw.proc.output();
+    assert!(
+        out.contains("custom.llmux:2:"),
+        "file:line:col in the log: {out}"
+    );
+}

@@ -1,14 +1,15 @@
-//! Hot reload: a file watcher (notify) and SIGHUP both trigger a rebuild of the snapshot off the
-//! hot path. A valid result is swapped in by the caller's `apply`; an invalid one is reported
-//! and the old snapshot keeps serving.
+//! Hot reload: a file watcher (notify) on the config file and on the provider files, and
+//! SIGHUP, all trigger a rebuild of the snapshot off the hot path. A valid result is swapped in by
+//! the caller's `apply`; an invalid one is reported and the old snapshot keeps serving.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use super::{load, ConfigError, ConfigSource, Loaded};
+use super::{load, ConfigError, ConfigSource, Loaded, ProvidersSource};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger {
@@ -20,53 +21,103 @@ pub enum Trigger {
 /// for the burst to end before reloading once.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// Starts the reload thread. `apply` receives every reload's result.
-pub fn spawn_reloader<F>(source: ConfigSource, apply: F) -> Sender<Trigger>
+/// Starts the reload thread, which also owns the file watchers. `apply` receives every reload's
+/// result. `providers` is where the running snapshot's provider files came from.
+pub fn spawn_reloader<F>(
+    source: ConfigSource,
+    providers: ProvidersSource,
+    apply: F,
+) -> Sender<Trigger>
 where
     F: Fn(Result<Loaded, ConfigError>) + Send + 'static,
 {
     let (tx, rx) = mpsc::channel();
+    let own_tx = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("llmux-reload".into())
-        .spawn(move || reload_loop(rx, source, apply));
+        .spawn(move || reload_loop(rx, own_tx, source, providers, apply));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the config reload thread; hot reload is off");
     }
     tx
 }
 
-fn reload_loop<F>(rx: Receiver<Trigger>, source: ConfigSource, apply: F)
-where
+fn reload_loop<F>(
+    rx: Receiver<Trigger>,
+    tx: Sender<Trigger>,
+    source: ConfigSource,
+    mut providers: ProvidersSource,
+    apply: F,
+) where
     F: Fn(Result<Loaded, ConfigError>),
 {
+    let mut watchers = watch_all(&source, &providers, &tx);
     while let Ok(first) = rx.recv() {
         // Swallow the rest of a burst.
         while rx.recv_timeout(DEBOUNCE).is_ok() {}
         tracing::debug!(trigger = ?first, "reloading config");
-        apply(load(&source));
+        let res = load(&source);
+        if let Ok(loaded) = &res {
+            // The config may now point at another providers directory: follow it.
+            if loaded.snapshot.providers_source != providers {
+                providers = loaded.snapshot.providers_source.clone();
+                watchers = watch_all(&source, &providers, &tx);
+            }
+        }
+        apply(res);
     }
+    drop(watchers);
 }
 
-/// Watches the config file's directory (so that atomic renames and Kubernetes' symlink swaps are
-/// seen). Returns the watcher, which must be kept alive; `None` for the embedded config.
-pub fn watch(source: &ConfigSource, tx: Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
-    let ConfigSource::File(path) = source else {
-        return None;
-    };
-    let file_name = path.file_name()?.to_owned();
-    let dir: PathBuf = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+/// What a watcher reacts to in its directory.
+enum Filter {
+    /// The config file (and Kubernetes' `..data` symlink swaps beside it).
+    FileName(OsString),
+    /// Provider files.
+    Extension(&'static str),
+}
+
+fn watch_all(
+    source: &ConfigSource,
+    providers: &ProvidersSource,
+    tx: &Sender<Trigger>,
+) -> Vec<notify::RecommendedWatcher> {
+    let mut out = Vec::new();
+    if let ConfigSource::File(path) = source {
+        if let Some(name) = path.file_name() {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            out.extend(watch_dir(
+                &dir,
+                Filter::FileName(name.to_owned()),
+                tx.clone(),
+            ));
+        }
+    }
+    if let ProvidersSource::Dir(dir) = providers {
+        out.extend(watch_dir(dir, Filter::Extension("llmux"), tx.clone()));
+    }
+    out
+}
+
+/// Watches a directory (not a file: atomic renames and symlink swaps replace the inode).
+fn watch_dir(
+    dir: &Path,
+    filter: Filter,
+    tx: Sender<Trigger>,
+) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, notify::EventKind::Access(_)) {
             return;
         }
-        let relevant = event.paths.iter().any(|p| {
-            p.file_name().is_some_and(|n| {
-                n == file_name.as_os_str() || n.to_string_lossy().starts_with("..")
-            })
+        let relevant = event.paths.iter().any(|p| match &filter {
+            Filter::FileName(name) => p
+                .file_name()
+                .is_some_and(|n| n == name.as_os_str() || n.to_string_lossy().starts_with("..")),
+            Filter::Extension(ext) => p.extension().is_some_and(|x| x == *ext),
         });
         if relevant {
             let _ = tx.send(Trigger::FileChanged);
@@ -75,12 +126,12 @@ pub fn watch(source: &ConfigSource, tx: Sender<Trigger>) -> Option<notify::Recom
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+            tracing::warn!(error = %e, "cannot start a file watcher; reload with SIGHUP");
             return None;
         }
     };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; reload with SIGHUP");
+    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch directory; reload with SIGHUP");
         return None;
     }
     Some(watcher)

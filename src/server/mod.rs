@@ -219,9 +219,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
     let reload_tx = {
         let shared = shared.clone();
-        config::reload::spawn_reloader(source.clone(), move |res| apply_reload(&shared, res))
+        let providers = shared.config.load().providers_source.clone();
+        config::reload::spawn_reloader(source.clone(), providers, move |res| {
+            apply_reload(&shared, res)
+        })
     };
-    let _watcher = config::reload::watch(&source, reload_tx.clone());
 
     wait_for_shutdown(&reload_tx);
     let snap = shared.config.load_full();
