@@ -256,3 +256,87 @@ llmux:
         "file:line:col in the log: {out}"
     );
 }
+
+fn media_config(mock: &Mock, media: &str) -> String {
+    format!(
+        "model_list:
+  - model_name: g
+    litellm_params: {{ model: gemini/up, api_base: {}/v1beta, api_key: k }}
+llmux:
+  media:
+{media}",
+        mock.base()
+    )
+}
+
+fn image_request(url: &str) -> Value {
+    json!({"model": "g", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url}}
+    ]}]})
+}
+
+#[test]
+fn remote_images_are_fetched_inlined_and_guarded() {
+    use base64::Engine as _;
+    let mock = Mock::start();
+    let image = format!("{}/mock/redirect?to=/mock/image.png", mock.base());
+
+    // Allowed (local test server on the allow-list, http enabled): fetched through a redirect
+    // and sent to the provider as inline bytes.
+    let gw = Gateway::start(&media_config(
+        &mock,
+        "    allow_http: true\n    allow_hosts: [\"127.0.0.1\"]\n",
+    ));
+    let r = chat(&gw, image_request(&image));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value =
+        serde_json::from_slice(&request(&mock.addr, "GET", "/mock/last-request", &[], b"").body)
+            .unwrap();
+    let inline = &sent["contents"][0]["parts"][1]["inlineData"];
+    assert_eq!(inline["mimeType"], "image/png", "{sent}");
+    let expected = base64::engine::general_purpose::STANDARD.encode(llmux::mock::MOCK_PNG);
+    assert_eq!(inline["data"], expected.as_str());
+
+    // Loopback without the allow-list: refused before any request is made (no SSRF).
+    let gw = Gateway::start(&media_config(&mock, "    allow_http: true\n"));
+    let before = mock.stats()["requests"].as_u64();
+    let r = chat(&gw, image_request(&image));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("non-public address"), "{msg}");
+    assert_eq!(
+        mock.stats()["requests"].as_u64(),
+        before,
+        "the provider was not called"
+    );
+
+    // https only by default.
+    let gw = Gateway::start(&media_config(&mock, "    allow_hosts: [\"127.0.0.1\"]\n"));
+    let r = chat(&gw, image_request(&image));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only https"),
+        "{}",
+        r.text()
+    );
+
+    // A URL that does not answer with an image is a clear 400.
+    let gw = Gateway::start(&media_config(
+        &mock,
+        "    allow_http: true\n    allow_hosts: [\"127.0.0.1\"]\n",
+    ));
+    let r = chat(&gw, image_request(&format!("{}/mock/stats", mock.base())));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an image"),
+        "{}",
+        r.text()
+    );
+}

@@ -7,7 +7,9 @@ pub mod schema;
 pub mod secrets;
 mod snapshot;
 
-pub use snapshot::{Deployment, ModelGroup, ServerSettings, Snapshot, UpstreamSettings};
+pub use snapshot::{
+    Deployment, MediaSettings, ModelGroup, ServerSettings, Snapshot, UpstreamSettings,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

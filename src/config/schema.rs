@@ -104,6 +104,30 @@ pub struct LlmuxSettings {
     pub mock: Option<MockSection>,
     #[serde(default)]
     pub providers_dir: Option<String>,
+    #[serde(default)]
+    pub media: MediaSection,
+}
+
+/// Remote media the gateway fetches for providers that need image bytes (declared by
+/// `fetch_images` in their provider file).
+#[derive(Debug, Default, Deserialize)]
+pub struct MediaSection {
+    /// Also fetch plain `http://` URLs (default: https only).
+    #[serde(default)]
+    pub allow_http: Option<bool>,
+    /// Hosts (names or IP addresses) exempt from the private-address check.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    /// Seconds for one fetch, redirects included.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    #[serde(default)]
+    pub max_redirects: Option<u8>,
+    /// Most images fetched for one request.
+    #[serde(default)]
+    pub max_images: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

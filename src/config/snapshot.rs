@@ -66,6 +66,17 @@ pub struct UpstreamSettings {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
+/// Limits for fetching remote images (see `llmux.media`).
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub allow_http: bool,
+    pub allow_hosts: Vec<String>,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+    pub max_redirects: u8,
+    pub max_images: usize,
+}
+
 /// Everything a request needs from the config, swapped atomically on reload.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -75,6 +86,7 @@ pub struct Snapshot {
     pub master_key: Option<String>,
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
+    pub media: MediaSettings,
     /// Address of the built-in mock to start beside the gateway, if configured.
     pub mock_listen: Option<String>,
     pub providers_dir: Option<String>,
@@ -190,6 +202,19 @@ pub(super) fn build(
         max_response_body_bytes: u.max_response_body_bytes.unwrap_or(64 * 1024 * 1024),
         tls: Arc::new(client_tls(base_dir, u.ca_file.as_deref())?),
     };
+    let md = &file.llmux.media;
+    let media = MediaSettings {
+        allow_http: md.allow_http.unwrap_or(false),
+        allow_hosts: md
+            .allow_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        max_bytes: md.max_bytes.unwrap_or(20 * 1024 * 1024),
+        timeout: secs(md.timeout.unwrap_or(10.0)),
+        max_redirects: md.max_redirects.unwrap_or(3),
+        max_images: md.max_images.unwrap_or(16),
+    };
     secrets_seen.retain(|s| s.len() >= 4);
     secrets_seen.sort();
     secrets_seen.dedup();
@@ -199,6 +224,7 @@ pub(super) fn build(
         master_key,
         server,
         upstream,
+        media,
         mock_listen: file.llmux.mock.map(|m| m.listen),
         providers_dir: file.llmux.providers_dir,
         log_format: file.llmux.logging.format,

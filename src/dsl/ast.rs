@@ -71,6 +71,8 @@ pub enum Item {
     },
     ApiVersion(Str),
     Framing(Ident),
+    /// Which image URLs the gateway must download (and inline as data URLs) before translation.
+    FetchImages(Ident),
     Table(TableDecl),
     Fn(FnDecl),
     Request {

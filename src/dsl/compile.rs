@@ -10,6 +10,7 @@ use super::ast::*;
 use super::builtins::{self, Builtin};
 use super::error::{ErrorClass, LoadError};
 use super::framing::Framing;
+use super::ir::FetchImages;
 use super::ir::*;
 use super::schema::{self, CtxField};
 
@@ -76,6 +77,7 @@ struct Merged<'a> {
     queries: Vec<(usize, &'a Str, &'a Expr)>,
     api_version: Option<&'a Str>,
     framing: Option<(usize, &'a Ident)>,
+    fetch_images: Option<(usize, &'a Ident)>,
     tables: Vec<(usize, &'a TableDecl)>,
     fns: Vec<(usize, &'a FnDecl)>,
     request: Option<(usize, bool, &'a [Stmt])>,
@@ -247,6 +249,10 @@ impl<'a> Compiler<'a> {
                     Item::Framing(i) => {
                         single("framing", i.span, self, &mut seen_single);
                         m.framing = Some((fi, i));
+                    }
+                    Item::FetchImages(i) => {
+                        single("fetch_images", i.span, self, &mut seen_single);
+                        m.fetch_images = Some((fi, i));
                     }
                     Item::Table(t) => {
                         if !own_names.insert(("table", t.name.name.as_str())) {
@@ -433,6 +439,20 @@ impl<'a> Compiler<'a> {
             .iter()
             .map(|(qfi, n, e)| (n.value.clone(), self.top(&pc, *qfi, Cx::Request, e)))
             .collect();
+        let fetch_images = match m.fetch_images {
+            None => FetchImages::None,
+            Some((ffi, i)) => match FetchImages::parse(&i.name) {
+                Some(f) => f,
+                None => {
+                    self.err(
+                        ffi,
+                        i.span,
+                        format!("unknown fetch_images `{}` (none, http, all)", i.name),
+                    );
+                    FetchImages::None
+                }
+            },
+        };
         let framing = match m.framing {
             None => Framing::Sse,
             Some((ffi, i)) => match Framing::parse(&i.name) {
@@ -517,6 +537,7 @@ impl<'a> Compiler<'a> {
             queries,
             api_version: m.api_version.map(|s| s.value.clone()),
             framing,
+            fetch_images,
             tables,
             fns,
             request,

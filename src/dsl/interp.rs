@@ -1,6 +1,8 @@
 //! Tree-walking interpreter over the compiled form. Input documents are
 //! borrowed, never copied, until a value is actually placed in the output.
 
+use std::cell::OnceCell;
+
 use serde_json::{Map, Value};
 
 use super::ast::BinOp;
@@ -49,6 +51,41 @@ impl<'a> Val<'a> {
 
     fn from_opt(v: Option<Value>) -> Self {
         v.map_or(Val::Absent, Val::Own)
+    }
+}
+
+/// Values per arena chunk: enough for a typical request without a second chunk.
+const CHUNK: usize = 32;
+
+/// Storage for owned values that are bound to a local, a `fn` parameter or a
+/// lambda parameter. Moving such a value here once turns every later read into
+/// a `Val::Ref` (a pointer copy) instead of a deep clone of the whole subtree.
+/// Each cell is written once through `&self` (`OnceCell`) and chunks are
+/// chained, never moved, so the borrows stay valid without `unsafe`. Lives as
+/// long as one evaluation (a request, a response, a stream event).
+pub struct Arena {
+    first: Chunk,
+}
+
+struct Chunk {
+    cells: [OnceCell<Value>; CHUNK],
+    next: OnceCell<Box<Chunk>>,
+}
+
+impl Chunk {
+    fn new() -> Self {
+        Chunk {
+            cells: std::array::from_fn(|_| OnceCell::new()),
+            next: OnceCell::new(),
+        }
+    }
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Arena {
+            first: Chunk::new(),
+        }
     }
 }
 
@@ -102,6 +139,9 @@ pub struct Env<'a, 's> {
     stack: Vec<Val<'a>>,
     base: usize,
     depth: usize,
+    /// Bump cursor into the arena: current chunk and cells used in it.
+    chunk: &'a Chunk,
+    used: usize,
 }
 
 type R<T> = Result<T, RtError>;
@@ -111,7 +151,12 @@ fn mapping<T>(msg: impl Into<String>) -> R<T> {
 }
 
 impl<'a, 's> Env<'a, 's> {
-    pub fn new(prog: &'a Program, state: &'s mut Vec<Value>, id_counter: &'s mut u64) -> Self {
+    pub fn new(
+        prog: &'a Program,
+        arena: &'a Arena,
+        state: &'s mut Vec<Value>,
+        id_counter: &'s mut u64,
+    ) -> Self {
         Env {
             prog,
             req: None,
@@ -129,6 +174,34 @@ impl<'a, 's> Env<'a, 's> {
             stack: Vec::with_capacity(16),
             base: 0,
             depth: 0,
+            chunk: &arena.first,
+            used: 0,
+        }
+    }
+
+    /// Move an owned value into the arena and borrow it for the rest of the
+    /// evaluation.
+    fn keep(&mut self, v: Value) -> &'a Value {
+        if self.used == CHUNK {
+            self.chunk = self.chunk.next.get_or_init(|| Box::new(Chunk::new()));
+            self.used = 0;
+        }
+        let chunk: &'a Chunk = self.chunk;
+        let cell = &chunk.cells[self.used];
+        self.used += 1;
+        // The cursor only moves forward, so the cell is always empty here.
+        cell.get_or_init(|| v)
+    }
+
+    /// A value about to be bound to a slot: owned data with heap parts goes to
+    /// the arena so that reads of the slot borrow instead of cloning; scalars
+    /// clone cheaply and stay as they are.
+    fn pin(&mut self, v: Val<'a>) -> Val<'a> {
+        match v {
+            Val::Own(x @ (Value::String(_) | Value::Array(_) | Value::Object(_))) => {
+                Val::Ref(self.keep(x))
+            }
+            v => v,
         }
     }
 
@@ -194,7 +267,7 @@ impl<'a, 's> Env<'a, 's> {
         match s {
             CStmt::Let(slot, e) => {
                 let v = self.eval(e)?;
-                self.stack[self.base + slot] = v;
+                self.stack[self.base + slot] = self.pin(v);
             }
             CStmt::Set(path, e) => {
                 let v = self.eval(e)?;
@@ -360,11 +433,22 @@ impl<'a, 's> Env<'a, 's> {
             }
             CExpr::Builtin(b, args, _) => self.builtin(*b, args)?,
             CExpr::UserFn(idx, args) => {
-                let mut vals = Vec::with_capacity(args.len());
+                // Arguments go straight onto the stack, where they become the
+                // callee's first slots: no argument vector per call.
+                let top = self.stack.len();
                 for a in args {
-                    vals.push(self.eval(a)?);
+                    match self.eval(a) {
+                        Ok(v) => {
+                            let v = self.pin(v);
+                            self.stack.push(v);
+                        }
+                        Err(e) => {
+                            self.stack.truncate(top);
+                            return Err(e);
+                        }
+                    }
                 }
-                self.call_user(*idx, vals)?
+                self.call_user(*idx, top)?
             }
             CExpr::Lambda(..) | CExpr::FnRef(_) | CExpr::TableRef(_) => {
                 return mapping("a function or table used as a value");
@@ -474,22 +558,25 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
-    fn call_user(&mut self, idx: usize, args: Vec<Val<'a>>) -> R<Val<'a>> {
+    /// Call fn `idx` whose (pinned) arguments are on the stack from `top` on;
+    /// they become the first slots of its frame. The stack is back at `top`
+    /// afterwards, on success and on error.
+    fn call_user(&mut self, idx: usize, top: usize) -> R<Val<'a>> {
         let prog = self.prog;
         let Some(f) = prog.fns.get(idx) else {
+            self.stack.truncate(top);
             return mapping("unknown fn");
         };
         if self.depth >= MAX_DEPTH {
+            self.stack.truncate(top);
             return mapping(format!("fn `{}` recursed deeper than {MAX_DEPTH}", f.name));
         }
         self.depth += 1;
         let old = self.base;
-        self.base = self.stack.len();
-        self.stack.extend(args);
-        self.stack
-            .resize(self.base + f.slots.max(f.params), Val::Absent);
+        self.base = top;
+        self.stack.resize(top + f.slots.max(f.params), Val::Absent);
         let r = self.eval(&f.body);
-        self.stack.truncate(self.base);
+        self.stack.truncate(top);
         self.base = old;
         self.depth -= 1;
         r
@@ -497,12 +584,17 @@ impl<'a, 's> Env<'a, 's> {
 
     /// Apply a lambda or fn reference to one argument.
     fn apply(&mut self, f: &'a CExpr, arg: Val<'a>) -> R<Val<'a>> {
+        let arg = self.pin(arg);
         match f {
             CExpr::Lambda(slot, body) => {
                 self.stack[self.base + slot] = arg;
                 self.eval(body)
             }
-            CExpr::FnRef(idx) => self.call_user(*idx, vec![arg]),
+            CExpr::FnRef(idx) => {
+                let top = self.stack.len();
+                self.stack.push(arg);
+                self.call_user(*idx, top)
+            }
             _ => mapping("expected a function"),
         }
     }

@@ -206,6 +206,7 @@ pub struct Program {
     pub queries: Vec<(String, CTop)>,
     pub api_version: Option<String>,
     pub framing: Framing,
+    pub fetch_images: FetchImages,
     pub tables: Vec<Table>,
     pub fns: Vec<CFn>,
     pub request: CBlock,
@@ -214,4 +215,41 @@ pub struct Program {
     pub response_passthrough: bool,
     pub stream: CStream,
     pub errors: CErrors,
+}
+
+/// Image URLs in the request that the gateway must download and inline (as `data:` URLs)
+/// before the request is translated, because the provider cannot take them by reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FetchImages {
+    /// The provider takes image URLs as they are.
+    #[default]
+    None,
+    /// Only `http://` URLs (the provider fetches `https://` itself).
+    Http,
+    /// Every `http://` and `https://` URL.
+    All,
+}
+
+impl FetchImages {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "http" => Some(Self::Http),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+
+    /// Whether a URL with this scheme must be fetched.
+    pub fn wants(self, url: &str) -> bool {
+        let lower = url
+            .get(..8)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        match self {
+            Self::None => false,
+            Self::Http => lower.starts_with("http://"),
+            Self::All => lower.starts_with("http://") || lower.starts_with("https://"),
+        }
+    }
 }

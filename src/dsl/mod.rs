@@ -37,6 +37,7 @@ use std::path::Path;
 
 pub use error::{ErrorClass, LoadError, MappedError, TranslateError};
 pub use framing::{Frame, FrameDecoder, Framing, FramingError};
+pub use ir::FetchImages;
 pub use provider::{Provider, RequestCtx, StreamControl, StreamState, UpstreamRequest};
 
 /// All compiled providers of a directory (or of a set of sources), by name.

@@ -70,6 +70,7 @@ const ITEM_KEYWORDS: &[&str] = &[
     "query",
     "api_version",
     "framing",
+    "fetch_images",
     "table",
     "fn",
     "request",
@@ -144,6 +145,7 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::query_item
         | Rule::api_version_item
         | Rule::framing_item
+        | Rule::fetch_images_item
         | Rule::table_item
         | Rule::fn_item
         | Rule::request_item
@@ -316,6 +318,7 @@ fn item(p: Pair<Rule>) -> Option<Item> {
         },
         Rule::api_version_item => Item::ApiVersion(string(ps.next()?)),
         Rule::framing_item => Item::Framing(ident(ps.next()?)),
+        Rule::fetch_images_item => Item::FetchImages(ident(ps.next()?)),
         Rule::table_item => {
             let name = ident(ps.next()?);
             let entries = ps

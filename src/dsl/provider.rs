@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::builtins::truthy;
 use super::error::{ErrorClass, MappedError, TranslateError};
 use super::framing::Framing;
-use super::interp::{Env, Flow, RtError, Sink};
+use super::interp::{Arena, Env, Flow, RtError, Sink};
 use super::ir::{Auth, Program, TmplPart};
 use super::passthrough;
 use super::schema::CtxField;
@@ -105,6 +105,11 @@ impl Provider {
         self.prog.request_passthrough
     }
 
+    /// Which image URLs the gateway must fetch and inline before translating a request.
+    pub fn fetch_images(&self) -> super::ir::FetchImages {
+        self.prog.fetch_images
+    }
+
     /// The file's default base URL (empty when the deployment must give `api_base`).
     pub fn base_url(&self) -> &str {
         &self.prog.base_url
@@ -167,7 +172,8 @@ impl Provider {
         let prog = &self.prog;
         let mut no_state = Vec::new();
         let mut ids = 0u64;
-        let mut env = Env::new(prog, &mut no_state, &mut ids);
+        let arena = Arena::default();
+        let mut env = Env::new(prog, &arena, &mut no_state, &mut ids);
         env.set_request(req);
         env.ctx = Some(ctx);
         env.passthrough = prog.request_passthrough;
@@ -332,7 +338,8 @@ impl Provider {
         let prog = &self.prog;
         let mut no_state = Vec::new();
         let mut ids = 0u64;
-        let mut env = Env::new(prog, &mut no_state, &mut ids);
+        let arena = Arena::default();
+        let mut env = Env::new(prog, &arena, &mut no_state, &mut ids);
         env.res = Some(&parsed);
         env.status = status;
         env.ctx = Some(ctx);
@@ -377,7 +384,8 @@ impl Provider {
         let prog = &self.prog;
         let mut no_state = Vec::new();
         let mut ids = 0u64;
-        let mut env = Env::new(prog, &mut no_state, &mut ids);
+        let arena = Arena::default();
+        let mut env = Env::new(prog, &arena, &mut no_state, &mut ids);
         env.res = res;
         env.status = status;
         env.text = text;
@@ -417,7 +425,8 @@ impl Provider {
         let mut ids = 0u64;
         {
             let mut scratch = Vec::new();
-            let mut env = Env::new(prog, &mut scratch, &mut ids);
+            let arena = Arena::default();
+            let mut env = Env::new(prog, &arena, &mut scratch, &mut ids);
             env.ctx = Some(ctx);
             for init in &prog.stream.init {
                 let v = env.eval_top(init).ok().and_then(|v| v.into_value());
@@ -470,7 +479,8 @@ impl Provider {
             usage,
             done,
         } = state;
-        let mut env = Env::new(prog, vars, id_counter);
+        let arena = Arena::default();
+        let mut env = Env::new(prog, &arena, vars, id_counter);
         env.ev = ev.as_ref();
         env.event = event_name;
         env.ctx = Some(&*ctx);

@@ -57,18 +57,18 @@ pub fn request_ctx(dep: &Deployment, view: &ChatRequestView, request_id: &str) -
 }
 
 /// Builds the upstream request for `dep` from the client's body.
+/// `req` is the parsed client body and `raw` its bytes (a passthrough provider forwards them).
 pub fn prepare(
     provider: &Provider,
     dep: &Deployment,
     view: &ChatRequestView,
-    body: &[u8],
+    req: &serde_json::Value,
+    raw: &[u8],
     request_id: &str,
 ) -> Result<PreparedRequest, Rejection> {
-    let req: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))?;
     let ctx = request_ctx(dep, view, request_id);
     let up = provider
-        .build_request_raw(&ctx, &req, body)
+        .build_request_raw(&ctx, req, raw)
         .map_err(translate_error)?;
     let uri: http::Uri = up.url.parse().map_err(|e| {
         ApiError::new(

@@ -6,6 +6,7 @@ use std::time::Instant;
 use http::StatusCode;
 
 use super::adapter::prepare;
+use super::media;
 use super::sse::{data_lines, SseSplitter};
 use super::usage::{self, Usage};
 use super::GatewayShard;
@@ -138,7 +139,37 @@ async fn forward<IO: ServerIo>(
         let _ = w.send_error(&e).await;
         return;
     };
-    let prepared = match prepare(provider, dep, view, &req.body, &req.request_id) {
+    let mut req_json: serde_json::Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => {
+            let e = ApiError::bad_request(format!("Invalid JSON in request body: {e}"));
+            let _ = w.send_error(&e).await;
+            return;
+        }
+    };
+    // Image URLs the provider cannot take by reference are fetched here, before translation.
+    let mut raw = std::borrow::Cow::Borrowed(&req.body[..]);
+    let policy = provider.fetch_images();
+    match media::inline_images(
+        &mut req_json,
+        policy,
+        &gw.upstream,
+        &snap.upstream,
+        &snap.media,
+    )
+    .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            raw = std::borrow::Cow::Owned(serde_json::to_vec(&req_json).unwrap_or_default())
+        }
+        Err(e) => {
+            out.error = Some("remote media fetch failed".into());
+            let _ = w.send_error(&e).await;
+            return;
+        }
+    }
+    let prepared = match prepare(provider, dep, view, &req_json, &raw, &req.request_id) {
         Ok(p) => p,
         Err(r) => {
             out.error = Some("request translation failed".into());

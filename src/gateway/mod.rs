@@ -4,6 +4,7 @@
 
 pub mod adapter;
 mod chat;
+mod media;
 pub mod sse;
 mod usage;
 

@@ -31,7 +31,18 @@ pub struct MockStats {
     pub requests: AtomicU64,
     pub disconnects: AtomicU64,
     pub completed_streams: AtomicU64,
+    /// The body of the last chat request, at `GET /mock/last-request` (to check translations).
+    pub last_request: arc_swap::ArcSwap<Vec<u8>>,
 }
+
+/// A 1x1 PNG, served at `GET /mock/image.png` (remote-media tests).
+pub const MOCK_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
 
 struct MockService {
     stats: Arc<MockStats>,
@@ -127,6 +138,26 @@ impl Service for MockService {
                     .await;
                 return;
             }
+            ("GET", "/mock/last-request") => {
+                let body = self.stats.last_request.load_full();
+                let _ = w.send_json(StatusCode::OK, &body).await;
+                return;
+            }
+            ("GET", "/mock/image.png") => {
+                let _ = w.send(StatusCode::OK, "image/png", &[], MOCK_PNG).await;
+                return;
+            }
+            ("GET", "/mock/redirect") => {
+                let to = req
+                    .query
+                    .as_deref()
+                    .and_then(|q| q.strip_prefix("to="))
+                    .unwrap_or("/mock/image.png");
+                let _ = w
+                    .send(StatusCode::FOUND, "text/plain", &[("location", to)], b"")
+                    .await;
+                return;
+            }
             ("GET", "/health") | ("GET", "/") => {
                 let _ = w.send_json(StatusCode::OK, br#"{"status":"ok"}"#).await;
                 return;
@@ -143,6 +174,7 @@ impl Service for MockService {
             return;
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_request.store(Arc::new(req.body.to_vec()));
         let body: serde_json::Value = match serde_json::from_slice(&req.body) {
             Ok(v) => v,
             Err(e) => {

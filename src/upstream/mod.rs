@@ -114,6 +114,15 @@ impl UpstreamClient {
         });
     }
 
+    /// Resolves a host through the shard's DNS cache (the answer later connects use).
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<std::rc::Rc<[std::net::SocketAddr]>> {
+        self.resolver.resolve(host, port).await
+    }
+
     /// Number of idle pooled connections (for tests and metrics).
     pub fn idle_connections(&self) -> usize {
         self.pool.idle_count()
