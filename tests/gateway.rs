@@ -510,6 +510,7 @@ fn health_models_and_metrics() {
                 &text,
                 r#"llmux_tokens_total{model_group="m",type="completion"}"#,
             ) == Some(25.0)
+            && metric(&text, "llmux_inflight_requests") == Some(1.0)
     });
     // Every sample line parses as `name{labels} value`.
     for line in text

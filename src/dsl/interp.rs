@@ -680,22 +680,41 @@ impl<'a, 's> Env<'a, 's> {
         use Builtin::*;
         // Functions that take a lambda evaluate it per item.
         match b {
-            Map | Filter | Reject | FlatMap | Find | Any | All | Leading | AfterLeading => {
-                let xs = self.eval(&args[0])?;
-                let f = &args[1];
-                let items: Vec<Val<'a>> = match xs {
-                    Val::Absent => return Ok(Val::Absent),
-                    Val::Ref(Value::Array(a)) => a.iter().map(Val::Ref).collect(),
-                    Val::Own(Value::Array(a)) => a.into_iter().map(Val::Own).collect(),
-                    Val::Ref(Value::Null) | Val::Own(Value::Null) => return Ok(Val::Absent),
-                    other => {
-                        return mapping(format!(
-                            "{b:?} expects a list, got a {}",
-                            bi::type_name(other.get())
-                        ))
-                    }
+            Map | Filter | Reject | FlatMap => {
+                return Ok(match self.seq(b, args)? {
+                    None => Val::Absent,
+                    Some(items) => Val::Own(Value::Array(
+                        items.into_iter().filter_map(Val::into_value).collect(),
+                    )),
+                });
+            }
+            Find | Any | All | Leading | AfterLeading => {
+                let Some(items) = self.list_arg(b, &args[0])? else {
+                    return Ok(Val::Absent);
                 };
-                return self.iterate(b, items, f);
+                return self.iterate(b, items, &args[1]);
+            }
+            // `xs | map(...) | join(sep)`: join the mapped items where they
+            // are, without building (and cloning into) the intermediate list.
+            Join if is_seq(&args[0]) => {
+                let xs = self.items(&args[0])?;
+                let sep = self.eval(&args[1])?;
+                let Items::List(items) = xs else {
+                    return Ok(Val::Absent);
+                };
+                let sep = sep.get().and_then(Value::as_str).unwrap_or_default();
+                let mut out = String::new();
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(sep);
+                    }
+                    match it.get() {
+                        Some(Value::String(s)) => out.push_str(s),
+                        Some(Value::Null) | None => {}
+                        Some(other) => out.push_str(&other.to_string()),
+                    }
+                }
+                return Ok(Val::Own(Value::String(out)));
             }
             Lookup => {
                 let CExpr::TableRef(t) = &args[0] else {
@@ -725,10 +744,26 @@ impl<'a, 's> Env<'a, 's> {
             }
             _ => {}
         }
-        let mut vals: Vec<Val<'a>> = Vec::with_capacity(args.len());
+        // Arguments are evaluated onto the stack: no vector per call.
+        let top = self.stack.len();
         for a in args {
-            vals.push(self.eval(a)?);
+            match self.eval(a) {
+                Ok(v) => self.stack.push(v),
+                Err(e) => {
+                    self.stack.truncate(top);
+                    return Err(e);
+                }
+            }
         }
+        let r = Self::pure_builtin(b, &mut self.stack[top..]);
+        self.stack.truncate(top);
+        r
+    }
+
+    /// Built-ins that only look at their evaluated arguments; results are
+    /// moved out of `vals` where possible.
+    fn pure_builtin(b: Builtin, vals: &mut [Val<'a>]) -> R<Val<'a>> {
+        use Builtin::*;
         let v0 = vals.first().and_then(Val::get);
         let str_arg = |i: usize| vals.get(i).and_then(Val::get).and_then(Value::as_str);
         let num_arg = |i: usize| vals.get(i).and_then(Val::get).and_then(Value::as_f64);
@@ -743,7 +778,7 @@ impl<'a, 's> Env<'a, 's> {
             },
             First | Last => {
                 let first = b == First;
-                Ok(match vals.swap_remove(0) {
+                Ok(match take(vals, 0) {
                     Val::Ref(Value::Array(a)) => {
                         ref_or_absent(if first { a.first() } else { a.last() })
                     }
@@ -776,7 +811,7 @@ impl<'a, 's> Env<'a, 's> {
             MergeAdjacent => {
                 let key = str_arg(1).unwrap_or_default().to_string();
                 let field = str_arg(2).unwrap_or_default().to_string();
-                match vals.swap_remove(0).into_value() {
+                match take(vals, 0).into_value() {
                     Some(Value::Array(a)) => own(Value::Array(bi::merge_adjacent(a, &key, &field))),
                     None | Some(Value::Null) => Ok(Val::Absent),
                     Some(other) => mapping(format!(
@@ -785,7 +820,7 @@ impl<'a, 's> Env<'a, 's> {
                     )),
                 }
             }
-            WithIndex => match vals.swap_remove(0).into_value() {
+            WithIndex => match take(vals, 0).into_value() {
                 Some(Value::Array(a)) => own(Value::Array(
                     a.into_iter()
                         .enumerate()
@@ -800,7 +835,7 @@ impl<'a, 's> Env<'a, 's> {
                 _ => Ok(Val::Absent),
             },
             TextOf => Ok(v0.and_then(bi::text_of).map_or(Val::Absent, Val::Own)),
-            AsList => Ok(match vals.swap_remove(0) {
+            AsList => Ok(match take(vals, 0) {
                 Val::Absent => Val::Absent,
                 v @ (Val::Ref(Value::Array(_)) | Val::Own(Value::Array(_))) => v,
                 Val::Ref(Value::Null) | Val::Own(Value::Null) => Val::Absent,
@@ -814,11 +849,7 @@ impl<'a, 's> Env<'a, 's> {
                     Some(Value::Object(o)) => o.is_empty(),
                     _ => false,
                 };
-                Ok(if empty {
-                    Val::Absent
-                } else {
-                    vals.swap_remove(0)
-                })
+                Ok(if empty { Val::Absent } else { take(vals, 0) })
             }
             Present => own(Value::Bool(!matches!(v0, None | Some(Value::Null)))),
             IsString => own(Value::Bool(v0.is_some_and(Value::is_string))),
@@ -838,7 +869,7 @@ impl<'a, 's> Env<'a, 's> {
                     Err(_) => Ok(Val::Absent),
                 },
                 // Already structured (some clients send objects): keep as is.
-                Some(_) => Ok(vals.swap_remove(0)),
+                Some(_) => Ok(take(vals, 0)),
             },
             ToJson => match v0 {
                 None => Ok(Val::Absent),
@@ -884,23 +915,23 @@ impl<'a, 's> Env<'a, 's> {
                 (Some(s), Some(from), Some(to)) if !from.is_empty() => {
                     own(Value::String(s.replace(from, to)))
                 }
-                (Some(_), _, _) => Ok(vals.swap_remove(0)),
+                (Some(_), _, _) => Ok(take(vals, 0)),
                 _ => Ok(Val::Absent),
             },
             Clamp => match (num_arg(0), num_arg(1), num_arg(2)) {
                 (Some(x), Some(lo), Some(hi)) => {
                     if x < lo {
-                        Ok(vals.swap_remove(1))
+                        Ok(take(vals, 1))
                     } else if x > hi {
-                        Ok(vals.swap_remove(2))
+                        Ok(take(vals, 2))
                     } else {
-                        Ok(vals.swap_remove(0))
+                        Ok(take(vals, 0))
                     }
                 }
                 _ => Ok(if v0.is_none() {
                     Val::Absent
                 } else {
-                    vals.swap_remove(0)
+                    take(vals, 0)
                 }),
             },
             Min | Max => {
@@ -917,13 +948,13 @@ impl<'a, 's> Env<'a, 's> {
                     }
                 }
                 Ok(match best {
-                    Some((_, i)) => vals.swap_remove(i),
+                    Some((_, i)) => take(vals, i),
                     None => Val::Absent,
                 })
             }
             Round | Int => match v0 {
                 None | Some(Value::Null) => Ok(Val::Absent),
-                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(vals.swap_remove(0)),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(take(vals, 0)),
                 Some(Value::Number(n)) => {
                     let f = n.as_f64().unwrap_or_default();
                     Ok(Val::from_opt(bi::num(if b == Round {
@@ -936,11 +967,11 @@ impl<'a, 's> Env<'a, 's> {
             },
             ToString => match v0 {
                 None => Ok(Val::Absent),
-                Some(Value::String(_)) => Ok(vals.swap_remove(0)),
+                Some(Value::String(_)) => Ok(take(vals, 0)),
                 Some(v) => own(Value::String(v.to_string())),
             },
             ToNumber => match v0 {
-                Some(Value::Number(_)) => Ok(vals.swap_remove(0)),
+                Some(Value::Number(_)) => Ok(take(vals, 0)),
                 Some(Value::String(s)) => Ok(s
                     .trim()
                     .parse::<f64>()
@@ -951,8 +982,8 @@ impl<'a, 's> Env<'a, 's> {
             },
             Merge => {
                 let mut out = serde_json::Map::new();
-                for v in vals {
-                    match v.into_value() {
+                for v in vals.iter_mut() {
+                    match std::mem::replace(v, Val::Absent).into_value() {
                         Some(Value::Object(o)) => out.extend(o),
                         None | Some(Value::Null) => {}
                         Some(other) => {
@@ -963,14 +994,13 @@ impl<'a, 's> Env<'a, 's> {
                 own(Value::Object(out))
             }
             Without => {
-                let keys: Vec<String> = vals[1..]
-                    .iter()
-                    .filter_map(|v| v.get().and_then(Value::as_str).map(str::to_string))
-                    .collect();
-                match vals.swap_remove(0).into_value() {
+                let Some((first, keys)) = vals.split_first_mut() else {
+                    return Ok(Val::Absent);
+                };
+                match std::mem::replace(first, Val::Absent).into_value() {
                     Some(Value::Object(mut o)) => {
-                        for k in keys {
-                            o.remove(&k);
+                        for k in keys.iter().filter_map(|v| v.get().and_then(Value::as_str)) {
+                            o.remove(k);
                         }
                         own(Value::Object(o))
                     }
@@ -991,7 +1021,7 @@ impl<'a, 's> Env<'a, 's> {
                     }
                     _ => return Ok(Val::Absent),
                 };
-                Ok(walk(vals.swap_remove(0), std::slice::from_ref(&seg)))
+                Ok(walk(take(vals, 0), std::slice::from_ref(&seg)))
             }
             Invert => match v0 {
                 None | Some(Value::Null) => Ok(Val::Absent),
@@ -1005,35 +1035,77 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
-    fn iterate(&mut self, b: Builtin, items: Vec<Val<'a>>, f: &'a CExpr) -> R<Val<'a>> {
+    /// The items of a list argument. A nested `map`/`filter`/`reject`/
+    /// `flat_map` yields its results as they are (mostly borrowed from the
+    /// input), so a pipeline never clones its intermediate lists.
+    fn items(&mut self, e: &'a CExpr) -> R<Items<'a>> {
+        if let CExpr::Builtin(b, args, _) = e {
+            if is_seq(e) {
+                return Ok(match self.seq(*b, args)? {
+                    Some(items) => Items::List(items),
+                    None => Items::Other(Val::Absent),
+                });
+            }
+        }
+        Ok(match self.eval(e)? {
+            Val::Ref(Value::Array(a)) => Items::List(a.iter().map(Val::Ref).collect()),
+            Val::Own(Value::Array(a)) => Items::List(a.into_iter().map(Val::Own).collect()),
+            other => Items::Other(other),
+        })
+    }
+
+    /// The list argument of `b`: `None` for absent or null, an error for a
+    /// non-list.
+    fn list_arg(&mut self, b: Builtin, e: &'a CExpr) -> R<Option<Vec<Val<'a>>>> {
+        match self.items(e)? {
+            Items::List(items) => Ok(Some(items)),
+            Items::Other(Val::Absent | Val::Ref(Value::Null) | Val::Own(Value::Null)) => Ok(None),
+            Items::Other(other) => mapping(format!(
+                "{b:?} expects a list, got a {}",
+                bi::type_name(other.get())
+            )),
+        }
+    }
+
+    /// `map`, `filter`, `reject`, `flat_map` as a list of values (`None` when
+    /// the input is absent). Absent results of `map` are dropped.
+    fn seq(&mut self, b: Builtin, args: &'a [CExpr]) -> R<Option<Vec<Val<'a>>>> {
+        use Builtin::*;
+        let Some(items) = self.list_arg(b, &args[0])? else {
+            return Ok(None);
+        };
+        let f = &args[1];
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            match b {
+                Filter | Reject => {
+                    // Pinned first, so the copy the predicate sees is a borrow.
+                    let it = self.pin(it);
+                    if bi::truthy(self.apply(f, it.clone())?.get()) == (b == Filter) {
+                        out.push(it);
+                    }
+                }
+                FlatMap => match self.apply(f, it)? {
+                    Val::Absent | Val::Ref(Value::Null) | Val::Own(Value::Null) => {}
+                    Val::Ref(Value::Array(a)) => out.extend(a.iter().map(Val::Ref)),
+                    Val::Own(Value::Array(a)) => out.extend(a.into_iter().map(Val::Own)),
+                    v => out.push(v),
+                },
+                _ => match self.apply(f, it)? {
+                    Val::Absent => {}
+                    v => out.push(v),
+                },
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn iterate(&mut self, b: Builtin, mut items: Vec<Val<'a>>, f: &'a CExpr) -> R<Val<'a>> {
         use Builtin::*;
         match b {
-            Map | FlatMap => {
-                let mut out = Vec::with_capacity(items.len());
-                for it in items {
-                    match self.apply(f, it)?.into_value() {
-                        None => {}
-                        Some(Value::Array(a)) if b == FlatMap => out.extend(a),
-                        Some(Value::Null) if b == FlatMap => {}
-                        Some(v) => out.push(v),
-                    }
-                }
-                Ok(Val::Own(Value::Array(out)))
-            }
-            Filter | Reject => {
-                let mut out = Vec::with_capacity(items.len());
-                for it in items {
-                    let keep = bi::truthy(self.apply(f, it.clone())?.get()) == (b == Filter);
-                    if keep {
-                        if let Some(v) = it.into_value() {
-                            out.push(v);
-                        }
-                    }
-                }
-                Ok(Val::Own(Value::Array(out)))
-            }
             Find => {
                 for it in items {
+                    let it = self.pin(it);
                     if bi::truthy(self.apply(f, it.clone())?.get()) {
                         return Ok(it);
                     }
@@ -1055,7 +1127,8 @@ impl<'a, 's> Env<'a, 's> {
             _ => {
                 // Leading / AfterLeading
                 let mut split = items.len();
-                for (i, it) in items.iter().enumerate() {
+                for (i, it) in items.iter_mut().enumerate() {
+                    *it = self.pin(std::mem::replace(it, Val::Absent));
                     if !bi::truthy(self.apply(f, it.clone())?.get()) {
                         split = i;
                         break;
@@ -1078,6 +1151,28 @@ impl<'a, 's> Env<'a, 's> {
             }
         }
     }
+}
+
+/// The items of a list, or the value that was not a list.
+enum Items<'a> {
+    List(Vec<Val<'a>>),
+    Other(Val<'a>),
+}
+
+/// A call whose result is a list computed item by item (see [`Env::items`]).
+fn is_seq(e: &CExpr) -> bool {
+    matches!(
+        e,
+        CExpr::Builtin(
+            Builtin::Map | Builtin::Filter | Builtin::Reject | Builtin::FlatMap,
+            ..
+        )
+    )
+}
+
+/// Move argument `i` out of an argument list, leaving `Absent`.
+fn take<'a>(vals: &mut [Val<'a>], i: usize) -> Val<'a> {
+    std::mem::replace(&mut vals[i], Val::Absent)
 }
 
 fn ref_or_absent(v: Option<&Value>) -> Val<'_> {

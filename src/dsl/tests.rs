@@ -372,21 +372,21 @@ fn url_templates_queries_and_query_auth() {
     );
     let p = set.get("p").expect("p");
     let mut ctx = RequestCtx {
-        model: "gemini/2.0 flash".into(),
+        model: "vendor/2.0 flash".into(),
         api_key: Some("k&1".into()),
         ..RequestCtx::default()
     };
     let up = p.build_request(&ctx, &json!({})).expect("built");
     assert_eq!(
         up.url,
-        "https://x.test/v1beta/models/gemini%2F2.0%20flash:generateContent?api-version=2024-01-01&key=k%261"
+        "https://x.test/v1beta/models/vendor%2F2.0%20flash:generateContent?api-version=2024-01-01&key=k%261"
     );
     ctx.stream = true;
     ctx.api_version = Some("v2".into());
     let up = p.build_request(&ctx, &json!({})).expect("built");
     assert_eq!(
         up.url,
-        "https://x.test/v1beta/models/gemini%2F2.0%20flash:streamGenerateContent?alt=sse&api-version=v2&key=k%261"
+        "https://x.test/v1beta/models/vendor%2F2.0%20flash:streamGenerateContent?alt=sse&api-version=v2&key=k%261"
     );
     assert!(!up.headers.iter().any(|(k, _)| k == "authorization"));
 }
@@ -414,8 +414,20 @@ fn load_error_display_format() {
 #[test]
 fn truncated_sources_never_panic() {
     let dir = providers_dir();
-    for name in ["anthropic.llmux", "openai.llmux"] {
-        let src = std::fs::read_to_string(dir.join(name)).expect("read");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("providers dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "llmux"))
+        .collect();
+    files.sort();
+    for path in files {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x.llmux")
+            .to_owned();
+        let name = name.as_str();
+        let src = std::fs::read_to_string(&path).expect("read");
         let mut cut = 0;
         while cut < src.len() {
             if src.is_char_boundary(cut) {

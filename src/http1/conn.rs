@@ -39,19 +39,8 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
             HeadOutcome::Head(h) => h,
             HeadOutcome::Closed => return,
             HeadOutcome::Reject(status, msg) => {
-                svc.on_rejected(status);
                 let id = svc.next_request_id();
-                let mut w = ResponseWriter::new(&mut io, &id, false, false, false);
-                let kind = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-                        ErrorKind::PayloadTooLarge
-                    }
-                    StatusCode::REQUEST_TIMEOUT => ErrorKind::BadRequest,
-                    _ => ErrorKind::BadRequest,
-                };
-                let mut e = ApiError::new(kind, msg);
-                e.code = Some(status.as_u16().to_string());
-                let _ = w.send(status, "application/json", &[], &e.to_json()).await;
+                reject(svc, &mut io, &id, status, &msg).await;
                 return;
             }
         };
@@ -186,6 +175,8 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
     }
 }
 
+/// Answers a request the connection cannot serve (malformed, too large, too slow) with an
+/// OpenAI-format error carrying the exact status, then the caller closes the connection.
 async fn reject<S: Service, IO: ServerIo>(
     svc: &S,
     io: &mut IO,
@@ -195,12 +186,14 @@ async fn reject<S: Service, IO: ServerIo>(
 ) {
     svc.on_rejected(status);
     let mut w = ResponseWriter::new(io, request_id, false, false, false);
-    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ErrorKind::PayloadTooLarge
-    } else {
-        ErrorKind::BadRequest
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ErrorKind::PayloadTooLarge
+        }
+        _ => ErrorKind::BadRequest,
     };
-    let _ = w.send_error(&ApiError::new(kind, msg)).await;
+    let e = ApiError::new(kind, msg).with_code(status.as_u16().to_string());
+    let _ = w.send(status, "application/json", &[], &e.to_json()).await;
 }
 
 enum HeadOutcome {

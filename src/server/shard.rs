@@ -75,14 +75,14 @@ pub fn run(spec: ShardSpec) {
         let stopping = Rc::new(LocalEvent::default());
         match TcpListener::from_std(tcp) {
             Ok(l) => {
-                monoio::spawn(accept_tcp(ctx.clone(), l, stopping.clone()));
+                monoio::spawn(accept_loop(ctx.clone(), l, stopping.clone()));
             }
             Err(e) => tracing::error!(shard = id, error = %e, "cannot register TCP listener"),
         }
         if let Some(u) = uds {
             match UnixListener::from_std(u) {
                 Ok(l) => {
-                    monoio::spawn(accept_uds(ctx.clone(), l, stopping.clone()));
+                    monoio::spawn(accept_loop(ctx.clone(), l, stopping.clone()));
                 }
                 Err(e) => tracing::error!(shard = id, error = %e, "cannot register unix listener"),
             }
@@ -114,30 +114,63 @@ fn limits(ctx: &ShardCtx) -> ConnLimits {
     }
 }
 
-async fn accept_tcp(ctx: Rc<ShardCtx>, listener: TcpListener, stopping: Rc<LocalEvent>) {
+/// A listener a shard accepts from.
+trait Acceptor {
+    type Stream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream>;
+    /// Serves one accepted connection on this shard.
+    fn spawn_conn(ctx: Rc<ShardCtx>, stream: Self::Stream);
+}
+
+impl Acceptor for TcpListener {
+    type Stream = monoio::net::TcpStream;
+
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        let (stream, _) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn spawn_conn(ctx: Rc<ShardCtx>, stream: Self::Stream) {
+        let tls = ctx.shared.config.load().server.tls.clone();
+        match tls {
+            None => {
+                monoio::spawn(serve_plain(ctx, stream));
+            }
+            // Boxed: the TLS session is large, and plain connections should not carry its
+            // size in their task.
+            Some(cfg) => {
+                monoio::spawn(Box::pin(serve_tls(ctx, stream, cfg)));
+            }
+        }
+    }
+}
+
+impl Acceptor for UnixListener {
+    type Stream = monoio::net::UnixStream;
+
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+
+    fn spawn_conn(ctx: Rc<ShardCtx>, stream: Self::Stream) {
+        monoio::spawn(async move {
+            let svc = GatewayService::new(ctx.clone());
+            conn::serve(&svc, stream, || limits(&ctx)).await;
+        });
+    }
+}
+
+/// Accepts until the shard starts draining.
+async fn accept_loop<A: Acceptor>(ctx: Rc<ShardCtx>, listener: A, stopping: Rc<LocalEvent>) {
     loop {
         let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
+            r = listener.accept_one() => Some(r),
             _ = stopping.wait() => None,
         };
         match accepted {
             None => return,
-            Some(Ok((stream, _peer))) => {
-                let _ = stream.set_nodelay(true);
-                let ctx = ctx.clone();
-                let tls = ctx.shared.config.load().server.tls.clone();
-                let ctx = ctx.clone();
-                match tls {
-                    None => {
-                        monoio::spawn(serve_plain(ctx, stream));
-                    }
-                    // Boxed: the TLS session is large, and plain connections should not
-                    // carry its size in their task.
-                    Some(cfg) => {
-                        monoio::spawn(Box::pin(serve_tls(ctx, stream, cfg)));
-                    }
-                }
-            }
+            Some(Ok(stream)) => A::spawn_conn(ctx.clone(), stream),
             Some(Err(e)) => {
                 // Usually EMFILE: back off instead of spinning.
                 tracing::warn!(shard = ctx.id, error = %e, "accept failed");
@@ -171,28 +204,5 @@ async fn serve_tls(
         }
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
-    }
-}
-
-async fn accept_uds(ctx: Rc<ShardCtx>, listener: UnixListener, stopping: Rc<LocalEvent>) {
-    loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
-            _ = stopping.wait() => None,
-        };
-        match accepted {
-            None => return,
-            Some(Ok((stream, _))) => {
-                let ctx = ctx.clone();
-                monoio::spawn(async move {
-                    let svc = GatewayService::new(ctx.clone());
-                    conn::serve(&svc, stream, || limits(&ctx)).await;
-                });
-            }
-            Some(Err(e)) => {
-                tracing::warn!(shard = ctx.id, error = %e, "unix accept failed");
-                monoio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
     }
 }
