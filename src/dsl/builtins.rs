@@ -2,6 +2,8 @@
 //! and the pure value helpers the interpreter calls. Functions that take a
 //! lambda (`map`, `filter`, ...) are evaluated by the interpreter itself.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,17 +229,22 @@ pub fn merge_adjacent(items: Vec<Value>, key: &str, field: &str) -> Vec<Value> {
         let Some(Value::Object(prev)) = out.last_mut() else {
             continue;
         };
-        let mut list = match prev.remove(field) {
-            Some(Value::Array(a)) => a,
-            Some(Value::Null) | None => Vec::new(),
-            Some(v) => vec![v],
+        // Updated in place when present: no new key string.
+        let slot = match prev.get_mut(field) {
+            Some(slot) => slot,
+            None => prev.entry(field.to_string()).or_insert(Value::Null),
+        };
+        let mut list = match std::mem::take(slot) {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            v => vec![v],
         };
         match cur.remove(field) {
             Some(Value::Array(a)) => list.extend(a),
             Some(Value::Null) | None => {}
             Some(v) => list.push(v),
         }
-        prev.insert(field.to_string(), Value::Array(list));
+        *slot = Value::Array(list);
     }
     out
 }
@@ -259,7 +266,8 @@ pub fn id_hex(seed: &str, counter: u64) -> String {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
-        out.push_str(&format!("{z:016x}"));
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{z:016x}");
     }
     out.truncate(24);
     out

@@ -144,10 +144,13 @@ pub struct Env<'a, 's> {
     used: usize,
 }
 
-type R<T> = Result<T, RtError>;
+/// Errors are boxed inside the interpreter: `Result<Val, Box<_>>` fits in the
+/// 32 bytes of a `Val` (niche), where an inline `RtError` makes every returned
+/// value 40 bytes. Errors are rare; results are moved on every evaluation.
+type R<T> = Result<T, Box<RtError>>;
 
 fn mapping<T>(msg: impl Into<String>) -> R<T> {
-    Err(RtError::Mapping(msg.into()))
+    Err(Box::new(RtError::Mapping(msg.into())))
 }
 
 impl<'a, 's> Env<'a, 's> {
@@ -171,7 +174,8 @@ impl<'a, 's> Env<'a, 's> {
             state,
             id_counter,
             passthrough: false,
-            stack: Vec::with_capacity(16),
+            // Deep enough for the shipped files' nesting without regrowing.
+            stack: Vec::with_capacity(64),
             base: 0,
             depth: 0,
             chunk: &arena.first,
@@ -217,28 +221,28 @@ impl<'a, 's> Env<'a, 's> {
     }
 
     /// Evaluate a stand-alone expression in a fresh frame.
-    pub fn eval_top(&mut self, top: &'a CTop) -> R<Val<'a>> {
+    pub fn eval_top(&mut self, top: &'a CTop) -> Result<Val<'a>, RtError> {
         let base = self.enter(top.slots);
         let r = self.eval(&top.expr);
         self.leave(base);
-        r
+        r.map_err(|e| *e)
     }
 
     /// Evaluate an expression compiled into a block's scope (a handler's
     /// `when`), in a fresh frame of that block's size.
-    pub fn eval_with_slots(&mut self, e: &'a CExpr, slots: usize) -> R<Val<'a>> {
+    pub fn eval_with_slots(&mut self, e: &'a CExpr, slots: usize) -> Result<Val<'a>, RtError> {
         let base = self.enter(slots);
         let r = self.eval(e);
         self.leave(base);
-        r
+        r.map_err(|e| *e)
     }
 
     /// Run a block in a fresh frame.
-    pub fn run_block(&mut self, block: &'a CBlock, sink: &mut Sink) -> R<Flow> {
+    pub fn run_block(&mut self, block: &'a CBlock, sink: &mut Sink) -> Result<Flow, RtError> {
         let base = self.enter(block.slots);
         let r = self.exec(&block.stmts, sink);
         self.leave(base);
-        r
+        r.map_err(|e| *e)
     }
 
     fn enter(&mut self, slots: usize) -> usize {
@@ -256,7 +260,7 @@ impl<'a, 's> Env<'a, 's> {
     fn exec(&mut self, stmts: &'a [CStmt], sink: &mut Sink) -> R<Flow> {
         for s in stmts {
             let flow = self.stmt(s, sink)?;
-            if flow != Flow::Normal {
+            if !matches!(flow, Flow::Normal) {
                 return Ok(flow);
             }
         }
@@ -382,8 +386,29 @@ impl<'a, 's> Env<'a, 's> {
         Value::Object(m)
     }
 
+    /// Evaluate an expression. The frequent leaves (constants, locals, paths
+    /// on a local or on `res`/`ev`) are handled here in a small stack frame;
+    /// everything else goes to `eval_node`, whose frame is large because its
+    /// arms are. Most evaluations are leaves, so this halves the per-call cost.
     pub fn eval(&mut self, e: &'a CExpr) -> R<Val<'a>> {
-        Ok(match e {
+        match e {
+            CExpr::Const(v) => Ok(Val::Ref(v)),
+            CExpr::Local(slot) => Ok(self.stack[self.base + slot].clone()),
+            CExpr::Path(base, segs) => match &**base {
+                CExpr::Local(slot) => Ok(walk(self.stack[self.base + slot].clone(), segs)),
+                CExpr::Res => Ok(walk(ref_or_absent(self.res), segs)),
+                CExpr::Ev => Ok(walk(ref_or_absent(self.ev), segs)),
+                _ => self.eval_node(e),
+            },
+            _ => self.eval_node(e),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_node(&mut self, e: &'a CExpr) -> R<Val<'a>> {
+        // Calls in tail position return their `Result` as is: unwrapping and
+        // re-wrapping it copies the value through the (large) frame.
+        let v = match e {
             CExpr::Const(v) => Val::Ref(v),
             CExpr::Omit => Val::Absent,
             CExpr::Req(id) => {
@@ -431,7 +456,7 @@ impl<'a, 's> Env<'a, 's> {
                 };
                 walk(b, std::slice::from_ref(&seg))
             }
-            CExpr::Builtin(b, args, _) => self.builtin(*b, args)?,
+            CExpr::Builtin(b, args, _) => return self.builtin(*b, args),
             CExpr::UserFn(idx, args) => {
                 // Arguments go straight onto the stack, where they become the
                 // callee's first slots: no argument vector per call.
@@ -448,7 +473,7 @@ impl<'a, 's> Env<'a, 's> {
                         }
                     }
                 }
-                self.call_user(*idx, top)?
+                return self.call_user(*idx, top);
             }
             CExpr::Lambda(..) | CExpr::FnRef(_) | CExpr::TableRef(_) => {
                 return mapping("a function or table used as a value");
@@ -464,16 +489,15 @@ impl<'a, 's> Env<'a, 's> {
                 let v = self.eval(x)?;
                 Val::Own(Value::Bool(!bi::truthy(v.get())))
             }
-            CExpr::Bin(op, a, b, _) => self.binary(*op, a, b)?,
+            CExpr::Bin(op, a, b, _) => return self.binary(*op, a, b),
             CExpr::If(c, t, f) => {
                 let cond = self.eval(c)?;
                 if bi::truthy(cond.get()) {
-                    self.eval(t)?
-                } else {
-                    match f {
-                        Some(f) => self.eval(f)?,
-                        None => Val::Absent,
-                    }
+                    return self.eval(t);
+                }
+                match f {
+                    Some(f) => return self.eval(f),
+                    None => Val::Absent,
                 }
             }
             CExpr::Match(s, arms) => {
@@ -485,53 +509,60 @@ impl<'a, 's> Env<'a, 's> {
                 }
                 Val::Absent
             }
-            CExpr::Object(entries) => {
-                let mut m = Map::new();
-                for en in entries {
-                    match en {
-                        CObj::Field(k, v) => {
-                            if let Some(v) = self.eval(v)?.into_value() {
-                                m.insert(k.clone(), v);
-                            }
-                        }
-                        CObj::Spread(v) => match self.eval(v)?.into_value() {
-                            None | Some(Value::Null) => {}
-                            Some(Value::Object(o)) => m.extend(o),
-                            Some(other) => {
-                                return mapping(format!(
-                                    "cannot spread a {} into an object",
-                                    bi::type_name(Some(&other))
-                                ))
-                            }
-                        },
+            CExpr::Object(entries) => return self.object(entries),
+            CExpr::Array(entries) => return self.array(entries),
+        };
+        Ok(v)
+    }
+
+    #[inline(never)]
+    fn object(&mut self, entries: &'a [CObj]) -> R<Val<'a>> {
+        let mut m = Map::new();
+        for en in entries {
+            match en {
+                CObj::Field(k, v) => {
+                    if let Some(v) = self.eval(v)?.into_value() {
+                        m.insert(k.clone(), v);
                     }
                 }
-                Val::Own(Value::Object(m))
+                CObj::Spread(v) => match self.eval(v)?.into_value() {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(o)) => m.extend(o),
+                    Some(other) => {
+                        return mapping(format!(
+                            "cannot spread a {} into an object",
+                            bi::type_name(Some(&other))
+                        ))
+                    }
+                },
             }
-            CExpr::Array(entries) => {
-                let mut out = Vec::with_capacity(entries.len());
-                for en in entries {
-                    match en {
-                        CArr::Item(v) => {
-                            if let Some(v) = self.eval(v)?.into_value() {
-                                out.push(v);
-                            }
-                        }
-                        CArr::Spread(v) => match self.eval(v)?.into_value() {
-                            None | Some(Value::Null) => {}
-                            Some(Value::Array(a)) => out.extend(a),
-                            Some(other) => {
-                                return mapping(format!(
-                                    "cannot spread a {} into a list",
-                                    bi::type_name(Some(&other))
-                                ))
-                            }
-                        },
+        }
+        Ok(Val::Own(Value::Object(m)))
+    }
+
+    #[inline(never)]
+    fn array(&mut self, entries: &'a [CArr]) -> R<Val<'a>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for en in entries {
+            match en {
+                CArr::Item(v) => {
+                    if let Some(v) = self.eval(v)?.into_value() {
+                        out.push(v);
                     }
                 }
-                Val::Own(Value::Array(out))
+                CArr::Spread(v) => match self.eval(v)?.into_value() {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(a)) => out.extend(a),
+                    Some(other) => {
+                        return mapping(format!(
+                            "cannot spread a {} into a list",
+                            bi::type_name(Some(&other))
+                        ))
+                    }
+                },
             }
-        })
+        }
+        Ok(Val::Own(Value::Array(out)))
     }
 
     fn ctx_field(&self, f: CtxField) -> Val<'a> {
@@ -599,6 +630,8 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
+    // Kept out of `eval_node` so that its frame stays small.
+    #[inline(never)]
     fn binary(&mut self, op: BinOp, a: &'a CExpr, b: &'a CExpr) -> R<Val<'a>> {
         use BinOp::*;
         match op {
@@ -676,6 +709,8 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
+    // Kept out of `eval_node` so that its frame stays small.
+    #[inline(never)]
     fn builtin(&mut self, b: Builtin, args: &'a [CExpr]) -> R<Val<'a>> {
         use Builtin::*;
         // Functions that take a lambda evaluate it per item.
@@ -704,7 +739,7 @@ impl<'a, 's> Env<'a, 's> {
                 };
                 let sep = sep.get().and_then(Value::as_str).unwrap_or_default();
                 let mut out = String::new();
-                for (i, it) in items.iter().enumerate() {
+                for (i, it) in items.enumerate() {
                     if i > 0 {
                         out.push_str(sep);
                     }
@@ -809,10 +844,19 @@ impl<'a, 's> Env<'a, 's> {
                 own(Value::String(out))
             }
             MergeAdjacent => {
-                let key = str_arg(1).unwrap_or_default().to_string();
-                let field = str_arg(2).unwrap_or_default().to_string();
-                match take(vals, 0).into_value() {
-                    Some(Value::Array(a)) => own(Value::Array(bi::merge_adjacent(a, &key, &field))),
+                let Some((first, rest)) = vals.split_first_mut() else {
+                    return Ok(Val::Absent);
+                };
+                let arg = |i: usize| {
+                    rest.get(i)
+                        .and_then(Val::get)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                };
+                match std::mem::replace(first, Val::Absent).into_value() {
+                    Some(Value::Array(a)) => {
+                        own(Value::Array(bi::merge_adjacent(a, arg(0), arg(1))))
+                    }
                     None | Some(Value::Null) => Ok(Val::Absent),
                     Some(other) => mapping(format!(
                         "merge_adjacent of a {}",
@@ -862,10 +906,10 @@ impl<'a, 's> Env<'a, 's> {
                 None | Some(Value::Null) => Ok(Val::Absent),
                 Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
                     Ok(v) => own(v),
-                    Err(e) if b == ParseJson => Err(RtError::Invalid(format!(
+                    Err(e) if b == ParseJson => Err(Box::new(RtError::Invalid(format!(
                         "invalid JSON ({e}): {}",
                         preview(s)
-                    ))),
+                    )))),
                     Err(_) => Ok(Val::Absent),
                 },
                 // Already structured (some clients send objects): keep as is.
@@ -873,7 +917,7 @@ impl<'a, 's> Env<'a, 's> {
             },
             ToJson => match v0 {
                 None => Ok(Val::Absent),
-                Some(v) => own(Value::String(v.to_string())),
+                Some(v) => own(Value::String(json_text(v))),
             },
             DataUrl => Ok(str_arg(0)
                 .and_then(bi::data_url)
@@ -1027,9 +1071,9 @@ impl<'a, 's> Env<'a, 's> {
                 None | Some(Value::Null) => Ok(Val::Absent),
                 Some(v) => own(Value::Bool(!bi::truthy(Some(v)))),
             },
-            Invalid => Err(RtError::Invalid(
+            Invalid => Err(Box::new(RtError::Invalid(
                 str_arg(0).unwrap_or("invalid request").to_string(),
-            )),
+            ))),
             Map | Filter | Reject | FlatMap | Find | Any | All | Leading | AfterLeading
             | Lookup | Now | NewId => mapping("unreachable builtin dispatch"),
         }
@@ -1042,21 +1086,22 @@ impl<'a, 's> Env<'a, 's> {
         if let CExpr::Builtin(b, args, _) = e {
             if is_seq(e) {
                 return Ok(match self.seq(*b, args)? {
-                    Some(items) => Items::List(items),
+                    Some(items) => Items::List(ItemIter::Vals(items.into_iter())),
                     None => Items::Other(Val::Absent),
                 });
             }
         }
         Ok(match self.eval(e)? {
-            Val::Ref(Value::Array(a)) => Items::List(a.iter().map(Val::Ref).collect()),
-            Val::Own(Value::Array(a)) => Items::List(a.into_iter().map(Val::Own).collect()),
+            // A borrowed list is walked in place, without a vector of items.
+            Val::Ref(Value::Array(a)) => Items::List(ItemIter::Refs(a.iter())),
+            Val::Own(Value::Array(a)) => Items::List(ItemIter::Owns(a.into_iter())),
             other => Items::Other(other),
         })
     }
 
     /// The list argument of `b`: `None` for absent or null, an error for a
     /// non-list.
-    fn list_arg(&mut self, b: Builtin, e: &'a CExpr) -> R<Option<Vec<Val<'a>>>> {
+    fn list_arg(&mut self, b: Builtin, e: &'a CExpr) -> R<Option<ItemIter<'a>>> {
         match self.items(e)? {
             Items::List(items) => Ok(Some(items)),
             Items::Other(Val::Absent | Val::Ref(Value::Null) | Val::Own(Value::Null)) => Ok(None),
@@ -1100,7 +1145,7 @@ impl<'a, 's> Env<'a, 's> {
         Ok(Some(out))
     }
 
-    fn iterate(&mut self, b: Builtin, mut items: Vec<Val<'a>>, f: &'a CExpr) -> R<Val<'a>> {
+    fn iterate(&mut self, b: Builtin, items: ItemIter<'a>, f: &'a CExpr) -> R<Val<'a>> {
         use Builtin::*;
         match b {
             Find => {
@@ -1126,6 +1171,7 @@ impl<'a, 's> Env<'a, 's> {
             }
             _ => {
                 // Leading / AfterLeading
+                let mut items: Vec<Val<'a>> = items.collect();
                 let mut split = items.len();
                 for (i, it) in items.iter_mut().enumerate() {
                     *it = self.pin(std::mem::replace(it, Val::Absent));
@@ -1155,9 +1201,38 @@ impl<'a, 's> Env<'a, 's> {
 
 /// The items of a list, or the value that was not a list.
 enum Items<'a> {
-    List(Vec<Val<'a>>),
+    List(ItemIter<'a>),
     Other(Val<'a>),
 }
+
+/// The items of a list: borrowed from a document, or computed.
+enum ItemIter<'a> {
+    Refs(std::slice::Iter<'a, Value>),
+    Owns(std::vec::IntoIter<Value>),
+    Vals(std::vec::IntoIter<Val<'a>>),
+}
+
+impl<'a> Iterator for ItemIter<'a> {
+    type Item = Val<'a>;
+
+    fn next(&mut self) -> Option<Val<'a>> {
+        match self {
+            ItemIter::Refs(it) => it.next().map(Val::Ref),
+            ItemIter::Owns(it) => it.next().map(Val::Own),
+            ItemIter::Vals(it) => it.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            ItemIter::Refs(it) => it.size_hint(),
+            ItemIter::Owns(it) => it.size_hint(),
+            ItemIter::Vals(it) => it.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for ItemIter<'_> {}
 
 /// A call whose result is a list computed item by item (see [`Env::items`]).
 fn is_seq(e: &CExpr) -> bool {
@@ -1168,6 +1243,158 @@ fn is_seq(e: &CExpr) -> bool {
             ..
         )
     )
+}
+
+/// Load-time rewrite: list and object literals whose entries are all
+/// constants become one constant, so evaluating them borrows instead of
+/// building (and allocating) a fresh value every time. `m.role in ["system",
+/// "developer"]` in a `fn` called per message is the typical case. Literals are
+/// built in entry order with later keys winning, exactly as at run time.
+pub fn fold_constants(prog: &mut Program) {
+    for f in &mut prog.fns {
+        fold_expr(&mut f.body);
+    }
+    fold_stmts(&mut prog.request.stmts);
+    if let Some(b) = &mut prog.response {
+        fold_stmts(&mut b.stmts);
+    }
+    for t in &mut prog.stream.init {
+        fold_expr(&mut t.expr);
+    }
+    for h in &mut prog.stream.handlers {
+        if let Some(c) = &mut h.cond {
+            fold_expr(c);
+        }
+        fold_stmts(&mut h.body.stmts);
+    }
+    if let Some(m) = &mut prog.errors.message {
+        fold_expr(&mut m.expr);
+    }
+    for r in &mut prog.errors.rules {
+        fold_expr(&mut r.cond.expr);
+    }
+    for (_, t) in prog.headers.iter_mut().chain(prog.queries.iter_mut()) {
+        fold_expr(&mut t.expr);
+    }
+    for u in &mut prog.urls {
+        if let Some(c) = &mut u.cond {
+            fold_expr(&mut c.expr);
+        }
+    }
+}
+
+fn fold_stmts(stmts: &mut [CStmt]) {
+    for s in stmts {
+        match s {
+            CStmt::Let(_, e)
+            | CStmt::Set(_, e)
+            | CStmt::SetState(_, _, e)
+            | CStmt::EmitUsage(e)
+            | CStmt::EmitChunk(e)
+            | CStmt::Raise(e) => fold_expr(e),
+            CStmt::If(c, t, f) => {
+                fold_expr(c);
+                fold_stmts(t);
+                fold_stmts(f);
+            }
+            CStmt::Unsupported(_, c) => {
+                if let Some(c) = c {
+                    fold_expr(c);
+                }
+            }
+            CStmt::EmitDelta(d, f) => {
+                fold_expr(d);
+                if let Some(f) = f {
+                    fold_expr(f);
+                }
+            }
+            CStmt::Done => {}
+        }
+    }
+}
+
+fn fold_expr(e: &mut CExpr) {
+    match e {
+        CExpr::Const(_)
+        | CExpr::Omit
+        | CExpr::Req(_)
+        | CExpr::Extra(_)
+        | CExpr::Ctx(_)
+        | CExpr::Res
+        | CExpr::Ev
+        | CExpr::Event
+        | CExpr::Status
+        | CExpr::Text
+        | CExpr::Local(_)
+        | CExpr::State(_)
+        | CExpr::FnRef(_)
+        | CExpr::TableRef(_) => {}
+        CExpr::Path(x, _) | CExpr::Neg(x) | CExpr::Not(x) | CExpr::Lambda(_, x) => fold_expr(x),
+        CExpr::Index(a, b) | CExpr::Bin(_, a, b, _) => {
+            fold_expr(a);
+            fold_expr(b);
+        }
+        CExpr::Builtin(_, args, _) | CExpr::UserFn(_, args) => args.iter_mut().for_each(fold_expr),
+        CExpr::If(c, t, f) => {
+            fold_expr(c);
+            fold_expr(t);
+            if let Some(f) = f {
+                fold_expr(f);
+            }
+        }
+        CExpr::Match(x, arms) => {
+            fold_expr(x);
+            for (_, v) in arms {
+                fold_expr(v);
+            }
+        }
+        CExpr::Object(entries) => {
+            for en in entries.iter_mut() {
+                match en {
+                    CObj::Field(_, v) | CObj::Spread(v) => fold_expr(v),
+                }
+            }
+            if entries
+                .iter()
+                .all(|en| matches!(en, CObj::Field(_, CExpr::Const(_))))
+            {
+                let mut m = Map::new();
+                for en in entries.drain(..) {
+                    if let CObj::Field(k, CExpr::Const(v)) = en {
+                        m.insert(k, v);
+                    }
+                }
+                *e = CExpr::Const(Value::Object(m));
+            }
+        }
+        CExpr::Array(entries) => {
+            for en in entries.iter_mut() {
+                match en {
+                    CArr::Item(v) | CArr::Spread(v) => fold_expr(v),
+                }
+            }
+            if entries
+                .iter()
+                .all(|en| matches!(en, CArr::Item(CExpr::Const(_))))
+            {
+                let items = entries
+                    .drain(..)
+                    .filter_map(|en| match en {
+                        CArr::Item(CExpr::Const(v)) => Some(v),
+                        _ => None,
+                    })
+                    .collect();
+                *e = CExpr::Const(Value::Array(items));
+            }
+        }
+    }
+}
+
+/// Compact JSON text of a value. `serde_json::to_string` writes straight into
+/// a byte buffer; `Display` goes through the formatting machinery and is
+/// markedly slower for the `to_json(b.input)` of every tool call.
+fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
 }
 
 /// Move argument `i` out of an argument list, leaving `Absent`.

@@ -87,7 +87,8 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub(crate) fn new(prog: Program) -> Self {
+    pub(crate) fn new(mut prog: Program) -> Self {
+        super::interp::fold_constants(&mut prog);
         Provider { prog }
     }
 
@@ -210,8 +211,11 @@ impl Provider {
                 }
             }
         } else {
-            serde_json::to_vec(&Value::Object(std::mem::take(&mut sink.obj)))
-                .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?
+            // Sized from the client's body so the buffer rarely regrows.
+            let mut out = Vec::with_capacity(raw.map_or(512, |r| r.len() + r.len() / 2));
+            serde_json::to_writer(&mut out, &sink.obj)
+                .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?;
+            out
         };
 
         // URL: base, then the first template whose condition holds.
@@ -257,8 +261,10 @@ impl Provider {
         }
         let mut query: Vec<(&str, String)> = Vec::new();
         for (name, top) in &prog.queries {
-            if let Some(v) = env.eval_top(top).map_err(|e| self.terr(e))?.into_value() {
-                query.push((name, scalar_text(&v)));
+            // Read in place: the text is the only copy needed.
+            let v = env.eval_top(top).map_err(|e| self.terr(e))?;
+            if let Some(v) = v.get() {
+                query.push((name, scalar_text(v)));
             }
         }
         if let (Auth::Query(name), Some(key)) = (&prog.auth, &ctx.api_key) {
@@ -285,8 +291,9 @@ impl Provider {
             _ => {}
         }
         for (name, top) in &prog.headers {
-            if let Some(v) = env.eval_top(top).map_err(|e| self.terr(e))?.into_value() {
-                let text = scalar_text(&v);
+            let v = env.eval_top(top).map_err(|e| self.terr(e))?;
+            if let Some(v) = v.get() {
+                let text = scalar_text(v);
                 if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                     return Err(TranslateError::InvalidRequest {
                         provider: prog.name.clone(),
