@@ -33,8 +33,11 @@ where
 {
     let (tx, rx) = mpsc::channel();
     let own_tx = tx.clone();
+    // Compiling provider files recurses once per expression level (the parser caps nesting at
+    // 1,000); a roomy stack keeps a pathological file an error instead of a crash.
     let spawned = std::thread::Builder::new()
         .name("llmux-reload".into())
+        .stack_size(32 * 1024 * 1024)
         .spawn(move || reload_loop(rx, own_tx, source, providers, apply));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the config reload thread; hot reload is off");

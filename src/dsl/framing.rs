@@ -117,7 +117,8 @@ impl SseDecoder {
     }
 
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<Frame>) -> Result<(), FramingError> {
-        if self.after_cr {
+        // An empty read says nothing about the byte after the `\r`: keep waiting for it.
+        if self.after_cr && !input.is_empty() {
             if let [b'\n', rest @ ..] = input {
                 input = rest;
             }
@@ -369,6 +370,24 @@ mod tests {
         assert_eq!(
             run(Framing::Sse, b"data: a\r\rdata:b", 1),
             vec![(None, "a".to_string()), (None, "b".to_string())]
+        );
+    }
+
+    #[test]
+    fn sse_crlf_split_by_an_empty_read() {
+        // Found by fuzz/fuzz_targets/framing.rs: an empty feed between `\r` and `\n`
+        // made the `\n` a blank line of its own.
+        let mut d = FrameDecoder::new(Framing::Sse);
+        let mut out = Vec::new();
+        for part in [&b"event: x\r"[..], b"", b"\ndata: a\r\n\r\n"] {
+            d.feed(part, &mut out).expect("feed");
+        }
+        assert_eq!(
+            out,
+            vec![Frame {
+                event: Some("x".to_string()),
+                data: b"a".to_vec()
+            }]
         );
     }
 

@@ -19,6 +19,7 @@ pub fn parse_file(name: &str, source: &str) -> Result<File, LoadError> {
     let file_pair = pairs
         .next()
         .ok_or_else(|| LoadError::file(name, "empty parse"))?;
+    check_nesting(name, source, &file_pair)?;
     let mut providers = Vec::new();
     for p in file_pair.into_inner() {
         if p.as_rule() == Rule::provider {
@@ -30,6 +31,46 @@ pub fn parse_file(name: &str, source: &str) -> Result<File, LoadError> {
         source: source.to_string(),
         providers,
     })
+}
+
+/// Deepest nesting a file may have: parse-tree levels plus the length of each operator
+/// chain (`a + b + ...`, `x.a.b...`, `x | f | g`, `not not ...`), since every link of a
+/// chain is one more level of the AST. The AST conversion, the compiler and the
+/// interpreter all recurse on that depth, and pest itself parses as deep as the stack
+/// allows, so without this bound a deeply nested file overflows the stack (and aborts the
+/// process, e.g. on hot reload) instead of failing to load. The shipped providers need
+/// well under a quarter of it.
+pub(crate) const MAX_NESTING: usize = 1000;
+
+/// Rejects a parse tree deeper than [`MAX_NESTING`]; iterative, so it cannot overflow.
+fn check_nesting(name: &str, source: &str, root: &Pair<Rule>) -> Result<(), LoadError> {
+    let mut stack = vec![(root.clone(), 0usize)];
+    while let Some((p, depth)) = stack.pop() {
+        let chain = matches!(
+            p.as_rule(),
+            Rule::coalesce
+                | Rule::or_expr
+                | Rule::and_expr
+                | Rule::not_expr
+                | Rule::pipe_expr
+                | Rule::add_expr
+                | Rule::mul_expr
+                | Rule::unary
+                | Rule::postfix
+        );
+        let inner = p.clone().into_inner();
+        let depth = depth + 1 + if chain { inner.clone().count() } else { 0 };
+        if depth > MAX_NESTING {
+            return Err(LoadError::at(
+                name,
+                source,
+                span_of(&p),
+                format!("nested too deeply (the limit is {MAX_NESTING} levels)"),
+            ));
+        }
+        stack.extend(inner.map(|c| (c, depth)));
+    }
+    Ok(())
 }
 
 fn syntax_error(name: &str, source: &str, e: pest::error::Error<Rule>) -> LoadError {
@@ -554,7 +595,36 @@ fn binary_chain(p: Pair<Rule>, sub: fn(Pair<Rule>) -> Expr) -> Expr {
     lhs
 }
 
+/// Skips the precedence levels that hold a single operand (`expr` → `coalesce` → ... →
+/// `postfix`, about ten per parenthesis): converting them is the identity, and recursing
+/// through each one took so much stack per nesting level that a few dozen parentheses
+/// overflowed a 2 MiB thread in an ASan build.
+fn skip_single(mut p: Pair<Rule>) -> Pair<Rule> {
+    while matches!(
+        p.as_rule(),
+        Rule::expr
+            | Rule::coalesce
+            | Rule::or_expr
+            | Rule::and_expr
+            | Rule::not_expr
+            | Rule::cmp_expr
+            | Rule::pipe_expr
+            | Rule::add_expr
+            | Rule::mul_expr
+            | Rule::unary
+            | Rule::postfix
+    ) {
+        let mut inner = p.clone().into_inner();
+        match (inner.next(), inner.next()) {
+            (Some(only), None) => p = only,
+            _ => break,
+        }
+    }
+    p
+}
+
 pub(crate) fn expr(p: Pair<Rule>) -> Expr {
+    let p = skip_single(p);
     match p.as_rule() {
         Rule::expr => match p.into_inner().next() {
             Some(c) => expr(c),

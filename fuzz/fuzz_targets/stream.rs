@@ -1,0 +1,79 @@
+//! The shipped providers' stream mappings on arbitrary upstream transcripts: frames decoded
+//! from bytes split at arbitrary points and mapped event by event never panic.
+//!
+//! Input layout: byte 0 selects the provider (low 5 bits, index into `set.names()` modulo
+//! the count) and the framing (top 3 bits: 0..=4 the provider's own, 5 SSE, 6 NDJSON,
+//! 7 JSON array). Byte 1: piece size `(b & 0x3f) + 1` and 0x40 include_usage (0x80 is
+//! unused). The rest is the transcript.
+#![no_main]
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use llmux::dsl::framing::{FrameDecoder, Framing};
+use llmux::dsl::{ProviderSet, RequestCtx, StreamControl};
+
+fn providers() -> &'static (ProviderSet, Vec<String>) {
+    static SET: OnceLock<(ProviderSet, Vec<String>)> = OnceLock::new();
+    SET.get_or_init(|| {
+        let set = llmux::config::providers::embedded().expect("shipped providers load");
+        let names = set.names().map(str::to_owned).collect();
+        (set, names)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [sel, opts, transcript @ ..] = data else {
+        return;
+    };
+    let (set, names) = providers();
+    let name = &names[usize::from(sel & 0x1f) % names.len()];
+    let p = set.get(name).expect("listed provider exists");
+    let framing = match sel >> 5 {
+        5 => Framing::Sse,
+        6 => Framing::Ndjson,
+        7 => Framing::JsonArray,
+        _ => p.framing(),
+    };
+    let piece = usize::from(opts & 0x3f) + 1;
+    let ctx = RequestCtx {
+        model: "fuzz-model".to_owned(),
+        api_key: Some("sk-fuzz".to_owned()),
+        stream: true,
+        include_usage: opts & 0x40 != 0,
+        request_id: "fuzz-request".to_owned(),
+        now: 1_700_000_000,
+        ..RequestCtx::default()
+    };
+
+    let mut state = p.stream_state(&ctx);
+    let mut decoder = FrameDecoder::new(framing);
+    let mut frames = Vec::new();
+    let mut chunks = Vec::new();
+    let mut done = false;
+    let mut run = |frames: &mut Vec<llmux::dsl::Frame>, done: &mut bool| {
+        for f in frames.drain(..) {
+            if *done {
+                break;
+            }
+            // A mapping error ends the stream in the gateway; keep going here to reach more
+            // states (after an error or `done`, map_event must keep answering `Done`).
+            match p.map_event(&mut state, f.event.as_deref(), &f.data, &mut chunks) {
+                Ok(StreamControl::Done) => *done = true,
+                Ok(StreamControl::Continue) | Err(_) => {}
+            }
+        }
+    };
+    for part in transcript.chunks(piece) {
+        if decoder.feed(part, &mut frames).is_err() {
+            break;
+        }
+        run(&mut frames, &mut done);
+    }
+    if decoder.finish(&mut frames).is_ok() {
+        run(&mut frames, &mut done);
+    }
+    for c in &chunks {
+        let _ = serde_json::to_vec(c).expect("chunks serialise");
+    }
+    let _ = state.usage();
+});
