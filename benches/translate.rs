@@ -126,7 +126,7 @@ struct AnRequest<'a> {
 }
 
 fn hand_request(body: &[u8]) -> Vec<u8> {
-    let r: OaRequest = serde_json::from_slice(body).unwrap();
+    let r: OaRequest = sonic_rs::from_slice(body).unwrap();
     let mut system = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     for m in &r.messages {
@@ -158,11 +158,11 @@ fn hand_request(body: &[u8]) -> Vec<u8> {
             .collect(),
         tool_choice: json!({"type": "auto"}),
     };
-    serde_json::to_vec(&out).unwrap()
+    sonic_rs::to_vec(&out).unwrap()
 }
 
 fn hand_response(body: &[u8]) -> Vec<u8> {
-    let v: Value = serde_json::from_slice(body).unwrap();
+    let v: Value = sonic_rs::from_slice(body).unwrap();
     let mut text = String::new();
     let mut calls = Vec::new();
     for block in v["content"].as_array().into_iter().flatten() {
@@ -183,7 +183,7 @@ fn hand_response(body: &[u8]) -> Vec<u8> {
         v["usage"]["input_tokens"].as_u64().unwrap_or(0),
         v["usage"]["output_tokens"].as_u64().unwrap_or(0),
     );
-    serde_json::to_vec(&json!({"id": v["id"], "object": "chat.completion", "created": 1_700_000_000u64, "model": v["model"],
+    sonic_rs::to_vec(&json!({"id": v["id"], "object": "chat.completion", "created": 1_700_000_000u64, "model": v["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": calls}, "finish_reason": finish}],
         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})).unwrap()
 }
@@ -204,12 +204,12 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("anthropic");
     g.bench_function("request+response (dsl, incl. JSON parse)", |b| {
         b.iter(|| {
-            let v: Value = serde_json::from_slice(black_box(&raw)).unwrap();
+            let v: Value = dsl::parse_json(black_box(&raw)).unwrap();
             let up = anthropic.build_request_raw(&ctx, &v, &raw).unwrap();
             let out = anthropic
                 .parse_response(200, black_box(&resp), &ctx)
                 .unwrap();
-            black_box((up, serde_json::to_vec(&out).unwrap()))
+            black_box((up, dsl::to_json_vec(&out)))
         })
     });
     g.bench_function("request+response (hand-written serde)", |b| {
@@ -235,11 +235,11 @@ fn benches(c: &mut Criterion) {
                     &mut chunks,
                 )
                 .unwrap();
-            black_box(serde_json::to_vec(&chunks[0]).unwrap())
+            black_box(dsl::to_json_vec(&chunks[0]))
         })
     });
     g.bench_function("stream event (JSON parse only)", |b| {
-        b.iter(|| black_box(serde_json::from_slice::<Value>(black_box(EVENT)).unwrap()))
+        b.iter(|| black_box(dsl::parse_json(black_box(EVENT)).unwrap()))
     });
     g.finish();
 }

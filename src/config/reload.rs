@@ -33,12 +33,14 @@ where
 {
     let (tx, rx) = mpsc::channel();
     let own_tx = tx.clone();
+    // Watch before returning, so that a change made right after start-up is not missed.
+    let watchers = watch_all(&source, &providers, &tx);
     // Compiling provider files recurses once per expression level (the parser caps nesting at
     // 1,000); a roomy stack keeps a pathological file an error instead of a crash.
     let spawned = std::thread::Builder::new()
         .name("llmux-reload".into())
         .stack_size(32 * 1024 * 1024)
-        .spawn(move || reload_loop(rx, own_tx, source, providers, apply));
+        .spawn(move || reload_loop(rx, own_tx, source, providers, watchers, apply));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the config reload thread; hot reload is off");
     }
@@ -50,11 +52,11 @@ fn reload_loop<F>(
     tx: Sender<Trigger>,
     source: ConfigSource,
     mut providers: ProvidersSource,
+    mut watchers: Vec<notify::RecommendedWatcher>,
     apply: F,
 ) where
     F: Fn(Result<Loaded, ConfigError>),
 {
-    let mut watchers = watch_all(&source, &providers, &tx);
     while let Ok(first) = rx.recv() {
         // Swallow the rest of a burst.
         while rx.recv_timeout(DEBOUNCE).is_ok() {}

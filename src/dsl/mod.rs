@@ -137,3 +137,14 @@ pub fn format_errors(errors: &[LoadError]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Parses JSON into a `serde_json::Value` with sonic-rs's SIMD tokenizer (the tree is the same
+/// `Value` the interpreter walks; only the scanning is faster than serde_json's).
+pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    sonic_rs::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// Serialises a value with sonic-rs's SIMD string escaping.
+pub fn to_json_vec(v: &serde_json::Value) -> Vec<u8> {
+    sonic_rs::to_vec(v).unwrap_or_default()
+}

@@ -213,7 +213,7 @@ impl Provider {
         } else {
             // Sized from the client's body so the buffer rarely regrows.
             let mut out = Vec::with_capacity(raw.map_or(512, |r| r.len() + r.len() / 2));
-            serde_json::to_writer(&mut out, &sink.obj)
+            sonic_rs::to_writer(&mut out, &sink.obj)
                 .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?;
             out
         };
@@ -331,7 +331,7 @@ impl Provider {
         if status >= 400 {
             return Err(self.map_error(status, body));
         }
-        let parsed: Value = serde_json::from_slice(body).map_err(|e| {
+        let parsed: Value = super::parse_json(body).map_err(|e| {
             MappedError::new(
                 &self.prog.name,
                 status,
@@ -382,7 +382,7 @@ impl Provider {
 
     /// Translate an upstream error response.
     pub fn map_error(&self, status: u16, body: &[u8]) -> MappedError {
-        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let parsed: Option<Value> = super::parse_json(body).ok();
         let text = String::from_utf8_lossy(body);
         self.classify(status, parsed.as_ref(), &text)
     }
@@ -469,7 +469,7 @@ impl Provider {
         let ev: Option<Value> = if trimmed.is_empty() {
             None
         } else {
-            Some(serde_json::from_slice(trimmed).map_err(|e| {
+            Some(super::parse_json(trimmed).map_err(|e| {
                 MappedError::new(
                     &self.prog.name,
                     0,

@@ -139,7 +139,7 @@ async fn forward<IO: ServerIo>(
         let _ = w.send_error(&e).await;
         return;
     };
-    let mut req_json: serde_json::Value = match serde_json::from_slice(&req.body) {
+    let mut req_json: serde_json::Value = match crate::dsl::parse_json(&req.body) {
         Ok(v) => v,
         Err(e) => {
             let e = ApiError::bad_request(format!("Invalid JSON in request body: {e}"));
@@ -268,7 +268,7 @@ async fn forward<IO: ServerIo>(
     }
     match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
         Ok(v) => {
-            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            let bytes = crate::dsl::to_json_vec(&v);
             if let Some(u) = usage::extract(&bytes) {
                 out.usage = u;
             }
@@ -397,7 +397,7 @@ async fn relay_mapped_stream<IO: ServerIo>(
                 Ok(ctl) => {
                     for c in &chunks {
                         buf.extend_from_slice(b"data: ");
-                        let _ = serde_json::to_writer(&mut buf, c);
+                        let _ = sonic_rs::to_writer(&mut buf, c);
                         buf.extend_from_slice(b"\n\n");
                     }
                     if ctl == StreamControl::Done {

@@ -206,6 +206,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             .with_label_values(&[d.as_str()])
             .inc();
     }
+    // Reload (and its file watchers) is in place before the process reports ready.
+    let reload_tx = {
+        let shared = shared.clone();
+        let providers = shared.config.load().providers_source.clone();
+        config::reload::spawn_reloader(source.clone(), providers, move |res| {
+            apply_reload(&shared, res)
+        })
+    };
     let driver_name = drivers.first().map(|d| d.as_str()).unwrap_or("unknown");
     shared.ready.store(true, Ordering::SeqCst);
     tracing::info!(
@@ -216,14 +224,6 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         startup_ms = process_start.elapsed().as_millis() as u64,
         "llmux listening"
     );
-
-    let reload_tx = {
-        let shared = shared.clone();
-        let providers = shared.config.load().providers_source.clone();
-        config::reload::spawn_reloader(source.clone(), providers, move |res| {
-            apply_reload(&shared, res)
-        })
-    };
 
     wait_for_shutdown(&reload_tx);
     let snap = shared.config.load_full();
