@@ -61,8 +61,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LLMUX_LISTEN", default_value = "0.0.0.0:4000")]
     pub listen: String,
-    /// Worker shards (default: available cores).
-    #[arg(long, env = "LLMUX_WORKERS")]
+    /// Worker shards (default, empty or `auto`: available cores).
+    #[arg(long, env = "LLMUX_WORKERS", value_parser = parse_workers)]
     pub workers: Option<usize>,
     /// Also serve on this Unix domain socket.
     #[arg(long, env = "LLMUX_UDS")]
@@ -89,6 +89,16 @@ pub struct MockArgs {
 pub enum ConfigCommand {
     /// Validate a config file; prints warnings and exits non-zero on errors.
     Check { file: PathBuf },
+}
+
+/// `auto` or empty (as an unset Helm value renders) means one shard per available core (0).
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "" | "auto" => Ok(0),
+        n => n
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number of workers")),
+    }
 }
 
 fn parse_driver(s: &str) -> Result<IoDriver, String> {
