@@ -150,15 +150,21 @@ async fn forward<IO: ServerIo>(
     // Image URLs the provider cannot take by reference are fetched here, before translation.
     let mut raw = std::borrow::Cow::Borrowed(&req.body[..]);
     let policy = provider.fetch_images();
-    match media::inline_images(
-        &mut req_json,
-        policy,
-        &gw.upstream,
-        &snap.upstream,
-        &snap.media,
-    )
-    .await
-    {
+    // Boxed, like the stream relays below: rarely-taken paths should not grow every request's
+    // future (it is moved to the heap per request).
+    let fetched = if policy == crate::dsl::FetchImages::None {
+        Ok(false)
+    } else {
+        Box::pin(media::inline_images(
+            &mut req_json,
+            policy,
+            &gw.upstream,
+            &snap.upstream,
+            &snap.media,
+        ))
+        .await
+    };
+    match fetched {
         Ok(false) => {}
         Ok(true) => {
             raw = std::borrow::Cow::Owned(serde_json::to_vec(&req_json).unwrap_or_default())
@@ -224,13 +230,20 @@ async fn forward<IO: ServerIo>(
     if status.is_success() && view.stream {
         if provider.stream_is_identity() {
             if is_sse {
-                relay_identity_stream(w, &mut resp.body, &dep.id, started, out).await;
+                Box::pin(relay_identity_stream(
+                    w,
+                    &mut resp.body,
+                    &dep.id,
+                    started,
+                    out,
+                ))
+                .await;
                 out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
                 return;
             }
         } else {
             let mut state = provider.stream_state(&prepared.ctx);
-            relay_mapped_stream(
+            Box::pin(relay_mapped_stream(
                 w,
                 &mut resp.body,
                 provider,
@@ -238,7 +251,7 @@ async fn forward<IO: ServerIo>(
                 &dep.id,
                 started,
                 out,
-            )
+            ))
             .await;
             out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
             return;

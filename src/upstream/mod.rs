@@ -149,15 +149,16 @@ impl UpstreamClient {
         for attempt in 0..2 {
             let mut conn = self.pool.acquire(&key, settings, attempt > 0).await;
             if conn.conn.is_none() {
+                // Boxed: only new connections take this path (TLS handshake state is large).
                 let c = within(deadline, settings.connect_timeout, "connect", async {
-                    conn::connect(
+                    Box::pin(conn::connect(
                         &self.resolver,
                         &route,
                         req.tls,
                         req.host,
                         req.port,
                         settings,
-                    )
+                    ))
                     .await
                 })
                 .await??;
