@@ -15,6 +15,12 @@ pub struct BaseUrl {
 impl BaseUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
         let uri: http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        Self::from_uri(&uri, s)
+    }
+
+    /// From an already parsed URI (`shown` is the text used in error messages).
+    pub fn from_uri(uri: &http::Uri, shown: &str) -> Result<Self, String> {
+        let s = shown;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -38,17 +44,26 @@ impl BaseUrl {
 
     /// `Host` header value.
     pub fn authority(&self) -> String {
-        let default = if self.tls { 443 } else { 80 };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+        let mut out = Vec::with_capacity(self.host.len() + 8);
+        write_authority(&mut out, self.tls, &self.host, self.port);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Appends the `Host` header value for (scheme, host, port) to `out` without allocating: IPv6
+/// hosts in brackets, the port only when it is not the scheme's default.
+pub fn write_authority(out: &mut Vec<u8>, tls: bool, host: &str, port: u16) {
+    let bracket = host.contains(':');
+    if bracket {
+        out.push(b'[');
+    }
+    out.extend_from_slice(host.as_bytes());
+    if bracket {
+        out.push(b']');
+    }
+    if port != if tls { 443 } else { 80 } {
+        out.push(b':');
+        out.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
     }
 }
 

@@ -1,28 +1,10 @@
-//! A borrowed view of a chat-completions request: the few fields the gateway itself needs to
-//! route it (model, stream flags), read without building a JSON tree.
+//! The chat-completions request as the gateway receives it: parsed once into the JSON tree the
+//! provider interpreter works on, and validated for the few fields the gateway itself needs to
+//! route it (model, stream flags).
 
-use serde::Deserialize;
-use sonic_rs::LazyValue;
+use serde_json::Value;
 
 use super::error::ApiError;
-
-#[derive(Deserialize)]
-struct RawRequest<'a> {
-    #[serde(borrow, default)]
-    model: Option<LazyValue<'a>>,
-    #[serde(borrow, default)]
-    messages: Option<LazyValue<'a>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
 
 /// What the gateway reads from a chat-completions body before routing it.
 #[derive(Debug, Clone)]
@@ -33,50 +15,75 @@ pub struct ChatRequestView {
 }
 
 impl ChatRequestView {
-    /// Parses and validates the request body. Errors are 400s in the OpenAI shape.
-    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+    /// Parses and validates the request body, returning the view and the parsed body. Errors
+    /// are 400s in the OpenAI shape.
+    pub fn parse(body: &[u8]) -> Result<(Self, Value), ApiError> {
         if body.is_empty() {
             return Err(ApiError::bad_request(
                 "Request body is empty: expected a JSON object.",
             ));
         }
-        let raw: RawRequest<'_> = sonic_rs::from_slice(body).map_err(|e| {
+        let json: Value = sonic_rs::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
                 "Invalid JSON in request body: {}",
                 first_line(&e.to_string())
             ))
         })?;
-        let model_val = raw.model.ok_or_else(|| {
-            ApiError::bad_request("Missing required parameter: 'model'.").with_param("model")
-        })?;
-        let model_raw = model_val.as_raw_str();
-        let model: String = sonic_rs::from_str(model_raw)
-            .map_err(|_| ApiError::bad_request("'model' must be a string.").with_param("model"))?;
-        if model.is_empty() {
-            return Err(ApiError::bad_request("'model' must not be empty.").with_param("model"));
+        let view = Self::from_json(&json)?;
+        Ok((view, json))
+    }
+
+    fn from_json(json: &Value) -> Result<Self, ApiError> {
+        let Some(obj) = json.as_object() else {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object.",
+            ));
+        };
+        let model = match obj.get("model") {
+            None | Some(Value::Null) => {
+                return Err(
+                    ApiError::bad_request("Missing required parameter: 'model'.")
+                        .with_param("model"),
+                )
+            }
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(Value::String(_)) => {
+                return Err(ApiError::bad_request("'model' must not be empty.").with_param("model"))
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request("'model' must be a string.").with_param("model"))
+            }
+        };
+        match obj.get("messages") {
+            None | Some(Value::Null) => {
+                return Err(
+                    ApiError::bad_request("Missing required parameter: 'messages'.")
+                        .with_param("messages"),
+                )
+            }
+            Some(Value::Array(a)) if a.is_empty() => {
+                return Err(
+                    ApiError::bad_request("'messages' must contain at least one message.")
+                        .with_param("messages"),
+                )
+            }
+            Some(Value::Array(_)) => {}
+            Some(_) => {
+                return Err(
+                    ApiError::bad_request("'messages' must be an array.").with_param("messages")
+                )
+            }
         }
-        let messages = raw.messages.ok_or_else(|| {
-            ApiError::bad_request("Missing required parameter: 'messages'.").with_param("messages")
-        })?;
-        let m = messages.as_raw_str().trim_start();
-        if !m.starts_with('[') {
-            return Err(
-                ApiError::bad_request("'messages' must be an array.").with_param("messages")
-            );
-        }
-        if m[1..].trim_start().starts_with(']') {
-            return Err(
-                ApiError::bad_request("'messages' must contain at least one message.")
-                    .with_param("messages"),
-            );
-        }
+        let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let include_usage = obj
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         Ok(Self {
             model,
-            stream: raw.stream.unwrap_or(false),
-            include_usage: raw
-                .stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
+            stream,
+            include_usage,
         })
     }
 }
@@ -94,7 +101,8 @@ mod tests {
         let body =
             br#"{"model": "demo", "messages":[{"role":"user","content":"hi"}], "stream": true,
             "stream_options": {"include_usage": true}}"#;
-        let v = ChatRequestView::parse(body).unwrap();
+        let (v, json) = ChatRequestView::parse(body).unwrap();
+        assert_eq!(json["messages"][0]["content"], "hi");
         assert_eq!(v.model, "demo");
         assert!(v.stream && v.include_usage);
     }

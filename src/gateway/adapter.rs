@@ -76,7 +76,8 @@ pub fn prepare(
             format!("Provider `{}` built an invalid URL: {e}", provider.name()),
         )
     })?;
-    let target = BaseUrl::parse(&up.url).map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
+    let target =
+        BaseUrl::from_uri(&uri, &up.url).map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
     let path_and_query = uri
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())

@@ -49,8 +49,8 @@ pub async fn chat_completions<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
 ) {
     let started = Instant::now();
-    let view = match ChatRequestView::parse(&req.body) {
-        Ok(v) => v,
+    let (view, req_json) = match ChatRequestView::parse(&req.body) {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = w.send_error(&e).await;
             return;
@@ -65,7 +65,7 @@ pub async fn chat_completions<IO: ServerIo>(
         return;
     };
     let mut out = Outcome::new();
-    forward(gw, snap, req, &view, &dep, w, started, &mut out).await;
+    forward(gw, snap, req, &view, req_json, &dep, w, started, &mut out).await;
     if out.status == 0 {
         out.status = w.status().map(|s| s.as_u16()).unwrap_or(500);
     }
@@ -125,6 +125,7 @@ async fn forward<IO: ServerIo>(
     snap: &Arc<Snapshot>,
     req: &Request,
     view: &ChatRequestView,
+    mut req_json: serde_json::Value,
     dep: &Arc<Deployment>,
     w: &mut ResponseWriter<'_, IO>,
     started: Instant,
@@ -138,14 +139,6 @@ async fn forward<IO: ServerIo>(
         );
         let _ = w.send_error(&e).await;
         return;
-    };
-    let mut req_json: serde_json::Value = match crate::dsl::parse_json(&req.body) {
-        Ok(v) => v,
-        Err(e) => {
-            let e = ApiError::bad_request(format!("Invalid JSON in request body: {e}"));
-            let _ = w.send_error(&e).await;
-            return;
-        }
     };
     // Image URLs the provider cannot take by reference are fetched here, before translation.
     let mut raw = std::borrow::Cow::Borrowed(&req.body[..]);

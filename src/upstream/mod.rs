@@ -22,6 +22,7 @@ use monoio_http::h1::codec::decoder::ResponseHeadDecoder;
 use crate::config::UpstreamSettings;
 use crate::http1::body::{BodyDecoder, Step};
 use crate::http1::response::push_header;
+use crate::util::write_authority;
 pub use conn::UpstreamConn;
 pub use dns::{Resolver, ResolverPool};
 use pool::{Pool, PoolKey, PooledConn};
@@ -301,22 +302,16 @@ async fn within<T>(
 /// The request on the wire: head and body in one buffer (one write).
 fn encode_request(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8> {
     let mut b = Vec::with_capacity(256 + req.headers.len() * 48 + req.body.len());
-    let authority = crate::util::BaseUrl {
-        tls: req.tls,
-        host: req.host.to_owned(),
-        port: req.port,
-        path: String::new(),
-    }
-    .authority();
     b.extend_from_slice(req.method.as_bytes());
     b.push(b' ');
     if absolute_form {
         b.extend_from_slice(b"http://");
-        b.extend_from_slice(authority.as_bytes());
+        write_authority(&mut b, req.tls, req.host, req.port);
     }
     b.extend_from_slice(req.path.as_bytes());
-    b.extend_from_slice(b" HTTP/1.1\r\n");
-    push_header(&mut b, "host", &authority);
+    b.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    write_authority(&mut b, req.tls, req.host, req.port);
+    b.extend_from_slice(b"\r\n");
     push_header(
         &mut b,
         "content-length",
