@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,13 +22,7 @@ fn chat_body(model: &str, stream: bool, usage: bool) -> String {
 
 fn non_stream(driver: &str) {
     let mock = Mock::start();
-    let gw = Gateway::start_with(
-        &config_for(&mock, &[("m", "up-model")], ""),
-        GatewayOpts {
-            driver: driver.into(),
-            ..Default::default()
-        },
-    );
+    let gw = Gateway::start_on(&config_for(&mock, &[("m", "up-model")], ""), driver);
     assert!(
         gw.proc.output().contains(&format!(
             "io_driver=\"{}\"",
@@ -73,13 +67,7 @@ fn non_stream(driver: &str) {
 
 fn stream(driver: &str) {
     let mock = Mock::start();
-    let gw = Gateway::start_with(
-        &config_for(&mock, &[("m", "up-mock-chunks-7")], ""),
-        GatewayOpts {
-            driver: driver.into(),
-            ..Default::default()
-        },
-    );
+    let gw = Gateway::start_on(&config_for(&mock, &[("m", "up-mock-chunks-7")], ""), driver);
     let r = gw.chat(&chat_body("m", true, false));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
@@ -100,31 +88,12 @@ fn stream(driver: &str) {
 /// Streams are relayed event by event: the first event arrives long before the last.
 fn stream_is_not_buffered(driver: &str) {
     let mock = Mock::start();
-    let gw = Gateway::start_with(
+    let gw = Gateway::start_on(
         &config_for(&mock, &[("m", "up-mock-chunks-4-mock-chunk-delay-300")], ""),
-        GatewayOpts {
-            driver: driver.into(),
-            ..Default::default()
-        },
+        driver,
     );
-    let mut s = connect(&gw.addr);
-    write_request(
-        &mut s,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        chat_body("m", true, false).as_bytes(),
-    );
-    let mut rd = BufReader::new(s);
     let start = Instant::now();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        rd.read_line(&mut line).unwrap();
-        if line.starts_with("data: ") {
-            break;
-        }
-    }
+    let (_s, mut rd, _) = gw.open_stream(&chat_body("m", true, false));
     let first = start.elapsed();
     let mut rest = Vec::new();
     rd.read_to_end(&mut rest).ok();
@@ -137,31 +106,15 @@ fn stream_is_not_buffered(driver: &str) {
 
 fn disconnect_closes_upstream(driver: &str) {
     let mock = Mock::start();
-    let gw = Gateway::start_with(
+    let gw = Gateway::start_on(
         &config_for(
             &mock,
             &[("m", "up-mock-chunks-200-mock-chunk-delay-50")],
             "",
         ),
-        GatewayOpts {
-            driver: driver.into(),
-            ..Default::default()
-        },
+        driver,
     );
-    let mut s = connect(&gw.addr);
-    write_request(
-        &mut s,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        chat_body("m", true, false).as_bytes(),
-    );
-    let mut rd = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("data: ") {
-        line.clear();
-        rd.read_line(&mut line).unwrap();
-    }
+    let (s, rd, _) = gw.open_stream(&chat_body("m", true, false));
     drop(rd);
     drop(s);
     // 200 chunks at 50 ms take 10 s: the mock must see the gateway hang up long before that.
@@ -189,13 +142,7 @@ fn disconnect_closes_upstream(driver: &str) {
 fn many_connections(driver: &str) {
     raise_nofile();
     let mock = Mock::start();
-    let gw = Gateway::start_with(
-        &config_for(&mock, &[("m", "up-model")], ""),
-        GatewayOpts {
-            driver: driver.into(),
-            ..Default::default()
-        },
-    );
+    let gw = Gateway::start_on(&config_for(&mock, &[("m", "up-model")], ""), driver);
     const N: usize = 1000;
     let mut conns = Vec::with_capacity(N);
     for _ in 0..N {
@@ -610,20 +557,7 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
         &[("m", "up-mock-chunks-15-mock-chunk-delay-60")],
         "llmux:\n  server:\n    shutdown_delay: 1.0\n    shutdown_timeout: 10\n",
     ));
-    let mut s = connect(&gw.addr);
-    write_request(
-        &mut s,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        chat_body("m", true, false).as_bytes(),
-    );
-    let mut rd = BufReader::new(s);
-    let mut line = String::new();
-    while !line.starts_with("data: ") {
-        line.clear();
-        rd.read_line(&mut line).unwrap();
-    }
+    let (_s, mut rd, _) = gw.open_stream(&chat_body("m", true, false));
     gw.proc.signal(libc::SIGTERM);
     // While draining (before the listener closes), readiness says 503.
     assert!(eventually(Duration::from_secs(2), || try_status(

@@ -239,6 +239,35 @@ impl Gateway {
         }
     }
 
+    /// Starts the gateway on a given I/O driver with default options otherwise.
+    pub fn start_on(config_yaml: &str, driver: &str) -> Gateway {
+        Self::start_with(
+            config_yaml,
+            GatewayOpts {
+                driver: driver.into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Sends a chat request on a new connection and returns the reader once the first stream
+    /// event has arrived (the rest is still to be read), with the time that took.
+    pub fn open_stream(&self, body: &str) -> (TcpStream, BufReader<TcpStream>, Duration) {
+        let mut s = connect(&self.addr);
+        write_request(&mut s, "POST", "/v1/chat/completions", &[], body.as_bytes());
+        let mut rd = BufReader::new(s.try_clone().unwrap());
+        let start = Instant::now();
+        let mut line = String::new();
+        while !line.starts_with("data: ") {
+            line.clear();
+            assert!(
+                rd.read_line(&mut line).unwrap() > 0,
+                "stream ended before its first event"
+            );
+        }
+        (s, rd, start.elapsed())
+    }
+
     pub fn dir(&self) -> PathBuf {
         self._dir.0.clone()
     }
