@@ -112,10 +112,6 @@ impl LocalEvent {
         }
     }
 
-    pub fn is_set(&self) -> bool {
-        self.set.get()
-    }
-
     pub async fn wait(&self) {
         std::future::poll_fn(|cx| {
             if self.set.get() {

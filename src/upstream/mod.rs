@@ -124,11 +124,6 @@ impl UpstreamClient {
         self.resolver.resolve(host, port).await
     }
 
-    /// Number of idle pooled connections (for tests and metrics).
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle_count()
-    }
-
     /// Sends a request and reads the response head.
     pub async fn send(
         &self,

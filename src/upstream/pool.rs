@@ -158,8 +158,4 @@ impl Pool {
         }
         hosts.retain(|_, h| h.open > 0 || !h.idle.is_empty() || !h.waiters.is_empty());
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.hosts.borrow().values().map(|h| h.idle.len()).sum()
-    }
 }
