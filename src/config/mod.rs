@@ -201,7 +201,7 @@ model_list:
   - model_name: gpt
     litellm_params:
       model: openai/gpt-4o
-      api_base: http://127.0.0.1:9/v1
+      api_base: http://127.0.0.1:9/v1/
       api_key: sk-2
 litellm_settings:
   drop_params: true

@@ -25,7 +25,8 @@ pub struct Deployment {
     pub provider: String,
     /// The model name sent upstream (`gpt-4o`).
     pub upstream_model: String,
-    /// `api_base` from the config; `None` means the provider file's default base URL.
+    /// `api_base` from the config, without a trailing slash; `None` means the provider file's
+    /// default base URL.
     pub api_base: Option<String>,
     pub api_key: Option<String>,
     pub api_version: Option<String>,
@@ -275,7 +276,9 @@ fn deployment(
         Some(b) => match secrets::resolve(b, base_dir) {
             Ok(b) => {
                 BaseUrl::parse(&b).map_err(|e| format!("{at}.api_base: {e}"))?;
-                Some(b)
+                // Provider files see one spelling (`ctx.api_base`), with or without a trailing
+                // slash in the config.
+                Some(b.trim_end_matches('/').to_owned())
             }
             Err(e @ SecretError::EnvMissing(_)) => {
                 return Ok(Err(format!("api_base: {e}; deployment disabled")))
