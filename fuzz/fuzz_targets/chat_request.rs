@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut set = serde_json::Map::new();
-    set.insert("model".into(), serde_json::Value::String("fuzz-model".into()));
+    set.insert(
+        "model".into(),
+        serde_json::Value::String("fuzz-model".into()),
+    );
     if let Some(out) = patch_top_level(data, &set, &["max_tokens".to_owned()]) {
         let v: serde_json::Value = serde_json::from_slice(&out).expect("patched body is JSON");
         assert_eq!(v["model"], "fuzz-model");

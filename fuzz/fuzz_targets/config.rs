@@ -7,12 +7,19 @@ use llmux::dsl::ProviderSet;
 
 fn providers() -> Arc<ProviderSet> {
     static SET: OnceLock<Arc<ProviderSet>> = OnceLock::new();
-    SET.get_or_init(|| Arc::new(llmux::config::providers::embedded().expect("shipped providers load")))
-        .clone()
+    SET.get_or_init(|| {
+        Arc::new(llmux::config::providers::embedded().expect("shipped providers load"))
+    })
+    .clone()
 }
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = llmux::config::load_str("fuzz.yaml", text, std::path::Path::new("/nonexistent"), providers());
+        let _ = llmux::config::load_str(
+            "fuzz.yaml",
+            text,
+            std::path::Path::new("/nonexistent"),
+            providers(),
+        );
     }
 });

@@ -6,8 +6,13 @@ use llmux::http1::body::{BodyDecoder, Step};
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = http::HeaderMap::new();
-    headers.insert("transfer-encoding", http::HeaderValue::from_static("chunked"));
-    let Ok(mut d) = BodyDecoder::from_headers(&headers, false) else { return };
+    headers.insert(
+        "transfer-encoding",
+        http::HeaderValue::from_static("chunked"),
+    );
+    let Ok(mut d) = BodyDecoder::from_headers(&headers, false) else {
+        return;
+    };
     let mut buf = BytesMut::from(data);
     let mut total = 0;
     for _ in 0..10_000 {

@@ -6,20 +6,13 @@
 //! 7 JSON array). Byte 1: piece size `(b & 0x3f) + 1` and 0x40 include_usage (0x80 is
 //! unused). The rest is the transcript.
 #![no_main]
-use std::sync::OnceLock;
+#[path = "common.rs"]
+mod common;
 
+use common::providers;
 use libfuzzer_sys::fuzz_target;
 use llmux::dsl::framing::{FrameDecoder, Framing};
-use llmux::dsl::{ProviderSet, RequestCtx, StreamControl};
-
-fn providers() -> &'static (ProviderSet, Vec<String>) {
-    static SET: OnceLock<(ProviderSet, Vec<String>)> = OnceLock::new();
-    SET.get_or_init(|| {
-        let set = llmux::config::providers::embedded().expect("shipped providers load");
-        let names = set.names().map(str::to_owned).collect();
-        (set, names)
-    })
-}
+use llmux::dsl::{RequestCtx, StreamControl};
 
 fuzz_target!(|data: &[u8]| {
     let [sel, opts, transcript @ ..] = data else {

@@ -10,20 +10,13 @@
 //! Checked besides "no panic": a built request has a parseable URL, header values without
 //! line breaks or NULs, and a JSON body.
 #![no_main]
-use std::sync::OnceLock;
+#[path = "common.rs"]
+mod common;
 
+use common::providers;
 use libfuzzer_sys::fuzz_target;
-use llmux::dsl::{ProviderSet, RequestCtx};
+use llmux::dsl::RequestCtx;
 use serde_json::Value;
-
-fn providers() -> &'static (ProviderSet, Vec<String>) {
-    static SET: OnceLock<(ProviderSet, Vec<String>)> = OnceLock::new();
-    SET.get_or_init(|| {
-        let set = llmux::config::providers::embedded().expect("shipped providers load");
-        let names = set.names().map(str::to_owned).collect();
-        (set, names)
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
