@@ -7,6 +7,11 @@
 #   - p50/p99 latency at a fixed 1000 req/s for 10 s: gateway vs direct, and the added latency
 #   - streaming with 20 chunks, time to last byte p50/p99 at a fixed rate: gateway vs direct
 #   - RSS while 10,000 idle connections are open, and the loaded RSS (VmHWM after the throughput run)
+#   - the CPU time each process spends per request during the throughput runs (utime + stime from
+#     /proc), a cost that holds where the machine's load makes req/s noisy
+#   - when nginx is installed, a plain nginx reverse proxy (keep-alive upstream, same worker count
+#     as the gateway) in front of the same mock, measured in the same run: the like-for-like
+#     yardstick for a proxy's throughput on this machine
 #
 # Usage: benches/load.sh            (from anywhere; it works in the repository root)
 # Knobs (environment):
@@ -18,6 +23,8 @@
 #   BENCH_IDLE_CONNS=10000  BENCH_IDLE_HOLD=5
 #   BENCH_GW_PORT=18080  BENCH_MOCK_PORT=18081
 #   BENCH_GATEWAY_WORKERS / BENCH_MOCK_WORKERS   LLMUX_WORKERS for each process (default: unset)
+#   BENCH_NGINX=path|0              the nginx binary for the yardstick (default: nginx on PATH;
+#                                   0 skips it); BENCH_NGINX_PORT=18082
 #   BENCH_KEEP=1                    keep the work directory (configs, logs, raw results)
 # All traffic goes to 127.0.0.1. Every loop is bounded in count and time; all processes started here
 # are stopped on exit.
@@ -36,6 +43,7 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-5}
 GW_PORT=${BENCH_GW_PORT:-18080}
 MOCK_PORT=${BENCH_MOCK_PORT:-18081}
+NGINX_PORT=${BENCH_NGINX_PORT:-18082}
 BIN=${BENCH_BIN:-$ROOT/target/release/llmux}
 GW_URL=http://127.0.0.1:$GW_PORT/v1/chat/completions
 MOCK_URL=http://127.0.0.1:$MOCK_PORT/v1/chat/completions
@@ -97,6 +105,19 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# cpu_ticks PID... -> utime + stime of the processes (all their threads), in clock ticks.
+cpu_ticks() {
+  local sum=0 pid t
+  for pid in "$@"; do
+    # The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    t=$(sed -e 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
+    sum=$((sum + ${t:-0}))
+  done
+  printf '%s\n' "$sum"
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+# us_per_req TICKS REQUESTS -> microseconds of CPU per request.
+us_per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "n/a" }'; }
 
 # post URL BODY [HEADER...] -> prints the HTTP status (000 when nothing answered).
 post() {
@@ -297,6 +318,14 @@ def report(path):
         (f"Throughput, non-stream, {g('conns')} connections, {g('duration')}",
          f"{g('tput_gw_rps')} req/s", f"{g('tput_mock_rps')} req/s",
          ratio("tput_gw_rps", "tput_mock_rps")),
+        ("Throughput via nginx (yardstick, same run)",
+         f"{g('tput_nginx_rps')} req/s", f"{g('tput_mock_rps')} req/s",
+         ratio("tput_nginx_rps", "tput_mock_rps") + " (gateway vs nginx: "
+         + ratio("tput_gw_rps", "tput_nginx_rps") + ")"),
+        ("CPU per request in the throughput run: proxy process (mock in brackets)",
+         f"{g('cpu_gw_proxy_us')} µs ({g('cpu_gw_mock_us')} µs)",
+         f"({g('cpu_mock_mock_us')} µs)",
+         f"nginx: {g('cpu_nginx_proxy_us')} µs ({g('cpu_nginx_mock_us')} µs)"),
         (f"Latency p50 at {g('rate')} req/s, non-stream", ms("lat_gw_p50"), ms("lat_mock_p50"),
          delta("lat_gw_p50", "lat_mock_p50")),
         (f"Latency p99 at {g('rate')} req/s, non-stream", ms("lat_gw_p99"), ms("lat_mock_p99"),
@@ -309,6 +338,8 @@ def report(path):
          f"{g('idle_conns_per_conn_kib')} KiB/conn over idle"),
         ("Loaded RSS (VmHWM after the throughput run)", mib("loaded_hwm_kb"), "", ""),
     ]
+    if "tput_nginx_rps" not in r:
+        rows = [row for row in rows if "nginx" not in row[0]]
     print("| Metric | llmux gateway | mock direct | gateway vs direct |")
     print("| --- | ---: | ---: | ---: |")
     for name, a, b, c in rows:
@@ -478,6 +509,55 @@ startup_ms=$(wait_ok gateway "$GW_PID" "$GW_URL" "$GW_BODY" "$t0")
 log "gateway answered 200 after $startup_ms ms"
 record startup_ms "$startup_ms"
 
+# The yardstick: nginx as a plain keep-alive reverse proxy in front of the same mock.
+NGINX_BIN=${BENCH_NGINX:-$(command -v nginx || true)}
+[[ $NGINX_BIN != 0 ]] || NGINX_BIN=
+NGINX_PIDS=()
+if [[ -n $NGINX_BIN ]]; then
+  port_in_use "$NGINX_PORT" && die "127.0.0.1:$NGINX_PORT is already in use"
+  nginx_workers=${BENCH_GATEWAY_WORKERS:-$(nproc)}
+  mkdir -p "$WORK/nginx"
+  {
+    # As root, nginx's workers would switch to `nobody`, who cannot use this private directory.
+    [[ $(id -u) != 0 ]] || echo "user root;"
+    cat <<EOF
+daemon off;
+worker_processes $nginx_workers;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  } >"$WORK/nginx/nginx.conf"
+  "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  NGINX_URL=http://127.0.0.1:$NGINX_PORT/v1/chat/completions
+  nginx_ms=$(wait_ok nginx "$NGINX_PID" "$NGINX_URL" "$MOCK_BODY" "$(now_us)")
+  mapfile -t NGINX_PIDS < <(pgrep -P "$NGINX_PID")
+  NGINX_PIDS+=("$NGINX_PID")
+  NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 || true)
+  log "nginx yardstick ready after $nginx_ms ms ($NGINX_VERSION, $nginx_workers workers)"
+else
+  log "nginx not found: the nginx yardstick is skipped (apt-get install nginx-light, or BENCH_NGINX=path)"
+fi
+
 sleep 1
 record idle_rss_kb "$(rss_kb "$GW_PID")"
 
@@ -511,12 +591,30 @@ if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
   load warmup_mock "$MOCK_URL" "$MOCK_BODY" "$CONNS" "" "$WARMUP"
 fi
 
+# tput NAME URL BODY PROXY_PIDS... -> a throughput run; records req/s and the CPU per request of
+# the mock and of the proxy in front of it (if any).
+tput() {
+  local name=$1 url=$2 body=$3
+  shift 3
+  local m0 p0 m1 p1 n
+  m0=$(cpu_ticks "$MOCK_PID")
+  p0=$(cpu_ticks "$@")
+  load "tput_$name" "$url" "$body" "$CONNS" "" "$DURATION"
+  m1=$(cpu_ticks "$MOCK_PID")
+  p1=$(cpu_ticks "$@")
+  n=$(res "tput_$name" 3)
+  record "tput_${name}_rps" "$(res "tput_$name" 0)"
+  record "cpu_${name}_mock_us" "$(us_per_req $((m1 - m0)) "$n")"
+  [[ $# == 0 ]] || record "cpu_${name}_proxy_us" "$(us_per_req $((p1 - p0)) "$n")"
+}
+
 log "throughput: $CONNS connections, $DURATION"
-load tput_gw "$GW_URL" "$GW_BODY" "$CONNS" "" "$DURATION"
+tput gw "$GW_URL" "$GW_BODY" "$GW_PID"
 record loaded_hwm_kb "$(hwm_kb "$GW_PID")"
-load tput_mock "$MOCK_URL" "$MOCK_BODY" "$CONNS" "" "$DURATION"
-record tput_gw_rps "$(res tput_gw 0)"
-record tput_mock_rps "$(res tput_mock 0)"
+tput mock "$MOCK_URL" "$MOCK_BODY"
+if [[ -n $NGINX_BIN ]]; then
+  tput nginx "$NGINX_URL" "$MOCK_BODY" "${NGINX_PIDS[@]}"
+fi
 
 log "latency at $RATE req/s, $DURATION"
 load lat_gw "$GW_URL" "$GW_BODY" "$CONNS" "$RATE" "$DURATION"
@@ -572,6 +670,9 @@ echo "- Machine: ${cpu:-unknown CPU}, $(nproc) cores, Linux $(uname -r); gateway
 if [[ $TOOL == oha ]]; then rate_note="oha -q with --latency-correction"; else rate_note="wrk2 -R; n/a with plain wrk"; fi
 echo "- Load generator: $TOOL_VERSION; fixed-rate runs: $rate_note"
 echo "- Gateway LLMUX_WORKERS=${BENCH_GATEWAY_WORKERS:-unset}, mock LLMUX_WORKERS=${BENCH_MOCK_WORKERS:-unset}; streaming knob: $STREAM_MODE"
+if [[ -n $NGINX_BIN ]]; then
+  echo "- Yardstick: $NGINX_VERSION, $nginx_workers workers, keep-alive upstream to the same mock"
+fi
 echo
 python3 "$WORK/bench.py" report "$RESULTS"
 if grep -q '^warn_' "$RESULTS"; then
