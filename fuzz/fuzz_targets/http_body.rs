@@ -3,13 +3,10 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use llmux::http1::body::{BodyDecoder, Step};
+use llmux::http1::head::Headers;
 
 fuzz_target!(|data: &[u8]| {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "transfer-encoding",
-        http::HeaderValue::from_static("chunked"),
-    );
+    let headers = Headers::from_pairs(&[("transfer-encoding", "chunked")]);
     let Ok(mut d) = BodyDecoder::from_headers(&headers, false) else {
         return;
     };

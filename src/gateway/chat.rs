@@ -217,8 +217,8 @@ async fn forward<IO: ServerIo>(
     let status = resp.status;
     let is_sse = resp
         .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        .get("content-type")
+        .is_some_and(|v| v.starts_with(b"text/event-stream"));
 
     if status.is_success() && view.stream {
         if provider.stream_is_identity() {

@@ -168,8 +168,7 @@ async fn fetch(
         if resp.status.is_redirection() {
             let location = resp
                 .headers
-                .get(http::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
+                .get_str("location")
                 .ok_or(MediaError::Status(status))?;
             current = resolve_location(&target, location);
             continue;
@@ -179,8 +178,7 @@ async fn fetch(
         }
         if let Some(n) = resp
             .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
+            .get_str("content-length")
             .and_then(|v| v.parse::<usize>().ok())
         {
             if n > media.max_bytes {
@@ -189,8 +187,7 @@ async fn fetch(
         }
         let mime = resp
             .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+            .get_str("content-type")
             .map(|v| {
                 v.split(';')
                     .next()
@@ -203,8 +200,7 @@ async fn fetch(
             .ok_or_else(|| {
                 MediaError::NotImage(
                     resp.headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
+                        .get_str("content-type")
                         .unwrap_or("none")
                         .to_owned(),
                 )

@@ -4,11 +4,12 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio_codec::{Decoded, Decoder};
 use monoio_http::h1::codec::decoder::ChunkedBodyDecoder;
+
+use super::head::Headers;
 
 /// Reads once from `io`, appending to `buf`. Returns the number of bytes read (0 at EOF).
 ///
@@ -68,14 +69,22 @@ pub enum Step {
 impl BodyDecoder {
     /// The framing of a message with these headers. `until_close` is what a response without
     /// length information means (requests without one have no body).
-    pub fn from_headers(headers: &HeaderMap, until_close: bool) -> Result<Self, FramingError> {
-        let te = headers.get(http::header::TRANSFER_ENCODING);
-        let cl = headers.get(http::header::CONTENT_LENGTH);
+    pub fn from_headers(headers: &Headers, until_close: bool) -> Result<Self, FramingError> {
+        let mut tes = headers.get_all("transfer-encoding");
+        let te = tes.next();
+        let mut cls = headers.get_all("content-length");
+        let cl = cls.next();
+        // Repeated framing headers that disagree are how requests get smuggled: refuse them.
+        if tes.next().is_some() {
+            return Err(FramingError::BadTransferEncoding);
+        }
+        if cls.any(|other| Some(other) != cl) {
+            return Err(FramingError::BadLength);
+        }
         if let Some(te) = te {
             if cl.is_some() {
                 return Err(FramingError::Ambiguous);
             }
-            let te = te.as_bytes();
             if te.eq_ignore_ascii_case(b"chunked") {
                 return Ok(Self::Chunked {
                     inner: ChunkedBodyDecoder::default(),
@@ -87,7 +96,7 @@ impl BodyDecoder {
             }
         }
         if let Some(cl) = cl {
-            let n = std::str::from_utf8(cl.as_bytes())
+            let n = std::str::from_utf8(cl)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|s| s.parse::<usize>().ok())
@@ -183,15 +192,8 @@ impl BodyDecoder {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        Headers::from_pairs(pairs)
     }
 
     fn drain(d: &mut BodyDecoder, input: &[u8]) -> (Vec<u8>, bool) {
@@ -232,11 +234,26 @@ mod tests {
         let mut d = BodyDecoder::from_headers(&headers(&[("transfer-encoding", "chunked")]), false)
             .unwrap();
         assert!(d.step(&mut BytesMut::from(&b"zz\r\n"[..])).is_err());
+        // Repeated framing headers: equal lengths are harmless, different ones are refused.
+        let same = headers(&[("content-length", "2"), ("content-length", "2")]);
+        assert_eq!(
+            BodyDecoder::from_headers(&same, false)
+                .unwrap()
+                .known_length(),
+            Some(2)
+        );
+        let differ = headers(&[("content-length", "2"), ("content-length", "3")]);
+        assert!(BodyDecoder::from_headers(&differ, false).is_err());
+        let two_te = headers(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert!(BodyDecoder::from_headers(&two_te, false).is_err());
     }
 
     #[test]
     fn until_close_for_responses() {
-        let mut d = BodyDecoder::from_headers(&HeaderMap::new(), true).unwrap();
+        let mut d = BodyDecoder::from_headers(&Headers::default(), true).unwrap();
         let (out, end) = drain(&mut d, b"abc");
         assert_eq!((out.as_slice(), end), (&b"abc"[..], false));
         assert!(d.eof());

@@ -1,4 +1,4 @@
-//! The per-connection loop: read a request head (monoio-http's decoder), read its body within
+//! The per-connection loop: read a request head (httparse, see `head`), read its body within
 //! limits, hand it to the service, repeat while keep-alive holds.
 
 use std::any::Any;
@@ -8,15 +8,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::StatusCode;
-use monoio_codec::{Decoded, Decoder};
-use monoio_http::h1::codec::decoder::RequestHeadDecoder;
-
 use super::body::{read_more, BodyDecoder, Step};
+use super::head::{parse_request, HeadError, RequestHead};
 use super::response::ResponseWriter;
 use super::{valid_request_id, Request, ServerIo, Service};
 use crate::api::{ApiError, ErrorKind};
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
 
 /// Limits applied to each request on a connection (read from the current config per request).
 #[derive(Debug, Clone, Copy)]
@@ -45,23 +43,16 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
             }
         };
 
-        let request_id = match head
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-        {
+        let request_id = match head.headers.get_str("x-request-id") {
             Some(v) if valid_request_id(v) => v.to_owned(),
             _ => svc.next_request_id(),
         };
         let http10 = head.version == http::Version::HTTP_10;
-        let conn_hdr = head
-            .headers
-            .get(http::header::CONNECTION)
-            .map(|v| v.as_bytes().to_ascii_lowercase());
+        let conn_hdr = head.headers.get("connection");
         let mut keep_alive = if http10 {
-            conn_hdr.as_deref() == Some(b"keep-alive")
+            conn_hdr.is_some_and(|v| v.eq_ignore_ascii_case(b"keep-alive"))
         } else {
-            conn_hdr.as_deref() != Some(b"close")
+            !conn_hdr.is_some_and(|v| v.eq_ignore_ascii_case(b"close"))
         };
 
         let mut decoder = match BodyDecoder::from_headers(&head.headers, false) {
@@ -96,8 +87,8 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
         }
         let expects_continue = head
             .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            .get("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
         if expects_continue && !decoder.is_done() {
             let mut w = ResponseWriter::new(&mut io, &request_id, true, http10, false);
             if w.raw_write(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
@@ -137,17 +128,9 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
         if svc.draining() {
             keep_alive = false;
         }
-        let (path, query) = match head.uri.path_and_query() {
-            Some(pq) => (pq.path().to_owned(), pq.query().map(str::to_owned)),
-            None => ("/".to_owned(), None),
-        };
         let head_request = head.method == http::Method::HEAD;
         let req = Request {
-            method: head.method,
-            path,
-            query,
-            version: head.version,
-            headers: head.headers,
+            head,
             body,
             request_id,
         };
@@ -156,7 +139,7 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
         // (upstream call, stream relay) exists only while a request is in flight.
         let outcome = CatchUnwind(Box::pin(svc.call(&req, &mut w))).await;
         if let Err(panic) = outcome {
-            tracing::error!(request_id = %req.request_id, path = %req.path, panic = %panic_message(&panic),
+            tracing::error!(request_id = %req.request_id, path = %req.path(), panic = %panic_message(&panic),
                 "request handler panicked; answering 500");
             if !w.head_sent() {
                 w.close_after();
@@ -197,7 +180,7 @@ async fn reject<S: Service, IO: ServerIo>(
 }
 
 enum HeadOutcome {
-    Head(http::request::Parts),
+    Head(RequestHead),
     Closed,
     Reject(StatusCode, String),
 }
@@ -212,22 +195,20 @@ async fn read_head<IO: ServerIo>(io: &mut IO, buf: &mut BytesMut, lim: &ConnLimi
         }
     }
     let deadline = monoio::time::Instant::now() + lim.header_timeout;
-    let mut decoder = RequestHeadDecoder;
     loop {
-        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decoder.decode(buf)));
-        match decoded {
-            Ok(Ok(Decoded::Some(head))) => return HeadOutcome::Head(head),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+        match parse_request(buf) {
+            Ok(Some(head)) => return HeadOutcome::Head(head),
+            Ok(None) => {}
+            Err(HeadError::TooManyHeaders) => {
+                return HeadOutcome::Reject(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    format!("{}.", HeadError::TooManyHeaders),
+                )
+            }
+            Err(e) => {
                 return HeadOutcome::Reject(
                     StatusCode::BAD_REQUEST,
                     format!("Malformed HTTP request: {e}."),
-                )
-            }
-            Err(_) => {
-                return HeadOutcome::Reject(
-                    StatusCode::BAD_REQUEST,
-                    "Malformed HTTP request.".to_owned(),
                 )
             }
         }

@@ -6,13 +6,14 @@
 
 pub mod body;
 pub mod conn;
+pub mod head;
 pub mod io;
 pub mod response;
 
 use std::future::Future;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::Method;
 
 pub use conn::ConnLimits;
 pub use io::ServerIo;
@@ -22,19 +23,27 @@ pub use response::ResponseWriter;
 /// `max_request_body_bytes`).
 #[derive(Debug)]
 pub struct Request {
-    pub method: Method,
-    pub path: String,
-    pub query: Option<String>,
-    pub version: http::Version,
-    pub headers: HeaderMap,
+    pub head: head::RequestHead,
     pub body: Bytes,
     /// `X-Request-ID` from the client (validated) or generated.
     pub request_id: String,
 }
 
 impl Request {
+    pub fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    pub fn path(&self) -> &str {
+        self.head.path()
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.head.query()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.head.headers.get_str(name)
     }
 }
 

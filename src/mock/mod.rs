@@ -126,7 +126,7 @@ fn serve_listener(l: std::net::TcpListener, stats: Arc<MockStats>, driver: IoDri
 
 impl Service for MockService {
     async fn call<IO: ServerIo>(&self, req: &Request, w: &mut ResponseWriter<'_, IO>) {
-        match (req.method.as_str(), req.path.as_str()) {
+        match (req.method().as_str(), req.path()) {
             ("GET", "/mock/stats") => {
                 let body = serde_json::json!({
                     "requests": self.stats.requests.load(Ordering::Relaxed),
@@ -149,8 +149,7 @@ impl Service for MockService {
             }
             ("GET", "/mock/redirect") => {
                 let to = req
-                    .query
-                    .as_deref()
+                    .query()
                     .and_then(|q| q.strip_prefix("to="))
                     .unwrap_or("/mock/image.png");
                 let _ = w
@@ -164,7 +163,7 @@ impl Service for MockService {
             }
             _ => {}
         }
-        let Some(format) = Format::detect(&req.method, &req.path) else {
+        let Some(format) = Format::detect(req.method(), req.path()) else {
             let _ = w
                 .send_json(
                     StatusCode::NOT_FOUND,
@@ -185,7 +184,7 @@ impl Service for MockService {
                 return;
             }
         };
-        let model = format.model(&req.path, &body);
+        let model = format.model(req.path(), &body);
         let knobs = Knobs::from_request(req, &model);
         if knobs.delay_ms > 0 {
             monoio::time::sleep(Duration::from_millis(knobs.delay_ms)).await;
@@ -203,7 +202,7 @@ impl Service for MockService {
             knobs.chunk_bytes,
             knobs.tool_call,
         );
-        let stream = format.wants_stream(&req.path, req.query.as_deref(), &body);
+        let stream = format.wants_stream(req.path(), req.query(), &body);
         if knobs.malformed && !stream {
             let _ = w.send_json(StatusCode::OK, b"{\"id\": \"broken").await;
             return;

@@ -105,24 +105,24 @@ impl Service for GatewayService {
         let ctx = &*self.ctx;
         let _inflight = InflightGuard::new(ctx);
         let snap = ctx.shared.config.load_full();
-        let route = route(&req.path)
+        let route = route(req.path())
             .filter(|r| !matches!(r, Route::DebugPanic) || snap.server.debug_routes);
         let Some(route) = route else {
-            let e = ApiError::new(ErrorKind::NotFound, format!("Unknown path: {}", req.path))
+            let e = ApiError::new(ErrorKind::NotFound, format!("Unknown path: {}", req.path()))
                 .with_code("not_found");
             let _ = w.send_error(&e).await;
             ctx.gateway.metrics.record_http("unknown", 404);
             return;
         };
-        let method_ok = req.method == route.method()
-            || (req.method == Method::HEAD && route.method() == Method::GET);
+        let method_ok = *req.method() == route.method()
+            || (*req.method() == Method::HEAD && route.method() == Method::GET);
         if !method_ok {
             let e = ApiError::new(
                 ErrorKind::MethodNotAllowed,
                 format!(
                     "Method {} is not allowed on {}; use {}.",
-                    req.method,
-                    req.path,
+                    req.method(),
+                    req.path(),
                     route.method()
                 ),
             )

@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use monoio::time::Instant;
-use monoio_codec::{Decoded, Decoder};
-use monoio_http::h1::codec::decoder::ResponseHeadDecoder;
 
 use crate::config::UpstreamSettings;
 use crate::http1::body::{BodyDecoder, Step};
+use crate::http1::head::{parse_response, Headers};
 use crate::http1::response::push_header;
 use crate::util::write_authority;
 pub use conn::UpstreamConn;
@@ -81,7 +80,7 @@ pub struct Timeouts {
 /// A response whose body has not been read yet.
 pub struct UpstreamResponse {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: Headers,
     pub body: BodyStream,
 }
 
@@ -173,8 +172,8 @@ impl UpstreamClient {
                         decoder = BodyDecoder::Empty;
                     }
                     let keep_alive = !headers
-                        .get(http::header::CONNECTION)
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                        .get("connection")
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
                     return Ok(UpstreamResponse {
                         status,
                         headers,
@@ -214,7 +213,7 @@ async fn exchange(
     wire: &mut Vec<u8>,
     timeouts: Timeouts,
     deadline: Option<Instant>,
-) -> Result<(StatusCode, HeaderMap, BytesMut), Exchange> {
+) -> Result<(StatusCode, Headers, BytesMut), Exchange> {
     let Some(c) = conn.conn.as_mut() else {
         return Err(Exchange::Stale);
     };
@@ -235,16 +234,15 @@ async fn exchange(
         Err(e) => return Err(Exchange::Failed(e)),
     }
     let mut buf = BytesMut::with_capacity(4096);
-    let mut decoder = ResponseHeadDecoder;
     loop {
-        match decoder.decode(&mut buf) {
-            Ok(Decoded::Some(head)) => {
+        match parse_response(&mut buf) {
+            Ok(Some(head)) => {
                 if head.status.is_informational() {
                     continue;
                 }
                 return Ok((head.status, head.headers, buf));
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => {
                 return Err(Exchange::Failed(UpstreamError::Protocol(format!(
                     "bad response head: {e}"
