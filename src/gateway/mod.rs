@@ -6,7 +6,7 @@ pub mod adapter;
 mod chat;
 mod media;
 pub mod sse;
-mod usage;
+pub mod usage;
 
 use std::sync::Arc;
 

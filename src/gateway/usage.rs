@@ -1,4 +1,10 @@
 //! Token usage read from OpenAI-shaped bodies and stream events.
+//!
+//! This runs on every relayed response and on every stream event, so it does not parse the
+//! body: a byte scan from the end finds the top-level `usage` member (skipping strings and
+//! matching brackets only) and only that small object is read.
+
+use std::sync::LazyLock;
 
 /// Prompt and completion tokens.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -7,24 +13,138 @@ pub struct Usage {
     pub completion: u64,
 }
 
-/// Reads `usage.prompt_tokens` / `usage.completion_tokens` if present (cheap when absent: a
-/// substring check comes first).
+/// Reads `usage.prompt_tokens` / `usage.completion_tokens` if the body has a top-level `usage`
+/// object (cheap when absent: a substring check comes first).
 pub fn extract(json: &[u8]) -> Option<Usage> {
-    memchr::memmem::find(json, b"\"usage\"")?;
-    let usage = sonic_rs::get(json, ["usage"]).ok()?;
-    let raw = usage.as_raw_str();
-    if !raw.trim_start().starts_with('{') {
+    // Building a searcher costs more than searching a typical event: build it once.
+    static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    USAGE_KEY.find(json)?;
+    let usage = top_level_member(json, b"usage")?;
+    if usage.first() != Some(&b'{') {
         return None;
     }
-    let get = |k: &str| {
-        sonic_rs::get(raw, [k])
-            .ok()
-            .and_then(|v| v.as_raw_str().parse::<u64>().ok())
-    };
     Some(Usage {
-        prompt: get("prompt_tokens").unwrap_or(0),
-        completion: get("completion_tokens").unwrap_or(0),
+        prompt: top_level_member(usage, b"prompt_tokens")
+            .and_then(parse_u64)
+            .unwrap_or(0),
+        completion: top_level_member(usage, b"completion_tokens")
+            .and_then(parse_u64)
+            .unwrap_or(0),
     })
+}
+
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The raw value of member `key` of the top-level JSON object in `json`, or `None` if there is
+/// none or the text is not an object. Escaped member names are not unescaped: OpenAI-shaped
+/// bodies never escape theirs.
+///
+/// The members are walked from the last to the first, because `usage` comes last in OpenAI's
+/// bodies and events: the scan then touches only the usage object, not the whole completion.
+/// Going backwards is unambiguous in valid JSON: outside strings, every unescaped quote met
+/// is a closing one. Invalid JSON yields `None` or some value, never a panic.
+pub fn top_level_member<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let open = skip_ws(json, 0);
+    if json.get(open) != Some(&b'{') {
+        return None;
+    }
+    // `at` is the index of the `}` or `,` that follows the member to look at next.
+    let mut at = back_ws(json, json.len())?;
+    if json[at] != b'}' || at <= open {
+        return None;
+    }
+    loop {
+        let v_last = back_ws(json, at)?;
+        if v_last <= open {
+            return None; // `{}`
+        }
+        let v_start = value_start(json, v_last)?;
+        let colon = back_ws(json, v_start)?;
+        if json[colon] != b':' {
+            return None;
+        }
+        let k_last = back_ws(json, colon)?;
+        if json[k_last] != b'"' {
+            return None;
+        }
+        let k_open = string_open(json, k_last)?;
+        if &json[k_open + 1..k_last] == key {
+            return Some(&json[v_start..=v_last]);
+        }
+        let sep = back_ws(json, k_open)?;
+        match json[sep] {
+            b',' if sep > open => at = sep,
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the last non-whitespace byte before `end`.
+fn back_ws(json: &[u8], end: usize) -> Option<usize> {
+    let mut i = end.min(json.len());
+    while i > 0 {
+        i -= 1;
+        if !matches!(json[i], b' ' | b'\t' | b'\n' | b'\r') {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// `json[close]` is the closing quote of a string: the index of its opening quote (the nearest
+/// quote before it that an odd run of backslashes does not escape).
+fn string_open(json: &[u8], close: usize) -> Option<usize> {
+    let mut i = close;
+    loop {
+        i = memchr::memrchr(b'"', json.get(..i)?)?;
+        let backslashes = json[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(i);
+        }
+    }
+}
+
+/// `json[last]` is the last byte of a value: the index of its first byte.
+fn value_start(json: &[u8], last: usize) -> Option<usize> {
+    match json[last] {
+        b'"' => string_open(json, last),
+        close @ (b'}' | b']') => {
+            // Brackets of one kind balance inside a valid value; strings are skipped whole.
+            let open = if close == b'}' { b'{' } else { b'[' };
+            let mut depth = 0usize;
+            let mut i = last;
+            loop {
+                match json[i] {
+                    b'"' => i = string_open(json, i)?,
+                    b if b == close => depth += 1,
+                    b if b == open => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    _ => {}
+                }
+                i = i.checked_sub(1)?;
+            }
+        }
+        _ => {
+            let before = json[..last]
+                .iter()
+                .rposition(|b| matches!(b, b':' | b',' | b'[' | b' ' | b'\t' | b'\n' | b'\r'))?;
+            Some(before + 1)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -45,5 +165,51 @@ mod tests {
         );
         assert_eq!(extract(br#"{"usage":null}"#), None);
         assert_eq!(extract(br#"{"choices":[]}"#), None);
+        assert_eq!(extract(b"not json \"usage\""), None);
+    }
+
+    #[test]
+    fn only_the_top_level_member_counts() {
+        // A nested `usage` (some compatible providers add one under their own key) and the word
+        // inside strings, escaped quotes included, are skipped.
+        let body = br#" { "x_extra" : {"usage": {"prompt_tokens": 1}},
+            "choices": [{"message": {"content": "say \"usage\": {\"prompt_tokens\": 2} [{"}}],
+            "note": "back\\slash\\",
+            "usage" : { "completion_tokens" : 7 , "prompt_tokens" : 30 } } "#;
+        assert_eq!(
+            extract(body),
+            Some(Usage {
+                prompt: 30,
+                completion: 7
+            })
+        );
+        assert_eq!(
+            top_level_member(br#"{"a": [1, {"b": "]"}], "c": true }"#, b"c"),
+            Some(&b"true"[..])
+        );
+        assert_eq!(
+            top_level_member(br#"{"a": [1, {"b": "]"}], "c": true }"#, b"a"),
+            Some(&br#"[1, {"b": "]"}]"#[..])
+        );
+        assert_eq!(top_level_member(br#"{"a": 1"#, b"b"), None);
+        assert_eq!(
+            top_level_member(br#"{"a": "x\\", "b": "q\"}"}"#, b"a"),
+            Some(&br#""x\\""#[..])
+        );
+        assert_eq!(
+            top_level_member(br#"{"a": "x\\", "b": "q\"}"}"#, b"b"),
+            Some(&br#""q\"}""#[..])
+        );
+        assert_eq!(top_level_member(b"{}", b"a"), None);
+        assert_eq!(top_level_member(b"{ } ", b"a"), None);
+        assert_eq!(
+            top_level_member(br#"{"a":-1.5e3}"#, b"a"),
+            Some(&b"-1.5e3"[..])
+        );
+        assert_eq!(top_level_member(br#""a": 1}"#, b"a"), None);
+        assert_eq!(top_level_member(br#"{:1}"#, b"a"), None);
+        assert_eq!(top_level_member(br#"{"a" 1}"#, b"a"), None);
+        assert_eq!(top_level_member(br#"{"a": "unterminated"#, b"b"), None);
+        assert_eq!(top_level_member(br#"[{"a": 1}]"#, b"a"), None);
     }
 }

@@ -1,0 +1,37 @@
+//! The byte scan that finds the top-level `usage` member of relayed bodies and stream events:
+//! never panics, and agrees with a full JSON parse on valid bodies whose member names are
+//! unique and unescaped.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use llmux::gateway::usage::{extract, Usage};
+
+fuzz_target!(|data: &[u8]| {
+    let got = extract(data);
+    if data.contains(&b'\\') {
+        return;
+    }
+    let Ok(serde_json::Value::Object(top)) = serde_json::from_slice::<serde_json::Value>(data)
+    else {
+        return;
+    };
+    let dupes = |m: &serde_json::Map<String, serde_json::Value>| {
+        // serde keeps the last of repeated names, the scan the first: compare only unique ones.
+        let text = String::from_utf8_lossy(data);
+        m.keys().any(|k| text.matches(&format!("\"{k}\"")).count() > 1)
+    };
+    if dupes(&top) {
+        return;
+    }
+    let want = match top.get("usage") {
+        Some(serde_json::Value::Object(u)) if dupes(u) => return,
+        Some(serde_json::Value::Object(u)) => Some(Usage {
+            prompt: u.get("prompt_tokens").and_then(|v| v.as_u64()).unwrap_or(0),
+            completion: u
+                .get("completion_tokens")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+        }),
+        _ => None,
+    };
+    assert_eq!(got, want);
+});
