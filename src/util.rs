@@ -67,6 +67,116 @@ pub fn write_authority(out: &mut Vec<u8>, tls: bool, host: &str, port: u16) {
     }
 }
 
+/// An upstream request URL as a provider file built it, checked and split once without copying
+/// its parts: what the upstream client needs (scheme, host, port, and the request target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    url: String,
+    tls: bool,
+    host: std::ops::Range<usize>,
+    port: u16,
+    target_from: usize,
+}
+
+impl UpstreamUrl {
+    /// Accepts `http(s)://host[:port][/path][?query]`; the host is a name, an IPv4 address or a
+    /// bracketed IPv6 address. The target must be visible ASCII (it goes into the request line
+    /// as is, so nothing that could split it), and has no fragment.
+    pub fn parse(mut url: String) -> Result<Self, String> {
+        let (tls, rest_from) = if starts_with_ci(&url, "https://") {
+            (true, 8)
+        } else if starts_with_ci(&url, "http://") {
+            (false, 7)
+        } else {
+            return Err(format!("URL {url:?} must start with http:// or https://"));
+        };
+        let rest = &url[rest_from..];
+        let auth_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..auth_len];
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let close = v6
+                .find(']')
+                .ok_or_else(|| format!("URL {url:?} has an unclosed IPv6 address"))?;
+            let host = &v6[..close];
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return Err(format!("URL {url:?} has an invalid IPv6 address"));
+            }
+            (rest_from + 1..rest_from + 1 + close, &v6[close + 1..])
+        } else {
+            let end = authority.rfind(':').unwrap_or(authority.len());
+            let host = &authority[..end];
+            let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+            if host.is_empty() || !host.bytes().all(valid) {
+                return Err(format!("URL {url:?} has an invalid host"));
+            }
+            (rest_from..rest_from + end, &authority[end..])
+        };
+        let port = match port.strip_prefix(':') {
+            None if port.is_empty() => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("URL {url:?} has an invalid port"))?,
+            _ => return Err(format!("URL {url:?} has an invalid port")),
+        };
+        let target_from = rest_from + auth_len;
+        let target = &url[target_from..];
+        if !target.bytes().all(|b| b.is_ascii_graphic()) || target.contains('#') {
+            return Err(format!(
+                "URL {url:?} has characters a request target cannot carry"
+            ));
+        }
+        if !target.starts_with('/') {
+            // `http://host` or `http://host?q`: the request target needs its `/`.
+            url.insert(target_from, '/');
+        }
+        Ok(Self {
+            url,
+            tls,
+            host,
+            port,
+            target_from,
+        })
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The host without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        &self.url[self.host.clone()]
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Path and query: the request target, starting with `/`.
+    pub fn target(&self) -> &str {
+        &self.url[self.target_from..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
 pub fn secs(f: f64) -> Duration {
     if f.is_finite() && f > 0.0 {
         Duration::from_secs_f64(f.min(1e9))
@@ -94,6 +204,40 @@ mod tests {
         );
         assert!(BaseUrl::parse("ftp://x").is_err());
         assert!(BaseUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn splits_upstream_urls() {
+        let u =
+            UpstreamUrl::parse("https://api.example.com/v1/chat/completions?x=1".into()).unwrap();
+        assert_eq!(
+            (u.tls(), u.host(), u.port(), u.target()),
+            (true, "api.example.com", 443, "/v1/chat/completions?x=1")
+        );
+        let u = UpstreamUrl::parse("HTTP://127.0.0.1:8080".into()).unwrap();
+        assert_eq!(
+            (u.tls(), u.host(), u.port(), u.target()),
+            (false, "127.0.0.1", 8080, "/")
+        );
+        let u = UpstreamUrl::parse("http://[::1]:4010?alt=sse".into()).unwrap();
+        assert_eq!((u.host(), u.port(), u.target()), ("::1", 4010, "/?alt=sse"));
+        let u = UpstreamUrl::parse("https://[fe80::1]/v1".into()).unwrap();
+        assert_eq!((u.host(), u.port()), ("fe80::1", 443));
+        for bad in [
+            "ftp://x/",
+            "http://",
+            "http://:80/",
+            "http://host:0/",
+            "http://host:99999/",
+            "http://host:80x/",
+            "http://user@host/",
+            "http://[::1/",
+            "http://host/a b",
+            "http://host/a\r\nx: y",
+            "http://host/a#frag",
+        ] {
+            assert!(UpstreamUrl::parse(bad.into()).is_err(), "{bad}");
+        }
     }
 }
 

@@ -10,13 +10,11 @@ use http::StatusCode;
 use crate::api::{ApiError, ChatRequestView, ErrorKind};
 use crate::config::Deployment;
 use crate::dsl::{Provider, RequestCtx, TranslateError};
-use crate::util::BaseUrl;
+use crate::util::UpstreamUrl;
 
 /// An upstream request ready to send.
 pub struct PreparedRequest {
-    pub target: BaseUrl,
-    /// Path and query (`target.path` is the full path; this adds the query).
-    pub path_and_query: String,
+    pub url: UpstreamUrl,
     pub method: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -70,21 +68,14 @@ pub fn prepare(
     let up = provider
         .build_request_raw(&ctx, req, raw)
         .map_err(translate_error)?;
-    let uri: http::Uri = up.url.parse().map_err(|e| {
+    let url = UpstreamUrl::parse(up.url).map_err(|e| {
         ApiError::new(
             ErrorKind::Internal,
             format!("Provider `{}` built an invalid URL: {e}", provider.name()),
         )
     })?;
-    let target =
-        BaseUrl::from_uri(&uri, &up.url).map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
-    let path_and_query = uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
     Ok(PreparedRequest {
-        target,
-        path_and_query,
+        url,
         method: up.method,
         headers: up.headers,
         body: up.body,

@@ -183,11 +183,11 @@ async fn forward<IO: ServerIo>(
         .collect();
     headers.push(("x-request-id", req.request_id.as_str()));
     let up_req = UpstreamRequest {
-        tls: prepared.target.tls,
-        host: &prepared.target.host,
-        port: prepared.target.port,
+        tls: prepared.url.tls(),
+        host: prepared.url.host(),
+        port: prepared.url.port(),
         method: &prepared.method,
-        path: &prepared.path_and_query,
+        path: prepared.url.target(),
         headers: &headers,
         body: &prepared.body,
     };
