@@ -35,6 +35,7 @@ fn non_stream(driver: &str) {
         "{}",
         gw.proc.output()
     );
+    let before = mock.stats();
     let r = gw.chat(HI);
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -63,6 +64,13 @@ fn non_stream(driver: &str) {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("x-request-id"), Some("my-id-1"));
     }
+    // Upstream keep-alive: the four requests reuse pooled connections, at most one per shard.
+    // (`connections` counts every accept, the ones asking for the stats included.)
+    let after = mock.stats();
+    assert_eq!(after["requests"], 4, "{after}");
+    let opened =
+        after["connections"].as_u64().unwrap() - before["connections"].as_u64().unwrap() - 1;
+    assert!((1..=2).contains(&opened), "{before} -> {after}");
 }
 
 fn stream(driver: &str) {

@@ -29,6 +29,8 @@ pub use knobs::Knobs;
 #[derive(Default)]
 pub struct MockStats {
     pub requests: AtomicU64,
+    /// TCP connections accepted (shows whether a client reuses its connections).
+    pub connections: AtomicU64,
     pub disconnects: AtomicU64,
     pub completed_streams: AtomicU64,
     /// The body of the last chat request, at `GET /mock/last-request` (to check translations).
@@ -111,6 +113,7 @@ fn serve_listener(l: std::net::TcpListener, stats: Arc<MockStats>, driver: IoDri
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    stats.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let svc = MockService {
                         stats: stats.clone(),
@@ -130,6 +133,7 @@ impl Service for MockService {
             ("GET", "/mock/stats") => {
                 let body = serde_json::json!({
                     "requests": self.stats.requests.load(Ordering::Relaxed),
+                    "connections": self.stats.connections.load(Ordering::Relaxed),
                     "disconnects": self.stats.disconnects.load(Ordering::Relaxed),
                     "completed_streams": self.stats.completed_streams.load(Ordering::Relaxed),
                 });
