@@ -24,7 +24,7 @@ use crate::http1::response::push_header;
 use crate::util::write_authority;
 pub use conn::UpstreamConn;
 pub use dns::{Resolver, ResolverPool};
-use pool::{Pool, PoolKey, PooledConn};
+use pool::{Pool, PoolKeyRef, PooledConn};
 pub use proxy::ProxyConfig;
 
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -133,16 +133,16 @@ impl UpstreamClient {
         let start = Instant::now();
         let deadline = timeouts.total.map(|t| start + t);
         let route = self.proxy.route(req.tls, req.host, req.port);
-        let key = PoolKey {
+        let key = PoolKeyRef {
             tls: req.tls,
-            host: req.host.to_owned(),
+            host: req.host,
             port: req.port,
         };
         let mut wire = encode_request(req, route.absolute_form);
         // A pooled connection may have been closed by the server since it was idle: one retry
         // on a fresh connection is safe because nothing of the response was seen.
         for attempt in 0..2 {
-            let mut conn = self.pool.acquire(&key, settings, attempt > 0).await;
+            let mut conn = self.pool.acquire(key, settings, attempt > 0).await;
             if conn.conn.is_none() {
                 // Boxed: only new connections take this path (TLS handshake state is large).
                 let c = within(deadline, settings.connect_timeout, "connect", async {

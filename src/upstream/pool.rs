@@ -2,11 +2,12 @@
 //! open connections. Shard-local: plain `RefCell`, no locks.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use hashbrown::{Equivalent, HashMap};
 use monoio::time::Instant;
 
 use super::conn::UpstreamConn;
@@ -15,11 +16,37 @@ use crate::config::UpstreamSettings;
 /// Idle time after which a pooled connection is checked (one non-blocking peek) before reuse.
 const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(500);
 
+/// A pool's key as stored: owned once, when a host is first seen.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PoolKey {
+struct PoolKey {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+/// A pool key borrowed from the request, so that finding a host allocates nothing. Its derived
+/// `Hash` equals `PoolKey`'s (same fields in the same order; `&str` and `String` hash alike).
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct PoolKeyRef<'a> {
     pub tls: bool,
-    pub host: String,
+    pub host: &'a str,
     pub port: u16,
+}
+
+impl Equivalent<PoolKey> for PoolKeyRef<'_> {
+    fn equivalent(&self, key: &PoolKey) -> bool {
+        self.tls == key.tls && self.port == key.port && self.host == key.host
+    }
+}
+
+impl PoolKeyRef<'_> {
+    fn to_owned(self) -> PoolKey {
+        PoolKey {
+            tls: self.tls,
+            host: self.host.to_owned(),
+            port: self.port,
+        }
+    }
 }
 
 struct Idle {
@@ -36,9 +63,13 @@ struct Host {
     waiters: VecDeque<Waker>,
 }
 
+/// A host's state, shared by the pool's map and the slots taken from it, so that returning a
+/// connection does not look the host up again. The map keeps a host while any slot is open.
+type HostRef = Rc<RefCell<Host>>;
+
 #[derive(Default)]
 pub struct Pool {
-    hosts: RefCell<HashMap<PoolKey, Host>>,
+    hosts: RefCell<HashMap<PoolKey, HostRef>>,
 }
 
 /// A connection slot: `conn` is `None` until the caller connects. Dropping it closes the
@@ -46,15 +77,21 @@ pub struct Pool {
 pub struct PooledConn {
     pub conn: Option<UpstreamConn>,
     pub reused: bool,
-    key: PoolKey,
-    pool: Rc<Pool>,
+    host: HostRef,
     idle_timeout: Duration,
 }
 
 impl PooledConn {
     pub fn recycle(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.put_idle(&self.key, conn, self.idle_timeout);
+            let mut host = self.host.borrow_mut();
+            if host.idle.len() < host.max_idle && !self.idle_timeout.is_zero() {
+                host.idle.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                    timeout: self.idle_timeout,
+                });
+            }
         }
     }
 }
@@ -62,7 +99,13 @@ impl PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         self.conn = None;
-        self.pool.free_slot(&self.key);
+        let mut host = self.host.borrow_mut();
+        host.open = host.open.saturating_sub(1);
+        // Wake every waiter: some may have been dropped (a cancelled request), and a waiter
+        // that finds the host full again simply re-registers.
+        for w in host.waiters.drain(..) {
+            w.wake();
+        }
     }
 }
 
@@ -74,14 +117,15 @@ impl Pool {
     /// Takes an idle connection (unless `fresh`) or a slot for a new one, waiting while the host
     /// is at its connection limit.
     pub async fn acquire(
-        self: &Rc<Self>,
-        key: &PoolKey,
+        &self,
+        key: PoolKeyRef<'_>,
         s: &UpstreamSettings,
         fresh: bool,
     ) -> PooledConn {
         std::future::poll_fn(|cx| {
-            let mut hosts = self.hosts.borrow_mut();
-            let host = hosts.entry(key.clone()).or_default();
+            // Looked up on every poll: a sweep may drop the host's state while this waits.
+            let host_ref = self.host(key);
+            let mut host = host_ref.borrow_mut();
             host.max_idle = s.max_idle_per_host;
             if !fresh {
                 let now = Instant::now();
@@ -96,8 +140,7 @@ impl Pool {
                         return Poll::Ready(PooledConn {
                             conn: Some(idle.conn),
                             reused: true,
-                            key: key.clone(),
-                            pool: self.clone(),
+                            host: host_ref.clone(),
                             idle_timeout: s.pool_idle_timeout,
                         });
                     }
@@ -112,8 +155,7 @@ impl Pool {
                 return Poll::Ready(PooledConn {
                     conn: None,
                     reused: false,
-                    key: key.clone(),
-                    pool: self.clone(),
+                    host: host_ref.clone(),
                     idle_timeout: s.pool_idle_timeout,
                 });
             }
@@ -123,39 +165,31 @@ impl Pool {
         .await
     }
 
-    fn put_idle(&self, key: &PoolKey, conn: UpstreamConn, timeout: Duration) {
+    /// The state of a host, created when it is first seen.
+    fn host(&self, key: PoolKeyRef<'_>) -> HostRef {
         let mut hosts = self.hosts.borrow_mut();
-        if let Some(host) = hosts.get_mut(key) {
-            if host.idle.len() < host.max_idle && !timeout.is_zero() {
-                host.idle.push(Idle {
-                    conn,
-                    since: Instant::now(),
-                    timeout,
-                });
-            }
+        if let Some(h) = hosts.get(&key) {
+            return h.clone();
         }
-    }
-
-    fn free_slot(&self, key: &PoolKey) {
-        let mut hosts = self.hosts.borrow_mut();
-        if let Some(host) = hosts.get_mut(key) {
-            host.open = host.open.saturating_sub(1);
-            // Wake every waiter: some may have been dropped (a cancelled request), and a
-            // waiter that finds the host full again simply re-registers.
-            for w in host.waiters.drain(..) {
-                w.wake();
-            }
-        }
+        let h = HostRef::default();
+        hosts.insert(key.to_owned(), h.clone());
+        h
     }
 
     /// Closes idle connections past their idle timeout.
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut hosts = self.hosts.borrow_mut();
-        for host in hosts.values_mut() {
-            host.idle
+        for host in hosts.values() {
+            host.borrow_mut()
+                .idle
                 .retain(|i| now.saturating_duration_since(i.since) < i.timeout);
         }
-        hosts.retain(|_, h| h.open > 0 || !h.idle.is_empty() || !h.waiters.is_empty());
+        // A host with a slot out (open > 0) is also referenced by that slot: keep it, or a
+        // later request would create a second state for the same host.
+        hosts.retain(|_, h| {
+            let h = h.borrow();
+            h.open > 0 || !h.idle.is_empty() || !h.waiters.is_empty()
+        });
     }
 }
