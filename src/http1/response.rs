@@ -93,6 +93,12 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         self.status = Some(status);
         let b = &mut self.buf;
         b.clear();
+        // One allocation for head and body (a whole body is appended right after): growing
+        // from empty would reallocate and copy half a dozen times.
+        let extra_len: usize = extra.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        b.reserve(
+            160 + content_type.len() + self.request_id.len() + extra_len + length.unwrap_or(0),
+        );
         let mut num = itoa::Buffer::new();
         b.extend_from_slice(b"HTTP/1.1 ");
         b.extend_from_slice(num.format(status.as_u16()).as_bytes());
