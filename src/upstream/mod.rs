@@ -208,6 +208,8 @@ enum Exchange {
     Failed(UpstreamError),
 }
 
+/// Writes the request and reads the response head, all under one first-byte deadline (one
+/// timer per exchange, not one per read).
 async fn exchange(
     conn: &mut PooledConn,
     wire: &mut Vec<u8>,
@@ -217,62 +219,56 @@ async fn exchange(
     let Some(c) = conn.conn.as_mut() else {
         return Err(Exchange::Stale);
     };
-    let data = std::mem::take(wire);
-    match within(
-        deadline,
-        timeouts.first_byte,
-        "sending request",
-        c.write_all(data),
-    )
-    .await
-    {
-        Ok((Ok(()), back)) => *wire = back,
-        Ok((Err(_), back)) => {
-            *wire = back;
+    let mut head_deadline = Instant::now() + timeouts.first_byte;
+    if let Some(d) = deadline {
+        head_deadline = head_deadline.min(d);
+    }
+    let phase = std::cell::Cell::new("sending request");
+    let io = async {
+        let data = std::mem::take(wire);
+        let (res, back) = c.write_all(data).await;
+        *wire = back;
+        if res.is_err() {
             return Err(Exchange::Stale);
         }
-        Err(e) => return Err(Exchange::Failed(e)),
-    }
-    let mut buf = BytesMut::with_capacity(4096);
-    loop {
-        match parse_response(&mut buf) {
-            Ok(Some(head)) => {
-                if head.status.is_informational() {
-                    continue;
+        phase.set("waiting for response");
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            match parse_response(&mut buf) {
+                Ok(Some(head)) => {
+                    if head.status.is_informational() {
+                        continue;
+                    }
+                    return Ok((head.status, head.headers, buf));
                 }
-                return Ok((head.status, head.headers, buf));
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Exchange::Failed(UpstreamError::Protocol(format!(
+                        "bad response head: {e}"
+                    ))))
+                }
             }
-            Ok(None) => {}
-            Err(e) => {
-                return Err(Exchange::Failed(UpstreamError::Protocol(format!(
-                    "bad response head: {e}"
-                ))))
-            }
-        }
-        if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(Exchange::Failed(UpstreamError::Protocol(
-                "response head too large".into(),
-            )));
-        }
-        let seen = !buf.is_empty();
-        match within(
-            deadline,
-            timeouts.first_byte,
-            "waiting for response",
-            c.read_more(&mut buf, 4096),
-        )
-        .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) if !seen => return Err(Exchange::Stale),
-            Ok(Ok(0)) => {
+            if buf.len() > MAX_RESPONSE_HEAD {
                 return Err(Exchange::Failed(UpstreamError::Protocol(
-                    "connection closed mid-head".into(),
-                )))
+                    "response head too large".into(),
+                )));
             }
-            Ok(Err(e)) => return Err(Exchange::Failed(UpstreamError::Io(e.to_string()))),
-            Ok(Ok(_)) => {}
-            Err(e) => return Err(Exchange::Failed(e)),
+            let seen = !buf.is_empty();
+            match c.read_more(&mut buf, 4096).await {
+                Ok(0) | Err(_) if !seen => return Err(Exchange::Stale),
+                Ok(0) => {
+                    return Err(Exchange::Failed(UpstreamError::Protocol(
+                        "connection closed mid-head".into(),
+                    )))
+                }
+                Err(e) => return Err(Exchange::Failed(UpstreamError::Io(e.to_string()))),
+                Ok(_) => {}
+            }
         }
+    };
+    match monoio::time::timeout_at(head_deadline, io).await {
+        Ok(r) => r,
+        Err(_) => Err(Exchange::Failed(UpstreamError::Timeout(phase.get()))),
     }
 }
 
