@@ -65,13 +65,13 @@ pub async fn chat_completions<IO: ServerIo>(
         return;
     };
     let mut out = Outcome::new();
-    forward(gw, snap, req, &view, req_json, &dep, w, started, &mut out).await;
+    forward(gw, snap, req, &view, req_json, dep, w, started, &mut out).await;
     if out.status == 0 {
         out.status = w.status().map(|s| s.as_u16()).unwrap_or(500);
     }
     let duration = started.elapsed().as_secs_f64();
     gw.metrics.record_request(&RequestRecord {
-        deployment: &dep,
+        deployment: dep,
         status: out.status,
         duration,
         upstream_duration: out.upstream_secs,
@@ -98,23 +98,23 @@ pub async fn chat_completions<IO: ServerIo>(
 
 /// Weighted random choice among the group's deployments (the routing work replaces this with
 /// strategies, cooldowns and breakers).
-fn pick(deps: &[Arc<Deployment>]) -> Option<Arc<Deployment>> {
+fn pick(deps: &[Arc<Deployment>]) -> Option<&Arc<Deployment>> {
     match deps.len() {
         0 => None,
-        1 => Some(deps[0].clone()),
+        1 => Some(&deps[0]),
         _ => {
             let total: f64 = deps.iter().map(|d| d.weight).sum();
             if total <= 0.0 {
-                return Some(deps[fastrand::usize(..deps.len())].clone());
+                return Some(&deps[fastrand::usize(..deps.len())]);
             }
             let mut x = fastrand::f64() * total;
             for d in deps {
                 if x < d.weight {
-                    return Some(d.clone());
+                    return Some(d);
                 }
                 x -= d.weight;
             }
-            deps.last().cloned()
+            deps.last()
         }
     }
 }

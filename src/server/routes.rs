@@ -104,7 +104,7 @@ impl Service for GatewayService {
     async fn call<IO: ServerIo>(&self, req: &Request, w: &mut ResponseWriter<'_, IO>) {
         let ctx = &*self.ctx;
         let _inflight = InflightGuard::new(ctx);
-        let snap = ctx.shared.config.load_full();
+        let snap = ctx.snapshot();
         let route = route(req.path())
             .filter(|r| !matches!(r, Route::DebugPanic) || snap.server.debug_routes);
         let Some(route) = route else {

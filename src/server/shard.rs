@@ -1,6 +1,6 @@
 //! One shard: its thread, runtime, accept loops and shard-local state.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use monoio::net::{TcpListener, UnixListener};
 use super::routes::GatewayService;
 use super::runtime::{self, ActiveDriver, IoDriver};
 use super::Shared;
+use crate::config::Snapshot;
 use crate::gateway::GatewayShard;
 use crate::http1::{conn, ConnLimits};
 use crate::telemetry::metrics::ShardMetrics;
@@ -37,6 +38,30 @@ pub struct ShardCtx {
     pub gateway: GatewayShard,
     pub ids: RequestIds,
     pub inflight: Cell<usize>,
+    #[allow(
+        clippy::redundant_allocation,
+        reason = "the Rc is the point: cloning it writes only shard-local memory"
+    )]
+    snapshot: RefCell<Rc<Arc<Snapshot>>>,
+}
+
+impl ShardCtx {
+    /// The current config snapshot for a request. Holding the shard's own `Rc` to it, a
+    /// request writes no reference count shared with the other shards (`load_full` would
+    /// bump the `Arc`'s, a cache line every shard writes); the shared `Arc` is re-read only
+    /// when a reload swapped it.
+    #[allow(
+        clippy::redundant_allocation,
+        reason = "the Rc is the point: cloning it writes only shard-local memory"
+    )]
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        let current = self.shared.config.load();
+        let mut cached = self.snapshot.borrow_mut();
+        if !Arc::ptr_eq(&cached, &current) {
+            *cached = Rc::new(arc_swap::Guard::into_inner(current));
+        }
+        cached.clone()
+    }
 }
 
 pub fn run(spec: ShardSpec) {
@@ -70,6 +95,7 @@ pub fn run(spec: ShardSpec) {
             },
             ids: RequestIds::new(id),
             inflight: Cell::new(0),
+            snapshot: RefCell::new(Rc::new(shared.config.load_full())),
         });
         ctx.gateway.upstream.spawn_maintenance();
         let stopping = Rc::new(LocalEvent::default());
