@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::ast::BinOp;
 use super::builtins::{self as bi, Builtin};
 use super::ir::*;
+use super::out::{self, Fields, Out};
 use super::schema::CtxField;
 use super::RequestCtx;
 
@@ -51,6 +52,16 @@ impl<'a> Val<'a> {
 
     fn from_opt(v: Option<Value>) -> Self {
         v.map_or(Val::Absent, Val::Own)
+    }
+}
+
+impl<'a> From<Val<'a>> for Out<'a> {
+    fn from(v: Val<'a>) -> Self {
+        match v {
+            Val::Absent => Out::Absent,
+            Val::Ref(v) => Out::Ref(v),
+            Val::Own(v) => Out::Own(v),
+        }
     }
 }
 
@@ -111,8 +122,8 @@ pub enum Flow {
 
 /// Where statements write.
 #[derive(Debug, Default)]
-pub struct Sink {
-    pub obj: Map<String, Value>,
+pub struct Sink<'a> {
+    pub obj: Fields<'a>,
     /// Top-level fields to remove (passthrough mode).
     pub removed: Vec<String>,
     pub chunks: Vec<Value>,
@@ -238,7 +249,7 @@ impl<'a, 's> Env<'a, 's> {
     }
 
     /// Run a block in a fresh frame.
-    pub fn run_block(&mut self, block: &'a CBlock, sink: &mut Sink) -> Result<Flow, RtError> {
+    pub fn run_block(&mut self, block: &'a CBlock, sink: &mut Sink<'a>) -> Result<Flow, RtError> {
         let base = self.enter(block.slots);
         let r = self.exec(&block.stmts, sink);
         self.leave(base);
@@ -257,7 +268,7 @@ impl<'a, 's> Env<'a, 's> {
         self.base = old;
     }
 
-    fn exec(&mut self, stmts: &'a [CStmt], sink: &mut Sink) -> R<Flow> {
+    fn exec(&mut self, stmts: &'a [CStmt], sink: &mut Sink<'a>) -> R<Flow> {
         for s in stmts {
             let flow = self.stmt(s, sink)?;
             if !matches!(flow, Flow::Normal) {
@@ -267,24 +278,21 @@ impl<'a, 's> Env<'a, 's> {
         Ok(Flow::Normal)
     }
 
-    fn stmt(&mut self, s: &'a CStmt, sink: &mut Sink) -> R<Flow> {
+    fn stmt(&mut self, s: &'a CStmt, sink: &mut Sink<'a>) -> R<Flow> {
         match s {
             CStmt::Let(slot, e) => {
                 let v = self.eval(e)?;
                 self.stack[self.base + slot] = self.pin(v);
             }
-            CStmt::Set(path, e) => {
-                let v = self.eval(e)?;
-                match v.into_value() {
-                    Some(v) => set_path(&mut sink.obj, path, v),
-                    None => {
-                        if self.passthrough && path.len() == 1 {
-                            sink.obj.remove(&path[0]);
-                            sink.removed.push(path[0].clone());
-                        }
+            CStmt::Set(path, e) => match self.eval_out(e)? {
+                Out::Absent => {
+                    if let (true, [key]) = (self.passthrough, path.as_slice()) {
+                        sink.obj.retain(|(k, _)| k != key);
+                        sink.removed.push(key.clone());
                     }
                 }
-            }
+                v => self.set_out(&mut sink.obj, path, v),
+            },
             CStmt::SetState(i, path, e) => {
                 let v = self.eval(e)?.into_value();
                 let slot = &mut self.state[*i];
@@ -458,22 +466,8 @@ impl<'a, 's> Env<'a, 's> {
             }
             CExpr::Builtin(b, args, _) => return self.builtin(*b, args),
             CExpr::UserFn(idx, args) => {
-                // Arguments go straight onto the stack, where they become the
-                // callee's first slots: no argument vector per call.
-                let top = self.stack.len();
-                for a in args {
-                    match self.eval(a) {
-                        Ok(v) => {
-                            let v = self.pin(v);
-                            self.stack.push(v);
-                        }
-                        Err(e) => {
-                            self.stack.truncate(top);
-                            return Err(e);
-                        }
-                    }
-                }
-                return self.call_user(*idx, top);
+                let top = self.push_args(args)?;
+                return self.call_user(*idx, top, Self::eval);
             }
             CExpr::Lambda(..) | CExpr::FnRef(_) | CExpr::TableRef(_) => {
                 return mapping("a function or table used as a value");
@@ -509,60 +503,233 @@ impl<'a, 's> Env<'a, 's> {
                 }
                 Val::Absent
             }
-            CExpr::Object(entries) => return self.object(entries),
-            CExpr::Array(entries) => return self.array(entries),
+            CExpr::Object(entries) => Val::from_opt(self.object_out(entries)?.into_value()),
+            CExpr::Array(entries) => Val::from_opt(self.array_out(entries)?.into_value()),
         };
         Ok(v)
     }
 
-    #[inline(never)]
-    fn object(&mut self, entries: &'a [CObj]) -> R<Val<'a>> {
-        let mut m = Map::new();
-        for en in entries {
-            match en {
-                CObj::Field(k, v) => {
-                    if let Some(v) = self.eval(v)?.into_value() {
-                        m.insert(k.clone(), v);
-                    }
-                }
-                CObj::Spread(v) => match self.eval(v)?.into_value() {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Object(o)) => m.extend(o),
-                    Some(other) => {
-                        return mapping(format!(
-                            "cannot spread a {} into an object",
-                            bi::type_name(Some(&other))
-                        ))
-                    }
-                },
+    /// Evaluate an expression whose value goes to the output. Object and list literals,
+    /// and the `fn` calls, branches, `??` and `map`s that yield them, are built as [`Out`]
+    /// entries (borrowed keys and leaves) rather than `Value` trees; anything else is
+    /// evaluated as usual.
+    fn eval_out(&mut self, e: &'a CExpr) -> R<Out<'a>> {
+        match e {
+            CExpr::Object(entries) => self.object_out(entries),
+            CExpr::Array(entries) => self.array_out(entries),
+            CExpr::UserFn(idx, args) => {
+                let top = self.push_args(args)?;
+                self.call_user(*idx, top, Self::eval_out)
             }
+            CExpr::If(c, t, f) => {
+                let cond = self.eval(c)?;
+                match (bi::truthy(cond.get()), f) {
+                    (true, _) => self.eval_out(t),
+                    (false, Some(f)) => self.eval_out(f),
+                    (false, None) => Ok(Out::Absent),
+                }
+            }
+            CExpr::Match(s, arms) => {
+                let v = self.eval(s)?;
+                match arms
+                    .iter()
+                    .find(|(pats, _)| pats.iter().any(|p| pattern_matches(p, &v)))
+                {
+                    Some((_, value)) => self.eval_out(value),
+                    None => Ok(Out::Absent),
+                }
+            }
+            CExpr::Bin(BinOp::Coalesce, a, b, _) => {
+                let x = self.eval_out(a)?;
+                if x.is_nullish() {
+                    self.eval_out(b)
+                } else {
+                    Ok(x)
+                }
+            }
+            CExpr::Builtin(b @ (Builtin::Map | Builtin::FlatMap), args, _) => {
+                self.map_out(*b, args)
+            }
+            CExpr::Builtin(Builtin::Nonempty, args, _) => {
+                let v = self.eval_out(&args[0])?;
+                Ok(if v.is_empty() { Out::Absent } else { v })
+            }
+            CExpr::Builtin(Builtin::MergeAdjacent, args, _) => self.merge_adjacent_out(args),
+            _ => Ok(self.eval(e)?.into()),
         }
-        Ok(Val::Own(Value::Object(m)))
     }
 
     #[inline(never)]
-    fn array(&mut self, entries: &'a [CArr]) -> R<Val<'a>> {
-        let mut out = Vec::with_capacity(entries.len());
+    fn object_out(&mut self, entries: &'a [CObj]) -> R<Out<'a>> {
+        let mut fields = Vec::with_capacity(entries.len());
+        // Literal fields are distinct (the compiler checks): only a spread can repeat a key.
+        let mut spread = false;
         for en in entries {
             match en {
-                CArr::Item(v) => {
-                    if let Some(v) = self.eval(v)?.into_value() {
-                        out.push(v);
+                CObj::Field(k, v) => match self.eval_out(v)? {
+                    Out::Absent => {}
+                    v if spread => out::put(&mut fields, k, v),
+                    v => fields.push((k.as_str(), v)),
+                },
+                CObj::Spread(v) => {
+                    spread = true;
+                    match self.eval_out(v)? {
+                        v @ Out::Obj(_)
+                        | v @ Out::Ref(Value::Object(_))
+                        | v @ Out::Own(Value::Object(_)) => {
+                            for (k, v) in self.fields_of(v) {
+                                out::put(&mut fields, k, v);
+                            }
+                        }
+                        v if v.is_nullish() => {}
+                        other => {
+                            return mapping(format!(
+                                "cannot spread a {} into an object",
+                                other.type_name()
+                            ))
+                        }
                     }
                 }
-                CArr::Spread(v) => match self.eval(v)?.into_value() {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Array(a)) => out.extend(a),
-                    Some(other) => {
+            }
+        }
+        Ok(Out::Obj(fields))
+    }
+
+    #[inline(never)]
+    fn array_out(&mut self, entries: &'a [CArr]) -> R<Out<'a>> {
+        let mut items = Vec::with_capacity(entries.len());
+        for en in entries {
+            match en {
+                CArr::Item(v) => match self.eval_out(v)? {
+                    Out::Absent => {}
+                    v => items.push(v),
+                },
+                CArr::Spread(v) => match out::extend(&mut items, self.eval_out(v)?) {
+                    Ok(()) => {}
+                    Err(v) if v.is_nullish() => {}
+                    Err(other) => {
                         return mapping(format!(
                             "cannot spread a {} into a list",
-                            bi::type_name(Some(&other))
+                            other.type_name()
                         ))
                     }
                 },
             }
         }
-        Ok(Val::Own(Value::Array(out)))
+        Ok(Out::Arr(items))
+    }
+
+    /// `map` / `flat_map` whose results go to the output.
+    fn map_out(&mut self, b: Builtin, args: &'a [CExpr]) -> R<Out<'a>> {
+        let Some(items) = self.list_arg(b, &args[0])? else {
+            return Ok(Out::Absent);
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            match self.apply_with(&args[1], it, Self::eval_out)? {
+                Out::Absent => {}
+                v if b == Builtin::FlatMap => {
+                    if let Err(v) = out::extend(&mut out, v) {
+                        if !v.is_nullish() {
+                            out.push(v);
+                        }
+                    }
+                }
+                v => out.push(v),
+            }
+        }
+        Ok(Out::Arr(out))
+    }
+
+    /// `merge_adjacent` on built objects, which are edited as entries instead of being
+    /// turned into `Value`s first.
+    fn merge_adjacent_out(&mut self, args: &'a [CExpr]) -> R<Out<'a>> {
+        let list = self.eval_out(&args[0])?;
+        let key = self.eval(&args[1])?;
+        let field = self.eval(&args[2])?;
+        let items = match list.into_items() {
+            Ok(items) => items,
+            Err(v) if v.is_nullish() => return Ok(Out::Absent),
+            Err(other) => return mapping(format!("merge_adjacent of a {}", other.type_name())),
+        };
+        let key = key.get().and_then(Value::as_str).unwrap_or_default();
+        // Pinned, so that the merged field can be keyed by a borrow of it.
+        let field = match self.pin(field) {
+            Val::Ref(Value::String(s)) => s.as_str(),
+            _ => "",
+        };
+        let mut merged: Vec<Out<'a>> = Vec::with_capacity(items.len());
+        for item in items {
+            let same = match merged.last().and_then(|prev| prev.field(key)) {
+                Some(k) => item.field(key).is_some_and(|c| out::same(&k, &c)),
+                None => false,
+            };
+            if !same {
+                merged.push(item);
+                continue;
+            }
+            let mut prev = match merged.pop() {
+                Some(prev) => self.fields_of(prev),
+                None => Vec::new(),
+            };
+            let mut cur = self.fields_of(item);
+            let more = cur
+                .iter()
+                .position(|(k, _)| *k == field)
+                .map(|i| cur.swap_remove(i).1);
+            let before = match prev.iter().position(|(k, _)| *k == field) {
+                Some(i) => prev.remove(i).1,
+                None => Out::Absent,
+            };
+            let mut list = Vec::new();
+            for v in std::iter::once(before).chain(more) {
+                if let Err(v) = out::extend(&mut list, v) {
+                    if !v.is_nullish() {
+                        list.push(v);
+                    }
+                }
+            }
+            prev.push((field, Out::Arr(list)));
+            merged.push(Out::Obj(prev));
+        }
+        Ok(Out::Arr(merged))
+    }
+
+    /// The entries of an object (a document object becomes entries borrowing it; an owned
+    /// one is moved to the arena first). Anything else has none.
+    fn fields_of(&mut self, o: Out<'a>) -> Fields<'a> {
+        let m = match o {
+            Out::Obj(f) => return f,
+            Out::Ref(Value::Object(m)) => m,
+            Out::Own(v @ Value::Object(_)) => match self.keep(v) {
+                Value::Object(m) => m,
+                _ => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        m.iter().map(|(k, v)| (k.as_str(), Out::Ref(v))).collect()
+    }
+
+    /// Set `path` inside `fields`, making objects on the way (replacing a non-object in
+    /// the way, as assigning to a field of it does).
+    fn set_out(&mut self, fields: &mut Fields<'a>, path: &'a [String], v: Out<'a>) {
+        match path {
+            [] => {}
+            [key] => out::put(fields, key, v),
+            [key, rest @ ..] => {
+                let i = match fields.iter().position(|(k, _)| *k == key.as_str()) {
+                    Some(i) => i,
+                    None => {
+                        fields.push((key, Out::Obj(Vec::new())));
+                        fields.len() - 1
+                    }
+                };
+                let inner = std::mem::replace(&mut fields[i].1, Out::Absent);
+                let mut inner = self.fields_of(inner);
+                self.set_out(&mut inner, rest, v);
+                fields[i].1 = Out::Obj(inner);
+            }
+        }
     }
 
     fn ctx_field(&self, f: CtxField) -> Val<'a> {
@@ -589,10 +756,35 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
+    /// Evaluate (and pin) call arguments onto the stack, where they become the
+    /// callee's first slots: no argument vector per call. Returns where they start.
+    fn push_args(&mut self, args: &'a [CExpr]) -> R<usize> {
+        let top = self.stack.len();
+        for a in args {
+            match self.eval(a) {
+                Ok(v) => {
+                    let v = self.pin(v);
+                    self.stack.push(v);
+                }
+                Err(e) => {
+                    self.stack.truncate(top);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(top)
+    }
+
     /// Call fn `idx` whose (pinned) arguments are on the stack from `top` on;
-    /// they become the first slots of its frame. The stack is back at `top`
-    /// afterwards, on success and on error.
-    fn call_user(&mut self, idx: usize, top: usize) -> R<Val<'a>> {
+    /// they become the first slots of its frame, and `eval` evaluates its body
+    /// (as a value or as output). The stack is back at `top` afterwards, on
+    /// success and on error.
+    fn call_user<T>(
+        &mut self,
+        idx: usize,
+        top: usize,
+        eval: impl FnOnce(&mut Self, &'a CExpr) -> R<T>,
+    ) -> R<T> {
         let prog = self.prog;
         let Some(f) = prog.fns.get(idx) else {
             self.stack.truncate(top);
@@ -606,7 +798,7 @@ impl<'a, 's> Env<'a, 's> {
         let old = self.base;
         self.base = top;
         self.stack.resize(top + f.slots.max(f.params), Val::Absent);
-        let r = self.eval(&f.body);
+        let r = eval(self, &f.body);
         self.stack.truncate(top);
         self.base = old;
         self.depth -= 1;
@@ -615,16 +807,26 @@ impl<'a, 's> Env<'a, 's> {
 
     /// Apply a lambda or fn reference to one argument.
     fn apply(&mut self, f: &'a CExpr, arg: Val<'a>) -> R<Val<'a>> {
+        self.apply_with(f, arg, Self::eval)
+    }
+
+    /// Apply a lambda or fn reference to one argument, its body evaluated by `eval`.
+    fn apply_with<T>(
+        &mut self,
+        f: &'a CExpr,
+        arg: Val<'a>,
+        eval: impl FnOnce(&mut Self, &'a CExpr) -> R<T>,
+    ) -> R<T> {
         let arg = self.pin(arg);
         match f {
             CExpr::Lambda(slot, body) => {
                 self.stack[self.base + slot] = arg;
-                self.eval(body)
+                eval(self, body)
             }
             CExpr::FnRef(idx) => {
                 let top = self.stack.len();
                 self.stack.push(arg);
-                self.call_user(*idx, top)
+                self.call_user(*idx, top, eval)
             }
             _ => mapping("expected a function"),
         }

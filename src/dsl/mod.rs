@@ -27,6 +27,7 @@ pub mod framing;
 pub mod golden;
 pub mod interp;
 pub mod ir;
+pub mod out;
 pub mod parser;
 pub mod passthrough;
 pub mod provider;

@@ -8,6 +8,7 @@ use super::error::{ErrorClass, MappedError, TranslateError};
 use super::framing::Framing;
 use super::interp::{Arena, Env, Flow, RtError, Sink};
 use super::ir::{Auth, Program, TmplPart};
+use super::out::{self, Out};
 use super::passthrough;
 use super::schema::CtxField;
 
@@ -193,8 +194,8 @@ impl Provider {
         }
 
         let body = if prog.request_passthrough {
-            let patched =
-                raw.and_then(|r| passthrough::patch_top_level(r, &sink.obj, &sink.removed));
+            let set = out::into_map(std::mem::take(&mut sink.obj));
+            let patched = raw.and_then(|r| passthrough::patch_top_level(r, &set, &sink.removed));
             match patched {
                 Some(b) => b,
                 None => {
@@ -205,7 +206,7 @@ impl Provider {
                     for k in &sink.removed {
                         obj.remove(k);
                     }
-                    obj.extend(std::mem::take(&mut sink.obj));
+                    obj.extend(set);
                     serde_json::to_vec(&Value::Object(obj))
                         .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?
                 }
@@ -213,7 +214,7 @@ impl Provider {
         } else {
             // Sized from the client's body so the buffer rarely regrows.
             let mut out = Vec::with_capacity(raw.map_or(512, |r| r.len() + r.len() / 2));
-            sonic_rs::to_writer(&mut out, &sink.obj)
+            sonic_rs::to_writer(&mut out, &out::Object(&sink.obj))
                 .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?;
             out
         };
@@ -353,7 +354,7 @@ impl Provider {
         let mut sink = Sink::default();
         if prog.response_passthrough {
             if let Value::Object(m) = &parsed {
-                sink.obj = m.clone();
+                sink.obj = m.iter().map(|(k, v)| (k.as_str(), Out::Ref(v))).collect();
             }
             env.passthrough = true;
         }
@@ -365,7 +366,7 @@ impl Provider {
             let text = String::from_utf8_lossy(body);
             return Err(self.classify(st, Some(&parsed), &text));
         }
-        Ok(Value::Object(sink.obj))
+        Ok(Value::Object(out::into_map(sink.obj)))
     }
 
     fn rt_mapped(&self, status: u16, e: RtError) -> MappedError {
