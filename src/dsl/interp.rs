@@ -147,6 +147,9 @@ pub struct Env<'a, 's> {
     pub state: &'s mut Vec<Value>,
     pub id_counter: &'s mut u64,
     pub passthrough: bool,
+    /// The caller wants the output as a `Value` (a response): building it as one from the
+    /// start is cheaper than building [`Out`] entries and converting them.
+    pub values_out: bool,
     stack: Vec<Val<'a>>,
     base: usize,
     depth: usize,
@@ -185,6 +188,7 @@ impl<'a, 's> Env<'a, 's> {
             state,
             id_counter,
             passthrough: false,
+            values_out: false,
             // Deep enough for the shipped files' nesting without regrowing.
             stack: Vec::with_capacity(64),
             base: 0,
@@ -503,10 +507,62 @@ impl<'a, 's> Env<'a, 's> {
                 }
                 Val::Absent
             }
-            CExpr::Object(entries) => Val::from_opt(self.object_out(entries)?.into_value()),
-            CExpr::Array(entries) => Val::from_opt(self.array_out(entries)?.into_value()),
+            CExpr::Object(entries) => return self.object(entries),
+            CExpr::Array(entries) => return self.array(entries),
         };
         Ok(v)
+    }
+
+    /// An object literal computed inside an expression (a `let`, an argument, a condition)
+    /// rather than for the output: built as a `Value` straight away.
+    #[inline(never)]
+    fn object(&mut self, entries: &'a [CObj]) -> R<Val<'a>> {
+        let mut m = Map::new();
+        for en in entries {
+            match en {
+                CObj::Field(k, v) => {
+                    if let Some(v) = self.eval(v)?.into_value() {
+                        m.insert(k.clone(), v);
+                    }
+                }
+                CObj::Spread(v) => match self.eval(v)?.into_value() {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(o)) => m.extend(o),
+                    Some(other) => {
+                        return mapping(format!(
+                            "cannot spread a {} into an object",
+                            bi::type_name(Some(&other))
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(Val::Own(Value::Object(m)))
+    }
+
+    #[inline(never)]
+    fn array(&mut self, entries: &'a [CArr]) -> R<Val<'a>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for en in entries {
+            match en {
+                CArr::Item(v) => {
+                    if let Some(v) = self.eval(v)?.into_value() {
+                        out.push(v);
+                    }
+                }
+                CArr::Spread(v) => match self.eval(v)?.into_value() {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(a)) => out.extend(a),
+                    Some(other) => {
+                        return mapping(format!(
+                            "cannot spread a {} into a list",
+                            bi::type_name(Some(&other))
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(Val::Own(Value::Array(out)))
     }
 
     /// Evaluate an expression whose value goes to the output. Object and list literals,
@@ -514,9 +570,28 @@ impl<'a, 's> Env<'a, 's> {
     /// entries (borrowed keys and leaves) rather than `Value` trees; anything else is
     /// evaluated as usual.
     fn eval_out(&mut self, e: &'a CExpr) -> R<Out<'a>> {
+        if self.values_out {
+            return self.eval(e).map(Out::from);
+        }
+        // Leaves go straight to `eval`, past the large frame of `eval_out_node`.
         match e {
             CExpr::Object(entries) => self.object_out(entries),
             CExpr::Array(entries) => self.array_out(entries),
+            CExpr::UserFn(..)
+            | CExpr::If(..)
+            | CExpr::Match(..)
+            | CExpr::Bin(BinOp::Coalesce, ..)
+            | CExpr::Builtin(
+                Builtin::Map | Builtin::FlatMap | Builtin::Nonempty | Builtin::MergeAdjacent,
+                ..,
+            ) => self.eval_out_node(e),
+            _ => self.eval(e).map(Out::from),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_out_node(&mut self, e: &'a CExpr) -> R<Out<'a>> {
+        match e {
             CExpr::UserFn(idx, args) => {
                 let top = self.push_args(args)?;
                 self.call_user(*idx, top, Self::eval_out)
@@ -555,7 +630,7 @@ impl<'a, 's> Env<'a, 's> {
                 Ok(if v.is_empty() { Out::Absent } else { v })
             }
             CExpr::Builtin(Builtin::MergeAdjacent, args, _) => self.merge_adjacent_out(args),
-            _ => Ok(self.eval(e)?.into()),
+            _ => self.eval(e).map(Out::from),
         }
     }
 

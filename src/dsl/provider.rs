@@ -351,6 +351,7 @@ impl Provider {
         env.res = Some(&parsed);
         env.status = status;
         env.ctx = Some(ctx);
+        env.values_out = true;
         let mut sink = Sink::default();
         if prog.response_passthrough {
             if let Value::Object(m) = &parsed {
