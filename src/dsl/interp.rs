@@ -1667,11 +1667,12 @@ fn fold_expr(e: &mut CExpr) {
     }
 }
 
-/// Compact JSON text of a value. `serde_json::to_string` writes straight into
-/// a byte buffer; `Display` goes through the formatting machinery and is
-/// markedly slower for the `to_json(b.input)` of every tool call.
+/// Compact JSON text of a value (`to_json(b.input)` of every tool call).
 fn json_text(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+    let mut buf = Vec::new();
+    out::write_value(&mut buf, v);
+    // Only UTF-8 is written: strings come from `&str`s, everything else is ASCII.
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 /// Move argument `i` out of an argument list, leaving `Absent`.

@@ -5,10 +5,10 @@
 //! B-tree insert per field, a deep clone of every borrowed subtree (a tool's `parameters`)
 //! and, at the end, freeing it all. An [`Out`] object is a vector of entries whose keys
 //! borrow the program's field names and whose leaves borrow the input documents; it is
-//! serialised straight to bytes, or turned into a `Value` once where a caller needs one.
+//! written straight to bytes, or turned into a `Value` once where a caller needs one.
 
-use serde::ser::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
+use sonic_rs::format::{CompactFormatter, Formatter};
 
 /// Entries of an output object, in the order the file sets them. Keys are unique: every
 /// write goes through [`put`] unless the compiler already guarantees it (distinct literal
@@ -146,23 +146,88 @@ pub fn into_map(fields: Fields<'_>) -> Map<String, Value> {
     m
 }
 
-impl Serialize for Out<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Out::Absent => s.serialize_unit(),
-            Out::Ref(v) => v.serialize(s),
-            Out::Own(v) => v.serialize(s),
-            Out::Obj(f) => s.collect_map(f.iter().map(|(k, v)| (k, v))),
-            Out::Arr(a) => s.collect_seq(a),
+/// Appends the JSON text of an output object's entries.
+pub fn write_fields(buf: &mut Vec<u8>, fields: &[(&str, Out<'_>)]) {
+    buf.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_str(buf, k);
+        buf.push(b':');
+        write_out(buf, v);
+    }
+    buf.push(b'}');
+}
+
+pub fn write_out(buf: &mut Vec<u8>, v: &Out<'_>) {
+    match v {
+        Out::Absent => buf.extend_from_slice(b"null"),
+        Out::Ref(v) => write_value(buf, v),
+        Out::Own(v) => write_value(buf, v),
+        Out::Obj(f) => write_fields(buf, f),
+        Out::Arr(a) => {
+            buf.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_out(buf, v);
+            }
+            buf.push(b']');
         }
     }
 }
 
-/// Serialises the entries of an output object as one JSON object.
-pub struct Object<'b, 'a>(pub &'b [(&'a str, Out<'a>)]);
-
-impl Serialize for Object<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+/// Appends the compact JSON text of a value, as `serde_json` and sonic-rs write it. Written
+/// here rather than through `Serialize`, whose per-value dispatch costs more than the
+/// writing itself for the small values of a request; strings still go through sonic-rs's
+/// SIMD escaping.
+pub fn write_value(buf: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => buf.extend_from_slice(b"null"),
+        Value::Bool(true) => buf.extend_from_slice(b"true"),
+        Value::Bool(false) => buf.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(buf, n),
+        Value::String(s) => write_str(buf, s),
+        Value::Array(a) => {
+            buf.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_value(buf, v);
+            }
+            buf.push(b']');
+        }
+        Value::Object(m) => {
+            buf.push(b'{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_str(buf, k);
+                buf.push(b':');
+                write_value(buf, v);
+            }
+            buf.push(b'}');
+        }
     }
+}
+
+// Writing into a `Vec` cannot fail, hence the ignored results below.
+
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    let _ = CompactFormatter.write_string_fast(buf, s, true);
+}
+
+fn write_number(buf: &mut Vec<u8>, n: &Number) {
+    let mut f = CompactFormatter;
+    let _ = match (n.as_u64(), n.as_i64(), n.as_f64()) {
+        (Some(u), _, _) => f.write_u64(buf, u),
+        (None, Some(i), _) => f.write_i64(buf, i),
+        // Without `arbitrary_precision` every number is one of the three, and floats are finite.
+        (None, None, Some(x)) => f.write_f64(buf, x),
+        (None, None, None) => f.write_null(buf),
+    };
 }

@@ -207,15 +207,13 @@ impl Provider {
                         obj.remove(k);
                     }
                     obj.extend(set);
-                    serde_json::to_vec(&Value::Object(obj))
-                        .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?
+                    super::to_json_vec(&Value::Object(obj))
                 }
             }
         } else {
             // Sized from the client's body so the buffer rarely regrows.
             let mut out = Vec::with_capacity(raw.map_or(512, |r| r.len() + r.len() / 2));
-            sonic_rs::to_writer(&mut out, &out::Object(&sink.obj))
-                .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?;
+            out::write_fields(&mut out, &sink.obj);
             out
         };
 
