@@ -65,8 +65,9 @@ impl<'a> From<Val<'a>> for Out<'a> {
     }
 }
 
-/// Values per arena chunk: enough for a typical request without a second chunk.
-const CHUNK: usize = 32;
+/// Values per arena chunk. Few values are pinned (most bound values are borrowed from the
+/// documents), and chunks are chained when more are.
+const CHUNK: usize = 8;
 
 /// Storage for owned values that are bound to a local, a `fn` parameter or a
 /// lambda parameter. Moving such a value here once turns every later read into
@@ -215,6 +216,7 @@ impl<'a, 's> Env<'a, 's> {
     /// A value about to be bound to a slot: owned data with heap parts goes to
     /// the arena so that reads of the slot borrow instead of cloning; scalars
     /// clone cheaply and stay as they are.
+    #[inline]
     fn pin(&mut self, v: Val<'a>) -> Val<'a> {
         match v {
             Val::Own(x @ (Value::String(_) | Value::Array(_) | Value::Object(_))) => {
@@ -872,7 +874,10 @@ impl<'a, 's> Env<'a, 's> {
         self.depth += 1;
         let old = self.base;
         self.base = top;
-        self.stack.resize(top + f.slots.max(f.params), Val::Absent);
+        // The arguments already fill the frame unless the body has lambdas.
+        if f.slots > f.params {
+            self.stack.resize(top + f.slots, Val::Absent);
+        }
         let r = eval(self, &f.body);
         self.stack.truncate(top);
         self.base = old;
@@ -1042,6 +1047,19 @@ impl<'a, 's> Env<'a, 's> {
             Now => {
                 return Ok(Val::Own(Value::from(self.ctx.map_or(0, |c| c.now))));
             }
+            // Frequent one-argument tests, answered without the argument stack.
+            Nonempty => {
+                let v = self.eval(&args[0])?;
+                return Ok(if v.get().is_none_or(out::is_empty) {
+                    Val::Absent
+                } else {
+                    v
+                });
+            }
+            Present => {
+                let v = self.eval(&args[0])?;
+                return Ok(Val::Own(Value::Bool(!v.is_nullish())));
+            }
             NewId => {
                 let p = self.eval(&args[0])?;
                 let prefix = p
@@ -1162,17 +1180,6 @@ impl<'a, 's> Env<'a, 's> {
                 Val::Ref(Value::Null) | Val::Own(Value::Null) => Val::Absent,
                 v => Val::Own(Value::Array(v.into_value().into_iter().collect())),
             }),
-            Nonempty => {
-                let empty = match v0 {
-                    None | Some(Value::Null) => true,
-                    Some(Value::String(s)) => s.is_empty(),
-                    Some(Value::Array(a)) => a.is_empty(),
-                    Some(Value::Object(o)) => o.is_empty(),
-                    _ => false,
-                };
-                Ok(if empty { Val::Absent } else { take(vals, 0) })
-            }
-            Present => own(Value::Bool(!matches!(v0, None | Some(Value::Null)))),
             IsString => own(Value::Bool(v0.is_some_and(Value::is_string))),
             IsArray => own(Value::Bool(v0.is_some_and(Value::is_array))),
             IsObject => own(Value::Bool(v0.is_some_and(Value::is_object))),
@@ -1352,7 +1359,7 @@ impl<'a, 's> Env<'a, 's> {
                 str_arg(0).unwrap_or("invalid request").to_string(),
             ))),
             Map | Filter | Reject | FlatMap | Find | Any | All | Leading | AfterLeading
-            | Lookup | Now | NewId => mapping("unreachable builtin dispatch"),
+            | Lookup | Now | NewId | Nonempty | Present => mapping("unreachable builtin dispatch"),
         }
     }
 
@@ -1669,7 +1676,7 @@ fn fold_expr(e: &mut CExpr) {
 
 /// Compact JSON text of a value (`to_json(b.input)` of every tool call).
 fn json_text(v: &Value) -> String {
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(64);
     out::write_value(&mut buf, v);
     // Only UTF-8 is written: strings come from `&str`s, everything else is ASCII.
     String::from_utf8(buf).unwrap_or_default()

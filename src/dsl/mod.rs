@@ -147,7 +147,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
 
 /// Serialises a value (compact JSON, strings escaped with sonic-rs's SIMD code).
 pub fn to_json_vec(v: &serde_json::Value) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(256);
+    let mut buf = Vec::with_capacity(512);
     out::write_value(&mut buf, v);
     buf
 }

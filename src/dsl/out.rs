@@ -48,8 +48,8 @@ impl<'a> Out<'a> {
             Out::Absent => true,
             Out::Obj(f) => f.is_empty(),
             Out::Arr(a) => a.is_empty(),
-            Out::Ref(v) => empty_value(v),
-            Out::Own(v) => empty_value(v),
+            Out::Ref(v) => is_empty(v),
+            Out::Own(v) => is_empty(v),
         }
     }
 
@@ -105,7 +105,8 @@ pub fn same(a: &Out<'_>, b: &Out<'_>) -> bool {
     }
 }
 
-fn empty_value(v: &Value) -> bool {
+/// What `nonempty` drops of a document value: null, and empty strings, lists and objects.
+pub fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::String(s) => s.is_empty(),

@@ -179,7 +179,11 @@ impl Provider {
         env.set_request(req);
         env.ctx = Some(ctx);
         env.passthrough = prog.request_passthrough;
-        let mut sink = Sink::default();
+        let mut sink = Sink {
+            // Mostly one top-level field per statement: no regrowing as they are set.
+            obj: Vec::with_capacity(prog.request.stmts.len()),
+            ..Sink::default()
+        };
         match env
             .run_block(&prog.request, &mut sink)
             .map_err(|e| self.terr(e))?
