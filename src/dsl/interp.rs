@@ -432,14 +432,7 @@ impl<'a, 's> Env<'a, 's> {
                     ref_or_absent(self.req_fields[*id as usize])
                 }
             }
-            CExpr::Extra(k) => {
-                // A provider-specific field never shadows an OpenAI one.
-                if super::schema::request_field(k).is_some() {
-                    Val::Absent
-                } else {
-                    ref_or_absent(self.req.and_then(|r| r.get(k)))
-                }
-            }
+            CExpr::Extra(k) => ref_or_absent(self.req.and_then(|r| r.get(k))),
             CExpr::Ctx(f) => self.ctx_field(*f),
             CExpr::Res => ref_or_absent(self.res),
             CExpr::Ev => ref_or_absent(self.ev),
@@ -1749,6 +1742,8 @@ fn pattern_matches(p: &CPattern, v: &Val<'_>) -> bool {
 /// Equality where `1 == 1.0` and absent equals only absent.
 fn json_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
     match (a, b) {
+        // Strings first: roles, types and other tags are what files compare most.
+        (Some(Value::String(x)), Some(Value::String(y))) => x == y,
         (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
         (Some(x), Some(y)) => x == y,
         (None, None) => true,

@@ -18,7 +18,8 @@ pub enum CExpr {
     Omit,
     /// Top-level request field by id (honours dropped parameters).
     Req(u8),
-    /// A non-OpenAI field of the request body (`extra.top_k`).
+    /// A non-OpenAI field of the request body (`extra.top_k`; `extra.<OpenAI field>` is
+    /// compiled to `Omit`).
     Extra(String),
     Ctx(CtxField),
     Res,
