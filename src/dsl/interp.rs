@@ -1528,143 +1528,80 @@ fn is_seq(e: &CExpr) -> bool {
 /// "developer"]` in a `fn` called per message is the typical case. Literals are
 /// built in entry order with later keys winning, exactly as at run time.
 pub fn fold_constants(prog: &mut Program) {
-    for f in &mut prog.fns {
-        fold_expr(&mut f.body);
-    }
-    fold_stmts(&mut prog.request.stmts);
-    if let Some(b) = &mut prog.response {
-        fold_stmts(&mut b.stmts);
-    }
-    for t in &mut prog.stream.init {
-        fold_expr(&mut t.expr);
-    }
-    for h in &mut prog.stream.handlers {
-        if let Some(c) = &mut h.cond {
-            fold_expr(c);
-        }
-        fold_stmts(&mut h.body.stmts);
-    }
-    if let Some(m) = &mut prog.errors.message {
-        fold_expr(&mut m.expr);
-    }
-    for r in &mut prog.errors.rules {
-        fold_expr(&mut r.cond.expr);
-    }
-    for (_, t) in prog.headers.iter_mut().chain(prog.queries.iter_mut()) {
-        fold_expr(&mut t.expr);
-    }
-    for u in &mut prog.urls {
-        if let Some(c) = &mut u.cond {
-            fold_expr(&mut c.expr);
-        }
-    }
-}
-
-fn fold_stmts(stmts: &mut [CStmt]) {
-    for s in stmts {
-        match s {
-            CStmt::Let(_, e)
-            | CStmt::Set(_, e)
-            | CStmt::SetState(_, _, e)
-            | CStmt::EmitUsage(e)
-            | CStmt::EmitChunk(e)
-            | CStmt::Raise(e) => fold_expr(e),
-            CStmt::If(c, t, f) => {
-                fold_expr(c);
-                fold_stmts(t);
-                fold_stmts(f);
-            }
-            CStmt::Unsupported(_, c) => {
-                if let Some(c) = c {
-                    fold_expr(c);
-                }
-            }
-            CStmt::EmitDelta(d, f) => {
-                fold_expr(d);
-                if let Some(f) = f {
-                    fold_expr(f);
-                }
-            }
-            CStmt::Done => {}
-        }
+    for (_, exprs) in prog.frames() {
+        exprs.into_iter().for_each(fold_expr);
     }
 }
 
 fn fold_expr(e: &mut CExpr) {
+    e.for_each_child(&mut fold_expr);
     match e {
-        CExpr::Const(_)
-        | CExpr::Omit
-        | CExpr::Req(_)
-        | CExpr::Extra(_)
-        | CExpr::Ctx(_)
-        | CExpr::Res
-        | CExpr::Ev
-        | CExpr::Event
-        | CExpr::Status
-        | CExpr::Text
-        | CExpr::Local(_)
-        | CExpr::State(_)
-        | CExpr::FnRef(_)
-        | CExpr::TableRef(_) => {}
-        CExpr::Path(x, _) | CExpr::Neg(x) | CExpr::Not(x) | CExpr::Lambda(_, x) => fold_expr(x),
-        CExpr::Index(a, b) | CExpr::Bin(_, a, b, _) => {
-            fold_expr(a);
-            fold_expr(b);
-        }
-        CExpr::Builtin(_, args, _) | CExpr::UserFn(_, args) => args.iter_mut().for_each(fold_expr),
-        CExpr::If(c, t, f) => {
-            fold_expr(c);
-            fold_expr(t);
-            if let Some(f) = f {
-                fold_expr(f);
-            }
-        }
-        CExpr::Match(x, arms) => {
-            fold_expr(x);
-            for (_, v) in arms {
-                fold_expr(v);
-            }
-        }
-        CExpr::Object(entries) => {
-            for en in entries.iter_mut() {
-                match en {
-                    CObj::Field(_, v) | CObj::Spread(v) => fold_expr(v),
-                }
-            }
+        CExpr::Object(entries)
             if entries
                 .iter()
-                .all(|en| matches!(en, CObj::Field(_, CExpr::Const(_))))
-            {
-                let mut m = Map::new();
-                for en in entries.drain(..) {
-                    if let CObj::Field(k, CExpr::Const(v)) = en {
-                        m.insert(k, v);
-                    }
+                .all(|en| matches!(en, CObj::Field(_, CExpr::Const(_)))) =>
+        {
+            let mut m = Map::new();
+            for en in entries.drain(..) {
+                if let CObj::Field(k, CExpr::Const(v)) = en {
+                    m.insert(k, v);
                 }
-                *e = CExpr::Const(Value::Object(m));
             }
+            *e = CExpr::Const(Value::Object(m));
         }
-        CExpr::Array(entries) => {
-            for en in entries.iter_mut() {
-                match en {
-                    CArr::Item(v) | CArr::Spread(v) => fold_expr(v),
-                }
-            }
+        CExpr::Array(entries)
             if entries
                 .iter()
-                .all(|en| matches!(en, CArr::Item(CExpr::Const(_))))
-            {
-                let items = entries
-                    .drain(..)
-                    .filter_map(|en| match en {
-                        CArr::Item(CExpr::Const(v)) => Some(v),
-                        _ => None,
-                    })
-                    .collect();
-                *e = CExpr::Const(Value::Array(items));
-            }
+                .all(|en| matches!(en, CArr::Item(CExpr::Const(_)))) =>
+        {
+            let items = entries
+                .drain(..)
+                .filter_map(|en| match en {
+                    CArr::Item(CExpr::Const(v)) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            *e = CExpr::Const(Value::Array(items));
+        }
+        _ => {}
+    }
+}
+
+/// Load-time rewrite: a `fn` passed by name to a list built-in (`filter(is_system)`,
+/// `map(message)`) becomes a lambda with a copy of its body, its slots moved past those of
+/// the frame it is used in. Each item is then applied in that frame, without the frame,
+/// argument push and depth check of a call. Copies are made from the original bodies, so a
+/// fn that passes itself by name is copied once, not without end.
+pub fn lambdas_for_fn_refs(prog: &mut Program) {
+    let fns = prog.fns.clone();
+    for (slots, exprs) in prog.frames() {
+        for e in exprs {
+            fn_refs_to_lambdas(e, slots, &fns);
         }
     }
+}
+
+fn fn_refs_to_lambdas(e: &mut CExpr, slots: &mut usize, fns: &[CFn]) {
+    let CExpr::FnRef(idx) = e else {
+        e.for_each_child(&mut |c| fn_refs_to_lambdas(c, slots, fns));
+        return;
+    };
+    // The compiler only passes one-parameter fns by name; the parameter is slot 0.
+    let Some(f) = fns.get(*idx).filter(|f| f.params == 1) else {
+        return;
+    };
+    let mut body = f.body.clone();
+    shift_slots(&mut body, *slots);
+    *e = CExpr::Lambda(*slots, Box::new(body));
+    *slots += f.slots.max(1);
+}
+
+/// Moves every slot an expression uses up by `by`.
+fn shift_slots(e: &mut CExpr, by: usize) {
+    if let CExpr::Local(i) | CExpr::Lambda(i, _) = e {
+        *i += by;
+    }
+    e.for_each_child(&mut |c| shift_slots(c, by));
 }
 
 /// Compact JSON text of a value (`to_json(b.input)` of every tool call).

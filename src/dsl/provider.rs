@@ -90,6 +90,7 @@ pub struct Provider {
 impl Provider {
     pub(crate) fn new(mut prog: Program) -> Self {
         super::interp::fold_constants(&mut prog);
+        super::interp::lambdas_for_fn_refs(&mut prog);
         Provider { prog }
     }
 

@@ -382,6 +382,47 @@ fn output_entries_and_values_agree() {
     assert_eq!(got, want);
 }
 
+/// A fn passed by name runs as a lambda over its body; one that passes itself by name
+/// (a tree walk) still recurses, and runaway recursion is still stopped.
+#[test]
+fn fns_passed_by_name_and_recursion() {
+    let set = load(
+        r#"provider p {
+          base_url "https://x.test"
+          fn node(n) = { name: n.name, kids: map(n.kids, node) | nonempty }
+          fn forever(x) = forever(x)
+          request {
+            tree = map(extra.nodes, node)
+            big = filter(extra.nodes, n -> n.name != "a") | map(node)
+            loop = if extra.spin then forever(1)
+          }
+        }"#,
+    );
+    let p = set.get("p").expect("p");
+    let req = json!({"nodes": [
+        {"name": "a", "kids": [{"name": "b", "kids": [{"name": "c"}]}]},
+        {"name": "d"}
+    ]});
+    let up = p
+        .build_request(&RequestCtx::default(), &req)
+        .expect("built");
+    let body: Value = serde_json::from_slice(&up.body).expect("json");
+    assert_eq!(
+        body,
+        json!({
+            "tree": [
+                {"name": "a", "kids": [{"name": "b", "kids": [{"name": "c"}]}]},
+                {"name": "d"}
+            ],
+            "big": [{"name": "d"}]
+        })
+    );
+    let e = p
+        .build_request(&RequestCtx::default(), &json!({"spin": true}))
+        .expect_err("runaway");
+    assert!(e.to_string().contains("recursed deeper"), "{e}");
+}
+
 #[test]
 fn json_writer_matches_sonic_rs() {
     let v = json!({
