@@ -18,11 +18,23 @@ const MAX_DEPTH: usize = 64;
 
 /// A value during evaluation. `Absent` is "no value" (a missing field, `omit`),
 /// distinct from JSON `null`; reading a field whose value is `null` gives `Absent`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Val<'a> {
     Absent,
     Ref(&'a Value),
     Own(Value),
+}
+
+impl Clone for Val<'_> {
+    // Reading a local clones its value, mostly a borrow: kept inline, not a call each time.
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        match self {
+            Val::Absent => Val::Absent,
+            Val::Ref(v) => Val::Ref(v),
+            Val::Own(v) => Val::Own(v.clone()),
+        }
+    }
 }
 
 impl<'a> Val<'a> {
