@@ -1067,15 +1067,13 @@ impl<'a, 's> Env<'a, 's> {
             }
             NewId => {
                 let p = self.eval(&args[0])?;
-                let prefix = p
-                    .get()
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let prefix = p.get().and_then(Value::as_str).unwrap_or_default();
+                let mut id = String::with_capacity(prefix.len() + 24);
+                id.push_str(prefix);
                 let seed = self.ctx.map_or("", |c| c.request_id.as_str());
-                let n = *self.id_counter;
+                bi::push_id_hex(&mut id, seed, *self.id_counter);
                 *self.id_counter += 1;
-                return Ok(Val::Own(Value::String(prefix + &bi::id_hex(seed, n))));
+                return Ok(Val::Own(Value::String(id)));
             }
             _ => {}
         }
