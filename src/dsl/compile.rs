@@ -854,7 +854,11 @@ impl ExprCx<'_, '_> {
                     if !self.root_allowed("extra", base.span) {
                         return CExpr::Omit;
                     }
-                    return CExpr::Extra(name.clone());
+                    // A provider-specific field never shadows an OpenAI one.
+                    return match schema::request_field(name) {
+                        Some(_) => CExpr::Omit,
+                        None => CExpr::Extra(name.clone()),
+                    };
                 }
                 if self.is_root_var(base, "ctx") {
                     if !self.root_allowed("ctx", base.span) {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::ast::BinOp;
 use super::builtins::{self as bi, Builtin};
 use super::ir::*;
+use super::out::{self, Fields, Out};
 use super::schema::CtxField;
 use super::RequestCtx;
 
@@ -17,11 +18,23 @@ const MAX_DEPTH: usize = 64;
 
 /// A value during evaluation. `Absent` is "no value" (a missing field, `omit`),
 /// distinct from JSON `null`; reading a field whose value is `null` gives `Absent`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Val<'a> {
     Absent,
     Ref(&'a Value),
     Own(Value),
+}
+
+impl Clone for Val<'_> {
+    // Reading a local clones its value, mostly a borrow: kept inline, not a call each time.
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        match self {
+            Val::Absent => Val::Absent,
+            Val::Ref(v) => Val::Ref(v),
+            Val::Own(v) => Val::Own(v.clone()),
+        }
+    }
 }
 
 impl<'a> Val<'a> {
@@ -54,8 +67,19 @@ impl<'a> Val<'a> {
     }
 }
 
-/// Values per arena chunk: enough for a typical request without a second chunk.
-const CHUNK: usize = 32;
+impl<'a> From<Val<'a>> for Out<'a> {
+    fn from(v: Val<'a>) -> Self {
+        match v {
+            Val::Absent => Out::Absent,
+            Val::Ref(v) => Out::Ref(v),
+            Val::Own(v) => Out::Own(v),
+        }
+    }
+}
+
+/// Values per arena chunk. Few values are pinned (most bound values are borrowed from the
+/// documents), and chunks are chained when more are.
+const CHUNK: usize = 8;
 
 /// Storage for owned values that are bound to a local, a `fn` parameter or a
 /// lambda parameter. Moving such a value here once turns every later read into
@@ -111,8 +135,8 @@ pub enum Flow {
 
 /// Where statements write.
 #[derive(Debug, Default)]
-pub struct Sink {
-    pub obj: Map<String, Value>,
+pub struct Sink<'a> {
+    pub obj: Fields<'a>,
     /// Top-level fields to remove (passthrough mode).
     pub removed: Vec<String>,
     pub chunks: Vec<Value>,
@@ -136,6 +160,9 @@ pub struct Env<'a, 's> {
     pub state: &'s mut Vec<Value>,
     pub id_counter: &'s mut u64,
     pub passthrough: bool,
+    /// The caller wants the output as a `Value` (a response): building it as one from the
+    /// start is cheaper than building [`Out`] entries and converting them.
+    pub values_out: bool,
     stack: Vec<Val<'a>>,
     base: usize,
     depth: usize,
@@ -174,6 +201,7 @@ impl<'a, 's> Env<'a, 's> {
             state,
             id_counter,
             passthrough: false,
+            values_out: false,
             // Deep enough for the shipped files' nesting without regrowing.
             stack: Vec::with_capacity(64),
             base: 0,
@@ -200,6 +228,7 @@ impl<'a, 's> Env<'a, 's> {
     /// A value about to be bound to a slot: owned data with heap parts goes to
     /// the arena so that reads of the slot borrow instead of cloning; scalars
     /// clone cheaply and stay as they are.
+    #[inline]
     fn pin(&mut self, v: Val<'a>) -> Val<'a> {
         match v {
             Val::Own(x @ (Value::String(_) | Value::Array(_) | Value::Object(_))) => {
@@ -238,7 +267,7 @@ impl<'a, 's> Env<'a, 's> {
     }
 
     /// Run a block in a fresh frame.
-    pub fn run_block(&mut self, block: &'a CBlock, sink: &mut Sink) -> Result<Flow, RtError> {
+    pub fn run_block(&mut self, block: &'a CBlock, sink: &mut Sink<'a>) -> Result<Flow, RtError> {
         let base = self.enter(block.slots);
         let r = self.exec(&block.stmts, sink);
         self.leave(base);
@@ -257,7 +286,7 @@ impl<'a, 's> Env<'a, 's> {
         self.base = old;
     }
 
-    fn exec(&mut self, stmts: &'a [CStmt], sink: &mut Sink) -> R<Flow> {
+    fn exec(&mut self, stmts: &'a [CStmt], sink: &mut Sink<'a>) -> R<Flow> {
         for s in stmts {
             let flow = self.stmt(s, sink)?;
             if !matches!(flow, Flow::Normal) {
@@ -267,24 +296,21 @@ impl<'a, 's> Env<'a, 's> {
         Ok(Flow::Normal)
     }
 
-    fn stmt(&mut self, s: &'a CStmt, sink: &mut Sink) -> R<Flow> {
+    fn stmt(&mut self, s: &'a CStmt, sink: &mut Sink<'a>) -> R<Flow> {
         match s {
             CStmt::Let(slot, e) => {
                 let v = self.eval(e)?;
                 self.stack[self.base + slot] = self.pin(v);
             }
-            CStmt::Set(path, e) => {
-                let v = self.eval(e)?;
-                match v.into_value() {
-                    Some(v) => set_path(&mut sink.obj, path, v),
-                    None => {
-                        if self.passthrough && path.len() == 1 {
-                            sink.obj.remove(&path[0]);
-                            sink.removed.push(path[0].clone());
-                        }
+            CStmt::Set(path, e) => match self.eval_out(e)? {
+                Out::Absent => {
+                    if let (true, [key]) = (self.passthrough, path.as_slice()) {
+                        sink.obj.retain(|(k, _)| k != key);
+                        sink.removed.push(key.clone());
                     }
                 }
-            }
+                v => self.set_out(&mut sink.obj, path, v),
+            },
             CStmt::SetState(i, path, e) => {
                 let v = self.eval(e)?.into_value();
                 let slot = &mut self.state[*i];
@@ -418,14 +444,7 @@ impl<'a, 's> Env<'a, 's> {
                     ref_or_absent(self.req_fields[*id as usize])
                 }
             }
-            CExpr::Extra(k) => {
-                // A provider-specific field never shadows an OpenAI one.
-                if super::schema::request_field(k).is_some() {
-                    Val::Absent
-                } else {
-                    ref_or_absent(self.req.and_then(|r| r.get(k)))
-                }
-            }
+            CExpr::Extra(k) => ref_or_absent(self.req.and_then(|r| r.get(k))),
             CExpr::Ctx(f) => self.ctx_field(*f),
             CExpr::Res => ref_or_absent(self.res),
             CExpr::Ev => ref_or_absent(self.ev),
@@ -458,22 +477,8 @@ impl<'a, 's> Env<'a, 's> {
             }
             CExpr::Builtin(b, args, _) => return self.builtin(*b, args),
             CExpr::UserFn(idx, args) => {
-                // Arguments go straight onto the stack, where they become the
-                // callee's first slots: no argument vector per call.
-                let top = self.stack.len();
-                for a in args {
-                    match self.eval(a) {
-                        Ok(v) => {
-                            let v = self.pin(v);
-                            self.stack.push(v);
-                        }
-                        Err(e) => {
-                            self.stack.truncate(top);
-                            return Err(e);
-                        }
-                    }
-                }
-                return self.call_user(*idx, top);
+                let top = self.push_args(args)?;
+                return self.call_user(*idx, top, Self::eval);
             }
             CExpr::Lambda(..) | CExpr::FnRef(_) | CExpr::TableRef(_) => {
                 return mapping("a function or table used as a value");
@@ -515,6 +520,8 @@ impl<'a, 's> Env<'a, 's> {
         Ok(v)
     }
 
+    /// An object literal computed inside an expression (a `let`, an argument, a condition)
+    /// rather than for the output: built as a `Value` straight away.
     #[inline(never)]
     fn object(&mut self, entries: &'a [CObj]) -> R<Val<'a>> {
         let mut m = Map::new();
@@ -565,6 +572,248 @@ impl<'a, 's> Env<'a, 's> {
         Ok(Val::Own(Value::Array(out)))
     }
 
+    /// Evaluate an expression whose value goes to the output. Object and list literals,
+    /// and the `fn` calls, branches, `??` and `map`s that yield them, are built as [`Out`]
+    /// entries (borrowed keys and leaves) rather than `Value` trees; anything else is
+    /// evaluated as usual.
+    fn eval_out(&mut self, e: &'a CExpr) -> R<Out<'a>> {
+        if self.values_out {
+            return self.eval(e).map(Out::from);
+        }
+        // Leaves go straight to `eval`, past the large frame of `eval_out_node`.
+        match e {
+            CExpr::Object(entries) => self.object_out(entries),
+            CExpr::Array(entries) => self.array_out(entries),
+            CExpr::UserFn(..)
+            | CExpr::If(..)
+            | CExpr::Match(..)
+            | CExpr::Bin(BinOp::Coalesce, ..)
+            | CExpr::Builtin(
+                Builtin::Map | Builtin::FlatMap | Builtin::Nonempty | Builtin::MergeAdjacent,
+                ..,
+            ) => self.eval_out_node(e),
+            _ => self.eval(e).map(Out::from),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_out_node(&mut self, e: &'a CExpr) -> R<Out<'a>> {
+        match e {
+            CExpr::UserFn(idx, args) => {
+                let top = self.push_args(args)?;
+                self.call_user(*idx, top, Self::eval_out)
+            }
+            CExpr::If(c, t, f) => {
+                let cond = self.eval(c)?;
+                match (bi::truthy(cond.get()), f) {
+                    (true, _) => self.eval_out(t),
+                    (false, Some(f)) => self.eval_out(f),
+                    (false, None) => Ok(Out::Absent),
+                }
+            }
+            CExpr::Match(s, arms) => {
+                let v = self.eval(s)?;
+                match arms
+                    .iter()
+                    .find(|(pats, _)| pats.iter().any(|p| pattern_matches(p, &v)))
+                {
+                    Some((_, value)) => self.eval_out(value),
+                    None => Ok(Out::Absent),
+                }
+            }
+            CExpr::Bin(BinOp::Coalesce, a, b, _) => {
+                let x = self.eval_out(a)?;
+                if x.is_nullish() {
+                    self.eval_out(b)
+                } else {
+                    Ok(x)
+                }
+            }
+            CExpr::Builtin(b @ (Builtin::Map | Builtin::FlatMap), args, _) => {
+                self.map_out(*b, args)
+            }
+            CExpr::Builtin(Builtin::Nonempty, args, _) => {
+                let v = self.eval_out(&args[0])?;
+                Ok(if v.is_empty() { Out::Absent } else { v })
+            }
+            CExpr::Builtin(Builtin::MergeAdjacent, args, _) => self.merge_adjacent_out(args),
+            _ => self.eval(e).map(Out::from),
+        }
+    }
+
+    #[inline(never)]
+    fn object_out(&mut self, entries: &'a [CObj]) -> R<Out<'a>> {
+        let mut fields = Vec::with_capacity(entries.len());
+        // Literal fields are distinct (the compiler checks): only a spread can repeat a key.
+        let mut spread = false;
+        for en in entries {
+            match en {
+                CObj::Field(k, v) => match self.eval_out(v)? {
+                    Out::Absent => {}
+                    v if spread => out::put(&mut fields, k, v),
+                    v => fields.push((k.as_str(), v)),
+                },
+                CObj::Spread(v) => {
+                    spread = true;
+                    match self.eval_out(v)? {
+                        v @ Out::Obj(_)
+                        | v @ Out::Ref(Value::Object(_))
+                        | v @ Out::Own(Value::Object(_)) => {
+                            for (k, v) in self.fields_of(v) {
+                                out::put(&mut fields, k, v);
+                            }
+                        }
+                        v if v.is_nullish() => {}
+                        other => {
+                            return mapping(format!(
+                                "cannot spread a {} into an object",
+                                other.type_name()
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Out::Obj(fields))
+    }
+
+    #[inline(never)]
+    fn array_out(&mut self, entries: &'a [CArr]) -> R<Out<'a>> {
+        let mut items = Vec::with_capacity(entries.len());
+        for en in entries {
+            match en {
+                CArr::Item(v) => match self.eval_out(v)? {
+                    Out::Absent => {}
+                    v => items.push(v),
+                },
+                CArr::Spread(v) => match out::extend(&mut items, self.eval_out(v)?) {
+                    Ok(()) => {}
+                    Err(v) if v.is_nullish() => {}
+                    Err(other) => {
+                        return mapping(format!(
+                            "cannot spread a {} into a list",
+                            other.type_name()
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(Out::Arr(items))
+    }
+
+    /// `map` / `flat_map` whose results go to the output.
+    fn map_out(&mut self, b: Builtin, args: &'a [CExpr]) -> R<Out<'a>> {
+        let Some(items) = self.list_arg(b, &args[0])? else {
+            return Ok(Out::Absent);
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            match self.apply_with(&args[1], it, Self::eval_out)? {
+                Out::Absent => {}
+                v if b == Builtin::FlatMap => {
+                    if let Err(v) = out::extend(&mut out, v) {
+                        if !v.is_nullish() {
+                            out.push(v);
+                        }
+                    }
+                }
+                v => out.push(v),
+            }
+        }
+        Ok(Out::Arr(out))
+    }
+
+    /// `merge_adjacent` on built objects, which are edited as entries instead of being
+    /// turned into `Value`s first.
+    fn merge_adjacent_out(&mut self, args: &'a [CExpr]) -> R<Out<'a>> {
+        let list = self.eval_out(&args[0])?;
+        let key = self.eval(&args[1])?;
+        let field = self.eval(&args[2])?;
+        let items = match list.into_items() {
+            Ok(items) => items,
+            Err(v) if v.is_nullish() => return Ok(Out::Absent),
+            Err(other) => return mapping(format!("merge_adjacent of a {}", other.type_name())),
+        };
+        let key = key.get().and_then(Value::as_str).unwrap_or_default();
+        // Pinned, so that the merged field can be keyed by a borrow of it.
+        let field = match self.pin(field) {
+            Val::Ref(Value::String(s)) => s.as_str(),
+            _ => "",
+        };
+        let mut merged: Vec<Out<'a>> = Vec::with_capacity(items.len());
+        for item in items {
+            let same = match merged.last().and_then(|prev| prev.field(key)) {
+                Some(k) => item.field(key).is_some_and(|c| out::same(&k, &c)),
+                None => false,
+            };
+            if !same {
+                merged.push(item);
+                continue;
+            }
+            let mut prev = match merged.pop() {
+                Some(prev) => self.fields_of(prev),
+                None => Vec::new(),
+            };
+            let mut cur = self.fields_of(item);
+            let more = cur
+                .iter()
+                .position(|(k, _)| *k == field)
+                .map(|i| cur.swap_remove(i).1);
+            let before = match prev.iter().position(|(k, _)| *k == field) {
+                Some(i) => prev.remove(i).1,
+                None => Out::Absent,
+            };
+            let mut list = Vec::new();
+            for v in std::iter::once(before).chain(more) {
+                if let Err(v) = out::extend(&mut list, v) {
+                    if !v.is_nullish() {
+                        list.push(v);
+                    }
+                }
+            }
+            prev.push((field, Out::Arr(list)));
+            merged.push(Out::Obj(prev));
+        }
+        Ok(Out::Arr(merged))
+    }
+
+    /// The entries of an object (a document object becomes entries borrowing it; an owned
+    /// one is moved to the arena first). Anything else has none.
+    fn fields_of(&mut self, o: Out<'a>) -> Fields<'a> {
+        let m = match o {
+            Out::Obj(f) => return f,
+            Out::Ref(Value::Object(m)) => m,
+            Out::Own(v @ Value::Object(_)) => match self.keep(v) {
+                Value::Object(m) => m,
+                _ => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        m.iter().map(|(k, v)| (k.as_str(), Out::Ref(v))).collect()
+    }
+
+    /// Set `path` inside `fields`, making objects on the way (replacing a non-object in
+    /// the way, as assigning to a field of it does).
+    fn set_out(&mut self, fields: &mut Fields<'a>, path: &'a [String], v: Out<'a>) {
+        match path {
+            [] => {}
+            [key] => out::put(fields, key, v),
+            [key, rest @ ..] => {
+                let i = match fields.iter().position(|(k, _)| *k == key.as_str()) {
+                    Some(i) => i,
+                    None => {
+                        fields.push((key, Out::Obj(Vec::new())));
+                        fields.len() - 1
+                    }
+                };
+                let inner = std::mem::replace(&mut fields[i].1, Out::Absent);
+                let mut inner = self.fields_of(inner);
+                self.set_out(&mut inner, rest, v);
+                fields[i].1 = Out::Obj(inner);
+            }
+        }
+    }
+
     fn ctx_field(&self, f: CtxField) -> Val<'a> {
         let Some(c) = self.ctx else {
             return Val::Absent;
@@ -589,10 +838,35 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
+    /// Evaluate (and pin) call arguments onto the stack, where they become the
+    /// callee's first slots: no argument vector per call. Returns where they start.
+    fn push_args(&mut self, args: &'a [CExpr]) -> R<usize> {
+        let top = self.stack.len();
+        for a in args {
+            match self.eval(a) {
+                Ok(v) => {
+                    let v = self.pin(v);
+                    self.stack.push(v);
+                }
+                Err(e) => {
+                    self.stack.truncate(top);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(top)
+    }
+
     /// Call fn `idx` whose (pinned) arguments are on the stack from `top` on;
-    /// they become the first slots of its frame. The stack is back at `top`
-    /// afterwards, on success and on error.
-    fn call_user(&mut self, idx: usize, top: usize) -> R<Val<'a>> {
+    /// they become the first slots of its frame, and `eval` evaluates its body
+    /// (as a value or as output). The stack is back at `top` afterwards, on
+    /// success and on error.
+    fn call_user<T>(
+        &mut self,
+        idx: usize,
+        top: usize,
+        eval: impl FnOnce(&mut Self, &'a CExpr) -> R<T>,
+    ) -> R<T> {
         let prog = self.prog;
         let Some(f) = prog.fns.get(idx) else {
             self.stack.truncate(top);
@@ -605,8 +879,11 @@ impl<'a, 's> Env<'a, 's> {
         self.depth += 1;
         let old = self.base;
         self.base = top;
-        self.stack.resize(top + f.slots.max(f.params), Val::Absent);
-        let r = self.eval(&f.body);
+        // The arguments already fill the frame unless the body has lambdas.
+        if f.slots > f.params {
+            self.stack.resize(top + f.slots, Val::Absent);
+        }
+        let r = eval(self, &f.body);
         self.stack.truncate(top);
         self.base = old;
         self.depth -= 1;
@@ -615,16 +892,26 @@ impl<'a, 's> Env<'a, 's> {
 
     /// Apply a lambda or fn reference to one argument.
     fn apply(&mut self, f: &'a CExpr, arg: Val<'a>) -> R<Val<'a>> {
+        self.apply_with(f, arg, Self::eval)
+    }
+
+    /// Apply a lambda or fn reference to one argument, its body evaluated by `eval`.
+    fn apply_with<T>(
+        &mut self,
+        f: &'a CExpr,
+        arg: Val<'a>,
+        eval: impl FnOnce(&mut Self, &'a CExpr) -> R<T>,
+    ) -> R<T> {
         let arg = self.pin(arg);
         match f {
             CExpr::Lambda(slot, body) => {
                 self.stack[self.base + slot] = arg;
-                self.eval(body)
+                eval(self, body)
             }
             CExpr::FnRef(idx) => {
                 let top = self.stack.len();
                 self.stack.push(arg);
-                self.call_user(*idx, top)
+                self.call_user(*idx, top, eval)
             }
             _ => mapping("expected a function"),
         }
@@ -765,17 +1052,28 @@ impl<'a, 's> Env<'a, 's> {
             Now => {
                 return Ok(Val::Own(Value::from(self.ctx.map_or(0, |c| c.now))));
             }
+            // Frequent one-argument tests, answered without the argument stack.
+            Nonempty => {
+                let v = self.eval(&args[0])?;
+                return Ok(if v.get().is_none_or(out::is_empty) {
+                    Val::Absent
+                } else {
+                    v
+                });
+            }
+            Present => {
+                let v = self.eval(&args[0])?;
+                return Ok(Val::Own(Value::Bool(!v.is_nullish())));
+            }
             NewId => {
                 let p = self.eval(&args[0])?;
-                let prefix = p
-                    .get()
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let prefix = p.get().and_then(Value::as_str).unwrap_or_default();
+                let mut id = String::with_capacity(prefix.len() + 24);
+                id.push_str(prefix);
                 let seed = self.ctx.map_or("", |c| c.request_id.as_str());
-                let n = *self.id_counter;
+                bi::push_id_hex(&mut id, seed, *self.id_counter);
                 *self.id_counter += 1;
-                return Ok(Val::Own(Value::String(prefix + &bi::id_hex(seed, n))));
+                return Ok(Val::Own(Value::String(id)));
             }
             _ => {}
         }
@@ -885,17 +1183,6 @@ impl<'a, 's> Env<'a, 's> {
                 Val::Ref(Value::Null) | Val::Own(Value::Null) => Val::Absent,
                 v => Val::Own(Value::Array(v.into_value().into_iter().collect())),
             }),
-            Nonempty => {
-                let empty = match v0 {
-                    None | Some(Value::Null) => true,
-                    Some(Value::String(s)) => s.is_empty(),
-                    Some(Value::Array(a)) => a.is_empty(),
-                    Some(Value::Object(o)) => o.is_empty(),
-                    _ => false,
-                };
-                Ok(if empty { Val::Absent } else { take(vals, 0) })
-            }
-            Present => own(Value::Bool(!matches!(v0, None | Some(Value::Null)))),
             IsString => own(Value::Bool(v0.is_some_and(Value::is_string))),
             IsArray => own(Value::Bool(v0.is_some_and(Value::is_array))),
             IsObject => own(Value::Bool(v0.is_some_and(Value::is_object))),
@@ -1075,7 +1362,7 @@ impl<'a, 's> Env<'a, 's> {
                 str_arg(0).unwrap_or("invalid request").to_string(),
             ))),
             Map | Filter | Reject | FlatMap | Find | Any | All | Leading | AfterLeading
-            | Lookup | Now | NewId => mapping("unreachable builtin dispatch"),
+            | Lookup | Now | NewId | Nonempty | Present => mapping("unreachable builtin dispatch"),
         }
     }
 
@@ -1251,150 +1538,88 @@ fn is_seq(e: &CExpr) -> bool {
 /// "developer"]` in a `fn` called per message is the typical case. Literals are
 /// built in entry order with later keys winning, exactly as at run time.
 pub fn fold_constants(prog: &mut Program) {
-    for f in &mut prog.fns {
-        fold_expr(&mut f.body);
-    }
-    fold_stmts(&mut prog.request.stmts);
-    if let Some(b) = &mut prog.response {
-        fold_stmts(&mut b.stmts);
-    }
-    for t in &mut prog.stream.init {
-        fold_expr(&mut t.expr);
-    }
-    for h in &mut prog.stream.handlers {
-        if let Some(c) = &mut h.cond {
-            fold_expr(c);
-        }
-        fold_stmts(&mut h.body.stmts);
-    }
-    if let Some(m) = &mut prog.errors.message {
-        fold_expr(&mut m.expr);
-    }
-    for r in &mut prog.errors.rules {
-        fold_expr(&mut r.cond.expr);
-    }
-    for (_, t) in prog.headers.iter_mut().chain(prog.queries.iter_mut()) {
-        fold_expr(&mut t.expr);
-    }
-    for u in &mut prog.urls {
-        if let Some(c) = &mut u.cond {
-            fold_expr(&mut c.expr);
-        }
-    }
-}
-
-fn fold_stmts(stmts: &mut [CStmt]) {
-    for s in stmts {
-        match s {
-            CStmt::Let(_, e)
-            | CStmt::Set(_, e)
-            | CStmt::SetState(_, _, e)
-            | CStmt::EmitUsage(e)
-            | CStmt::EmitChunk(e)
-            | CStmt::Raise(e) => fold_expr(e),
-            CStmt::If(c, t, f) => {
-                fold_expr(c);
-                fold_stmts(t);
-                fold_stmts(f);
-            }
-            CStmt::Unsupported(_, c) => {
-                if let Some(c) = c {
-                    fold_expr(c);
-                }
-            }
-            CStmt::EmitDelta(d, f) => {
-                fold_expr(d);
-                if let Some(f) = f {
-                    fold_expr(f);
-                }
-            }
-            CStmt::Done => {}
-        }
+    for (_, exprs) in prog.frames() {
+        exprs.into_iter().for_each(fold_expr);
     }
 }
 
 fn fold_expr(e: &mut CExpr) {
+    e.for_each_child(&mut fold_expr);
     match e {
-        CExpr::Const(_)
-        | CExpr::Omit
-        | CExpr::Req(_)
-        | CExpr::Extra(_)
-        | CExpr::Ctx(_)
-        | CExpr::Res
-        | CExpr::Ev
-        | CExpr::Event
-        | CExpr::Status
-        | CExpr::Text
-        | CExpr::Local(_)
-        | CExpr::State(_)
-        | CExpr::FnRef(_)
-        | CExpr::TableRef(_) => {}
-        CExpr::Path(x, _) | CExpr::Neg(x) | CExpr::Not(x) | CExpr::Lambda(_, x) => fold_expr(x),
-        CExpr::Index(a, b) | CExpr::Bin(_, a, b, _) => {
-            fold_expr(a);
-            fold_expr(b);
-        }
-        CExpr::Builtin(_, args, _) | CExpr::UserFn(_, args) => args.iter_mut().for_each(fold_expr),
-        CExpr::If(c, t, f) => {
-            fold_expr(c);
-            fold_expr(t);
-            if let Some(f) = f {
-                fold_expr(f);
-            }
-        }
-        CExpr::Match(x, arms) => {
-            fold_expr(x);
-            for (_, v) in arms {
-                fold_expr(v);
-            }
-        }
-        CExpr::Object(entries) => {
-            for en in entries.iter_mut() {
-                match en {
-                    CObj::Field(_, v) | CObj::Spread(v) => fold_expr(v),
-                }
-            }
+        CExpr::Object(entries)
             if entries
                 .iter()
-                .all(|en| matches!(en, CObj::Field(_, CExpr::Const(_))))
-            {
-                let mut m = Map::new();
-                for en in entries.drain(..) {
-                    if let CObj::Field(k, CExpr::Const(v)) = en {
-                        m.insert(k, v);
-                    }
+                .all(|en| matches!(en, CObj::Field(_, CExpr::Const(_)))) =>
+        {
+            let mut m = Map::new();
+            for en in entries.drain(..) {
+                if let CObj::Field(k, CExpr::Const(v)) = en {
+                    m.insert(k, v);
                 }
-                *e = CExpr::Const(Value::Object(m));
             }
+            *e = CExpr::Const(Value::Object(m));
         }
-        CExpr::Array(entries) => {
-            for en in entries.iter_mut() {
-                match en {
-                    CArr::Item(v) | CArr::Spread(v) => fold_expr(v),
-                }
-            }
+        CExpr::Array(entries)
             if entries
                 .iter()
-                .all(|en| matches!(en, CArr::Item(CExpr::Const(_))))
-            {
-                let items = entries
-                    .drain(..)
-                    .filter_map(|en| match en {
-                        CArr::Item(CExpr::Const(v)) => Some(v),
-                        _ => None,
-                    })
-                    .collect();
-                *e = CExpr::Const(Value::Array(items));
-            }
+                .all(|en| matches!(en, CArr::Item(CExpr::Const(_)))) =>
+        {
+            let items = entries
+                .drain(..)
+                .filter_map(|en| match en {
+                    CArr::Item(CExpr::Const(v)) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            *e = CExpr::Const(Value::Array(items));
+        }
+        _ => {}
+    }
+}
+
+/// Load-time rewrite: a `fn` passed by name to a list built-in (`filter(is_system)`,
+/// `map(message)`) becomes a lambda with a copy of its body, its slots moved past those of
+/// the frame it is used in. Each item is then applied in that frame, without the frame,
+/// argument push and depth check of a call. Copies are made from the original bodies, so a
+/// fn that passes itself by name is copied once, not without end.
+pub fn lambdas_for_fn_refs(prog: &mut Program) {
+    let fns = prog.fns.clone();
+    for (slots, exprs) in prog.frames() {
+        for e in exprs {
+            fn_refs_to_lambdas(e, slots, &fns);
         }
     }
 }
 
-/// Compact JSON text of a value. `serde_json::to_string` writes straight into
-/// a byte buffer; `Display` goes through the formatting machinery and is
-/// markedly slower for the `to_json(b.input)` of every tool call.
+fn fn_refs_to_lambdas(e: &mut CExpr, slots: &mut usize, fns: &[CFn]) {
+    let CExpr::FnRef(idx) = e else {
+        e.for_each_child(&mut |c| fn_refs_to_lambdas(c, slots, fns));
+        return;
+    };
+    // The compiler only passes one-parameter fns by name; the parameter is slot 0.
+    let Some(f) = fns.get(*idx).filter(|f| f.params == 1) else {
+        return;
+    };
+    let mut body = f.body.clone();
+    shift_slots(&mut body, *slots);
+    *e = CExpr::Lambda(*slots, Box::new(body));
+    *slots += f.slots.max(1);
+}
+
+/// Moves every slot an expression uses up by `by`.
+fn shift_slots(e: &mut CExpr, by: usize) {
+    if let CExpr::Local(i) | CExpr::Lambda(i, _) = e {
+        *i += by;
+    }
+    e.for_each_child(&mut |c| shift_slots(c, by));
+}
+
+/// Compact JSON text of a value (`to_json(b.input)` of every tool call).
 fn json_text(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+    let mut buf = Vec::with_capacity(64);
+    out::write_value(&mut buf, v);
+    // Only UTF-8 is written: strings come from `&str`s, everything else is ASCII.
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 /// Move argument `i` out of an argument list, leaving `Absent`.
@@ -1415,7 +1640,7 @@ fn walk<'a>(v: Val<'a>, segs: &[Seg]) -> Val<'a> {
         Val::Ref(mut r) => {
             for s in segs {
                 let next = match (s, r) {
-                    (Seg::Key(k), Value::Object(m)) => m.get(k),
+                    (Seg::Key(k), Value::Object(m)) => field(m, k),
                     (Seg::Idx(i), Value::Array(a)) => a.get(*i),
                     _ => None,
                 };
@@ -1447,6 +1672,17 @@ fn walk<'a>(v: Val<'a>, segs: &[Seg]) -> Val<'a> {
     }
 }
 
+/// `m.get(k)`, by a scan that compares lengths first for the small objects of requests and
+/// responses: the B-tree search compares every key it passes byte-wise.
+fn field<'v>(m: &'v Map<String, Value>, k: &str) -> Option<&'v Value> {
+    if m.len() > 8 {
+        return m.get(k);
+    }
+    m.iter()
+        .find(|(key, _)| key.len() == k.len() && key.as_str() == k)
+        .map(|(_, v)| v)
+}
+
 fn pattern_matches(p: &CPattern, v: &Val<'_>) -> bool {
     let g = v.get();
     match p {
@@ -1464,6 +1700,8 @@ fn pattern_matches(p: &CPattern, v: &Val<'_>) -> bool {
 /// Equality where `1 == 1.0` and absent equals only absent.
 fn json_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
     match (a, b) {
+        // Strings first: roles, types and other tags are what files compare most.
+        (Some(Value::String(x)), Some(Value::String(y))) => x == y,
         (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
         (Some(x), Some(y)) => x == y,
         (None, None) => true,

@@ -18,7 +18,8 @@ pub enum CExpr {
     Omit,
     /// Top-level request field by id (honours dropped parameters).
     Req(u8),
-    /// A non-OpenAI field of the request body (`extra.top_k`).
+    /// A non-OpenAI field of the request body (`extra.top_k`; `extra.<OpenAI field>` is
+    /// compiled to `Omit`).
     Extra(String),
     Ctx(CtxField),
     Res,
@@ -44,6 +45,51 @@ pub enum CExpr {
     Match(Box<CExpr>, Vec<(Vec<CPattern>, CExpr)>),
     Object(Vec<CObj>),
     Array(Vec<CArr>),
+}
+
+impl CExpr {
+    /// Calls `f` on each direct sub-expression.
+    pub fn for_each_child<'s>(&'s mut self, f: &mut impl FnMut(&'s mut CExpr)) {
+        match self {
+            CExpr::Const(_)
+            | CExpr::Omit
+            | CExpr::Req(_)
+            | CExpr::Extra(_)
+            | CExpr::Ctx(_)
+            | CExpr::Res
+            | CExpr::Ev
+            | CExpr::Event
+            | CExpr::Status
+            | CExpr::Text
+            | CExpr::Local(_)
+            | CExpr::State(_)
+            | CExpr::FnRef(_)
+            | CExpr::TableRef(_) => {}
+            CExpr::Path(x, _) | CExpr::Neg(x) | CExpr::Not(x) | CExpr::Lambda(_, x) => f(x),
+            CExpr::Index(a, b) | CExpr::Bin(_, a, b, _) => {
+                f(a);
+                f(b);
+            }
+            CExpr::Builtin(_, args, _) | CExpr::UserFn(_, args) => args.iter_mut().for_each(f),
+            CExpr::If(c, t, e) => {
+                f(c);
+                f(t);
+                if let Some(e) = e {
+                    f(e);
+                }
+            }
+            CExpr::Match(x, arms) => {
+                f(x);
+                arms.iter_mut().for_each(|(_, v)| f(v));
+            }
+            CExpr::Object(entries) => entries.iter_mut().for_each(|en| match en {
+                CObj::Field(_, v) | CObj::Spread(v) => f(v),
+            }),
+            CExpr::Array(entries) => entries.iter_mut().for_each(|en| match en {
+                CArr::Item(v) | CArr::Spread(v) => f(v),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +137,38 @@ pub enum CStmt {
     EmitChunk(CExpr),
     Done,
     Raise(CExpr),
+}
+
+impl CStmt {
+    /// Calls `f` on each expression of the statement, those of nested statements included.
+    pub fn for_each_expr<'s>(&'s mut self, f: &mut impl FnMut(&'s mut CExpr)) {
+        match self {
+            CStmt::Let(_, e)
+            | CStmt::Set(_, e)
+            | CStmt::SetState(_, _, e)
+            | CStmt::EmitUsage(e)
+            | CStmt::EmitChunk(e)
+            | CStmt::Raise(e) => f(e),
+            CStmt::If(c, t, e) => {
+                f(c);
+                for s in t.iter_mut().chain(e) {
+                    s.for_each_expr(f);
+                }
+            }
+            CStmt::Unsupported(_, c) => {
+                if let Some(c) = c {
+                    f(c);
+                }
+            }
+            CStmt::EmitDelta(d, fin) => {
+                f(d);
+                if let Some(fin) = fin {
+                    f(fin);
+                }
+            }
+            CStmt::Done => {}
+        }
+    }
 }
 
 /// A statement list with the number of local slots its frame needs.
@@ -215,6 +293,46 @@ pub struct Program {
     pub response_passthrough: bool,
     pub stream: CStream,
     pub errors: CErrors,
+}
+
+impl Program {
+    /// Every frame of the program (`fn` bodies, blocks, handlers, whose `when` shares the
+    /// handler's frame, and stand-alone expressions) as its slot count and the expressions
+    /// evaluated in it.
+    pub fn frames(&mut self) -> Vec<(&mut usize, Vec<&mut CExpr>)> {
+        fn block<'s>(
+            b: &'s mut CBlock,
+            first: Option<&'s mut CExpr>,
+        ) -> (&'s mut usize, Vec<&'s mut CExpr>) {
+            let mut exprs: Vec<&'s mut CExpr> = first.into_iter().collect();
+            for s in &mut b.stmts {
+                s.for_each_expr(&mut |e| exprs.push(e));
+            }
+            (&mut b.slots, exprs)
+        }
+        fn top(t: &mut CTop) -> (&mut usize, Vec<&mut CExpr>) {
+            (&mut t.slots, vec![&mut t.expr])
+        }
+        let mut out: Vec<_> = (self.fns.iter_mut())
+            .map(|f| (&mut f.slots, vec![&mut f.body]))
+            .collect();
+        out.push(block(&mut self.request, None));
+        out.extend(self.response.as_mut().map(|b| block(b, None)));
+        for h in &mut self.stream.handlers {
+            out.push(block(&mut h.body, h.cond.as_mut()));
+        }
+        out.extend(self.stream.init.iter_mut().map(top));
+        out.extend(self.errors.message.as_mut().map(top));
+        out.extend(self.errors.rules.iter_mut().map(|r| top(&mut r.cond)));
+        out.extend((self.headers.iter_mut().chain(self.queries.iter_mut())).map(|(_, t)| top(t)));
+        out.extend(
+            self.urls
+                .iter_mut()
+                .filter_map(|u| u.cond.as_mut())
+                .map(top),
+        );
+        out
+    }
 }
 
 /// Image URLs in the request that the gateway must download and inline (as `data:` URLs)

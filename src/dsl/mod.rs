@@ -27,6 +27,7 @@ pub mod framing;
 pub mod golden;
 pub mod interp;
 pub mod ir;
+pub mod out;
 pub mod parser;
 pub mod passthrough;
 pub mod provider;
@@ -144,7 +145,9 @@ pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
     sonic_rs::from_slice(bytes).map_err(|e| e.to_string())
 }
 
-/// Serialises a value with sonic-rs's SIMD string escaping.
+/// Serialises a value (compact JSON, strings escaped with sonic-rs's SIMD code).
 pub fn to_json_vec(v: &serde_json::Value) -> Vec<u8> {
-    sonic_rs::to_vec(v).unwrap_or_default()
+    let mut buf = Vec::with_capacity(512);
+    out::write_value(&mut buf, v);
+    buf
 }

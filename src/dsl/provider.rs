@@ -8,6 +8,7 @@ use super::error::{ErrorClass, MappedError, TranslateError};
 use super::framing::Framing;
 use super::interp::{Arena, Env, Flow, RtError, Sink};
 use super::ir::{Auth, Program, TmplPart};
+use super::out::{self, Out};
 use super::passthrough;
 use super::schema::CtxField;
 
@@ -89,6 +90,7 @@ pub struct Provider {
 impl Provider {
     pub(crate) fn new(mut prog: Program) -> Self {
         super::interp::fold_constants(&mut prog);
+        super::interp::lambdas_for_fn_refs(&mut prog);
         Provider { prog }
     }
 
@@ -178,7 +180,11 @@ impl Provider {
         env.set_request(req);
         env.ctx = Some(ctx);
         env.passthrough = prog.request_passthrough;
-        let mut sink = Sink::default();
+        let mut sink = Sink {
+            // Mostly one top-level field per statement: no regrowing as they are set.
+            obj: Vec::with_capacity(prog.request.stmts.len()),
+            ..Sink::default()
+        };
         match env
             .run_block(&prog.request, &mut sink)
             .map_err(|e| self.terr(e))?
@@ -193,8 +199,8 @@ impl Provider {
         }
 
         let body = if prog.request_passthrough {
-            let patched =
-                raw.and_then(|r| passthrough::patch_top_level(r, &sink.obj, &sink.removed));
+            let set = out::into_map(std::mem::take(&mut sink.obj));
+            let patched = raw.and_then(|r| passthrough::patch_top_level(r, &set, &sink.removed));
             match patched {
                 Some(b) => b,
                 None => {
@@ -205,16 +211,14 @@ impl Provider {
                     for k in &sink.removed {
                         obj.remove(k);
                     }
-                    obj.extend(std::mem::take(&mut sink.obj));
-                    serde_json::to_vec(&Value::Object(obj))
-                        .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?
+                    obj.extend(set);
+                    super::to_json_vec(&Value::Object(obj))
                 }
             }
         } else {
             // Sized from the client's body so the buffer rarely regrows.
             let mut out = Vec::with_capacity(raw.map_or(512, |r| r.len() + r.len() / 2));
-            sonic_rs::to_writer(&mut out, &sink.obj)
-                .map_err(|e| self.terr(RtError::Mapping(e.to_string())))?;
+            out::write_fields(&mut out, &sink.obj);
             out
         };
 
@@ -350,10 +354,11 @@ impl Provider {
         env.res = Some(&parsed);
         env.status = status;
         env.ctx = Some(ctx);
+        env.values_out = true;
         let mut sink = Sink::default();
         if prog.response_passthrough {
             if let Value::Object(m) = &parsed {
-                sink.obj = m.clone();
+                sink.obj = m.iter().map(|(k, v)| (k.as_str(), Out::Ref(v))).collect();
             }
             env.passthrough = true;
         }
@@ -365,7 +370,7 @@ impl Provider {
             let text = String::from_utf8_lossy(body);
             return Err(self.classify(st, Some(&parsed), &text));
         }
-        Ok(Value::Object(sink.obj))
+        Ok(Value::Object(out::into_map(sink.obj)))
     }
 
     fn rt_mapped(&self, status: u16, e: RtError) -> MappedError {

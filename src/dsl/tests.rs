@@ -312,6 +312,134 @@ fn expression_semantics() {
     );
 }
 
+/// The request body is built as entries and written out; a response is built as a `Value`.
+/// Both must give the same document for the same mapping.
+#[test]
+fn output_entries_and_values_agree() {
+    let fns = r#"
+        fn block(t) = { type: "text", text: t }
+        fn msg(m) = { role: m.role, content: [block(m.content)] }
+    "#;
+    let body = r#"
+        a = { x: 1, ...{ x: 2, y: 3 }, ...doc.obj, z: omit }
+        b = { g: 4, d: "scalar" }
+        b.c = 1
+        b.d.e = 2
+        b.d.f = 3
+        o = doc.obj
+        o.added = true
+        g = doc.msgs | map(msg) | merge_adjacent("role", "content")
+        h = doc.msgs | flat_map(m -> [m.role, omit, ...[m.content]])
+        i = doc.msgs | map(m -> { k: m.none }) | nonempty
+        j = [] | nonempty
+        k = if doc.obj.x == 5 then [block("yes")] else omit
+        l = match doc.obj { object => { ...doc.obj, w: null } }
+        m = doc.nothing ?? { fallback: [block("f")] }
+        n = doc.msgs | filter(m -> m.role == "user") | map(m -> m.content)
+    "#;
+    let doc = json!({
+        "obj": {"x": 5, "v": [1]},
+        "msgs": [
+            {"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+            {"role": "assistant", "content": "c"}, {"role": "user", "content": "d"}
+        ]
+    });
+    let want = json!({
+        "a": {"x": 5, "y": 3, "v": [1]},
+        "b": {"g": 4, "c": 1, "d": {"e": 2, "f": 3}},
+        "o": {"x": 5, "v": [1], "added": true},
+        "g": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "c"}]},
+            {"role": "user", "content": [{"type": "text", "text": "d"}]}
+        ],
+        "h": ["user", "a", "user", "b", "assistant", "c", "user", "d"],
+        "i": [{}, {}, {}, {}],
+        "k": [{"type": "text", "text": "yes"}],
+        "l": {"x": 5, "v": [1], "w": null},
+        "m": {"fallback": [{"type": "text", "text": "f"}]},
+        "n": ["a", "b", "d"]
+    });
+    let set = load(&format!(
+        "provider p {{ base_url \"https://x.test\" {fns} request {{ {} }} response {{ {} }} }}",
+        body.replace("doc.", "extra."),
+        body.replace("doc.", "res."),
+    ));
+    let p = set.get("p").expect("p");
+    let ctx = RequestCtx::default();
+    let up = p.build_request(&ctx, &doc).expect("built");
+    let body: Value = serde_json::from_slice(&up.body).expect("json");
+    assert_eq!(body, want);
+    // Written in the order set, a key that is set again keeping its place: no duplicates.
+    let text = String::from_utf8(up.body).expect("utf8");
+    assert!(
+        text.starts_with(r#"{"a":{"x":5,"y":3,"v":[1]},"b":{"d":{"e":2,"f":3},"g":4,"c":1}"#),
+        "{text}"
+    );
+    let got = p
+        .parse_response(200, doc.to_string().as_bytes(), &ctx)
+        .expect("mapped");
+    assert_eq!(got, want);
+}
+
+/// A fn passed by name runs as a lambda over its body; one that passes itself by name
+/// (a tree walk) still recurses, and runaway recursion is still stopped.
+#[test]
+fn fns_passed_by_name_and_recursion() {
+    let set = load(
+        r#"provider p {
+          base_url "https://x.test"
+          fn node(n) = { name: n.name, kids: map(n.kids, node) | nonempty }
+          fn forever(x) = forever(x)
+          request {
+            tree = map(extra.nodes, node)
+            big = filter(extra.nodes, n -> n.name != "a") | map(node)
+            loop = if extra.spin then forever(1)
+          }
+        }"#,
+    );
+    let p = set.get("p").expect("p");
+    let req = json!({"nodes": [
+        {"name": "a", "kids": [{"name": "b", "kids": [{"name": "c"}]}]},
+        {"name": "d"}
+    ]});
+    let up = p
+        .build_request(&RequestCtx::default(), &req)
+        .expect("built");
+    let body: Value = serde_json::from_slice(&up.body).expect("json");
+    assert_eq!(
+        body,
+        json!({
+            "tree": [
+                {"name": "a", "kids": [{"name": "b", "kids": [{"name": "c"}]}]},
+                {"name": "d"}
+            ],
+            "big": [{"name": "d"}]
+        })
+    );
+    let e = p
+        .build_request(&RequestCtx::default(), &json!({"spin": true}))
+        .expect_err("runaway");
+    assert!(e.to_string().contains("recursed deeper"), "{e}");
+}
+
+#[test]
+fn json_writer_matches_sonic_rs() {
+    let v = json!({
+        "s": "q\"uote\\ \n\t\r\u{1}\u{1f}\u{7f} é 😀 </script>",
+        "n": [0, -1, u64::MAX, i64::MIN, 0.1, 1e300, -0.0, 2.5, 1e-7],
+        "b": [true, false, null],
+        "e": {}, "l": [], "nested": {"b": {"a": [{}]}}, "": ""
+    });
+    // Byte for byte what sonic-rs wrote before (serde_json differs only in `1e+300`).
+    let text = to_json_vec(&v);
+    assert_eq!(
+        String::from_utf8(text.clone()).expect("utf8"),
+        sonic_rs::to_string(&v).expect("json")
+    );
+    assert_eq!(serde_json::from_slice::<Value>(&text).expect("json"), v);
+}
+
 #[test]
 fn runtime_errors_are_translate_errors() {
     let set = load(
