@@ -276,13 +276,20 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
             p.parse_response(r.status, &bytes, &ctx)
         };
         match (result, &c.expect_error) {
-            (Ok(v), None) => {
+            (Ok(done), None) => {
                 let want = c.expect.as_ref().ok_or("response case without `expect`")?;
+                let v: Value = serde_json::from_slice(&done.body)
+                    .map_err(|e| format!("the mapped response is not JSON: {e}"))?;
                 if *want != v {
                     return Err(mismatch("response", want, &v));
                 }
             }
-            (Ok(v), Some(_)) => return Err(format!("expected an error, got {}", pretty(&v))),
+            (Ok(done), Some(_)) => {
+                return Err(format!(
+                    "expected an error, got {}",
+                    String::from_utf8_lossy(&done.body)
+                ))
+            }
             (Err(e), Some(want)) => check_subset("error", want, &mapped_json(&e))?,
             (Err(e), None) => return Err(format!("response mapping failed: {e}")),
         }

@@ -160,9 +160,6 @@ pub struct Env<'a, 's> {
     pub state: &'s mut Vec<Value>,
     pub id_counter: &'s mut u64,
     pub passthrough: bool,
-    /// The caller wants the output as a `Value` (a response): building it as one from the
-    /// start is cheaper than building [`Out`] entries and converting them.
-    pub values_out: bool,
     stack: Vec<Val<'a>>,
     base: usize,
     depth: usize,
@@ -201,7 +198,6 @@ impl<'a, 's> Env<'a, 's> {
             state,
             id_counter,
             passthrough: false,
-            values_out: false,
             // Deep enough for the shipped files' nesting without regrowing.
             stack: Vec::with_capacity(64),
             base: 0,
@@ -577,9 +573,6 @@ impl<'a, 's> Env<'a, 's> {
     /// entries (borrowed keys and leaves) rather than `Value` trees; anything else is
     /// evaluated as usual.
     fn eval_out(&mut self, e: &'a CExpr) -> R<Out<'a>> {
-        if self.values_out {
-            return self.eval(e).map(Out::from);
-        }
         // Leaves go straight to `eval`, past the large frame of `eval_out_node`.
         match e {
             CExpr::Object(entries) => self.object_out(entries),

@@ -14,7 +14,7 @@
 //! let set = dsl::load_dir(Path::new("providers"))?;
 //! let p = set.get("anthropic").unwrap();
 //! let up = p.build_request(&ctx, &openai_body)?;          // → UpstreamRequest
-//! let resp = p.parse_response(status, &bytes, &ctx)?;      // → OpenAI ChatCompletion
+//! let resp = p.parse_response(status, &bytes, &ctx)?;      // → OpenAI ChatCompletion (JSON)
 //! let mut st = p.stream_state(&ctx);
 //! p.map_event(&mut st, frame.event.as_deref(), &frame.data, &mut chunks)?;
 //! ```
@@ -39,7 +39,7 @@ use std::path::Path;
 pub use error::{ErrorClass, LoadError, MappedError, TranslateError};
 pub use framing::{Frame, FrameDecoder, Framing, FramingError};
 pub use ir::FetchImages;
-pub use provider::{Provider, RequestCtx, StreamControl, StreamState, UpstreamRequest};
+pub use provider::{Completion, Provider, RequestCtx, StreamControl, StreamState, UpstreamRequest};
 
 /// All compiled providers of a directory (or of a set of sources), by name.
 #[derive(Debug, Clone, Default)]
@@ -145,9 +145,10 @@ pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
     sonic_rs::from_slice(bytes).map_err(|e| e.to_string())
 }
 
-/// Serialises a value (compact JSON, strings escaped with sonic-rs's SIMD code).
-pub fn to_json_vec(v: &serde_json::Value) -> Vec<u8> {
+/// Compact JSON text of a value (strings escaped with sonic-rs's SIMD code), or of a
+/// [`Completion`], which already is JSON text.
+pub fn to_json_vec(v: &impl out::WriteJson) -> Vec<u8> {
     let mut buf = Vec::with_capacity(512);
-    out::write_value(&mut buf, v);
+    v.write_json(&mut buf);
     buf
 }

@@ -147,6 +147,23 @@ pub fn into_map(fields: Fields<'_>) -> Map<String, Value> {
     m
 }
 
+/// Something written out as JSON text.
+pub trait WriteJson {
+    fn write_json(&self, buf: &mut Vec<u8>);
+}
+
+impl WriteJson for Value {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        write_value(buf, self);
+    }
+}
+
+impl WriteJson for super::Completion {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.body);
+    }
+}
+
 /// Appends the JSON text of an output object's entries.
 pub fn write_fields(buf: &mut Vec<u8>, fields: &[(&str, Out<'_>)]) {
     buf.push(b'{');

@@ -44,6 +44,13 @@ pub struct UpstreamRequest {
     pub body: Vec<u8>,
 }
 
+/// A mapped upstream response: the OpenAI ChatCompletion as JSON text, ready to send. The
+/// mapping writes it directly, without building a `Value` tree first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub body: Vec<u8>,
+}
+
 /// What the caller does after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamControl {
@@ -331,7 +338,7 @@ impl Provider {
         status: u16,
         body: &[u8],
         ctx: &RequestCtx,
-    ) -> Result<Value, MappedError> {
+    ) -> Result<Completion, MappedError> {
         if status >= 400 {
             return Err(self.map_error(status, body));
         }
@@ -344,7 +351,9 @@ impl Provider {
             )
         })?;
         let Some(block) = &self.prog.response else {
-            return Ok(parsed);
+            return Ok(Completion {
+                body: super::to_json_vec(&parsed),
+            });
         };
         let prog = &self.prog;
         let mut no_state = Vec::new();
@@ -354,7 +363,6 @@ impl Provider {
         env.res = Some(&parsed);
         env.status = status;
         env.ctx = Some(ctx);
-        env.values_out = true;
         let mut sink = Sink::default();
         if prog.response_passthrough {
             if let Value::Object(m) = &parsed {
@@ -370,7 +378,10 @@ impl Provider {
             let text = String::from_utf8_lossy(body);
             return Err(self.classify(st, Some(&parsed), &text));
         }
-        Ok(Value::Object(out::into_map(sink.obj)))
+        // The mapped body is about the size of the upstream one.
+        let mut out = Vec::with_capacity(body.len() + 64);
+        out::write_fields(&mut out, &sink.obj);
+        Ok(Completion { body: out })
     }
 
     fn rt_mapped(&self, status: u16, e: RtError) -> MappedError {

@@ -273,12 +273,11 @@ async fn forward<IO: ServerIo>(
         return;
     }
     match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
-        Ok(v) => {
-            let bytes = crate::dsl::to_json_vec(&v);
-            if let Some(u) = usage::extract(&bytes) {
+        Ok(completion) => {
+            if let Some(u) = usage::extract(&completion.body) {
                 out.usage = u;
             }
-            let _ = w.send_json(StatusCode::OK, &bytes).await;
+            let _ = w.send_json(StatusCode::OK, &completion.body).await;
         }
         Err(mapped) => {
             out.error = Some(format!(
