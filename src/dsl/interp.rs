@@ -941,7 +941,11 @@ impl<'a, 's> Env<'a, 's> {
             _ => {}
         }
         let x = self.eval(a)?;
-        let y = self.eval(b)?;
+        // Most comparisons are against a constant (`m.role == "user"`, `in [...]`).
+        let y = match b {
+            CExpr::Const(c) => Val::Ref(c),
+            _ => self.eval(b)?,
+        };
         let (xv, yv) = (x.get(), y.get());
         let boolean = |b: bool| Ok(Val::Own(Value::Bool(b)));
         match op {

@@ -197,7 +197,7 @@ pub fn write_out(buf: &mut Vec<u8>, v: &Out<'_>) {
     }
 }
 
-/// Appends the compact JSON text of a value, as `serde_json` and sonic-rs write it. Written
+/// Appends the compact JSON text of a value, byte for byte as sonic-rs writes it. Written
 /// here rather than through `Serialize`, whose per-value dispatch costs more than the
 /// writing itself for the small values of a request; strings still go through sonic-rs's
 /// SIMD escaping.
@@ -241,11 +241,14 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 
 fn write_number(buf: &mut Vec<u8>, n: &Number) {
     let mut f = CompactFormatter;
-    let _ = match (n.as_u64(), n.as_i64(), n.as_f64()) {
-        (Some(u), _, _) => f.write_u64(buf, u),
-        (None, Some(i), _) => f.write_i64(buf, i),
-        // Without `arbitrary_precision` every number is one of the three, and floats are finite.
-        (None, None, Some(x)) => f.write_f64(buf, x),
-        (None, None, None) => f.write_null(buf),
+    // Without `arbitrary_precision` every number is one of the three, and floats are finite.
+    let _ = if let Some(u) = n.as_u64() {
+        f.write_u64(buf, u)
+    } else if let Some(i) = n.as_i64() {
+        f.write_i64(buf, i)
+    } else if let Some(x) = n.as_f64() {
+        f.write_f64(buf, x)
+    } else {
+        f.write_null(buf)
     };
 }

@@ -363,7 +363,10 @@ impl Provider {
         env.res = Some(&parsed);
         env.status = status;
         env.ctx = Some(ctx);
-        let mut sink = Sink::default();
+        let mut sink = Sink {
+            obj: Vec::with_capacity(block.stmts.len()),
+            ..Sink::default()
+        };
         if prog.response_passthrough {
             if let Value::Object(m) = &parsed {
                 sink.obj = m.iter().map(|(k, v)| (k.as_str(), Out::Ref(v))).collect();
