@@ -563,12 +563,14 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
     let mut gw = Gateway::start(&config_for(
         &mock,
         &[("m", "up-mock-chunks-15-mock-chunk-delay-60")],
-        "llmux:\n  server:\n    shutdown_delay: 1.0\n    shutdown_timeout: 10\n",
+        // A 3 s drain delay leaves a loaded machine time to see the 503 before the listener
+        // closes.
+        "llmux:\n  server:\n    shutdown_delay: 3.0\n    shutdown_timeout: 10\n",
     ));
     let (_s, mut rd, _) = gw.open_stream(&chat_body("m", true, false));
     gw.proc.signal(libc::SIGTERM);
     // While draining (before the listener closes), readiness says 503.
-    assert!(eventually(Duration::from_secs(2), || try_status(
+    assert!(eventually(Duration::from_secs(3), || try_status(
         &gw.addr,
         "/health/ready"
     ) == Some(503)));
@@ -579,7 +581,7 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
         rest.contains("data: [DONE]"),
         "the in-flight stream completed: {rest}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(st) = gw.proc.child.try_wait().unwrap() {
             break st;
