@@ -166,16 +166,37 @@ impl WriteJson for super::Completion {
 
 /// Appends the JSON text of an output object's entries.
 pub fn write_fields(buf: &mut Vec<u8>, fields: &[(&str, Out<'_>)]) {
+    write_members(buf, fields.iter().map(|(k, v)| (*k, v)), write_out);
+}
+
+/// `{"k":v,...}` with each value written by `write`.
+fn write_members<'v, V: 'v>(
+    buf: &mut Vec<u8>,
+    members: impl Iterator<Item = (&'v str, &'v V)>,
+    write: impl Fn(&mut Vec<u8>, &V),
+) {
     buf.push(b'{');
-    for (i, (k, v)) in fields.iter().enumerate() {
+    for (i, (k, v)) in members.enumerate() {
         if i > 0 {
             buf.push(b',');
         }
         write_str(buf, k);
         buf.push(b':');
-        write_out(buf, v);
+        write(buf, v);
     }
     buf.push(b'}');
+}
+
+/// `[v,...]` with each item written by `write`.
+fn write_items<V>(buf: &mut Vec<u8>, items: &[V], write: impl Fn(&mut Vec<u8>, &V)) {
+    buf.push(b'[');
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write(buf, v);
+    }
+    buf.push(b']');
 }
 
 pub fn write_out(buf: &mut Vec<u8>, v: &Out<'_>) {
@@ -184,16 +205,7 @@ pub fn write_out(buf: &mut Vec<u8>, v: &Out<'_>) {
         Out::Ref(v) => write_value(buf, v),
         Out::Own(v) => write_value(buf, v),
         Out::Obj(f) => write_fields(buf, f),
-        Out::Arr(a) => {
-            buf.push(b'[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_out(buf, v);
-            }
-            buf.push(b']');
-        }
+        Out::Arr(a) => write_items(buf, a, write_out),
     }
 }
 
@@ -208,28 +220,8 @@ pub fn write_value(buf: &mut Vec<u8>, v: &Value) {
         Value::Bool(false) => buf.extend_from_slice(b"false"),
         Value::Number(n) => write_number(buf, n),
         Value::String(s) => write_str(buf, s),
-        Value::Array(a) => {
-            buf.push(b'[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_value(buf, v);
-            }
-            buf.push(b']');
-        }
-        Value::Object(m) => {
-            buf.push(b'{');
-            for (i, (k, v)) in m.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_str(buf, k);
-                buf.push(b':');
-                write_value(buf, v);
-            }
-            buf.push(b'}');
-        }
+        Value::Array(a) => write_items(buf, a, write_value),
+        Value::Object(m) => write_members(buf, m.iter().map(|(k, v)| (k.as_str(), v)), write_value),
     }
 }
 
