@@ -9,6 +9,7 @@ pub mod config;
 pub mod dsl;
 pub mod gateway;
 pub mod http1;
+pub mod json;
 pub mod mock;
 pub mod server;
 pub mod telemetry;

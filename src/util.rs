@@ -177,6 +177,24 @@ fn starts_with_ci(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
+/// Longest piece of client- or upstream-supplied text echoed into an error message or a log
+/// line (a 100 KB model name must not come back whole).
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// `s` cut to [`MAX_ECHO_CHARS`] characters, with `…` where it was cut.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    clip_to(s, MAX_ECHO_CHARS)
+}
+
+/// `s` cut to `max` characters (not bytes: never inside a UTF-8 sequence), with `…` where it
+/// was cut.
+pub fn clip_to(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..at])),
+    }
+}
+
 pub fn secs(f: f64) -> Duration {
     if f.is_finite() && f > 0.0 {
         Duration::from_secs_f64(f.min(1e9))
@@ -204,6 +222,17 @@ mod tests {
         );
         assert!(BaseUrl::parse("ftp://x").is_err());
         assert!(BaseUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn clips_long_text_on_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(500);
+        let c = clip(&long);
+        assert_eq!(c.chars().count(), MAX_ECHO_CHARS + 1);
+        assert!(c.ends_with('…'));
+        assert_eq!(clip_to("abcdef", 3), "abc…");
+        assert_eq!(clip_to("abc", 3), "abc");
     }
 
     #[test]

@@ -136,6 +136,13 @@ pub struct ServerSection {
     pub max_request_body_bytes: Option<usize>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
+    /// Deepest nesting of arrays and objects accepted in any JSON document, from a client or
+    /// from an upstream.
+    #[serde(default)]
+    pub max_json_depth: Option<usize>,
+    /// Seconds a client may take to send a request body once its head has arrived.
+    #[serde(default)]
+    pub body_timeout: Option<f64>,
     /// Seconds a client may take to send a complete request head.
     #[serde(default)]
     pub header_timeout: Option<f64>,
@@ -183,6 +190,9 @@ pub struct UpstreamSection {
     /// Largest non-streamed upstream response body accepted.
     #[serde(default)]
     pub max_response_body_bytes: Option<usize>,
+    /// Largest single stream event (an SSE event, a JSON line) accepted from an upstream.
+    #[serde(default)]
+    pub max_stream_event_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

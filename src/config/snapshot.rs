@@ -48,6 +48,8 @@ pub struct ModelGroup {
 pub struct ServerSettings {
     pub max_request_body_bytes: usize,
     pub max_header_bytes: usize,
+    pub max_json_depth: usize,
+    pub body_timeout: Duration,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -64,6 +66,7 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub dns_ttl: Duration,
     pub max_response_body_bytes: usize,
+    pub max_stream_event_bytes: usize,
     pub tls: Arc<rustls::ClientConfig>,
 }
 
@@ -186,6 +189,8 @@ pub(super) fn build(
     let server = ServerSettings {
         max_request_body_bytes: s.max_request_body_bytes.unwrap_or(10 * 1024 * 1024),
         max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024),
+        max_json_depth: s.max_json_depth.unwrap_or(crate::json::DEFAULT_MAX_DEPTH),
+        body_timeout: secs(s.body_timeout.unwrap_or(30.0)),
         header_timeout: secs(s.header_timeout.unwrap_or(10.0)),
         idle_timeout: secs(s.idle_timeout.unwrap_or(60.0)),
         shutdown_timeout: secs(s.shutdown_timeout.unwrap_or(30.0)),
@@ -201,6 +206,7 @@ pub(super) fn build(
         connect_timeout: secs(u.connect_timeout.unwrap_or(10.0)),
         dns_ttl: secs(u.dns_ttl.unwrap_or(30.0)),
         max_response_body_bytes: u.max_response_body_bytes.unwrap_or(64 * 1024 * 1024),
+        max_stream_event_bytes: u.max_stream_event_bytes.unwrap_or(4 * 1024 * 1024),
         tls: Arc::new(client_tls(base_dir, u.ca_file.as_deref())?),
     };
     let md = &file.llmux.media;

@@ -1,0 +1,166 @@
+//! Bounded JSON: every document that comes from a client or an upstream is checked for its
+//! nesting depth before it is parsed.
+//!
+//! Parsing into a `serde_json::Value`, dropping one, comparing, walking and writing one all
+//! recurse once per nesting level, and sonic-rs's own recursion guard is not in effect. A
+//! 12 KB body of brackets would otherwise overflow a shard's stack and abort the process. The
+//! check here is a linear byte scan without recursion: strings are skipped with `memchr`,
+//! and only brackets outside strings count.
+//!
+//! This is a leaf module (std, memchr, serde_json, sonic-rs): the provider language uses it
+//! too and stays independent of the gateway.
+
+use serde_json::Value;
+
+/// The default bound (`llmux.server.max_json_depth`): serde_json's own default, far above
+/// what any API body needs (a chat request with tools nests about 10 deep).
+pub const DEFAULT_MAX_DEPTH: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("JSON nests deeper than the limit of {max} levels (at byte {offset})")]
+    TooDeep { max: usize, offset: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl JsonError {
+    pub fn is_too_deep(&self) -> bool {
+        matches!(self, JsonError::TooDeep { .. })
+    }
+}
+
+/// Fails when arrays and objects in `bytes` nest deeper than `max`. Brackets inside strings
+/// do not count; the text need not be valid JSON (the parser reports that).
+pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), JsonError> {
+    // Every level takes at least one byte.
+    if bytes.len() <= max {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    let n = bytes.len();
+    while i < n {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(j) = memchr::memchr2(b'"', b'\\', &bytes[i.min(n)..]) else {
+                        // An unterminated string: nothing after it counts.
+                        return Ok(());
+                    };
+                    i += j;
+                    if bytes[i] == b'\\' {
+                        i += 2;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(JsonError::TooDeep { max, offset: i });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Parses one JSON document into a `Value` (sonic-rs's SIMD scanner), refusing nesting
+/// deeper than `max_depth`.
+pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    check_depth(bytes, max_depth)?;
+    sonic_rs::from_slice(bytes).map_err(|e| JsonError::Invalid(first_line(&e.to_string())))
+}
+
+/// Parses a JSON text held in a string (a tool call's `arguments`), with the same bound.
+pub fn parse_str(text: &str, max_depth: usize) -> Result<Value, JsonError> {
+    parse(text.as_bytes(), max_depth)
+}
+
+/// Checks that `bytes` is exactly one complete JSON value (surrounding whitespace allowed),
+/// with valid UTF-8 in its strings and nesting within `max_depth`, without building a tree.
+pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check_depth(bytes, max_depth)?;
+    // sonic-rs's skipping path underflows an index on empty input.
+    if bytes.trim_ascii().is_empty() {
+        return Err(JsonError::Invalid(
+            "empty document: expected a JSON value".into(),
+        ));
+    }
+    sonic_rs::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| JsonError::Invalid(first_line(&e.to_string())))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn counts_levels_outside_strings_only() {
+        assert!(check_depth(nested(128).as_bytes(), 128).is_ok());
+        assert_eq!(
+            check_depth(nested(129).as_bytes(), 128),
+            Err(JsonError::TooDeep {
+                max: 128,
+                offset: 128
+            })
+        );
+        let quoted = format!(r#"{{"a":"{}","b":[1]}}"#, "[{".repeat(500));
+        assert!(check_depth(quoted.as_bytes(), 3).is_ok());
+        // An escaped quote does not end the string.
+        let escaped = format!(r#"["\"{}"]"#, "[".repeat(50));
+        assert!(check_depth(escaped.as_bytes(), 2).is_ok());
+        // A trailing backslash at the very end is not read past.
+        assert!(check_depth(br#"["aaaaaaaaaaaa\"#, 1).is_ok());
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(10), "}".repeat(10));
+        assert!(check_depth(objects.as_bytes(), 10).is_ok());
+        assert!(check_depth(objects.as_bytes(), 9).is_err());
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        for depth in [1_000, 10_000, 100_000] {
+            let e = parse(nested(depth).as_bytes(), DEFAULT_MAX_DEPTH).unwrap_err();
+            assert!(e.is_too_deep(), "{e}");
+            assert!(validate(nested(depth).as_bytes(), DEFAULT_MAX_DEPTH).is_err());
+        }
+        let v = parse(br#"{"a":[1,{"b":null}]}"#, 3).unwrap();
+        assert_eq!(v["a"][1]["b"], Value::Null);
+    }
+
+    #[test]
+    fn validate_wants_one_complete_value() {
+        for ok in [&br#"{"a":1}"#[..], b" [1,2] ", b"\"x\"", b"3"] {
+            assert!(validate(ok, 8).is_ok(), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"{not json"[..],
+            br#"{"id": "broken"#,
+            br#"{"a":1}{"b":2}"#,
+            br#"{"a":1} x"#,
+            b"",
+            b"\"\xff\xfe\"",
+        ] {
+            assert!(
+                validate(bad, 8).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
