@@ -204,7 +204,7 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("anthropic");
     g.bench_function("request+response (dsl, incl. JSON parse)", |b| {
         b.iter(|| {
-            let v: Value = dsl::parse_json(black_box(&raw)).unwrap();
+            let v: Value = dsl::parse_json(black_box(&raw), 128).unwrap();
             let up = anthropic.build_request_raw(&ctx, &v, &raw).unwrap();
             let out = anthropic
                 .parse_response(200, black_box(&resp), &ctx)
@@ -239,7 +239,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.bench_function("stream event (JSON parse only)", |b| {
-        b.iter(|| black_box(dsl::parse_json(black_box(EVENT)).unwrap()))
+        b.iter(|| black_box(dsl::parse_json(black_box(EVENT), 128).unwrap()))
     });
     g.finish();
 }

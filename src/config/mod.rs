@@ -102,12 +102,15 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigError> {
     let parsed = parse(&name, &text, &mut warnings)?;
     let providers_source =
         ProvidersSource::resolve(parsed.llmux.providers_dir.as_deref(), &base_dir);
-    let providers = providers_source
+    let mut providers = providers_source
         .load()
         .map_err(|message| ConfigError::Providers {
             source_name: providers_source.describe(),
             message,
         })?;
+    if let Some(depth) = parsed.llmux.server.max_json_depth {
+        providers.set_max_json_depth(depth);
+    }
     build(
         &name,
         parsed,

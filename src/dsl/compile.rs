@@ -386,7 +386,22 @@ impl<'a> Compiler<'a> {
                 params: f.params.len(),
                 slots,
                 body,
+                depth: 0,
             });
+        }
+        for cycle in super::recursion::endless(&fns) {
+            let (ffi, f) = m.fns[cycle[0]];
+            let names: Vec<&str> = cycle.iter().map(|&i| fns[i].name.as_str()).collect();
+            self.err(
+                ffi,
+                f.name.span,
+                format!(
+                    "fn `{}` calls itself on every path ({}), so it can never return: \
+                     give the recursion a condition that ends it",
+                    f.name.name,
+                    names.join(" → ")
+                ),
+            );
         }
 
         let base_url = m

@@ -311,6 +311,16 @@ impl MappedError {
         }
     }
 
+    /// The upstream answered something that cannot be read (not JSON, nested past the bound,
+    /// a broken stream): a 502, which another deployment may well not repeat.
+    pub fn bad_upstream(provider: &str, upstream_status: u16, message: String) -> Self {
+        MappedError {
+            status: 502,
+            retryable: true,
+            ..MappedError::new(provider, upstream_status, ErrorClass::Internal, message)
+        }
+    }
+
     /// OpenAI-format error body, with LiteLLM's message convention
     /// (`litellm.<Class>: <Provider>Exception - <message>`), which clients grep for.
     pub fn to_openai_body(&self) -> Value {

@@ -39,8 +39,19 @@ pub enum FramingError {
     Malformed(&'static str),
 }
 
-/// Default cap on one frame; a bigger one is a broken or hostile upstream.
-pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Default cap on one frame (`llmux.upstream.max_stream_event_bytes`); a bigger one is a
+/// broken or hostile upstream.
+pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;
+
+/// A buffer that grew past this for one large frame is given back once that frame is out, so
+/// a burst of huge events does not stay resident for the rest of a long stream.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+        *buf = Vec::new();
+    }
+}
 
 /// A decoder for any of the framings.
 #[derive(Debug)]
@@ -52,10 +63,21 @@ pub enum FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(framing: Framing) -> Self {
+        Self::with_max_frame(framing, DEFAULT_MAX_FRAME)
+    }
+
+    /// A decoder that refuses frames larger than `max_frame` bytes.
+    pub fn with_max_frame(framing: Framing, max_frame: usize) -> Self {
         match framing {
-            Framing::Sse => FrameDecoder::Sse(SseDecoder::default()),
-            Framing::Ndjson => FrameDecoder::Ndjson(NdjsonDecoder::default()),
-            Framing::JsonArray => FrameDecoder::JsonArray(JsonArrayDecoder::default()),
+            Framing::Sse => FrameDecoder::Sse(SseDecoder::with_max_frame(max_frame)),
+            Framing::Ndjson => FrameDecoder::Ndjson(NdjsonDecoder {
+                max_frame,
+                ..NdjsonDecoder::default()
+            }),
+            Framing::JsonArray => FrameDecoder::JsonArray(JsonArrayDecoder {
+                max_frame,
+                ..JsonArrayDecoder::default()
+            }),
         }
     }
 
@@ -139,6 +161,7 @@ impl SseDecoder {
             self.line_done(&line, out);
             self.line = line;
             self.line.clear();
+            shrink(&mut self.line);
             input = rest;
         }
         self.line.extend_from_slice(input);
@@ -238,6 +261,7 @@ impl NdjsonDecoder {
             });
         }
         self.buf.clear();
+        shrink(&mut self.buf);
     }
 
     pub fn finish(&mut self, out: &mut Vec<Frame>) -> Result<(), FramingError> {

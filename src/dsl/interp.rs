@@ -12,9 +12,11 @@ use super::out::{self, Fields, Out};
 use super::schema::CtxField;
 use super::RequestCtx;
 
-/// Deepest nesting of `fn` calls; mapping files do not recurse meaningfully,
-/// so hitting this means a runaway recursion in a file.
-const MAX_DEPTH: usize = 64;
+/// Evaluation levels that `fn` calls may add on top of the expression being evaluated: each
+/// call charges its body's depth. Mapping files do not recurse meaningfully, so hitting this
+/// means a runaway recursion in a file. With the parser's nesting bound, this keeps the
+/// interpreter's stack use within what a shard's stack holds, whatever the input.
+const MAX_CALL_LEVELS: usize = 1024;
 
 /// A value during evaluation. `Absent` is "no value" (a missing field, `omit`),
 /// distinct from JSON `null`; reading a field whose value is `null` gives `Absent`.
@@ -160,6 +162,8 @@ pub struct Env<'a, 's> {
     pub state: &'s mut Vec<Value>,
     pub id_counter: &'s mut u64,
     pub passthrough: bool,
+    /// Bound on JSON nesting for `parse_json` of request or response text.
+    pub max_json_depth: usize,
     stack: Vec<Val<'a>>,
     base: usize,
     depth: usize,
@@ -198,6 +202,7 @@ impl<'a, 's> Env<'a, 's> {
             state,
             id_counter,
             passthrough: false,
+            max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
             // Deep enough for the shipped files' nesting without regrowing.
             stack: Vec::with_capacity(64),
             base: 0,
@@ -865,11 +870,15 @@ impl<'a, 's> Env<'a, 's> {
             self.stack.truncate(top);
             return mapping("unknown fn");
         };
-        if self.depth >= MAX_DEPTH {
+        let levels = f.depth.max(1);
+        if self.depth + levels > MAX_CALL_LEVELS {
             self.stack.truncate(top);
-            return mapping(format!("fn `{}` recursed deeper than {MAX_DEPTH}", f.name));
+            return mapping(format!(
+                "fn `{}` recursed deeper than the limit of {MAX_CALL_LEVELS} nested levels",
+                f.name
+            ));
         }
-        self.depth += 1;
+        self.depth += levels;
         let old = self.base;
         self.base = top;
         // The arguments already fill the frame unless the body has lambdas.
@@ -879,7 +888,7 @@ impl<'a, 's> Env<'a, 's> {
         let r = eval(self, &f.body);
         self.stack.truncate(top);
         self.base = old;
-        self.depth -= 1;
+        self.depth -= levels;
         r
     }
 
@@ -1049,6 +1058,24 @@ impl<'a, 's> Env<'a, 's> {
             Now => {
                 return Ok(Val::Own(Value::from(self.ctx.map_or(0, |c| c.now))));
             }
+            ParseJson | TryParseJson => {
+                let v = self.eval(&args[0])?;
+                return match v.get() {
+                    None | Some(Value::Null) => Ok(Val::Absent),
+                    Some(Value::String(s)) => {
+                        match crate::json::parse_str(s, self.max_json_depth) {
+                            Ok(v) => Ok(Val::Own(v)),
+                            Err(e) if b == ParseJson => Err(Box::new(RtError::Invalid(format!(
+                                "invalid JSON ({e}): {}",
+                                preview(s)
+                            )))),
+                            Err(_) => Ok(Val::Absent),
+                        }
+                    }
+                    // Already structured (some clients send objects): keep as is.
+                    Some(_) => Ok(v),
+                };
+            }
             // Frequent one-argument tests, answered without the argument stack.
             Nonempty => {
                 let v = self.eval(&args[0])?;
@@ -1186,19 +1213,7 @@ impl<'a, 's> Env<'a, 's> {
             IsNumber => own(Value::Bool(v0.is_some_and(Value::is_number))),
             IsBool => own(Value::Bool(v0.is_some_and(Value::is_boolean))),
             TypeOf => own(Value::String(bi::type_name(v0).to_string())),
-            ParseJson | TryParseJson => match v0 {
-                None | Some(Value::Null) => Ok(Val::Absent),
-                Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                    Ok(v) => own(v),
-                    Err(e) if b == ParseJson => Err(Box::new(RtError::Invalid(format!(
-                        "invalid JSON ({e}): {}",
-                        preview(s)
-                    )))),
-                    Err(_) => Ok(Val::Absent),
-                },
-                // Already structured (some clients send objects): keep as is.
-                Some(_) => Ok(take(vals, 0)),
-            },
+            ParseJson | TryParseJson => mapping("parse_json is evaluated by `builtin`"),
             ToJson => match v0 {
                 None => Ok(Val::Absent),
                 Some(v) => own(Value::String(json_text(v))),

@@ -191,6 +191,9 @@ pub struct CFn {
     pub params: usize,
     pub slots: usize,
     pub body: CExpr,
+    /// Evaluation levels the body takes (`recursion::depth`), charged per call against the
+    /// interpreter's stack budget; set once the program's passes are done.
+    pub depth: usize,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -31,6 +31,7 @@ pub mod out;
 pub mod parser;
 pub mod passthrough;
 pub mod provider;
+pub mod recursion;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,13 @@ impl ProviderSet {
 
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
+    }
+
+    /// Sets every provider's JSON nesting bound (`llmux.server.max_json_depth`).
+    pub fn set_max_json_depth(&mut self, depth: usize) {
+        for p in self.providers.values_mut() {
+            p.set_max_json_depth(depth);
+        }
     }
 }
 
@@ -140,9 +148,10 @@ pub fn format_errors(errors: &[LoadError]) -> String {
 mod tests;
 
 /// Parses JSON into a `serde_json::Value` with sonic-rs's SIMD tokenizer (the tree is the same
-/// `Value` the interpreter walks; only the scanning is faster than serde_json's).
-pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
-    sonic_rs::from_slice(bytes).map_err(|e| e.to_string())
+/// `Value` the interpreter walks; only the scanning is faster than serde_json's), refusing
+/// nesting deeper than `max_depth` (see [`crate::json`]).
+pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<serde_json::Value, String> {
+    crate::json::parse(bytes, max_depth).map_err(|e| e.to_string())
 }
 
 /// Compact JSON text of a value (strings escaped with sonic-rs's SIMD code), or of a

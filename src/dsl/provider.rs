@@ -92,13 +92,47 @@ impl StreamState {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub(crate) prog: Program,
+    /// Deepest JSON nesting accepted in upstream bodies and events and in `parse_json`.
+    max_json_depth: usize,
 }
 
 impl Provider {
     pub(crate) fn new(mut prog: Program) -> Self {
         super::interp::fold_constants(&mut prog);
         super::interp::lambdas_for_fn_refs(&mut prog);
-        Provider { prog }
+        for f in &mut prog.fns {
+            f.depth = super::recursion::depth(&f.body);
+        }
+        Provider {
+            prog,
+            max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
+        }
+    }
+
+    /// Sets the JSON nesting bound (`llmux.server.max_json_depth`).
+    pub fn set_max_json_depth(&mut self, depth: usize) {
+        self.max_json_depth = depth;
+    }
+
+    pub fn max_json_depth(&self) -> usize {
+        self.max_json_depth
+    }
+
+    /// An interpreter environment for this program.
+    fn env<'a, 's>(
+        &'a self,
+        arena: &'a Arena,
+        state: &'s mut Vec<Value>,
+        ids: &'s mut u64,
+    ) -> Env<'a, 's> {
+        let mut env = Env::new(&self.prog, arena, state, ids);
+        env.max_json_depth = self.max_json_depth;
+        env
+    }
+
+    /// Parses an upstream document within the nesting bound.
+    fn parse_upstream(&self, bytes: &[u8]) -> Result<Value, crate::json::JsonError> {
+        crate::json::parse(bytes, self.max_json_depth)
     }
 
     pub fn name(&self) -> &str {
@@ -183,7 +217,7 @@ impl Provider {
         let mut no_state = Vec::new();
         let mut ids = 0u64;
         let arena = Arena::default();
-        let mut env = Env::new(prog, &arena, &mut no_state, &mut ids);
+        let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.set_request(req);
         env.ctx = Some(ctx);
         env.passthrough = prog.request_passthrough;
@@ -342,12 +376,11 @@ impl Provider {
         if status >= 400 {
             return Err(self.map_error(status, body));
         }
-        let parsed: Value = super::parse_json(body).map_err(|e| {
-            MappedError::new(
+        let parsed: Value = self.parse_upstream(body).map_err(|e| {
+            MappedError::bad_upstream(
                 &self.prog.name,
                 status,
-                ErrorClass::Internal,
-                format!("upstream returned invalid JSON: {e}"),
+                format!("upstream returned an unreadable body: {e}"),
             )
         })?;
         let Some(block) = &self.prog.response else {
@@ -359,7 +392,7 @@ impl Provider {
         let mut no_state = Vec::new();
         let mut ids = 0u64;
         let arena = Arena::default();
-        let mut env = Env::new(prog, &arena, &mut no_state, &mut ids);
+        let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.res = Some(&parsed);
         env.status = status;
         env.ctx = Some(ctx);
@@ -401,7 +434,19 @@ impl Provider {
 
     /// Translate an upstream error response.
     pub fn map_error(&self, status: u16, body: &[u8]) -> MappedError {
-        let parsed: Option<Value> = super::parse_json(body).ok();
+        let parsed = match self.parse_upstream(body) {
+            Ok(v) => Some(v),
+            // An error body that nests past the bound is not read at all: its text could be
+            // anything, and the status alone says too little to relay it as that class.
+            Err(e @ crate::json::JsonError::TooDeep { .. }) => {
+                return MappedError::bad_upstream(
+                    &self.prog.name,
+                    status,
+                    format!("upstream returned status {status} with an unreadable body: {e}"),
+                )
+            }
+            Err(_) => None,
+        };
         let text = String::from_utf8_lossy(body);
         self.classify(status, parsed.as_ref(), &text)
     }
@@ -411,7 +456,7 @@ impl Provider {
         let mut no_state = Vec::new();
         let mut ids = 0u64;
         let arena = Arena::default();
-        let mut env = Env::new(prog, &arena, &mut no_state, &mut ids);
+        let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.res = res;
         env.status = status;
         env.text = text;
@@ -452,7 +497,7 @@ impl Provider {
         {
             let mut scratch = Vec::new();
             let arena = Arena::default();
-            let mut env = Env::new(prog, &arena, &mut scratch, &mut ids);
+            let mut env = self.env(&arena, &mut scratch, &mut ids);
             env.ctx = Some(ctx);
             for init in &prog.stream.init {
                 let v = env.eval_top(init).ok().and_then(|v| v.into_value());
@@ -488,12 +533,11 @@ impl Provider {
         let ev: Option<Value> = if trimmed.is_empty() {
             None
         } else {
-            Some(super::parse_json(trimmed).map_err(|e| {
-                MappedError::new(
+            Some(self.parse_upstream(trimmed).map_err(|e| {
+                MappedError::bad_upstream(
                     &self.prog.name,
                     0,
-                    ErrorClass::Internal,
-                    format!("upstream sent an invalid stream event: {e}"),
+                    format!("upstream sent an unreadable stream event: {e}"),
                 )
             })?)
         };
@@ -506,7 +550,7 @@ impl Provider {
             done,
         } = state;
         let arena = Arena::default();
-        let mut env = Env::new(prog, &arena, vars, id_counter);
+        let mut env = self.env(&arena, vars, id_counter);
         env.ev = ev.as_ref();
         env.event = event_name;
         env.ctx = Some(&*ctx);

@@ -394,11 +394,11 @@ fn fns_passed_by_name_and_recursion() {
         r#"provider p {
           base_url "https://x.test"
           fn node(n) = { name: n.name, kids: map(n.kids, node) | nonempty }
-          fn forever(x) = forever(x)
+          fn down(n) = if n > 0 then down(n - 1) else 0
           request {
             tree = map(extra.nodes, node)
             big = filter(extra.nodes, n -> n.name != "a") | map(node)
-            loop = if extra.spin then forever(1)
+            loop = if extra.spin then down(extra.spin)
           }
         }"#,
     );
@@ -421,10 +421,77 @@ fn fns_passed_by_name_and_recursion() {
             "big": [{"name": "d"}]
         })
     );
+    let up = p
+        .build_request(&RequestCtx::default(), &json!({"spin": 20}))
+        .expect("a bounded recursion runs");
+    let body: Value = serde_json::from_slice(&up.body).expect("json");
+    assert_eq!(body["loop"], 0);
     let e = p
-        .build_request(&RequestCtx::default(), &json!({"spin": true}))
+        .build_request(&RequestCtx::default(), &json!({"spin": 1_000_000}))
         .expect_err("runaway");
     assert!(e.to_string().contains("recursed deeper"), "{e}");
+}
+
+#[test]
+fn recursion_without_an_end_is_a_load_error() {
+    let e = load_err(
+        r#"provider p {
+          base_url "https://x.test"
+          fn forever(x) = forever(x)
+          fn ping(x) = pong(x) + 1
+          fn pong(x) = if x then ping(x) else ping(0)
+          fn fine(x) = if x > 0 then fine(x - 1) else 0
+          fn lazy(x) = x ?? lazy(x)
+          fn mapped(xs) = map(xs, x -> mapped(x))
+          request { a = forever(1) }
+        }"#,
+    );
+    assert!(
+        e.contains("fn `forever` calls itself on every path (forever → forever)"),
+        "{e}"
+    );
+    assert!(e.contains("(ping → pong → ping)"), "{e}");
+    assert!(e.contains("(pong → ping → pong)"), "{e}");
+    for ok in ["fine", "lazy", "mapped"] {
+        assert!(!e.contains(&format!("fn `{ok}`")), "{ok}: {e}");
+    }
+}
+
+#[test]
+fn deep_upstream_json_is_an_error_not_a_crash() {
+    let set = load(
+        r#"provider p {
+          base_url "https://x.test"
+          request { model = ctx.model }
+          framing sse
+          response { id = res.id  x = parse_json(res.text) }
+          stream { on _ { emit ev } }
+        }"#,
+    );
+    let p = set.get("p").expect("p");
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    for n in [1_000, 10_000, 100_000] {
+        let body = format!(r#"{{"id":"x","text":"1","a":{}}}"#, deep(n));
+        let e = p
+            .parse_response(200, body.as_bytes(), &RequestCtx::default())
+            .expect_err("too deep");
+        assert_eq!(e.status, 502, "{e}");
+        assert!(e.message.contains("deeper than the limit of 128"), "{e}");
+        let e = p.map_error(500, body.as_bytes());
+        assert_eq!(e.status, 502, "{e}");
+        let mut st = p.stream_state(&RequestCtx::default());
+        let mut out = Vec::new();
+        let e = p
+            .map_event(&mut st, None, body.as_bytes(), &mut out)
+            .expect_err("too deep");
+        assert_eq!(e.status, 502, "{e}");
+    }
+    // A JSON string inside the body is bounded too.
+    let body = serde_json::json!({"id": "x", "text": deep(5_000)}).to_string();
+    let e = p
+        .parse_response(200, body.as_bytes(), &RequestCtx::default())
+        .expect_err("too deep");
+    assert!(e.message.contains("deeper than the limit"), "{e}");
 }
 
 #[test]

@@ -49,6 +49,12 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// A shard's stack. Recursion on the request path is bounded (JSON nesting by
+/// `max_json_depth`, provider-file expressions by the parser, `fn` calls by the interpreter's
+/// level budget); this leaves room for those bounds in a debug build, whose frames are several
+/// times larger. It is address space: only the pages a shard touches are resident.
+const SHARD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 /// State shared by all shards: read-mostly, written by the control plane.
 pub struct Shared {
     pub config: ArcSwap<Snapshot>,
@@ -178,6 +184,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         };
         let handle = std::thread::Builder::new()
             .name(format!("llmux-shard-{id}"))
+            .stack_size(SHARD_STACK_BYTES)
             .spawn(move || shard::run(spec))
             .map_err(|source| ServeError::Start {
                 what: format!("shard {id}"),
