@@ -6,7 +6,7 @@ use llmux::api::ChatRequestView;
 use llmux::dsl::passthrough::patch_top_level;
 
 fuzz_target!(|data: &[u8]| {
-    if ChatRequestView::parse(data).is_err() {
+    if ChatRequestView::parse(data, 128).is_err() {
         return;
     }
     let mut set = serde_json::Map::new();

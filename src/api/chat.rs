@@ -5,6 +5,8 @@
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::json::JsonError;
+use crate::util::clip;
 
 /// What the gateway reads from a chat-completions body before routing it.
 #[derive(Debug, Clone)]
@@ -16,18 +18,21 @@ pub struct ChatRequestView {
 
 impl ChatRequestView {
     /// Parses and validates the request body, returning the view and the parsed body. Errors
-    /// are 400s in the OpenAI shape.
-    pub fn parse(body: &[u8]) -> Result<(Self, Value), ApiError> {
+    /// are 400s in the OpenAI shape. Nesting deeper than `max_depth` is refused before the
+    /// body is parsed.
+    pub fn parse(body: &[u8], max_depth: usize) -> Result<(Self, Value), ApiError> {
         if body.is_empty() {
             return Err(ApiError::bad_request(
                 "Request body is empty: expected a JSON object.",
             ));
         }
-        let json: Value = sonic_rs::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "Invalid JSON in request body: {}",
-                first_line(&e.to_string())
-            ))
+        let json = crate::json::parse(body, max_depth).map_err(|e| match e {
+            JsonError::TooDeep { max, .. } => ApiError::bad_request(format!(
+                "Request body nests JSON deeper than the limit of {max} levels."
+            )),
+            JsonError::Invalid(m) => {
+                ApiError::bad_request(format!("Invalid JSON in request body: {}", clip(&m)))
+            }
         })?;
         let view = Self::from_json(&json)?;
         Ok((view, json))
@@ -50,9 +55,7 @@ impl ChatRequestView {
             Some(Value::String(_)) => {
                 return Err(ApiError::bad_request("'model' must not be empty.").with_param("model"))
             }
-            Some(_) => {
-                return Err(ApiError::bad_request("'model' must be a string.").with_param("model"))
-            }
+            Some(other) => return Err(wrong_type("model", "a string", other)),
         };
         match obj.get("messages") {
             None | Some(Value::Null) => {
@@ -67,19 +70,41 @@ impl ChatRequestView {
                         .with_param("messages"),
                 )
             }
-            Some(Value::Array(_)) => {}
-            Some(_) => {
-                return Err(
-                    ApiError::bad_request("'messages' must be an array.").with_param("messages")
-                )
+            Some(Value::Array(messages)) => {
+                for (i, m) in messages.iter().enumerate() {
+                    check_message(i, m)?;
+                }
             }
+            Some(other) => return Err(wrong_type("messages", "an array", other)),
         }
-        let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let include_usage = obj
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let stream = optional_bool(obj, "stream")?.unwrap_or(false);
+        let include_usage = match obj.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => match o.get("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(wrong_type(
+                        "stream_options.include_usage",
+                        "a boolean",
+                        other,
+                    ))
+                }
+            },
+            Some(other) => return Err(wrong_type("stream_options", "an object", other)),
+        };
+        for (field, min) in [("n", 1), ("max_tokens", 1), ("max_completion_tokens", 1)] {
+            check_count(obj, field, min)?;
+        }
+        match obj.get("tools") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(tools)) => {
+                for (i, t) in tools.iter().enumerate() {
+                    check_tool(i, t)?;
+                }
+            }
+            Some(other) => return Err(wrong_type("tools", "an array", other)),
+        }
         Ok(Self {
             model,
             stream,
@@ -88,8 +113,159 @@ impl ChatRequestView {
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+/// The roles OpenAI's chat API accepts (`function` is deprecated but still sent by old clients).
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+fn check_message(i: usize, m: &Value) -> Result<(), ApiError> {
+    let Some(m) = m.as_object() else {
+        return Err(wrong_type(&format!("messages[{i}]"), "an object", m));
+    };
+    match m.get("role") {
+        None | Some(Value::Null) => Err(ApiError::bad_request(format!(
+            "Missing required parameter: 'messages[{i}].role'."
+        ))
+        .with_param(format!("messages[{i}].role"))),
+        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => match m.get("content") {
+            None | Some(Value::Null | Value::String(_)) => Ok(()),
+            Some(Value::Array(parts)) => {
+                for (j, p) in parts.iter().enumerate() {
+                    let at = format!("messages[{i}].content[{j}]");
+                    let Some(part) = p.as_object() else {
+                        return Err(wrong_type(&at, "an object", p));
+                    };
+                    match part.get("type") {
+                        Some(Value::String(_)) => {}
+                        None | Some(Value::Null) => {
+                            return Err(ApiError::bad_request(format!(
+                                "Missing required parameter: '{at}.type'."
+                            ))
+                            .with_param(format!("{at}.type")))
+                        }
+                        Some(other) => {
+                            return Err(wrong_type(&format!("{at}.type"), "a string", other))
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some(other) => Err(wrong_type(
+                &format!("messages[{i}].content"),
+                "a string or an array of content parts",
+                other,
+            )),
+        },
+        Some(Value::String(r)) => Err(ApiError::bad_request(format!(
+            "Invalid value for 'messages[{i}].role': `{}`; expected one of {}.",
+            clip(r),
+            ROLES.join(", ")
+        ))
+        .with_param(format!("messages[{i}].role"))),
+        Some(other) => Err(wrong_type(
+            &format!("messages[{i}].role"),
+            "a string",
+            other,
+        )),
+    }
+}
+
+fn check_tool(i: usize, t: &Value) -> Result<(), ApiError> {
+    let at = format!("tools[{i}]");
+    let Some(tool) = t.as_object() else {
+        return Err(wrong_type(&at, "an object", t));
+    };
+    match tool.get("type") {
+        Some(Value::String(_)) => {}
+        None | Some(Value::Null) => {
+            return Err(
+                ApiError::bad_request(format!("Missing required parameter: '{at}.type'."))
+                    .with_param(format!("{at}.type")),
+            )
+        }
+        Some(other) => return Err(wrong_type(&format!("{at}.type"), "a string", other)),
+    }
+    if tool.get("type").and_then(Value::as_str) == Some("function") {
+        match tool.get("function") {
+            Some(Value::Object(f)) => match f.get("name") {
+                Some(Value::String(_)) => {}
+                None | Some(Value::Null) => {
+                    return Err(ApiError::bad_request(format!(
+                        "Missing required parameter: '{at}.function.name'."
+                    ))
+                    .with_param(format!("{at}.function.name")))
+                }
+                Some(other) => {
+                    return Err(wrong_type(
+                        &format!("{at}.function.name"),
+                        "a string",
+                        other,
+                    ))
+                }
+            },
+            None | Some(Value::Null) => {
+                return Err(ApiError::bad_request(format!(
+                    "Missing required parameter: '{at}.function'."
+                ))
+                .with_param(format!("{at}.function")))
+            }
+            Some(other) => return Err(wrong_type(&format!("{at}.function"), "an object", other)),
+        }
+    }
+    Ok(())
+}
+
+fn optional_bool(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Option<bool>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(wrong_type(field, "a boolean", other)),
+    }
+}
+
+/// An optional integer field that must be at least `min`.
+fn check_count(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    min: u64,
+) -> Result<(), ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v >= min => Ok(()),
+            _ if n.is_f64() => Err(wrong_type(field, "an integer", &Value::Number(n.clone()))),
+            _ => Err(ApiError::bad_request(format!(
+                "Invalid value for '{field}': {n}; it must be at least {min}."
+            ))
+            .with_param(field)),
+        },
+        Some(other) => Err(wrong_type(field, "an integer", other)),
+    }
+}
+
+/// 400 naming the field, the type expected and the type received (not the value: it may be
+/// large, and it is the client's own).
+fn wrong_type(field: &str, expected: &str, got: &Value) -> ApiError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    ApiError::bad_request(format!(
+        "Invalid type for '{field}': expected {expected}, but got {got}."
+    ))
+    .with_param(field)
 }
 
 #[cfg(test)]
@@ -101,7 +277,7 @@ mod tests {
         let body =
             br#"{"model": "demo", "messages":[{"role":"user","content":"hi"}], "stream": true,
             "stream_options": {"include_usage": true}}"#;
-        let (v, json) = ChatRequestView::parse(body).unwrap();
+        let (v, json) = ChatRequestView::parse(body, 128).unwrap();
         assert_eq!(json["messages"][0]["content"], "hi");
         assert_eq!(v.model, "demo");
         assert!(v.stream && v.include_usage);
@@ -119,10 +295,61 @@ mod tests {
             (br#"{"model":"m","messages":[]}"#, Some("messages")),
             (br#"{"model":3,"messages":[1]}"#, Some("model")),
             (b"", None),
+            (br#"{"model":"m","messages":[1,2]}"#, Some("messages[0]")),
+            (br#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0].role")),
+            (br#"{"model":"m","messages":[{"role":7}]}"#, Some("messages[0].role")),
+            (br#"{"model":"m","messages":[{"role":"robot"}]}"#, Some("messages[0].role")),
+            (br#"{"model":"m","messages":[{"role":"user","content":5}]}"#, Some("messages[0].content")),
+            (br#"{"model":"m","messages":[{"role":"user","content":["x"]}]}"#, Some("messages[0].content[0]")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"stream":"true"}"#, Some("stream")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"stream":1}"#, Some("stream")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"stream_options":true}"#, Some("stream_options")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":"yes"}}"#, Some("stream_options.include_usage")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"n":"2"}"#, Some("n")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"n":0}"#, Some("n")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"n":1.5}"#, Some("n")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#, Some("max_tokens")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"max_tokens":"9"}"#, Some("max_tokens")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"tools":"x"}"#, Some("tools")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"tools":[{"type":"function"}]}"#, Some("tools[0].function")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"tools":[{"type":"function","function":{"name":3}}]}"#, Some("tools[0].function.name")),
+            (br#"{"model":"m","messages":[{"role":"user"}],"tools":[3]}"#, Some("tools[0]")),
         ] {
-            let e = ChatRequestView::parse(body).unwrap_err();
+            let e = ChatRequestView::parse(body, 128).unwrap_err();
             assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
-            assert_eq!(e.param.as_deref(), param);
+            assert_eq!(
+                e.param.as_deref(),
+                param,
+                "{}: {}",
+                String::from_utf8_lossy(body),
+                e.message
+            );
         }
+    }
+
+    #[test]
+    fn accepts_nulls_and_well_typed_optional_fields() {
+        let body =
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]},
+            {"role":"assistant","content":null}],"stream":null,"stream_options":null,"n":2,
+            "max_tokens":null,"tools":[{"type":"function","function":{"name":"f"}}]}"#;
+        let (v, _) = ChatRequestView::parse(body, 128).unwrap();
+        assert!(!v.stream);
+    }
+
+    #[test]
+    fn deep_nesting_is_a_clear_400() {
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":{}{}}}]}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let e = ChatRequestView::parse(body.as_bytes(), 128).unwrap_err();
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        assert!(
+            e.message.contains("deeper than the limit of 128"),
+            "{}",
+            e.message
+        );
     }
 }

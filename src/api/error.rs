@@ -91,7 +91,10 @@ impl ApiError {
     pub fn model_not_found(model: &str) -> Self {
         Self::new(
             ErrorKind::NotFound,
-            format!("The model `{model}` does not exist or you do not have access to it."),
+            format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                crate::util::clip(model)
+            ),
         )
         .with_param("model")
         .with_code("model_not_found")
