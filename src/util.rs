@@ -195,6 +195,15 @@ pub fn clip_to(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Returns this thread's freed memory to the OS now. mimalloc gives freed pages back after a
+/// delay, and only when the thread allocates or frees again: a shard that goes quiet after a
+/// burst of large buffers would keep them resident. Called after a request that held large
+/// buffers, not per request (it walks the thread's heap).
+pub fn release_memory() {
+    // SAFETY: `mi_collect` only touches the calling thread's heap and mimalloc's own state.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 pub fn secs(f: f64) -> Duration {
     if f.is_finite() && f > 0.0 {
         Duration::from_secs_f64(f.min(1e9))

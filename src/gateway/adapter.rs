@@ -69,9 +69,19 @@ pub fn prepare(
         .build_request_raw(&ctx, req, raw)
         .map_err(translate_error)?;
     let url = UpstreamUrl::parse(up.url).map_err(|e| {
+        // The URL may carry the key (`auth query`): never echo it.
+        let secrets: &[&str] = match dep.api_key.as_deref() {
+            Some(k) => &[k],
+            None => &[],
+        };
+        let e = crate::telemetry::redact::redact_str(&e, secrets);
         ApiError::new(
             ErrorKind::Internal,
-            format!("Provider `{}` built an invalid URL: {e}", provider.name()),
+            format!(
+                "Provider `{}` built an invalid URL: {}",
+                provider.name(),
+                crate::util::clip(&e)
+            ),
         )
     })?;
     Ok(PreparedRequest {

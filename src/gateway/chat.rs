@@ -7,39 +7,26 @@ use http::StatusCode;
 
 use super::adapter::prepare;
 use super::media;
-use super::sse::{data_lines, SseSplitter};
-use super::usage::{self, Usage};
+use super::relay::{
+    relay_identity_stream, relay_mapped_stream, upstream_error, RelayCtx, RelayOutcome,
+    LARGE_BUFFER,
+};
+use super::usage;
 use super::GatewayShard;
 use crate::api::{ApiError, ChatRequestView, ErrorKind};
 use crate::config::{Deployment, Snapshot};
-use crate::dsl::{FrameDecoder, Provider, StreamControl, StreamState};
-use crate::http1::io::DisconnectWatch;
+use crate::dsl::Framing;
 use crate::http1::{Request, ResponseWriter, ServerIo};
 use crate::telemetry::metrics::RequestRecord;
-use crate::upstream::{BodyStream, Timeouts, UpstreamError, UpstreamRequest};
-
-/// Largest partial SSE event held while waiting for its end.
-const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+use crate::telemetry::redact::redact_str;
+use crate::upstream::{Timeouts, UpstreamRequest};
+use crate::util::clip;
 
 /// What happened to one request, for metrics and the access log.
+#[derive(Default)]
 struct Outcome {
-    status: u16,
+    relay: RelayOutcome,
     upstream_secs: Option<f64>,
-    ttft_secs: Option<f64>,
-    usage: Usage,
-    error: Option<String>,
-}
-
-impl Outcome {
-    fn new() -> Self {
-        Self {
-            status: 0,
-            upstream_secs: None,
-            ttft_secs: None,
-            usage: Usage::default(),
-            error: None,
-        }
-    }
 }
 
 pub async fn chat_completions<IO: ServerIo>(
@@ -49,7 +36,7 @@ pub async fn chat_completions<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
 ) {
     let started = Instant::now();
-    let (view, req_json) = match ChatRequestView::parse(&req.body) {
+    let (view, req_json) = match ChatRequestView::parse(&req.body, snap.server.max_json_depth) {
         Ok(parsed) => parsed,
         Err(e) => {
             let _ = w.send_error(&e).await;
@@ -64,21 +51,30 @@ pub async fn chat_completions<IO: ServerIo>(
         let _ = w.send_error(&ApiError::model_not_found(&view.model)).await;
         return;
     };
-    let mut out = Outcome::new();
+    let mut out = Outcome::default();
     forward(gw, snap, req, &view, req_json, dep, w, started, &mut out).await;
-    if out.status == 0 {
-        out.status = w.status().map(|s| s.as_u16()).unwrap_or(500);
+    let mut out_relay = std::mem::take(&mut out.relay);
+    if out_relay.large_buffers || req.body.len() > LARGE_BUFFER {
+        crate::util::release_memory();
+    }
+    if out_relay.status == 0 {
+        out_relay.status = w.status().map(|s| s.as_u16()).unwrap_or(500);
     }
     let duration = started.elapsed().as_secs_f64();
     gw.metrics.record_request(&RequestRecord {
         deployment: dep,
-        status: out.status,
+        status: out_relay.status,
         duration,
         upstream_duration: out.upstream_secs,
-        ttft: out.ttft_secs,
-        prompt_tokens: out.usage.prompt,
-        completion_tokens: out.usage.completion,
+        ttft: out_relay.ttft_secs,
+        prompt_tokens: out_relay.usage.prompt,
+        completion_tokens: out_relay.usage.completion,
     });
+    // Upstream text may carry secrets (an upstream that echoes the request head).
+    let error = out_relay
+        .error
+        .as_deref()
+        .map(|e| redact_str(e, &snap.secrets));
     tracing::info!(
         target: "llmux::access",
         request_id = %req.request_id,
@@ -86,12 +82,12 @@ pub async fn chat_completions<IO: ServerIo>(
         deployment = %dep.id,
         provider = %dep.provider,
         stream = view.stream,
-        status = out.status,
+        status = out_relay.status,
         duration_ms = (duration * 1000.0) as u64,
-        ttft_ms = out.ttft_secs.map(|t| (t * 1000.0) as u64),
-        prompt_tokens = out.usage.prompt,
-        completion_tokens = out.usage.completion,
-        error = out.error.as_deref(),
+        ttft_ms = out_relay.ttft_secs.map(|t| (t * 1000.0) as u64),
+        prompt_tokens = out_relay.usage.prompt,
+        completion_tokens = out_relay.usage.completion,
+        error = error.as_deref(),
         "request"
     );
 }
@@ -163,7 +159,7 @@ async fn forward<IO: ServerIo>(
             raw = std::borrow::Cow::Owned(serde_json::to_vec(&req_json).unwrap_or_default())
         }
         Err(e) => {
-            out.error = Some("remote media fetch failed".into());
+            out.relay.error = Some("remote media fetch failed".into());
             let _ = w.send_error(&e).await;
             return;
         }
@@ -171,7 +167,7 @@ async fn forward<IO: ServerIo>(
     let prepared = match prepare(provider, dep, view, &req_json, &raw, &req.request_id) {
         Ok(p) => p,
         Err(r) => {
-            out.error = Some("request translation failed".into());
+            out.relay.error = Some("request translation failed".into());
             let _ = w.send_json(r.status, &r.body).await;
             return;
         }
@@ -210,30 +206,47 @@ async fn forward<IO: ServerIo>(
         Err(e) => {
             out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
             let _ = w.send_error(&upstream_error(&e, &dep.id)).await;
-            out.error = Some(e.to_string());
+            out.relay.error = Some(e.to_string());
             return;
         }
     };
     let status = resp.status;
-    let is_sse = resp
-        .headers
-        .get("content-type")
-        .is_some_and(|v| v.starts_with(b"text/event-stream"));
+    let cx = RelayCtx {
+        deployment: &dep.id,
+        secrets: &snap.secrets,
+        max_event_bytes: snap.upstream.max_stream_event_bytes,
+        max_json_depth: snap.server.max_json_depth,
+        started,
+    };
 
     if status.is_success() && view.stream {
+        let content_type = resp.headers.get("content-type").unwrap_or_default();
+        let is_sse = content_type.starts_with(b"text/event-stream");
+        // An SSE provider that answers a stream request with anything else (a JSON
+        // completion, an HTML page) has not streamed: say so instead of sending an empty
+        // stream that looks complete.
+        if !is_sse && (provider.stream_is_identity() || provider.framing() == Framing::Sse) {
+            out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+            let e = ApiError::new(
+                ErrorKind::BadGateway,
+                format!(
+                    "Upstream deployment `{}` answered a stream request with `{}` instead of an event stream.",
+                    dep.id,
+                    clip(&String::from_utf8_lossy(content_type))
+                ),
+            );
+            out.relay.error = Some("upstream did not stream".into());
+            let _ = w.send_error(&e).await;
+            return;
+        }
         if provider.stream_is_identity() {
-            if is_sse {
-                Box::pin(relay_identity_stream(
-                    w,
-                    &mut resp.body,
-                    &dep.id,
-                    started,
-                    out,
-                ))
-                .await;
-                out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
-                return;
-            }
+            Box::pin(relay_identity_stream(
+                w,
+                &mut resp.body,
+                &cx,
+                &mut out.relay,
+            ))
+            .await;
         } else {
             let mut state = provider.stream_state(&prepared.ctx);
             Box::pin(relay_mapped_stream(
@@ -241,14 +254,13 @@ async fn forward<IO: ServerIo>(
                 &mut resp.body,
                 provider,
                 &mut state,
-                &dep.id,
-                started,
-                out,
+                &cx,
+                &mut out.relay,
             ))
             .await;
-            out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
-            return;
         }
+        out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+        return;
     }
 
     let body = match resp
@@ -260,14 +272,29 @@ async fn forward<IO: ServerIo>(
         Err(e) => {
             out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
             let _ = w.send_error(&upstream_error(&e, &dep.id)).await;
-            out.error = Some(e.to_string());
+            out.relay.error = Some(e.to_string());
             return;
         }
     };
     out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+    out.relay.large_buffers |= body.len() > LARGE_BUFFER;
     if status.is_success() && provider.response_is_identity() {
+        // Relayed as it came, once it is known to be one JSON value within the bounds.
+        if let Err(e) = crate::json::validate(&body, snap.server.max_json_depth) {
+            let e = ApiError::new(
+                ErrorKind::BadGateway,
+                format!(
+                    "Upstream deployment `{}` returned an unreadable body: {}",
+                    dep.id,
+                    clip(&e.to_string())
+                ),
+            );
+            out.relay.error = Some("upstream body is not JSON".into());
+            let _ = w.send_error(&e).await;
+            return;
+        }
         if let Some(u) = usage::extract(&body) {
-            out.usage = u;
+            out.relay.usage = u;
         }
         let _ = w.send_json(StatusCode::OK, &body).await;
         return;
@@ -275,246 +302,19 @@ async fn forward<IO: ServerIo>(
     match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
         Ok(completion) => {
             if let Some(u) = usage::extract(&completion.body) {
-                out.usage = u;
+                out.relay.usage = u;
             }
             let _ = w.send_json(StatusCode::OK, &completion.body).await;
         }
         Err(mapped) => {
-            out.error = Some(format!(
-                "upstream status {}: {}",
+            out.relay.error = Some(format!(
+                "upstream status {}: {}: {}",
                 status.as_u16(),
-                mapped.class.as_str()
+                mapped.class.as_str(),
+                clip(&mapped.message)
             ));
             let code = StatusCode::from_u16(mapped.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = serde_json::to_vec(&mapped.to_openai_body()).unwrap_or_default();
-            let _ = w.send_json(code, &body).await;
+            let _ = w.send_json(code, &cx.mapped_error_body(&mapped)).await;
         }
     }
-}
-
-/// Relays an upstream SSE stream that is already in OpenAI's shape, event by event, flushing
-/// each batch at once; stops the moment the client disconnects (dropping the upstream connection).
-async fn relay_identity_stream<IO: ServerIo>(
-    w: &mut ResponseWriter<'_, IO>,
-    body: &mut BodyStream,
-    deployment: &str,
-    started: Instant,
-    out: &mut Outcome,
-) {
-    let Some(watch) = begin_stream(w, out).await else {
-        return;
-    };
-    let mut splitter = SseSplitter::new(MAX_EVENT_BYTES);
-    let closed = client_closed(&watch);
-    let mut closed = std::pin::pin!(closed);
-    loop {
-        let piece = match next_piece(&mut closed, body).await {
-            Next::ClientGone => return client_gone(w, out),
-            Next::Piece(p) => p,
-            Next::End => break,
-            Next::Failed(e) => {
-                out.error = Some(e.to_string());
-                let _ = send_stream_error(w, &upstream_error(&e, deployment).to_json()).await;
-                break;
-            }
-        };
-        let events = match splitter.push(&piece) {
-            Ok(Some(ev)) => ev,
-            Ok(None) => continue,
-            Err(e) => {
-                out.error = Some(e.to_string());
-                w.abort();
-                return;
-            }
-        };
-        if out.ttft_secs.is_none() {
-            out.ttft_secs = Some(started.elapsed().as_secs_f64());
-        }
-        for data in data_lines(&events) {
-            if let Some(u) = usage::extract(data) {
-                out.usage = u;
-            }
-        }
-        if w.send_chunk(&events).await.is_err() {
-            return client_gone(w, out);
-        }
-    }
-    if let Some(rest) = splitter.finish() {
-        let _ = w.send_chunk(&rest).await;
-    }
-    if w.finish_stream().await.is_err() {
-        out.status = 499;
-    }
-}
-
-/// Relays a provider stream through its mapping file: frames are decoded (SSE, NDJSON, JSON
-/// array), each event mapped to zero or more OpenAI chunks, and `[DONE]` sent at the end.
-#[allow(clippy::too_many_arguments)]
-async fn relay_mapped_stream<IO: ServerIo>(
-    w: &mut ResponseWriter<'_, IO>,
-    body: &mut BodyStream,
-    provider: &Provider,
-    state: &mut StreamState,
-    deployment: &str,
-    started: Instant,
-    out: &mut Outcome,
-) {
-    let Some(watch) = begin_stream(w, out).await else {
-        return;
-    };
-    let closed = client_closed(&watch);
-    let mut closed = std::pin::pin!(closed);
-    let mut decoder = FrameDecoder::new(provider.framing());
-    let mut frames = Vec::new();
-    let mut chunks = Vec::new();
-    let mut buf = Vec::with_capacity(1024);
-    let mut finished = false;
-    while !finished {
-        frames.clear();
-        match next_piece(&mut closed, body).await {
-            Next::ClientGone => return client_gone(w, out),
-            Next::Piece(p) => {
-                if let Err(e) = decoder.feed(&p, &mut frames) {
-                    out.error = Some(e.to_string());
-                    let err = ApiError::new(
-                        ErrorKind::BadGateway,
-                        format!("Upstream deployment `{deployment}`: {e}"),
-                    );
-                    let _ = send_stream_error(w, &err.to_json()).await;
-                    finished = true;
-                }
-            }
-            Next::End => {
-                let _ = decoder.finish(&mut frames);
-                finished = true;
-            }
-            Next::Failed(e) => {
-                out.error = Some(e.to_string());
-                let _ = send_stream_error(w, &upstream_error(&e, deployment).to_json()).await;
-                break;
-            }
-        }
-        buf.clear();
-        let mut done = false;
-        for f in &frames {
-            chunks.clear();
-            match provider.map_event(state, f.event.as_deref(), &f.data, &mut chunks) {
-                Ok(ctl) => {
-                    for c in &chunks {
-                        buf.extend_from_slice(b"data: ");
-                        let _ = sonic_rs::to_writer(&mut buf, c);
-                        buf.extend_from_slice(b"\n\n");
-                    }
-                    if ctl == StreamControl::Done {
-                        done = true;
-                        break;
-                    }
-                }
-                Err(mapped) => {
-                    out.error = Some(format!("stream error: {}", mapped.class.as_str()));
-                    buf.extend_from_slice(b"data: ");
-                    let _ = serde_json::to_writer(&mut buf, &mapped.to_openai_body());
-                    buf.extend_from_slice(b"\n\n");
-                    done = true;
-                    break;
-                }
-            }
-        }
-        if done || (finished && out.error.is_none()) {
-            buf.extend_from_slice(b"data: [DONE]\n\n");
-            finished = true;
-        }
-        if !buf.is_empty() {
-            if out.ttft_secs.is_none() {
-                out.ttft_secs = Some(started.elapsed().as_secs_f64());
-            }
-            if w.send_chunk(&buf).await.is_err() {
-                return client_gone(w, out);
-            }
-        }
-    }
-    if let Some(u) = state.usage() {
-        out.usage = Usage {
-            prompt: u["prompt_tokens"].as_u64().unwrap_or(0),
-            completion: u["completion_tokens"].as_u64().unwrap_or(0),
-        };
-    }
-    if w.finish_stream().await.is_err() {
-        out.status = 499;
-    }
-}
-
-async fn begin_stream<IO: ServerIo>(
-    w: &mut ResponseWriter<'_, IO>,
-    out: &mut Outcome,
-) -> Option<Option<DisconnectWatch>> {
-    let watch = w.disconnect_watch();
-    if w.start_stream(
-        StatusCode::OK,
-        "text/event-stream",
-        &[("cache-control", "no-cache")],
-    )
-    .await
-    .is_err()
-    {
-        out.status = 499;
-        return None;
-    }
-    out.status = 200;
-    Some(watch)
-}
-
-async fn client_closed(watch: &Option<DisconnectWatch>) {
-    match watch {
-        Some(wt) => wt.closed().await,
-        None => std::future::pending::<()>().await,
-    }
-}
-
-enum Next {
-    ClientGone,
-    Piece(bytes::Bytes),
-    End,
-    Failed(UpstreamError),
-}
-
-async fn next_piece(
-    closed: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    body: &mut BodyStream,
-) -> Next {
-    monoio::select! {
-        _ = closed => Next::ClientGone,
-        r = body.next() => match r {
-            Ok(Some(p)) => Next::Piece(p),
-            Ok(None) => Next::End,
-            Err(e) => Next::Failed(e),
-        },
-    }
-}
-
-/// The client went away: abandon the upstream (its connection is closed on drop).
-fn client_gone<IO: ServerIo>(w: &mut ResponseWriter<'_, IO>, out: &mut Outcome) {
-    out.status = 499;
-    out.error = Some("client disconnected".into());
-    w.abort();
-}
-
-async fn send_stream_error<IO: ServerIo>(
-    w: &mut ResponseWriter<'_, IO>,
-    json: &[u8],
-) -> std::io::Result<()> {
-    let mut ev = Vec::with_capacity(json.len() + 8);
-    ev.extend_from_slice(b"data: ");
-    ev.extend_from_slice(json);
-    ev.extend_from_slice(b"\n\n");
-    w.send_chunk(&ev).await
-}
-
-fn upstream_error(e: &UpstreamError, deployment: &str) -> ApiError {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::BadGateway
-    };
-    ApiError::new(kind, format!("Upstream deployment `{deployment}`: {e}"))
 }

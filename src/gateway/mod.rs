@@ -5,6 +5,7 @@
 pub mod adapter;
 mod chat;
 mod media;
+mod relay;
 pub mod sse;
 pub mod usage;
 

@@ -3,6 +3,9 @@
 
 use bytes::{Bytes, BytesMut};
 
+/// See [`SseSplitter::push`].
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 pub struct SseSplitter {
     pending: BytesMut,
     max_event: usize,
@@ -24,7 +27,15 @@ impl SseSplitter {
     pub fn push(&mut self, data: &[u8]) -> Result<Option<Bytes>, EventTooLarge> {
         self.pending.extend_from_slice(data);
         match last_boundary(&self.pending) {
-            Some(end) => Ok(Some(self.pending.split_to(end).freeze())),
+            Some(end) => {
+                let events = self.pending.split_to(end).freeze();
+                // After a large event, start small again instead of keeping its capacity for
+                // the rest of the stream.
+                if self.pending.is_empty() && self.pending.capacity() > KEEP_CAPACITY {
+                    self.pending = BytesMut::new();
+                }
+                Ok(Some(events))
+            }
             None if self.pending.len() > self.max_event => Err(EventTooLarge(self.max_event)),
             None => Ok(None),
         }
@@ -50,6 +61,49 @@ fn last_boundary(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// The `data:` payload of each complete event in `events` (several `data:` lines of one event
+/// joined with `\n`, as SSE defines), with the offset where that event starts; events without
+/// data (comments, keep-alives) are skipped.
+pub fn event_payloads(events: &[u8]) -> impl Iterator<Item = (usize, std::borrow::Cow<'_, [u8]>)> {
+    use std::borrow::Cow;
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let mut payload: Option<Cow<'_, [u8]>> = None;
+        let mut start = at;
+        while at < events.len() {
+            let line_end = memchr::memchr(b'\n', &events[at..]).map_or(events.len(), |i| at + i);
+            let raw = &events[at..line_end];
+            let line_start = at;
+            at = (line_end + 1).min(events.len());
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if line.is_empty() {
+                if payload.is_some() {
+                    return payload.map(|p| (start, p));
+                }
+                start = at;
+                continue;
+            }
+            if payload.is_none() {
+                start = start.min(line_start);
+            }
+            let Some(rest) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            let data = rest.strip_prefix(b" ").unwrap_or(rest);
+            payload = Some(match payload {
+                None => Cow::Borrowed(data),
+                Some(prev) => {
+                    let mut joined = prev.into_owned();
+                    joined.push(b'\n');
+                    joined.extend_from_slice(data);
+                    Cow::Owned(joined)
+                }
+            });
+        }
+        payload.map(|p| (start, p))
+    })
+}
+
 /// Iterates the `data:` payloads of complete events.
 pub fn data_lines(events: &[u8]) -> impl Iterator<Item = &[u8]> {
     events.split(|b| *b == b'\n').filter_map(|line| {
@@ -73,6 +127,21 @@ mod tests {
         let datas: Vec<&[u8]> = data_lines(&out).collect();
         assert_eq!(datas, vec![&b"{\"b\":2}"[..], &b"[DONE]"[..]]);
         assert!(s.finish().is_none());
+    }
+
+    #[test]
+    fn payloads_join_multi_line_data_and_skip_comments() {
+        let batch = b": keep-alive\n\ndata: {\"a\":\ndata: 1}\n\nevent: x\r\ndata: [DONE]\r\n\r\ndata: tail";
+        let got: Vec<(usize, Vec<u8>)> = event_payloads(batch)
+            .map(|(at, p)| (at, p.into_owned()))
+            .collect();
+        let starts: Vec<usize> = got.iter().map(|g| g.0).collect();
+        let datas: Vec<&[u8]> = got.iter().map(|g| g.1.as_slice()).collect();
+        assert_eq!(datas, vec![&b"{\"a\":\n1}"[..], b"[DONE]", b"tail"]);
+        assert!(batch[starts[0]..].starts_with(b"data: {"));
+        assert!(batch[starts[1]..].starts_with(b"event: x"));
+        assert!(batch[starts[2]..].starts_with(b"data: tail"));
+        assert!(batch[..starts[0]].starts_with(b": keep-alive"));
     }
 
     #[test]

@@ -95,72 +95,7 @@ impl<W: Write> Write for RedactingWriter<W> {
 
 impl<W: Write> Drop for RedactingWriter<W> {
     fn drop(&mut self) {
-        let line = redact(&self.buf, &secrets().load());
+        let line = super::redact::redact(&self.buf, &secrets().load());
         let _ = self.inner.write_all(&line);
-    }
-}
-
-/// Masks configured secret values, `sk-…` style keys and bearer tokens.
-pub fn redact(line: &[u8], secrets: &[String]) -> Vec<u8> {
-    let mut out = line.to_vec();
-    for s in secrets {
-        if s.is_empty() {
-            continue;
-        }
-        out = replace_all(&out, s.as_bytes(), b"[REDACTED]");
-    }
-    mask_after(&mut out, b"sk-", 8);
-    mask_after(&mut out, b"Bearer ", 1);
-    mask_after(&mut out, b"bearer ", 1);
-    out
-}
-
-fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    let finder = memchr::memmem::Finder::new(needle);
-    let mut out = Vec::with_capacity(hay.len());
-    let mut last = 0;
-    for at in finder.find_iter(hay) {
-        if at < last {
-            continue;
-        }
-        out.extend_from_slice(&hay[last..at]);
-        out.extend_from_slice(with);
-        last = at + needle.len();
-    }
-    out.extend_from_slice(&hay[last..]);
-    out
-}
-
-/// Replaces the token characters following `prefix` with `*` when there are at least `min`.
-fn mask_after(buf: &mut [u8], prefix: &[u8], min: usize) {
-    let is_tok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
-    let mut i = 0;
-    while let Some(pos) = memchr::memmem::find(&buf[i..], prefix) {
-        let start = i + pos + prefix.len();
-        let mut end = start;
-        while end < buf.len() && is_tok(buf[end]) {
-            end += 1;
-        }
-        if end - start >= min {
-            for b in &mut buf[start..end] {
-                *b = b'*';
-            }
-        }
-        i = end.max(start);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_secrets_and_key_patterns() {
-        let line = b"key=sk-abcdefghijklmnop auth=Bearer tok123 custom=hunter2-secret";
-        let out = String::from_utf8(redact(line, &["hunter2-secret".to_owned()])).unwrap();
-        assert!(!out.contains("abcdefghijklmnop"), "{out}");
-        assert!(!out.contains("tok123"));
-        assert!(!out.contains("hunter2-secret"));
-        assert!(out.contains("[REDACTED]"));
     }
 }

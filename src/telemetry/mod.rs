@@ -3,4 +3,5 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod redact;
 pub mod request_id;

@@ -4,3 +4,6 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod hostile;
+mod json_depth;
+mod upstream;

@@ -1,0 +1,395 @@
+//! Issue 7, items 3 and 10–12: hostile or broken upstreams. An upstream that echoes the
+//! request head never gets the deployment's key to the client or the log; a broken stream or
+//! body becomes a 502 / an error event, never a 200 that looks complete; oversized events end
+//! the stream with an error event and their memory is given back.
+
+use std::io::BufReader;
+use std::sync::atomic::Ordering;
+
+use crate::common::*;
+use crate::hostile::{self, Hostile};
+
+const OPENAI_KEY: &str = "sk-live-openai-0123456789abcdef";
+const ANTHROPIC_KEY: &str = "sk-ant-api03-secret-abcdefghijkl";
+/// Azure keys are 32 hex digits: no pattern finds them, only their exact value.
+const AZURE_KEY: &str = "0123456789abcdef0123456789abcdef";
+const GEMINI_KEY: &str = "AIzaSyD-gemini-secret-0123456789";
+
+fn chat(model: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}]
+    })
+    .to_string()
+}
+
+fn deployment(group: &str, model: &str, base: &str, key: &str, extra: &str) -> String {
+    format!(
+        "  - model_name: {group}\n    litellm_params:\n      model: {model}\n      api_base: {base}\n      api_key: {key}\n{extra}"
+    )
+}
+
+/// Sends a chat request with its own request id, and waits until the gateway has logged that
+/// request's access line, so that a check of the log afterwards sees everything it wrote.
+fn chat_logged(gw: &Gateway, body: &str, id: &str) -> Response {
+    let r = request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-request-id", id)],
+        body.as_bytes(),
+    );
+    gw.proc.wait_line(id, std::time::Duration::from_secs(20));
+    r
+}
+
+#[test]
+fn an_upstream_that_echoes_the_request_head_leaks_no_key() {
+    // Error bodies of every shape: JSON with the head in the message, plain text, and an
+    // error event inside an OpenAI stream.
+    let up = Hostile::start(|req| {
+        let head = req.head.clone();
+        let model = req.model();
+        if model.contains("text") || req.path().contains("text") {
+            return hostile::response(401, "text/plain", head.as_bytes());
+        }
+        if model.contains("stream") {
+            let event = serde_json::json!({"error": {"message": head, "type": "server_error"}});
+            return hostile::sse(format!("data: {event}\n\n").as_bytes());
+        }
+        let body = serde_json::json!({"error": {"message": format!("bad request: {head}"), "type": "invalid_request_error"}});
+        hostile::response(400, "application/json", body.to_string().as_bytes())
+    });
+    let base = up.base();
+    let mut yaml = String::from("model_list:\n");
+    for (group, model, api_base, key, extra) in [
+        (
+            "openai-json",
+            "openai/json",
+            format!("{base}/v1"),
+            OPENAI_KEY,
+            "",
+        ),
+        (
+            "openai-text",
+            "openai/text",
+            format!("{base}/v1"),
+            OPENAI_KEY,
+            "",
+        ),
+        (
+            "openai-stream",
+            "openai/stream",
+            format!("{base}/v1"),
+            OPENAI_KEY,
+            "",
+        ),
+        (
+            "anthropic-json",
+            "anthropic/json",
+            base.clone(),
+            ANTHROPIC_KEY,
+            "",
+        ),
+        (
+            "anthropic-text",
+            "anthropic/text",
+            base.clone(),
+            ANTHROPIC_KEY,
+            "",
+        ),
+        (
+            "azure-json",
+            "azure/json",
+            base.clone(),
+            AZURE_KEY,
+            "      api_version: \"2024-10-21\"\n",
+        ),
+        (
+            "azure-text",
+            "azure/text",
+            base.clone(),
+            AZURE_KEY,
+            "      api_version: \"2024-10-21\"\n",
+        ),
+        (
+            "gemini-json",
+            "gemini/json",
+            format!("{base}/v1beta"),
+            GEMINI_KEY,
+            "",
+        ),
+    ] {
+        yaml.push_str(&deployment(group, model, &api_base, key, extra));
+    }
+    let gw = Gateway::start_with(
+        &yaml,
+        GatewayOpts {
+            extra_args: vec!["--log-format", "json"],
+            ..Default::default()
+        },
+    );
+    let groups = [
+        ("openai-json", false),
+        ("openai-text", false),
+        ("openai-stream", true),
+        ("anthropic-json", false),
+        ("anthropic-text", false),
+        ("azure-json", false),
+        ("azure-text", false),
+        ("gemini-json", false),
+    ];
+    for (i, (group, stream)) in groups.iter().enumerate() {
+        let r = chat_logged(&gw, &chat(group, *stream), &format!("echo-test-{i}"));
+        let echoed = up.next_request();
+        // The upstream really did receive the key: the test would catch a leak.
+        let key = [OPENAI_KEY, ANTHROPIC_KEY, AZURE_KEY, GEMINI_KEY]
+            .into_iter()
+            .find(|k| echoed.head.contains(k))
+            .unwrap_or_else(|| panic!("{group}: no key in {}", echoed.head));
+        let client_bytes = String::from_utf8_lossy(&r.body);
+        assert!(
+            r.status >= 400 || *stream,
+            "{group}: {} {client_bytes}",
+            r.status
+        );
+        assert!(
+            !client_bytes.contains(key),
+            "{group}: the key reached the client: {client_bytes}"
+        );
+        assert!(
+            client_bytes.contains("[REDACTED]") || client_bytes.contains("****"),
+            "{group}: the echoed head was relayed with the key masked: {client_bytes}"
+        );
+    }
+    let log = gw.proc.output();
+    for key in [OPENAI_KEY, ANTHROPIC_KEY, AZURE_KEY, GEMINI_KEY] {
+        assert!(!log.contains(key), "a key reached the log:\n{log}");
+    }
+}
+
+/// An OpenAI-format deployment whose upstream answers with `body` (raw HTTP).
+fn passthrough_gateway(up: &Hostile, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "model_list:\n{}{extra}",
+        deployment(
+            "m",
+            "openai/x",
+            &format!("{}/v1", up.base()),
+            OPENAI_KEY,
+            ""
+        )
+    ))
+}
+
+/// The stream's events; asserts it ends with an error event and has no `[DONE]`.
+fn ends_with_error_event(r: &Response, what: &str) -> serde_json::Value {
+    assert_eq!(r.status, 200, "{what}: the stream had started");
+    let events = data_events(&r.body);
+    assert!(
+        !events.iter().any(|e| e == "[DONE]"),
+        "{what}: a broken stream must not end with [DONE]: {events:?}"
+    );
+    let last = events.last().unwrap_or_else(|| panic!("{what}: no events"));
+    let v: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{what}: last event is not JSON ({e}): {last}"));
+    assert!(v["error"]["message"].is_string(), "{what}: {v}");
+    v
+}
+
+#[test]
+fn broken_passthrough_streams_end_with_an_error_event() {
+    let good = r#"data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"ok"}}]}"#;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "not json",
+            format!("{good}\n\ndata: {{not json\n\n").into_bytes(),
+        ),
+        ("invalid utf-8", {
+            let mut b = format!("{good}\n\n").into_bytes();
+            b.extend_from_slice(b"data: {\"a\":\"\xff\xfe\"}\n\n");
+            b
+        }),
+        (
+            "cut mid-object",
+            format!("{good}\n\ndata: {{\"id\":\"c\",\"choi").into_bytes(),
+        ),
+        (
+            "two values in one event",
+            format!("{good}\n\ndata: {{}}{{}}\n\n").into_bytes(),
+        ),
+    ];
+    for (what, events) in cases {
+        let events = std::sync::Arc::new(events);
+        let up = Hostile::start({
+            let events = events.clone();
+            move |_| hostile::sse(&events)
+        });
+        let gw = passthrough_gateway(&up, "");
+        let r = gw.chat(&chat("m", true));
+        let v = ends_with_error_event(&r, what);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("invalid event")),
+            "{what}: {v}"
+        );
+        // The good event before the broken one was relayed.
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(r#""content":"ok""#),
+            "{what}: {}",
+            r.text()
+        );
+    }
+}
+
+#[test]
+fn broken_non_stream_bodies_are_502() {
+    for (what, body) in [
+        ("cut", &br#"{"id": "broken"#[..]),
+        ("html", b"<html>oops</html>"),
+        ("empty", b""),
+        ("deep", hostile::nested(5000).leak().as_bytes()),
+    ] {
+        let up = Hostile::start(move |_| hostile::response(200, "application/json", body));
+        let gw = passthrough_gateway(&up, "");
+        let r = gw.chat(&chat("m", false));
+        assert_eq!(r.status, 502, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "api_connection_error", "{what}");
+    }
+}
+
+#[test]
+fn a_stream_request_answered_without_a_stream_is_502() {
+    let up = Hostile::start(|req| {
+        let body = if req.path().starts_with("/v1/messages") {
+            r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"x"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#
+        } else {
+            r#"{"id":"c","object":"chat.completion","choices":[]}"#
+        };
+        hostile::response(200, "application/json", body.as_bytes())
+    });
+    let yaml = format!(
+        "model_list:\n{}{}",
+        deployment("claude", "anthropic/c", &up.base(), ANTHROPIC_KEY, ""),
+        deployment(
+            "gpt",
+            "openai/g",
+            &format!("{}/v1", up.base()),
+            OPENAI_KEY,
+            ""
+        )
+    );
+    let gw = Gateway::start(&yaml);
+    for group in ["claude", "gpt"] {
+        let r = gw.chat(&chat(group, true));
+        assert_eq!(r.status, 502, "{group}: {}", r.text());
+        assert!(
+            r.text().contains("instead of an event stream"),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+#[test]
+fn oversized_events_end_the_stream_with_an_error_event() {
+    let big = format!(
+        "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+        "x".repeat(200_000)
+    );
+    let up = Hostile::start(move |req| {
+        if req.path().starts_with("/v1/messages") {
+            let ev = big.replace("data: ", "event: content_block_delta\ndata: ");
+            hostile::sse(format!("event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"m\",\"usage\":{{\"input_tokens\":1}}}}}}\n\n{ev}").as_bytes())
+        } else {
+            hostile::sse(big.as_bytes())
+        }
+    });
+    let yaml = format!(
+        "model_list:\n{}{}llmux:\n  upstream:\n    max_stream_event_bytes: 65536\n",
+        deployment("claude", "anthropic/c", &up.base(), ANTHROPIC_KEY, ""),
+        deployment(
+            "gpt",
+            "openai/g",
+            &format!("{}/v1", up.base()),
+            OPENAI_KEY,
+            ""
+        )
+    );
+    let gw = Gateway::start(&yaml);
+    for group in ["gpt", "claude"] {
+        let r = gw.chat(&chat(group, true));
+        let v = ends_with_error_event(&r, group);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("65536") && m.contains("max_stream_event_bytes")),
+            "{group}: {v}"
+        );
+    }
+    // The connection is fine afterwards.
+    assert_eq!(gw.get("/health/live").status, 200);
+}
+
+/// Ten concurrent streams each send one 15 MB line: every one is refused at the event bound,
+/// and the memory that buffering took is given back once the burst is over.
+#[test]
+fn a_burst_of_huge_events_does_not_stay_resident() {
+    const LINE: usize = 15 * 1024 * 1024;
+    let line = std::sync::Arc::new({
+        let mut l = b"data: {\"x\":\"".to_vec();
+        l.resize(LINE, b'a');
+        l.extend_from_slice(b"\"}\n\n");
+        l
+    });
+    let up = Hostile::start({
+        let line = line.clone();
+        move |_| hostile::sse(&line)
+    });
+    let gw = passthrough_gateway(&up, "");
+    let baseline = gw.proc.rss_kib();
+    assert!(baseline > 0, "RSS of the gateway cannot be read");
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = gw.addr.clone();
+            std::thread::spawn(move || {
+                let mut s = connect(&addr);
+                write_request(
+                    &mut s,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[],
+                    chat("m", true).as_bytes(),
+                );
+                let mut rd = BufReader::new(s);
+                read_response(&mut rd)
+            })
+        })
+        .collect();
+    for c in clients {
+        let r = c.join().expect("client thread");
+        let v = ends_with_error_event(&r, "huge line");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exceeds")),
+            "{v}"
+        );
+    }
+    assert_eq!(up.requests.load(Ordering::Relaxed), 10);
+    // Every stream has ended (each client read its error event and the terminator): the
+    // gateway holds nothing for them any more. Its RSS must come back under 64 MiB.
+    let limit_kib = 64 * 1024;
+    let mut rss = gw.proc.rss_kib();
+    let back = eventually(std::time::Duration::from_secs(5), || {
+        rss = gw.proc.rss_kib();
+        assert!(rss > 0, "RSS of the gateway cannot be read");
+        rss < limit_kib
+    });
+    assert!(
+        back,
+        "RSS {rss} KiB after the burst (baseline {baseline} KiB, limit {limit_kib} KiB)"
+    );
+}
