@@ -6,6 +6,7 @@ pub mod adapter;
 mod chat;
 mod media;
 pub mod sse;
+pub mod ssrf;
 pub mod usage;
 
 use std::sync::Arc;
