@@ -159,30 +159,34 @@ const fn v6(s: [u16; 8], len: u8, rule: V6Rule, name: &'static str, spec: &'stat
 }
 
 // Sources: the IANA IPv4 Special-Purpose Address Registry and the IANA IPv6 Special-Purpose
-// Address Registry (RFC 6890, RFC 8190), https://www.iana.org/assignments/iana-ipv4-special-registry
-// and https://www.iana.org/assignments/iana-ipv6-special-registry. Every row of both is here as
-// of the IPv6 registry's revision of 2024-10-22, plus the later rows 192.88.99.2/32 (RFC 6751)
-// and 100:0:0:1::/64 (RFC 9780). The test `registry_rows_are_all_in_the_tables` repeats the
-// registry's prefixes in its own notation; update both when a registry changes.
+// Address Registry (RFC 6890, RFC 8190): https://www.iana.org/assignments/iana-ipv4-special-registry
+// and https://www.iana.org/assignments/iana-ipv6-special-registry. Every row of both is here:
+// the IPv6 registry as of its revision of 2024-10-22, plus 100:0:0:1::/64 (RFC 9780) and the
+// IPv4 row 192.88.99.2/32 (RFC 6751) found in later copies. The test
+// `registry_rows_are_all_in_the_tables` repeats the registries' prefixes in their own notation;
+// update both when a registry changes.
 //
 // Rows are refused whatever the registry's "Globally Reachable" column says, except the IPv6
-// rows that carry an IPv4 address. Refused although marked globally reachable (True):
+// rows that carry an IPv4 address, which that address decides. (::ffff:0:0/96 is marked not
+// globally reachable because it never appears on the wire; a socket given one connects over
+// IPv4 to the carried address.) Refused although marked globally reachable (True):
 // - the anycast service addresses (PCP, TURN, DNS-SD SRP, AS112, AMT): anycast reaches the
-//   *nearest* instance, which is often run by the operator inside its own network (the local
-//   NAT gateway answers PCP; AS112 nodes are run internally), and none of them serves images;
+//   nearest instance, which may well be the operator's own (the local NAT gateway answers
+//   PCP; AS112 nodes are commonly run inside networks), and none of them serves images;
 // - ORCHIDv2 and DETs (2001:20::/28, 2001:30::/28): identifiers, not locators; nothing is
 //   reachable there except through a local overlay stack.
 // Rows whose column is N/A or empty:
 // - 192.88.99.0/24 (6to4 relay anycast, terminated 2015) and 2001:10::/28 (ORCHID, expired):
 //   refused, for the anycast and identifier reasons above;
 // - 2002::/16 (6to4): judged by the IPv4 address it carries, like NAT64's 64:ff9b::/96;
-// - 2001::/32 (Teredo): refused. Its packets go through whichever Teredo relay is nearest to
-//   a client's NAT mapping, so where a connection lands is not decided by the embedded server
-//   and client addresses alone; Teredo is off on current systems, so no image host needs it,
-//   and the registry marks the enclosing 2001::/23 not globally reachable anyway.
+// - 2001::/32 (Teredo): refused rather than judged by the server and (obfuscated) client IPv4
+//   addresses it carries. Packets to it travel over UDP through a Teredo relay or the host's
+//   own Teredo client, a path with its own reach into local networks; Teredo is obsolete and
+//   off by default on current systems, so no image host needs it; and the registry marks the
+//   enclosing 2001::/23 not globally reachable.
 // IPv4-translatable addresses under an operator's own NAT64 prefix (RFC 6052
-// network-specific prefixes, RFC 6219) cannot be recognised from the address; hosts on such a
-// network need that prefix refused by the network itself.
+// network-specific prefixes, RFC 6219) cannot be recognised from the address alone; a network
+// using one must keep that prefix away from the gateway's outbound traffic itself.
 
 /// IPv4: the special-purpose registry, plus multicast (its own registry, RFC 5771).
 #[rustfmt::skip]
