@@ -1,7 +1,8 @@
 //! Remote images for providers that need their bytes (declared with `fetch_images` in the
 //! provider file): fetched by the gateway before translation, outside the pure interpreter,
 //! and inlined as `data:` URLs. Guarded against SSRF: https only unless `llmux.media.allow_http`,
-//! no loopback/private/link-local/reserved addresses (each redirect hop re-checked) unless the
+//! only public addresses (`gateway::ssrf`: no loopback, private, link-local, reserved or other
+//! special-purpose block, IPv4 inside IPv6 included; each redirect hop re-checked) unless the
 //! host is in `llmux.media.allow_hosts`, bounded size, time and redirect count.
 
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use serde_json::Value;
 use crate::api::ApiError;
 use crate::config::{MediaSettings, UpstreamSettings};
 use crate::dsl::FetchImages;
+use crate::gateway::ssrf::{self, Refusal};
 use crate::upstream::{Timeouts, UpstreamClient, UpstreamRequest};
 use crate::util::BaseUrl;
 
@@ -22,8 +24,12 @@ pub enum MediaError {
     HttpNotAllowed,
     #[error("unsupported URL: {0}")]
     BadUrl(String),
-    #[error("host {host} resolves to a non-public address ({addr}); add it to llmux.media.allow_hosts to allow it")]
-    PrivateAddress { host: String, addr: IpAddr },
+    #[error("host {host} resolves to a non-public address ({addr} {why}); add it to llmux.media.allow_hosts to allow it")]
+    PrivateAddress {
+        host: String,
+        addr: IpAddr,
+        why: Refusal,
+    },
     #[error("cannot resolve {0}")]
     Resolve(String),
     #[error("fetch failed: {0}")]
@@ -233,48 +239,17 @@ async fn check_host(
         .resolve(&target.host, target.port)
         .await
         .map_err(|_| MediaError::Resolve(target.host.clone()))?;
+    // Every address, not just the first: the connection may go to any of them.
     for a in addrs.iter() {
-        if !is_public(a.ip()) {
+        if let Some(why) = ssrf::refusal(a.ip()) {
             return Err(MediaError::PrivateAddress {
                 host: target.host.clone(),
                 addr: a.ip(),
+                why,
             });
         }
     }
     Ok(())
-}
-
-/// False for loopback, private, link-local, shared (CGNAT), unspecified, multicast, broadcast,
-/// documentation and unique-local addresses.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80
-                || (seg[0] == 0x2001 && seg[1] == 0x0db8))
-        }
-    }
 }
 
 fn resolve_location(base: &BaseUrl, location: &str) -> String {
@@ -307,28 +282,6 @@ fn mime_from_path(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_addresses() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-    }
 
     #[test]
     fn finds_image_urls_in_both_shapes() {

@@ -7,6 +7,7 @@ mod chat;
 mod media;
 mod relay;
 pub mod sse;
+pub mod ssrf;
 pub mod usage;
 
 use std::sync::Arc;

@@ -6,4 +6,5 @@
 mod common;
 mod hostile;
 mod json_depth;
+mod media;
 mod upstream;
