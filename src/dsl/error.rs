@@ -68,30 +68,46 @@ fn clamp_to_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// Characters of a source line shown around the error's column: a 100 KB line (minified, or
+/// hostile) is shown as a window with `…` where it was cut.
+const SHOWN_LINE_CHARS: usize = 160;
+
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = crate::util::clip_to(&self.message, 4 * crate::util::MAX_ECHO_CHARS);
         if self.line == 0 {
-            return write!(f, "{}: {}", self.file, self.message);
+            return write!(f, "{}: {}", self.file, message);
         }
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.col, self.message
-        )?;
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, message)?;
         let gutter = self.line.to_string();
         let pad = " ".repeat(gutter.len());
+        let chars: Vec<char> = self.source_line.chars().collect();
+        let caret_at = self.col.saturating_sub(1).min(chars.len());
+        let from = caret_at.saturating_sub(SHOWN_LINE_CHARS / 2);
+        let to = (from + SHOWN_LINE_CHARS).min(chars.len());
+        let cut_left = from > 0;
+        let cut_right = to < chars.len();
+        let mut shown: String = if cut_left {
+            "…".into()
+        } else {
+            String::new()
+        };
+        shown.extend(&chars[from..to]);
+        if cut_right {
+            shown.push('…');
+        }
         // Tabs are kept in the padding so that the caret lines up in a terminal.
-        let lead: String = self
-            .source_line
-            .chars()
-            .take(self.col.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let mut lead: String = if cut_left { " ".into() } else { String::new() };
+        lead.extend(
+            chars[from..caret_at]
+                .iter()
+                .map(|&c| if c == '\t' { '\t' } else { ' ' }),
+        );
+        let width = self.width.min(to.saturating_sub(caret_at)).max(1);
         write!(
             f,
-            "\n{pad} |\n{gutter} | {}\n{pad} | {lead}{}",
-            self.source_line,
-            "^".repeat(self.width)
+            "\n{pad} |\n{gutter} | {shown}\n{pad} | {lead}{}",
+            "^".repeat(width)
         )
     }
 }

@@ -688,3 +688,13 @@ fn identity_detection_for_the_openai_fast_path() {
     assert!(p.stream_is_identity());
     assert_eq!(p.base_url(), "https://x");
 }
+
+#[test]
+fn a_huge_source_line_is_shown_as_a_window() {
+    let junk = "x".repeat(100_000);
+    let src = format!(r#"provider p {{ base_url "https://x.test" request {{ a = 1 {junk} }} }}"#);
+    let e = load_err(&src);
+    assert!(e.len() < 2_000, "{} bytes of error", e.len());
+    assert!(e.contains('…'), "{e}");
+    assert!(e.contains('^'), "{e}");
+}

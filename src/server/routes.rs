@@ -108,8 +108,11 @@ impl Service for GatewayService {
         let route = route(req.path())
             .filter(|r| !matches!(r, Route::DebugPanic) || snap.server.debug_routes);
         let Some(route) = route else {
-            let e = ApiError::new(ErrorKind::NotFound, format!("Unknown path: {}", req.path()))
-                .with_code("not_found");
+            let e = ApiError::new(
+                ErrorKind::NotFound,
+                format!("Unknown path: {}", crate::util::clip(req.path())),
+            )
+            .with_code("not_found");
             let _ = w.send_error(&e).await;
             ctx.gateway.metrics.record_http("unknown", 404);
             return;
@@ -121,7 +124,7 @@ impl Service for GatewayService {
                 ErrorKind::MethodNotAllowed,
                 format!(
                     "Method {} is not allowed on {}; use {}.",
-                    req.method(),
+                    crate::util::clip(req.method().as_str()),
                     req.path(),
                     route.method()
                 ),
