@@ -5,7 +5,12 @@ mod common;
 use std::io::{BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
+use common::hostile;
 use common::*;
+
+/// How long a test waits for an event before it fails. Generous: the wait ends as soon as the
+/// event happens, and a loaded machine must not turn a slow event into a failure.
+const WAIT: Duration = Duration::from_secs(30);
 
 const HI: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -93,23 +98,58 @@ fn stream(driver: &str) {
     assert_eq!(text, "mock word1 word2 word3 word4 word5 word6");
 }
 
-/// Streams are relayed event by event: the first event arrives long before the last.
+/// Streams are relayed event by event: the first event reaches the client while the upstream
+/// is still holding back the rest (it waits for the test's go), and then the whole stream
+/// arrives intact.
+// The test's upstream thread waits on the go signal behind a lock: test code, not the data plane.
+#[allow(clippy::disallowed_types)]
 fn stream_is_not_buffered(driver: &str) {
-    let mock = Mock::start();
+    use std::sync::{mpsc, Mutex};
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let up = hostile::Hostile::start_writing(move |_, conn| {
+        let chunk = |i: usize| {
+            format!(
+                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i} \"}}}}]}}\n\n"
+            )
+        };
+        let _ = conn.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{}",
+                chunk(0)
+            )
+            .as_bytes(),
+        );
+        // Held until the client has seen the first event.
+        let _ = go_rx.lock().expect("go").recv();
+        for i in 1..4 {
+            let _ = conn.write_all(chunk(i).as_bytes());
+        }
+        let _ = conn.write_all(b"data: [DONE]\n\n");
+    });
     let gw = Gateway::start_on(
-        &config_for(&mock, &[("m", "up-mock-chunks-4-mock-chunk-delay-300")], ""),
+        &format!(
+            "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: {}/v1\n      api_key: sk-test-key-123456\n",
+            up.base()
+        ),
         driver,
     );
-    let start = Instant::now();
+    // Returns once the first event has arrived: the upstream has sent nothing else yet.
     let (_s, mut rd, _) = gw.open_stream(&chat_body("m", true, false));
-    let first = start.elapsed();
+    go_tx.send(()).expect("upstream waiting");
+    // The rest, up to the chunked terminator (the connection stays open: keep-alive).
     let mut rest = Vec::new();
-    rd.read_to_end(&mut rest).ok();
-    let total = start.elapsed();
-    assert!(
-        first < total / 2,
-        "first event after {first:?}, whole stream {total:?}"
-    );
+    let mut buf = [0u8; 4096];
+    while !rest.ends_with(b"0\r\n\r\n") {
+        let n = rd.read(&mut buf).expect("the rest of the stream");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&rest));
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    for i in 1..4 {
+        assert!(rest.contains(&format!("w{i} ")), "{rest}");
+    }
+    assert!(rest.contains("data: [DONE]"), "{rest}");
 }
 
 fn disconnect_closes_upstream(driver: &str) {
@@ -125,18 +165,17 @@ fn disconnect_closes_upstream(driver: &str) {
     let (s, rd, _) = gw.open_stream(&chat_body("m", true, false));
     drop(rd);
     drop(s);
-    // 200 chunks at 50 ms take 10 s: the mock must see the gateway hang up long before that.
+    // 200 chunks at 50 ms take 10 s: the mock must see the gateway hang up before the stream
+    // could have completed.
     assert!(
-        eventually(Duration::from_secs(4), || mock.stats()["disconnects"]
-            .as_u64()
-            == Some(1)),
+        eventually(WAIT, || mock.stats()["disconnects"].as_u64() == Some(1)),
         "mock stats: {}",
         mock.stats()
     );
     assert_eq!(mock.stats()["completed_streams"].as_u64(), Some(0));
     // The gateway counted the aborted request as 499 (a 4xx).
     assert!(
-        eventually(Duration::from_secs(2), || {
+        eventually(WAIT, || {
             metric(
                 &gw.metrics(),
                 r#"llmux_requests_total{deployment="m/0",model_group="m",provider="openai",status_class="4xx"}"#,
@@ -169,7 +208,7 @@ fn many_connections(driver: &str) {
     }
     assert_eq!(ok, N);
     let mut m = gw.metrics();
-    eventually(Duration::from_secs(3), || {
+    eventually(WAIT, || {
         m = gw.metrics();
         metric(
             &m,
@@ -237,7 +276,7 @@ fn stream_with_include_usage_counts_tokens() {
     assert_eq!(usage_event["usage"]["completion_tokens"], 3);
     let prompt = usage_event["usage"]["prompt_tokens"].as_f64().unwrap();
     let mut m = gw.metrics();
-    eventually(Duration::from_secs(3), || {
+    eventually(WAIT, || {
         m = gw.metrics();
         metric(
             &m,
@@ -305,11 +344,10 @@ fn upstream_timeout_is_504_and_unreachable_is_502() {
         mock.base()
     );
     let gw = Gateway::start(&cfg);
-    let t = Instant::now();
+    // The mock would answer after 3 s: a 504 means the 0.3 s timeout fired first.
     let r = gw.chat(&chat_body("slow", false, false));
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "timeout");
-    assert!(t.elapsed() < Duration::from_secs(2));
     let r = gw.chat(&chat_body("slowstream", true, false));
     assert_eq!(r.status, 504, "{}", r.text());
     let r = gw.chat(&chat_body("down", false, false));
@@ -417,12 +455,17 @@ fn master_key_is_required_when_configured() {
         &gw.addr,
         "POST",
         "/v1/chat/completions",
-        &[("authorization", "Bearer sk-master-abcdef")],
+        &[
+            ("authorization", "Bearer sk-master-abcdef"),
+            ("x-request-id", "master-key-last"),
+        ],
         HI.as_bytes(),
     );
     assert_eq!(r.status, 200);
     assert_eq!(gw.get("/v1/models").status, 401);
     assert_eq!(gw.get("/health/live").status, 200, "probes need no key");
+    // Everything the requests logged is in once the last one's access line is.
+    gw.proc.wait_line("master-key-last", WAIT);
     assert!(
         !gw.proc.output().contains("sk-master-abcdef"),
         "the key never reaches a log line"
@@ -455,7 +498,7 @@ fn health_models_and_metrics() {
     let _ = gw.chat(r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#);
     // Metrics are recorded just after the response is written: wait for the last one to land.
     let mut text = gw.metrics();
-    eventually(Duration::from_secs(3), || {
+    eventually(WAIT, || {
         text = gw.metrics();
         metric(
             &text,
@@ -529,16 +572,14 @@ fn hot_reload_applies_good_files_and_keeps_serving_on_bad_ones() {
     )
     .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || gw
-            .chat(&chat_body("new", false, false))
-            .status
+        eventually(WAIT, || gw.chat(&chat_body("new", false, false)).status
             == 200),
         "{}",
         gw.proc.output()
     );
     // A broken file: the old snapshot keeps serving and the error is counted.
     std::fs::write(&gw.config, "model_list:\n  - model_name: [oops\n").unwrap();
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually(WAIT, || {
         metric(
             &gw.metrics(),
             r#"llmux_config_reloads_total{result="error"}"#,
@@ -547,11 +588,11 @@ fn hot_reload_applies_good_files_and_keeps_serving_on_bad_ones() {
             >= 1.0
     }));
     assert_eq!(gw.chat(&chat_body("new", false, false)).status, 200);
-    assert!(gw.proc.output().contains("config reload failed"));
+    gw.proc.wait_line("config reload failed", WAIT);
     // SIGHUP reloads too.
     std::fs::write(&gw.config, config_for(&mock, &[("m", "up")], "")).unwrap();
     gw.proc.signal(libc::SIGHUP);
-    assert!(eventually(Duration::from_secs(5), || gw
+    assert!(eventually(WAIT, || gw
         .chat(&chat_body("new", false, false))
         .status
         == 404));
@@ -563,17 +604,18 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
     let mut gw = Gateway::start(&config_for(
         &mock,
         &[("m", "up-mock-chunks-15-mock-chunk-delay-60")],
-        // A 3 s drain delay leaves a loaded machine time to see the 503 before the listener
-        // closes.
-        "llmux:\n  server:\n    shutdown_delay: 3.0\n    shutdown_timeout: 10\n",
+        // A drain delay far longer than the test: readiness is certain to be 503 while the
+        // listener is open, and a second SIGTERM ends the delay.
+        "llmux:\n  server:\n    shutdown_delay: 120\n    shutdown_timeout: 30\n",
     ));
     let (_s, mut rd, _) = gw.open_stream(&chat_body("m", true, false));
     gw.proc.signal(libc::SIGTERM);
-    // While draining (before the listener closes), readiness says 503.
-    assert!(eventually(Duration::from_secs(3), || try_status(
-        &gw.addr,
-        "/health/ready"
-    ) == Some(503)));
+    gw.proc.wait_line("shutdown requested: draining", WAIT);
+    // Draining, the listener still open: readiness says 503, liveness 200.
+    assert_eq!(try_status(&gw.addr, "/health/ready"), Some(503));
+    assert_eq!(try_status(&gw.addr, "/health/live"), Some(200));
+    gw.proc.signal(libc::SIGTERM);
+    gw.proc.wait_line("ending the drain delay early", WAIT);
     let mut rest = Vec::new();
     rd.read_to_end(&mut rest).unwrap();
     let rest = String::from_utf8_lossy(&rest);
@@ -581,29 +623,47 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
         rest.contains("data: [DONE]"),
         "the in-flight stream completed: {rest}"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = gw.proc.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "gateway did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    gw.proc.wait_line("shutdown complete", WAIT);
+    let status = gw.proc.child.wait().expect("the gateway exits");
     assert_eq!(status.code(), Some(0));
 }
 
 #[test]
 fn slow_reader_does_not_grow_memory() {
-    let mock = Mock::start();
-    // 2,000 events of 16 KiB: 32 MiB that the gateway must not buffer for a client that reads
-    // nothing.
-    let gw = Gateway::start(&config_for(
-        &mock,
-        &[("m", "up-mock-chunks-2000-mock-chunk-bytes-16384")],
-        "",
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // 2,000 events of 16 KiB: 32 MiB that the gateway must not buffer for a client that
+    // reads nothing. The upstream counts what it managed to write.
+    const EVENTS: usize = 2_000;
+    let event = format!(
+        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+        "x".repeat(16 * 1024)
+    );
+    let total = EVENTS * event.len() + "data: [DONE]\n\n".len();
+    let written = Arc::new(AtomicUsize::new(0));
+    let up = hostile::Hostile::start_writing({
+        let written = written.clone();
+        move |_, conn| {
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            );
+            for _ in 0..EVENTS {
+                if conn.write_all(event.as_bytes()).is_err() {
+                    return;
+                }
+                written.fetch_add(event.len(), Ordering::Relaxed);
+            }
+            let _ = conn.write_all(b"data: [DONE]\n\n");
+            written.fetch_add("data: [DONE]\n\n".len(), Ordering::Relaxed);
+        }
+    });
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: {}/v1\n      api_key: sk-test-key-123456\n",
+        up.base()
     ));
-    let _ = gw.chat(HI);
+    let _ = gw.get("/health/live");
     let baseline = gw.proc.rss_kib();
+    assert!(baseline > 0, "RSS of the gateway cannot be read");
     let mut s = connect(&gw.addr);
     write_request(
         &mut s,
@@ -612,21 +672,41 @@ fn slow_reader_does_not_grow_memory() {
         &[],
         chat_body("m", true, false).as_bytes(),
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // The upstream streams until every buffer on the way (the kernel's, and whatever the
+    // gateway holds) is full, then stalls. Wait for that: some megabytes written, and then
+    // no progress over consecutive checks.
+    let mut last = 0;
+    let mut still = 0;
+    let deadline = Instant::now() + WAIT;
+    while still < 10 {
+        assert!(Instant::now() < deadline, "the upstream never stalled");
+        std::thread::sleep(Duration::from_millis(100));
+        let now = written.load(Ordering::Relaxed);
+        still = if now == last && now >= 4 * 1024 * 1024 {
+            still + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    assert!(
+        last < total,
+        "the whole stream ({total} bytes) went out to a client that reads nothing"
+    );
     let stalled = gw.proc.rss_kib();
+    assert!(stalled > 0, "RSS of the gateway cannot be read");
     assert!(
         stalled < baseline + 16 * 1024,
-        "gateway RSS grew from {baseline} KiB to {stalled} KiB with a stalled reader"
+        "gateway RSS grew from {baseline} KiB to {stalled} KiB with a stalled reader ({last} bytes in flight)"
     );
     // Reading it all still works.
     let mut rd = BufReader::new(s);
     let r = read_response(&mut rd);
     assert_eq!(r.status, 200);
+    assert_eq!(data_events(&r.body).len(), EVENTS + 1);
     assert!(
-        r.body.len() > 32_000_000,
-        "got {} bytes, tail {:?}",
-        r.body.len(),
-        String::from_utf8_lossy(&r.body[r.body.len().saturating_sub(300)..])
+        r.text().ends_with("data: [DONE]\n\n"),
+        "the stream is complete"
     );
 }
 
@@ -650,7 +730,7 @@ fn a_panicking_request_gets_500_and_the_next_is_served() {
         assert_eq!(r.json()["error"]["type"], "internal_server_error");
         assert_eq!(gw.chat(HI).status, 200, "the shard survived");
     }
-    assert!(gw.proc.output().contains("panicked"));
+    gw.proc.wait_line("panicked", WAIT);
 }
 
 #[test]
@@ -732,9 +812,7 @@ fn json_access_log_has_the_request_fields_and_no_secrets() {
         HI.as_bytes(),
     );
     assert_eq!(r.status, 200);
-    let line = gw
-        .proc
-        .wait_line("trace-me-42", std::time::Duration::from_secs(5));
+    let line = gw.proc.wait_line("trace-me-42", WAIT);
     let v: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["request_id"], "trace-me-42");

@@ -181,6 +181,19 @@ fn anthropic_gemini_and_azure_through_the_gateway() {
     for provider in ["anthropic", "gemini", "azure"] {
         check_provider(&gw, provider);
     }
+    // Everything the requests logged is in once a last request's access line is.
+    let last = request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-request-id", "e2e-last-request")],
+        json!({"model": "anthropic", "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert!(last.status > 0);
+    gw.proc
+        .wait_line("e2e-last-request", std::time::Duration::from_secs(30));
     assert!(
         !gw.proc.output().contains("sk-e2e-"),
         "provider keys never reach the logs"
@@ -222,7 +235,7 @@ llmux:
     )
     .unwrap();
     assert!(
-        eventually(std::time::Duration::from_secs(5), || chat(
+        eventually(std::time::Duration::from_secs(30), || chat(
             &gw,
             body("custom")
         )
@@ -237,7 +250,7 @@ llmux:
         "provider custom extends openai {\n  bogus_item 1\n}\n",
     )
     .unwrap();
-    assert!(eventually(std::time::Duration::from_secs(5), || {
+    assert!(eventually(std::time::Duration::from_secs(30), || {
         metric(
             &gw.metrics(),
             r#"llmux_config_reloads_total{result="error"}"#,
@@ -250,11 +263,8 @@ llmux:
         200,
         "the previous adapters keep serving"
     );
-    let out = gw.proc.output();
-    assert!(
-        out.contains("custom.llmux:2:"),
-        "file:line:col in the log: {out}"
-    );
+    gw.proc
+        .wait_line("custom.llmux:2:", std::time::Duration::from_secs(30));
 }
 
 fn media_config(mock: &Mock, media: &str) -> String {

@@ -89,6 +89,10 @@ pub fn config_source(explicit: Option<PathBuf>) -> ConfigSource {
 /// Runs the gateway until SIGTERM/SIGINT and a graceful drain.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let process_start = Instant::now();
+    // Signal handlers before anything else: a SIGTERM that arrives while the gateway starts
+    // (or in the moment after it reports ready) must start a drain, not kill the process with
+    // the default disposition.
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]);
     raise_nofile_limit();
     let source = config_source(opts.config.clone());
     let loaded = config::load(&source)?;
@@ -232,7 +236,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         "llmux listening"
     );
 
-    wait_for_shutdown(&reload_tx);
+    let mut signals = match signals {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers; running until killed");
+            None
+        }
+    };
+    wait_for_shutdown(signals.as_mut(), &reload_tx);
     let snap = shared.config.load_full();
     shared.ready.store(false, Ordering::SeqCst);
     shared.draining.store(true, Ordering::SeqCst);
@@ -242,7 +253,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         "shutdown requested: draining"
     );
     if !snap.server.shutdown_delay.is_zero() {
-        std::thread::sleep(snap.server.shutdown_delay);
+        wait_out_delay(signals.as_mut(), snap.server.shutdown_delay);
     }
     for (_, stop) in &shards {
         let _ = stop.send(());
@@ -285,14 +296,13 @@ fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError
 }
 
 /// Blocks until SIGTERM or SIGINT; SIGHUP triggers a config reload meanwhile.
-fn wait_for_shutdown(reload: &std::sync::mpsc::Sender<config::reload::Trigger>) {
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install signal handlers; running until killed");
-            loop {
-                std::thread::park();
-            }
+fn wait_for_shutdown(
+    signals: Option<&mut signal_hook::iterator::Signals>,
+    reload: &std::sync::mpsc::Sender<config::reload::Trigger>,
+) {
+    let Some(signals) = signals else {
+        loop {
+            std::thread::park();
         }
     };
     for sig in signals.forever() {
@@ -303,6 +313,26 @@ fn wait_for_shutdown(reload: &std::sync::mpsc::Sender<config::reload::Trigger>) 
             }
             _ => return,
         }
+    }
+}
+
+/// Keeps listening (readiness 503) for `delay` so that load balancers see the instance leave
+/// before its listener closes. A second SIGTERM or SIGINT ends the delay early; in-flight
+/// requests still get `shutdown_timeout` after it.
+fn wait_out_delay(signals: Option<&mut signal_hook::iterator::Signals>, delay: Duration) {
+    let deadline = Instant::now() + delay;
+    let Some(signals) = signals else {
+        std::thread::sleep(delay);
+        return;
+    };
+    while Instant::now() < deadline {
+        if signals.pending().any(|s| s == SIGTERM || s == SIGINT) {
+            tracing::info!("second shutdown signal: ending the drain delay early");
+            return;
+        }
+        std::thread::sleep(
+            Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())),
+        );
     }
 }
 

@@ -2,8 +2,8 @@
 //! both I/O drivers. Every case gets a clear error, the process is the same process
 //! afterwards, and the next request on a new connection is served.
 
+use crate::common::hostile::{self, Hostile};
 use crate::common::*;
-use crate::hostile::{self, Hostile};
 
 const DEPTHS: [usize; 3] = [1_000, 10_000, 100_000];
 

@@ -4,7 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod hostile;
+
 mod json_depth;
 mod media;
 mod upstream;

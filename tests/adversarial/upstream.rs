@@ -6,8 +6,8 @@
 use std::io::BufReader;
 use std::sync::atomic::Ordering;
 
+use crate::common::hostile::{self, Hostile};
 use crate::common::*;
-use crate::hostile::{self, Hostile};
 
 const OPENAI_KEY: &str = "sk-live-openai-0123456789abcdef";
 const ANTHROPIC_KEY: &str = "sk-ant-api03-secret-abcdefghijkl";

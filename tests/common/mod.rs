@@ -96,16 +96,19 @@ impl Proc {
         }
     }
 
-    /// Resident set size in KiB (from /proc).
+    /// Resident set size in KiB (from /proc). Panics when it cannot be read: a memory test
+    /// without its measurement must fail, not pass.
     pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
         let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .filter(|&kib: &u64| kib > 0)
+            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
     }
 }
 
@@ -454,3 +457,4 @@ pub fn try_status(addr: &str, path: &str) -> Option<u16> {
     s.read_to_string(&mut out).ok()?;
     out.split_whitespace().nth(1)?.parse().ok()
 }
+pub mod hostile;

@@ -1,5 +1,6 @@
-//! A scripted upstream for the adversarial tests: it answers every request with bytes the test
-//! chooses (deep JSON, broken streams, echoed secrets), which the mock upstream will not send.
+//! A scripted upstream for tests: it answers every request with bytes the test chooses (deep
+//! JSON, broken streams, echoed secrets), which the mock upstream will not send, or lets the
+//! test write the response itself at its own pace (a stream held until the test says go).
 //! Plain blocking sockets on 127.0.0.1, one thread per connection, one response per connection
 //! (`connection: close`), so every exchange is independent.
 
@@ -31,7 +32,7 @@ impl Received {
     }
 }
 
-type Handler = dyn Fn(&Received) -> Vec<u8> + Send + Sync;
+type Handler = dyn Fn(&Received, &mut TcpStream) + Send + Sync;
 
 pub struct Hostile {
     pub addr: String,
@@ -43,12 +44,22 @@ pub struct Hostile {
 impl Hostile {
     /// Starts the upstream; `answer` returns the raw HTTP response for each request.
     pub fn start(answer: impl Fn(&Received) -> Vec<u8> + Send + Sync + 'static) -> Hostile {
+        Self::start_writing(move |req, conn| {
+            let _ = conn.write_all(&answer(req));
+        })
+    }
+
+    /// Starts the upstream; `write` writes the raw HTTP response for each request to the
+    /// connection itself (and may block, e.g. until the test lets a stream go on).
+    pub fn start_writing(
+        write: impl Fn(&Received, &mut TcpStream) + Send + Sync + 'static,
+    ) -> Hostile {
+        let answer: Arc<Handler> = Arc::new(write);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind hostile upstream");
         let addr = listener.local_addr().expect("addr").to_string();
         let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let answer: Arc<Handler> = Arc::new(answer);
         {
             let (requests, stop) = (requests.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -129,9 +140,8 @@ fn serve(
         body: buf[head_end..head_end + length].to_vec(),
     };
     requests.fetch_add(1, Ordering::Relaxed);
-    let reply = answer(&req);
-    let _ = tx.send(req);
-    let _ = conn.write_all(&reply);
+    let _ = tx.send(req.clone());
+    answer(&req, &mut conn);
     let _ = conn.shutdown(std::net::Shutdown::Write);
     // Let the gateway read everything before the socket goes away.
     let _ = conn.read(&mut chunk);
