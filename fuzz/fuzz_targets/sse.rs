@@ -1,8 +1,8 @@
 //! SSE event splitting across arbitrary read boundaries: the concatenation of what is forwarded
-//! equals the input.
+//! equals the input, and every event payload found in a forwarded batch starts inside it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmux::gateway::sse::SseSplitter;
+use llmux::gateway::sse::{event_payloads, SseSplitter};
 
 fuzz_target!(|data: &[u8]| {
     if data.is_empty() {
@@ -14,6 +14,12 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     for piece in input.chunks(step) {
         if let Ok(Some(ev)) = s.push(piece) {
+            let mut last = 0;
+            for (at, payload) in event_payloads(&ev) {
+                assert!(at >= last && at < ev.len(), "event start {at} in {} bytes", ev.len());
+                assert!(payload.len() <= ev.len());
+                last = at;
+            }
             out.extend_from_slice(&ev);
         }
     }

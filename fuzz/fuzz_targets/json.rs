@@ -1,0 +1,50 @@
+//! Bounded JSON (`llmux::json`) on arbitrary bytes: nothing overflows the stack however deep
+//! the input nests; the depth check agrees with a count made here; and within the bound, the
+//! bounded parse and the validator agree with serde_json on what is valid JSON.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use llmux::json::{check_depth, parse, validate, JsonError};
+
+/// A bound small enough for the fuzzer to cross it often, well under serde_json's own 128.
+const MAX: usize = 24;
+
+/// Deepest nesting outside strings, counted the slow and obvious way.
+fn depth(data: &[u8]) -> usize {
+    let (mut d, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in data {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                d += 1;
+                max = max.max(d);
+            }
+            b']' | b'}' => d = d.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fuzz_target!(|data: &[u8]| {
+    let deep = depth(data) > MAX;
+    assert_eq!(check_depth(data, MAX).is_err(), deep, "depth check disagrees");
+    let parsed = parse(data, MAX);
+    let valid = validate(data, MAX);
+    if deep {
+        assert!(matches!(parsed, Err(JsonError::TooDeep { .. })));
+        assert!(matches!(valid, Err(JsonError::TooDeep { .. })));
+        return;
+    }
+    let reference = serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
+    assert_eq!(parsed.is_ok(), reference, "parse disagrees with serde_json");
+    assert_eq!(valid.is_ok(), reference, "validate disagrees with serde_json");
+});
