@@ -10,7 +10,7 @@ use super::env::Env;
 use super::locate::KeyPath;
 use super::number::Limit;
 use super::provider_names::{self, Prefix};
-use super::providers::ProvidersSource;
+use super::providers::{self, ProvidersSource};
 use super::schema::ModelEntry;
 use super::secrets::{self, SecretError};
 use super::snapshot::Deployment;
@@ -50,8 +50,9 @@ pub(super) fn build(
     let params = at.key("litellm_params");
     let p = &entry.litellm_params;
     let errors_before = diag.error_count();
-    // Why the deployment cannot run now (the first reason found), when it is not an error.
-    let mut disabled: Option<String> = None;
+    // Why the deployment cannot run now (the first reason found, and the value it is about),
+    // when it is not an error.
+    let mut disabled: Option<(KeyPath, String)> = None;
 
     let provider = match p.model.split_once('/') {
         Some((provider, model)) if !provider.is_empty() && !model.is_empty() => Some(provider),
@@ -73,15 +74,20 @@ pub(super) fn build(
             Prefix::Available => known_provider = Some(provider),
             Prefix::LiteLlmOnly => {
                 let why = match c.providers_source {
+                    // The file was removed from (or never copied into) a providers directory.
+                    ProvidersSource::Dir(d) if providers::is_shipped(provider) => format!(
+                        "the provider file `{provider}.llmux` is missing from {}",
+                        d.display()
+                    ),
                     ProvidersSource::Dir(d) => format!(
-                        "provider `{provider}` (a LiteLLM provider) has no provider file in {} (`{provider}.llmux` is missing)",
+                        "provider `{provider}` is a LiteLLM provider that LLMux does not ship yet (no `{provider}.llmux` in {})",
                         d.display()
                     ),
                     ProvidersSource::Embedded => format!(
                         "provider `{provider}` is a LiteLLM provider that LLMux does not ship yet"
                     ),
                 };
-                disabled.get_or_insert(why);
+                disabled.get_or_insert((params.key("model"), why));
             }
             Prefix::Unknown { suggestions } => diag.error(
                 params.key("model"),
@@ -97,7 +103,7 @@ pub(super) fn build(
         match secrets::resolve(value?, c.base_dir, c.env) {
             Ok(v) => Some(v),
             Err(e @ SecretError::EnvMissing(_)) => {
-                disabled.get_or_insert(format!("{key}: {e}"));
+                disabled.get_or_insert((params.key(key), e.to_string()));
                 None
             }
             Err(e) => {
@@ -161,9 +167,9 @@ pub(super) fn build(
     if diag.error_count() > errors_before {
         return None;
     }
-    if let Some(why) = disabled {
+    if let Some((path, why)) = disabled {
         diag.warn(
-            params.key("model"),
+            path,
             format!(
                 "deployment of model group `{}` disabled: {why}",
                 entry.model_name

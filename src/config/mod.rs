@@ -283,7 +283,9 @@ general_settings:
         .unwrap();
         assert!(l.snapshot.group("x").is_none());
         assert!(
-            l.warnings.iter().any(|w| w.starts_with("test.yaml:4:14:")),
+            l.warnings
+                .iter()
+                .any(|w| w.starts_with("test.yaml:5:16: model_list[0].litellm_params.api_key:")),
             "{:?}",
             l.warnings
         );

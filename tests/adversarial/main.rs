@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod config;
 mod hostile;
 mod json_depth;
 mod media;
