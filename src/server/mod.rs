@@ -282,12 +282,22 @@ fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError
                 .config_reloads
                 .with_label_values(&["error"])
                 .inc();
-            if let config::ConfigError::Invalid { errors, .. } = &e {
-                for line in errors {
-                    tracing::error!("{line}");
+            match &e {
+                // One line per error, each `file:line:col: key: message`.
+                config::ConfigError::Invalid { errors, .. } => {
+                    for line in errors {
+                        tracing::error!("{line}");
+                    }
+                    tracing::error!(
+                        errors = errors.len(),
+                        "config reload failed; the previous config keeps serving"
+                    );
                 }
+                _ => tracing::error!(
+                    error = %e,
+                    "config reload failed; the previous config keeps serving"
+                ),
             }
-            tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
         }
     }
 }
