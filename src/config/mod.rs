@@ -130,8 +130,11 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigError> {
             source_name: providers_source.describe(),
             message,
         })?;
-    if let Some(depth) = parsed.llmux.server.max_json_depth {
-        providers.set_max_json_depth(depth);
+    // An out-of-range depth is reported by the snapshot build, and the load fails.
+    if let Some(Ok(depth)) =
+        (parsed.llmux.server.max_json_depth.as_ref()).map(|n| number::Limit::JSON_DEPTH.check(n))
+    {
+        providers.set_max_json_depth(depth as usize);
     }
     build(
         &name,

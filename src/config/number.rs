@@ -100,6 +100,9 @@ impl Limit {
         unit: "bytes",
     };
 
+    /// `llmux.server.max_json_depth`.
+    pub const JSON_DEPTH: Limit = Limit::count(1, 1024);
+
     /// A whole number in `min..=max`.
     pub const fn count(min: u32, max: u64) -> Limit {
         Limit {

@@ -187,7 +187,7 @@ pub(super) fn build(
             diag,
             "llmux.server.max_json_depth",
             &s.max_json_depth,
-            Limit::count(1, 1024),
+            Limit::JSON_DEPTH,
             crate::json::DEFAULT_MAX_DEPTH as f64,
         ) as usize,
         body_timeout: secs(num(
