@@ -31,7 +31,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Mock(a) => {
-            let _guard = logging::init(LogFormat::Text, "info");
+            let env = config::Env::process_only();
+            let _guard = logging::init(
+                LogFormat::Text,
+                &logging::filter_spec(env.get("LLMUX_LOG"), "info"),
+            );
             match llmux::mock::run(&a.listen, a.workers, a.io_driver) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -42,24 +46,40 @@ fn main() -> ExitCode {
         }
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match config::load(&ConfigSource::File(file.clone())) {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    eprintln!("warning: {w}");
-                }
-                println!(
-                    "{}: ok ({} model groups)",
-                    file.display(),
-                    loaded.snapshot.group_names.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => config_check(&file),
         Command::Providers { command } => providers_command(command),
+    }
+}
+
+/// `llmux config check FILE`: every warning, then every error (one `file:line:col: ...` line
+/// each); exit 1 on any error.
+fn config_check(file: &std::path::Path) -> ExitCode {
+    match config::load(&ConfigSource::File(file.to_path_buf())) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{}: ok ({} model groups)",
+                file.display(),
+                loaded.snapshot.group_names.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(config::ConfigError::Invalid { errors, warnings }) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", file.display(), errors.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

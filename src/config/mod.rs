@@ -1,12 +1,22 @@
 //! Configuration: the LiteLLM-compatible YAML file, secret references, validation, and the
 //! immutable [`Snapshot`] that the shards read through an `ArcSwap`.
 
+mod deployment;
+mod diag;
+pub mod env;
+pub mod locate;
+pub mod number;
+pub mod provider_names;
 pub mod providers;
+pub mod proxy;
 pub mod reload;
 pub mod schema;
 pub mod secrets;
 mod snapshot;
+mod tls;
 
+pub use env::Env;
+pub use proxy::ProxySettings;
 pub use snapshot::{
     Deployment, MediaSettings, ModelGroup, ServerSettings, Snapshot, UpstreamSettings,
 };
@@ -53,17 +63,24 @@ impl ConfigSource {
     }
 }
 
-/// Tells the config loader which providers exist and their default `api_base`.
+/// What the config loader asks of the provider files.
 pub trait ProviderCatalog {
-    /// `None` when the provider is unknown; `Some(None)` when it has no default base URL.
-    fn default_api_base(&self, provider: &str) -> Option<Option<String>>;
+    /// Every provider name, in sorted order.
+    fn names(&self) -> Vec<&str>;
+    /// The deployment parameters `provider`'s file declares `param NAME required` (empty for an
+    /// unknown provider).
+    fn required_params(&self, provider: &str) -> Vec<&str>;
 }
 
 impl ProviderCatalog for ProviderSet {
-    fn default_api_base(&self, provider: &str) -> Option<Option<String>> {
-        let p = self.get(provider)?;
-        let base = p.base_url();
-        Some((!base.is_empty()).then(|| base.to_owned()))
+    fn names(&self) -> Vec<&str> {
+        ProviderSet::names(self).collect()
+    }
+
+    fn required_params(&self, provider: &str) -> Vec<&str> {
+        self.get(provider)
+            .map(|p| p.required_params().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -78,8 +95,13 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{file}: {message}")]
-    Invalid { file: String, message: String },
+    /// Every error of the file, one `file:line:col: key: message` line each, and the warnings
+    /// found on the way (so `config check` can print both).
+    #[error("{}", errors.join("\n"))]
+    Invalid {
+        errors: Vec<String>,
+        warnings: Vec<String>,
+    },
     #[error("provider files in {source_name}:\n{message}")]
     Providers {
         source_name: String,
@@ -108,11 +130,15 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, ConfigError> {
             source_name: providers_source.describe(),
             message,
         })?;
-    if let Some(depth) = parsed.llmux.server.max_json_depth {
-        providers.set_max_json_depth(depth);
+    // An out-of-range depth is reported by the snapshot build, and the load fails.
+    if let Some(Ok(depth)) =
+        (parsed.llmux.server.max_json_depth.as_ref()).map(|n| number::Limit::JSON_DEPTH.check(n))
+    {
+        providers.set_max_json_depth(depth as usize);
     }
     build(
         &name,
+        &text,
         parsed,
         &base_dir,
         Arc::new(providers),
@@ -132,6 +158,7 @@ pub fn load_str(
     let parsed = parse(file, text, &mut warnings)?;
     build(
         file,
+        text,
         parsed,
         base_dir,
         providers,
@@ -165,18 +192,26 @@ fn parse(
 
 fn build(
     file: &str,
+    text: &str,
     parsed: schema::ConfigFile,
     base_dir: &Path,
     providers: Arc<ProviderSet>,
     providers_source: ProvidersSource,
     mut warnings: Vec<String>,
 ) -> Result<Loaded, ConfigError> {
-    let snapshot = snapshot::build(parsed, base_dir, providers, providers_source, &mut warnings)
-        .map_err(|message| ConfigError::Invalid {
-            file: file.to_owned(),
-            message,
-        })?;
-    Ok(Loaded { snapshot, warnings })
+    let mut diag = diag::Diagnostics::default();
+    let inputs = snapshot::Inputs {
+        base_dir,
+        providers,
+        providers_source,
+    };
+    let snapshot = snapshot::build(parsed, inputs, &mut diag);
+    let (errors, more) = diag.render(file, text);
+    warnings.extend(more);
+    match snapshot {
+        Some(snapshot) if errors.is_empty() => Ok(Loaded { snapshot, warnings }),
+        _ => Err(ConfigError::Invalid { errors, warnings }),
+    }
 }
 
 #[cfg(test)]
@@ -250,21 +285,140 @@ general_settings:
         )
         .unwrap();
         assert!(l.snapshot.group("x").is_none());
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.starts_with("test.yaml:5:16: model_list[0].litellm_params.api_key:")),
+            "{:?}",
+            l.warnings
+        );
         assert!(l
             .warnings
             .iter()
             .any(|w| w.contains("LLMUX_TEST_DEFINITELY_UNSET")));
     }
 
+    /// The error lines of a config that must fail.
+    fn errors_of(t: &str) -> Vec<String> {
+        match load_text(t) {
+            Err(ConfigError::Invalid { errors, .. }) => errors,
+            Err(e) => panic!("not a validation error: {e}"),
+            Ok(_) => panic!("loaded"),
+        }
+    }
+
     #[test]
-    fn unknown_provider_is_a_warning_and_bad_base_is_an_error() {
+    fn provider_prefixes_are_checked() {
+        // A typo: an error at the model value, with the nearest shipped name.
+        let e = errors_of(
+            "model_list:\n  - model_name: x\n    litellm_params:\n      model: opneai/gpt-4o\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "test.yaml:4:14: model_list[0].litellm_params.model: unknown provider `opneai`"
+            ),
+            "{}",
+            e[0]
+        );
+        assert!(e[0].contains("did you mean `openai`"), "{}", e[0]);
+        // A LiteLLM provider without a file: disabled with a warning, the rest loads.
         let l = load_text(
-            "model_list:\n  - model_name: x\n    litellm_params:\n      model: nosuch/x\n",
+            "model_list:\n  - model_name: s\n    litellm_params: { model: sagemaker/x }\n  - model_name: o\n    litellm_params: { model: openai/x, api_key: k }\n",
         )
         .unwrap();
-        assert!(l.snapshot.group("x").is_none());
-        let e = load_text("model_list:\n  - model_name: x\n    litellm_params:\n      model: openai/x\n      api_base: ftp://h\n");
-        assert!(e.is_err());
+        assert!(l.snapshot.group("s").is_none());
+        assert!(l.snapshot.group("o").is_some());
+        let w = l.warnings.iter().find(|w| w.contains("sagemaker")).unwrap();
+        assert!(w.starts_with("test.yaml:3:30:"), "{w}");
+        assert!(w.contains("does not ship"), "{w}");
+        // A base URL that is not http(s) stays an error.
+        let e = errors_of("model_list:\n  - model_name: x\n    litellm_params:\n      model: openai/x\n      api_base: ftp://h\n");
+        assert!(e[0].starts_with("test.yaml:5:17:"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_numbers_are_all_reported_with_positions() {
+        let e = errors_of(
+            "model_list:\n  - model_name: x\n    litellm_params: { model: openai/x, timeout: -1, weight: .nan, rpm: 0 }\nlitellm_settings:\n  request_timeout: 1e300\nrouter_settings: { timeout: .inf }\nllmux:\n  server:\n    max_request_body_bytes: 0\n    max_json_depth: 5000\n    body_timeout: ten\n    shutdown_delay: 0\n  upstream: { max_stream_event_bytes: 1.5 }\n  media: { max_redirects: -2 }\n",
+        );
+        let want = [
+            "test.yaml:6:29: router_settings.timeout: must be finite",
+            "test.yaml:5:20: litellm_settings.request_timeout: must be at most 86400 seconds (got 1e300)",
+            "test.yaml:9:29: llmux.server.max_request_body_bytes: must be more than 0",
+            "test.yaml:10:21: llmux.server.max_json_depth: must be at most 1024",
+            "test.yaml:11:19: llmux.server.body_timeout: must be a number, not the string \"ten\"",
+            "test.yaml:13:39: llmux.upstream.max_stream_event_bytes: must be a whole number",
+            "test.yaml:14:27: llmux.media.max_redirects: must not be negative",
+            "test.yaml:3:49: model_list[0].litellm_params.timeout: must not be negative",
+            "test.yaml:3:61: model_list[0].litellm_params.weight: must be a number, not NaN",
+            "test.yaml:3:72: model_list[0].litellm_params.rpm: must be more than 0",
+        ];
+        for w in want {
+            assert!(
+                e.iter().any(|l| l.starts_with(w)),
+                "{w}\nnot in\n{}",
+                e.join("\n")
+            );
+        }
+        assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
+    }
+
+    #[test]
+    fn an_empty_master_key_is_an_error() {
+        let e = errors_of("general_settings:\n  master_key: \"\"\n");
+        assert!(
+            e[0].starts_with("test.yaml:2:15: general_settings.master_key: is empty"),
+            "{e:?}"
+        );
+        let e = errors_of("environment_variables: { MK: \"\" }\ngeneral_settings: { master_key: os.environ/MK }\n");
+        assert!(e[0].contains("resolves to an empty value"), "{e:?}");
+        // Absent: no authentication, with a warning.
+        let l = load_text("model_list: []\n").unwrap();
+        assert!(l.snapshot.master_key.is_none());
+        assert!(l.warnings.iter().any(|w| w.contains("not authenticated")));
+    }
+
+    #[test]
+    fn environment_variables_feed_references_without_touching_the_process() {
+        let name = "LLMUX_TEST_FROM_CONFIG_ONLY";
+        let l = load_text(&format!(
+            "environment_variables: {{ {name}: sk-from-config, HTTPS_PROXY: \"proxy.test:3128\" }}\nmodel_list:\n  - model_name: x\n    litellm_params: {{ model: openai/x, api_key: os.environ/{name} }}\n"
+        ))
+        .unwrap();
+        let d = &l.snapshot.group("x").unwrap().deployments[0];
+        assert_eq!(d.api_key.as_deref(), Some("sk-from-config"));
+        assert_eq!(l.snapshot.env.get(name), Some("sk-from-config"));
+        let proxy = l.snapshot.upstream.proxy.https.as_ref().unwrap();
+        assert_eq!(proxy.host, "proxy.test");
+        assert!(std::env::var_os(name).is_none());
+    }
+
+    #[test]
+    fn required_api_base_is_checked_at_the_entry() {
+        let e = errors_of("model_list:\n  - model_name: a\n    litellm_params: { model: openai/x }\n  - model_name: az\n    litellm_params:\n      model: azure/dep\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("test.yaml:4:5: model_list[1]: `litellm_params.api_base` is required for provider `azure`"), "{}", e[0]);
+    }
+
+    #[test]
+    fn mock_listen_tls_and_logging_are_checked() {
+        let e = errors_of("llmux:\n  mock: { listen: not-an-address }\n  server: { tls: { cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem } }\n  upstream: { ca_file: /nonexistent/ca.pem }\n  logging: { format: xml }\n");
+        for w in [
+            "test.yaml:2:19: llmux.mock.listen:",
+            "test.yaml:3:31: llmux.server.tls.cert_file: cannot read /nonexistent/c.pem",
+            "test.yaml:3:61: llmux.server.tls.key_file: cannot read",
+            "test.yaml:4:24: llmux.upstream.ca_file: cannot read",
+            "test.yaml:5:22: llmux.logging.format:",
+        ] {
+            assert!(
+                e.iter().any(|l| l.starts_with(w)),
+                "{w}\nnot in\n{}",
+                e.join("\n")
+            );
+        }
+        assert!(load_text("llmux: { mock: { listen: \"localhost:4010\" } }\n").is_ok());
+        assert!(load_text("llmux: { mock: { listen: \"[::1]:4010\" } }\n").is_ok());
     }
 
     #[test]

@@ -60,6 +60,13 @@ fn has_provider_files(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the binary ships a provider file named after `provider` (`openai.llmux`).
+pub fn is_shipped(provider: &str) -> bool {
+    EMBEDDED_PROVIDERS
+        .iter()
+        .any(|(file, _)| file.strip_suffix(".llmux") == Some(provider))
+}
+
 /// The embedded provider set (used by tests and as the fallback).
 pub fn embedded() -> Result<ProviderSet, String> {
     ProvidersSource::Embedded.load()

@@ -74,12 +74,27 @@ fn reload_loop<F>(
     drop(watchers);
 }
 
-/// What a watcher reacts to in its directory.
+/// What a watcher reacts to in its directory. Everything else there (a log file, an editor's
+/// swap file) is ignored: reacting to it would reload for nothing, and a reload logs.
+#[derive(Debug)]
 enum Filter {
     /// The config file (and Kubernetes' `..data` symlink swaps beside it).
     FileName(OsString),
     /// Provider files.
     Extension(&'static str),
+}
+
+impl Filter {
+    fn matches(&self, path: &Path) -> bool {
+        match self {
+            // Kubernetes mounts a ConfigMap as `..data` (a symlink swapped on update) and
+            // `..<timestamp>` directories beside the file's own symlink.
+            Filter::FileName(name) => path
+                .file_name()
+                .is_some_and(|n| n == name.as_os_str() || n.as_encoded_bytes().starts_with(b"..")),
+            Filter::Extension(ext) => path.extension().is_some_and(|x| x == *ext),
+        }
+    }
 }
 
 fn watch_all(
@@ -118,13 +133,7 @@ fn watch_dir(
         if matches!(event.kind, notify::EventKind::Access(_)) {
             return;
         }
-        let relevant = event.paths.iter().any(|p| match &filter {
-            Filter::FileName(name) => p
-                .file_name()
-                .is_some_and(|n| n == name.as_os_str() || n.to_string_lossy().starts_with("..")),
-            Filter::Extension(ext) => p.extension().is_some_and(|x| x == *ext),
-        });
-        if relevant {
+        if event.paths.iter().any(|p| filter.matches(p)) {
             let _ = tx.send(Trigger::FileChanged);
         }
     };
@@ -140,4 +149,33 @@ fn watch_dir(
         return None;
     }
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_config_and_provider_files_count() {
+        let config = Filter::FileName("llmux.yaml".into());
+        assert!(config.matches(Path::new("/etc/llmux/llmux.yaml")));
+        assert!(config.matches(Path::new("/etc/llmux/..data")));
+        assert!(config.matches(Path::new("/etc/llmux/..2024_01_01_00_00_00.1")));
+        for other in [
+            "llmux.log",
+            "llmux.yaml.swp",
+            ".llmux.yaml.swp",
+            "llmux.yaml~",
+            "x",
+        ] {
+            assert!(
+                !config.matches(&Path::new("/etc/llmux").join(other)),
+                "{other}"
+            );
+        }
+        let providers = Filter::Extension("llmux");
+        assert!(providers.matches(Path::new("p/openai.llmux")));
+        assert!(!providers.matches(Path::new("p/llmux.log")));
+        assert!(!providers.matches(Path::new("p/openai.llmux.tmp")));
+    }
 }

@@ -5,6 +5,8 @@
 
 use serde::Deserialize;
 
+use super::number::Num;
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ConfigFile {
     #[serde(default)]
@@ -17,7 +19,8 @@ pub struct ConfigFile {
     pub general_settings: GeneralSettings,
     #[serde(default)]
     pub llmux: LlmuxSettings,
-    /// LiteLLM's `environment_variables:` block: set before references are resolved.
+    /// LiteLLM's `environment_variables:` block: looked up before the process environment
+    /// (`config::env::Env`); never exported into the process.
     #[serde(default)]
     pub environment_variables: std::collections::BTreeMap<String, String>,
 }
@@ -41,17 +44,17 @@ pub struct LitellmParams {
     #[serde(default)]
     pub api_version: Option<String>,
     #[serde(default)]
-    pub rpm: Option<u64>,
+    pub rpm: Option<Num>,
     #[serde(default)]
-    pub tpm: Option<u64>,
+    pub tpm: Option<Num>,
     /// Seconds for the whole request (LiteLLM's `timeout`).
     #[serde(default)]
-    pub timeout: Option<f64>,
+    pub timeout: Option<Num>,
     /// Seconds to the first byte, and between events, of a streamed response.
     #[serde(default)]
-    pub stream_timeout: Option<f64>,
+    pub stream_timeout: Option<Num>,
     #[serde(default)]
-    pub weight: Option<f64>,
+    pub weight: Option<Num>,
     #[serde(default)]
     pub drop_params: Option<bool>,
     #[serde(default)]
@@ -71,7 +74,7 @@ pub struct RouterSettings {
     #[serde(default)]
     pub num_retries: Option<u32>,
     #[serde(default)]
-    pub timeout: Option<f64>,
+    pub timeout: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,7 +82,7 @@ pub struct LitellmSettings {
     #[serde(default)]
     pub drop_params: Option<bool>,
     #[serde(default)]
-    pub request_timeout: Option<f64>,
+    pub request_timeout: Option<Num>,
     #[serde(default)]
     pub num_retries: Option<u32>,
 }
@@ -119,43 +122,43 @@ pub struct MediaSection {
     #[serde(default)]
     pub allow_hosts: Vec<String>,
     #[serde(default)]
-    pub max_bytes: Option<usize>,
+    pub max_bytes: Option<Num>,
     /// Seconds for one fetch, redirects included.
     #[serde(default)]
-    pub timeout: Option<f64>,
+    pub timeout: Option<Num>,
     #[serde(default)]
-    pub max_redirects: Option<u8>,
+    pub max_redirects: Option<Num>,
     /// Most images fetched for one request.
     #[serde(default)]
-    pub max_images: Option<usize>,
+    pub max_images: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ServerSection {
     #[serde(default)]
-    pub max_request_body_bytes: Option<usize>,
+    pub max_request_body_bytes: Option<Num>,
     #[serde(default)]
-    pub max_header_bytes: Option<usize>,
+    pub max_header_bytes: Option<Num>,
     /// Deepest nesting of arrays and objects accepted in any JSON document, from a client or
     /// from an upstream.
     #[serde(default)]
-    pub max_json_depth: Option<usize>,
+    pub max_json_depth: Option<Num>,
     /// Seconds a client may take to send a request body once its head has arrived.
     #[serde(default)]
-    pub body_timeout: Option<f64>,
+    pub body_timeout: Option<Num>,
     /// Seconds a client may take to send a complete request head.
     #[serde(default)]
-    pub header_timeout: Option<f64>,
+    pub header_timeout: Option<Num>,
     /// Seconds an idle keep-alive connection is kept open.
     #[serde(default)]
-    pub idle_timeout: Option<f64>,
+    pub idle_timeout: Option<Num>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[serde(default)]
-    pub shutdown_timeout: Option<f64>,
+    pub shutdown_timeout: Option<Num>,
     /// Seconds to keep accepting (answering readiness with 503) after SIGTERM, so load
     /// balancers see the pod leave before its listener closes.
     #[serde(default)]
-    pub shutdown_delay: Option<f64>,
+    pub shutdown_delay: Option<Num>,
     #[serde(default)]
     pub tls: Option<TlsSection>,
     /// Enables `POST /debug/panic` (a request that panics on purpose), for tests.
@@ -175,24 +178,24 @@ pub struct UpstreamSection {
     #[serde(default)]
     pub ca_file: Option<String>,
     #[serde(default)]
-    pub max_connections_per_host: Option<usize>,
+    pub max_connections_per_host: Option<Num>,
     #[serde(default)]
-    pub max_idle_per_host: Option<usize>,
+    pub max_idle_per_host: Option<Num>,
     /// Seconds an idle pooled upstream connection is kept.
     #[serde(default)]
-    pub pool_idle_timeout: Option<f64>,
+    pub pool_idle_timeout: Option<Num>,
     /// Seconds to wait for a TCP (and TLS) connection.
     #[serde(default)]
-    pub connect_timeout: Option<f64>,
+    pub connect_timeout: Option<Num>,
     /// Seconds a resolved address is cached.
     #[serde(default)]
-    pub dns_ttl: Option<f64>,
+    pub dns_ttl: Option<Num>,
     /// Largest non-streamed upstream response body accepted.
     #[serde(default)]
-    pub max_response_body_bytes: Option<usize>,
+    pub max_response_body_bytes: Option<Num>,
     /// Largest single stream event (an SSE event, a JSON line) accepted from an upstream.
     #[serde(default)]
-    pub max_stream_event_bytes: Option<usize>,
+    pub max_stream_event_bytes: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]

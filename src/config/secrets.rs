@@ -1,11 +1,14 @@
 //! Resolution of secret references in config values.
 //!
-//! - `os.environ/NAME`: the environment variable NAME (LiteLLM's syntax).
+//! - `os.environ/NAME`: the variable NAME, looked up through [`Env`] (the config's
+//!   `environment_variables`, then the process environment; LiteLLM's syntax).
 //! - `file:/path`: the contents of a file (a mounted Kubernetes secret), trailing newline trimmed.
 //!
 //! Both are re-read on every reload, so rotated secrets take effect without a restart.
 
 use std::path::Path;
+
+use super::env::Env;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SecretError {
@@ -16,9 +19,12 @@ pub enum SecretError {
 }
 
 /// Resolves `value` if it is a reference; plain values are returned unchanged.
-pub fn resolve(value: &str, base_dir: &Path) -> Result<String, SecretError> {
+pub fn resolve(value: &str, base_dir: &Path, env: &Env) -> Result<String, SecretError> {
     if let Some(name) = value.strip_prefix("os.environ/") {
-        return std::env::var(name).map_err(|_| SecretError::EnvMissing(name.to_owned()));
+        return env
+            .get(name)
+            .map(str::to_owned)
+            .ok_or_else(|| SecretError::EnvMissing(name.to_owned()));
     }
     if let Some(path) = value.strip_prefix("file:") {
         let p = base_dir.join(path);
@@ -38,20 +44,24 @@ mod tests {
 
     #[test]
     fn resolves_env_and_files() {
-        std::env::set_var("LLMUX_TEST_SECRET_A", "s3cret");
+        // A map stands in for the environment: tests never change the process's.
+        let env = Env::from_maps(
+            [("LLMUX_TEST_SECRET_A".to_owned(), "s3cret".to_owned())].into(),
+            Default::default(),
+        );
         assert_eq!(
-            resolve("os.environ/LLMUX_TEST_SECRET_A", Path::new(".")).unwrap(),
+            resolve("os.environ/LLMUX_TEST_SECRET_A", Path::new("."), &env).unwrap(),
             "s3cret"
         );
         assert_eq!(
-            resolve("os.environ/LLMUX_TEST_SECRET_UNSET", Path::new(".")),
+            resolve("os.environ/LLMUX_TEST_SECRET_UNSET", Path::new("."), &env),
             Err(SecretError::EnvMissing("LLMUX_TEST_SECRET_UNSET".into()))
         );
         let dir = std::env::temp_dir().join(format!("llmux-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("key"), "from-file\n").unwrap();
-        assert_eq!(resolve("file:key", &dir).unwrap(), "from-file");
-        assert_eq!(resolve("plain", &dir).unwrap(), "plain");
+        assert_eq!(resolve("file:key", &dir, &env).unwrap(), "from-file");
+        assert_eq!(resolve("plain", &dir, &env).unwrap(), "plain");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -5,12 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::deployment;
+use super::diag::Diagnostics;
+use super::env::Env;
+use super::locate::KeyPath;
+use super::number::{Limit, Num};
 use super::providers::ProvidersSource;
-use super::schema::{ConfigFile, ModelEntry};
+use super::proxy::ProxySettings;
+use super::schema::ConfigFile;
 use super::secrets::{self, SecretError};
-use super::ProviderCatalog;
+use super::tls;
 use crate::dsl::ProviderSet;
-use crate::util::{secs, BaseUrl};
+use crate::util::secs;
 
 /// LiteLLM's default request timeout (seconds).
 const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
@@ -68,6 +74,8 @@ pub struct UpstreamSettings {
     pub max_response_body_bytes: usize,
     pub max_stream_event_bytes: usize,
     pub tls: Arc<rustls::ClientConfig>,
+    /// Outbound proxies (from `HTTPS_PROXY` & co. through the config's environment).
+    pub proxy: Arc<ProxySettings>,
 }
 
 /// Limits for fetching remote images (see `llmux.media`).
@@ -102,6 +110,9 @@ pub struct Snapshot {
     pub providers: Arc<ProviderSet>,
     /// Where they were loaded from (a directory is watched for reload).
     pub providers_source: ProvidersSource,
+    /// Environment lookups for everything that needs one (`environment_variables` first, then
+    /// the process environment).
+    pub env: Env,
 }
 
 impl Snapshot {
@@ -110,104 +121,170 @@ impl Snapshot {
     }
 }
 
+/// What a snapshot is built from besides the parsed file.
+pub(super) struct Inputs<'a> {
+    pub base_dir: &'a Path,
+    pub providers: Arc<ProviderSet>,
+    pub providers_source: ProvidersSource,
+}
+
+/// Builds the snapshot, reporting every problem into `diag`; `None` when there was an error.
 pub(super) fn build(
     file: ConfigFile,
-    base_dir: &Path,
-    providers: Arc<ProviderSet>,
-    providers_source: ProvidersSource,
-    warnings: &mut Vec<String>,
-) -> Result<Snapshot, String> {
-    let catalog: &dyn ProviderCatalog = &*providers;
-    for (k, v) in &file.environment_variables {
-        if std::env::var_os(k).is_none() {
-            std::env::set_var(k, v);
-        }
-    }
+    inputs: Inputs<'_>,
+    diag: &mut Diagnostics,
+) -> Option<Snapshot> {
+    let Inputs {
+        base_dir,
+        providers,
+        providers_source,
+    } = inputs;
+    let env = Env::with_config(file.environment_variables.clone());
     let mut secrets_seen = Vec::new();
-    let global_drop = file.litellm_settings.drop_params.unwrap_or(false);
-    let default_timeout = file
-        .litellm_settings
-        .request_timeout
-        .or(file.router_settings.timeout)
-        .unwrap_or(DEFAULT_TIMEOUT_SECS);
 
-    let mut groups: HashMap<String, ModelGroup> = HashMap::new();
-    let mut group_names = Vec::new();
-    for (index, entry) in file.model_list.iter().enumerate() {
-        match deployment(
-            entry,
-            index,
-            base_dir,
-            catalog,
-            global_drop,
-            default_timeout,
-            &mut secrets_seen,
-        )? {
-            Ok(dep) => {
-                let g = groups.entry(dep.group.clone()).or_insert_with(|| {
-                    group_names.push(dep.group.clone());
-                    ModelGroup {
-                        name: dep.group.clone(),
-                        deployments: Vec::new(),
-                    }
-                });
-                g.deployments.push(Arc::new(dep));
-            }
-            Err(skip) => warnings.push(format!(
-                "model_list[{index}] ({}): {skip}",
-                entry.model_name
-            )),
-        }
-    }
+    let client_tls = tls::client(base_dir, file.llmux.upstream.ca_file.as_deref())
+        .or_else(|e| {
+            diag.error(KeyPath::keys("llmux.upstream").key(e.key), e.message);
+            // A stand-in so that the other settings are still checked; the load fails anyway.
+            tls::client(base_dir, None)
+        })
+        .map_err(|e| diag.error(KeyPath::keys("llmux.upstream").key(e.key), e.message))
+        .ok()?;
 
-    let master_key = match file
-        .general_settings
-        .master_key
-        .as_deref()
-        .map(|k| secrets::resolve(k, base_dir))
-    {
-        None => None,
-        Some(Ok(k)) if k.is_empty() => None,
-        Some(Ok(k)) => {
-            secrets_seen.push(k.clone());
-            Some(k)
-        }
-        Some(Err(e @ SecretError::EnvMissing(_))) => {
-            warnings.push(format!(
-                "general_settings.master_key: {e}; requests are not authenticated"
-            ));
-            None
-        }
-        Some(Err(e)) => return Err(format!("general_settings.master_key: {e}")),
-    };
+    // LiteLLM's default for a deployment's `timeout`: `request_timeout`, else the router's.
+    let router_timeout = num(
+        diag,
+        "router_settings.timeout",
+        &file.router_settings.timeout,
+        Limit::SECONDS,
+        DEFAULT_TIMEOUT_SECS,
+    );
+    let default_timeout = num(
+        diag,
+        "litellm_settings.request_timeout",
+        &file.litellm_settings.request_timeout,
+        Limit::SECONDS,
+        router_timeout,
+    );
 
     let s = &file.llmux.server;
-    let tls = match &s.tls {
-        Some(t) => Some(Arc::new(server_tls(base_dir, &t.cert_file, &t.key_file)?)),
-        None => None,
-    };
-    let server = ServerSettings {
-        max_request_body_bytes: s.max_request_body_bytes.unwrap_or(10 * 1024 * 1024),
-        max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024),
-        max_json_depth: s.max_json_depth.unwrap_or(crate::json::DEFAULT_MAX_DEPTH),
-        body_timeout: secs(s.body_timeout.unwrap_or(30.0)),
-        header_timeout: secs(s.header_timeout.unwrap_or(10.0)),
-        idle_timeout: secs(s.idle_timeout.unwrap_or(60.0)),
-        shutdown_timeout: secs(s.shutdown_timeout.unwrap_or(30.0)),
-        shutdown_delay: secs(s.shutdown_delay.unwrap_or(0.0)),
+    let mut server = ServerSettings {
+        max_request_body_bytes: num(
+            diag,
+            "llmux.server.max_request_body_bytes",
+            &s.max_request_body_bytes,
+            Limit::BYTES,
+            (10 * 1024 * 1024) as f64,
+        ) as usize,
+        max_header_bytes: num(
+            diag,
+            "llmux.server.max_header_bytes",
+            &s.max_header_bytes,
+            Limit::count(1024, 16 * 1024 * 1024),
+            (64 * 1024) as f64,
+        ) as usize,
+        max_json_depth: num(
+            diag,
+            "llmux.server.max_json_depth",
+            &s.max_json_depth,
+            Limit::JSON_DEPTH,
+            crate::json::DEFAULT_MAX_DEPTH as f64,
+        ) as usize,
+        body_timeout: secs(num(
+            diag,
+            "llmux.server.body_timeout",
+            &s.body_timeout,
+            Limit::SECONDS,
+            30.0,
+        )),
+        header_timeout: secs(num(
+            diag,
+            "llmux.server.header_timeout",
+            &s.header_timeout,
+            Limit::SECONDS,
+            10.0,
+        )),
+        idle_timeout: secs(num(
+            diag,
+            "llmux.server.idle_timeout",
+            &s.idle_timeout,
+            Limit::SECONDS,
+            60.0,
+        )),
+        // 0: in-flight requests are not waited for.
+        shutdown_timeout: secs(num(
+            diag,
+            "llmux.server.shutdown_timeout",
+            &s.shutdown_timeout,
+            Limit::SECONDS_OR_ZERO,
+            30.0,
+        )),
+        // 0: listeners close at once on SIGTERM.
+        shutdown_delay: secs(num(
+            diag,
+            "llmux.server.shutdown_delay",
+            &s.shutdown_delay,
+            Limit::SECONDS_OR_ZERO,
+            0.0,
+        )),
         debug_routes: s.debug_routes.unwrap_or(false),
-        tls,
+        tls: None,
     };
     let u = &file.llmux.upstream;
-    let upstream = UpstreamSettings {
-        max_connections_per_host: u.max_connections_per_host.unwrap_or(1024).max(1),
-        max_idle_per_host: u.max_idle_per_host.unwrap_or(256),
-        pool_idle_timeout: secs(u.pool_idle_timeout.unwrap_or(60.0)),
-        connect_timeout: secs(u.connect_timeout.unwrap_or(10.0)),
-        dns_ttl: secs(u.dns_ttl.unwrap_or(30.0)),
-        max_response_body_bytes: u.max_response_body_bytes.unwrap_or(64 * 1024 * 1024),
-        max_stream_event_bytes: u.max_stream_event_bytes.unwrap_or(4 * 1024 * 1024),
-        tls: Arc::new(client_tls(base_dir, u.ca_file.as_deref())?),
+    let mut upstream = UpstreamSettings {
+        max_connections_per_host: num(
+            diag,
+            "llmux.upstream.max_connections_per_host",
+            &u.max_connections_per_host,
+            Limit::count(1, 1 << 20),
+            1024.0,
+        ) as usize,
+        // 0: no idle connection is kept.
+        max_idle_per_host: num(
+            diag,
+            "llmux.upstream.max_idle_per_host",
+            &u.max_idle_per_host,
+            Limit::count(0, 1 << 20),
+            256.0,
+        ) as usize,
+        pool_idle_timeout: secs(num(
+            diag,
+            "llmux.upstream.pool_idle_timeout",
+            &u.pool_idle_timeout,
+            Limit::SECONDS,
+            60.0,
+        )),
+        connect_timeout: secs(num(
+            diag,
+            "llmux.upstream.connect_timeout",
+            &u.connect_timeout,
+            Limit::SECONDS,
+            10.0,
+        )),
+        // 0: every connection resolves the name again.
+        dns_ttl: secs(num(
+            diag,
+            "llmux.upstream.dns_ttl",
+            &u.dns_ttl,
+            Limit::SECONDS_OR_ZERO,
+            30.0,
+        )),
+        max_response_body_bytes: num(
+            diag,
+            "llmux.upstream.max_response_body_bytes",
+            &u.max_response_body_bytes,
+            Limit::BYTES,
+            (64 * 1024 * 1024) as f64,
+        ) as usize,
+        max_stream_event_bytes: num(
+            diag,
+            "llmux.upstream.max_stream_event_bytes",
+            &u.max_stream_event_bytes,
+            Limit::BYTES,
+            (4 * 1024 * 1024) as f64,
+        ) as usize,
+        tls: Arc::new(client_tls),
+        proxy: Arc::default(),
     };
     let md = &file.llmux.media;
     let media = MediaSettings {
@@ -217,171 +294,204 @@ pub(super) fn build(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
-        max_bytes: md.max_bytes.unwrap_or(20 * 1024 * 1024),
-        timeout: secs(md.timeout.unwrap_or(10.0)),
-        max_redirects: md.max_redirects.unwrap_or(3),
-        max_images: md.max_images.unwrap_or(16),
+        max_bytes: num(
+            diag,
+            "llmux.media.max_bytes",
+            &md.max_bytes,
+            Limit::BYTES,
+            (20 * 1024 * 1024) as f64,
+        ) as usize,
+        timeout: secs(num(
+            diag,
+            "llmux.media.timeout",
+            &md.timeout,
+            Limit::SECONDS,
+            10.0,
+        )),
+        // 0: redirects are not followed.
+        max_redirects: num(
+            diag,
+            "llmux.media.max_redirects",
+            &md.max_redirects,
+            Limit::count(0, 20),
+            3.0,
+        ) as u8,
+        // 0: no image URL is fetched.
+        max_images: num(
+            diag,
+            "llmux.media.max_images",
+            &md.max_images,
+            Limit::count(0, 1024),
+            16.0,
+        ) as usize,
     };
+
+    if let Some(t) = &s.tls {
+        match tls::server(base_dir, &t.cert_file, &t.key_file) {
+            Ok(cfg) => server.tls = Some(Arc::new(cfg)),
+            Err(errors) => {
+                for e in errors {
+                    diag.error(KeyPath::keys("llmux.server.tls").key(e.key), e.message);
+                }
+            }
+        }
+    }
+    let mut proxy_warnings = Vec::new();
+    upstream.proxy = Arc::new(ProxySettings::from_env(&env, &mut proxy_warnings));
+    for w in proxy_warnings {
+        diag.warn(KeyPath::default(), w);
+    }
+
+    let master_key = master_key(
+        file.general_settings.master_key.as_deref(),
+        base_dir,
+        &env,
+        diag,
+    );
+    secrets_seen.extend(master_key.iter().cloned());
+
+    let mock_listen = file.llmux.mock.as_ref().map(|m| m.listen.clone());
+    if let Some(addr) = &mock_listen {
+        if let Err(e) = check_listen_addr(addr) {
+            diag.error(KeyPath::keys("llmux.mock.listen"), e);
+        }
+    }
+    if let Some(f) = &file.llmux.logging.format {
+        if !matches!(f.as_str(), "json" | "text") {
+            diag.error(
+                KeyPath::keys("llmux.logging.format"),
+                format!("`{f}` is not a log format (json or text)"),
+            );
+        }
+    }
+    if let Some(level) = &file.llmux.logging.level {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+            diag.error(
+                KeyPath::keys("llmux.logging.level"),
+                format!("`{level}` is not a log level or filter: {e}"),
+            );
+        }
+    }
+
+    let common = deployment::Common {
+        base_dir,
+        env: &env,
+        catalog: &*providers,
+        providers_source: &providers_source,
+        global_drop: file.litellm_settings.drop_params.unwrap_or(false),
+        default_timeout,
+    };
+    let mut groups: HashMap<String, ModelGroup> = HashMap::new();
+    let mut group_names = Vec::new();
+    for (index, entry) in file.model_list.iter().enumerate() {
+        let Some(dep) = deployment::build(entry, index, &common, diag, &mut secrets_seen) else {
+            continue;
+        };
+        let g = groups.entry(dep.group.clone()).or_insert_with(|| {
+            group_names.push(dep.group.clone());
+            ModelGroup {
+                name: dep.group.clone(),
+                deployments: Vec::new(),
+            }
+        });
+        g.deployments.push(Arc::new(dep));
+    }
+
+    if diag.has_errors() {
+        return None;
+    }
     secrets_seen.retain(|s| s.len() >= 4);
     secrets_seen.sort();
     secrets_seen.dedup();
-    Ok(Snapshot {
+    Some(Snapshot {
         groups,
         group_names,
         master_key,
         server,
         upstream,
         media,
-        mock_listen: file.llmux.mock.map(|m| m.listen),
+        mock_listen,
         providers_dir: file.llmux.providers_dir,
         log_format: file.llmux.logging.format,
         log_level: file.llmux.logging.level,
         secrets: secrets_seen,
         providers,
         providers_source,
+        env,
     })
 }
 
-/// Builds one deployment. The outer error rejects the file; the inner one skips the entry with a
-/// warning (an unknown provider, or an API key whose environment variable is not set, so that
-/// deployments of real providers switch on only when their keys are present).
-fn deployment(
-    entry: &ModelEntry,
-    index: usize,
+/// A numeric setting at `path`: its value if within `limit`, else `default` and an error.
+fn num(diag: &mut Diagnostics, path: &str, v: &Option<Num>, limit: Limit, default: f64) -> f64 {
+    match v {
+        None => default,
+        Some(n) => limit.check(n).unwrap_or_else(|m| {
+            diag.error(KeyPath::keys(path), m);
+            default
+        }),
+    }
+}
+
+/// `general_settings.master_key`: absent means no authentication (with a warning); a key that
+/// is empty, or resolves to empty, is an error rather than authentication silently turned off.
+fn master_key(
+    raw: Option<&str>,
     base_dir: &Path,
-    catalog: &dyn ProviderCatalog,
-    global_drop: bool,
-    default_timeout: f64,
-    secrets_seen: &mut Vec<String>,
-) -> Result<Result<Deployment, String>, String> {
-    let p = &entry.litellm_params;
-    let at = format!("model_list[{index}].litellm_params");
-    let Some((provider, upstream_model)) = p.model.split_once('/') else {
-        return Err(format!(
-            "{at}.model: `{}` must be `provider/model` (for example `openai/gpt-4o-mini`)",
-            p.model
-        ));
+    env: &Env,
+    diag: &mut Diagnostics,
+) -> Option<String> {
+    let path = KeyPath::keys("general_settings.master_key");
+    let Some(raw) = raw else {
+        diag.warn(
+            KeyPath::default(),
+            "general_settings.master_key is not set: requests are not authenticated",
+        );
+        return None;
     };
-    let Some(default_base) = catalog.default_api_base(provider) else {
-        return Ok(Err(format!(
-            "provider `{provider}` is not supported; deployment skipped"
-        )));
-    };
-    let api_key = match p.api_key.as_deref().map(|k| secrets::resolve(k, base_dir)) {
-        None => None,
-        Some(Ok(k)) => {
-            secrets_seen.push(k.clone());
-            Some(k)
+    match secrets::resolve(raw, base_dir, env) {
+        Ok(k) if k.trim().is_empty() => {
+            let what = if raw.trim().is_empty() {
+                "is empty".to_owned()
+            } else {
+                format!("`{raw}` resolves to an empty value")
+            };
+            diag.error(
+                path,
+                format!(
+                    "{what}, which would turn authentication off; remove the key to run without authentication"
+                ),
+            );
+            None
         }
-        Some(Err(e @ SecretError::EnvMissing(_))) => {
-            return Ok(Err(format!("api_key: {e}; deployment disabled")))
+        Ok(k) => Some(k),
+        Err(e @ SecretError::EnvMissing(_)) => {
+            diag.warn(path, format!("{e}; requests are not authenticated"));
+            None
         }
-        Some(Err(e)) => return Err(format!("{at}.api_key: {e}")),
-    };
-    let api_base = match p.api_base.as_deref() {
-        Some(b) => match secrets::resolve(b, base_dir) {
-            Ok(b) => {
-                BaseUrl::parse(&b).map_err(|e| format!("{at}.api_base: {e}"))?;
-                // Provider files see one spelling (`ctx.api_base`), with or without a trailing
-                // slash in the config.
-                Some(b.trim_end_matches('/').to_owned())
-            }
-            Err(e @ SecretError::EnvMissing(_)) => {
-                return Ok(Err(format!("api_base: {e}; deployment disabled")))
-            }
-            Err(e) => return Err(format!("{at}.api_base: {e}")),
-        },
-        None if default_base.is_none() => {
-            return Err(format!(
-                "{at}.api_base is required for provider `{provider}`"
-            ))
-        }
-        None => None,
-    };
-    let api_version = match p.api_version.as_deref() {
-        Some(v) => {
-            Some(secrets::resolve(v, base_dir).map_err(|e| format!("{at}.api_version: {e}"))?)
-        }
-        None => None,
-    };
-    let timeout = p.timeout.unwrap_or(default_timeout);
-    let weight = p.weight.unwrap_or(1.0);
-    if !(weight.is_finite() && weight >= 0.0) {
-        return Err(format!("{at}.weight must be a non-negative number"));
-    }
-    Ok(Ok(Deployment {
-        id: entry
-            .model_info
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}/{index}", entry.model_name)),
-        group: entry.model_name.clone(),
-        provider: provider.to_owned(),
-        upstream_model: upstream_model.to_owned(),
-        api_base,
-        api_key,
-        api_version,
-        timeout: secs(timeout),
-        stream_timeout: secs(p.stream_timeout.unwrap_or(timeout)),
-        weight,
-        rpm: p.rpm,
-        tpm: p.tpm,
-        drop_params: p.drop_params.unwrap_or(global_drop),
-    }))
-}
-
-fn read_pem(base_dir: &Path, file: &str) -> Result<Vec<u8>, String> {
-    let path = base_dir.join(file);
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-fn server_tls(
-    base_dir: &Path,
-    cert_file: &str,
-    key_file: &str,
-) -> Result<rustls::ServerConfig, String> {
-    let cert_pem = read_pem(base_dir, cert_file)?;
-    let key_pem = read_pem(base_dir, key_file)?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("llmux.server.tls.cert_file: {e}"))?;
-    if certs.is_empty() {
-        return Err("llmux.server.tls.cert_file holds no certificate".into());
-    }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("llmux.server.tls.key_file: {e}"))?
-        .ok_or("llmux.server.tls.key_file holds no private key")?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("llmux.server.tls: {e}"))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
-}
-
-fn client_tls(base_dir: &Path, ca_file: Option<&str>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(f) = ca_file {
-        let pem = read_pem(base_dir, f)?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("llmux.upstream.ca_file: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("llmux.upstream.ca_file: {e}"))?;
+        Err(e) => {
+            diag.error(path, e.to_string());
+            None
         }
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+}
+
+/// `HOST:PORT` with an IP address or a host name, as the listener binds it.
+fn check_listen_addr(addr: &str) -> Result<(), String> {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad =
+        || format!("`{addr}` is not an address to listen on (HOST:PORT, e.g. 127.0.0.1:4010)");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }

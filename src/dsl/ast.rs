@@ -52,8 +52,19 @@ pub enum AuthDecl {
     None,
 }
 
+/// `param NAME required` or `param NAME default "TEXT"`.
+#[derive(Debug, Clone)]
+pub struct ParamDecl {
+    pub name: Ident,
+    /// `None` for `required`.
+    pub default: Option<Str>,
+    pub span: Span,
+}
+
 #[derive(Debug, Clone)]
 pub enum Item {
+    /// A deployment parameter the provider needs (`api_base`, `api_version`).
+    Param(ParamDecl),
     BaseUrl(Str),
     Url {
         cond: Option<Expr>,

@@ -12,6 +12,7 @@ use super::error::{ErrorClass, LoadError};
 use super::framing::Framing;
 use super::ir::FetchImages;
 use super::ir::*;
+use super::params;
 use super::schema::{self, CtxField};
 
 /// Where an expression is compiled; decides which roots it may read.
@@ -69,13 +70,13 @@ impl Scope {
 /// Provider items after `extends` has been applied, each tagged with the file it came from.
 #[derive(Default)]
 struct Merged<'a> {
-    base_url: Option<&'a Str>,
+    /// `param`, `base_url` and `api_version` items (see `params`).
+    params: params::Merged<'a>,
     urls: Vec<(usize, Option<&'a Expr>, &'a Str)>,
     method: Option<&'a Ident>,
     auth: Option<&'a AuthDecl>,
     headers: Vec<(usize, &'a Str, &'a Expr)>,
     queries: Vec<(usize, &'a Str, &'a Expr)>,
-    api_version: Option<&'a Str>,
     framing: Option<(usize, &'a Ident)>,
     fetch_images: Option<(usize, &'a Ident)>,
     tables: Vec<(usize, &'a TableDecl)>,
@@ -205,7 +206,18 @@ impl<'a> Compiler<'a> {
             let mut own_urls = Vec::new();
             let mut own_errors = None;
             let mut own_names: HashSet<(&str, &str)> = HashSet::new();
+            let mut own_params = params::Own::default();
             for item in &decl.items {
+                let mut problems = Vec::new();
+                let is_param =
+                    m.params
+                        .declare(fi, &decl.name.name, item, &mut own_params, &mut problems);
+                for (f, span, msg) in problems {
+                    self.err(f, span, msg);
+                }
+                if is_param {
+                    continue;
+                }
                 let single = |k: &'static str,
                               span: Span,
                               this: &mut Self,
@@ -219,10 +231,8 @@ impl<'a> Compiler<'a> {
                     }
                 };
                 match item {
-                    Item::BaseUrl(s) => {
-                        single("base_url", s.span, self, &mut seen_single);
-                        m.base_url = Some(s);
-                    }
+                    // Taken in by `m.params.declare` above.
+                    Item::Param(_) | Item::BaseUrl(_) | Item::ApiVersion(_) => {}
                     Item::Url { cond, template } => own_urls.push((fi, cond.as_ref(), template)),
                     Item::Method(i) => {
                         single("method", i.span, self, &mut seen_single);
@@ -241,10 +251,6 @@ impl<'a> Compiler<'a> {
                     Item::Query { name, value } => {
                         m.queries.retain(|(_, n, _)| n.value != name.value);
                         m.queries.push((fi, name, value));
-                    }
-                    Item::ApiVersion(s) => {
-                        single("api_version", s.span, self, &mut seen_single);
-                        m.api_version = Some(s);
                     }
                     Item::Framing(i) => {
                         single("framing", i.span, self, &mut seen_single);
@@ -404,18 +410,13 @@ impl<'a> Compiler<'a> {
             );
         }
 
-        let base_url = m
-            .base_url
-            .map(|s| s.value.trim_end_matches('/').to_string())
-            .unwrap_or_default();
-        if let Some(s) = m.base_url {
-            if !(s.value.is_empty()
-                || s.value.starts_with("https://")
-                || s.value.starts_with("http://"))
-            {
-                self.err(fi, s.span, "base_url must start with https:// or http://");
-            }
+        let (params, problems) = m.params.compile();
+        for (f, span, msg) in problems {
+            self.err(f, span, msg);
         }
+        let base_url = params::default_of(&params, "api_base")
+            .map(|s| s.trim_end_matches('/').to_string())
+            .unwrap_or_default();
         let mut urls = Vec::new();
         for (ufi, cond, tmpl) in &m.urls {
             let cond = cond.map(|e| self.top(&pc, *ufi, Cx::Request, e));
@@ -544,13 +545,14 @@ impl<'a> Compiler<'a> {
         }
         Some(Program {
             name: name.to_string(),
+            api_version: params::default_of(&params, "api_version").map(str::to_owned),
+            params,
             base_url,
             urls,
             method,
             auth,
             headers,
             queries,
-            api_version: m.api_version.map(|s| s.value.clone()),
             framing,
             fetch_images,
             tables,

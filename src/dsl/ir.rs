@@ -275,10 +275,22 @@ pub struct CErrors {
     pub rules: Vec<CRule>,
 }
 
+/// A deployment parameter a provider file declares (`param NAME required|default "TEXT"`, or
+/// the older spellings `base_url` and `api_version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    /// `None`: every deployment must give it.
+    pub default: Option<String>,
+}
+
 /// Everything the interpreter needs for one provider.
 #[derive(Debug, Clone)]
 pub struct Program {
     pub name: String,
+    /// Declared deployment parameters, in name order. `base_url` and `api_version` below are
+    /// the defaults of `api_base` and `api_version` taken from them.
+    pub params: Vec<Param>,
     pub base_url: String,
     pub urls: Vec<CUrl>,
     pub method: String,

@@ -28,6 +28,7 @@ pub mod golden;
 pub mod interp;
 pub mod ir;
 pub mod out;
+pub mod params;
 pub mod parser;
 pub mod passthrough;
 pub mod provider;
@@ -39,7 +40,7 @@ use std::path::Path;
 
 pub use error::{ErrorClass, LoadError, MappedError, TranslateError};
 pub use framing::{Frame, FrameDecoder, Framing, FramingError};
-pub use ir::FetchImages;
+pub use ir::{FetchImages, Param};
 pub use provider::{Completion, Provider, RequestCtx, StreamControl, StreamState, UpstreamRequest};
 
 /// All compiled providers of a directory (or of a set of sources), by name.

@@ -103,6 +103,7 @@ fn syntax_error(name: &str, source: &str, e: pest::error::Error<Rule>) -> LoadEr
 }
 
 const ITEM_KEYWORDS: &[&str] = &[
+    "param",
     "base_url",
     "url",
     "method",
@@ -178,7 +179,8 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::emit_stmt
         | Rule::done_stmt
         | Rule::raise_stmt => "a statement",
-        Rule::base_url_item
+        Rule::param_item
+        | Rule::base_url_item
         | Rule::url_item
         | Rule::method_item
         | Rule::auth_item
@@ -193,6 +195,7 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::response_item
         | Rule::stream_item
         | Rule::errors_item => "a provider item (base_url, url, auth, header, request, ...)",
+        Rule::param_required | Rule::param_default => "`required` or `default \"...\"`",
         Rule::auth_bearer | Rule::auth_header | Rule::auth_query | Rule::auth_none => {
             "an auth scheme (bearer, header \"...\", query \"...\", none)"
         }
@@ -323,6 +326,19 @@ fn item(p: Pair<Rule>) -> Option<Item> {
     let rule = p.as_rule();
     let mut ps = parts(p).into_iter();
     Some(match rule {
+        Rule::param_item => {
+            let name = ident(ps.next()?);
+            let how = ps.next()?;
+            let default = match how.as_rule() {
+                Rule::param_default => Some(string(parts(how).into_iter().next()?)),
+                _ => None,
+            };
+            Item::Param(ParamDecl {
+                name,
+                default,
+                span,
+            })
+        }
         Rule::base_url_item => Item::BaseUrl(string(ps.next()?)),
         Rule::url_item => {
             let a = ps.next()?;

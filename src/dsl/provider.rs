@@ -159,6 +159,20 @@ impl Provider {
         &self.prog.base_url
     }
 
+    /// The deployment parameters the file declares, in name order.
+    pub fn params(&self) -> &[super::ir::Param] {
+        &self.prog.params
+    }
+
+    /// The parameters every deployment must give (`param NAME required`).
+    pub fn required_params(&self) -> impl Iterator<Item = &str> {
+        self.prog
+            .params
+            .iter()
+            .filter(|p| p.default.is_none())
+            .map(|p| p.name.as_str())
+    }
+
     /// True when the file has no `response` block: a successful upstream body is already an
     /// OpenAI ChatCompletion and can be relayed byte for byte.
     pub fn response_is_identity(&self) -> bool {
@@ -272,6 +286,14 @@ impl Provider {
             return Err(TranslateError::Config {
                 provider: prog.name.clone(),
                 message: "api_base is required".into(),
+            });
+        }
+        // The config loader rejects deployments without a required parameter; this guards
+        // callers that build a context by hand (golden cases, benchmarks).
+        if ctx.api_version.is_none() && self.required_params().any(|p| p == "api_version") {
+            return Err(TranslateError::Config {
+                provider: prog.name.clone(),
+                message: "api_version is required".into(),
             });
         }
         let mut url = String::with_capacity(base.len() + 64);

@@ -17,7 +17,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::config::{self, ConfigSource, Snapshot};
 use crate::telemetry::logging::{self, LogFormat};
 use crate::telemetry::metrics::{GlobalMetrics, ShardMetrics};
-use crate::upstream::{ProxyConfig, ResolverPool};
+use crate::upstream::ResolverPool;
 pub use runtime::IoDriver;
 
 /// Options of `llmux serve`.
@@ -101,7 +101,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .log_format
         .or_else(|| snap.log_format.as_deref().and_then(|f| f.parse().ok()))
         .unwrap_or(LogFormat::Text);
-    let _log_guard = logging::init(format, snap.log_level.as_deref().unwrap_or("info"));
+    // LLMUX_LOG through the config's environment resolver (nothing reads the environment itself).
+    let filter = logging::filter_spec(
+        snap.env.get("LLMUX_LOG"),
+        snap.log_level.as_deref().unwrap_or("info"),
+    );
+    let _log_guard = logging::init(format, &filter);
     logging::set_secrets(&snap.secrets);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
@@ -162,7 +167,6 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         what: "DNS resolver threads".into(),
         source,
     })?;
-    let proxy = Arc::new(ProxyConfig::from_env());
     let (driver_tx, driver_rx) = std::sync::mpsc::channel();
     let mut shards = Vec::with_capacity(workers);
     for (id, (listener, metrics)) in tcp.into_iter().zip(shard_metrics).enumerate() {
@@ -181,7 +185,6 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             uds,
             metrics,
             resolver: resolver.clone(),
-            proxy: proxy.clone(),
             driver: opts.io_driver,
             driver_report: driver_tx.clone(),
             stop: stop_rx,
@@ -290,7 +293,22 @@ fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError
                 .config_reloads
                 .with_label_values(&["error"])
                 .inc();
-            tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
+            match &e {
+                // One line per error, each `file:line:col: key: message`.
+                config::ConfigError::Invalid { errors, .. } => {
+                    for line in errors {
+                        tracing::error!("{line}");
+                    }
+                    tracing::error!(
+                        errors = errors.len(),
+                        "config reload failed; the previous config keeps serving"
+                    );
+                }
+                _ => tracing::error!(
+                    error = %e,
+                    "config reload failed; the previous config keeps serving"
+                ),
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::gateway::GatewayShard;
 use crate::http1::{conn, ConnLimits};
 use crate::telemetry::metrics::ShardMetrics;
 use crate::telemetry::request_id::RequestIds;
-use crate::upstream::{ProxyConfig, ResolverPool, UpstreamClient};
+use crate::upstream::{ResolverPool, UpstreamClient};
 use crate::util::LocalEvent;
 
 pub struct ShardSpec {
@@ -25,7 +25,6 @@ pub struct ShardSpec {
     pub uds: Option<std::os::unix::net::UnixListener>,
     pub metrics: ShardMetrics,
     pub resolver: ResolverPool,
-    pub proxy: Arc<ProxyConfig>,
     pub driver: IoDriver,
     pub driver_report: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
     pub stop: flume::Receiver<()>,
@@ -80,7 +79,6 @@ pub fn run(spec: ShardSpec) {
         uds,
         metrics,
         resolver,
-        proxy,
         stop,
         ..
     } = spec;
@@ -90,7 +88,7 @@ pub fn run(spec: ShardSpec) {
             id,
             shared: shared.clone(),
             gateway: GatewayShard {
-                upstream: UpstreamClient::new(resolver.shard_resolver(dns_ttl), proxy),
+                upstream: UpstreamClient::new(resolver.shard_resolver(dns_ttl)),
                 metrics,
             },
             ids: RequestIds::new(id),

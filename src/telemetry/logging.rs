@@ -37,13 +37,34 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber. Keep the guard alive until exit: dropping it flushes.
-pub fn init(format: LogFormat, level: &str) -> WorkerGuard {
+/// The filter directives for `LLMUX_LOG` (as the caller's environment resolver read it) or,
+/// without it, the config's level.
+///
+/// The file watcher's crate logs every inotify event of the watched directory at trace level
+/// (through the `log` bridge); with the log file in the config's directory each logged event
+/// is itself an event, a loop of some 20,000 lines a second. `notify` is therefore capped at
+/// `info` unless the directives name it explicitly.
+pub fn filter_spec(llmux_log: Option<&str>, level: &str) -> String {
+    let spec = llmux_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(level);
+    if spec.contains("notify") {
+        spec.to_owned()
+    } else {
+        format!("{spec},notify=info")
+    }
+}
+
+/// Installs the global subscriber with the filter `spec` (see [`filter_spec`]; an invalid one
+/// falls back to `info`). The environment is not read here. Keep the guard alive until exit:
+/// dropping it flushes.
+pub fn init(format: LogFormat, spec: &str) -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(8 * 1024)
         .lossy(true)
         .finish(io::stdout());
-    let filter = EnvFilter::try_from_env("LLMUX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info,notify=info"));
     let make = Redacting { inner: writer };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -97,5 +118,20 @@ impl<W: Write> Drop for RedactingWriter<W> {
     fn drop(&mut self) {
         let line = super::redact::redact(&self.buf, &secrets().load());
         let _ = self.inner.write_all(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watcher_crate_is_capped_unless_named() {
+        assert_eq!(filter_spec(Some("trace"), "info"), "trace,notify=info");
+        assert_eq!(filter_spec(None, "debug"), "debug,notify=info");
+        assert_eq!(filter_spec(Some(" "), "warn"), "warn,notify=info");
+        assert_eq!(filter_spec(Some("notify=trace"), "info"), "notify=trace");
+        // The result is a valid filter.
+        assert!(EnvFilter::try_new(filter_spec(Some("llmux=debug,trace"), "info")).is_ok());
     }
 }

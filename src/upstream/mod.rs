@@ -10,7 +10,6 @@ mod pool;
 pub mod proxy;
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +24,6 @@ use crate::util::write_authority;
 pub use conn::UpstreamConn;
 pub use dns::{Resolver, ResolverPool};
 use pool::{Pool, PoolKeyRef, PooledConn};
-pub use proxy::ProxyConfig;
 
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -88,15 +86,13 @@ pub struct UpstreamResponse {
 pub struct UpstreamClient {
     pool: Rc<Pool>,
     resolver: Resolver,
-    proxy: Arc<ProxyConfig>,
 }
 
 impl UpstreamClient {
-    pub fn new(resolver: Resolver, proxy: Arc<ProxyConfig>) -> Self {
+    pub fn new(resolver: Resolver) -> Self {
         Self {
             pool: Rc::new(Pool::new()),
             resolver,
-            proxy,
         }
     }
 
@@ -132,7 +128,7 @@ impl UpstreamClient {
     ) -> Result<UpstreamResponse, UpstreamError> {
         let start = Instant::now();
         let deadline = timeouts.total.map(|t| start + t);
-        let route = self.proxy.route(req.tls, req.host, req.port);
+        let route = proxy::route(&settings.proxy, req.tls, req.host, req.port);
         let key = PoolKeyRef {
             tls: req.tls,
             host: req.host,

@@ -1,14 +1,10 @@
-//! Outbound proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` (upper or lower case):
-//! https upstreams go through a CONNECT tunnel, plain http ones as absolute-form requests.
+//! Routing through outbound proxies: https upstreams go through a CONNECT tunnel, plain http
+//! ones as absolute-form requests. The settings come from the config snapshot
+//! ([`ProxySettings`], read from `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` through the config's
+//! environment resolver), so they follow reloads.
 
+pub use crate::config::ProxySettings;
 use crate::util::BaseUrl;
-
-#[derive(Debug, Clone, Default)]
-pub struct ProxyConfig {
-    https: Option<BaseUrl>,
-    http: Option<BaseUrl>,
-    no_proxy: Vec<String>,
-}
 
 /// How to reach one upstream.
 #[derive(Debug, Clone)]
@@ -18,64 +14,29 @@ pub struct Route {
     pub absolute_form: bool,
 }
 
-fn env(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok())
-        .filter(|v| !v.trim().is_empty())
+fn bypass(settings: &ProxySettings, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    settings.no_proxy.iter().any(|p| {
+        p == "*"
+            || host == *p
+            || (host.len() > p.len()
+                && host.ends_with(p.as_str())
+                && host.as_bytes()[host.len() - p.len() - 1] == b'.')
+    })
 }
 
-impl ProxyConfig {
-    pub fn from_env() -> Self {
-        let parse = |v: Option<String>| {
-            v.and_then(|s| {
-                let s = if s.contains("://") {
-                    s
-                } else {
-                    format!("http://{s}")
-                };
-                match BaseUrl::parse(&s) {
-                    Ok(u) => Some(u),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ignoring malformed proxy setting");
-                        None
-                    }
-                }
-            })
-        };
-        Self {
-            https: parse(env(&["HTTPS_PROXY", "https_proxy"])),
-            http: parse(env(&["HTTP_PROXY", "http_proxy"])),
-            no_proxy: env(&["NO_PROXY", "no_proxy"])
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().trim_start_matches('.').to_ascii_lowercase())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-
-    fn bypass(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.no_proxy
-            .iter()
-            .any(|p| p == "*" || host == *p || host.ends_with(&format!(".{p}")))
-    }
-
-    pub fn route(&self, tls: bool, host: &str, _port: u16) -> Route {
-        let proxy = if self.bypass(host) {
-            None
-        } else if tls {
-            self.https.clone()
-        } else {
-            self.http.clone()
-        };
-        Route {
-            absolute_form: proxy.is_some() && !tls,
-            proxy,
-        }
+/// The proxy (if any) for an upstream.
+pub fn route(settings: &ProxySettings, tls: bool, host: &str, _port: u16) -> Route {
+    let proxy = if bypass(settings, host) {
+        None
+    } else if tls {
+        settings.https.clone()
+    } else {
+        settings.http.clone()
+    };
+    Route {
+        absolute_form: proxy.is_some() && !tls,
+        proxy,
     }
 }
 
@@ -85,16 +46,17 @@ mod tests {
 
     #[test]
     fn no_proxy_matches_domains() {
-        let p = ProxyConfig {
+        let p = ProxySettings {
             https: BaseUrl::parse("http://proxy:3128").ok(),
             http: None,
             no_proxy: vec!["internal.example".into(), "localhost".into()],
         };
-        assert!(p.route(true, "api.internal.example", 443).proxy.is_none());
-        assert!(p.route(true, "localhost", 443).proxy.is_none());
-        let r = p.route(true, "api.example.com", 443);
+        assert!(route(&p, true, "api.internal.example", 443).proxy.is_none());
+        assert!(route(&p, true, "localhost", 443).proxy.is_none());
+        assert!(route(&p, true, "notinternal.example", 443).proxy.is_some());
+        let r = route(&p, true, "api.example.com", 443);
         assert_eq!(r.proxy.unwrap().port, 3128);
         assert!(!r.absolute_form);
-        assert!(p.route(false, "api.example.com", 80).proxy.is_none());
+        assert!(route(&p, false, "api.example.com", 80).proxy.is_none());
     }
 }

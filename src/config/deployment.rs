@@ -1,0 +1,201 @@
+//! One `model_list` entry into a [`Deployment`]. Every problem of the entry is reported (not
+//! only the first); a deployment that cannot run *yet* — its provider is a LiteLLM one LLMux has
+//! no file for, or a secret's environment variable is unset — is disabled with a warning, so
+//! that LiteLLM configs and configs for keys not set on this machine still load.
+
+use std::path::Path;
+
+use super::diag::Diagnostics;
+use super::env::Env;
+use super::locate::KeyPath;
+use super::number::Limit;
+use super::provider_names::{self, Prefix};
+use super::providers::{self, ProvidersSource};
+use super::schema::ModelEntry;
+use super::secrets::{self, SecretError};
+use super::snapshot::Deployment;
+use super::ProviderCatalog;
+use crate::util::{secs, BaseUrl};
+
+/// What every deployment shares.
+pub(super) struct Common<'a> {
+    pub base_dir: &'a Path,
+    pub env: &'a Env,
+    pub catalog: &'a dyn ProviderCatalog,
+    pub providers_source: &'a ProvidersSource,
+    pub global_drop: bool,
+    pub default_timeout: f64,
+}
+
+/// `weight` is a share, 0 included (a deployment kept in the file but out of rotation).
+const WEIGHT: Limit = Limit {
+    min: 0.0,
+    max: 1_000_000.0,
+    whole: false,
+    unit: "",
+};
+/// `rpm` / `tpm`: at least one, at most a trillion.
+const RATE: Limit = Limit::count(1, 1_000_000_000_000);
+
+/// Builds the entry at `model_list[index]`; `None` when it has an error (in `diag`) or is
+/// disabled (a warning in `diag`). Secret values it resolved are added to `secrets_seen`.
+pub(super) fn build(
+    entry: &ModelEntry,
+    index: usize,
+    c: &Common<'_>,
+    diag: &mut Diagnostics,
+    secrets_seen: &mut Vec<String>,
+) -> Option<Deployment> {
+    let at = KeyPath::keys("model_list").index(index);
+    let params = at.key("litellm_params");
+    let p = &entry.litellm_params;
+    let errors_before = diag.error_count();
+    // Why the deployment cannot run now (the first reason found, and the value it is about),
+    // when it is not an error.
+    let mut disabled: Option<(KeyPath, String)> = None;
+
+    let provider = match p.model.split_once('/') {
+        Some((provider, model)) if !provider.is_empty() && !model.is_empty() => Some(provider),
+        _ => {
+            diag.error(
+                params.key("model"),
+                format!(
+                    "`{}` must be `provider/model` (for example `openai/gpt-4o-mini`)",
+                    p.model
+                ),
+            );
+            None
+        }
+    };
+    let mut known_provider = None;
+    if let Some(provider) = provider {
+        let names = c.catalog.names();
+        match provider_names::classify(provider, &names) {
+            Prefix::Available => known_provider = Some(provider),
+            Prefix::LiteLlmOnly => {
+                let why = match c.providers_source {
+                    // The file was removed from (or never copied into) a providers directory.
+                    ProvidersSource::Dir(d) if providers::is_shipped(provider) => format!(
+                        "the provider file `{provider}.llmux` is missing from {}",
+                        d.display()
+                    ),
+                    ProvidersSource::Dir(d) => format!(
+                        "provider `{provider}` is a LiteLLM provider that LLMux does not ship yet (no `{provider}.llmux` in {})",
+                        d.display()
+                    ),
+                    ProvidersSource::Embedded => format!(
+                        "provider `{provider}` is a LiteLLM provider that LLMux does not ship yet"
+                    ),
+                };
+                disabled.get_or_insert((params.key("model"), why));
+            }
+            Prefix::Unknown { suggestions } => diag.error(
+                params.key("model"),
+                format!(
+                    "unknown provider `{provider}`: neither a provider file nor a LiteLLM provider{}",
+                    provider_names::did_you_mean(&suggestions)
+                ),
+            ),
+        }
+    }
+
+    let mut secret = |key: &str, value: Option<&str>, diag: &mut Diagnostics| -> Option<String> {
+        match secrets::resolve(value?, c.base_dir, c.env) {
+            Ok(v) => Some(v),
+            Err(e @ SecretError::EnvMissing(_)) => {
+                disabled.get_or_insert((params.key(key), e.to_string()));
+                None
+            }
+            Err(e) => {
+                diag.error(params.key(key), e.to_string());
+                None
+            }
+        }
+    };
+    let api_key = secret("api_key", p.api_key.as_deref(), diag);
+    let api_base = secret("api_base", p.api_base.as_deref(), diag).and_then(|b| {
+        match BaseUrl::parse(&b) {
+            // Provider files see one spelling (`ctx.api_base`), with or without a trailing
+            // slash in the config.
+            Ok(_) => Some(b.trim_end_matches('/').to_owned()),
+            Err(e) => {
+                diag.error(params.key("api_base"), e);
+                None
+            }
+        }
+    });
+    let api_version = secret("api_version", p.api_version.as_deref(), diag);
+
+    if let Some(provider) = known_provider {
+        for name in c.catalog.required_params(provider) {
+            let given = match name {
+                "api_base" => p.api_base.is_some(),
+                "api_version" => p.api_version.is_some(),
+                // The provider compiler accepts no other names yet.
+                _ => true,
+            };
+            if !given {
+                diag.error(
+                    at.clone(),
+                    format!(
+                        "`litellm_params.{name}` is required for provider `{provider}` (its provider file declares `param {name} required`)"
+                    ),
+                );
+            }
+        }
+    }
+
+    let mut num = |key: &str, limit: Limit| {
+        let v = match key {
+            "timeout" => p.timeout.as_ref(),
+            "stream_timeout" => p.stream_timeout.as_ref(),
+            "weight" => p.weight.as_ref(),
+            "rpm" => p.rpm.as_ref(),
+            _ => p.tpm.as_ref(),
+        }?;
+        limit
+            .check(v)
+            .map_err(|m| diag.error(params.key(key), m))
+            .ok()
+    };
+    let timeout = num("timeout", Limit::SECONDS).unwrap_or(c.default_timeout);
+    let stream_timeout = num("stream_timeout", Limit::SECONDS).unwrap_or(timeout);
+    let weight = num("weight", WEIGHT).unwrap_or(1.0);
+    let rpm = num("rpm", RATE).map(|v| v as u64);
+    let tpm = num("tpm", RATE).map(|v| v as u64);
+
+    if diag.error_count() > errors_before {
+        return None;
+    }
+    if let Some((path, why)) = disabled {
+        diag.warn(
+            path,
+            format!(
+                "deployment of model group `{}` disabled: {why}",
+                entry.model_name
+            ),
+        );
+        return None;
+    }
+    let (provider, upstream_model) = p.model.split_once('/')?;
+    secrets_seen.extend(api_key.iter().cloned());
+    Some(Deployment {
+        id: entry
+            .model_info
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}/{index}", entry.model_name)),
+        group: entry.model_name.clone(),
+        provider: provider.to_owned(),
+        upstream_model: upstream_model.to_owned(),
+        api_base,
+        api_key,
+        api_version,
+        timeout: secs(timeout),
+        stream_timeout: secs(stream_timeout),
+        weight,
+        rpm,
+        tpm,
+        drop_params: p.drop_params.unwrap_or(c.global_drop),
+    })
+}
