@@ -196,6 +196,10 @@ pub struct UpstreamSection {
     /// Largest single stream event (an SSE event, a JSON line) accepted from an upstream.
     #[serde(default)]
     pub max_stream_event_bytes: Option<Num>,
+    /// Check that what passthrough providers relay unparsed (bodies, stream events) is
+    /// valid JSON within the nesting bound. On by default; off only for measuring its cost.
+    #[serde(default)]
+    pub check_relayed_json: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

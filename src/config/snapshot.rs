@@ -73,6 +73,8 @@ pub struct UpstreamSettings {
     pub dns_ttl: Duration,
     pub max_response_body_bytes: usize,
     pub max_stream_event_bytes: usize,
+    /// See `llmux.upstream.check_relayed_json`.
+    pub check_relayed_json: bool,
     pub tls: Arc<rustls::ClientConfig>,
     /// Outbound proxies (from `HTTPS_PROXY` & co. through the config's environment).
     pub proxy: Arc<ProxySettings>,
@@ -283,6 +285,7 @@ pub(super) fn build(
             Limit::BYTES,
             (4 * 1024 * 1024) as f64,
         ) as usize,
+        check_relayed_json: u.check_relayed_json.unwrap_or(true),
         tls: Arc::new(client_tls),
         proxy: Arc::default(),
     };

@@ -216,6 +216,7 @@ async fn forward<IO: ServerIo>(
         secrets: &snap.secrets,
         max_event_bytes: snap.upstream.max_stream_event_bytes,
         max_json_depth: snap.server.max_json_depth,
+        check_json: snap.upstream.check_relayed_json,
         started,
     };
 
@@ -280,7 +281,12 @@ async fn forward<IO: ServerIo>(
     out.relay.large_buffers |= body.len() > LARGE_BUFFER;
     if status.is_success() && provider.response_is_identity() {
         // Relayed as it came, once it is known to be one JSON value within the bounds.
-        if let Err(e) = crate::json::validate(&body, snap.server.max_json_depth) {
+        let checked = if snap.upstream.check_relayed_json {
+            crate::json::validate(&body, snap.server.max_json_depth)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = checked {
             let e = ApiError::new(
                 ErrorKind::BadGateway,
                 format!(

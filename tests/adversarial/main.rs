@@ -3,6 +3,8 @@
 //! module covers one area; `docs/security.md` states the guarantees these tests check.
 
 #[path = "../common/mod.rs"]
+mod common;
+
 mod config;
 mod json_depth;
 mod media;

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Instructions per request of the gateway, counted by callgrind: deterministic for the same
+# binary and inputs whatever else the machine is doing, so a cost of a few percent shows where
+# req/s on a shared 2-core machine cannot. Each variant is the same build with one config
+# setting changed (a feature on and off).
+#
+# Usage: benches/callgrind.sh                 (from anywhere; works in the repository root)
+# Knobs (environment):
+#   BENCH_SKIP_BUILD=1        use the existing binary (default: cargo build --release)
+#   BENCH_BIN=path            the llmux binary (default: target/release/llmux)
+#   BENCH_N=300               measured requests per kind
+#   BENCH_CHUNKS=20           events per streamed answer
+#   BENCH_VARIANTS="name=yaml;name=yaml"  the `llmux:` section of each variant (YAML flow
+#                             style); default: relayed-JSON checks on and off
+# Prints a markdown table: variant, kind (non-stream / stream), instructions per request.
+# All traffic goes to 127.0.0.1; every process started here is stopped on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BIN=${BENCH_BIN:-$ROOT/target/release/llmux}
+N=${BENCH_N:-300}
+CHUNKS=${BENCH_CHUNKS:-20}
+MOCK_PORT=${BENCH_MOCK_PORT:-18191}
+GW_PORT=${BENCH_GW_PORT:-18190}
+VARIANTS=${BENCH_VARIANTS:-"checks-on={upstream: {check_relayed_json: true}};checks-off={upstream: {check_relayed_json: false}}"}
+
+unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
+export LLMUX_LOG=warn
+command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
+command -v callgrind_control >/dev/null || { echo "callgrind_control is required" >&2; exit 1; }
+
+if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
+  cargo build --release >&2
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/llmux-callgrind.XXXXXX")
+PIDS=()
+cleanup() {
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+wait_http() { # url, attempts of 100 ms
+  local i
+  for i in $(seq 1 "$2"); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1" >&2
+  return 1
+}
+
+"$BIN" mock --listen 127.0.0.1:$MOCK_PORT --workers 1 >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$MOCK_PORT/health" 100
+
+send() { # kind, count
+  local body
+  if [[ $1 == stream ]]; then
+    body='{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+  else
+    body='{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+  fi
+  local i
+  for i in $(seq 1 "$2"); do
+    curl -sS -N -o /dev/null -H 'content-type: application/json' \
+      -d "$body" "http://127.0.0.1:$GW_PORT/v1/chat/completions"
+  done
+}
+
+# The counted part of a dump: its `totals:` (or `summary:`) line.
+instructions() {
+  awk '/^(totals|summary):/ { print $2; exit }' "$1"
+}
+
+printf '| variant | request | instructions / request |\n| --- | --- | ---: |\n'
+IFS=';' read -r -a variant_list <<<"$VARIANTS"
+for v in "${variant_list[@]}"; do
+  name=${v%%=*}
+  extra=${v#*=}
+  cfg=$WORK/$name.yaml
+  cat >"$cfg" <<EOF
+model_list:
+  - model_name: m
+    litellm_params:
+      model: openai/up-mock-chunks-$CHUNKS
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: sk-bench
+llmux: $extra
+EOF
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.%p.out" \
+    "$BIN" serve --config "$cfg" --listen 127.0.0.1:$GW_PORT --workers 1 \
+    >"$WORK/$name.log" 2>&1 &
+  pid=$!
+  PIDS+=($pid)
+  wait_http "http://127.0.0.1:$GW_PORT/health/ready" 600
+  for kind in non-stream stream; do
+    send "$kind" 20 # warm-up: pools, caches, lazily built state
+    callgrind_control -z "$pid" >/dev/null
+    send "$kind" "$N"
+    callgrind_control -d "$kind" "$pid" >/dev/null
+    dump=$(ls -t "$WORK/$name.$pid.out".* | head -1)
+    total=$(instructions "$dump")
+    printf '| %s | %s | %s |\n' "$name" "$kind" "$((total / N))"
+  done
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+done
