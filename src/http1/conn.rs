@@ -181,8 +181,10 @@ async fn read_head<IO: ServerIo>(
     lim: &ConnLimits,
 ) -> Result<RequestHead, Stop> {
     if buf.is_empty() {
-        // Idle keep-alive wait. io_uring needs the buffer up front, so keep it small.
-        match monoio::time::timeout(lim.idle_timeout, read_at_most(io, buf, INITIAL_READ)).await {
+        // Idle keep-alive wait. io_uring needs the buffer up front, so a new one is small; one
+        // a previous request grew is used as it is (this read never grows it further).
+        let want = INITIAL_READ.max(buf.capacity());
+        match monoio::time::timeout(lim.idle_timeout, read_at_most(io, buf, want)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Err(Stop::Closed),
         }
@@ -409,5 +411,92 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_header_bytes: usize) -> ConnLimits {
+        ConnLimits {
+            max_header_bytes,
+            max_body_bytes: 1000,
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn head(s: &str) -> RequestHead {
+        parse_request(&mut BytesMut::from(s)).unwrap().unwrap()
+    }
+
+    /// The status a refusal answers with; 0 for a close without answer, 200 for no refusal.
+    fn status<T>(r: Result<T, Stop>) -> u16 {
+        match r {
+            Ok(_) => 200,
+            Err(Stop::Closed) => 0,
+            Err(Stop::Refuse(s, _)) => s.as_u16(),
+        }
+    }
+
+    fn head_of(size: usize, body: &str) -> BytesMut {
+        let start = "GET / HTTP/1.1\r\nhost: t\r\nx-pad: ";
+        let pad = "a".repeat(size - start.len() - 4);
+        BytesMut::from(format!("{start}{pad}\r\n\r\n{body}").as_str())
+    }
+
+    #[test]
+    fn head_limit_counts_what_arrived() {
+        let lim = limits(1024);
+        // Complete heads over the limit are refused even when they arrived in one read.
+        assert_eq!(status(parse_head(&mut head_of(4096, ""), &lim)), 431);
+        assert_eq!(status(parse_head(&mut head_of(1025, ""), &lim)), 431);
+        assert_eq!(status(parse_head(&mut head_of(1024, ""), &lim)), 200);
+        // A body behind a head within the limit does not count.
+        let mut buf = head_of(1000, &"b".repeat(5000));
+        assert_eq!(status(parse_head(&mut buf, &lim)), 200);
+        assert_eq!(buf.len(), 5000);
+        // An unfinished head is refused once it passes the limit.
+        let mut partial = head_of(2000, "");
+        partial.truncate(1024);
+        assert!(matches!(parse_head(&mut partial, &lim), Ok(None)));
+        partial.extend_from_slice(b"a");
+        assert_eq!(status(parse_head(&mut partial, &lim)), 431);
+    }
+
+    #[test]
+    fn host_rules() {
+        let cases = [
+            ("GET / HTTP/1.1\r\nhost: a\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nhost:\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a b\r\n\r\n", 400),
+            ("GET / HTTP/1.0\r\n\r\n", 200),
+            ("GET / HTTP/1.0\r\nhost: a\r\nhost: b\r\n\r\n", 400),
+        ];
+        for (req, want) in cases {
+            assert_eq!(status(check_host(&head(req))), want, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn framing_statuses() {
+        let lim = limits(1024);
+        let cases = [
+            ("transfer-encoding: chunked", 200),
+            ("transfer-encoding: identity", 501),
+            ("transfer-encoding: gzip, chunked", 501),
+            ("transfer-encoding: chunked, gzip", 400),
+            ("transfer-encoding: chunked\r\ncontent-length: 2", 400),
+            ("content-length: 1000", 200),
+            ("content-length: 1001", 413),
+        ];
+        for (fields, want) in cases {
+            let h = head(&format!("POST / HTTP/1.1\r\nhost: t\r\n{fields}\r\n\r\n"));
+            assert_eq!(status(framing(&h, &lim)), want, "{fields}");
+        }
     }
 }
