@@ -129,6 +129,11 @@ impl RequestHead {
         }
     }
 
+    /// The head's size on the wire: request line, fields and the empty line.
+    pub fn wire_len(&self) -> usize {
+        self.headers.raw.len()
+    }
+
     /// The query string without its `?`.
     pub fn query(&self) -> Option<&str> {
         let (_, end) = self.target?;
@@ -268,6 +273,7 @@ mod tests {
         let twice: Vec<_> = h.headers.get_all("x-twice").collect();
         assert_eq!(twice, vec![&b"1"[..], &b"2"[..]]);
         assert_eq!(h.headers.len(), 4);
+        assert_eq!(h.wire_len(), 98);
         assert_eq!(&buf[..], b"{}");
     }
 

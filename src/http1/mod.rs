@@ -1,5 +1,5 @@
 //! HTTP/1.1 on monoio: the server connection loop, the response writer and the client-side
-//! framing, built on monoio-http's codecs (head decoders, chunked body decoder).
+//! framing, with httparse for heads and chunk framing (see `head` and `body`).
 //!
 //! This module knows HTTP only: no providers, no config. Both the gateway and the mock upstream
 //! are [`Service`]s served by [`conn::serve`].
@@ -64,7 +64,7 @@ pub trait Service {
     }
 
     /// Called when a request is answered with an error before reaching `call` (malformed
-    /// HTTP, oversized body), for metrics.
+    /// HTTP, oversized or slow body), for metrics.
     fn on_rejected(&self, _status: http::StatusCode) {}
 }
 

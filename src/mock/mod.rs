@@ -56,6 +56,7 @@ fn limits() -> ConnLimits {
         max_header_bytes: 64 * 1024,
         max_body_bytes: 64 * 1024 * 1024,
         header_timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(120),
     }
 }

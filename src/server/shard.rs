@@ -134,6 +134,7 @@ fn limits(ctx: &ShardCtx) -> ConnLimits {
         max_header_bytes: s.max_header_bytes,
         max_body_bytes: s.max_request_body_bytes,
         header_timeout: s.header_timeout,
+        body_timeout: s.body_timeout,
         idle_timeout: s.idle_timeout,
     }
 }

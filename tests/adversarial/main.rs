@@ -6,6 +6,7 @@
 mod common;
 
 mod config;
+mod http;
 mod json_depth;
 mod media;
 mod upstream;
