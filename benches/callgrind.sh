@@ -9,10 +9,13 @@
 #   BENCH_SKIP_BUILD=1        use the existing binary (default: cargo build --release)
 #   BENCH_BIN=path            the llmux binary (default: target/release/llmux)
 #   BENCH_N=300               measured requests per kind
+#   BENCH_KEEP=1              keep the work directory (callgrind dumps for callgrind_annotate)
 #   BENCH_CHUNKS=20           events per streamed answer
 #   BENCH_VARIANTS="name=yaml;name=yaml"  the `llmux:` section of each variant (YAML flow
 #                             style); default: relayed-JSON checks on and off
 # Prints a markdown table: variant, kind (non-stream / stream), instructions per request.
+# The gateway runs on the epoll driver with one shard: valgrind serialises threads and does not
+# treat io_uring_enter as a blocking call, so under it an io_uring shard can stall the process.
 # All traffic goes to 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -39,7 +42,7 @@ PIDS=()
 cleanup() {
   for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in ${PIDS[@]+"${PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [[ -n ${BENCH_KEEP:-} ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -92,7 +95,7 @@ model_list:
 llmux: $extra
 EOF
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.%p.out" \
-    "$BIN" serve --config "$cfg" --listen 127.0.0.1:$GW_PORT --workers 1 \
+    "$BIN" serve --config "$cfg" --listen 127.0.0.1:$GW_PORT --workers 1 --io-driver epoll \
     >"$WORK/$name.log" 2>&1 &
   pid=$!
   PIDS+=($pid)

@@ -1,9 +1,11 @@
 //! Bounded JSON (`llmux::json`) on arbitrary bytes: nothing overflows the stack however deep
 //! the input nests; the depth check agrees with a count made here; and within the bound, the
-//! bounded parse and the validator agree with serde_json on what is valid JSON.
+//! bounded parse and the validator agree with serde_json on what is valid JSON, and the
+//! structural check never refuses valid JSON (and refuses whatever it must: cut, spliced,
+//! unbalanced, bad UTF-8).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmux::json::{check_depth, parse, validate, JsonError};
+use llmux::json::{check_depth, check_structure, parse, validate, JsonError};
 
 /// A bound small enough for the fuzzer to cross it often, well under serde_json's own 128.
 const MAX: usize = 24;
@@ -39,13 +41,18 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(check_depth(data, MAX).is_err(), deep, "depth check disagrees");
     let parsed = parse(data, MAX);
     let valid = validate(data, MAX);
+    let structure = check_structure(data, MAX);
     if deep {
         assert!(matches!(parsed, Err(JsonError::TooDeep { .. })));
         assert!(matches!(valid, Err(JsonError::TooDeep { .. })));
+        assert!(matches!(structure, Err(JsonError::TooDeep { .. })));
         return;
     }
     // Into a `Value`: serde_json checks UTF-8 in strings only when it keeps them.
     let reference = serde_json::from_slice::<serde_json::Value>(data).is_ok();
     assert_eq!(parsed.is_ok(), reference, "parse disagrees with serde_json");
     assert_eq!(valid.is_ok(), reference, "validate disagrees with serde_json");
+    if reference {
+        assert!(structure.is_ok(), "structure check refused valid JSON: {structure:?}");
+    }
 });

@@ -282,7 +282,7 @@ async fn forward<IO: ServerIo>(
     if status.is_success() && provider.response_is_identity() {
         // Relayed as it came, once it is known to be one JSON value within the bounds.
         let checked = if snap.upstream.check_relayed_json {
-            crate::json::validate(&body, snap.server.max_json_depth)
+            crate::json::check_structure(&body, snap.server.max_json_depth)
         } else {
             Ok(())
         };

@@ -3,8 +3,9 @@
 //! Two relays: one for streams already in OpenAI's shape (passthrough providers), which are
 //! split at event boundaries and forwarded in batches without being mapped, and one for every
 //! other provider, whose frames go through its mapping file. Both hold to the same rules:
-//! - every event is checked before it leaves (one complete JSON value within the nesting
-//!   bound, valid UTF-8; a frame within `llmux.upstream.max_stream_event_bytes`);
+//! - every event is checked before it leaves (one complete JSON value in structure, within
+//!   the nesting bound, valid UTF-8: `json::check_structure`; a frame within
+//!   `llmux.upstream.max_stream_event_bytes`);
 //! - anything wrong ends the stream with one OpenAI-format error event,
 //!   `data: {"error": {...}}`, and no `data: [DONE]`, so a cut answer never looks complete;
 //! - upstream text in an error event has the configured secrets redacted;
@@ -72,7 +73,7 @@ impl RelayCtx<'_> {
         if !self.check_json || data.trim_ascii() == b"[DONE]" {
             return Ok(());
         }
-        crate::json::validate(data, self.max_json_depth).map_err(|e| {
+        crate::json::check_structure(data, self.max_json_depth).map_err(|e| {
             self.bad_upstream(format_args!(
                 "the stream carried an invalid event: {}",
                 clip(&e.to_string())
@@ -80,6 +81,10 @@ impl RelayCtx<'_> {
         })
     }
 }
+
+/// Building a searcher costs more than searching one event: built once.
+static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
 
 /// Relays an upstream SSE stream that is already in OpenAI's shape: split at event boundaries,
 /// each batch of whole events checked and forwarded as one chunk, flushed at once.
@@ -154,8 +159,8 @@ async fn forward_events<IO: ServerIo>(
         if let Some(u) = usage::extract(&data) {
             out.usage = u;
         }
-        has_error |= memchr::memmem::find(&data, b"\"error\"").is_some()
-            && usage::top_level_member(&data, b"error").is_some();
+        has_error |=
+            ERROR_KEY.find(&data).is_some() && usage::top_level_member(&data, b"error").is_some();
     }
     if out.ttft_secs.is_none() {
         out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());

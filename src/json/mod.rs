@@ -10,7 +10,10 @@
 //! This is a leaf module (std, memchr, serde_json, sonic-rs): the provider language uses it
 //! too and stays independent of the gateway.
 
+mod structure;
+
 use serde_json::Value;
+pub use structure::{check_structure, check_structure_scalar, MAX_STRUCTURE_DEPTH};
 
 /// The default bound (`llmux.server.max_json_depth`): serde_json's own default, far above
 /// what any API body needs (a chat request with tools nests about 10 deep).
@@ -141,6 +144,66 @@ mod tests {
         }
         let v = parse(br#"{"a":[1,{"b":null}]}"#, 3).unwrap();
         assert_eq!(v["a"][1]["b"], Value::Null);
+    }
+
+    #[test]
+    fn structure_check_catches_cut_spliced_and_bad_bytes() {
+        for ok in [
+            &br#"{"a":1}"#[..],
+            b" [1,{\"b\":[]}] \n",
+            br#"{"s":"[{\"}]"}"#,
+            b"\"x\"",
+            b"3",
+            "{\"é\":\"ü\"}".as_bytes(),
+        ] {
+            assert!(
+                check_structure(ok, 8).is_ok(),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for bad in [
+            &b"{not json"[..],
+            br#"{"id": "broken"#,
+            br#"{"a":1}{"b":2}"#,
+            br#"{"a":1} x"#,
+            b"",
+            b"   ",
+            b"{\"a\":\"\xff\xfe\"}",
+            br#"{"a":[1}"#,
+            br#"{"a":1]]"#,
+            br#"{"a":"\"}"#,
+            b"nope",
+        ] {
+            assert!(
+                check_structure(bad, 8).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Long strings go through the eight-byte path: escapes and quotes at every offset.
+        for at in 0..24 {
+            let mut text = "a".repeat(at);
+            text.push_str(r#"\"]}"#);
+            text.push_str(&"b".repeat(17));
+            let doc = format!(r#"{{"k":"{text}","é":"{text}ü"}}"#);
+            assert!(check_structure(doc.as_bytes(), 8).is_ok(), "{doc}");
+            let mut cut = doc.into_bytes();
+            cut.truncate(cut.len() - 2);
+            assert!(check_structure(&cut, 8).is_err());
+            let mut bad = format!(r#"{{"k":"{}"}}"#, "a".repeat(at + 9)).into_bytes();
+            bad[6 + at] = 0xff;
+            assert!(check_structure(&bad, 8).is_err(), "0xff at {at}");
+        }
+        let deep = "[".repeat(2000) + &"]".repeat(2000);
+        assert!(check_structure(deep.as_bytes(), 128)
+            .unwrap_err()
+            .is_too_deep());
+        let at_bound = "[".repeat(1024) + &"]".repeat(1024);
+        assert!(check_structure(at_bound.as_bytes(), 5000).is_ok());
+        assert!(check_structure(format!("[{at_bound}]").as_bytes(), 5000)
+            .unwrap_err()
+            .is_too_deep());
     }
 
     #[test]

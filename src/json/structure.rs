@@ -1,0 +1,420 @@
+//! The structural check of relayed JSON: one pass, nothing built. See [`check_structure`].
+//!
+//! Two implementations of one contract: a scalar one (a table lookup per byte), which is the
+//! reference and the fallback, and on x86_64 one that classifies 64 bytes at a time with SSE2
+//! (always present on x86_64) and then visits only the brackets outside strings, the way
+//! simdjson's first stage finds structure. A fuzz target checks that both agree.
+
+use super::{validate, JsonError};
+
+/// Checks that `bytes` is one complete JSON object or array in structure, in one pass and
+/// without building anything: brackets nest and match within `max_depth` (at most
+/// [`MAX_STRUCTURE_DEPTH`]), strings are closed, nothing but whitespace follows the value,
+/// nothing but whitespace, literals and numbers' characters appear between tokens (no stray
+/// backslash or non-ASCII byte), and the text is valid UTF-8. The tokens between the brackets
+/// (`{"a" 1}`) are not checked: this catches what breaks a relayed stream in practice (a cut
+/// or spliced event, garbage, bad bytes) at a fraction of a full parse's cost, for text the
+/// gateway forwards without parsing. A document that is not an object or array gets the full
+/// check ([`validate`]).
+pub fn check_structure(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        blocks::check(bytes, max_depth)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        check_structure_scalar(bytes, max_depth)
+    }
+}
+
+/// [`check_structure`] one byte at a time: the reference the block version is fuzzed
+/// against, and the implementation where SSE2 is not available.
+pub fn check_structure_scalar(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    let max = max_depth.min(MAX_STRUCTURE_DEPTH);
+    let n = bytes.len();
+    let mut i = skip_ws(bytes, 0);
+    if !matches!(bytes.get(i), Some(b'{' | b'[')) {
+        return validate(bytes, max_depth);
+    }
+    // One bit per open level: set for `{`, clear for `[`.
+    let mut open = [0u64; MAX_STRUCTURE_DEPTH / 64];
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let invalid = |what: &str, at: usize| Err(JsonError::Invalid(format!("{what} at byte {at}")));
+    // One table lookup per byte; strings are skipped eight bytes at a time where they hold
+    // nothing of interest. This runs on every relayed event, so it is kept to a few
+    // instructions per byte.
+    while i < n {
+        if in_string {
+            // Whole words of plain string bytes at a time, then the word that stopped the run
+            // byte by byte (without testing it again as a word).
+            let mut word_end = i;
+            while i + 8 <= n {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&bytes[i..i + 8]);
+                if string_word_is_plain(u64::from_le_bytes(word)) {
+                    i += 8;
+                } else {
+                    word_end = i + 8;
+                    break;
+                }
+            }
+            let stop = word_end.max(i + 1).min(n);
+            while i < stop {
+                match CLASS[usize::from(bytes[i])] {
+                    QUOTE => {
+                        in_string = false;
+                        i += 1;
+                        break;
+                    }
+                    BACKSLASH => i += 2,
+                    _ => i += 1,
+                }
+            }
+            continue;
+        }
+        match CLASS[usize::from(bytes[i])] {
+            PLAIN => {}
+            QUOTE => in_string = true,
+            c @ (OPEN_OBJECT | OPEN_ARRAY) => {
+                if depth == max {
+                    return Err(JsonError::TooDeep {
+                        max: max_depth,
+                        offset: i,
+                    });
+                }
+                let (word, bit) = (depth / 64, 1u64 << (depth % 64));
+                if c == OPEN_OBJECT {
+                    open[word] |= bit;
+                } else {
+                    open[word] &= !bit;
+                }
+                depth += 1;
+            }
+            c @ (CLOSE_OBJECT | CLOSE_ARRAY) => {
+                if depth == 0 {
+                    return invalid("unbalanced bracket", i);
+                }
+                depth -= 1;
+                let is_object = open[depth / 64] & (1u64 << (depth % 64)) != 0;
+                if is_object != (c == CLOSE_OBJECT) {
+                    return invalid("mismatched bracket", i);
+                }
+                if depth == 0 {
+                    let end = skip_ws(bytes, i + 1);
+                    if end != n {
+                        return invalid("trailing characters after the value", end);
+                    }
+                    return std::str::from_utf8(bytes)
+                        .map(|_| ())
+                        .map_err(|e| JsonError::Invalid(format!("invalid UTF-8 ({e})")));
+                }
+            }
+            // A backslash or a byte ≥ 0x80 outside a string is never JSON.
+            _ => return invalid("unexpected byte outside a string", i),
+        }
+        i += 1;
+    }
+    if in_string {
+        return invalid("unterminated string", n);
+    }
+    invalid("document ends inside a value", n)
+}
+
+const PLAIN: u8 = 0;
+const QUOTE: u8 = 1;
+const BACKSLASH: u8 = 2;
+const OPEN_OBJECT: u8 = 3;
+const OPEN_ARRAY: u8 = 4;
+const CLOSE_OBJECT: u8 = 5;
+const CLOSE_ARRAY: u8 = 6;
+const HIGH: u8 = 7;
+
+/// What each byte means to [`check_structure`].
+static CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    t[b'"' as usize] = QUOTE;
+    t[b'\\' as usize] = BACKSLASH;
+    t[b'{' as usize] = OPEN_OBJECT;
+    t[b'[' as usize] = OPEN_ARRAY;
+    t[b'}' as usize] = CLOSE_OBJECT;
+    t[b']' as usize] = CLOSE_ARRAY;
+    let mut i = 0x80;
+    while i < 256 {
+        t[i] = HIGH;
+        i += 1;
+    }
+    t
+};
+
+/// True when none of the eight bytes ends a string, escapes, or starts a UTF-8 sequence.
+fn string_word_is_plain(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    (has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))) | (w & HIGHS))
+        == 0
+}
+
+/// The deepest nesting [`check_structure`] tracks (the config's `max_json_depth` is at most
+/// this).
+pub const MAX_STRUCTURE_DEPTH: usize = 1024;
+
+pub(super) fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && matches!(bytes[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(target_arch = "x86_64")]
+mod blocks {
+    //! 64 bytes at a time: SSE2 compares turn each block into bit masks (quotes, backslashes,
+    //! brackets, high bytes), carries between blocks track escapes and strings, and only the
+    //! brackets outside strings are visited one by one.
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+
+    use super::{skip_ws, validate, JsonError, MAX_STRUCTURE_DEPTH};
+
+    const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
+
+    /// Bit masks of one 64-byte block (bit i = byte i).
+    struct Masks {
+        quote: u64,
+        backslash: u64,
+        bracket: u64,
+        high: u64,
+    }
+
+    fn masks(block: &[u8]) -> Masks {
+        debug_assert!(block.len() >= 64);
+        // SAFETY: SSE2 is part of the x86_64 baseline; the loads are unaligned loads of 16 bytes
+        // within the 64-byte array.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            // `[` `]` `{` `}` are 0x5b 0x5d 0x7b 0x7d: with 0x20 set and bits 1 and 2 cleared, each
+            // becomes 0x79. Other bytes that do too (`Y`, `y`, `_`, DEL) are weeded out when
+            // the candidates outside strings are visited.
+            let (case, bits12, brace) = (
+                _mm_set1_epi8(0x20),
+                _mm_set1_epi8(!0x06u8 as i8),
+                _mm_set1_epi8(0x79),
+            );
+            let mut m = Masks {
+                quote: 0,
+                backslash: 0,
+                bracket: 0,
+                high: 0,
+            };
+            for k in 0..4 {
+                let v: __m128i = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
+                let bits = |x: __m128i| u64::from(_mm_movemask_epi8(x) as u16) << (16 * k);
+                m.quote |= bits(_mm_cmpeq_epi8(v, quote));
+                m.backslash |= bits(_mm_cmpeq_epi8(v, backslash));
+                let folded = _mm_and_si128(_mm_or_si128(v, case), bits12);
+                m.bracket |= bits(_mm_cmpeq_epi8(folded, brace));
+                m.high |= bits(v);
+            }
+            m
+        }
+    }
+
+    /// The bytes escaped by a backslash: those right after a run of backslashes of odd
+    /// length. `carry` says whether the previous block ended inside or right after an
+    /// odd-length run (simdjson's `find_odd_backslash_sequences`).
+    fn escaped(backslash: u64, carry: &mut u64) -> u64 {
+        const ODD_BITS: u64 = !EVEN_BITS;
+        let starts = backslash & !(backslash << 1);
+        // A run that continues from the previous block has its parity flipped at bit 0.
+        let even_start_mask = EVEN_BITS ^ *carry;
+        let even_starts = starts & even_start_mask;
+        let odd_starts = starts & !even_start_mask;
+        let even_carries = backslash.wrapping_add(even_starts);
+        let (mut odd_carries, ends_odd) = backslash.overflowing_add(odd_starts);
+        odd_carries |= *carry;
+        *carry = u64::from(ends_odd);
+        let even_carry_ends = even_carries & !backslash;
+        let odd_carry_ends = odd_carries & !backslash;
+        (even_carry_ends & ODD_BITS) | (odd_carry_ends & EVEN_BITS)
+    }
+
+    /// Bit i set when an odd number of bits at positions ≤ i are set.
+    fn prefix_xor(mut x: u64) -> u64 {
+        x ^= x << 1;
+        x ^= x << 2;
+        x ^= x << 4;
+        x ^= x << 8;
+        x ^= x << 16;
+        x ^= x << 32;
+        x
+    }
+
+    pub(super) fn check(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+        let max = max_depth.min(MAX_STRUCTURE_DEPTH);
+        let n = bytes.len();
+        if !matches!(bytes.get(skip_ws(bytes, 0)), Some(b'{' | b'[')) {
+            return validate(bytes, max_depth);
+        }
+        let invalid =
+            |what: &str, at: usize| Err(JsonError::Invalid(format!("{what} at byte {at}")));
+        let mut open = [0u64; MAX_STRUCTURE_DEPTH / 64];
+        let mut depth = 0usize;
+        let mut escape_carry = 0u64;
+        let mut in_string_carry = 0u64;
+        let mut non_ascii = false;
+        let mut base = 0usize;
+        while base < n {
+            // Full blocks are read in place; the last one is padded with spaces.
+            let m = if n - base >= 64 {
+                masks(&bytes[base..base + 64])
+            } else {
+                let mut block = [b' '; 64];
+                block[..n - base].copy_from_slice(&bytes[base..]);
+                masks(&block)
+            };
+            let escaped = if m.backslash == 0 && escape_carry == 0 {
+                0
+            } else {
+                escaped(m.backslash, &mut escape_carry)
+            };
+            let quotes = m.quote & !escaped;
+            let in_string = prefix_xor(quotes) ^ in_string_carry;
+            in_string_carry = 0u64.wrapping_sub(in_string >> 63);
+            // Outside strings (closing quotes count as outside: in_string is 0 there).
+            let outside = !in_string & !quotes;
+            non_ascii |= m.high != 0;
+            // A stray byte is reported where it is: the brackets before it come first.
+            let stray = (m.backslash | m.high) & outside;
+            let before_stray = if stray == 0 {
+                !0
+            } else {
+                (1u64 << stray.trailing_zeros()) - 1
+            };
+            let mut brackets = m.bracket & outside & before_stray;
+            while brackets != 0 {
+                let at = base + brackets.trailing_zeros() as usize;
+                brackets &= brackets - 1;
+                let c = bytes[at];
+                if !matches!(c, b'{' | b'[' | b'}' | b']') {
+                    continue;
+                }
+                if c == b'{' || c == b'[' {
+                    if depth == max {
+                        return Err(JsonError::TooDeep {
+                            max: max_depth,
+                            offset: at,
+                        });
+                    }
+                    let (word, bit) = (depth / 64, 1u64 << (depth % 64));
+                    if c == b'{' {
+                        open[word] |= bit;
+                    } else {
+                        open[word] &= !bit;
+                    }
+                    depth += 1;
+                    continue;
+                }
+                if depth == 0 {
+                    return invalid("unbalanced bracket", at);
+                }
+                depth -= 1;
+                let is_object = open[depth / 64] & (1u64 << (depth % 64)) != 0;
+                if is_object != (c == b'}') {
+                    return invalid("mismatched bracket", at);
+                }
+                if depth == 0 {
+                    let end = skip_ws(bytes, at + 1);
+                    if end != n {
+                        return invalid("trailing characters after the value", end);
+                    }
+                    if non_ascii {
+                        if let Err(e) = std::str::from_utf8(bytes) {
+                            return Err(JsonError::Invalid(format!("invalid UTF-8 ({e})")));
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            if stray != 0 {
+                let at = base + stray.trailing_zeros() as usize;
+                return invalid("unexpected byte outside a string", at);
+            }
+            base += 64;
+        }
+        if in_string_carry != 0 {
+            return invalid("unterminated string", n);
+        }
+        invalid("document ends inside a value", n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The block version and the scalar reference agree on documents built from the bytes that
+    /// matter (quotes, backslash runs, brackets, multi-byte and invalid UTF-8), across block
+    /// boundaries.
+    #[test]
+    fn block_and_scalar_agree() {
+        let alphabet: [&[u8]; 14] = [
+            b"\"",
+            b"\\",
+            b"\\\\",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"a",
+            b" ",
+            b":",
+            b",",
+            "é".as_bytes(),
+            b"\xff",
+            b"\"k\":\"v\"",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200_000 {
+            let mut doc = vec![if rng.bool() { b'{' } else { b'[' }];
+            for _ in 0..rng.usize(0..120) {
+                doc.extend_from_slice(alphabet[rng.usize(..alphabet.len())]);
+            }
+            let max = rng.usize(1..12);
+            let a = check_structure(&doc, max);
+            let b = check_structure_scalar(&doc, max);
+            assert_eq!(
+                a.is_ok(),
+                b.is_ok(),
+                "{:?}: block {a:?}, scalar {b:?}",
+                String::from_utf8_lossy(&doc)
+            );
+            assert_eq!(
+                a.as_ref().err().map(JsonError::is_too_deep),
+                b.as_ref().err().map(JsonError::is_too_deep)
+            );
+        }
+    }
+
+    #[test]
+    fn escapes_across_block_boundaries() {
+        for pad in 50..70 {
+            for run in 0..6 {
+                let doc = format!("{{\"{}{}\"}}", "a".repeat(pad), "\\".repeat(run));
+                // An odd run escapes the closing quote: the string never ends.
+                assert_eq!(
+                    check_structure(doc.as_bytes(), 8).is_ok(),
+                    run % 2 == 0,
+                    "pad {pad} run {run}"
+                );
+                assert_eq!(
+                    check_structure_scalar(doc.as_bytes(), 8).is_ok(),
+                    run % 2 == 0
+                );
+            }
+        }
+    }
+}
