@@ -2,10 +2,10 @@
 //! the input nests; the depth check agrees with a count made here; and within the bound, the
 //! bounded parse and the validator agree with serde_json on what is valid JSON, and the
 //! structural check never refuses valid JSON (and refuses whatever it must: cut, spliced,
-//! unbalanced, bad UTF-8).
+//! unbalanced, bad UTF-8), its SSE2 block version agreeing with its scalar reference.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmux::json::{check_depth, check_structure, parse, validate, JsonError};
+use llmux::json::{check_depth, check_structure, check_structure_scalar, parse, validate, JsonError};
 
 /// A bound small enough for the fuzzer to cross it often, well under serde_json's own 128.
 const MAX: usize = 24;
@@ -42,6 +42,17 @@ fuzz_target!(|data: &[u8]| {
     let parsed = parse(data, MAX);
     let valid = validate(data, MAX);
     let structure = check_structure(data, MAX);
+    // The block-at-a-time check and its scalar reference agree, on whatever comes in.
+    let scalar = check_structure_scalar(data, MAX);
+    assert_eq!(
+        structure.is_ok(),
+        scalar.is_ok(),
+        "block {structure:?} vs scalar {scalar:?}"
+    );
+    assert_eq!(
+        structure.as_ref().err().map(JsonError::is_too_deep),
+        scalar.as_ref().err().map(JsonError::is_too_deep)
+    );
     if deep {
         assert!(matches!(parsed, Err(JsonError::TooDeep { .. })));
         assert!(matches!(valid, Err(JsonError::TooDeep { .. })));

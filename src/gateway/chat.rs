@@ -186,6 +186,7 @@ async fn forward<IO: ServerIo>(
         path: prepared.url.target(),
         headers: &headers,
         body: &prepared.body,
+        addrs: None,
     };
     let timeouts = if view.stream {
         Timeouts {

@@ -136,7 +136,7 @@ async fn fetch(
         if !target.tls && !media.allow_http {
             return Err(MediaError::HttpNotAllowed);
         }
-        check_host(client, &target, media).await?;
+        let checked = check_host(client, &target, media).await?;
         let uri: http::Uri = current
             .parse()
             .map_err(|e: http::uri::InvalidUri| MediaError::BadUrl(e.to_string()))?;
@@ -157,6 +157,7 @@ async fn fetch(
             path: &path,
             headers: &headers,
             body: b"",
+            addrs: checked.as_deref(),
         };
         let timeouts = Timeouts {
             first_byte: left,
@@ -225,15 +226,17 @@ async fn fetch(
     Err(MediaError::TooManyRedirects)
 }
 
-/// Rejects hosts that resolve to addresses an outside caller must not reach through us.
+/// Rejects hosts that resolve to addresses an outside caller must not reach through us, and
+/// returns the addresses that passed: the fetch connects to exactly those (`None` for an
+/// allow-listed host, which is resolved as usual).
 async fn check_host(
     client: &UpstreamClient,
     target: &BaseUrl,
     media: &MediaSettings,
-) -> Result<(), MediaError> {
+) -> Result<Option<std::rc::Rc<[std::net::SocketAddr]>>, MediaError> {
     let host = target.host.to_ascii_lowercase();
     if media.allow_hosts.contains(&host) {
-        return Ok(());
+        return Ok(None);
     }
     let addrs = client
         .resolve(&target.host, target.port)
@@ -249,7 +252,7 @@ async fn check_host(
             });
         }
     }
-    Ok(())
+    Ok(Some(addrs))
 }
 
 fn resolve_location(base: &BaseUrl, location: &str) -> String {

@@ -79,6 +79,7 @@ pub async fn connect(
     tls: bool,
     host: &str,
     port: u16,
+    pinned: Option<&[std::net::SocketAddr]>,
     settings: &UpstreamSettings,
 ) -> Result<UpstreamConn, UpstreamError> {
     let (dial_host, dial_port) = match &route.proxy {
@@ -90,10 +91,14 @@ pub async fn connect(
         port: dial_port,
         reason,
     };
-    let addrs = resolver
-        .resolve(dial_host, dial_port)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    // Pinned addresses are the upstream's own; through a proxy, the proxy is dialled.
+    let addrs: std::rc::Rc<[std::net::SocketAddr]> = match (pinned, &route.proxy) {
+        (Some(a), None) => a.into(),
+        _ => resolver
+            .resolve(dial_host, dial_port)
+            .await
+            .map_err(|e| fail(e.to_string()))?,
+    };
     let mut last_err = String::from("no addresses");
     let mut tcp = None;
     for addr in addrs.iter() {

@@ -62,6 +62,10 @@ pub struct UpstreamRequest<'a> {
     pub path: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
+    /// Connect only to these addresses, already resolved and checked by the caller (remote
+    /// media: the addresses the SSRF check passed, so a DNS answer that changes in between
+    /// cannot point the connection elsewhere). `None`: resolve `host`.
+    pub addrs: Option<&'a [std::net::SocketAddr]>,
 }
 
 /// Per-request timeouts.
@@ -148,6 +152,7 @@ impl UpstreamClient {
                         req.tls,
                         req.host,
                         req.port,
+                        req.addrs,
                         settings,
                     ))
                     .await
