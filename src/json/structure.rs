@@ -189,7 +189,44 @@ mod blocks {
         high: u64,
     }
 
-    fn masks(block: &[u8]) -> Masks {
+    /// The masks of 64 bytes with AVX2 (two 32-byte halves).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn masks_avx2(block: &[u8]) -> Masks {
+        use std::arch::x86_64::{
+            __m256i, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+            _mm256_or_si256, _mm256_set1_epi8,
+        };
+        debug_assert!(block.len() >= 64);
+        let quote = _mm256_set1_epi8(b'"' as i8);
+        let backslash = _mm256_set1_epi8(b'\\' as i8);
+        let (case, bits12, brace) = (
+            _mm256_set1_epi8(0x20),
+            _mm256_set1_epi8(!0x06u8 as i8),
+            _mm256_set1_epi8(0x79),
+        );
+        let mut m = Masks {
+            quote: 0,
+            backslash: 0,
+            bracket: 0,
+            high: 0,
+        };
+        for k in 0..2 {
+            // SAFETY: an unaligned 32-byte load inside `block`, which holds at least 64 bytes.
+            let v: __m256i = unsafe { _mm256_loadu_si256(block.as_ptr().add(32 * k).cast()) };
+            let bits = |x: __m256i| u64::from(_mm256_movemask_epi8(x) as u32) << (32 * k);
+            m.quote |= bits(_mm256_cmpeq_epi8(v, quote));
+            m.backslash |= bits(_mm256_cmpeq_epi8(v, backslash));
+            let folded = _mm256_and_si256(_mm256_or_si256(v, case), bits12);
+            m.bracket |= bits(_mm256_cmpeq_epi8(folded, brace));
+            m.high |= bits(v);
+        }
+        m
+    }
+
+    /// The masks of 64 bytes with SSE2 (four 16-byte quarters).
+    #[inline(always)]
+    fn masks_sse2(block: &[u8]) -> Masks {
         debug_assert!(block.len() >= 64);
         // SAFETY: SSE2 is part of the x86_64 baseline; the loads are unaligned loads of 16 bytes
         // within the 64-byte array.
@@ -254,6 +291,31 @@ mod blocks {
     }
 
     pub(super) fn check(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above; the answer is cached).
+            unsafe { check_avx2(bytes, max_depth) }
+        } else {
+            check_with(bytes, max_depth, masks_sse2)
+        }
+    }
+
+    /// The SSE2 path on any x86_64 (tests run it where AVX2 would be chosen).
+    #[cfg(test)]
+    pub(super) fn check_sse2(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+        check_with(bytes, max_depth, masks_sse2)
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn check_avx2(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+        check_with(bytes, max_depth, |b| masks_avx2(b))
+    }
+
+    #[inline(always)]
+    fn check_with(
+        bytes: &[u8],
+        max_depth: usize,
+        masks: impl Fn(&[u8]) -> Masks,
+    ) -> Result<(), JsonError> {
         let max = max_depth.min(MAX_STRUCTURE_DEPTH);
         let n = bytes.len();
         if !matches!(bytes.get(skip_ws(bytes, 0)), Some(b'{' | b'[')) {
@@ -386,6 +448,13 @@ mod tests {
             let max = rng.usize(1..12);
             let a = check_structure(&doc, max);
             let b = check_structure_scalar(&doc, max);
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(
+                blocks::check_sse2(&doc, max).is_ok(),
+                b.is_ok(),
+                "sse2 path: {:?}",
+                String::from_utf8_lossy(&doc)
+            );
             assert_eq!(
                 a.is_ok(),
                 b.is_ok(),

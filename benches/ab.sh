@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# A/B of one config setting on the same build: req/s and the gateway's CPU time per request,
+# in alternating runs (A, B, A, B, ...) so that a change in the machine's load hits both alike.
+# Report the median of each; CPU per request is the steadier number on a shared machine.
+#
+# Usage: benches/ab.sh                      (from anywhere; works in the repository root)
+# Knobs (environment):
+#   BENCH_SKIP_BUILD=1   use the existing binary (default: cargo build --release)
+#   BENCH_BIN=path       the llmux binary (default: target/release/llmux)
+#   BENCH_A / BENCH_B    the `llmux:` section of each variant, YAML flow style
+#                        (default: relayed-JSON checks on / off)
+#   BENCH_STREAM=true    streamed requests (BENCH_CHUNKS=20 events each) or false
+#   BENCH_ROUNDS=5  BENCH_DURATION=8s  BENCH_CONNS=32  BENCH_WORKERS=1
+# Needs oha (`cargo install oha --locked`). All traffic goes to 127.0.0.1; every process
+# started here is stopped on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BIN=${BENCH_BIN:-$ROOT/target/release/llmux}
+A=${BENCH_A:-"{upstream: {check_relayed_json: true}}"}
+B=${BENCH_B:-"{upstream: {check_relayed_json: false}}"}
+STREAM=${BENCH_STREAM:-true}
+CHUNKS=${BENCH_CHUNKS:-20}
+ROUNDS=${BENCH_ROUNDS:-5}
+DURATION=${BENCH_DURATION:-8s}
+CONNS=${BENCH_CONNS:-32}
+WORKERS=${BENCH_WORKERS:-1}
+MOCK_PORT=${BENCH_MOCK_PORT:-18281}
+GW_PORT=${BENCH_GW_PORT:-18280}
+
+unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
+export LLMUX_LOG=warn
+command -v oha >/dev/null || { echo "oha is required: cargo install oha --locked" >&2; exit 1; }
+[[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build --release >&2
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/llmux-ab.XXXXXX")
+PIDS=()
+cleanup() {
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+ticks() { sed -e 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+HZ=$(getconf CLK_TCK)
+wait_ready() {
+  local i
+  for i in $(seq 1 200); do
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.05
+  done
+  echo "no answer from $1" >&2
+  return 1
+}
+
+"$BIN" mock --listen 127.0.0.1:$MOCK_PORT --workers 1 >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+wait_ready "http://127.0.0.1:$MOCK_PORT/health"
+
+body="{\"model\":\"m\",\"stream\":$STREAM,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
+url=http://127.0.0.1:$GW_PORT/v1/chat/completions
+declare -A RPS CPU
+for round in $(seq 1 "$ROUNDS"); do
+  for v in A B; do
+    extra=$A
+    [[ $v == B ]] && extra=$B
+    cat >"$WORK/$v.yaml" <<EOF
+model_list:
+  - model_name: m
+    litellm_params:
+      model: openai/up-mock-chunks-$CHUNKS
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: sk-bench
+llmux: $extra
+EOF
+    "$BIN" serve --config "$WORK/$v.yaml" --listen 127.0.0.1:$GW_PORT --workers "$WORKERS" \
+      >"$WORK/gw.log" 2>&1 &
+    pid=$!
+    wait_ready "http://127.0.0.1:$GW_PORT/health/ready"
+    oha -z 2s -c "$CONNS" --no-tui -m POST -H 'content-type: application/json' -d "$body" "$url" \
+      >/dev/null 2>&1 # warm-up
+    t0=$(ticks "$pid")
+    oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json -m POST \
+      -H 'content-type: application/json' -d "$body" "$url" >"$WORK/out.json" 2>/dev/null
+    t1=$(ticks "$pid")
+    read -r rps ok < <(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+ok = sum(v for k, v in (d.get("statusCodeDistribution") or {}).items() if k.startswith("2"))
+print(round(ok / d["summary"]["total"]), ok)' "$WORK/out.json")
+    cpu=$(awk -v t=$((t1 - t0)) -v n="$ok" -v hz="$HZ" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+    RPS[$v]+="$rps "
+    CPU[$v]+="$cpu "
+    echo "round $round $v: $rps req/s, $cpu µs CPU/request" >&2
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END { print a[int((NR + 1) / 2)] }'; }
+ra=$(echo "${RPS[A]}" | median) rb=$(echo "${RPS[B]}" | median)
+ca=$(echo "${CPU[A]}" | median) cb=$(echo "${CPU[B]}" | median)
+echo "| variant | req/s (median of $ROUNDS) | gateway CPU µs/request (median) |"
+echo "| --- | ---: | ---: |"
+echo "| A: \`$A\` | $ra | $ca |"
+echo "| B: \`$B\` | $rb | $cb |"
+awk -v ra="$ra" -v rb="$rb" -v ca="$ca" -v cb="$cb" \
+  'BEGIN { printf "| A vs B | %.3fx | %+.1f %% |\n", ra / rb, (ca / cb - 1) * 100 }'
