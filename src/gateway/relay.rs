@@ -12,6 +12,7 @@
 //! - a client that goes away drops the upstream connection at once.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 use std::time::Instant;
 
 use http::StatusCode;
@@ -23,7 +24,7 @@ use crate::dsl::{FrameDecoder, MappedError, Provider, StreamControl, StreamState
 use crate::http1::io::DisconnectWatch;
 use crate::http1::{ResponseWriter, ServerIo};
 use crate::telemetry::redact::redact;
-use crate::upstream::{BodyStream, UpstreamError};
+use crate::upstream::{BodyStream, Buffered, UpstreamError};
 use crate::util::clip;
 
 /// What a relay needs to know beyond the bytes.
@@ -94,13 +95,14 @@ pub async fn relay_identity_stream<IO: ServerIo>(
     cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
 ) {
-    let Some(watch) = begin_stream(w, out).await else {
+    let Some(watch) = begin_stream(w, body, out).await else {
         return;
     };
     let mut splitter = SseSplitter::new(cx.max_event_bytes);
     let closed = client_closed(&watch);
     let mut closed = std::pin::pin!(closed);
-    loop {
+    let mut ended = false;
+    while !ended {
         let piece = match next_piece(&mut closed, body).await {
             Next::ClientGone => return client_gone(w, out),
             Next::Piece(p) => p,
@@ -110,12 +112,30 @@ pub async fn relay_identity_stream<IO: ServerIo>(
                 return end_with_error(w, out, e.to_string(), &err.to_json()).await;
             }
         };
-        let events = match splitter.push(&piece) {
-            Ok(Some(ev)) => {
-                out.large_buffers |= ev.len() > LARGE_BUFFER;
-                ev
+        splitter.append(&piece);
+        // Whatever else has already arrived, or arrives within a turn of the runtime, leaves
+        // with it in the same write.
+        loop {
+            match drain_buffered(body, |p| splitter.append(p)) {
+                Ok(true) => {
+                    ended = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let err = upstream_error(&e, cx.deployment);
+                    return end_with_error(w, out, e.to_string(), &err.to_json()).await;
+                }
             }
-            Ok(None) => continue,
+            if !body.read_ahead(splitter.pending_len()).await {
+                break;
+            }
+        }
+        let events = match splitter.take() {
+            Ok(events) => {
+                out.large_buffers |= events.as_ref().is_some_and(|e| e.len() > LARGE_BUFFER);
+                events
+            }
             Err(e) => {
                 out.large_buffers = true;
                 let err =
@@ -123,28 +143,52 @@ pub async fn relay_identity_stream<IO: ServerIo>(
                 return end_with_error(w, out, e.to_string(), &err.to_json()).await;
             }
         };
-        if !forward_events(w, cx, out, &events).await {
+        if ended {
+            // The last events, an unterminated rest and the end of the stream leave together.
+            let last = match (events, splitter.finish()) {
+                (Some(events), None) => events,
+                (None, Some(rest)) => rest,
+                (Some(events), Some(rest)) => [&events[..], &rest[..]].concat().into(),
+                (None, None) => bytes::Bytes::new(),
+            };
+            forward_events(w, cx, out, &last, true).await;
             return;
         }
-    }
-    // An unterminated last event: forwarded if it is whole, an error if it was cut.
-    if let Some(rest) = splitter.finish() {
-        if !forward_events(w, cx, out, &rest).await {
-            return;
+        if let Some(events) = events {
+            if !forward_events(w, cx, out, &events, false).await {
+                return;
+            }
         }
     }
-    if w.finish_stream().await.is_err() {
-        out.status = 499;
+    // The upstream ended with nothing left over in its buffer. An unterminated last event is
+    // forwarded if it is whole, and is an error if it was cut.
+    let rest = splitter.finish().unwrap_or_default();
+    forward_events(w, cx, out, &rest, true).await;
+}
+
+/// Hands every piece of the body that is already here to `take`. True when the body is over.
+fn drain_buffered(
+    body: &mut BodyStream,
+    mut take: impl FnMut(&[u8]),
+) -> Result<bool, UpstreamError> {
+    loop {
+        match body.next_buffered()? {
+            Buffered::Data(p) => take(&p),
+            Buffered::End => return Ok(true),
+            Buffered::Nothing => return Ok(false),
+        }
     }
 }
 
-/// Checks and forwards a batch of whole events. False when the relay must stop (the batch was
-/// refused, with an error event sent, or the client is gone).
+/// Checks and forwards a batch of whole events; with `last`, the stream ends in the same
+/// write. False when the relay must stop (the batch was refused, with an error event sent and
+/// the stream ended, or the client is gone).
 async fn forward_events<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
     cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
     events: &[u8],
+    last: bool,
 ) -> bool {
     let mut has_error = false;
     for (at, data) in event_payloads(events) {
@@ -162,7 +206,7 @@ async fn forward_events<IO: ServerIo>(
         has_error |=
             ERROR_KEY.find(&data).is_some() && usage::top_level_member(&data, b"error").is_some();
     }
-    if out.ttft_secs.is_none() {
+    if out.ttft_secs.is_none() && !events.is_empty() {
         out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
     }
     // An upstream error event relays the upstream's text: redact it like any error body.
@@ -172,11 +216,16 @@ async fn forward_events<IO: ServerIo>(
     } else {
         Cow::Borrowed(events)
     };
-    if w.send_chunk(&events).await.is_err() {
+    let sent = if last {
+        w.send_last_chunk(&events).await
+    } else {
+        w.send_chunk(&events).await
+    };
+    if sent.is_err() {
         client_gone(w, out);
         return false;
     }
-    true
+    !last
 }
 
 /// Relays a provider stream through its mapping file: frames are decoded (SSE, NDJSON, JSON
@@ -189,7 +238,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
 ) {
-    let Some(watch) = begin_stream(w, out).await else {
+    let Some(watch) = begin_stream(w, body, out).await else {
         return;
     };
     let closed = client_closed(&watch);
@@ -204,7 +253,37 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         match next_piece(&mut closed, body).await {
             Next::ClientGone => return client_gone(w, out),
             Next::Piece(p) => {
-                let fed = decoder.feed(&p, &mut frames);
+                let mut fed = decoder.feed(&p, &mut frames);
+                // Whatever else has already arrived, or arrives within a turn of the runtime,
+                // is mapped and leaves with it.
+                let mut upstream_done = false;
+                let mut batch = p.len();
+                while fed.is_ok() {
+                    let drained = drain_buffered(body, |p| {
+                        batch += p.len();
+                        if fed.is_ok() {
+                            fed = decoder.feed(p, &mut frames);
+                        }
+                    });
+                    match drained {
+                        Ok(true) => {
+                            upstream_done = true;
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            let err = upstream_error(&e, cx.deployment);
+                            return end_with_error(w, out, e.to_string(), &err.to_json()).await;
+                        }
+                    }
+                    if fed.is_err() || !body.read_ahead(batch).await {
+                        break;
+                    }
+                }
+                if upstream_done && fed.is_ok() {
+                    fed = decoder.finish(&mut frames);
+                    ended = true;
+                }
                 out.large_buffers |=
                     fed.is_err() || frames.iter().any(|f| f.data.len() > LARGE_BUFFER);
                 if let Err(e) = fed {
@@ -238,29 +317,34 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
             let error = out.error.take().unwrap_or_default();
             return send_final(w, out, error, &buf).await;
         }
-        if step == Mapped::Done || ended {
+        let last = step == Mapped::Done || ended;
+        if last {
             buf.extend_from_slice(b"data: [DONE]\n\n");
-        }
-        if !buf.is_empty() {
-            if out.ttft_secs.is_none() {
-                out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
-            }
-            if w.send_chunk(&buf).await.is_err() {
-                return client_gone(w, out);
+            if let Some(u) = state.usage() {
+                out.usage = Usage {
+                    prompt: u["prompt_tokens"].as_u64().unwrap_or(0),
+                    completion: u["completion_tokens"].as_u64().unwrap_or(0),
+                };
             }
         }
-        if step == Mapped::Done || ended {
-            break;
+        if buf.is_empty() {
+            continue;
         }
-    }
-    if let Some(u) = state.usage() {
-        out.usage = Usage {
-            prompt: u["prompt_tokens"].as_u64().unwrap_or(0),
-            completion: u["completion_tokens"].as_u64().unwrap_or(0),
+        if out.ttft_secs.is_none() {
+            out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
+        }
+        // The last events, `[DONE]` and the end of the stream leave in one write.
+        let sent = if last {
+            w.send_last_chunk(&buf).await
+        } else {
+            w.send_chunk(&buf).await
         };
-    }
-    if w.finish_stream().await.is_err() {
-        out.status = 499;
+        if sent.is_err() {
+            return client_gone(w, out);
+        }
+        if last {
+            return;
+        }
     }
 }
 
@@ -336,19 +420,25 @@ async fn end_with_error<IO: ServerIo>(
     send_final(w, out, error, &ev).await;
 }
 
+/// Starts the client's stream. The head is written at once unless the upstream's first bytes
+/// are already here, in which case it leaves with them.
 async fn begin_stream<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
+    body: &BodyStream,
     out: &mut RelayOutcome,
-) -> Option<Option<DisconnectWatch>> {
+) -> Option<Option<Rc<DisconnectWatch>>> {
     let watch = w.disconnect_watch();
-    if w.start_stream(
+    let started = w.start_stream_deferred(
         StatusCode::OK,
         "text/event-stream",
         &[("cache-control", "no-cache")],
-    )
-    .await
-    .is_err()
-    {
+    );
+    let flushed = match started {
+        Ok(()) if body.has_buffered() => Ok(()),
+        Ok(()) => w.flush_head().await,
+        Err(e) => Err(e),
+    };
+    if flushed.is_err() {
         out.status = 499;
         return None;
     }
@@ -356,7 +446,7 @@ async fn begin_stream<IO: ServerIo>(
     Some(watch)
 }
 
-async fn client_closed(watch: &Option<DisconnectWatch>) {
+async fn client_closed(watch: &Option<Rc<DisconnectWatch>>) {
     match watch {
         Some(wt) => wt.closed().await,
         None => std::future::pending::<()>().await,

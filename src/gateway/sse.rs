@@ -9,6 +9,9 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 pub struct SseSplitter {
     pending: BytesMut,
     max_event: usize,
+    /// `pending[..scanned]` holds no event boundary: a large event that arrives in many reads
+    /// is searched once, not once per read.
+    scanned: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -20,14 +23,34 @@ impl SseSplitter {
         Self {
             pending: BytesMut::new(),
             max_event,
+            scanned: 0,
         }
     }
 
     /// Adds bytes; returns the complete events now available (possibly several, possibly none).
     pub fn push(&mut self, data: &[u8]) -> Result<Option<Bytes>, EventTooLarge> {
+        self.append(data);
+        self.take()
+    }
+
+    /// Bytes held that have not been handed out yet.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Adds bytes without looking for event boundaries yet (see [`SseSplitter::take`]).
+    pub fn append(&mut self, data: &[u8]) {
         self.pending.extend_from_slice(data);
-        match last_boundary(&self.pending) {
+    }
+
+    /// The complete events appended so far (possibly several, possibly none); a partial event
+    /// over the bound is an error.
+    pub fn take(&mut self) -> Result<Option<Bytes>, EventTooLarge> {
+        // A boundary ends in `\n\n` or `\n\r\n`: the two bytes before the new ones may start it.
+        let from = self.scanned.saturating_sub(2);
+        match last_boundary(&self.pending[from..]).map(|end| from + end) {
             Some(end) => {
+                self.scanned = 0;
                 let events = self.pending.split_to(end).freeze();
                 // After a large event, start small again instead of keeping its capacity for
                 // the rest of the stream.
@@ -37,26 +60,31 @@ impl SseSplitter {
                 Ok(Some(events))
             }
             None if self.pending.len() > self.max_event => Err(EventTooLarge(self.max_event)),
-            None => Ok(None),
+            None => {
+                self.scanned = self.pending.len();
+                Ok(None)
+            }
         }
     }
 
     /// What is left when the stream ends (an unterminated last event).
     pub fn finish(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
         (!self.pending.is_empty()).then(|| self.pending.split().freeze())
     }
 }
 
 /// The end of the last complete event (just after its blank line).
 fn last_boundary(buf: &[u8]) -> Option<usize> {
-    let mut i = buf.len();
-    while i >= 2 {
-        if buf[i - 1] == b'\n'
-            && (buf[i - 2] == b'\n' || (i >= 3 && buf[i - 2] == b'\r' && buf[i - 3] == b'\n'))
-        {
-            return Some(i);
+    let mut end = buf.len();
+    // Only a `\n` can end a blank line: jump from one to the previous.
+    while let Some(i) = memchr::memrchr(b'\n', &buf[..end]) {
+        let blank = i >= 1
+            && (buf[i - 1] == b'\n' || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
+        if blank {
+            return Some(i + 1);
         }
-        i -= 1;
+        end = i;
     }
     None
 }
@@ -142,6 +170,20 @@ mod tests {
         assert!(batch[starts[1]..].starts_with(b"event: x"));
         assert!(batch[starts[2]..].starts_with(b"data: tail"));
         assert!(batch[..starts[0]].starts_with(b": keep-alive"));
+    }
+
+    #[test]
+    fn a_large_event_in_many_reads_is_found_once_complete() {
+        let mut s = SseSplitter::new(1 << 20);
+        s.push(b"data: {\"a\":\"").unwrap();
+        for _ in 0..1000 {
+            assert!(s.push(&[b'x'; 100]).unwrap().is_none());
+        }
+        // The boundary's first `\n` came with the previous read.
+        assert!(s.push(b"\"}\n").unwrap().is_none());
+        let ev = s.push(b"\ndata: next").unwrap().expect("the event");
+        assert!(ev.ends_with(b"\"}\n\n"));
+        assert_eq!(s.finish().as_deref(), Some(&b"data: next"[..]));
     }
 
     #[test]

@@ -58,6 +58,8 @@ impl Stop {
 /// Serves requests on one connection until it closes, errs, or keep-alive ends.
 pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl Fn() -> ConnLimits) {
     let mut buf = BytesMut::new();
+    // Made by the first stream that needs it, kept for the connection's later requests.
+    let mut watch = None;
     loop {
         let lim = limits();
         let head = match read_head(&mut io, &mut buf, &lim).await {
@@ -81,18 +83,23 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
             body,
             request_id,
         };
-        if !respond(svc, &mut io, &req).await {
+        if !respond(svc, &mut io, &mut watch, &req).await {
             return;
         }
     }
 }
 
 /// Hands a request to the service. Returns whether the connection can carry another one.
-async fn respond<S: Service, IO: ServerIo>(svc: &S, io: &mut IO, req: &Request) -> bool {
+async fn respond<S: Service, IO: ServerIo>(
+    svc: &S,
+    io: &mut IO,
+    watch: &mut Option<std::rc::Rc<super::io::DisconnectWatch>>,
+    req: &Request,
+) -> bool {
     let http10 = req.head.version == Version::HTTP_10;
     let keep_alive = wants_keep_alive(&req.head) && !svc.draining();
     let head_request = req.head.method == http::Method::HEAD;
-    let mut w = ResponseWriter::new(io, &req.request_id, keep_alive, http10, head_request);
+    let mut w = ResponseWriter::new(io, watch, &req.request_id, keep_alive, http10, head_request);
     // Boxed so that an idle keep-alive connection's task stays small: the handler's state
     // (upstream call, stream relay) exists only while a request is in flight.
     let outcome = CatchUnwind(Box::pin(svc.call(req, &mut w))).await;
@@ -146,7 +153,8 @@ async fn reject<S: Service, IO: ServerIo>(
     msg: &str,
 ) {
     svc.on_rejected(status);
-    let mut w = ResponseWriter::new(io, request_id, false, false, false);
+    let mut no_watch = None;
+    let mut w = ResponseWriter::new(io, &mut no_watch, request_id, false, false, false);
     let kind = match status {
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
             ErrorKind::PayloadTooLarge
@@ -257,7 +265,8 @@ async fn admit_body<IO: ServerIo>(
         .get("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     if expects_continue && !decoder.is_done() {
-        let mut w = ResponseWriter::new(io, request_id, true, false, false);
+        let mut no_watch = None;
+        let mut w = ResponseWriter::new(io, &mut no_watch, request_id, true, false, false);
         if w.raw_write(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
             return Err(Stop::Closed);
         }

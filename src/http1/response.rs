@@ -2,7 +2,7 @@
 //! encoding, flushed per chunk so that every event reaches the client at once.
 
 use std::io;
-use std::io::Write;
+use std::rc::Rc;
 
 use http::StatusCode;
 use monoio::io::AsyncWriteRentExt;
@@ -16,6 +16,8 @@ enum State {
     /// Head sent; body framed by chunked encoding (or by close, for HTTP/1.0 clients).
     Streaming {
         chunked: bool,
+        /// The head is in `buf`, not yet written: it leaves with the first piece of body.
+        head_pending: bool,
     },
     Done,
     Broken,
@@ -24,6 +26,9 @@ enum State {
 /// Writes the response to one request. Handlers get `&mut ResponseWriter`.
 pub struct ResponseWriter<'a, IO: ServerIo> {
     io: &'a mut IO,
+    /// The connection's disconnect watch, made on first use and kept for its later requests
+    /// (a `dup` and its registration per stream would cost four system calls each time).
+    watch: &'a mut Option<Rc<DisconnectWatch>>,
     state: State,
     keep_alive: bool,
     http10: bool,
@@ -36,6 +41,7 @@ pub struct ResponseWriter<'a, IO: ServerIo> {
 impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
     pub(super) fn new(
         io: &'a mut IO,
+        watch: &'a mut Option<Rc<DisconnectWatch>>,
         request_id: &'a str,
         keep_alive: bool,
         http10: bool,
@@ -43,6 +49,7 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
     ) -> Self {
         Self {
             io,
+            watch,
             state: State::Fresh,
             keep_alive,
             http10,
@@ -79,8 +86,11 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
     }
 
     /// A watcher that resolves when the client disconnects (see [`DisconnectWatch`]).
-    pub fn disconnect_watch(&self) -> Option<DisconnectWatch> {
-        DisconnectWatch::new(self.io.socket_fd()).ok()
+    pub fn disconnect_watch(&mut self) -> Option<Rc<DisconnectWatch>> {
+        if self.watch.is_none() {
+            *self.watch = DisconnectWatch::new(self.io.socket_fd()).ok().map(Rc::new);
+        }
+        self.watch.clone()
     }
 
     fn write_head(
@@ -188,45 +198,93 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         content_type: &str,
         extra: &[(&str, &str)],
     ) -> io::Result<()> {
+        self.start_stream_deferred(status, content_type, extra)?;
+        self.flush_head().await
+    }
+
+    /// Starts a streamed response whose head leaves with the first piece of body (one write
+    /// instead of two when the body is already there); [`ResponseWriter::flush_head`] sends it
+    /// alone when the body is not.
+    pub fn start_stream_deferred(
+        &mut self,
+        status: StatusCode,
+        content_type: &str,
+        extra: &[(&str, &str)],
+    ) -> io::Result<()> {
         self.ensure_fresh()?;
         self.write_head(status, content_type, extra, None);
-        self.flush_buf().await?;
         self.state = State::Streaming {
             chunked: !self.http10,
+            head_pending: true,
         };
+        Ok(())
+    }
+
+    /// Writes a deferred head now (nothing to do if it has gone out).
+    pub async fn flush_head(&mut self) -> io::Result<()> {
+        if let State::Streaming {
+            chunked,
+            head_pending: true,
+        } = self.state
+        {
+            self.flush_buf().await?;
+            self.state = State::Streaming {
+                chunked,
+                head_pending: false,
+            };
+        }
         Ok(())
     }
 
     /// Sends one piece of a streamed body and flushes it.
     pub async fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
-        let State::Streaming { chunked } = self.state else {
-            return Err(io::Error::other("no stream started"));
-        };
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.buf.clear();
-        if chunked {
-            let _ = write!(self.buf, "{:x}\r\n", data.len());
-            self.buf.extend_from_slice(data);
-            self.buf.extend_from_slice(b"\r\n");
-        } else {
-            self.buf.extend_from_slice(data);
-        }
-        self.flush_buf().await
+        self.send_piece(data, false).await
+    }
+
+    /// Sends the last piece of a streamed body and ends it, in one write.
+    pub async fn send_last_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        self.send_piece(data, true).await
     }
 
     /// Ends a streamed body.
     pub async fn finish_stream(&mut self) -> io::Result<()> {
-        let State::Streaming { chunked } = self.state else {
+        self.send_piece(b"", true).await
+    }
+
+    async fn send_piece(&mut self, data: &[u8], last: bool) -> io::Result<()> {
+        let State::Streaming {
+            chunked,
+            head_pending,
+        } = self.state
+        else {
             return Err(io::Error::other("no stream started"));
         };
-        if chunked {
+        if !head_pending {
             self.buf.clear();
+        }
+        if !data.is_empty() {
+            if chunked {
+                push_chunk_size(&mut self.buf, data.len());
+                self.buf.extend_from_slice(data);
+                self.buf.extend_from_slice(b"\r\n");
+            } else {
+                self.buf.extend_from_slice(data);
+            }
+        }
+        if last && chunked {
             self.buf.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !self.buf.is_empty() {
             self.flush_buf().await?;
         }
-        self.state = State::Done;
+        self.state = if last {
+            State::Done
+        } else {
+            State::Streaming {
+                chunked,
+                head_pending: false,
+            }
+        };
         Ok(())
     }
 
@@ -244,6 +302,24 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
 }
 
 /// Appends `name: value\r\n`.
+/// Appends `<len in hex>\r\n` (a chunk's size line) without the formatting machinery.
+fn push_chunk_size(buf: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+    buf.extend_from_slice(b"\r\n");
+}
+
 pub(crate) fn push_header(b: &mut Vec<u8>, name: &str, value: &str) {
     b.extend_from_slice(name.as_bytes());
     b.extend_from_slice(b": ");

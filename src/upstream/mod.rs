@@ -9,7 +9,10 @@ pub mod dns;
 mod pool;
 pub mod proxy;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -178,14 +181,7 @@ impl UpstreamClient {
                     return Ok(UpstreamResponse {
                         status,
                         headers,
-                        body: BodyStream {
-                            conn: Some(conn),
-                            buf,
-                            decoder,
-                            idle: timeouts.idle,
-                            deadline,
-                            keep_alive,
-                        },
+                        body: BodyStream::new(conn, buf, decoder, timeouts, deadline, keep_alive),
                     });
                 }
                 Err(Exchange::Stale) if reused && attempt == 0 => continue,
@@ -315,21 +311,77 @@ fn encode_request(req: &UpstreamRequest<'_>, absolute_form: bool) -> Vec<u8> {
     b
 }
 
+/// What [`BodyStream::next_buffered`] found without reading.
+#[derive(Debug)]
+pub enum Buffered {
+    Data(Bytes),
+    /// The body is complete.
+    End,
+    /// Nothing more until the next read.
+    Nothing,
+}
+
+/// The most bytes a relay reads ahead into one batch before writing it.
+const READ_AHEAD_LIMIT: usize = 64 * 1024;
+
+/// A read of the body in flight. It owns the connection and the buffer for as long as it runs
+/// and gives them back, so that it can outlive the call that started it: a relay starts the
+/// next read, writes what it has, and finds the read done (or not) afterwards. Dropping it
+/// cancels the read and closes the connection.
+type ReadFuture = Pin<Box<dyn Future<Output = ReadDone>>>;
+
+struct ReadDone {
+    conn: PooledConn,
+    buf: BytesMut,
+    result: Result<usize, UpstreamError>,
+}
+
 /// The body of an upstream response, read piece by piece.
 pub struct BodyStream {
+    /// The connection at rest (`None` once the body is over, or after EOF), and the bytes read
+    /// but not decoded yet.
     conn: Option<PooledConn>,
     buf: BytesMut,
+    /// A read in flight: it holds `conn` and `buf` meanwhile.
+    reading: Option<ReadFuture>,
     decoder: BodyDecoder,
     idle: Duration,
     deadline: Option<Instant>,
     keep_alive: bool,
+    /// The upstream closed the connection: no more reads.
+    eof: bool,
 }
 
 impl BodyStream {
+    fn new(
+        conn: PooledConn,
+        buf: BytesMut,
+        decoder: BodyDecoder,
+        timeouts: Timeouts,
+        deadline: Option<Instant>,
+        keep_alive: bool,
+    ) -> Self {
+        Self {
+            conn: Some(conn),
+            buf,
+            reading: None,
+            decoder,
+            idle: timeouts.idle,
+            deadline,
+            keep_alive,
+            eof: false,
+        }
+    }
+
     /// The next piece of the body, or `None` at its end (the connection then goes back to the
     /// pool if it can be reused).
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         loop {
+            if let Some(read) = self.reading.as_mut() {
+                let done = read.await;
+                self.reading = None;
+                self.read_done(done)?;
+            }
             match self
                 .decoder
                 .step(&mut self.buf)
@@ -342,25 +394,125 @@ impl BodyStream {
                 }
                 Step::NeedMore => {}
             }
-            let Some(conn) = self.conn.as_mut().and_then(|c| c.conn.as_mut()) else {
+            if self.eof {
+                return if self.decoder.eof() {
+                    Ok(None)
+                } else {
+                    Err(UpstreamError::Protocol("connection closed mid-body".into()))
+                };
+            }
+            if !self.start_read() {
                 return Ok(None);
-            };
-            let n = within(
-                self.deadline,
-                self.idle,
-                "reading response body",
-                conn.read_more(&mut self.buf, 16 * 1024),
-            )
-            .await?
-            .map_err(|e| UpstreamError::Io(e.to_string()))?;
-            if n == 0 {
-                self.conn = None;
-                if self.decoder.eof() {
-                    return Ok(None);
-                }
-                return Err(UpstreamError::Protocol("connection closed mid-body".into()));
             }
         }
+    }
+
+    /// The next piece of the body if it is already here (decodable from what has been read,
+    /// no I/O): a relay drains these before it writes, so that what arrived together leaves
+    /// together in one write.
+    pub fn next_buffered(&mut self) -> Result<Buffered, UpstreamError> {
+        if self.reading.is_some() {
+            return Ok(Buffered::Nothing);
+        }
+        match self
+            .decoder
+            .step(&mut self.buf)
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?
+        {
+            Step::Data(b) => Ok(Buffered::Data(b)),
+            Step::End => {
+                self.release();
+                Ok(Buffered::End)
+            }
+            Step::NeedMore => Ok(Buffered::Nothing),
+        }
+    }
+
+    /// Starts the next read and gives the runtime one turn to complete it without waiting:
+    /// true when more of the body arrived meanwhile (then [`BodyStream::next_buffered`] has
+    /// it). A relay calls this before writing a batch, so that events the upstream sent
+    /// together, a moment apart, still leave together; an event that arrives alone is not held
+    /// back (one turn of the runtime is no wait). The read stays in flight when nothing came;
+    /// [`BodyStream::next`] picks it up.
+    pub async fn read_ahead(&mut self, batch: usize) -> bool {
+        if batch >= READ_AHEAD_LIMIT || self.eof || self.decoder.is_done() {
+            return false;
+        }
+        if self.reading.is_none() && !self.start_read() {
+            return false;
+        }
+        let Some(read) = self.reading.as_mut() else {
+            return false;
+        };
+        // First poll: the read is queued (io_uring) or tried (epoll).
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let done = match first {
+            Poll::Ready(d) => Some(d),
+            Poll::Pending => {
+                yield_once().await;
+                match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+                    Poll::Ready(d) => Some(d),
+                    Poll::Pending => None,
+                }
+            }
+        };
+        let Some(done) = done else {
+            return false;
+        };
+        self.reading = None;
+        // An error or EOF is found again by the next `next()`.
+        self.read_done(done).is_ok() && !self.buf.is_empty()
+    }
+
+    /// Moves the connection and the buffer into a read in flight. False when there is no
+    /// connection to read from.
+    fn start_read(&mut self) -> bool {
+        let Some(mut conn) = self.conn.take() else {
+            return false;
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        let (deadline, idle) = (self.deadline, self.idle);
+        self.reading = Some(Box::pin(async move {
+            let result = match conn.conn.as_mut() {
+                Some(c) => within(
+                    deadline,
+                    idle,
+                    "reading response body",
+                    c.read_more(&mut buf, 16 * 1024),
+                )
+                .await
+                .and_then(|r| r.map_err(|e| UpstreamError::Io(e.to_string()))),
+                None => Ok(0),
+            };
+            ReadDone { conn, buf, result }
+        }));
+        true
+    }
+
+    /// Takes back the connection and the buffer from a finished read.
+    fn read_done(&mut self, done: ReadDone) -> Result<(), UpstreamError> {
+        self.buf = done.buf;
+        match done.result {
+            Ok(0) => {
+                // Closed by the upstream: never pooled again.
+                self.eof = true;
+                drop(done.conn);
+                Ok(())
+            }
+            Ok(_) => {
+                self.conn = Some(done.conn);
+                Ok(())
+            }
+            Err(e) => {
+                self.eof = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// True when bytes of the body have been read and not yet handed out.
+    pub fn has_buffered(&self) -> bool {
+        self.reading.is_none() && !self.buf.is_empty()
     }
 
     /// Reads the whole body, up to `limit` bytes.
@@ -383,4 +535,20 @@ impl BodyStream {
             }
         }
     }
+}
+
+/// Returns `Pending` once, after waking itself: the runtime runs a turn (submitting queued
+/// I/O and reaping what completed, without waiting) before polling the caller again.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }

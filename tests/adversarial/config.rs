@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{config_for, eventually, metric, Gateway, Mock, TempDir, BIN};
+use crate::common::{config_for, eventually, metric, request, Gateway, Mock, TempDir, BIN};
 
 const HI: &str = r#"{"model":"MODEL","messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -198,9 +198,11 @@ fn a_reload_with_an_unknown_prefix_keeps_the_old_groups_serving() {
     );
     assert_eq!(gw.chat(&hi("m")).status, 200, "the old snapshot serves");
     assert_eq!(reloads(&gw, "success"), 0.0);
-    let out = gw.proc.output();
-    assert!(out.contains("unknown provider `opneai`"), "{out}");
-    assert!(out.contains("did you mean `openai`"), "{out}");
+    // The metric is counted before the error is logged: wait for the line itself.
+    let line = gw
+        .proc
+        .wait_line("unknown provider `opneai`", Duration::from_secs(30));
+    assert!(line.contains("did you mean `openai`"), "{line}");
 }
 
 #[test]
@@ -245,6 +247,17 @@ fn environment_variables_resolve_keys_without_changing_the_process_environment()
         !vars.iter().any(|v| v.starts_with(name.as_bytes())),
         "the process environment is never written"
     );
+    // Everything the request logged is in once its access line is.
+    let r = request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-request-id", "env-resolver-last")],
+        hi("m").as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    gw.proc
+        .wait_line("env-resolver-last", Duration::from_secs(30));
     assert!(!gw.proc.output().contains("sk-adv-config-123456"));
 }
 
