@@ -202,7 +202,9 @@ async fn forward<IO: ServerIo>(
         }
     };
     let up_started = Instant::now();
-    let mut resp = match gw.upstream.send(&up_req, &snap.upstream, timeouts).await {
+    // Boxed: the exchange's state is needed only until the response head, and a stream lives on
+    // for minutes in the request's future (thousands of them at once).
+    let mut resp = match Box::pin(gw.upstream.send(&up_req, &snap.upstream, timeouts)).await {
         Ok(r) => r,
         Err(e) => {
             out.upstream_secs = Some(up_started.elapsed().as_secs_f64());
@@ -265,11 +267,7 @@ async fn forward<IO: ServerIo>(
         return;
     }
 
-    let body = match resp
-        .body
-        .collect(snap.upstream.max_response_body_bytes)
-        .await
-    {
+    let body = match Box::pin(resp.body.collect(snap.upstream.max_response_body_bytes)).await {
         Ok(b) => b,
         Err(e) => {
             out.upstream_secs = Some(up_started.elapsed().as_secs_f64());

@@ -231,7 +231,11 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
         .ok_or(HeadError::Malformed("invalid status"))?;
     let version = version(resp.version);
     let fields = spans(resp.headers, buf.as_ptr() as usize);
-    let raw = buf.split_to(n).freeze();
+    // Copied out rather than split off: the head lives as long as the response (a stream, for
+    // minutes), and a split would pin the whole read buffer under it while the body's reads
+    // need a buffer of their own. A few hundred bytes of copy keep one buffer per response.
+    let raw = Bytes::copy_from_slice(&buf[..n]);
+    bytes::Buf::advance(buf, n);
     Ok(Some(ResponseHead {
         status,
         version,

@@ -350,7 +350,15 @@ pub struct BodyStream {
     keep_alive: bool,
     /// The upstream closed the connection: no more reads.
     eof: bool,
+    /// Bytes asked for by the next read: small while pieces are small (a stream's events), so
+    /// that thousands of open streams each hold a small buffer under their posted read;
+    /// doubled while reads come back full (a large body).
+    read_size: usize,
 }
+
+/// Reads of a body start at this size and grow up to [`MAX_READ`].
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
 
 impl BodyStream {
     fn new(
@@ -370,6 +378,7 @@ impl BodyStream {
             deadline,
             keep_alive,
             eof: false,
+            read_size: MIN_READ,
         }
     }
 
@@ -471,14 +480,14 @@ impl BodyStream {
             return false;
         };
         let mut buf = std::mem::take(&mut self.buf);
-        let (deadline, idle) = (self.deadline, self.idle);
+        let (deadline, idle, want) = (self.deadline, self.idle, self.read_size);
         self.reading = Some(Box::pin(async move {
             let result = match conn.conn.as_mut() {
                 Some(c) => within(
                     deadline,
                     idle,
                     "reading response body",
-                    c.read_more(&mut buf, 16 * 1024),
+                    c.read_more(&mut buf, want),
                 )
                 .await
                 .and_then(|r| r.map_err(|e| UpstreamError::Io(e.to_string()))),
@@ -499,7 +508,14 @@ impl BodyStream {
                 drop(done.conn);
                 Ok(())
             }
-            Ok(_) => {
+            Ok(n) => {
+                self.read_size = if n >= self.read_size {
+                    (self.read_size * 2).min(MAX_READ)
+                } else if n < self.read_size / 4 {
+                    (self.read_size / 2).max(MIN_READ)
+                } else {
+                    self.read_size
+                };
                 self.conn = Some(done.conn);
                 Ok(())
             }

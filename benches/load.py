@@ -1,0 +1,637 @@
+#!/usr/bin/env python3
+"""End-to-end load benchmark of the llmux gateway (entry point: benches/load.sh).
+
+Everything runs on 127.0.0.1 on this machine: `llmux mock` as the upstream, the gateway in front
+of it, nginx tuned as a production reverse proxy in front of the same mock (the yardstick), and
+oha as the load generator. Each comparison is made in the same run, in alternating rounds, and
+reported as the median of the rounds, with every process's CPU time per request (so a run where
+the mock or the load generator saturates first is visible).
+
+Phases (BENCH_PHASES, comma-separated; default all):
+  startup   start-up time and idle RSS
+  tput      non-stream throughput: direct, nginx, gateway (req/s, CPU per request)
+  stream    20-event streams: direct, nginx, gateway (streams/s, time to last byte, CPU)
+  mapped    the same streams through an Anthropic-format deployment (Messages -> OpenAI chunks)
+  latency   fixed-rate latency, non-stream and stream: added p50/p99
+  features  the same build with features on and off (BENCH_VARIANTS)
+  idle      RSS with many idle connections
+  hold      many slow streams held open at once: RSS and the inter-event delay added
+
+Only the standard library is used. Output: a markdown report on stdout; progress on stderr.
+"""
+
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env(name, default):
+    v = os.environ.get(name)
+    return default if v in (None, "") else v
+
+
+BIN = env("BENCH_BIN", os.path.join(ROOT, "target/release/llmux"))
+HOLD_BIN = env("BENCH_HOLD_BIN", os.path.join(ROOT, "target/release/examples/stream_hold"))
+DURATION = env("BENCH_DURATION", "8s")
+ROUNDS = int(env("BENCH_ROUNDS", "5"))
+CONNS = int(env("BENCH_CONNS", "64"))
+STREAM_CONNS = int(env("BENCH_STREAM_CONNS", "32"))
+RATE = int(env("BENCH_RATE", "1000"))
+STREAM_RATE = int(env("BENCH_STREAM_RATE", "200"))
+CHUNKS = int(env("BENCH_CHUNKS", "20"))
+GW_WORKERS = env("BENCH_GATEWAY_WORKERS", str(os.cpu_count() or 2))
+MOCK_WORKERS = env("BENCH_MOCK_WORKERS", "1")
+NGINX_WORKERS = env("BENCH_NGINX_WORKERS", GW_WORKERS)
+IDLE_CONNS = int(env("BENCH_IDLE_CONNS", "10000"))
+HOLD_CHUNKS = int(env("BENCH_HOLD_CHUNKS", "10"))
+HOLD_DELAY_MS = int(env("BENCH_HOLD_DELAY_MS", "1000"))
+HOLD_RAMP = int(env("BENCH_HOLD_RAMP", "2000"))
+PHASES = set(env("BENCH_PHASES", "startup,tput,stream,mapped,latency,features,idle,hold").split(","))
+VARIANTS = env(
+    "BENCH_VARIANTS",
+    "json checks off={upstream: {check_relayed_json: false}};"
+    "master key on={}|general_settings: {master_key: sk-bench-master}",
+)
+PORT_MOCK, PORT_GW, PORT_NGINX, PORT_GW2 = 18481, 18480, 18482, 18483
+MSG = '"messages":[{"role":"user","content":"hi"}]'
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+def nofile_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid, key="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {key} for {pid}")
+
+
+def post(url, body, headers=(), timeout=2.0):
+    """Status of one POST (0 when nothing answered)."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    try:
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+        hdrs = {"content-type": "application/json"}
+        for h in headers:
+            k, _, v = h.partition(":")
+            hdrs[k.strip()] = v.strip()
+        c.request("POST", u.path, body=body, headers=hdrs)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, data
+    except OSError:
+        return 0, b""
+
+
+class Proc:
+    """A started process (and the children it forks, for nginx), stopped on exit."""
+
+    all = []
+
+    def __init__(self, name, cmd, work, env_extra=None, children=False):
+        self.name = name
+        self.log_path = os.path.join(work, name + ".log")
+        e = dict(os.environ)
+        e.setdefault("LLMUX_LOG", "warn")
+        e.update(env_extra or {})
+        self.p = subprocess.Popen(cmd, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, env=e)
+        self.children = children
+        Proc.all.append(self)
+
+    def pids(self):
+        pids = [self.p.pid]
+        if self.children:
+            try:
+                out = subprocess.run(["pgrep", "-P", str(self.p.pid)], capture_output=True, text=True).stdout
+                pids += [int(x) for x in out.split()]
+            except OSError:
+                pass
+        return pids
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self):
+        if self.alive():
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        if self in Proc.all:
+            Proc.all.remove(self)
+
+
+def stop_all():
+    for p in list(Proc.all):
+        p.stop()
+
+
+def wait_ok(name, proc, url, body, t0, headers=()):
+    deadline = t0 + 20
+    while time.monotonic() < deadline:
+        if post(url, body, headers, timeout=1)[0] == 200:
+            return (time.monotonic() - t0) * 1000
+        if not proc.alive():
+            raise SystemExit(f"{name} exited during start-up; see {proc.log_path}")
+        time.sleep(0.005)
+    raise SystemExit(f"{name} did not answer 200 on {url} within 20 s")
+
+
+def oha(url, body, conns, duration, rate=None, headers=()):
+    """One oha run. Returns ok count, req/s, p50/p99 (ms), non-2xx, errors, oha's CPU seconds."""
+    cmd = ["oha", "--no-tui", "--output-format", "json", "-z", duration, "-c", str(conns),
+           "-m", "POST", "-T", "application/json", "-d", body]
+    if rate:
+        cmd += ["-q", str(rate), "--latency-correction"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = p.stdout.read()
+    _, _, usage = os.wait4(p.pid, 0)
+    p.returncode = 0
+    d = json.loads(out[out.index(b"{"):])
+    codes = d.get("statusCodeDistribution") or {}
+    ok = sum(int(v) for k, v in codes.items() if str(k).startswith("2"))
+    non2xx = sum(int(v) for k, v in codes.items() if not str(k).startswith("2"))
+    errors = sum(int(v) for k, v in (d.get("errorDistribution") or {}).items() if "deadline" not in k)
+    total = d["summary"].get("total") or 1
+    lat = d.get("latencyPercentiles") or {}
+    return {
+        "ok": ok, "rps": ok / total, "non2xx": non2xx, "errors": errors,
+        "p50": (lat.get("p50") or 0) * 1e3, "p99": (lat.get("p99") or 0) * 1e3,
+        "oha_cpu": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def measured(url, body, conns, duration, mock, proxy, rate=None, headers=()):
+    """An oha run with each process's CPU time per request (µs)."""
+    m0, p0 = ticks(mock.pids()), ticks(proxy.pids()) if proxy else 0
+    r = oha(url, body, conns, duration, rate, headers)
+    m1, p1 = ticks(mock.pids()), ticks(proxy.pids()) if proxy else 0
+    n = max(r["ok"], 1)
+    r["cpu_mock"] = (m1 - m0) * 1e6 / HZ / n
+    r["cpu_proxy"] = (p1 - p0) * 1e6 / HZ / n if proxy else None
+    r["cpu_oha"] = r["oha_cpu"] * 1e6 / n
+    if r["non2xx"] or r["errors"]:
+        WARNINGS.append(f"{url}: non-2xx {r['non2xx']}, errors {r['errors']}")
+    return r
+
+
+WARNINGS = []
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(v, nd=1):
+    return "n/a" if v is None else f"{v:,.{nd}f}"
+
+
+def nginx_conf(work, workers):
+    """nginx as a production reverse proxy: every directive is there for a reason."""
+    user = "user root;\n" if os.getuid() == 0 else ""
+    return f"""{user}daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+# One worker per core, as the gateway has one shard per core.
+worker_processes {workers};
+events {{
+  # Room for every benchmark connection, and several accepts per wake-up.
+  worker_connections 16384;
+  multi_accept on;
+}}
+http {{
+  # Logging is off in the gateway's benchmark too.
+  access_log off;
+  # nginx closes client connections after 1,000 requests by default: a production proxy keeps
+  # them (the gateway does).
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path {work}/nginx-body;
+  proxy_temp_path {work}/nginx-proxy;
+  fastcgi_temp_path {work}/nginx-fastcgi;
+  uwsgi_temp_path {work}/nginx-uwsgi;
+  scgi_temp_path {work}/nginx-scgi;
+  upstream mock {{
+    server 127.0.0.1:{PORT_MOCK};
+    # A pool of idle upstream connections per worker, never closed after N requests.
+    keepalive 128;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    # One listening socket per worker, as the gateway's SO_REUSEPORT shards, and a deep queue.
+    listen 127.0.0.1:{PORT_NGINX} reuseport backlog=4096;
+    location / {{
+      proxy_pass http://mock;
+      # Keep-alive to the upstream needs HTTP/1.1 and no `Connection: close`.
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      # Stream events as they arrive instead of buffering the response (what an LLM proxy
+      # must do); read the request body whole first (the gateway does too).
+      proxy_buffering off;
+      proxy_request_buffering on;
+    }}
+  }}
+}}
+"""
+
+
+def gateway_config(extra_llmux="{}", extra_top=""):
+    return f"""model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://127.0.0.1:{PORT_MOCK}/v1
+      api_key: sk-bench
+  - model_name: bench-stream
+    litellm_params:
+      model: openai/bench-model-mock-chunks-{CHUNKS}
+      api_base: http://127.0.0.1:{PORT_MOCK}/v1
+      api_key: sk-bench
+  - model_name: bench-mapped
+    litellm_params:
+      model: anthropic/bench-model-mock-chunks-{CHUNKS}
+      api_base: http://127.0.0.1:{PORT_MOCK}
+      api_key: sk-bench
+  - model_name: bench-hold
+    litellm_params:
+      model: openai/hold-mock-chunks-{HOLD_CHUNKS}-mock-chunk-delay-{HOLD_DELAY_MS}
+      api_base: http://127.0.0.1:{PORT_MOCK}/v1
+      api_key: sk-bench
+      stream_timeout: 60
+llmux: {extra_llmux}
+{extra_top}
+"""
+
+
+def body(model, stream=False):
+    return "{" + f'"model":"{model}",' + ('"stream":true,' if stream else "") + MSG + "}"
+
+
+def count_events(url, model, headers=()):
+    status, data = post(url, body(model, True), headers, timeout=10)
+    return data.count(b"data: {") if status == 200 else 0
+
+
+def start_gateway(work, name, cfg_text, port=PORT_GW, workers=GW_WORKERS):
+    cfg = os.path.join(work, name + ".yaml")
+    with open(cfg, "w") as f:
+        f.write(cfg_text)
+    t0 = time.monotonic()
+    p = Proc(name, [BIN, "serve", "--config", cfg, "--listen", f"127.0.0.1:{port}", "--workers", str(workers)], work)
+    return p, t0
+
+
+def main():
+    for tool in ("oha",):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is required: cargo install oha --locked")
+    nginx = shutil.which(env("BENCH_NGINX", "nginx"))
+    nofile = nofile_limit()
+    work = tempfile.mkdtemp(prefix="llmux-load.")
+    R = {}
+    try:
+        run(work, nginx, nofile, R)
+    finally:
+        stop_all()
+        if env("BENCH_KEEP", "0") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log("work directory kept:", work)
+    report(R, nginx, nofile)
+
+
+def run(work, nginx, nofile, R):
+    gw_url = f"http://127.0.0.1:{PORT_GW}/v1/chat/completions"
+    mock_url = f"http://127.0.0.1:{PORT_MOCK}/v1/chat/completions"
+    mock_msgs = f"http://127.0.0.1:{PORT_MOCK}/v1/messages"
+    ng_url = f"http://127.0.0.1:{PORT_NGINX}/v1/chat/completions"
+
+    log(f"mock ({MOCK_WORKERS} worker), gateway ({GW_WORKERS} workers), nginx ({NGINX_WORKERS} workers)")
+    mock = Proc("mock", [BIN, "mock", "--listen", f"127.0.0.1:{PORT_MOCK}", "--workers", MOCK_WORKERS], work)
+    wait_ok("mock", mock, mock_url, body("bench-model"), time.monotonic())
+
+    gw, t0 = start_gateway(work, "gateway", gateway_config())
+    R["startup_ms"] = wait_ok("gateway", gw, gw_url, body("bench"), t0)
+    time.sleep(1)
+    R["idle_rss_kib"] = rss_kib(gw.p.pid)
+
+    ng = None
+    if nginx:
+        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            os.makedirs(os.path.join(work, "nginx-" + d), exist_ok=True)
+        with open(os.path.join(work, "nginx.conf"), "w") as f:
+            f.write(nginx_conf(work, NGINX_WORKERS))
+        ng = Proc("nginx", [nginx, "-p", work, "-c", os.path.join(work, "nginx.conf")], work, children=True)
+        wait_ok("nginx", ng, ng_url, body("bench-model"), time.monotonic())
+        R["nginx_version"] = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
+    else:
+        log("nginx not found: the yardstick is skipped (apt-get install nginx-light)")
+
+    events = count_events(gw_url, "bench-stream")
+    R["events"] = events
+    R["events_direct"] = count_events(mock_url, f"bench-model-mock-chunks-{CHUNKS}")
+    log(f"events per stream: gateway {events}, direct {R['events_direct']}")
+
+    # Warm-up: pools, caches, the kernel's socket buffers.
+    for url, m in ((gw_url, "bench"), (mock_url, "bench-model")) + (((ng_url, "bench-model"),) if ng else ()):
+        oha(url, body(m), CONNS, "2s")
+
+    targets = [("direct", mock_url, "bench-model", None), ("gateway", gw_url, "bench", gw)]
+    if ng:
+        targets.insert(1, ("nginx", ng_url, "bench-model", ng))
+
+    if "tput" in PHASES:
+        R["tput"] = alternate(targets, lambda url, m, proxy: measured(url, body(m), CONNS, DURATION, mock, proxy))
+        R["hwm_kib"] = rss_kib(gw.p.pid, "VmHWM")
+    if "stream" in PHASES:
+        st = [(n, u, (f"bench-model-mock-chunks-{CHUNKS}" if n != "gateway" else "bench-stream"), p)
+              for n, u, _, p in targets]
+        R["stream"] = alternate(st, lambda url, m, proxy: measured(url, body(m, True), STREAM_CONNS, DURATION, mock, proxy))
+    if "mapped" in PHASES:
+        # The Messages-format stream straight from the mock, and through the gateway's mapping.
+        mt = [("direct (Messages)", mock_msgs, None, None), ("gateway, mapped", gw_url, "bench-mapped", gw),
+              ("gateway, passthrough", gw_url, "bench-stream", gw)]
+        anth_body = ('{"model":"bench-model-mock-chunks-' + str(CHUNKS) +
+                     '","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}')
+
+        def one(url, m, proxy):
+            b = anth_body if m is None else body(m, True)
+            return measured(url, b, STREAM_CONNS, DURATION, mock, proxy)
+        R["mapped"] = alternate(mt, one, rounds=max(3, ROUNDS // 2))
+        R["events_mapped"] = count_events(gw_url, "bench-mapped")
+    if "latency" in PHASES:
+        R["latency"] = alternate(targets, lambda url, m, proxy: measured(url, body(m), CONNS, DURATION, mock, proxy, rate=RATE), rounds=3)
+        st = [(n, u, (f"bench-model-mock-chunks-{CHUNKS}" if n != "gateway" else "bench-stream"), p)
+              for n, u, _, p in targets]
+        R["stream_latency"] = alternate(st, lambda url, m, proxy: measured(url, body(m, True), STREAM_CONNS, DURATION, mock, proxy, rate=STREAM_RATE), rounds=3)
+    if "features" in PHASES:
+        R["features"] = features(work, mock)
+    if "idle" in PHASES:
+        R["idle"] = idle_conns(gw, nofile)
+    if "hold" in PHASES:
+        gw.stop()
+        if ng:
+            ng.stop()
+        R["hold"] = hold(work, mock, nofile)
+
+
+def alternate(targets, fn, rounds=None):
+    """`fn` for each target, round after round; per target the list of results."""
+    rounds = rounds or ROUNDS
+    out = {name: [] for name, *_ in targets}
+    for r in range(rounds):
+        for name, url, model, proxy in targets:
+            res = fn(url, model, proxy)
+            out[name].append(res)
+            log(f"round {r + 1} {name}: {res['rps']:,.0f}/s p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms, "
+                f"CPU µs/req mock {res['cpu_mock']:.1f} proxy {fmt(res['cpu_proxy'])} oha {res['cpu_oha']:.1f}")
+    return out
+
+
+def features(work, mock):
+    """The same build with one setting changed, against the baseline, alternating."""
+    variants = []
+    for v in VARIANTS.split(";"):
+        if not v.strip():
+            continue
+        name, _, spec = v.partition("=")
+        llmux, _, top = spec.partition("|")
+        variants.append((name.strip(), llmux.strip() or "{}", top.strip()))
+    results = {}
+    headers = ("authorization: Bearer sk-bench-master",)
+    for name, llmux, top in variants:
+        log(f"feature variant: {name}")
+        res = {"baseline": {"tput": [], "stream": []}, name: {"tput": [], "stream": []}}
+        for r in range(max(3, ROUNDS // 2 + 1)):
+            for vname, cfg in (("baseline", gateway_config()), (name, gateway_config(llmux, top))):
+                gw, t0 = start_gateway(work, "variant", cfg, port=PORT_GW2)
+                url = f"http://127.0.0.1:{PORT_GW2}/v1/chat/completions"
+                wait_ok("variant", gw, url, body("bench"), t0, headers)
+                oha(url, body("bench"), CONNS, "2s", headers=headers)
+                res[vname]["tput"].append(measured(url, body("bench"), CONNS, DURATION, mock, gw, headers=headers))
+                res[vname]["stream"].append(measured(url, body("bench-stream", True), STREAM_CONNS, DURATION, mock, gw, headers=headers))
+                gw.stop()
+        results[name] = res
+    return results
+
+
+def idle_conns(gw, nofile):
+    n = min(IDLE_CONNS, nofile - 512)
+    before = rss_kib(gw.p.pid)
+    socks, failed = [], 0
+    for _ in range(n):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", PORT_GW), timeout=5))
+        except OSError:
+            failed += 1
+            if failed > 100:
+                break
+    time.sleep(2)
+    peak = rss_kib(gw.p.pid)
+    for s in socks:
+        s.close()
+    return {"requested": IDLE_CONNS, "opened": len(socks), "before": before, "peak": peak}
+
+
+def hold(work, mock, nofile):
+    """Many slow streams at once, through one gateway process, and straight to the mock."""
+    if not os.path.exists(HOLD_BIN):
+        WARNINGS.append(f"{HOLD_BIN} missing (cargo build --release --example stream_hold): hold phase skipped")
+        return None
+    # The gateway holds three descriptors per stream (client, upstream, and the duplicate the
+    # disconnect watch polls): RLIMIT_NOFILE caps N.
+    n = int(env("BENCH_HOLD_STREAMS", str(min(10000, (nofile - 300) // 3))))
+    # Every stream needs its own upstream connection: lift the per-shard cap (1024 by default).
+    cfg = gateway_config("{upstream: {max_connections_per_host: 20000}}")
+    gw, t0 = start_gateway(work, "hold-gateway", cfg, port=PORT_GW2)
+    url = f"http://127.0.0.1:{PORT_GW2}/v1/chat/completions"
+    wait_ok("hold-gateway", gw, url, body("bench"), t0)
+    before = rss_kib(gw.p.pid)
+    out = {"n": n, "nofile": nofile, "rss_before": before}
+    for name, addr, model in (("direct", f"127.0.0.1:{PORT_MOCK}", f"hold-mock-chunks-{HOLD_CHUNKS}-mock-chunk-delay-{HOLD_DELAY_MS}"),
+                              ("gateway", f"127.0.0.1:{PORT_GW2}", "bench-hold")):
+        log(f"holding {n} streams ({name}), {HOLD_CHUNKS} events {HOLD_DELAY_MS} ms apart")
+        p = subprocess.Popen([HOLD_BIN, addr, "/v1/chat/completions", body(model, True), str(n), str(HOLD_RAMP)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        peak = 0
+        while p.poll() is None:
+            if name == "gateway":
+                peak = max(peak, rss_kib(gw.p.pid))
+            time.sleep(0.25)
+        res = json.loads(p.stdout.read())
+        if name == "gateway":
+            res["rss_peak"] = peak
+        out[name] = res
+        log(f"{name}: {res}")
+    gw.stop()
+    return out
+
+
+def report(R, nginx, nofile):
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    oha_v = subprocess.run(["oha", "--version"], capture_output=True, text=True).stdout.strip()
+    p = print
+    p("## llmux end-to-end load benchmark\n")
+    p(f"- Command: `benches/load.sh` (commit {rev}, {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())})")
+    p(f"- Machine: {cpu}, {os.cpu_count()} cores, Linux {os.uname().release}; every process shares it")
+    p(f"- Upstream: `llmux mock` ({MOCK_WORKERS} worker); gateway {GW_WORKERS} shards; load: {oha_v}")
+    if nginx:
+        p(f"- Yardstick: {R.get('nginx_version', 'nginx')}, {NGINX_WORKERS} workers, tuned as a production "
+          "reverse proxy (keep-alive both sides without request caps, `proxy_buffering off`, reuseport; "
+          "see `nginx_conf` in benches/load.py)")
+    p(f"- Ratios are medians over alternating rounds ({ROUNDS} unless noted), {DURATION} each; "
+      "CPU is each process's utime + stime per request")
+    p()
+    p("| Start-up and memory | |\n| --- | ---: |")
+    p(f"| Start-up: process start to first 200 | {fmt(R.get('startup_ms'), 0)} ms |")
+    p(f"| Idle RSS | {fmt(R.get('idle_rss_kib', 0) / 1024)} MiB |")
+    if "hwm_kib" in R:
+        p(f"| Loaded RSS (VmHWM after the throughput runs) | {fmt(R['hwm_kib'] / 1024)} MiB |")
+    if R.get("idle"):
+        i = R["idle"]
+        per = (i["peak"] - i["before"]) / max(i["opened"], 1)
+        p(f"| RSS with {i['opened']:,} idle connections | {fmt(i['peak'] / 1024)} MiB ({per:.1f} KiB per connection) |")
+    p()
+    for key, title, unit in (("tput", f"Non-stream throughput, {CONNS} connections", "req/s"),
+                             ("stream", f"Streams ({R.get('events')} events each), {STREAM_CONNS} connections", "streams/s")):
+        if key not in R:
+            continue
+        table(R[key], title, unit, ttlb=(key == "stream"))
+    if "mapped" in R:
+        m = R["mapped"]
+        p(f"### Mapped streams (Anthropic Messages → OpenAI chunks), {STREAM_CONNS} connections, median of {len(next(iter(m.values())))} rounds\n")
+        p("| path | streams/s | TTLB p50 | gateway CPU µs/stream | mock CPU µs/stream |\n| --- | ---: | ---: | ---: | ---: |")
+        for name, rs in m.items():
+            p(f"| {name} | {fmt(med(r['rps'] for r in rs), 0)} | {fmt(med(r['p50'] for r in rs), 2)} ms | "
+              f"{fmt(med(r['cpu_proxy'] for r in rs))} | {fmt(med(r['cpu_mock'] for r in rs))} |")
+        mapped = med(r["cpu_proxy"] for r in m["gateway, mapped"])
+        passthrough = med(r["cpu_proxy"] for r in m["gateway, passthrough"])
+        ev = R.get("events_mapped") or R.get("events") or 1
+        if mapped is not None and passthrough is not None:
+            p(f"\nMapping costs the gateway {mapped - passthrough:+.1f} µs of CPU per stream against passthrough, "
+              f"{(mapped - passthrough) / ev:+.2f} µs per event ({ev} events).\n")
+    if "latency" in R:
+        lat = R["latency"]
+        p(f"### Latency at a fixed rate (median of 3 rounds): non-stream {RATE} req/s, streams {STREAM_RATE}/s\n")
+        p("| | p50 | p99 | added p50 | added p99 |\n| --- | ---: | ---: | ---: | ---: |")
+        for key, label in (("latency", "non-stream"), ("stream_latency", "stream, time to last byte")):
+            d50 = med(r["p50"] for r in R[key]["direct"])
+            d99 = med(r["p99"] for r in R[key]["direct"])
+            for name, rs in R[key].items():
+                a50, a99 = med(r["p50"] for r in rs), med(r["p99"] for r in rs)
+                added = "" if name == "direct" else f"| {a50 - d50:+.3f} ms | {a99 - d99:+.3f} ms"
+                p(f"| {label}: {name} | {a50:.3f} ms | {a99:.3f} ms {added or '| - | -'} |")
+        p()
+    if R.get("features"):
+        p("### Features on and off (same build, alternating, median)\n")
+        p("| variant | req/s | CPU µs/req | streams/s | CPU µs/stream | cost (CPU/req, CPU/stream) |")
+        p("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, res in R["features"].items():
+            b, v = res["baseline"], res[name]
+            def cell(x, k):
+                return med(r[k] for r in x)
+            bt, vt = cell(b["tput"], "cpu_proxy"), cell(v["tput"], "cpu_proxy")
+            bs, vs = cell(b["stream"], "cpu_proxy"), cell(v["stream"], "cpu_proxy")
+            p(f"| baseline (for {name}) | {fmt(cell(b['tput'], 'rps'), 0)} | {fmt(bt)} | {fmt(cell(b['stream'], 'rps'), 0)} | {fmt(bs)} | |")
+            p(f"| {name} | {fmt(cell(v['tput'], 'rps'), 0)} | {fmt(vt)} | {fmt(cell(v['stream'], 'rps'), 0)} | {fmt(vs)} | "
+              f"{(vt / bt - 1) * 100:+.1f} %, {(vs / bs - 1) * 100:+.1f} % |")
+        p()
+    if R.get("hold"):
+        h = R["hold"]
+        d, g = h["direct"], h["gateway"]
+        p(f"### {h['n']:,} slow streams held at once ({HOLD_CHUNKS} events, {HOLD_DELAY_MS} ms apart; "
+          f"RLIMIT_NOFILE {h['nofile']:,})\n")
+        p("| | completed | failed | peak open | first event p50 / p99 | gap p50 | gap p99 | gap max |")
+        p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, x in (("direct", d), ("gateway", g)):
+            p(f"| {name} | {x['completed']:,} | {x['failed']:,} | {x['open_peak']:,} | {x['first_event_p50_ms']:.1f} / "
+              f"{x['first_event_p99_ms']:.1f} ms | {x['gap_p50_ms']:.1f} ms | {x['gap_p99_ms']:.1f} ms | {x['gap_max_ms']:.1f} ms |")
+        p(f"\nGateway RSS {h['rss_before'] / 1024:.1f} MiB before, {g.get('rss_peak', 0) / 1024:.1f} MiB at the peak; "
+          f"the gateway adds {g['gap_p99_ms'] - d['gap_p99_ms']:+.1f} ms to the p99 gap between events.\n")
+    if WARNINGS:
+        p("Warnings:")
+        for w in WARNINGS:
+            p(f"- {w}")
+
+
+def table(rs, title, unit, ttlb):
+    p = print
+    n = len(next(iter(rs.values())))
+    p(f"### {title} (median of {n} alternating rounds)\n")
+    head = f"| | {unit} | vs direct | vs nginx |"
+    sep = "| --- | ---: | ---: | ---: |"
+    if ttlb:
+        head += " time to last byte p50 | TTLB vs nginx |"
+        sep += " ---: | ---: |"
+    head += " CPU µs/req: proxy | mock | oha |"
+    sep += " ---: | ---: | ---: |"
+    p(head)
+    p(sep)
+    direct = [r["rps"] for r in rs["direct"]]
+    nginx = [r["rps"] for r in rs.get("nginx", [])]
+    for name, runs in rs.items():
+        rps = [r["rps"] for r in runs]
+        vs_direct = med(a / b for a, b in zip(rps, direct))
+        vs_nginx = med(a / b for a, b in zip(rps, nginx)) if nginx else None
+        row = f"| {name} | {fmt(med(rps), 0)} | {fmt(vs_direct, 2)}x | {fmt(vs_nginx, 2) + 'x' if vs_nginx else '-'} |"
+        if ttlb:
+            p50 = [r["p50"] for r in runs]
+            ng = [r["p50"] for r in rs.get("nginx", [])]
+            t_vs = med(a / b for a, b in zip(p50, ng)) if ng else None
+            row += f" {fmt(med(p50), 2)} ms | {fmt(t_vs, 2) + 'x' if t_vs else '-'} |"
+        row += (f" {fmt(med(r['cpu_proxy'] for r in runs))} | {fmt(med(r['cpu_mock'] for r in runs))} | "
+                f"{fmt(med(r['cpu_oha'] for r in runs))} |")
+        p(row)
+    p()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    main()
