@@ -162,6 +162,8 @@ pub struct Env<'a, 's> {
     pub state: &'s mut Vec<Value>,
     pub id_counter: &'s mut u64,
     pub passthrough: bool,
+    /// `ctx` fields already built (see `ctx_field`), by `CtxField` index.
+    ctx_vals: [Option<&'a Value>; 8],
     /// Bound on JSON nesting for `parse_json` of request or response text.
     pub max_json_depth: usize,
     stack: Vec<Val<'a>>,
@@ -202,6 +204,7 @@ impl<'a, 's> Env<'a, 's> {
             state,
             id_counter,
             passthrough: false,
+            ctx_vals: [None; 8],
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
             // Deep enough for the shipped files' nesting without regrowing.
             stack: Vec::with_capacity(64),
@@ -812,7 +815,27 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
-    fn ctx_field(&self, f: CtxField) -> Val<'a> {
+    /// A `ctx` field, built once per evaluation and borrowed afterwards: a file reads
+    /// `ctx.model` several times per request (the OpenAI file five), and each read used to copy
+    /// the string.
+    fn ctx_field(&mut self, f: CtxField) -> Val<'a> {
+        let slot = f as usize;
+        if let Some(v) = self.ctx_vals.get(slot).copied().flatten() {
+            return Val::Ref(v);
+        }
+        match self.build_ctx_field(f) {
+            Val::Own(v) => {
+                let kept = self.keep(v);
+                if let Some(cell) = self.ctx_vals.get_mut(slot) {
+                    *cell = Some(kept);
+                }
+                Val::Ref(kept)
+            }
+            other => other,
+        }
+    }
+
+    fn build_ctx_field(&self, f: CtxField) -> Val<'a> {
         let Some(c) = self.ctx else {
             return Val::Absent;
         };
