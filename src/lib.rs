@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http1;
 pub mod json;
 pub mod mock;
+pub mod router;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

@@ -1,0 +1,454 @@
+//! Choosing a deployment of a group: the healthy ones first (not cooling down, breaker not open,
+//! under their limits as this shard sees them), then the lowest `order`, then the strategy.
+
+use super::health::Admission;
+use super::settings::{RouterSettings, Strategy};
+use super::state::{minute_left, DeploymentState, GroupState};
+use super::{DeploymentSpec, Millis, Rand};
+
+/// The chosen deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Index into the group's deployments.
+    pub index: usize,
+    /// The request is one of a half-open breaker's probes (report it as such).
+    pub probe: bool,
+}
+
+/// Why no deployment can be tried now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Every deployment is cooling down or its breaker is open: none before `retry_after_ms`.
+    Down { retry_after_ms: Millis },
+    /// Every available deployment is at its rpm/tpm for this minute.
+    Limited { retry_after_ms: Millis },
+    /// Every available deployment is at its `max_parallel_requests`: wait for `index`.
+    Busy { index: usize },
+}
+
+#[derive(Clone, Copy)]
+enum Fit {
+    Ok { probe: bool },
+    Down(Millis),
+    Limited(Millis),
+    Busy,
+}
+
+fn fitness(
+    settings: &RouterSettings,
+    spec: &DeploymentSpec,
+    state: &DeploymentState,
+    now: Millis,
+) -> Fit {
+    if let Some(until) = state.cooling_until(now) {
+        return Fit::Down(until - now);
+    }
+    let probe = match state.breaker.admit(&settings.breaker, now).0 {
+        Admission::Yes => false,
+        Admission::Probe => true,
+        Admission::No { until } => return Fit::Down(until.saturating_sub(now)),
+    };
+    let (requests, tokens) = state.minute_usage(now);
+    let over = spec.rpm.is_some_and(|r| u64::from(requests) >= r)
+        || spec.tpm.is_some_and(|t| tokens >= t);
+    if over {
+        return Fit::Limited(minute_left(now));
+    }
+    if spec
+        .max_parallel
+        .is_some_and(|m| state.in_flight.get() >= m)
+    {
+        return Fit::Busy;
+    }
+    Fit::Ok { probe }
+}
+
+/// Chooses a deployment for the next attempt. Deployments in `tried` (bit per index) are
+/// avoided while another can be used, so that a retry moves elsewhere.
+#[allow(clippy::too_many_arguments)]
+pub fn pick(
+    settings: &RouterSettings,
+    specs: &[&DeploymentSpec],
+    states: &[&DeploymentState],
+    group: &GroupState,
+    tried: u64,
+    stream: bool,
+    now: Millis,
+    rand: &mut impl Rand,
+) -> Result<Pick, Unavailable> {
+    let n = specs.len().min(states.len()).min(64);
+    let fits: Vec<Fit> = (0..n)
+        .map(|i| fitness(settings, specs[i], states[i], now))
+        .collect();
+    let usable = |i: usize| matches!(fits[i], Fit::Ok { .. });
+    let untried: Vec<usize> = (0..n).filter(|&i| usable(i) && tried & (1 << i) == 0).collect();
+    let mut candidates = if untried.is_empty() {
+        (0..n).filter(|&i| usable(i)).collect()
+    } else {
+        untried
+    };
+    if candidates.is_empty() {
+        return Err(unavailable(&fits, states));
+    }
+    // Priority: the lowest order among those that can take the request.
+    let top = candidates
+        .iter()
+        .map(|&i| specs[i].order)
+        .min()
+        .unwrap_or(0);
+    candidates.retain(|&i| specs[i].order == top);
+    let index = choose(settings, specs, states, group, &candidates, stream, now, rand);
+    let probe = matches!(fits[index], Fit::Ok { probe: true });
+    Ok(Pick { index, probe })
+}
+
+fn unavailable(fits: &[Fit], states: &[&DeploymentState]) -> Unavailable {
+    let busy = fits
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f, Fit::Busy))
+        .min_by_key(|(i, _)| states[*i].in_flight.get());
+    if let Some((index, _)) = busy {
+        return Unavailable::Busy { index };
+    }
+    let limited = fits
+        .iter()
+        .filter_map(|f| match f {
+            Fit::Limited(ms) => Some(*ms),
+            _ => None,
+        })
+        .min();
+    if let Some(retry_after_ms) = limited {
+        return Unavailable::Limited { retry_after_ms };
+    }
+    let retry_after_ms = fits
+        .iter()
+        .filter_map(|f| match f {
+            Fit::Down(ms) => Some(*ms),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(1_000);
+    Unavailable::Down { retry_after_ms }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn choose(
+    settings: &RouterSettings,
+    specs: &[&DeploymentSpec],
+    states: &[&DeploymentState],
+    group: &GroupState,
+    candidates: &[usize],
+    stream: bool,
+    now: Millis,
+    rand: &mut impl Rand,
+) -> usize {
+    if candidates.len() == 1 {
+        return candidates[0];
+    }
+    match settings.strategy() {
+        Strategy::SimpleShuffle => weighted(specs, candidates, rand),
+        Strategy::RoundRobin => {
+            let i = group.next.get();
+            group.next.set(i.wrapping_add(1));
+            candidates[i % candidates.len()]
+        }
+        Strategy::LeastBusy => lowest(candidates, rand, |i| f64::from(states[i].in_flight.get())),
+        Strategy::LatencyBased => {
+            // A deployment not tried for a while (or never) is tried, so a recovered one is
+            // seen again and a new one gets a first sample.
+            let explore: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    states[i].latency(stream).is_none()
+                        || states[i].last_picked.get().is_none_or(|t| {
+                            now.saturating_sub(t) >= settings.latency.explore_after_ms
+                        })
+                })
+                .collect();
+            if !explore.is_empty() {
+                return explore[(rand.next_f64() * explore.len() as f64) as usize % explore.len()];
+            }
+            let lat = |i: usize| states[i].latency(stream).unwrap_or(f64::MAX);
+            let best = candidates.iter().map(|&i| lat(i)).fold(f64::MAX, f64::min);
+            let limit = best * (1.0 + settings.latency.buffer.max(0.0));
+            let near: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| lat(i) <= limit)
+                .collect();
+            near[(rand.next_f64() * near.len() as f64) as usize % near.len()]
+        }
+        Strategy::UsageBased => lowest(candidates, rand, |i| {
+            let (requests, tokens) = states[i].minute_usage(now);
+            match (specs[i].tpm, specs[i].rpm) {
+                (Some(t), _) if t > 0 => tokens as f64 / t as f64,
+                (_, Some(r)) if r > 0 => f64::from(requests) / r as f64,
+                _ => tokens as f64,
+            }
+        }),
+        Strategy::CostBased => lowest(candidates, rand, |i| {
+            match (specs[i].input_cost, specs[i].output_cost) {
+                (None, None) => f64::MAX,
+                (a, b) => a.unwrap_or(0.0) + b.unwrap_or(0.0),
+            }
+        }),
+    }
+}
+
+/// Weighted random: `weight`, else `rpm`, else `tpm` (LiteLLM's order), else equal.
+fn weighted(specs: &[&DeploymentSpec], candidates: &[usize], rand: &mut impl Rand) -> usize {
+    let by = |f: &dyn Fn(&DeploymentSpec) -> Option<f64>| -> Option<Vec<f64>> {
+        candidates
+            .iter()
+            .any(|&i| f(specs[i]).is_some())
+            .then(|| {
+                candidates
+                    .iter()
+                    .map(|&i| f(specs[i]).unwrap_or(0.0).max(0.0))
+                    .collect()
+            })
+    };
+    let weights = by(&|s| s.weight)
+        .or_else(|| by(&|s| s.rpm.map(|r| r as f64)))
+        .or_else(|| by(&|s| s.tpm.map(|t| t as f64)))
+        .filter(|w| w.iter().sum::<f64>() > 0.0)
+        .unwrap_or_else(|| vec![1.0; candidates.len()]);
+    let total: f64 = weights.iter().sum();
+    let mut x = rand.next_f64() * total;
+    for (k, w) in weights.iter().enumerate() {
+        if x < *w {
+            return candidates[k];
+        }
+        x -= w;
+    }
+    candidates[candidates.len() - 1]
+}
+
+/// The candidate with the lowest score; ties are broken at random.
+fn lowest(candidates: &[usize], rand: &mut impl Rand, score: impl Fn(usize) -> f64) -> usize {
+    let scores: Vec<f64> = candidates.iter().map(|&i| score(i)).collect();
+    let best = scores.iter().copied().fold(f64::MAX, f64::min);
+    let ties: Vec<usize> = candidates
+        .iter()
+        .zip(&scores)
+        .filter(|(_, s)| **s <= best)
+        .map(|(&i, _)| i)
+        .collect();
+    ties[(rand.next_f64() * ties.len() as f64) as usize % ties.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::settings::{BreakerPolicy, CooldownPolicy, LatencyArgs};
+    use crate::router::{health, FailureClass, SeqRand};
+
+    fn settings(strategy: Strategy) -> RouterSettings {
+        RouterSettings {
+            strategy: Some(strategy),
+            latency: LatencyArgs {
+                buffer: 0.1,
+                explore_after_ms: 10_000,
+            },
+            ..RouterSettings::default()
+        }
+    }
+
+    struct Group {
+        specs: Vec<DeploymentSpec>,
+        states: Vec<DeploymentState>,
+        group: GroupState,
+    }
+
+    impl Group {
+        fn new(specs: Vec<DeploymentSpec>) -> Self {
+            let states = specs.iter().map(|_| DeploymentState::default()).collect();
+            Self {
+                specs,
+                states,
+                group: GroupState::default(),
+            }
+        }
+        fn pick(&self, s: &RouterSettings, tried: u64, now: Millis, r: &mut SeqRand) -> Result<Pick, Unavailable> {
+            let specs: Vec<&DeploymentSpec> = self.specs.iter().collect();
+            let states: Vec<&DeploymentState> = self.states.iter().collect();
+            pick(s, &specs, &states, &self.group, tried, false, now, r)
+        }
+        fn idx(&self, s: &RouterSettings, now: Millis, r: &mut SeqRand) -> usize {
+            self.pick(s, 0, now, r).expect("a pick").index
+        }
+    }
+
+    fn equal(n: usize) -> Vec<DeploymentSpec> {
+        vec![DeploymentSpec::default(); n]
+    }
+
+    #[test]
+    fn simple_shuffle_follows_weights_then_rpm() {
+        let s = settings(Strategy::SimpleShuffle);
+        let g = Group::new(vec![
+            DeploymentSpec {
+                weight: Some(1.0),
+                ..Default::default()
+            },
+            DeploymentSpec {
+                weight: Some(3.0),
+                ..Default::default()
+            },
+        ]);
+        // x = r × 4: below 1 → first, else second.
+        assert_eq!(g.idx(&s, 0, &mut SeqRand(vec![0.2], 0)), 0);
+        assert_eq!(g.idx(&s, 0, &mut SeqRand(vec![0.3], 0)), 1);
+        let g = Group::new(vec![
+            DeploymentSpec {
+                rpm: Some(900),
+                ..Default::default()
+            },
+            DeploymentSpec {
+                rpm: Some(100),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(g.idx(&s, 0, &mut SeqRand(vec![0.85], 0)), 0);
+        assert_eq!(g.idx(&s, 0, &mut SeqRand(vec![0.95], 0)), 1);
+    }
+
+    #[test]
+    fn round_robin_and_least_busy() {
+        let g = Group::new(equal(3));
+        let s = settings(Strategy::RoundRobin);
+        let mut r = SeqRand(vec![0.0], 0);
+        let seq: Vec<usize> = (0..4).map(|_| g.idx(&s, 0, &mut r)).collect();
+        assert_eq!(seq, vec![0, 1, 2, 0]);
+        let s = settings(Strategy::LeastBusy);
+        g.states[0].begin(0, 0);
+        g.states[0].begin(0, 0);
+        g.states[1].begin(0, 0);
+        assert_eq!(g.idx(&s, 0, &mut r), 2);
+        g.states[2].begin(0, 0);
+        g.states[2].begin(0, 0);
+        assert_eq!(g.idx(&s, 0, &mut r), 1);
+    }
+
+    #[test]
+    fn latency_prefers_the_fastest_within_the_buffer_and_explores() {
+        let s = settings(Strategy::LatencyBased);
+        let g = Group::new(equal(3));
+        let mut r = SeqRand(vec![0.0, 0.99], 0);
+        // No samples yet: everything is explored first.
+        for (i, ms) in [(0, 100.0), (1, 105.0), (2, 300.0)] {
+            g.states[i].begin(1_000, 0);
+            g.states[i].observe_latency(ms, None);
+            g.states[i].end();
+        }
+        // 100 and 105 are within 10 %; 300 is not.
+        assert_eq!(g.idx(&s, 2_000, &mut r), 0);
+        assert_eq!(g.idx(&s, 2_000, &mut r), 1);
+        for _ in 0..10 {
+            assert_ne!(g.idx(&s, 2_000, &mut r), 2);
+        }
+        // The slow one, not chosen for 10 s, is tried once to see whether it recovered.
+        g.states[0].last_picked.set(Some(12_000));
+        g.states[1].last_picked.set(Some(12_000));
+        assert_eq!(g.idx(&s, 12_000, &mut r), 2);
+    }
+
+    #[test]
+    fn usage_and_cost() {
+        let s = settings(Strategy::UsageBased);
+        let g = Group::new(vec![
+            DeploymentSpec {
+                tpm: Some(1_000),
+                ..Default::default()
+            },
+            DeploymentSpec {
+                tpm: Some(10_000),
+                ..Default::default()
+            },
+        ]);
+        let mut r = SeqRand(vec![0.0], 0);
+        g.states[0].begin(0, 100); // 10 % used
+        g.states[1].begin(0, 500); // 5 % used
+        assert_eq!(g.idx(&s, 0, &mut r), 1);
+        // At its tpm, a deployment is not used at all.
+        g.states[1].begin(0, 9_500);
+        assert_eq!(g.idx(&s, 0, &mut r), 0);
+        let s = settings(Strategy::CostBased);
+        let g = Group::new(vec![
+            DeploymentSpec {
+                input_cost: Some(3e-6),
+                output_cost: Some(15e-6),
+                ..Default::default()
+            },
+            DeploymentSpec {
+                input_cost: Some(1e-6),
+                output_cost: Some(2e-6),
+                ..Default::default()
+            },
+            DeploymentSpec::default(),
+        ]);
+        assert_eq!(g.idx(&s, 0, &mut r), 1);
+    }
+
+    #[test]
+    fn order_tried_and_unavailable() {
+        let s = RouterSettings {
+            cooldown: CooldownPolicy {
+                allowed_fails: 0,
+                cooldown_ms: 5_000,
+                ..Default::default()
+            },
+            breaker: BreakerPolicy {
+                enabled: false,
+                ..Default::default()
+            },
+            ..settings(Strategy::SimpleShuffle)
+        };
+        let g = Group::new(vec![
+            DeploymentSpec {
+                order: 1,
+                ..Default::default()
+            },
+            DeploymentSpec {
+                order: 2,
+                ..Default::default()
+            },
+        ]);
+        let mut r = SeqRand(vec![0.9], 0);
+        assert_eq!(g.idx(&s, 0, &mut r), 0, "the lower order first");
+        // A retry avoids the deployment already tried.
+        assert_eq!(g.pick(&s, 0b01, 0, &mut r).map(|p| p.index), Ok(1));
+        // Order 1 cooling down: order 2 serves.
+        health::record(&g.states[0], &s.cooldown, &s.breaker, 0, Some(FailureClass::Internal), false, 2);
+        assert_eq!(g.idx(&s, 10, &mut r), 1);
+        health::record(&g.states[1], &s.cooldown, &s.breaker, 20, Some(FailureClass::Internal), false, 2);
+        assert_eq!(
+            g.pick(&s, 0, 1_000, &mut r),
+            Err(Unavailable::Down {
+                retry_after_ms: 4_000
+            })
+        );
+        assert_eq!(g.idx(&s, 5_000, &mut r), 0, "back after the cooldown");
+        // At max_parallel_requests: wait for the least busy.
+        let g = Group::new(vec![DeploymentSpec {
+            max_parallel: Some(1),
+            ..Default::default()
+        }]);
+        g.states[0].begin(0, 0);
+        assert_eq!(g.pick(&s, 0, 0, &mut r), Err(Unavailable::Busy { index: 0 }));
+        // At the rpm for this minute: limited until the minute ends.
+        let g = Group::new(vec![DeploymentSpec {
+            rpm: Some(1),
+            ..Default::default()
+        }]);
+        g.states[0].begin(59_000, 0);
+        assert_eq!(
+            g.pick(&s, 0, 59_500, &mut r),
+            Err(Unavailable::Limited {
+                retry_after_ms: 500
+            })
+        );
+    }
+}
