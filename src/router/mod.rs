@@ -14,6 +14,7 @@
 //! plane (`limits`).
 
 pub mod health;
+pub mod limits;
 
 pub mod policy;
 pub mod settings;
