@@ -31,7 +31,7 @@ pub use strategy::{pick, Pick, Unavailable};
 pub type Millis = u64;
 
 /// The static facts about one deployment that routing reads (from `model_list`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeploymentSpec {
     /// Share of traffic for `simple-shuffle` (`weight`, else `rpm`, else `tpm`, else equal).
     pub weight: Option<f64>,
@@ -47,21 +47,6 @@ pub struct DeploymentSpec {
     /// Retries on this deployment's failures (`litellm_params.max_retries`), overriding the
     /// router's `num_retries` for attempts that fail here.
     pub max_retries: Option<u32>,
-}
-
-impl Default for DeploymentSpec {
-    fn default() -> Self {
-        Self {
-            weight: None,
-            rpm: None,
-            tpm: None,
-            order: 0,
-            max_parallel: None,
-            input_cost: None,
-            output_cost: None,
-            max_retries: None,
-        }
-    }
 }
 
 /// A source of uniform random numbers in `[0, 1)`, injected so that tests are deterministic.
