@@ -34,6 +34,13 @@ const WEIGHT: Limit = Limit {
     whole: false,
     unit: "",
 };
+/// USD per token: 0 (free) up to a dollar.
+const COST: Limit = Limit {
+    min: 0.0,
+    max: 1.0,
+    whole: false,
+    unit: "",
+};
 /// `rpm` / `tpm`: at least one, at most a trillion.
 const RATE: Limit = Limit::count(1, 1_000_000_000_000);
 
@@ -145,24 +152,49 @@ pub(super) fn build(
         }
     }
 
+    let info = KeyPath::keys("model_list").index(index).key("model_info");
     let mut num = |key: &str, limit: Limit| {
-        let v = match key {
-            "timeout" => p.timeout.as_ref(),
-            "stream_timeout" => p.stream_timeout.as_ref(),
-            "weight" => p.weight.as_ref(),
-            "rpm" => p.rpm.as_ref(),
-            _ => p.tpm.as_ref(),
-        }?;
-        limit
-            .check(v)
-            .map_err(|m| diag.error(params.key(key), m))
-            .ok()
+        let (v, path) = match key {
+            "timeout" => (p.timeout.as_ref(), params.key(key)),
+            "stream_timeout" => (p.stream_timeout.as_ref(), params.key(key)),
+            "weight" => (p.weight.as_ref(), params.key(key)),
+            "rpm" => (p.rpm.as_ref(), params.key(key)),
+            "tpm" => (p.tpm.as_ref(), params.key(key)),
+            "order" => (p.order.as_ref(), params.key(key)),
+            "max_parallel_requests" => (p.max_parallel_requests.as_ref(), params.key(key)),
+            "max_retries" => (p.max_retries.as_ref(), params.key(key)),
+            "input_cost_per_token" => match &p.input_cost_per_token {
+                Some(v) => (Some(v), params.key(key)),
+                None => (
+                    entry.model_info.input_cost_per_token.as_ref(),
+                    info.key(key),
+                ),
+            },
+            _ => match &p.output_cost_per_token {
+                Some(v) => (Some(v), params.key(key)),
+                None => (
+                    entry.model_info.output_cost_per_token.as_ref(),
+                    info.key(key),
+                ),
+            },
+        };
+        limit.check(v?).map_err(|m| diag.error(path, m)).ok()
     };
     let timeout = num("timeout", Limit::SECONDS).unwrap_or(c.default_timeout);
     let stream_timeout = num("stream_timeout", Limit::SECONDS).unwrap_or(timeout);
-    let weight = num("weight", WEIGHT).unwrap_or(1.0);
+    let weight = num("weight", WEIGHT);
     let rpm = num("rpm", RATE).map(|v| v as u64);
     let tpm = num("tpm", RATE).map(|v| v as u64);
+    let spec = crate::router::DeploymentSpec {
+        weight,
+        rpm,
+        tpm,
+        order: num("order", Limit::count(0, 1_000_000)).map_or(0, |v| v as u32),
+        max_parallel: num("max_parallel_requests", Limit::count(1, 1_000_000)).map(|v| v as u32),
+        input_cost: num("input_cost_per_token", COST),
+        output_cost: num("output_cost_per_token", COST),
+        max_retries: num("max_retries", Limit::count(0, 100)).map(|v| v as u32),
+    };
 
     if diag.error_count() > errors_before {
         return None;
@@ -193,9 +225,10 @@ pub(super) fn build(
         api_version,
         timeout: secs(timeout),
         stream_timeout: secs(stream_timeout),
-        weight,
+        weight: weight.unwrap_or(1.0),
         rpm,
         tpm,
         drop_params: p.drop_params.unwrap_or(c.global_drop),
+        spec,
     })
 }

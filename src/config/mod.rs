@@ -10,6 +10,7 @@ pub mod provider_names;
 pub mod providers;
 pub mod proxy;
 pub mod reload;
+pub mod router;
 pub mod schema;
 pub mod secrets;
 mod snapshot;

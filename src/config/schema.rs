@@ -58,21 +58,125 @@ pub struct LitellmParams {
     #[serde(default)]
     pub drop_params: Option<bool>,
     #[serde(default)]
-    pub max_retries: Option<u32>,
+    pub max_retries: Option<Num>,
+    /// Priority within the group: lower orders are used while any of them is healthy.
+    #[serde(default)]
+    pub order: Option<Num>,
+    /// Requests in flight at once on this deployment, for the whole process.
+    #[serde(default)]
+    pub max_parallel_requests: Option<Num>,
+    /// USD per token, for cost-based routing (also read from `model_info`).
+    #[serde(default)]
+    pub input_cost_per_token: Option<Num>,
+    #[serde(default)]
+    pub output_cost_per_token: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ModelInfo {
     #[serde(default)]
     pub id: Option<String>,
+    #[serde(default)]
+    pub input_cost_per_token: Option<Num>,
+    #[serde(default)]
+    pub output_cost_per_token: Option<Num>,
 }
+
+/// LiteLLM's fallback lists: `[{"group": ["fallback", ...]}, ...]`.
+pub type FallbackList = Vec<std::collections::BTreeMap<String, Vec<String>>>;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RouterSettings {
     #[serde(default)]
     pub routing_strategy: Option<String>,
     #[serde(default)]
-    pub num_retries: Option<u32>,
+    pub routing_strategy_args: RoutingStrategyArgs,
+    #[serde(default)]
+    pub num_retries: Option<Num>,
+    #[serde(default)]
+    pub timeout: Option<Num>,
+    #[serde(default)]
+    pub fallbacks: Option<FallbackList>,
+    #[serde(default)]
+    pub context_window_fallbacks: Option<FallbackList>,
+    #[serde(default)]
+    pub content_policy_fallbacks: Option<FallbackList>,
+    #[serde(default)]
+    pub default_fallbacks: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_fallbacks: Option<Num>,
+    /// Failures in a minute before a deployment cools down.
+    #[serde(default)]
+    pub allowed_fails: Option<Num>,
+    /// Seconds a deployment cools down.
+    #[serde(default)]
+    pub cooldown_time: Option<Num>,
+    #[serde(default)]
+    pub disable_cooldowns: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RoutingStrategyArgs {
+    /// latency-based-routing: deployments within this fraction of the fastest are equal.
+    #[serde(default)]
+    pub lowest_latency_buffer: Option<Num>,
+}
+
+/// `llmux.router`: what LiteLLM's `router_settings` has no names for.
+#[derive(Debug, Default, Deserialize)]
+pub struct RouterSection {
+    #[serde(default)]
+    pub breaker: BreakerSection,
+    #[serde(default)]
+    pub retry: RetrySection,
+    #[serde(default)]
+    pub queue: QueueSection,
+    /// Cool a deployment down when more than this share of its requests in a minute failed.
+    #[serde(default)]
+    pub cooldown_failure_rate: Option<Num>,
+    /// Seconds after which latency-based routing tries a deployment it has not used.
+    #[serde(default)]
+    pub latency_explore_after: Option<Num>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BreakerSection {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub consecutive_failures: Option<Num>,
+    #[serde(default)]
+    pub failure_rate: Option<Num>,
+    /// Seconds over which the failure rate is counted.
+    #[serde(default)]
+    pub window: Option<Num>,
+    #[serde(default)]
+    pub min_requests: Option<Num>,
+    /// Seconds the breaker stays open.
+    #[serde(default)]
+    pub open_for: Option<Num>,
+    #[serde(default)]
+    pub half_open_probes: Option<Num>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RetrySection {
+    /// Seconds: the first backoff before retrying the same deployment (then doubled).
+    #[serde(default)]
+    pub backoff_base: Option<Num>,
+    #[serde(default)]
+    pub backoff_max: Option<Num>,
+    /// Seconds: the longest `Retry-After` honoured.
+    #[serde(default)]
+    pub retry_after_max: Option<Num>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct QueueSection {
+    /// Requests that may wait for a deployment at its `max_parallel_requests`, per shard.
+    #[serde(default)]
+    pub max_waiting: Option<Num>,
+    /// Seconds one may wait.
     #[serde(default)]
     pub timeout: Option<Num>,
 }
@@ -84,7 +188,15 @@ pub struct LitellmSettings {
     #[serde(default)]
     pub request_timeout: Option<Num>,
     #[serde(default)]
-    pub num_retries: Option<u32>,
+    pub num_retries: Option<Num>,
+    #[serde(default)]
+    pub fallbacks: Option<FallbackList>,
+    #[serde(default)]
+    pub context_window_fallbacks: Option<FallbackList>,
+    #[serde(default)]
+    pub content_policy_fallbacks: Option<FallbackList>,
+    #[serde(default)]
+    pub default_fallbacks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +221,8 @@ pub struct LlmuxSettings {
     pub providers_dir: Option<String>,
     #[serde(default)]
     pub media: MediaSection,
+    #[serde(default)]
+    pub router: RouterSection,
 }
 
 /// Remote media the gateway fetches for providers that need image bytes (declared by

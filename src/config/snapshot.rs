@@ -42,6 +42,8 @@ pub struct Deployment {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub drop_params: bool,
+    /// What routing reads: weight, limits, order, prices.
+    pub spec: crate::router::DeploymentSpec,
 }
 
 #[derive(Debug)]
@@ -115,6 +117,8 @@ pub struct Snapshot {
     /// Environment lookups for everything that needs one (`environment_variables` first, then
     /// the process environment).
     pub env: Env,
+    /// Routing, retries, fallbacks, cooldowns, breakers (`router_settings`, `llmux.router`).
+    pub router: Arc<crate::router::RouterSettings>,
 }
 
 impl Snapshot {
@@ -400,6 +404,8 @@ pub(super) fn build(
         g.deployments.push(Arc::new(dep));
     }
 
+    let router = Arc::new(super::router::settings(&file, &group_names, diag));
+
     if diag.has_errors() {
         return None;
     }
@@ -421,6 +427,7 @@ pub(super) fn build(
         providers,
         providers_source,
         env,
+        router,
     })
 }
 

@@ -37,7 +37,9 @@ pub enum Admission {
     /// Yes, as one of the half-open breaker's probes.
     Probe,
     /// Not before then.
-    No { until: Millis },
+    No {
+        until: Millis,
+    },
 }
 
 /// A change of a deployment's state worth a log line and a metric.

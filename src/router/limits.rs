@@ -150,7 +150,15 @@ impl Owner {
                 reply,
             } => {
                 let (rpm, tpm) = self.buckets.entry(id).or_insert((None, None));
-                let ok = take(rpm, limits.rpm, requests as f64, tpm, limits.tpm, tokens as f64, now);
+                let ok = take(
+                    rpm,
+                    limits.rpm,
+                    requests as f64,
+                    tpm,
+                    limits.tpm,
+                    tokens as f64,
+                    now,
+                );
                 let _ = reply.send(ok);
             }
             Msg::Correct { id, tokens } => {
@@ -396,7 +404,16 @@ mod tests {
         }
         let wait = take(&mut rpm, Some(3), 1.0, &mut tpm, None, 0.0, t0).unwrap_err();
         assert_eq!(wait, Duration::from_secs(20), "one token every 20 s");
-        assert!(take(&mut rpm, Some(3), 1.0, &mut tpm, None, 0.0, t0 + Duration::from_secs(20)).is_ok());
+        assert!(take(
+            &mut rpm,
+            Some(3),
+            1.0,
+            &mut tpm,
+            None,
+            0.0,
+            t0 + Duration::from_secs(20)
+        )
+        .is_ok());
         // tpm: the estimate is charged; a request needs its tokens free.
         let (mut rpm, mut tpm) = (None, None);
         assert!(take(&mut rpm, None, 1.0, &mut tpm, Some(1_000), 800.0, t0).is_ok());
@@ -435,8 +452,18 @@ mod tests {
             now,
         );
         assert!(b_rx.try_recv().is_err(), "the second waits");
-        owner.handle(Msg::Release { id: id("d"), count: 1 }, now);
-        assert_eq!(b_rx.try_recv(), Ok(1), "handed on when the first comes back");
+        owner.handle(
+            Msg::Release {
+                id: id("d"),
+                count: 1,
+            },
+            now,
+        );
+        assert_eq!(
+            b_rx.try_recv(),
+            Ok(1),
+            "handed on when the first comes back"
+        );
         // A waiter that gave up does not keep the permit.
         let (c_tx, c_rx) = flume::bounded(1);
         owner.handle(
@@ -449,7 +476,13 @@ mod tests {
             now,
         );
         drop(c_rx);
-        owner.handle(Msg::Release { id: id("d"), count: 1 }, now);
+        owner.handle(
+            Msg::Release {
+                id: id("d"),
+                count: 1,
+            },
+            now,
+        );
         assert_eq!(owner.sems[&id("d")].in_use, 0);
     }
 

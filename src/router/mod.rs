@@ -70,7 +70,11 @@ pub struct SeqRand(pub Vec<f64>, pub usize);
 #[cfg(test)]
 impl Rand for SeqRand {
     fn next_f64(&mut self) -> f64 {
-        let v = self.0.get(self.1 % self.0.len().max(1)).copied().unwrap_or(0.0);
+        let v = self
+            .0
+            .get(self.1 % self.0.len().max(1))
+            .copied()
+            .unwrap_or(0.0);
         self.1 += 1;
         v
     }

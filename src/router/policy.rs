@@ -148,7 +148,11 @@ pub fn backoff(
 /// The fallback group for a failure of `class`, from the requested group's lists: the list for
 /// the class (context window, content policy), else `fallbacks`, else `default_fallbacks`.
 /// Groups already tried are skipped; at most `max_fallbacks` are used.
-fn fallback_group(settings: &RouterSettings, class: FailureClass, progress: &Progress) -> Option<String> {
+fn fallback_group(
+    settings: &RouterSettings,
+    class: FailureClass,
+    progress: &Progress,
+) -> Option<String> {
     let f = &settings.fallbacks;
     let requested = progress.groups.first()?;
     if progress.groups.len() > f.max {
@@ -174,7 +178,9 @@ fn fallback_group(settings: &RouterSettings, class: FailureClass, progress: &Pro
 }
 
 /// Checks the fallback lists for a loop (a → b → a): returns the loop found, as group names.
-pub fn fallback_loop(lists: &std::collections::HashMap<String, Vec<String>>) -> Option<Vec<String>> {
+pub fn fallback_loop(
+    lists: &std::collections::HashMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
     fn visit(
         g: &str,
         lists: &std::collections::HashMap<String, Vec<String>>,

@@ -49,8 +49,8 @@ fn fitness(
         Admission::No { until } => return Fit::Down(until.saturating_sub(now)),
     };
     let (requests, tokens) = state.minute_usage(now);
-    let over = spec.rpm.is_some_and(|r| u64::from(requests) >= r)
-        || spec.tpm.is_some_and(|t| tokens >= t);
+    let over =
+        spec.rpm.is_some_and(|r| u64::from(requests) >= r) || spec.tpm.is_some_and(|t| tokens >= t);
     if over {
         return Fit::Limited(minute_left(now));
     }
@@ -81,7 +81,9 @@ pub fn pick(
         .map(|i| fitness(settings, specs[i], states[i], now))
         .collect();
     let usable = |i: usize| matches!(fits[i], Fit::Ok { .. });
-    let untried: Vec<usize> = (0..n).filter(|&i| usable(i) && tried & (1 << i) == 0).collect();
+    let untried: Vec<usize> = (0..n)
+        .filter(|&i| usable(i) && tried & (1 << i) == 0)
+        .collect();
     let mut candidates = if untried.is_empty() {
         (0..n).filter(|&i| usable(i)).collect()
     } else {
@@ -97,7 +99,16 @@ pub fn pick(
         .min()
         .unwrap_or(0);
     candidates.retain(|&i| specs[i].order == top);
-    let index = choose(settings, specs, states, group, &candidates, stream, now, rand);
+    let index = choose(
+        settings,
+        specs,
+        states,
+        group,
+        &candidates,
+        stream,
+        now,
+        rand,
+    );
     let probe = matches!(fits[index], Fit::Ok { probe: true });
     Ok(Pick { index, probe })
 }
@@ -200,15 +211,12 @@ fn choose(
 /// Weighted random: `weight`, else `rpm`, else `tpm` (LiteLLM's order), else equal.
 fn weighted(specs: &[&DeploymentSpec], candidates: &[usize], rand: &mut impl Rand) -> usize {
     let by = |f: &dyn Fn(&DeploymentSpec) -> Option<f64>| -> Option<Vec<f64>> {
-        candidates
-            .iter()
-            .any(|&i| f(specs[i]).is_some())
-            .then(|| {
-                candidates
-                    .iter()
-                    .map(|&i| f(specs[i]).unwrap_or(0.0).max(0.0))
-                    .collect()
-            })
+        candidates.iter().any(|&i| f(specs[i]).is_some()).then(|| {
+            candidates
+                .iter()
+                .map(|&i| f(specs[i]).unwrap_or(0.0).max(0.0))
+                .collect()
+        })
     };
     let weights = by(&|s| s.weight)
         .or_else(|| by(&|s| s.rpm.map(|r| r as f64)))
@@ -271,7 +279,13 @@ mod tests {
                 group: GroupState::default(),
             }
         }
-        fn pick(&self, s: &RouterSettings, tried: u64, now: Millis, r: &mut SeqRand) -> Result<Pick, Unavailable> {
+        fn pick(
+            &self,
+            s: &RouterSettings,
+            tried: u64,
+            now: Millis,
+            r: &mut SeqRand,
+        ) -> Result<Pick, Unavailable> {
             let specs: Vec<&DeploymentSpec> = self.specs.iter().collect();
             let states: Vec<&DeploymentState> = self.states.iter().collect();
             pick(s, &specs, &states, &self.group, tried, false, now, r)
@@ -421,9 +435,25 @@ mod tests {
         // A retry avoids the deployment already tried.
         assert_eq!(g.pick(&s, 0b01, 0, &mut r).map(|p| p.index), Ok(1));
         // Order 1 cooling down: order 2 serves.
-        health::record(&g.states[0], &s.cooldown, &s.breaker, 0, Some(FailureClass::Internal), false, 2);
+        health::record(
+            &g.states[0],
+            &s.cooldown,
+            &s.breaker,
+            0,
+            Some(FailureClass::Internal),
+            false,
+            2,
+        );
         assert_eq!(g.idx(&s, 10, &mut r), 1);
-        health::record(&g.states[1], &s.cooldown, &s.breaker, 20, Some(FailureClass::Internal), false, 2);
+        health::record(
+            &g.states[1],
+            &s.cooldown,
+            &s.breaker,
+            20,
+            Some(FailureClass::Internal),
+            false,
+            2,
+        );
         assert_eq!(
             g.pick(&s, 0, 1_000, &mut r),
             Err(Unavailable::Down {
@@ -437,7 +467,10 @@ mod tests {
             ..Default::default()
         }]);
         g.states[0].begin(0, 0);
-        assert_eq!(g.pick(&s, 0, 0, &mut r), Err(Unavailable::Busy { index: 0 }));
+        assert_eq!(
+            g.pick(&s, 0, 0, &mut r),
+            Err(Unavailable::Busy { index: 0 })
+        );
         // At the rpm for this minute: limited until the minute ends.
         let g = Group::new(vec![DeploymentSpec {
             rpm: Some(1),
