@@ -56,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
     if deep {
         assert!(matches!(parsed, Err(JsonError::TooDeep { .. })));
         assert!(matches!(valid, Err(JsonError::TooDeep { .. })));
-        assert!(matches!(structure, Err(JsonError::TooDeep { .. })));
+        // The structural check reports the first problem it meets, which may come before
+        // the depth (a stray byte): any error will do.
+        assert!(structure.is_err());
         return;
     }
     // Into a `Value`: serde_json checks UTF-8 in strings only when it keeps them.
