@@ -157,6 +157,7 @@ pub(super) fn build(
         let (v, path) = match key {
             "timeout" => (p.timeout.as_ref(), params.key(key)),
             "stream_timeout" => (p.stream_timeout.as_ref(), params.key(key)),
+            "connect_timeout" => (p.connect_timeout.as_ref(), params.key(key)),
             "weight" => (p.weight.as_ref(), params.key(key)),
             "rpm" => (p.rpm.as_ref(), params.key(key)),
             "tpm" => (p.tpm.as_ref(), params.key(key)),
@@ -182,6 +183,7 @@ pub(super) fn build(
     };
     let timeout = num("timeout", Limit::SECONDS).unwrap_or(c.default_timeout);
     let stream_timeout = num("stream_timeout", Limit::SECONDS).unwrap_or(timeout);
+    let connect_timeout = num("connect_timeout", Limit::SECONDS);
     let weight = num("weight", WEIGHT);
     let rpm = num("rpm", RATE).map(|v| v as u64);
     let tpm = num("tpm", RATE).map(|v| v as u64);
@@ -211,12 +213,14 @@ pub(super) fn build(
     }
     let (provider, upstream_model) = p.model.split_once('/')?;
     secrets_seen.extend(api_key.iter().cloned());
+    let id = entry
+        .model_info
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}/{index}", entry.model_name));
     Some(Deployment {
-        id: entry
-            .model_info
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}/{index}", entry.model_name)),
+        key: std::sync::Arc::from(id.as_str()),
+        id,
         group: entry.model_name.clone(),
         provider: provider.to_owned(),
         upstream_model: upstream_model.to_owned(),
@@ -225,6 +229,7 @@ pub(super) fn build(
         api_version,
         timeout: secs(timeout),
         stream_timeout: secs(stream_timeout),
+        connect_timeout: connect_timeout.map(secs),
         weight: weight.unwrap_or(1.0),
         rpm,
         tpm,

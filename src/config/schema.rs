@@ -53,6 +53,10 @@ pub struct LitellmParams {
     /// Seconds to the first byte, and between events, of a streamed response.
     #[serde(default)]
     pub stream_timeout: Option<Num>,
+    /// Seconds to open a connection to this deployment (LLMux's; default
+    /// `llmux.upstream.connect_timeout`).
+    #[serde(default)]
+    pub connect_timeout: Option<Num>,
     #[serde(default)]
     pub weight: Option<Num>,
     #[serde(default)]

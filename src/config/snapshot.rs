@@ -26,6 +26,8 @@ const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
 pub struct Deployment {
     /// `model_info.id`, or `<group>/<index>` when the file gives none.
     pub id: String,
+    /// The id, shared with the process-wide limiter's owner thread.
+    pub key: Arc<str>,
     pub group: String,
     /// The provider prefix of `litellm_params.model` (`openai` in `openai/gpt-4o`).
     pub provider: String,
@@ -38,6 +40,8 @@ pub struct Deployment {
     pub api_version: Option<String>,
     pub timeout: Duration,
     pub stream_timeout: Duration,
+    /// Overrides `llmux.upstream.connect_timeout` for this deployment.
+    pub connect_timeout: Option<Duration>,
     pub weight: f64,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,

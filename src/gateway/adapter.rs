@@ -1,15 +1,14 @@
 //! The provider seam: turns the client's request into the upstream request through the
-//! deployment's compiled provider file (`providers/*.llmux`), and maps errors of that step to
-//! OpenAI-format answers. No provider is known to Rust: everything provider-specific lives in
+//! deployment's compiled provider file (`providers/*.llmux`); a failure of that step is a
+//! [`Failure`] like any other. No provider is known to Rust: everything provider-specific lives in
 //! the mapping files.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::StatusCode;
-
 use crate::api::{ApiError, ChatRequestView, ErrorKind};
 use crate::config::Deployment;
-use crate::dsl::{Provider, RequestCtx, TranslateError};
+use crate::dsl::{Provider, RequestCtx};
+use crate::router::Failure;
 use crate::util::UpstreamUrl;
 
 /// An upstream request ready to send.
@@ -19,21 +18,6 @@ pub struct PreparedRequest {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub ctx: RequestCtx,
-}
-
-/// A translation failure: an OpenAI-format body with its status.
-pub struct Rejection {
-    pub status: StatusCode,
-    pub body: Vec<u8>,
-}
-
-impl From<ApiError> for Rejection {
-    fn from(e: ApiError) -> Self {
-        Self {
-            status: e.status(),
-            body: e.to_json(),
-        }
-    }
 }
 
 pub fn request_ctx(dep: &Deployment, view: &ChatRequestView, request_id: &str) -> RequestCtx {
@@ -63,11 +47,11 @@ pub fn prepare(
     req: &serde_json::Value,
     raw: &[u8],
     request_id: &str,
-) -> Result<PreparedRequest, Rejection> {
+) -> Result<PreparedRequest, Failure> {
     let ctx = request_ctx(dep, view, request_id);
     let up = provider
         .build_request_raw(&ctx, req, raw)
-        .map_err(translate_error)?;
+        .map_err(|e| Failure::from(&e))?;
     let url = UpstreamUrl::parse(up.url).map_err(|e| {
         // The URL may carry the key (`auth query`): never echo it.
         let secrets: &[&str] = match dep.api_key.as_deref() {
@@ -75,14 +59,14 @@ pub fn prepare(
             None => &[],
         };
         let e = crate::telemetry::redact::redact_str(&e, secrets);
-        ApiError::new(
+        Failure::from(ApiError::new(
             ErrorKind::Internal,
             format!(
                 "Provider `{}` built an invalid URL: {}",
                 provider.name(),
                 crate::util::clip(&e)
             ),
-        )
+        ))
     })?;
     Ok(PreparedRequest {
         url,
@@ -91,12 +75,4 @@ pub fn prepare(
         body: up.body,
         ctx,
     })
-}
-
-fn translate_error(e: TranslateError) -> Rejection {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    Rejection {
-        status,
-        body: serde_json::to_vec(&e.to_openai_body()).unwrap_or_default(),
-    }
 }

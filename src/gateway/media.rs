@@ -163,6 +163,7 @@ async fn fetch(
             first_byte: left,
             idle: left,
             total: Some(left),
+            connect: None,
         };
         let mut resp = client.send(&req, upstream, timeouts).await.map_err(|e| {
             if e.is_timeout() {

@@ -1,11 +1,13 @@
 //! The request pipeline: resolve the model group, pick a deployment, let the provider adapter
-//! build the upstream request, forward it (streamed or not), relay or map the answer, and record
-//! metrics and the access log.
+//! build the upstream request, forward it (streamed or not), relay or map the answer, retry or
+//! fall back where the router says so, and record metrics and the access log.
 
 pub mod adapter;
 mod chat;
+pub mod failure;
 mod media;
 mod relay;
+pub mod route;
 pub mod sse;
 pub mod ssrf;
 pub mod usage;
@@ -22,6 +24,7 @@ use crate::upstream::UpstreamClient;
 pub struct GatewayShard {
     pub upstream: UpstreamClient,
     pub metrics: ShardMetrics,
+    pub router: route::ShardRouter,
 }
 
 /// `GET /v1/models`: the configured model groups, in the OpenAI list shape.

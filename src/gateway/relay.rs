@@ -6,8 +6,14 @@
 //! - every event is checked before it leaves (one complete JSON value in structure, within
 //!   the nesting bound, valid UTF-8: `json::check_structure`; a frame within
 //!   `llmux.upstream.max_stream_event_bytes`);
-//! - anything wrong ends the stream with one OpenAI-format error event,
+//! - nothing goes to the client before the first events are ready to go: a failure before
+//!   that (the upstream closed, timed out, sent garbage or an error event first) is returned
+//!   as a [`Failure`], and the router may retry the request elsewhere;
+//! - after that, anything wrong ends the stream with one OpenAI-format error event,
 //!   `data: {"error": {...}}`, and no `data: [DONE]`, so a cut answer never looks complete;
+//! - a stream must end with its provider's end (`[DONE]` for an OpenAI-shaped one; the
+//!   mapping's `done` for the others): an upstream that closes before it has cut the answer,
+//!   and that is a failure like any other;
 //! - upstream text in an error event has the configured secrets redacted;
 //! - a client that goes away drops the upstream connection at once.
 
@@ -17,12 +23,14 @@ use std::time::Instant;
 
 use http::StatusCode;
 
+use super::failure;
 use super::sse::{event_payloads, SseSplitter};
 use super::usage::{self, Usage};
 use crate::api::{ApiError, ErrorKind};
 use crate::dsl::{FrameDecoder, MappedError, Provider, StreamControl, StreamState};
 use crate::http1::io::DisconnectWatch;
 use crate::http1::{ResponseWriter, ServerIo};
+use crate::router::{Failure, FailureClass};
 use crate::telemetry::redact::redact;
 use crate::upstream::{BodyStream, Buffered, UpstreamError};
 use crate::util::clip;
@@ -39,6 +47,8 @@ pub struct RelayCtx<'a> {
     pub check_json: bool,
     /// When the client's request arrived (time to first token).
     pub started: Instant,
+    /// Extra response headers (routing), sent with the stream's head.
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 /// What the relay saw, for metrics and the access log.
@@ -48,9 +58,16 @@ pub struct RelayOutcome {
     pub ttft_secs: Option<f64>,
     pub usage: Usage,
     pub error: Option<String>,
+    /// What went wrong after the answer began (a stream cut, an error event), if anything:
+    /// the router counts it against the deployment.
+    pub failure: Option<FailureClass>,
     /// Buffers of more than [`LARGE_BUFFER`] bytes were held (see `util::release_memory`).
     pub large_buffers: bool,
 }
+
+/// How a relay ended: `Ok` once anything went to the client (whatever followed, recorded in
+/// the [`RelayOutcome`]); `Err` when nothing did, so the request may be tried again.
+pub type Relayed = Result<(), Failure>;
 
 /// Above this, a request's buffers count as large.
 pub const LARGE_BUFFER: usize = 1024 * 1024;
@@ -61,6 +78,11 @@ impl RelayCtx<'_> {
             ErrorKind::BadGateway,
             format!("Upstream deployment `{}`: {what}", self.deployment),
         )
+    }
+
+    /// The stream ended before its provider's end.
+    fn cut(&self) -> ApiError {
+        self.bad_upstream("the stream ended before its end (the answer is incomplete)")
     }
 
     /// The OpenAI-format body of a mapped upstream error, with secrets redacted.
@@ -94,23 +116,19 @@ pub async fn relay_identity_stream<IO: ServerIo>(
     body: &mut BodyStream,
     cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
-) {
-    let Some(watch) = begin_stream(w, body, out).await else {
-        return;
-    };
+) -> Relayed {
+    let watch = w.disconnect_watch();
     let mut splitter = SseSplitter::new(cx.max_event_bytes);
     let closed = client_closed(&watch);
     let mut closed = std::pin::pin!(closed);
     let mut ended = false;
+    let mut saw_done = false;
     while !ended {
         let piece = match next_piece(&mut closed, body).await {
             Next::ClientGone => return client_gone(w, out),
             Next::Piece(p) => p,
             Next::End => break,
-            Next::Failed(e) => {
-                let err = upstream_error(&e, cx.deployment);
-                return end_with_error(w, out, e.to_string(), &err.to_json()).await;
-            }
+            Next::Failed(e) => return upstream_failed(w, cx, out, &e).await,
         };
         splitter.append(&piece);
         // Whatever else has already arrived, or arrives within a turn of the runtime, leaves
@@ -122,10 +140,7 @@ pub async fn relay_identity_stream<IO: ServerIo>(
                     break;
                 }
                 Ok(false) => {}
-                Err(e) => {
-                    let err = upstream_error(&e, cx.deployment);
-                    return end_with_error(w, out, e.to_string(), &err.to_json()).await;
-                }
+                Err(e) => return upstream_failed(w, cx, out, &e).await,
             }
             if !body.read_ahead(splitter.pending_len()).await {
                 break;
@@ -140,7 +155,7 @@ pub async fn relay_identity_stream<IO: ServerIo>(
                 out.large_buffers = true;
                 let err =
                     cx.bad_upstream(format_args!("{e} (llmux.upstream.max_stream_event_bytes)"));
-                return end_with_error(w, out, e.to_string(), &err.to_json()).await;
+                return fail(w, out, e.to_string(), &err, b"").await;
             }
         };
         if ended {
@@ -151,19 +166,19 @@ pub async fn relay_identity_stream<IO: ServerIo>(
                 (Some(events), Some(rest)) => [&events[..], &rest[..]].concat().into(),
                 (None, None) => bytes::Bytes::new(),
             };
-            forward_events(w, cx, out, &last, true).await;
-            return;
+            return forward_events(w, cx, out, &last, true, &mut saw_done).await;
         }
         if let Some(events) = events {
-            if !forward_events(w, cx, out, &events, false).await {
-                return;
+            forward_events(w, cx, out, &events, false, &mut saw_done).await?;
+            if w.finished() || w.broken() {
+                return Ok(());
             }
         }
     }
     // The upstream ended with nothing left over in its buffer. An unterminated last event is
     // forwarded if it is whole, and is an error if it was cut.
     let rest = splitter.finish().unwrap_or_default();
-    forward_events(w, cx, out, &rest, true).await;
+    forward_events(w, cx, out, &rest, true, &mut saw_done).await
 }
 
 /// Hands every piece of the body that is already here to `take`. True when the body is over.
@@ -181,24 +196,26 @@ fn drain_buffered(
 }
 
 /// Checks and forwards a batch of whole events; with `last`, the stream ends in the same
-/// write. False when the relay must stop (the batch was refused, with an error event sent and
-/// the stream ended, or the client is gone).
+/// write, and must have carried its `[DONE]`. On `Ok`, the relay goes on unless the response
+/// is finished or broken (a refused batch ended the stream with an error event; the client is
+/// gone; or this was the last batch).
 async fn forward_events<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
     cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
     events: &[u8],
     last: bool,
-) -> bool {
+    saw_done: &mut bool,
+) -> Relayed {
     let mut has_error = false;
     for (at, data) in event_payloads(events) {
         if let Err(e) = cx.check_event(&data) {
             // The whole events before the bad one still go out, then the error event.
-            let mut last = Vec::with_capacity(at + 256);
-            last.extend_from_slice(&redact(&events[..at], cx.secrets));
-            append_event(&mut last, &e.to_json());
-            send_final(w, out, e.message.clone(), &last).await;
-            return false;
+            let before = redact(&events[..at], cx.secrets).into_owned();
+            return fail(w, out, e.message.clone(), &e, &before).await;
+        }
+        if data.trim_ascii() == b"[DONE]" {
+            *saw_done = true;
         }
         if let Some(u) = usage::extract(&data) {
             out.usage = u;
@@ -206,30 +223,41 @@ async fn forward_events<IO: ServerIo>(
         has_error |=
             ERROR_KEY.find(&data).is_some() && usage::top_level_member(&data, b"error").is_some();
     }
-    if out.ttft_secs.is_none() && !events.is_empty() {
-        out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
+    if last && !*saw_done {
+        let before = redact(events, cx.secrets).into_owned();
+        return fail(w, out, "upstream stream cut".into(), &cx.cut(), &before).await;
+    }
+    if events.is_empty() && !last {
+        return Ok(());
+    }
+    if has_error {
+        out.error = Some("upstream error event".into());
+        out.failure.get_or_insert(FailureClass::Internal);
     }
     // An upstream error event relays the upstream's text: redact it like any error body.
     let events: Cow<'_, [u8]> = if has_error {
-        out.error = Some("upstream error event".into());
         redact(events, cx.secrets)
     } else {
         Cow::Borrowed(events)
     };
+    begin(w, cx, out)?;
+    if out.ttft_secs.is_none() && !events.is_empty() {
+        out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
+    }
     let sent = if last {
         w.send_last_chunk(&events).await
     } else {
         w.send_chunk(&events).await
     };
     if sent.is_err() {
-        client_gone(w, out);
-        return false;
+        return client_gone(w, out);
     }
-    !last
+    Ok(())
 }
 
 /// Relays a provider stream through its mapping file: frames are decoded (SSE, NDJSON, JSON
-/// array), each event mapped to zero or more OpenAI chunks, and `[DONE]` sent at the end.
+/// array), each event mapped to zero or more OpenAI chunks, and `[DONE]` sent once the mapping
+/// reached its end.
 pub async fn relay_mapped_stream<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
     body: &mut BodyStream,
@@ -237,10 +265,8 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     state: &mut StreamState,
     cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
-) {
-    let Some(watch) = begin_stream(w, body, out).await else {
-        return;
-    };
+) -> Relayed {
+    let watch = w.disconnect_watch();
     let closed = client_closed(&watch);
     let mut closed = std::pin::pin!(closed);
     let mut decoder = FrameDecoder::with_max_frame(provider.framing(), cx.max_event_bytes);
@@ -271,10 +297,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
                             break;
                         }
                         Ok(false) => {}
-                        Err(e) => {
-                            let err = upstream_error(&e, cx.deployment);
-                            return end_with_error(w, out, e.to_string(), &err.to_json()).await;
-                        }
+                        Err(e) => return upstream_failed(w, cx, out, &e).await,
                     }
                     if fed.is_err() || !body.read_ahead(batch).await {
                         break;
@@ -289,36 +312,43 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
                 if let Err(e) = fed {
                     // Frames decoded before the bad one still go out first.
                     buf.clear();
-                    let _ = map_frames(provider, state, cx, &frames, &mut chunks, &mut buf, out);
+                    let _ = map_frames(provider, state, &frames, &mut chunks, &mut buf);
                     let err = cx
                         .bad_upstream(format_args!("{e} (llmux.upstream.max_stream_event_bytes)"));
-                    append_event(&mut buf, &err.to_json());
-                    return send_final(w, out, e.to_string(), &buf).await;
+                    return fail(w, out, e.to_string(), &err, &buf).await;
                 }
             }
             Next::End => {
                 if let Err(e) = decoder.finish(&mut frames) {
                     buf.clear();
-                    let _ = map_frames(provider, state, cx, &frames, &mut chunks, &mut buf, out);
+                    let _ = map_frames(provider, state, &frames, &mut chunks, &mut buf);
                     let err = cx.bad_upstream(&e);
-                    append_event(&mut buf, &err.to_json());
-                    return send_final(w, out, e.to_string(), &buf).await;
+                    return fail(w, out, e.to_string(), &err, &buf).await;
                 }
                 ended = true;
             }
-            Next::Failed(e) => {
-                let err = upstream_error(&e, cx.deployment);
-                return end_with_error(w, out, e.to_string(), &err.to_json()).await;
-            }
+            Next::Failed(e) => return upstream_failed(w, cx, out, &e).await,
         }
         buf.clear();
-        let step = map_frames(provider, state, cx, &frames, &mut chunks, &mut buf, out);
-        if step == Mapped::Failed {
-            let error = out.error.take().unwrap_or_default();
-            return send_final(w, out, error, &buf).await;
+        let mut done = match map_frames(provider, state, &frames, &mut chunks, &mut buf) {
+            Ok(done) => done,
+            Err(mapped) => return mapped_failed(w, cx, out, &mapped, &buf).await,
+        };
+        if ended && !done {
+            // The upstream is over: the mapping's end hook says whether that was its end.
+            chunks.clear();
+            match finish_stream(provider, state, &mut chunks) {
+                Ok(end) => {
+                    push_chunks(&mut buf, &chunks);
+                    if end == StreamEnd::Cut {
+                        return fail(w, out, "upstream stream cut".into(), &cx.cut(), &buf).await;
+                    }
+                    done = true;
+                }
+                Err(mapped) => return mapped_failed(w, cx, out, &mapped, &buf).await,
+            }
         }
-        let last = step == Mapped::Done || ended;
-        if last {
+        if done {
             buf.extend_from_slice(b"data: [DONE]\n\n");
             if let Some(u) = state.usage() {
                 out.usage = Usage {
@@ -330,11 +360,12 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         if buf.is_empty() {
             continue;
         }
+        begin(w, cx, out)?;
         if out.ttft_secs.is_none() {
             out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
         }
         // The last events, `[DONE]` and the end of the stream leave in one write.
-        let sent = if last {
+        let sent = if done {
             w.send_last_chunk(&buf).await
         } else {
             w.send_chunk(&buf).await
@@ -342,51 +373,39 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         if sent.is_err() {
             return client_gone(w, out);
         }
-        if last {
-            return;
+        if done {
+            return Ok(());
         }
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Mapped {
-    More,
-    Done,
-    /// A mapped error event is in the buffer; the stream ends after it.
-    Failed,
-}
-
-/// Maps decoded frames into `buf` as SSE events.
+/// Maps decoded frames into `buf` as SSE events. `Ok(true)` once the mapping reached its end;
+/// an error event of the upstream's, as its mapping classified it, is `Err` (the chunks mapped
+/// before it are in `buf`).
 fn map_frames(
     provider: &Provider,
     state: &mut StreamState,
-    cx: &RelayCtx<'_>,
     frames: &[crate::dsl::Frame],
     chunks: &mut Vec<serde_json::Value>,
     buf: &mut Vec<u8>,
-    out: &mut RelayOutcome,
-) -> Mapped {
+) -> Result<bool, MappedError> {
     for f in frames {
         chunks.clear();
-        match provider.map_event(state, f.event.as_deref(), &f.data, chunks) {
-            Ok(ctl) => {
-                for c in chunks.iter() {
-                    buf.extend_from_slice(b"data: ");
-                    let _ = sonic_rs::to_writer(&mut *buf, c);
-                    buf.extend_from_slice(b"\n\n");
-                }
-                if ctl == StreamControl::Done {
-                    return Mapped::Done;
-                }
-            }
-            Err(mapped) => {
-                out.error = Some(format!("stream error: {}", mapped.class.as_str()));
-                append_event(buf, &cx.mapped_error_body(&mapped));
-                return Mapped::Failed;
-            }
+        let ctl = provider.map_event(state, f.event.as_deref(), &f.data, chunks)?;
+        push_chunks(buf, chunks);
+        if ctl == StreamControl::Done {
+            return Ok(true);
         }
     }
-    Mapped::More
+    Ok(false)
+}
+
+fn push_chunks(buf: &mut Vec<u8>, chunks: &[serde_json::Value]) {
+    for c in chunks {
+        buf.extend_from_slice(b"data: ");
+        let _ = sonic_rs::to_writer(&mut *buf, c);
+        buf.extend_from_slice(b"\n\n");
+    }
 }
 
 fn append_event(buf: &mut Vec<u8>, json: &[u8]) {
@@ -395,55 +414,96 @@ fn append_event(buf: &mut Vec<u8>, json: &[u8]) {
     buf.extend_from_slice(b"\n\n");
 }
 
+/// Something went wrong with the stream. Before anything went to the client, that is a
+/// [`Failure`] (the request may be tried elsewhere); after, the events in `before` go out,
+/// then one error event, and the stream ends without `[DONE]`.
+async fn fail<IO: ServerIo>(
+    w: &mut ResponseWriter<'_, IO>,
+    out: &mut RelayOutcome,
+    why: String,
+    err: &ApiError,
+    before: &[u8],
+) -> Relayed {
+    if !w.head_sent() {
+        return Err(Failure::from(err.clone()));
+    }
+    out.failure.get_or_insert(FailureClass::BadGateway);
+    out.error = Some(why);
+    let mut last = Vec::with_capacity(before.len() + 256);
+    last.extend_from_slice(before);
+    append_event(&mut last, &err.to_json());
+    send_final(w, out, &last).await;
+    Ok(())
+}
+
+/// The upstream failed (transport, timeout) mid-stream.
+async fn upstream_failed<IO: ServerIo>(
+    w: &mut ResponseWriter<'_, IO>,
+    cx: &RelayCtx<'_>,
+    out: &mut RelayOutcome,
+    e: &UpstreamError,
+) -> Relayed {
+    let f = failure::from_upstream(e, cx.deployment);
+    if !w.head_sent() {
+        return Err(f);
+    }
+    out.failure.get_or_insert(f.class);
+    out.error = Some(e.to_string());
+    let (_, json, _) = failure::render(&f, cx.secrets);
+    let mut ev = Vec::with_capacity(json.len() + 8);
+    append_event(&mut ev, &json);
+    send_final(w, out, &ev).await;
+    Ok(())
+}
+
+/// The upstream sent an error event, which its mapping classified.
+async fn mapped_failed<IO: ServerIo>(
+    w: &mut ResponseWriter<'_, IO>,
+    cx: &RelayCtx<'_>,
+    out: &mut RelayOutcome,
+    mapped: &MappedError,
+    before: &[u8],
+) -> Relayed {
+    let f = failure::from_mapped(mapped, None);
+    if !w.head_sent() {
+        return Err(f);
+    }
+    out.failure.get_or_insert(f.class);
+    out.error = Some(format!("stream error: {}", mapped.class.as_str()));
+    let mut last = Vec::with_capacity(before.len() + 256);
+    last.extend_from_slice(before);
+    append_event(&mut last, &cx.mapped_error_body(mapped));
+    send_final(w, out, &last).await;
+    Ok(())
+}
+
 /// Sends the last events (ending in an error event) and ends the stream without `[DONE]`.
 async fn send_final<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
     out: &mut RelayOutcome,
-    error: String,
     buf: &[u8],
 ) {
-    out.error = Some(error);
     if w.send_chunk(buf).await.is_err() || w.finish_stream().await.is_err() {
         out.status = 499;
     }
 }
 
-/// Sends one error event and ends the stream without `[DONE]`.
-async fn end_with_error<IO: ServerIo>(
+/// Starts the client's stream (once): the head leaves with the first events.
+fn begin<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
+    cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
-    error: String,
-    json: &[u8],
-) {
-    let mut ev = Vec::with_capacity(json.len() + 8);
-    append_event(&mut ev, json);
-    send_final(w, out, error, &ev).await;
-}
-
-/// Starts the client's stream. The head is written at once unless the upstream's first bytes
-/// are already here, in which case it leaves with them.
-async fn begin_stream<IO: ServerIo>(
-    w: &mut ResponseWriter<'_, IO>,
-    body: &BodyStream,
-    out: &mut RelayOutcome,
-) -> Option<Option<Rc<DisconnectWatch>>> {
-    let watch = w.disconnect_watch();
-    let started = w.start_stream_deferred(
-        StatusCode::OK,
-        "text/event-stream",
-        &[("cache-control", "no-cache")],
-    );
-    let flushed = match started {
-        Ok(()) if body.has_buffered() => Ok(()),
-        Ok(()) => w.flush_head().await,
-        Err(e) => Err(e),
-    };
-    if flushed.is_err() {
-        out.status = 499;
-        return None;
+) -> Relayed {
+    if w.head_sent() {
+        return Ok(());
     }
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(cx.headers.len() + 1);
+    headers.push(("cache-control", "no-cache"));
+    headers.extend_from_slice(cx.headers);
+    // Only fails on a response already started, which `head_sent` rules out.
+    let _ = w.start_stream_deferred(StatusCode::OK, "text/event-stream", &headers);
     out.status = 200;
-    Some(watch)
+    Ok(())
 }
 
 async fn client_closed(watch: &Option<Rc<DisconnectWatch>>) {
@@ -475,18 +535,35 @@ async fn next_piece(
 }
 
 /// The client went away: abandon the upstream (its connection is closed on drop).
-fn client_gone<IO: ServerIo>(w: &mut ResponseWriter<'_, IO>, out: &mut RelayOutcome) {
+fn client_gone<IO: ServerIo>(w: &mut ResponseWriter<'_, IO>, out: &mut RelayOutcome) -> Relayed {
     out.status = 499;
     out.error = Some("client disconnected".into());
+    out.failure = Some(FailureClass::Cancelled);
+    let started = w.head_sent();
     w.abort();
+    if started {
+        Ok(())
+    } else {
+        Err(failure::cancelled())
+    }
 }
 
-/// An upstream transport failure as the client sees it: 504 for timeouts, else 502.
-pub fn upstream_error(e: &UpstreamError, deployment: &str) -> ApiError {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
+#[derive(PartialEq, Eq)]
+enum StreamEnd {
+    Complete,
+    Cut,
+}
+
+/// Placeholder until the provider language's end hook lands: EOF is the end only if the
+/// mapping said `done`.
+fn finish_stream(
+    _provider: &Provider,
+    state: &mut StreamState,
+    _out: &mut Vec<serde_json::Value>,
+) -> Result<StreamEnd, MappedError> {
+    Ok(if state.is_done() {
+        StreamEnd::Complete
     } else {
-        ErrorKind::BadGateway
-    };
-    ApiError::new(kind, format!("Upstream deployment `{deployment}`: {e}"))
+        StreamEnd::Cut
+    })
 }

@@ -26,6 +26,27 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class, in the order of [`FailureClass::index`].
+    pub const ALL: [FailureClass; 12] = [
+        Self::BadRequest,
+        Self::Authentication,
+        Self::PermissionDenied,
+        Self::NotFound,
+        Self::ContextWindowExceeded,
+        Self::ContentPolicyViolation,
+        Self::RateLimit,
+        Self::Timeout,
+        Self::Internal,
+        Self::ServiceUnavailable,
+        Self::BadGateway,
+        Self::Cancelled,
+    ];
+
+    /// Position in [`FailureClass::ALL`] (for per-class metric handles).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",

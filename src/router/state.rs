@@ -106,6 +106,15 @@ impl DeploymentState {
         (self.minute_requests.get(), self.minute_tokens.get())
     }
 
+    pub fn breaker_phase(&self) -> super::BreakerPhase {
+        self.breaker.phase()
+    }
+
+    /// The request just begun is one of the half-open breaker's probes.
+    pub fn probe_started(&self) {
+        self.breaker.probe_started();
+    }
+
     pub fn totals(&self) -> (u64, u64, u64) {
         (
             self.total_requests.get(),

@@ -113,6 +113,25 @@ pub fn pick(
     Ok(Pick { index, probe })
 }
 
+/// Whether a deployment of the group other than `except` could take a request now, as far as
+/// its health goes (not cooling down, breaker not open). Reads only: unlike [`pick`], it moves
+/// no breaker to half-open.
+pub fn others_available(
+    settings: &RouterSettings,
+    states: &[&DeploymentState],
+    except: usize,
+    now: Millis,
+) -> bool {
+    states.iter().enumerate().any(|(i, s)| {
+        i != except
+            && s.cooling_until(now).is_none()
+            && match s.breaker.phase() {
+                super::BreakerPhase::Open { until } => !settings.breaker.enabled || until <= now,
+                _ => true,
+            }
+    })
+}
+
 fn unavailable(fits: &[Fit], states: &[&DeploymentState]) -> Unavailable {
     let busy = fits
         .iter()

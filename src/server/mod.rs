@@ -62,6 +62,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     pub global_metrics: GlobalMetrics,
     pub registries: Vec<prometheus::Registry>,
+    /// Each shard's control channel (the admin view asks every shard for its part).
+    pub shard_control: Vec<flume::Sender<crate::gateway::route::ShardControl>>,
 }
 
 impl Shared {
@@ -155,13 +157,23 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         registries.push(m.registry());
         shard_metrics.push(m);
     }
+    let (control_tx, control_rx): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| flume::unbounded()).unzip();
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(snap),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         global_metrics,
         registries,
+        shard_control: control_tx,
     });
+    // Process-wide deployment limits (max_parallel_requests, rpm, tpm) have one owner.
+    let limits = crate::router::limits::LimitsHandle::start(workers).map_err(|source| {
+        ServeError::Start {
+            what: "deployment limits thread".into(),
+            source,
+        }
+    })?;
 
     let resolver = ResolverPool::start(2).map_err(|source| ServeError::Start {
         what: "DNS resolver threads".into(),
@@ -169,7 +181,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     })?;
     let (driver_tx, driver_rx) = std::sync::mpsc::channel();
     let mut shards = Vec::with_capacity(workers);
-    for (id, (listener, metrics)) in tcp.into_iter().zip(shard_metrics).enumerate() {
+    let shard_inputs = tcp.into_iter().zip(shard_metrics).zip(control_rx);
+    for (id, ((listener, metrics), control)) in shard_inputs.enumerate() {
         let uds = match &uds {
             Some(u) => Some(u.try_clone().map_err(|source| ServeError::Start {
                 what: "unix socket listener".into(),
@@ -188,6 +201,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             driver: opts.io_driver,
             driver_report: driver_tx.clone(),
             stop: stop_rx,
+            limits: limits.clone(),
+            control,
         };
         let handle = std::thread::Builder::new()
             .name(format!("llmux-shard-{id}"))

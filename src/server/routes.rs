@@ -30,6 +30,10 @@ enum Route {
     Live,
     Ready,
     Metrics,
+    /// The router's view of every deployment (LLMux's).
+    HealthDeployments,
+    /// LiteLLM's `/health` shape, from the same view.
+    Health,
     DebugPanic,
 }
 
@@ -41,6 +45,8 @@ impl Route {
             Route::Live => "health_live",
             Route::Ready => "health_ready",
             Route::Metrics => "metrics",
+            Route::HealthDeployments => "health_deployments",
+            Route::Health => "health",
             Route::DebugPanic => "debug",
         }
     }
@@ -53,7 +59,10 @@ impl Route {
     }
 
     fn needs_auth(self) -> bool {
-        matches!(self, Route::Chat | Route::Models)
+        matches!(
+            self,
+            Route::Chat | Route::Models | Route::HealthDeployments | Route::Health
+        )
     }
 }
 
@@ -64,6 +73,8 @@ fn route(path: &str) -> Option<Route> {
         "/health/live" | "/health/liveliness" | "/health/liveness" => Route::Live,
         "/health/ready" | "/health/readiness" => Route::Ready,
         "/metrics" | "/metrics/" => Route::Metrics,
+        "/health/deployments" => Route::HealthDeployments,
+        "/health" => Route::Health,
         "/debug/panic" => Route::DebugPanic,
         _ => return None,
     })
@@ -81,6 +92,34 @@ fn presented_key(req: &Request) -> Option<&str> {
         );
     }
     req.header("x-api-key").or_else(|| req.header("api-key"))
+}
+
+/// Every shard's view of the deployments, summed. A shard that does not answer within two
+/// seconds (it is stuck, or stopping) is left out rather than holding the answer.
+async fn deployment_views(
+    ctx: &ShardCtx,
+    snap: &std::sync::Arc<crate::config::Snapshot>,
+) -> Vec<gateway::route::DeploymentView> {
+    let mut replies = Vec::with_capacity(ctx.shared.shard_control.len());
+    for tx in &ctx.shared.shard_control {
+        let (reply, rx) = flume::bounded(1);
+        let asked = tx.send(gateway::route::ShardControl::DeploymentViews {
+            snap: snap.clone(),
+            reply,
+        });
+        if asked.is_ok() {
+            replies.push(rx);
+        }
+    }
+    let mut views = Vec::with_capacity(replies.len());
+    for rx in replies {
+        let answer =
+            monoio::time::timeout(std::time::Duration::from_secs(2), rx.recv_async()).await;
+        if let Ok(Ok(v)) = answer {
+            views.push(v);
+        }
+    }
+    gateway::route::merge(views)
 }
 
 struct InflightGuard<'a>(&'a ShardCtx);
@@ -177,6 +216,17 @@ impl Service for GatewayService {
                 let text = metrics::render(&ctx.shared.registries);
                 let _ = w
                     .send(StatusCode::OK, "text/plain; version=0.0.4", &[], &text)
+                    .await;
+            }
+            Route::HealthDeployments | Route::Health => {
+                let views = deployment_views(ctx, &snap).await;
+                let body = if matches!(route, Route::Health) {
+                    gateway::route::litellm_health(&snap, &views)
+                } else {
+                    serde_json::json!({ "deployments": views })
+                };
+                let _ = w
+                    .send_json(StatusCode::OK, body.to_string().as_bytes())
                     .await;
             }
             Route::DebugPanic => panic!("panic requested through /debug/panic"),

@@ -11,6 +11,7 @@ use super::routes::GatewayService;
 use super::runtime::{self, ActiveDriver, IoDriver};
 use super::Shared;
 use crate::config::Snapshot;
+use crate::gateway::route::{ShardControl, ShardRouter};
 use crate::gateway::GatewayShard;
 use crate::http1::{conn, ConnLimits};
 use crate::telemetry::metrics::ShardMetrics;
@@ -28,6 +29,8 @@ pub struct ShardSpec {
     pub driver: IoDriver,
     pub driver_report: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
     pub stop: flume::Receiver<()>,
+    pub limits: crate::router::limits::LimitsHandle,
+    pub control: flume::Receiver<ShardControl>,
 }
 
 /// Everything a request on this shard touches.
@@ -80,6 +83,8 @@ pub fn run(spec: ShardSpec) {
         metrics,
         resolver,
         stop,
+        limits,
+        control,
         ..
     } = spec;
     rt.block_on(async move {
@@ -90,12 +95,14 @@ pub fn run(spec: ShardSpec) {
             gateway: GatewayShard {
                 upstream: UpstreamClient::new(resolver.shard_resolver(dns_ttl)),
                 metrics,
+                router: ShardRouter::new(&limits, fastrand::u64(..) ^ id as u64),
             },
             ids: RequestIds::new(id),
             inflight: Cell::new(0),
             snapshot: RefCell::new(Rc::new(shared.config.load_full())),
         });
         ctx.gateway.upstream.spawn_maintenance();
+        monoio::spawn(control_loop(ctx.clone(), control));
         let stopping = Rc::new(LocalEvent::default());
         match TcpListener::from_std(tcp) {
             Ok(l) => {
@@ -125,6 +132,17 @@ pub fn run(spec: ShardSpec) {
             );
         }
     });
+}
+
+/// Answers the control plane's questions about this shard's state.
+async fn control_loop(ctx: Rc<ShardCtx>, rx: flume::Receiver<ShardControl>) {
+    while let Ok(msg) = rx.recv_async().await {
+        match msg {
+            ShardControl::DeploymentViews { snap, reply } => {
+                let _ = reply.send(ctx.gateway.router.views(&snap));
+            }
+        }
+    }
 }
 
 fn limits(ctx: &ShardCtx) -> ConnLimits {

@@ -13,6 +13,7 @@ use prometheus::{
 };
 
 use crate::config::Deployment;
+use crate::router::FailureClass;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -41,7 +42,53 @@ struct DeploymentHandles {
     ttft: Histogram,
     prompt_tokens: IntCounter,
     completion_tokens: IntCounter,
+    routing: RoutingHandles,
 }
+
+/// A deployment's routing series.
+pub struct RoutingHandles {
+    pub attempts: IntCounter,
+    failures: [IntCounter; FailureClass::ALL.len()],
+    pub in_flight: IntGauge,
+    /// LiteLLM's encoding: 0 healthy, 1 partial outage, 2 complete outage (merged over shards
+    /// by the worst).
+    pub state: IntGauge,
+    pub cooldowns: IntCounter,
+    breaker: [IntCounter; 3],
+    rejections: [IntCounter; 3],
+}
+
+impl RoutingHandles {
+    pub fn failure(&self, class: FailureClass) {
+        self.failures[class.index()].inc();
+    }
+
+    /// A breaker transition: 0 opened, 1 half-open, 2 closed.
+    pub fn breaker(&self, to: usize) {
+        self.breaker[to.min(2)].inc();
+    }
+
+    pub fn rejection(&self, why: Rejection) {
+        self.rejections[why as usize].inc();
+    }
+}
+
+/// Why the gateway itself did not send a request to a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No slot came free within `llmux.router.queue.timeout` (`max_parallel_requests`).
+    MaxParallel = 0,
+    /// The wait queue was full.
+    QueueFull = 1,
+    /// Over the deployment's `rpm` or `tpm`.
+    RateLimit = 2,
+}
+
+const REJECTIONS: [&str; 3] = ["max_parallel", "queue_full", "rate_limit"];
+const BREAKER: [&str; 3] = ["open", "half_open", "closed"];
+
+/// Gauges merged over shards by their maximum instead of their sum.
+const MAX_MERGED: &[&str] = &["llmux_deployment_state"];
 
 /// What one routed request contributes to the metrics.
 pub struct RequestRecord<'a> {
@@ -65,6 +112,17 @@ pub struct ShardMetrics {
     http_by_route: RefCell<HashMap<(&'static str, usize), IntCounter>>,
     pub inflight: IntGauge,
     handles: RefCell<HashMap<usize, DeploymentHandles>>,
+    attempts: IntCounterVec,
+    failures: IntCounterVec,
+    dep_in_flight: IntGaugeVec,
+    dep_state: IntGaugeVec,
+    cooldowns: IntCounterVec,
+    breaker: IntCounterVec,
+    rejections: IntCounterVec,
+    retries: IntCounterVec,
+    fallbacks: IntCounterVec,
+    by_group: RefCell<HashMap<String, IntCounter>>,
+    by_fallback: RefCell<HashMap<(String, String), IntCounter>>,
 }
 
 impl ShardMetrics {
@@ -113,6 +171,80 @@ impl ShardMetrics {
             &["route", "status_class"],
         )?;
         let inflight = IntGauge::new("llmux_inflight_requests", "Requests being served.")?;
+        let dep = &["model_group", "deployment"];
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "llmux_deployment_attempts_total",
+                "Attempts sent to each deployment (a retried request makes several).",
+            ),
+            dep,
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "llmux_deployment_failures_total",
+                "Failed attempts by deployment and failure class.",
+            ),
+            &["model_group", "deployment", "class"],
+        )?;
+        let dep_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "llmux_deployment_in_flight",
+                "Attempts in flight on each deployment.",
+            ),
+            dep,
+        )?;
+        let dep_state = IntGaugeVec::new(
+            Opts::new(
+                "llmux_deployment_state",
+                "Deployment health: 0 healthy, 1 partial outage, 2 complete outage (worst shard).",
+            ),
+            dep,
+        )?;
+        let cooldowns = IntCounterVec::new(
+            Opts::new(
+                "llmux_deployment_cooldowns_total",
+                "Times a deployment was taken out of rotation for its cooldown.",
+            ),
+            dep,
+        )?;
+        let breaker = IntCounterVec::new(
+            Opts::new(
+                "llmux_deployment_breaker_transitions_total",
+                "Circuit breaker transitions by the state entered.",
+            ),
+            &["model_group", "deployment", "to"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "llmux_deployment_rejections_total",
+                "Requests the gateway held back from a deployment at its limits.",
+            ),
+            &["model_group", "deployment", "limit"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new("llmux_retries_total", "Retries within a model group."),
+            &["model_group"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "llmux_fallbacks_total",
+                "Requests that fell back from a model group to another.",
+            ),
+            &["model_group", "fallback_group"],
+        )?;
+        for c in [
+            &attempts,
+            &failures,
+            &cooldowns,
+            &breaker,
+            &rejections,
+            &retries,
+            &fallbacks,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(dep_in_flight.clone()))?;
+        registry.register(Box::new(dep_state.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -131,6 +263,17 @@ impl ShardMetrics {
             http_by_route: RefCell::new(HashMap::new()),
             inflight,
             handles: RefCell::new(HashMap::new()),
+            attempts,
+            failures,
+            dep_in_flight,
+            dep_state,
+            cooldowns,
+            breaker,
+            rejections,
+            retries,
+            fallbacks,
+            by_group: RefCell::default(),
+            by_fallback: RefCell::default(),
         })
     }
 
@@ -149,15 +292,45 @@ impl ShardMetrics {
             .inc();
     }
 
-    pub fn record_request(&self, r: &RequestRecord<'_>) {
-        let key = Arc::as_ptr(r.deployment) as usize;
+    /// Runs `f` on a deployment's cached handles.
+    fn with_handles<T>(&self, d: &Arc<Deployment>, f: impl FnOnce(&DeploymentHandles) -> T) -> T {
+        let key = Arc::as_ptr(d) as usize;
         let mut handles = self.handles.borrow_mut();
         if handles.len() > 10_000 {
             handles.clear();
         }
-        let h = handles
-            .entry(key)
-            .or_insert_with(|| self.resolve(r.deployment));
+        f(handles.entry(key).or_insert_with(|| self.resolve(d)))
+    }
+
+    /// Runs `f` on a deployment's routing series.
+    pub fn routing<T>(&self, d: &Arc<Deployment>, f: impl FnOnce(&RoutingHandles) -> T) -> T {
+        self.with_handles(d, |h| f(&h.routing))
+    }
+
+    pub fn retry(&self, group: &str) {
+        let mut m = self.by_group.borrow_mut();
+        if let Some(c) = m.get(group) {
+            c.inc();
+            return;
+        }
+        let c = self.retries.with_label_values(&[group]);
+        c.inc();
+        m.insert(group.to_owned(), c);
+    }
+
+    pub fn fallback(&self, from: &str, to: &str) {
+        let mut m = self.by_fallback.borrow_mut();
+        let key = (from.to_owned(), to.to_owned());
+        m.entry(key)
+            .or_insert_with(|| self.fallbacks.with_label_values(&[from, to]))
+            .inc();
+    }
+
+    pub fn record_request(&self, r: &RequestRecord<'_>) {
+        self.with_handles(r.deployment, |h| Self::record_into(h, r));
+    }
+
+    fn record_into(h: &DeploymentHandles, r: &RequestRecord<'_>) {
         h.requests[status_class(r.status)].inc();
         h.request_duration.observe(r.duration);
         if let Some(u) = r.upstream_duration {
@@ -184,6 +357,16 @@ impl ShardMetrics {
             ttft: self.ttft.with_label_values(&[g]),
             prompt_tokens: self.tokens.with_label_values(&[g, "prompt"]),
             completion_tokens: self.tokens.with_label_values(&[g, "completion"]),
+            routing: RoutingHandles {
+                attempts: self.attempts.with_label_values(&[g, id]),
+                failures: FailureClass::ALL
+                    .map(|c| self.failures.with_label_values(&[g, id, c.as_str()])),
+                in_flight: self.dep_in_flight.with_label_values(&[g, id]),
+                state: self.dep_state.with_label_values(&[g, id]),
+                cooldowns: self.cooldowns.with_label_values(&[g, id]),
+                breaker: BREAKER.map(|b| self.breaker.with_label_values(&[g, id, b])),
+                rejections: REJECTIONS.map(|r| self.rejections.with_label_values(&[g, id, r])),
+            },
         }
     }
 }
@@ -259,6 +442,7 @@ fn label_key(m: &prometheus::proto::Metric) -> Vec<(String, String)> {
 
 fn merge_family(into: &mut MetricFamily, from: MetricFamily) {
     let kind = into.get_field_type();
+    let by_max = MAX_MERGED.contains(&into.get_name());
     for m in from.get_metric() {
         let key = label_key(m);
         let existing = into.mut_metric().iter_mut().find(|x| label_key(x) == key);
@@ -274,7 +458,12 @@ fn merge_family(into: &mut MetricFamily, from: MetricFamily) {
             }
             MetricType::GAUGE => {
                 let mut g = x.get_gauge().clone();
-                g.set_value(g.get_value() + m.get_gauge().get_value());
+                let v = m.get_gauge().get_value();
+                g.set_value(if by_max {
+                    g.get_value().max(v)
+                } else {
+                    g.get_value() + v
+                });
                 x.set_gauge(g);
             }
             MetricType::HISTOGRAM => {

@@ -80,6 +80,8 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Deadline for the whole exchange (None for streams, which are bounded by `idle`).
     pub total: Option<Duration>,
+    /// To open a connection; `None`: `llmux.upstream.connect_timeout`.
+    pub connect: Option<Duration>,
 }
 
 /// A response whose body has not been read yet.
@@ -148,18 +150,23 @@ impl UpstreamClient {
             let mut conn = self.pool.acquire(key, settings, attempt > 0).await;
             if conn.conn.is_none() {
                 // Boxed: only new connections take this path (TLS handshake state is large).
-                let c = within(deadline, settings.connect_timeout, "connect", async {
-                    Box::pin(conn::connect(
-                        &self.resolver,
-                        &route,
-                        req.tls,
-                        req.host,
-                        req.port,
-                        req.addrs,
-                        settings,
-                    ))
-                    .await
-                })
+                let c = within(
+                    deadline,
+                    timeouts.connect.unwrap_or(settings.connect_timeout),
+                    "connect",
+                    async {
+                        Box::pin(conn::connect(
+                            &self.resolver,
+                            &route,
+                            req.tls,
+                            req.host,
+                            req.port,
+                            req.addrs,
+                            settings,
+                        ))
+                        .await
+                    },
+                )
                 .await??;
                 conn.conn = Some(c);
             }

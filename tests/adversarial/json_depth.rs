@@ -17,10 +17,34 @@ fn chat(model: &str, stream: bool) -> String {
 }
 
 /// The scripted upstream: what it sends depends on the upstream model name,
-/// `<case>-<depth>`, and on the format the gateway speaks (path).
-fn deep_upstream() -> Hostile {
-    Hostile::start(|req| {
+/// `<case>-<depth>`, and on the format the gateway speaks (path). The `late` case sends its
+/// first event, then waits for `gate` before the deep one.
+fn deep_upstream(gate: std::sync::Arc<hostile::Gate>) -> Hostile {
+    Hostile::start_writing(move |req, conn| {
+        use std::io::Write;
         let model = req.model();
+        if let Some(depth) = model.strip_prefix("late-") {
+            let deep = hostile::nested(depth.parse().expect("depth"));
+            let _ = conn.write_all(&hostile::sse(MESSAGE_START.as_bytes()));
+            gate.wait();
+            let _ = conn.write_all(deep_delta(&deep).as_bytes());
+            return;
+        }
+        let _ = conn.write_all(&answer(req, &model));
+    })
+}
+
+const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":1}}}\n\n";
+
+fn deep_delta(deep: &str) -> String {
+    format!(
+        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"x\"}},\"extra\":{deep}}}\n\n\
+         event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+    )
+}
+
+fn answer(req: &hostile::Received, model: &str) -> Vec<u8> {
+    {
         let (case, depth) = model.rsplit_once('-').expect("case-depth");
         let depth: usize = depth.parse().expect("depth");
         let deep = hostile::nested(depth);
@@ -34,14 +58,8 @@ fn deep_upstream() -> Hostile {
                 )
                 .as_bytes(),
             ),
-            "stream" => hostile::sse(
-                format!(
-                    "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{{\"input_tokens\":1}}}}}}\n\n\
-                     event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"x\"}},\"extra\":{deep}}}\n\n\
-                     event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
-                )
-                .as_bytes(),
-            ),
+            // The deep event first: the stream fails before anything reached the client.
+            "stream" => hostile::sse(deep_delta(&deep).as_bytes()),
             "err" => hostile::response(
                 500,
                 "application/json",
@@ -49,7 +67,7 @@ fn deep_upstream() -> Hostile {
             ),
             other => panic!("unexpected case {other} at {}", req.path()),
         }
-    })
+    }
 }
 
 fn config(up: &Hostile) -> String {
@@ -69,6 +87,10 @@ fn config(up: &Hostile) -> String {
                 format!("anthropic/err-{depth}"),
             ),
             (format!("gpt-err-{depth}"), format!("openai/err-{depth}")),
+            (
+                format!("claude-late-{depth}"),
+                format!("anthropic/late-{depth}"),
+            ),
         ] {
             let base = if model.starts_with("openai/") {
                 format!("{}/v1", up.base())
@@ -95,7 +117,8 @@ fn still_serving(gw: &mut Gateway, pid: i32) {
 }
 
 fn deep_json(driver: &str) {
-    let up = deep_upstream();
+    let gate = hostile::Gate::new();
+    let up = deep_upstream(gate.clone());
     let mut gw = Gateway::start_on(&config(&up), driver);
     let pid = gw.proc.pid();
     for depth in DEPTHS {
@@ -128,10 +151,17 @@ fn deep_json(driver: &str) {
         assert!(r.text().contains("deeper than the limit"), "{}", r.text());
         still_serving(&mut gw, pid);
 
-        // An Anthropic stream event: an error event, and no [DONE].
+        // An Anthropic stream whose first event is deep: nothing went out yet, so a 502.
         let r = gw.chat(&chat(&format!("claude-stream-{depth}"), true));
-        assert_eq!(r.status, 200, "the stream had started");
-        let events = data_events(&r.body);
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("deeper than the limit"), "{}", r.text());
+        still_serving(&mut gw, pid);
+
+        // A deep event after the first one went out: an error event, and no [DONE].
+        let (_s, mut rd, _) = gw.open_stream(&chat(&format!("claude-late-{depth}"), true));
+        gate.go();
+        let rest = read_stream_rest(&mut rd);
+        let events = data_events(rest.as_bytes());
         let last = events.last().expect("events");
         let v: serde_json::Value = serde_json::from_str(last).expect("error event is JSON");
         assert!(

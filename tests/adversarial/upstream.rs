@@ -184,9 +184,8 @@ fn passthrough_gateway(up: &Hostile, extra: &str) -> Gateway {
 }
 
 /// The stream's events; asserts it ends with an error event and has no `[DONE]`.
-fn ends_with_error_event(r: &Response, what: &str) -> serde_json::Value {
-    assert_eq!(r.status, 200, "{what}: the stream had started");
-    let events = data_events(&r.body);
+fn ends_with_error_event(body: &[u8], what: &str) -> serde_json::Value {
+    let events = data_events(body);
     assert!(
         !events.iter().any(|e| e == "[DONE]"),
         "{what}: a broken stream must not end with [DONE]: {events:?}"
@@ -198,48 +197,78 @@ fn ends_with_error_event(r: &Response, what: &str) -> serde_json::Value {
     v
 }
 
+/// A stream that fails before its first byte reached the client is not a stream: the client
+/// gets the failure as an error body (after the router's retries).
+fn failed_before_first_byte(r: &Response, what: &str) -> serde_json::Value {
+    assert_eq!(r.status, 502, "{what}: {}", r.text());
+    let v = r.json();
+    assert!(v["error"]["message"].is_string(), "{what}: {v}");
+    v
+}
+
+/// An upstream that sends `first`, waits for the test's go, sends `rest` and closes.
+fn gated_upstream(first: String, rest: Vec<u8>) -> (Hostile, std::sync::Arc<hostile::Gate>) {
+    let gate = hostile::Gate::new();
+    let up = Hostile::start_writing({
+        let gate = gate.clone();
+        move |_, conn| {
+            use std::io::Write;
+            let _ = conn.write_all(&hostile::sse(first.as_bytes()));
+            gate.wait();
+            let _ = conn.write_all(&rest);
+        }
+    });
+    (up, gate)
+}
+
+/// Opens a stream, lets the upstream go on once the first event arrived, and returns the
+/// rest of the stream.
+fn rest_after_first_event(gw: &Gateway, gate: &hostile::Gate, group: &str) -> String {
+    let (_s, mut rd, _) = gw.open_stream(&chat(group, true));
+    gate.go();
+    read_stream_rest(&mut rd)
+}
+
 #[test]
 fn broken_passthrough_streams_end_with_an_error_event() {
     let good = r#"data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"ok"}}]}"#;
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "not json",
-            format!("{good}\n\ndata: {{not json\n\n").into_bytes(),
-        ),
-        ("invalid utf-8", {
-            let mut b = format!("{good}\n\n").into_bytes();
-            b.extend_from_slice(b"data: {\"a\":\"\xff\xfe\"}\n\n");
-            b
-        }),
-        (
-            "cut mid-object",
-            format!("{good}\n\ndata: {{\"id\":\"c\",\"choi").into_bytes(),
-        ),
-        (
-            "two values in one event",
-            format!("{good}\n\ndata: {{}}{{}}\n\n").into_bytes(),
-        ),
+        ("not json", b"data: {not json\n\n".to_vec()),
+        ("invalid utf-8", b"data: {\"a\":\"\xff\xfe\"}\n\n".to_vec()),
+        ("cut mid-object", b"data: {\"id\":\"c\",\"choi".to_vec()),
+        ("two values in one event", b"data: {}{}\n\n".to_vec()),
     ];
-    for (what, events) in cases {
-        let events = std::sync::Arc::new(events);
+    for (what, bad) in cases {
+        // Broken before anything reached the client: retried (1 + num_retries 2), then a 502.
         let up = Hostile::start({
-            let events = events.clone();
-            move |_| hostile::sse(&events)
+            let bad = bad.clone();
+            move |_| hostile::sse(&bad)
         });
         let gw = passthrough_gateway(&up, "");
-        let r = gw.chat(&chat("m", true));
-        let v = ends_with_error_event(&r, what);
+        let v = failed_before_first_byte(&gw.chat(&chat("m", true)), what);
         assert!(
             v["error"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("invalid event")),
             "{what}: {v}"
         );
-        // The good event before the broken one was relayed.
+        assert_eq!(up.requests.load(Ordering::Relaxed), 3, "{what}: retried");
+
+        // Broken after the first event went out: an error event ends the stream.
+        let (up, gate) = gated_upstream(format!("{good}\n\n"), bad.clone());
+        let gw = passthrough_gateway(&up, "");
+        let rest = rest_after_first_event(&gw, &gate, "m");
+        let v = ends_with_error_event(rest.as_bytes(), what);
         assert!(
-            String::from_utf8_lossy(&r.body).contains(r#""content":"ok""#),
-            "{what}: {}",
-            r.text()
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("invalid event")),
+            "{what}: {v}"
+        );
+        assert_eq!(
+            up.requests.load(Ordering::Relaxed),
+            1,
+            "{what}: not retried"
         );
     }
 }
@@ -299,38 +328,57 @@ fn oversized_events_end_the_stream_with_an_error_event() {
         "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
         "x".repeat(200_000)
     );
-    let up = Hostile::start(move |req| {
-        if req.path().starts_with("/v1/messages") {
-            let ev = big.replace("data: ", "event: content_block_delta\ndata: ");
-            hostile::sse(format!("event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"m\",\"usage\":{{\"input_tokens\":1}}}}}}\n\n{ev}").as_bytes())
-        } else {
-            hostile::sse(big.as_bytes())
+    let big_claude = big.replace("data: ", "event: content_block_delta\ndata: ");
+    let bound = |v: &serde_json::Value| {
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("65536") && m.contains("max_stream_event_bytes"))
+    };
+    let yaml = |up: &Hostile| {
+        format!(
+            "model_list:\n{}{}llmux:\n  upstream:\n    max_stream_event_bytes: 65536\n",
+            deployment("claude", "anthropic/c", &up.base(), ANTHROPIC_KEY, ""),
+            deployment(
+                "gpt",
+                "openai/g",
+                &format!("{}/v1", up.base()),
+                OPENAI_KEY,
+                ""
+            )
+        )
+    };
+    // The first event is over the bound: nothing went out, the client gets a 502.
+    let up = Hostile::start({
+        let (big, big_claude) = (big.clone(), big_claude.clone());
+        move |req| {
+            if req.path().starts_with("/v1/messages") {
+                hostile::sse(big_claude.as_bytes())
+            } else {
+                hostile::sse(big.as_bytes())
+            }
         }
     });
-    let yaml = format!(
-        "model_list:\n{}{}llmux:\n  upstream:\n    max_stream_event_bytes: 65536\n",
-        deployment("claude", "anthropic/c", &up.base(), ANTHROPIC_KEY, ""),
-        deployment(
-            "gpt",
-            "openai/g",
-            &format!("{}/v1", up.base()),
-            OPENAI_KEY,
-            ""
-        )
-    );
-    let gw = Gateway::start(&yaml);
+    let gw = Gateway::start(&yaml(&up));
     for group in ["gpt", "claude"] {
-        let r = gw.chat(&chat(group, true));
-        let v = ends_with_error_event(&r, group);
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("65536") && m.contains("max_stream_event_bytes")),
-            "{group}: {v}"
-        );
+        let v = failed_before_first_byte(&gw.chat(&chat(group, true)), group);
+        assert!(bound(&v), "{group}: {v}");
     }
-    // The connection is fine afterwards.
-    assert_eq!(gw.get("/health/live").status, 200);
+    // A later event is over the bound: an error event ends the stream.
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":1}}}\n\n";
+    let first_gpt =
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n";
+    for (group, first, rest) in [
+        ("gpt", first_gpt.to_owned(), big.clone()),
+        ("claude", start.to_owned(), big_claude.clone()),
+    ] {
+        let (up, gate) = gated_upstream(first, rest.into_bytes());
+        let gw = Gateway::start(&yaml(&up));
+        let rest = rest_after_first_event(&gw, &gate, group);
+        let v = ends_with_error_event(rest.as_bytes(), group);
+        assert!(bound(&v), "{group}: {v}");
+        // The connection is fine afterwards.
+        assert_eq!(gw.get("/health/live").status, 200);
+    }
 }
 
 /// Ten concurrent streams each send one 15 MB line: every one is refused at the event bound,
@@ -348,7 +396,8 @@ fn a_burst_of_huge_events_does_not_stay_resident() {
         let line = line.clone();
         move |_| hostile::sse(&line)
     });
-    let gw = passthrough_gateway(&up, "");
+    // Each stream fails before its first byte; retries would only repeat the burst.
+    let gw = passthrough_gateway(&up, "router_settings:\n  num_retries: 0\n");
     let baseline = gw.proc.rss_kib();
     assert!(baseline > 0, "RSS of the gateway cannot be read");
     let clients: Vec<_> = (0..10)
@@ -370,7 +419,7 @@ fn a_burst_of_huge_events_does_not_stay_resident() {
         .collect();
     for c in clients {
         let r = c.join().expect("client thread");
-        let v = ends_with_error_event(&r, "huge line");
+        let v = failed_before_first_byte(&r, "huge line");
         assert!(
             v["error"]["message"]
                 .as_str()

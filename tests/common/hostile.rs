@@ -10,6 +10,41 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+/// A go signal for a scripted upstream that holds its answer back: the upstream blocks in
+/// [`Gate::wait`] until the test calls [`Gate::go`] (after it has seen what came before).
+// The upstream's thread waits behind a lock: test code, not the data plane.
+#[allow(clippy::disallowed_types)]
+pub struct Gate {
+    tx: mpsc::Sender<()>,
+    rx: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+#[allow(clippy::disallowed_types)]
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        let (tx, rx) = mpsc::channel();
+        Arc::new(Gate {
+            tx,
+            rx: std::sync::Mutex::new(rx),
+        })
+    }
+
+    pub fn go(&self) {
+        let _ = self.tx.send(());
+    }
+
+    /// Waits for the go (at most 20 s, so a failing test ends).
+    pub fn wait(&self) {
+        if let Ok(rx) = self.rx.lock() {
+            let _ = rx.recv_timeout(Duration::from_secs(20));
+        }
+    }
+}
+
+/// The head of a streamed response (`connection: close`, the body ends at close).
+pub const SSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -161,8 +196,7 @@ pub fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
 /// A streamed response: the events as given, then the connection closes (no length, no
 /// chunking: the body ends at close).
 pub fn sse(events: &[u8]) -> Vec<u8> {
-    let mut out =
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n".to_vec();
+    let mut out = SSE_HEAD.to_vec();
     out.extend_from_slice(events);
     out
 }

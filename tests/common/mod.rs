@@ -447,6 +447,25 @@ pub fn data_events(body: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The rest of a stream opened with [`Gateway::open_stream`], up to its end (the chunked
+/// terminator, or the connection closing), with the chunk framing taken out.
+pub fn read_stream_rest(rd: &mut BufReader<TcpStream>) -> String {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !raw.ends_with(b"\r\n0\r\n\r\n") {
+        match rd.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&raw)
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| l.is_empty() || !l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Like [`request`], but `None` when the connection fails (for servers that are shutting down).
 pub fn try_status(addr: &str, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(addr).ok()?;

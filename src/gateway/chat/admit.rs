@@ -1,0 +1,189 @@
+//! The pick and admit phases: which deployment of the group (the router's choice from this
+//! shard's view), and whether it may take the request now — a slot under its
+//! `max_parallel_requests` (waiting in a bounded queue) and its `rpm`/`tpm` tokens, both held
+//! for the whole process by the limiter's owner.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Call;
+use crate::config::{Deployment, ModelGroup};
+use crate::gateway::failure;
+use crate::http1::{ResponseWriter, ServerIo};
+use crate::router::limits::{Limits, Permit, Refused};
+use crate::router::{strategy, BreakerPhase, DeploymentSpec, Failure, Unavailable};
+use crate::telemetry::metrics::Rejection;
+
+/// The pick phase's answer.
+pub enum Picked<'s> {
+    Deployment {
+        group: &'s ModelGroup,
+        index: usize,
+        /// One of a half-open breaker's probes.
+        probe: bool,
+    },
+    /// No deployment of the group can be tried now.
+    Unavailable(Failure),
+}
+
+/// Chooses the next deployment of `group`; those in `tried` (bit per index) are avoided while
+/// another can be used.
+pub fn pick<'s>(call: &Call<'s>, group: &'s ModelGroup, tried: u64) -> Picked<'s> {
+    let router = &call.gw.router;
+    let now = router.now();
+    let states: Vec<_> = group.deployments.iter().map(|d| router.state(d)).collect();
+    let refs: Vec<_> = states.iter().map(|s| &**s).collect();
+    let specs: Vec<&DeploymentSpec> = group.deployments.iter().map(|d| &d.spec).collect();
+    let was_open: u64 = refs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s.breaker_phase(), BreakerPhase::Open { .. }))
+        .fold(0, |m, (i, _)| m | 1 << i.min(63));
+    let picked = strategy::pick(
+        &call.snap.router,
+        &specs,
+        &refs,
+        &router.group(&group.name),
+        tried,
+        call.view.stream,
+        now,
+        &mut *router.rand.borrow_mut(),
+    );
+    if was_open != 0 {
+        // Choosing may have moved an open breaker whose time is up to half-open.
+        for (i, s) in refs.iter().enumerate() {
+            if was_open & (1 << i.min(63)) != 0
+                && matches!(s.breaker_phase(), BreakerPhase::HalfOpen { .. })
+            {
+                let d = &group.deployments[i];
+                call.gw.metrics.routing(d, |h| h.breaker(1));
+                tracing::info!(
+                    model_group = %d.group,
+                    deployment = %d.id,
+                    "circuit breaker half-open: probing"
+                );
+            }
+        }
+    }
+    match picked {
+        Ok(p) => Picked::Deployment {
+            group,
+            index: p.index,
+            probe: p.probe,
+        },
+        // Every deployment is at its `max_parallel_requests` here: queue for the least busy.
+        Err(Unavailable::Busy { index }) => Picked::Deployment {
+            group,
+            index,
+            probe: false,
+        },
+        Err(Unavailable::Down { retry_after_ms }) => Picked::Unavailable(failure::unavailable(
+            &group.name,
+            "every deployment is cooling down or its circuit breaker is open",
+            retry_after_ms,
+            429,
+        )),
+        Err(Unavailable::Limited { retry_after_ms }) => Picked::Unavailable(failure::unavailable(
+            &group.name,
+            "every deployment is at its rpm/tpm limit for this minute",
+            retry_after_ms,
+            429,
+        )),
+    }
+}
+
+/// What admission took; given back when the attempt ends.
+pub struct Admitted {
+    /// The slot under `max_parallel_requests`, if the deployment has one.
+    pub permit: Option<Permit>,
+    /// The tokens charged to `tpm` up front (corrected once usage is known).
+    pub estimated_tokens: u64,
+}
+
+/// A prompt's tokens, estimated up front for `tpm`: about four bytes of JSON per token. The
+/// charge is corrected by the real usage when the answer reports it.
+fn estimate_tokens(body: &[u8]) -> u64 {
+    (body.len() as u64).div_ceil(4)
+}
+
+/// Takes a slot and the rate tokens of `dep` for one attempt. A client that goes away while it
+/// waits for a slot gives its place in the queue back at once.
+pub async fn admit<IO: ServerIo>(
+    call: &Call<'_>,
+    dep: &Arc<Deployment>,
+    w: &mut ResponseWriter<'_, IO>,
+) -> Result<Admitted, Failure> {
+    let router = &call.gw.router;
+    let mut admitted = Admitted {
+        permit: None,
+        estimated_tokens: 0,
+    };
+    if let Some(max) = dep.spec.max_parallel {
+        let q = &call.snap.router.queue;
+        let Some(_place) = router.enqueue(dep, q.max_waiting) else {
+            reject(call, dep, Rejection::QueueFull);
+            return Err(failure::held_back(
+                &dep.id,
+                &format!(
+                    "has {} requests waiting for a free slot already (llmux.router.queue.max_waiting)",
+                    q.max_waiting
+                ),
+                Some(1_000),
+            ));
+        };
+        let wait = Duration::from_millis(q.timeout_ms);
+        let permit = router.limiter.permit(&dep.key, max, wait);
+        let got = match w.disconnect_watch() {
+            Some(watch) => monoio::select! {
+                p = permit => p,
+                _ = watch.closed() => return Err(failure::cancelled()),
+            },
+            None => permit.await,
+        };
+        match got {
+            Ok(p) => admitted.permit = Some(p),
+            Err(_) => {
+                reject(call, dep, Rejection::MaxParallel);
+                return Err(failure::held_back(
+                    &dep.id,
+                    &format!(
+                        "has no free slot: {max} requests in flight (max_parallel_requests), none ended within {:.1}s",
+                        wait.as_secs_f64()
+                    ),
+                    Some(1_000),
+                ));
+            }
+        }
+    }
+    if dep.spec.rpm.is_some() || dep.spec.tpm.is_some() {
+        if dep.spec.tpm.is_some() {
+            admitted.estimated_tokens = estimate_tokens(&call.req.body);
+        }
+        let limits = Limits {
+            max_parallel: None,
+            rpm: dep.spec.rpm,
+            tpm: dep.spec.tpm,
+        };
+        let taken = router
+            .limiter
+            .take(&dep.key, limits, admitted.estimated_tokens)
+            .await;
+        if let Err(refused) = taken {
+            reject(call, dep, Rejection::RateLimit);
+            let wait_ms = match refused {
+                Refused::Limited(d) => d.as_millis() as u64,
+                Refused::Busy => 1_000,
+            };
+            return Err(failure::held_back(
+                &dep.id,
+                "is over its rpm/tpm limit for now",
+                Some(wait_ms.max(1)),
+            ));
+        }
+    }
+    Ok(admitted)
+}
+
+fn reject(call: &Call<'_>, dep: &Arc<Deployment>, why: Rejection) {
+    call.gw.metrics.routing(dep, |h| h.rejection(why));
+}

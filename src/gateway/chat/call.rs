@@ -1,0 +1,283 @@
+//! One attempt on one deployment: prepare the upstream request (once per deployment), exchange
+//! it, and answer — a whole body, or the stream relay. A failure before the answer began comes
+//! back as a [`Failure`] for the router to decide on.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::StatusCode;
+
+use super::headers::RouteHeaders;
+use super::Call;
+use crate::api::{ApiError, ErrorKind};
+use crate::config::Deployment;
+use crate::dsl::{FetchImages, Framing, Provider};
+use crate::gateway::adapter::{prepare, PreparedRequest};
+use crate::gateway::failure;
+use crate::gateway::media;
+use crate::gateway::relay::{relay_identity_stream, relay_mapped_stream, RelayCtx, LARGE_BUFFER};
+use crate::gateway::usage;
+use crate::http1::{ResponseWriter, ServerIo};
+use crate::router::Failure;
+use crate::upstream::{Timeouts, UpstreamRequest, UpstreamResponse};
+use crate::util::clip;
+
+/// How an attempt ended.
+pub enum AttemptEnd {
+    /// The answer went to the client (what followed, a cut stream say, is in `Call::out`).
+    Answered,
+    /// Nothing went to the client.
+    Failed(Failure),
+}
+
+/// Upstream requests built during this request, by deployment: a retry on the same
+/// deployment sends the same bytes without translating again. The client's body with remote
+/// images inlined is kept too, per fetch policy (fetched once).
+#[derive(Default)]
+pub struct PreparedCache {
+    built: Vec<(Arc<Deployment>, PreparedRequest)>,
+    inlined: Option<(FetchImages, serde_json::Value, Vec<u8>)>,
+}
+
+/// The prepare phase: the upstream request for `dep`, from the cache or built now.
+async fn prepared<'c>(
+    call: &Call<'_>,
+    provider: &Provider,
+    dep: &Arc<Deployment>,
+    cache: &'c mut PreparedCache,
+) -> Result<&'c PreparedRequest, Failure> {
+    if let Some(i) = cache.built.iter().position(|(d, _)| Arc::ptr_eq(d, dep)) {
+        return Ok(&cache.built[i].1);
+    }
+    let policy = provider.fetch_images();
+    // Image URLs the provider cannot take by reference are fetched here, before translation.
+    // Boxed: a rarely-taken path should not grow every request's future.
+    if policy != FetchImages::None && cache.inlined.as_ref().is_none_or(|(p, ..)| *p != policy) {
+        let mut body = call.body.clone();
+        let fetched = Box::pin(media::inline_images(
+            &mut body,
+            policy,
+            &call.gw.upstream,
+            &call.snap.upstream,
+            &call.snap.media,
+        ))
+        .await
+        .map_err(Failure::from)?;
+        let raw = if fetched {
+            serde_json::to_vec(&body).unwrap_or_default()
+        } else {
+            call.req.body.to_vec()
+        };
+        cache.inlined = Some((policy, body, raw));
+    }
+    let (body, raw) = match &cache.inlined {
+        Some((p, body, raw)) if *p == policy && policy != FetchImages::None => (body, &raw[..]),
+        _ => (&call.body, &call.req.body[..]),
+    };
+    let built = prepare(provider, dep, &call.view, body, raw, &call.req.request_id)?;
+    cache.built.push((dep.clone(), built));
+    Ok(&cache.built[cache.built.len() - 1].1)
+}
+
+/// Runs one attempt on `dep`.
+pub async fn attempt<IO: ServerIo>(
+    call: &mut Call<'_>,
+    dep: &Arc<Deployment>,
+    headers: &RouteHeaders,
+    cache: &mut PreparedCache,
+    w: &mut ResponseWriter<'_, IO>,
+) -> AttemptEnd {
+    let snap = call.snap;
+    let Some(provider) = snap.providers.get(&dep.provider) else {
+        // The config loader only accepts deployments whose provider file exists.
+        return AttemptEnd::Failed(Failure::from(ApiError::new(
+            ErrorKind::Internal,
+            format!("Provider `{}` is not loaded.", dep.provider),
+        )));
+    };
+    let prepared = match prepared(call, provider, dep, cache).await {
+        Ok(p) => p,
+        Err(f) => return AttemptEnd::Failed(f),
+    };
+    // exchange
+    let mut up_headers: Vec<(&str, &str)> = prepared
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    up_headers.push(("x-request-id", call.req.request_id.as_str()));
+    let up_req = UpstreamRequest {
+        tls: prepared.url.tls(),
+        host: prepared.url.host(),
+        port: prepared.url.port(),
+        method: &prepared.method,
+        path: prepared.url.target(),
+        headers: &up_headers,
+        body: &prepared.body,
+        addrs: None,
+    };
+    let timeouts = if call.view.stream {
+        Timeouts {
+            first_byte: dep.stream_timeout,
+            idle: dep.stream_timeout,
+            total: None,
+            connect: dep.connect_timeout,
+        }
+    } else {
+        Timeouts {
+            first_byte: dep.timeout,
+            idle: dep.timeout,
+            total: Some(dep.timeout),
+            connect: dep.connect_timeout,
+        }
+    };
+    let up_started = Instant::now();
+    // Boxed: the exchange's state is needed only until the response head, and a stream lives on
+    // for minutes in the request's future (thousands of them at once).
+    let sent = Box::pin(call.gw.upstream.send(&up_req, &snap.upstream, timeouts)).await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            call.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+            return AttemptEnd::Failed(failure::from_upstream(&e, &dep.id));
+        }
+    };
+    let pairs = headers.pairs();
+    let end = if resp.status.is_success() && call.view.stream {
+        stream(call, dep, provider, prepared, resp, &pairs, w).await
+    } else {
+        whole(call, dep, provider, prepared, resp, &pairs, w).await
+    };
+    call.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+    end
+}
+
+/// The answer phase for a stream.
+async fn stream<IO: ServerIo>(
+    call: &mut Call<'_>,
+    dep: &Deployment,
+    provider: &Provider,
+    prepared: &PreparedRequest,
+    mut resp: UpstreamResponse,
+    headers: &[(&str, &str)],
+    w: &mut ResponseWriter<'_, IO>,
+) -> AttemptEnd {
+    let content_type = resp.headers.get("content-type").unwrap_or_default();
+    // An SSE provider that answers a stream request with anything else (a JSON completion, an
+    // HTML page) has not streamed: say so instead of sending an empty stream that looks
+    // complete.
+    if !content_type.starts_with(b"text/event-stream")
+        && (provider.stream_is_identity() || provider.framing() == Framing::Sse)
+    {
+        return AttemptEnd::Failed(Failure::from(ApiError::new(
+            ErrorKind::BadGateway,
+            format!(
+                "Upstream deployment `{}` answered a stream request with `{}` instead of an event stream.",
+                dep.id,
+                clip(&String::from_utf8_lossy(content_type))
+            ),
+        )));
+    }
+    let snap = call.snap;
+    let cx = RelayCtx {
+        deployment: &dep.id,
+        secrets: &snap.secrets,
+        max_event_bytes: snap.upstream.max_stream_event_bytes,
+        max_json_depth: snap.server.max_json_depth,
+        check_json: snap.upstream.check_relayed_json,
+        started: call.started,
+        headers,
+    };
+    let relayed = if provider.stream_is_identity() {
+        Box::pin(relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await
+    } else {
+        let mut state = provider.stream_state(&prepared.ctx);
+        Box::pin(relay_mapped_stream(
+            w,
+            &mut resp.body,
+            provider,
+            &mut state,
+            &cx,
+            &mut call.out,
+        ))
+        .await
+    };
+    match relayed {
+        Ok(()) => AttemptEnd::Answered,
+        Err(f) => {
+            // Whatever the relay noted belongs to this attempt only (but the memory it held
+            // is still to be given back at the end).
+            let large_buffers = call.out.large_buffers;
+            call.out = Default::default();
+            call.out.large_buffers = large_buffers;
+            AttemptEnd::Failed(f)
+        }
+    }
+}
+
+/// The answer phase for a whole body (and for any answer that is not a success).
+async fn whole<IO: ServerIo>(
+    call: &mut Call<'_>,
+    dep: &Deployment,
+    provider: &Provider,
+    prepared: &PreparedRequest,
+    mut resp: UpstreamResponse,
+    headers: &[(&str, &str)],
+    w: &mut ResponseWriter<'_, IO>,
+) -> AttemptEnd {
+    let snap = call.snap;
+    let status = resp.status;
+    let retry_after = failure::retry_after_ms(&resp.headers);
+    let body = match Box::pin(resp.body.collect(snap.upstream.max_response_body_bytes)).await {
+        Ok(b) => b,
+        Err(e) => return AttemptEnd::Failed(failure::from_upstream(&e, &dep.id)),
+    };
+    call.out.large_buffers |= body.len() > LARGE_BUFFER;
+    if status.is_success() && provider.response_is_identity() {
+        // Relayed as it came, once it is known to be one JSON value within the bounds.
+        let checked = if snap.upstream.check_relayed_json {
+            crate::json::check_structure(&body, snap.server.max_json_depth)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = checked {
+            return AttemptEnd::Failed(Failure::from(ApiError::new(
+                ErrorKind::BadGateway,
+                format!(
+                    "Upstream deployment `{}` returned an unreadable body: {}",
+                    dep.id,
+                    clip(&e.to_string())
+                ),
+            )));
+        }
+        if let Some(u) = usage::extract(&body) {
+            call.out.usage = u;
+        }
+        return send_answer(call, w, headers, &body).await;
+    }
+    match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
+        Ok(completion) => {
+            if let Some(u) = usage::extract(&completion.body) {
+                call.out.usage = u;
+            }
+            send_answer(call, w, headers, &completion.body).await
+        }
+        Err(mapped) => AttemptEnd::Failed(failure::from_mapped(&mapped, retry_after)),
+    }
+}
+
+async fn send_answer<IO: ServerIo>(
+    call: &mut Call<'_>,
+    w: &mut ResponseWriter<'_, IO>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> AttemptEnd {
+    call.out.status = 200;
+    if w.send(StatusCode::OK, "application/json", headers, body)
+        .await
+        .is_err()
+    {
+        call.out.status = 499;
+    }
+    AttemptEnd::Answered
+}

@@ -1,0 +1,461 @@
+//! `POST /v1/chat/completions`: one request context ([`Call`]) through named phases.
+//!
+//! - **resolve**: parse and check the body, find the model group;
+//! - per attempt: **pick** a deployment (the router), **admit** it (bulkhead queue, rpm/tpm),
+//!   **prepare** the upstream request (its provider file; once per deployment), **exchange**
+//!   (send, read the head), **answer** (a whole body, or the stream relay), **record** the
+//!   outcome in the shard's view of the deployment;
+//! - after a failed attempt, the router's **next step**: retry in the group (at once on
+//!   another deployment, after a backoff on the same one), fall back to another group, or
+//!   fail — rendered in one place ([`super::failure::render`]);
+//! - **finish**: metrics and the access log, with every attempt.
+//!
+//! Nothing reaches the client before an attempt's answer begins, so every failure before that
+//! can be retried; a stream is retried only before its first byte.
+
+mod admit;
+mod call;
+mod headers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use self::admit::Picked;
+use self::call::{AttemptEnd, PreparedCache};
+use self::headers::RouteHeaders;
+use super::failure;
+use super::relay::{RelayOutcome, LARGE_BUFFER};
+use super::GatewayShard;
+use crate::api::{ApiError, ChatRequestView};
+use crate::config::{Deployment, Snapshot};
+use crate::http1::{Request, ResponseWriter, ServerIo};
+use crate::router::policy::{next_step, Progress};
+use crate::router::{strategy, Failure, FailureClass, HealthChange, NextStep};
+use crate::telemetry::metrics::RequestRecord;
+use crate::telemetry::redact::redact_str;
+
+/// One attempt, for the access log and the response headers.
+pub struct Attempt {
+    pub deployment: Arc<Deployment>,
+    /// The status the attempt ended with (the upstream's, or the gateway's for a failure it
+    /// saw itself).
+    pub status: u16,
+    pub class: Option<FailureClass>,
+    pub ms: u64,
+}
+
+/// The request's context: what every phase reads, and what they leave for the next.
+pub struct Call<'r> {
+    pub gw: &'r GatewayShard,
+    pub snap: &'r Arc<Snapshot>,
+    pub req: &'r Request,
+    pub view: ChatRequestView,
+    /// The client's body, parsed once.
+    pub body: serde_json::Value,
+    pub started: Instant,
+    pub attempts: Vec<Attempt>,
+    /// Groups tried (the requested one first) and attempts in the current one.
+    pub progress: Progress,
+    /// Retries so far (attempts after a failed one in the same group).
+    pub retries: u32,
+    /// What the answer was, for metrics and the log.
+    pub out: RelayOutcome,
+    pub upstream_secs: Option<f64>,
+}
+
+pub async fn chat_completions<IO: ServerIo>(
+    gw: &GatewayShard,
+    snap: &Arc<Snapshot>,
+    req: &Request,
+    w: &mut ResponseWriter<'_, IO>,
+) {
+    let started = Instant::now();
+    // resolve
+    let (view, body) = match ChatRequestView::parse(&req.body, snap.server.max_json_depth) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = w.send_error(&e).await;
+            return;
+        }
+    };
+    if snap.group(&view.model).is_none() {
+        let _ = w.send_error(&ApiError::model_not_found(&view.model)).await;
+        return;
+    }
+    let mut call = Call {
+        gw,
+        snap,
+        req,
+        progress: Progress {
+            in_group: 0,
+            groups: vec![view.model.clone()],
+        },
+        view,
+        body,
+        started,
+        attempts: Vec::new(),
+        retries: 0,
+        out: RelayOutcome::default(),
+        upstream_secs: None,
+    };
+    call.run(w).await;
+    call.finish(w);
+}
+
+impl Call<'_> {
+    /// The attempt loop: until an answer began, or the router says fail.
+    async fn run<IO: ServerIo>(&mut self, w: &mut ResponseWriter<'_, IO>) {
+        let snap = self.snap;
+        let router = &self.gw.router;
+        let settings = &snap.router;
+        let mut prepared = PreparedCache::default();
+        // Deployments of the current group tried, and held back at their limits (bit per index).
+        let mut tried: u64 = 0;
+        let mut held_back: u64 = 0;
+        // The last failure an upstream (or the gateway) returned: the answer if the group then
+        // has no deployment left to try.
+        let mut last: Option<Failure> = None;
+        loop {
+            let group_name = self.progress.groups.last().cloned().unwrap_or_default();
+            let picked = match snap.group(&group_name) {
+                Some(group) => admit::pick(self, group, tried),
+                // A fallback group that is not in the config (warned about at load).
+                None => Picked::Unavailable(failure::unavailable(
+                    &group_name,
+                    "the model group is not configured",
+                    1_000,
+                    503,
+                )),
+            };
+            let (group, index, probe) = match picked {
+                Picked::Deployment {
+                    group,
+                    index,
+                    probe,
+                } => (group, index, probe),
+                Picked::Unavailable(f) => {
+                    // Nothing to try in this group: its fallbacks, if any, else the last real
+                    // failure (more telling than "none available") or this one.
+                    let f = last.take().unwrap_or(f);
+                    match self.decide(&f, 0, false) {
+                        NextStep::Fallback { group } => {
+                            self.fall_back(group);
+                            (tried, held_back) = (0, 0);
+                            continue;
+                        }
+                        _ => return self.fail(w, &f).await,
+                    }
+                }
+            };
+            let dep = group.deployments[index].clone();
+            let bit = 1u64 << index.min(63);
+            if held_back & bit != 0 {
+                // Every deployment that could take the request is held back at its limits.
+                let f = last.take().unwrap_or_else(|| {
+                    failure::held_back(&dep.id, "is at its limits", Some(1_000))
+                });
+                match self.decide(&f, 0, false) {
+                    NextStep::Fallback { group } => {
+                        self.fall_back(group);
+                        (tried, held_back) = (0, 0);
+                        continue;
+                    }
+                    _ => return self.fail(w, &f).await,
+                }
+            }
+            tried |= bit;
+            // admit
+            let admitted = match admit::admit(self, &dep, w).await {
+                Ok(a) => a,
+                Err(f) if f.class == FailureClass::Cancelled => return self.cancelled(w),
+                Err(f) => {
+                    held_back |= bit;
+                    last = Some(f);
+                    continue;
+                }
+            };
+            // prepare, exchange, answer
+            let in_flight = InFlight::begin(self, &dep, admitted.estimated_tokens, probe);
+            let headers = RouteHeaders::new(self, &dep);
+            let attempt_started = Instant::now();
+            let end = call::attempt(self, &dep, &headers, &mut prepared, w).await;
+            drop(in_flight);
+            let estimated_tokens = admitted.estimated_tokens;
+            drop(admitted);
+            // record
+            let elapsed = attempt_started.elapsed();
+            let class = match &end {
+                AttemptEnd::Answered => self.out.failure,
+                AttemptEnd::Failed(f) => Some(f.class),
+            };
+            let status = match &end {
+                AttemptEnd::Answered => self.out.status.max(w.status().map_or(0, |s| s.as_u16())),
+                AttemptEnd::Failed(f) => f.status,
+            };
+            self.record(
+                &dep,
+                group.deployments.len(),
+                class,
+                probe,
+                elapsed,
+                estimated_tokens,
+            );
+            self.attempts.push(Attempt {
+                deployment: dep.clone(),
+                status,
+                class,
+                ms: elapsed.as_millis() as u64,
+            });
+            let f = match end {
+                AttemptEnd::Answered => return,
+                AttemptEnd::Failed(f) => f,
+            };
+            if f.class == FailureClass::Cancelled {
+                return self.cancelled(w);
+            }
+            // next step
+            self.progress.in_group += 1;
+            let retries = dep.spec.max_retries.unwrap_or(settings.retry.num_retries);
+            let states: Vec<_> = group.deployments.iter().map(|d| router.state(d)).collect();
+            let refs: Vec<_> = states.iter().map(|s| &**s).collect();
+            let same = !strategy::others_available(settings, &refs, index, router.now());
+            match self.decide(&f, retries, same) {
+                NextStep::Retry { delay_ms } => {
+                    self.retries += 1;
+                    self.gw.metrics.retry(&group_name);
+                    if delay_ms > 0 && !self.wait(w, delay_ms).await {
+                        return self.cancelled(w);
+                    }
+                    last = Some(f);
+                }
+                NextStep::Fallback { group } => {
+                    self.fall_back(group);
+                    (tried, held_back) = (0, 0);
+                    last = Some(f);
+                }
+                NextStep::Fail => return self.fail(w, &f).await,
+            }
+        }
+    }
+
+    /// The router's next step after `f`. `retries` are those allowed in the group (0: only a
+    /// fallback may follow).
+    fn decide(&self, f: &Failure, retries: u32, same_deployment: bool) -> NextStep {
+        let mut progress = self.progress.clone();
+        if retries == 0 {
+            progress.in_group = progress.in_group.max(1);
+        }
+        let mut rand = self.gw.router.rand.borrow_mut();
+        next_step(
+            &self.snap.router,
+            f,
+            &progress,
+            retries,
+            same_deployment,
+            &mut *rand,
+        )
+    }
+
+    fn fall_back(&mut self, group: String) {
+        let from = self.progress.groups.last().map_or("", String::as_str);
+        self.gw.metrics.fallback(from, &group);
+        tracing::debug!(
+            request_id = %self.req.request_id,
+            from,
+            to = %group,
+            "falling back to another model group"
+        );
+        self.progress.groups.push(group);
+        self.progress.in_group = 0;
+    }
+
+    /// Waits `ms` before a retry; false when the client went away meanwhile.
+    async fn wait<IO: ServerIo>(&self, w: &mut ResponseWriter<'_, IO>, ms: u64) -> bool {
+        let sleep = monoio::time::sleep(std::time::Duration::from_millis(ms));
+        match w.disconnect_watch() {
+            Some(watch) => monoio::select! {
+                _ = sleep => true,
+                _ = watch.closed() => false,
+            },
+            None => {
+                sleep.await;
+                true
+            }
+        }
+    }
+
+    /// Records an attempt's outcome in the shard's view of the deployment and in the metrics.
+    fn record(
+        &self,
+        dep: &Arc<Deployment>,
+        group_size: usize,
+        class: Option<FailureClass>,
+        probe: bool,
+        elapsed: std::time::Duration,
+        estimated_tokens: u64,
+    ) {
+        let router = &self.gw.router;
+        let state = router.state(dep);
+        let now = router.now();
+        let changes = router.record(self.snap, dep, group_size, class, probe);
+        if class.is_none() {
+            let ttft = self.out.ttft_secs.map(|t| t * 1000.0);
+            state.observe_latency(elapsed.as_secs_f64() * 1000.0, ttft);
+        }
+        let actual = self.out.usage.prompt + self.out.usage.completion;
+        if class.is_none() && actual > 0 {
+            state.correct_tokens(now, estimated_tokens, actual);
+            if dep.spec.tpm.is_some() {
+                router.limiter.correct(&dep.key, estimated_tokens, actual);
+            }
+        }
+        self.gw.metrics.routing(dep, |h| {
+            if let Some(c) = class {
+                h.failure(c);
+            }
+            h.state
+                .set(i64::from(crate::router::health::state_code(&state, now)));
+            for c in &changes {
+                match c {
+                    HealthChange::CooledDown { .. } => h.cooldowns.inc(),
+                    HealthChange::BreakerOpened { .. } => h.breaker(0),
+                    HealthChange::BreakerHalfOpen => h.breaker(1),
+                    HealthChange::BreakerClosed => h.breaker(2),
+                }
+            }
+        });
+        for c in changes {
+            log_change(dep, c, now);
+        }
+    }
+
+    /// Answers with a failure: the one place an error leaves for the client.
+    async fn fail<IO: ServerIo>(&mut self, w: &mut ResponseWriter<'_, IO>, f: &Failure) {
+        let (status, body, retry_after) = failure::render(f, &self.snap.secrets);
+        let mut headers = RouteHeaders::for_failure(self);
+        if let Some(ra) = &retry_after {
+            headers.push("retry-after", ra.clone());
+        }
+        let pairs = headers.pairs();
+        self.out.status = status.as_u16();
+        self.out.error = Some(format!(
+            "{}: {}",
+            f.class.as_str(),
+            crate::util::clip(&f.message)
+        ));
+        let _ = w.send(status, "application/json", &pairs, &body).await;
+    }
+
+    fn cancelled<IO: ServerIo>(&mut self, w: &mut ResponseWriter<'_, IO>) {
+        self.out.status = 499;
+        self.out.error = Some("client disconnected".into());
+        w.abort();
+    }
+
+    /// Metrics and the access log for the whole request.
+    fn finish<IO: ServerIo>(mut self, w: &ResponseWriter<'_, IO>) {
+        let out = &mut self.out;
+        if out.large_buffers || self.req.body.len() > LARGE_BUFFER {
+            crate::util::release_memory();
+        }
+        if out.status == 0 {
+            out.status = w.status().map(|s| s.as_u16()).unwrap_or(500);
+        }
+        let duration = self.started.elapsed().as_secs_f64();
+        let answered_by = self.attempts.last().map(|a| &a.deployment);
+        if let Some(dep) = answered_by {
+            self.gw.metrics.record_request(&RequestRecord {
+                deployment: dep,
+                status: out.status,
+                duration,
+                upstream_duration: self.upstream_secs,
+                ttft: out.ttft_secs,
+                prompt_tokens: out.usage.prompt,
+                completion_tokens: out.usage.completion,
+            });
+        }
+        // Upstream text may carry secrets (an upstream that echoes the request head).
+        let error = out
+            .error
+            .as_deref()
+            .map(|e| redact_str(e, &self.snap.secrets));
+        let attempts = headers::AttemptsLog(&self.attempts);
+        tracing::info!(
+            target: "llmux::access",
+            request_id = %self.req.request_id,
+            model_group = %self.view.model,
+            deployment = answered_by.map(|d| d.id.as_str()),
+            provider = answered_by.map(|d| d.provider.as_str()),
+            stream = self.view.stream,
+            status = out.status,
+            duration_ms = (duration * 1000.0) as u64,
+            ttft_ms = out.ttft_secs.map(|t| (t * 1000.0) as u64),
+            prompt_tokens = out.usage.prompt,
+            completion_tokens = out.usage.completion,
+            attempts = %attempts,
+            fallback_group = (self.progress.groups.len() > 1)
+                .then(|| self.progress.groups.last().map(String::as_str))
+                .flatten(),
+            error = error.as_deref(),
+            "request"
+        );
+    }
+}
+
+/// An attempt in flight on a deployment, counted in the shard's view and the metrics until it
+/// ends (also when the request's future is dropped).
+struct InFlight {
+    state: std::rc::Rc<crate::router::DeploymentState>,
+    gauge: prometheus::IntGauge,
+}
+
+impl InFlight {
+    fn begin(call: &Call<'_>, dep: &Arc<Deployment>, estimated_tokens: u64, probe: bool) -> Self {
+        let router = &call.gw.router;
+        let state = router.state(dep);
+        state.begin(router.now(), estimated_tokens);
+        if probe {
+            state.probe_started();
+        }
+        let gauge = call.gw.metrics.routing(dep, |h| {
+            h.attempts.inc();
+            h.in_flight.inc();
+            h.in_flight.clone()
+        });
+        Self { state, gauge }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.end();
+        self.gauge.dec();
+    }
+}
+
+fn log_change(dep: &Deployment, c: HealthChange, now: u64) {
+    match c {
+        HealthChange::CooledDown { until } => tracing::warn!(
+            model_group = %dep.group,
+            deployment = %dep.id,
+            cooldown_ms = until.saturating_sub(now),
+            "deployment cooling down"
+        ),
+        HealthChange::BreakerOpened { until } => tracing::warn!(
+            model_group = %dep.group,
+            deployment = %dep.id,
+            open_ms = until.saturating_sub(now),
+            "circuit breaker opened"
+        ),
+        HealthChange::BreakerHalfOpen => tracing::info!(
+            model_group = %dep.group,
+            deployment = %dep.id,
+            "circuit breaker half-open: probing"
+        ),
+        HealthChange::BreakerClosed => tracing::info!(
+            model_group = %dep.group,
+            deployment = %dep.id,
+            "circuit breaker closed"
+        ),
+    }
+}
