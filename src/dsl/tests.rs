@@ -812,11 +812,19 @@ fn identity_stream_stays_identity_and_a_hook_ends_it() {
     let p = set.get("a").expect("a");
     assert!(!p.stream_is_identity());
     assert!(p.has_end_hook());
-    // The shipped OpenAI file keeps its fast path.
+    // The shipped OpenAI file keeps its fast path; Perplexity, whose streams end at EOF, trades
+    // it for its hook.
     let shipped = load_dir(&providers_dir()).unwrap_or_else(|e| panic!("{}", format_errors(&e)));
     let openai = shipped.get("openai").expect("openai");
     assert!(openai.stream_is_identity());
     assert!(!openai.has_end_hook());
+    let perplexity = shipped.get("perplexity").expect("perplexity");
+    assert!(perplexity.has_end_hook());
+    assert!(!perplexity.stream_is_identity());
+    for name in ["groq", "deepseek", "xai", "openai_compatible"] {
+        let p = shipped.get(name).expect(name);
+        assert!(p.stream_is_identity() && !p.has_end_hook(), "{name}");
+    }
 }
 
 const END_HOOK_SRC: &str = r#"provider p {
