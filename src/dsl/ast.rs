@@ -118,6 +118,8 @@ pub struct FnDecl {
 pub struct StreamDecl {
     pub state: Vec<(Ident, Expr)>,
     pub handlers: Vec<Handler>,
+    /// `on end [when COND] { ... }` hooks, in source order (their `event` is `None`).
+    pub end_handlers: Vec<Handler>,
     pub span: Span,
 }
 

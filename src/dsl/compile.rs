@@ -498,6 +498,7 @@ impl<'a> Compiler<'a> {
                 init: builtin_state_init(),
                 names: builtin_state_names(),
                 handlers: Vec::new(),
+                end_handlers: Vec::new(),
             },
         };
         let mut errors = CErrors::default();
@@ -653,29 +654,36 @@ impl<'a> Compiler<'a> {
             }
         }
         pc.state = names.clone();
-        let mut handlers = Vec::new();
-        for h in &s.handlers {
-            let mut ex = ExprCx {
-                c: self,
-                pc,
-                file: fi,
-                cx: Cx::Stream,
-                scope: Scope::default(),
-            };
-            let cond = h.cond.as_ref().map(|c| ex.expr(c));
-            let stmts = ex.stmts(&h.body);
-            let slots = ex.scope.next;
-            handlers.push(CHandler {
-                event: h.event.as_ref().map(|e| e.value.clone()),
-                cond,
-                body: CBlock { stmts, slots },
-            });
-        }
+        // An `on end` hook compiles like any handler: the same roots and statements; at run
+        // time its `ev` and `event` are absent.
+        let handlers = s.handlers.iter().map(|h| self.handler(pc, fi, h)).collect();
+        let end_handlers = (s.end_handlers.iter())
+            .map(|h| self.handler(pc, fi, h))
+            .collect();
         pc.state.clear();
         CStream {
             init,
             names,
             handlers,
+            end_handlers,
+        }
+    }
+
+    fn handler(&mut self, pc: &ProviderCx, fi: usize, h: &Handler) -> CHandler {
+        let mut ex = ExprCx {
+            c: self,
+            pc,
+            file: fi,
+            cx: Cx::Stream,
+            scope: Scope::default(),
+        };
+        let cond = h.cond.as_ref().map(|c| ex.expr(c));
+        let stmts = ex.stmts(&h.body);
+        let slots = ex.scope.next;
+        CHandler {
+            event: h.event.as_ref().map(|e| e.value.clone()),
+            cond,
+            body: CBlock { stmts, slots },
         }
     }
 }

@@ -7,13 +7,23 @@
 //! - `stream` (the raw upstream transcript) → `expect_chunks`, `expect_done`,
 //!   `expect_usage`, `expect_error`;
 //! - `error: {status, body}` → `expect_error`.
+//!
+//! A stream transcript is mapped event by event until an event says `Done` or fails; if
+//! none did, the transcript's end is the upstream's EOF and the verdict comes from
+//! [`Provider::finish_stream`](super::Provider::finish_stream), as in the gateway (the `on
+//! end` hook may emit chunks, say `done` or `raise`). `expect_done: true` means the stream
+//! ended complete (`done` reached by an event, `data: [DONE]` or the end hook);
+//! `expect_done: false` means it was cut (the client would get an error event and no
+//! `[DONE]`). A stream case must state one of `expect_done` or `expect_error`, so that
+//! every transcript's ending is checked. There is deliberately no `expect_cut` spelling:
+//! one key for one fact, and "cut" is exactly "not done" now that EOF never counts as done.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{FrameDecoder, ProviderSet, RequestCtx, StreamControl};
+use super::{FrameDecoder, ProviderSet, RequestCtx, StreamControl, StreamEnd};
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +321,13 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
                 Some(_) => {}
             }
         }
+        if c.expect_done.is_none() && c.expect_error.is_none() {
+            return Err(
+                "a stream case must say how the stream ends: `expect_done: true` (complete), \
+                 `expect_done: false` (cut) or `expect_error`"
+                    .into(),
+            );
+        }
         let (chunks, done, usage, err) = first.unwrap_or_default();
         if let Some(want) = &c.expect_chunks {
             let got = Value::Array(chunks.clone());
@@ -356,38 +373,63 @@ fn run_stream(
     let mut st = p.stream_state(ctx);
     let mut frames = Vec::new();
     let mut chunks = Vec::new();
-    let mut stop: Option<Option<Value>> = None;
+    let mut stop = Stop::Eof;
     for piece in bytes.chunks(step) {
         dec.feed(piece, &mut frames).map_err(|e| e.to_string())?;
         stop = drain(p, &mut st, &mut frames, &mut chunks);
-        if stop.is_some() {
+        if stop != Stop::Eof {
             break;
         }
     }
-    if stop.is_none() {
+    if stop == Stop::Eof {
         dec.finish(&mut frames).map_err(|e| e.to_string())?;
         stop = drain(p, &mut st, &mut frames, &mut chunks);
     }
-    let done = matches!(stop, Some(None));
-    let err = stop.flatten();
+    // The verdict goes through finish_stream whenever no event failed, also after `Done`
+    // (then it must answer Complete without running anything).
+    let (done, err) = match stop {
+        Stop::Failed(e) => (false, Some(e)),
+        Stop::Done | Stop::Eof => match p.finish_stream(&mut st, &mut chunks) {
+            Ok(StreamEnd::Complete) => (true, None),
+            Ok(StreamEnd::Cut) => (false, None),
+            Err(e) => (false, Some(mapped_json(&e))),
+        },
+    };
+    if done != st.is_done() {
+        return Err(format!(
+            "finish_stream says done = {done}, the state says {}",
+            st.is_done()
+        ));
+    }
     Ok((chunks, done, st.usage().cloned(), err))
 }
 
-/// Map the pending frames; `Some(None)` when the stream ended, `Some(Some(e))` on an error.
+/// Where mapping the frames stopped.
+#[derive(Debug, PartialEq)]
+enum Stop {
+    /// No event ended the stream: the frames ran out.
+    Eof,
+    /// An event said `Done`.
+    Done,
+    /// An event failed (the mapped error).
+    Failed(Value),
+}
+
+/// Map the pending frames until one ends the stream.
 fn drain(
     p: &super::Provider,
     st: &mut super::StreamState,
     frames: &mut Vec<super::Frame>,
     chunks: &mut Vec<Value>,
-) -> Option<Option<Value>> {
+) -> Stop {
     for f in frames.drain(..) {
         match p.map_event(st, f.event.as_deref(), &f.data, chunks) {
             Ok(StreamControl::Continue) => {}
-            Ok(StreamControl::Done) => return Some(None),
-            Err(e) => return Some(Some(mapped_json(&e))),
+            Ok(StreamControl::Done) => return Stop::Done,
+            Err(e) => return Stop::Failed(mapped_json(&e)),
         }
     }
-    None
+    Stop::Eof
 }
 
 fn mapped_json(e: &super::MappedError) -> Value {

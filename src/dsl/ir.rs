@@ -259,6 +259,8 @@ pub struct CStream {
     pub init: Vec<CTop>,
     pub names: Vec<String>,
     pub handlers: Vec<CHandler>,
+    /// `on end` hooks, tried in order at the upstream's EOF (`event` is always `None`).
+    pub end_handlers: Vec<CHandler>,
 }
 
 #[derive(Debug, Clone)]
@@ -333,7 +335,7 @@ impl Program {
             .collect();
         out.push(block(&mut self.request, None));
         out.extend(self.response.as_mut().map(|b| block(b, None)));
-        for h in &mut self.stream.handlers {
+        for h in (self.stream.handlers.iter_mut()).chain(self.stream.end_handlers.iter_mut()) {
             out.push(block(&mut h.body, h.cond.as_mut()));
         }
         out.extend(self.stream.init.iter_mut().map(top));

@@ -17,6 +17,8 @@
 //! let resp = p.parse_response(status, &bytes, &ctx)?;      // → OpenAI ChatCompletion (JSON)
 //! let mut st = p.stream_state(&ctx);
 //! p.map_event(&mut st, frame.event.as_deref(), &frame.data, &mut chunks)?;
+//! // at the upstream's EOF, unless an event said Done:
+//! match p.finish_stream(&mut st, &mut chunks)? { StreamEnd::Complete => {} StreamEnd::Cut => {} }
 //! ```
 
 pub mod ast;
@@ -41,7 +43,9 @@ use std::path::Path;
 pub use error::{ErrorClass, LoadError, MappedError, TranslateError};
 pub use framing::{Frame, FrameDecoder, Framing, FramingError};
 pub use ir::{FetchImages, Param};
-pub use provider::{Completion, Provider, RequestCtx, StreamControl, StreamState, UpstreamRequest};
+pub use provider::{
+    Completion, Provider, RequestCtx, StreamControl, StreamEnd, StreamState, UpstreamRequest,
+};
 
 /// All compiled providers of a directory (or of a set of sources), by name.
 #[derive(Debug, Clone, Default)]

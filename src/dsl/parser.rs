@@ -202,7 +202,7 @@ fn rule_label(r: Rule) -> &'static str {
         Rule::table_entry | Rule::table_key => "a table entry (`\"key\" => value`)",
         Rule::const_value => "a constant",
         Rule::state_decl => "`state`",
-        Rule::handler => "`on`",
+        Rule::handler | Rule::end_handler => "`on`",
         Rule::message_decl => "`message`",
         Rule::error_rule => "`when`",
         Rule::error_flag => "retry, no_retry, fallback or no_fallback",
@@ -428,6 +428,7 @@ fn item(p: Pair<Rule>) -> Option<Item> {
         Rule::stream_item => {
             let mut state = Vec::new();
             let mut handlers = Vec::new();
+            let mut end_handlers = Vec::new();
             for c in ps {
                 match c.as_rule() {
                     Rule::state_decl => {
@@ -437,12 +438,15 @@ fn item(p: Pair<Rule>) -> Option<Item> {
                         }
                     }
                     Rule::handler => handlers.push(handler(c)),
+                    // Same shape as a handler with no event name (`kw_end` is skipped).
+                    Rule::end_handler => end_handlers.push(handler(c)),
                     _ => {}
                 }
             }
             Item::Stream(StreamDecl {
                 state,
                 handlers,
+                end_handlers,
                 span,
             })
         }

@@ -7,7 +7,7 @@ use super::builtins::truthy;
 use super::error::{ErrorClass, MappedError, TranslateError};
 use super::framing::Framing;
 use super::interp::{Arena, Env, Flow, RtError, Sink};
-use super::ir::{Auth, Program, TmplPart};
+use super::ir::{Auth, CHandler, Program, TmplPart};
 use super::out::{self, Out};
 use super::passthrough;
 use super::schema::CtxField;
@@ -59,6 +59,19 @@ pub enum StreamControl {
     Done,
 }
 
+/// The verdict on a stream whose upstream body has ended (EOF), from
+/// [`Provider::finish_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The stream reached `done` (an event, `data: [DONE]` or the file's `on end` hook said so):
+    /// send the chunks given, then `data: [DONE]`.
+    Complete,
+    /// The stream stopped before its end: the upstream closed early (a dropped connection, a
+    /// proxy timeout, a crashed backend), so what the client has is partial. Send the chunks
+    /// given, then an OpenAI-format error event, and never `data: [DONE]`.
+    Cut,
+}
+
 /// Per-stream variables, created by [`Provider::stream_state`].
 #[derive(Debug, Clone)]
 pub struct StreamState {
@@ -66,7 +79,11 @@ pub struct StreamState {
     id_counter: u64,
     ctx: RequestCtx,
     usage: Option<Value>,
+    /// The stream reached its end (`done`, `data: [DONE]`).
     done: bool,
+    /// The stream stopped without reaching its end: a `raise`, or [`Provider::finish_stream`]
+    /// judged it cut. Kept apart from `done` so that a failed stream is never reported complete.
+    failed: bool,
 }
 
 impl StreamState {
@@ -76,6 +93,9 @@ impl StreamState {
         self.usage.as_ref()
     }
 
+    /// True once the stream has reached its end: a handler said `done`, the upstream sent
+    /// `data: [DONE]`, or the `on end` hook said `done`. False for a stream that failed
+    /// (`raise`) or was cut.
     pub fn is_done(&self) -> bool {
         self.done
     }
@@ -180,10 +200,13 @@ impl Provider {
     }
 
     /// True when the stream block is exactly `on _ { emit ev }` over SSE: upstream events are
-    /// already OpenAI chunks and can be relayed verbatim, without parsing each one.
+    /// already OpenAI chunks and can be relayed verbatim, without parsing each one. A block
+    /// with an `on end` hook is not: the hook may need state the events set, and its verdict
+    /// at EOF needs [`Provider::finish_stream`].
     pub fn stream_is_identity(&self) -> bool {
         use super::ir::{CExpr, CStmt};
         self.prog.framing == Framing::Sse
+            && self.prog.stream.end_handlers.is_empty()
             && matches!(self.prog.stream.handlers.as_slice(),
                 [h] if h.event.is_none()
                     && h.cond.is_none()
@@ -532,11 +555,21 @@ impl Provider {
             ctx: ctx.clone(),
             usage: None,
             done: false,
+            failed: false,
         }
+    }
+
+    /// True when the stream block has an `on end` hook, i.e. the file says what the
+    /// upstream's EOF means for a stream that has not reached `done`.
+    pub fn has_end_hook(&self) -> bool {
+        !self.prog.stream.end_handlers.is_empty()
     }
 
     /// Map one framed stream event (`event_name` is the SSE `event:` value, if
     /// any; `data` the payload). Chunks to send are appended to `out`.
+    ///
+    /// Once the stream has ended (`done`, or a `raise` returned as an error) later events are
+    /// not mapped and the answer is `Done`: the caller has already stopped reading.
     pub fn map_event(
         &self,
         state: &mut StreamState,
@@ -544,7 +577,7 @@ impl Provider {
         data: &[u8],
         out: &mut Vec<Value>,
     ) -> Result<StreamControl, MappedError> {
-        if state.done {
+        if state.done || state.failed {
             return Ok(StreamControl::Done);
         }
         let trimmed = data.trim_ascii();
@@ -563,21 +596,102 @@ impl Provider {
                 )
             })?)
         };
-        let prog = &self.prog;
+        let flow = self.run_handler(
+            &self.prog.stream.handlers,
+            state,
+            ev.as_ref(),
+            event_name,
+            out,
+        )?;
+        match flow {
+            Some(Flow::Done) => {
+                state.done = true;
+                Ok(StreamControl::Done)
+            }
+            Some(Flow::Raise(st)) => {
+                state.failed = true;
+                let st = raised_status(st.as_ref(), 500);
+                let text = String::from_utf8_lossy(data);
+                Err(self.classify(st, ev.as_ref(), &text))
+            }
+            None | Some(Flow::Normal | Flow::Unsupported(_)) => Ok(StreamControl::Continue),
+        }
+    }
+
+    /// The verdict on a stream whose upstream body has ended (EOF), to call once when the
+    /// body ends and no event returned [`StreamControl::Done`] or an error.
+    ///
+    /// - Already done (`done`, `data: [DONE]`): `Ok(Complete)`; nothing runs.
+    /// - Already failed (a `raise`, or an earlier call found it cut): `Ok(Cut)`; nothing runs.
+    /// - Otherwise the first `on end` hook whose `when` holds runs like an event handler, with
+    ///   `ev` and `event` absent: `done` → `Ok(Complete)`; `raise STATUS` → `Err`, classified by
+    ///   the `errors` rules (with `res` absent and `text` saying the stream ended early);
+    ///   finishing without either, or no hook at all → `Ok(Cut)`.
+    ///
+    /// Chunks the hook emits are appended to `out` when the answer is `Ok` (a cut stream may
+    /// still carry them before its error event); on `Err` they are dropped, so that a failing
+    /// stream never shows a final finish or usage chunk before its error. Usage the hook emits
+    /// is recorded in `state` either way.
+    pub fn finish_stream(
+        &self,
+        state: &mut StreamState,
+        out: &mut Vec<Value>,
+    ) -> Result<StreamEnd, MappedError> {
+        if state.done {
+            return Ok(StreamEnd::Complete);
+        }
+        if state.failed {
+            return Ok(StreamEnd::Cut);
+        }
+        let start = out.len();
+        let hook = self.run_handler(&self.prog.stream.end_handlers, state, None, None, out);
+        let verdict = match hook {
+            Ok(Some(Flow::Done)) => Ok(StreamEnd::Complete),
+            Ok(Some(Flow::Raise(st))) => {
+                let st = raised_status(st.as_ref(), 500);
+                Err(self.classify(st, None, ENDED_EARLY))
+            }
+            Ok(None | Some(Flow::Normal | Flow::Unsupported(_))) => Ok(StreamEnd::Cut),
+            Err(e) => Err(e),
+        };
+        // The hook runs once: later calls answer from the state (Complete, or Cut after a cut
+        // or an error) without running it again.
+        match verdict {
+            Ok(StreamEnd::Complete) => state.done = true,
+            Ok(StreamEnd::Cut) => state.failed = true,
+            Err(_) => {
+                state.failed = true;
+                out.truncate(start);
+            }
+        }
+        verdict
+    }
+
+    /// Runs the first of `handlers` whose event name and `when` match, appending its chunks
+    /// to `out` and recording its usage in `state`; `None` when no handler matches. The
+    /// caller decides what the flow means (events and the end hook differ).
+    fn run_handler(
+        &self,
+        handlers: &[CHandler],
+        state: &mut StreamState,
+        ev: Option<&Value>,
+        event_name: Option<&str>,
+        out: &mut Vec<Value>,
+    ) -> Result<Option<Flow>, MappedError> {
         let StreamState {
             vars,
             id_counter,
             ctx,
             usage,
-            done,
+            ..
         } = state;
         let arena = Arena::default();
         let mut env = self.env(&arena, vars, id_counter);
-        env.ev = ev.as_ref();
+        env.ev = ev;
         env.event = event_name;
         env.ctx = Some(&*ctx);
         let mut chosen = None;
-        for h in &prog.stream.handlers {
+        for h in handlers {
             if let Some(name) = &h.event {
                 if event_name != Some(name.as_str()) {
                     continue;
@@ -598,7 +712,7 @@ impl Provider {
             }
         }
         let Some(h) = chosen else {
-            return Ok(StreamControl::Continue);
+            return Ok(None);
         };
         let mut sink = Sink {
             include_usage: ctx.include_usage,
@@ -611,21 +725,13 @@ impl Provider {
         if sink.usage.is_some() {
             *usage = sink.usage;
         }
-        match flow {
-            Flow::Done => {
-                *done = true;
-                Ok(StreamControl::Done)
-            }
-            Flow::Raise(st) => {
-                *done = true;
-                let st = raised_status(st.as_ref(), 500);
-                let text = String::from_utf8_lossy(data);
-                Err(self.classify(st, ev.as_ref(), &text))
-            }
-            Flow::Normal | Flow::Unsupported(_) => Ok(StreamControl::Continue),
-        }
+        Ok(Some(flow))
     }
 }
+
+/// The `text` an `on end` hook's `raise` is classified with (and the default message): there
+/// is no event body to quote.
+const ENDED_EARLY: &str = "the upstream stream ended before it was complete";
 
 fn raised_status(v: Option<&Value>, default: u16) -> u16 {
     v.and_then(Value::as_u64)

@@ -698,3 +698,295 @@ fn a_huge_source_line_is_shown_as_a_window() {
     assert!(e.contains('…'), "{e}");
     assert!(e.contains('^'), "{e}");
 }
+
+// ---- the end-of-stream hook (`on end`) ------------------------------------------------------
+
+/// Maps `events` (`(event name, data)`) until one says `Done` or fails, then asks for the verdict
+/// at EOF the way the gateway does: `(chunks, verdict)`.
+fn run_to_eof(
+    p: &Provider,
+    ctx: &RequestCtx,
+    events: &[(Option<&str>, &str)],
+) -> (Vec<Value>, Result<StreamEnd, MappedError>) {
+    let mut st = p.stream_state(ctx);
+    let mut out = Vec::new();
+    for (name, data) in events {
+        match p.map_event(&mut st, *name, data.as_bytes(), &mut out) {
+            Ok(StreamControl::Continue) => {}
+            Ok(StreamControl::Done) => break,
+            Err(e) => return (out, Err(e)),
+        }
+    }
+    let verdict = p.finish_stream(&mut st, &mut out);
+    (out, verdict)
+}
+
+fn stream_ctx() -> RequestCtx {
+    RequestCtx {
+        model: "m".into(),
+        stream: true,
+        include_usage: true,
+        request_id: "t".into(),
+        now: 1,
+        ..RequestCtx::default()
+    }
+}
+
+#[test]
+fn on_end_parses_and_end_stays_an_ordinary_name() {
+    // `end` as a state variable, a local, a body field, an object key and a payload field;
+    // `on "end"` is an event-name match; `on end` and `on end when ...` are hooks.
+    let set = load(
+        r#"provider p {
+  base_url "https://x.test"
+  request { end = 1  let end = 2  x = { end: end }  y.end = req.model }
+  response { end = res.end }
+  stream {
+    state end = 0
+    on "end" { end = end + 1  emit { end: ev.end } }
+    on _ when ev.end { done }
+    on end when end > 1 { done }
+    on end { }
+  }
+}"#,
+    );
+    let p = set.get("p").expect("p");
+    assert!(p.has_end_hook());
+    assert!(!p.stream_is_identity());
+    let up = p
+        .build_request(&RequestCtx::default(), &json!({"model": "q"}))
+        .expect("request");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&up.body).expect("json"),
+        json!({"end": 1, "x": {"end": 2}, "y": {"end": "q"}})
+    );
+
+    // An SSE event named "end" runs the `on "end"` handler, not the hook.
+    let mut st = p.stream_state(&stream_ctx());
+    let mut out = Vec::new();
+    let ctl = p
+        .map_event(&mut st, Some("end"), br#"{"end": "x"}"#, &mut out)
+        .expect("mapped");
+    assert_eq!(ctl, StreamControl::Continue);
+    assert_eq!(out, vec![json!({"end": "x"})]);
+    assert_eq!(st.var(p, "end"), Some(&json!(1)));
+    // One `on "end"` event is not enough for the first hook; the second hook matches, without
+    // `done`: cut.
+    assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Cut));
+
+    let mut st = p.stream_state(&stream_ctx());
+    for _ in 0..2 {
+        p.map_event(&mut st, Some("end"), b"{}", &mut out)
+            .expect("mapped");
+    }
+    assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Complete));
+}
+
+#[test]
+fn on_end_syntax_errors_point_at_the_text() {
+    let e = load_err("provider p {\n  stream { on ending { } }\n}\n");
+    assert!(e.starts_with("t.llmux:2:15: syntax error: expected"), "{e}");
+    assert!(e.contains("`end`"), "{e}");
+    // The hook takes no event name and no string: `on end "x"` is an error, not a match.
+    let e = load_err("provider p {\n  stream { on end \"x\" { } }\n}\n");
+    assert!(e.starts_with("t.llmux:2:19: syntax error"), "{e}");
+    // Its body is checked like a handler's.
+    let e = load_err("provider p {\n  stream { on end { undeclared = 1  x = req.model } }\n}\n");
+    assert!(
+        e.contains("2:21: `undeclared` is not a state variable"),
+        "{e}"
+    );
+    assert!(e.contains("2:41: `req` is not available here"), "{e}");
+}
+
+#[test]
+fn identity_stream_stays_identity_and_a_hook_ends_it() {
+    let src = |extra: &str| {
+        format!("provider a {{\n  base_url \"https://x\"\n  framing sse\n  stream {{ on _ {{ emit ev }} {extra} }}\n}}\n")
+    };
+    let set = load(&src(""));
+    let p = set.get("a").expect("a");
+    assert!(p.stream_is_identity());
+    assert!(!p.has_end_hook());
+    let set = load(&src("on end { done }"));
+    let p = set.get("a").expect("a");
+    assert!(!p.stream_is_identity());
+    assert!(p.has_end_hook());
+    // The shipped OpenAI file keeps its fast path; Perplexity, whose streams end at EOF, trades
+    // it for its hook.
+    let shipped = load_dir(&providers_dir()).unwrap_or_else(|e| panic!("{}", format_errors(&e)));
+    let openai = shipped.get("openai").expect("openai");
+    assert!(openai.stream_is_identity());
+    assert!(!openai.has_end_hook());
+    let perplexity = shipped.get("perplexity").expect("perplexity");
+    assert!(perplexity.has_end_hook());
+    assert!(!perplexity.stream_is_identity());
+    for name in ["groq", "deepseek", "xai", "openai_compatible"] {
+        let p = shipped.get(name).expect(name);
+        assert!(p.stream_is_identity() && !p.has_end_hook(), "{name}");
+    }
+}
+
+const END_HOOK_SRC: &str = r#"provider p {
+  base_url "https://x.test"
+  stream {
+    state finish = null
+    on _ when ev.stop { done }
+    on _ when present(ev.finish) { finish = ev.finish }
+    on _ when ev.fail { raise 500 }
+    on _ { emit delta { content: ev.text } }
+    on end when present(ev) or present(event) { raise 400 }
+    on end when finish == "cut" { emit delta { content: "never sent" }  raise 502 }
+    on end when present(finish) { emit finish finish  emit usage { prompt_tokens: 1 }  done }
+    on end when not present(finish) { emit delta { content: "partial" } }
+  }
+  errors {
+    when status == 502 and text ~ "ended before" => service_unavailable no_fallback
+  }
+}"#;
+
+#[test]
+fn finish_stream_without_a_hook_is_cut_unless_done() {
+    let set = load(
+        r#"provider p { base_url "https://x.test" stream { on _ when ev.stop { done } on _ { emit ev } } }"#,
+    );
+    let p = set.get("p").expect("p");
+    let ctx = stream_ctx();
+    assert!(!p.has_end_hook());
+
+    // EOF before the end: cut; the chunks mapped so far stay.
+    let (out, verdict) = run_to_eof(p, &ctx, &[(None, r#"{"a": 1}"#)]);
+    assert_eq!(verdict, Ok(StreamEnd::Cut));
+    assert_eq!(out, vec![json!({"a": 1})]);
+
+    // Done by an event, or by `[DONE]`: complete.
+    for last in [r#"{"stop": true}"#, "[DONE]"] {
+        let (out, verdict) = run_to_eof(p, &ctx, &[(None, r#"{"a": 1}"#), (None, last)]);
+        assert_eq!(verdict, Ok(StreamEnd::Complete), "{last}");
+        assert_eq!(out, vec![json!({"a": 1})]);
+    }
+
+    // A second call gives the same verdict; the state says whether the stream is done.
+    let mut st = p.stream_state(&ctx);
+    let mut out = Vec::new();
+    assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Cut));
+    assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Cut));
+    assert!(!st.is_done());
+}
+
+#[test]
+fn finish_stream_runs_the_first_matching_hook() {
+    let set = load(END_HOOK_SRC);
+    let p = set.get("p").expect("p");
+    let ctx = stream_ctx();
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-ba6e19ef16b0da6d72f40d6c", "object": "chat.completion.chunk",
+               "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+
+    // Done by an event: the hooks do not run.
+    let (out, verdict) = run_to_eof(p, &ctx, &[(None, r#"{"stop": true}"#)]);
+    assert_eq!(verdict, Ok(StreamEnd::Complete));
+    assert!(out.is_empty(), "{out:?}");
+
+    // The hook says `done` (`ev` and `event` are absent in it): complete, with its chunks and
+    // its usage recorded.
+    let mut st = p.stream_state(&ctx);
+    let mut out = Vec::new();
+    for data in [r#"{"text": "Hi"}"#, r#"{"finish": "stop"}"#] {
+        p.map_event(&mut st, Some("message"), data.as_bytes(), &mut out)
+            .expect("mapped");
+    }
+    assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Complete));
+    assert!(st.is_done());
+    assert_eq!(st.usage(), Some(&json!({"prompt_tokens": 1})));
+    let id = out[0]["id"].clone();
+    let usage_chunk = json!({"id": id, "object": "chat.completion.chunk", "created": 1,
+                             "model": "m", "choices": [], "usage": {"prompt_tokens": 1}});
+    let mut want = vec![
+        chunk(json!({"content": "Hi"}), Value::Null),
+        chunk(json!({}), json!("stop")),
+        usage_chunk,
+    ];
+    for w in &mut want {
+        w["id"] = id.clone();
+    }
+    assert_eq!(out, want);
+    // Done now: later events are not mapped and a second verdict runs nothing.
+    assert_eq!(
+        p.map_event(&mut st, None, br#"{"text": "late"}"#, &mut out),
+        Ok(StreamControl::Done)
+    );
+    assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Complete));
+    assert_eq!(out.len(), 3);
+
+    // A hook that finishes without `done`: cut, its chunks still sent.
+    let (out, verdict) = run_to_eof(p, &ctx, &[(None, r#"{"text": "Hi"}"#)]);
+    assert_eq!(verdict, Ok(StreamEnd::Cut));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1]["choices"][0]["delta"], json!({"content": "partial"}));
+}
+
+#[test]
+fn finish_stream_raise_is_classified_by_the_errors_block() {
+    let set = load(END_HOOK_SRC);
+    let p = set.get("p").expect("p");
+    let ctx = stream_ctx();
+    let (out, verdict) = run_to_eof(
+        p,
+        &ctx,
+        &[(None, r#"{"text": "Hi"}"#), (None, r#"{"finish": "cut"}"#)],
+    );
+    let e = verdict.expect_err("the hook raises");
+    assert_eq!(e.class, ErrorClass::ServiceUnavailable);
+    assert_eq!(e.status, 503);
+    assert_eq!(e.upstream_status, 502);
+    assert!(e.retryable);
+    assert!(!e.fallback, "the rule's no_fallback applies");
+    assert_eq!(
+        e.message,
+        "the upstream stream ended before it was complete"
+    );
+    // The chunk the hook emitted before `raise` is dropped; the events' chunks stay.
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["choices"][0]["delta"], json!({"content": "Hi"}));
+
+    // A raise with no matching rule falls back to the status's class.
+    let set = load(r#"provider p { base_url "https://x.test" stream { on end { raise 504 } } }"#);
+    let p = set.get("p").expect("p");
+    let mut st = p.stream_state(&ctx);
+    let e = p
+        .finish_stream(&mut st, &mut Vec::new())
+        .expect_err("raises");
+    assert_eq!(e.class, ErrorClass::Timeout);
+    assert!(!st.is_done());
+    // The hook ran once: the stream stays cut, not complete and not failing again.
+    assert_eq!(
+        p.finish_stream(&mut st, &mut Vec::new()),
+        Ok(StreamEnd::Cut)
+    );
+}
+
+#[test]
+fn a_raised_stream_is_never_complete() {
+    let set = load(END_HOOK_SRC);
+    let p = set.get("p").expect("p");
+    let mut st = p.stream_state(&stream_ctx());
+    let mut out = Vec::new();
+    p.map_event(&mut st, None, br#"{"finish": "stop"}"#, &mut out)
+        .expect("mapped");
+    let e = p
+        .map_event(&mut st, None, br#"{"fail": true}"#, &mut out)
+        .expect_err("raises");
+    assert_eq!(e.class, ErrorClass::Internal);
+    assert!(!st.is_done());
+    // The stream is over: later events are not mapped, and at EOF the hook (which would say
+    // `done` for this state) does not run.
+    assert_eq!(
+        p.map_event(&mut st, None, br#"{"text": "late"}"#, &mut out),
+        Ok(StreamControl::Done)
+    );
+    assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Cut));
+    assert!(out.is_empty(), "{out:?}");
+}
