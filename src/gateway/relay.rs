@@ -27,7 +27,7 @@ use super::failure;
 use super::sse::{event_payloads, SseSplitter};
 use super::usage::{self, Usage};
 use crate::api::{ApiError, ErrorKind};
-use crate::dsl::{FrameDecoder, MappedError, Provider, StreamControl, StreamState};
+use crate::dsl::{FrameDecoder, MappedError, Provider, StreamControl, StreamEnd, StreamState};
 use crate::http1::io::DisconnectWatch;
 use crate::http1::{ResponseWriter, ServerIo};
 use crate::router::{Failure, FailureClass};
@@ -337,7 +337,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         if ended && !done {
             // The upstream is over: the mapping's end hook says whether that was its end.
             chunks.clear();
-            match finish_stream(provider, state, &mut chunks) {
+            match provider.finish_stream(state, &mut chunks) {
                 Ok(end) => {
                     push_chunks(&mut buf, &chunks);
                     if end == StreamEnd::Cut {
@@ -546,24 +546,4 @@ fn client_gone<IO: ServerIo>(w: &mut ResponseWriter<'_, IO>, out: &mut RelayOutc
     } else {
         Err(failure::cancelled())
     }
-}
-
-#[derive(PartialEq, Eq)]
-enum StreamEnd {
-    Complete,
-    Cut,
-}
-
-/// Placeholder until the provider language's end hook lands: EOF is the end only if the
-/// mapping said `done`.
-fn finish_stream(
-    _provider: &Provider,
-    state: &mut StreamState,
-    _out: &mut Vec<serde_json::Value>,
-) -> Result<StreamEnd, MappedError> {
-    Ok(if state.is_done() {
-        StreamEnd::Complete
-    } else {
-        StreamEnd::Cut
-    })
 }

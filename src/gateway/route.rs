@@ -24,6 +24,8 @@ pub struct DeploymentView {
     pub breaker: &'static str,
     pub cooldown_remaining_ms: u64,
     pub in_flight: u32,
+    /// Requests waiting for a slot under `max_parallel_requests`.
+    pub waiting: usize,
     pub latency_ms: f64,
     pub requests: u64,
     pub failures: u64,
@@ -131,11 +133,14 @@ impl ShardRouter {
                     health: health_name(state),
                     breaker: match s.breaker_phase() {
                         crate::router::BreakerPhase::Closed => "closed",
+                        // Its time is up: the next request is a probe.
+                        crate::router::BreakerPhase::Open { until } if until <= now => "half_open",
                         crate::router::BreakerPhase::Open { .. } => "open",
                         crate::router::BreakerPhase::HalfOpen { .. } => "half_open",
                     },
                     cooldown_remaining_ms: s.cooling_until(now).map_or(0, |u| u - now),
                     in_flight: s.in_flight(),
+                    waiting: self.waiting.borrow().get(&d.id).copied().unwrap_or(0),
                     latency_ms: s.latency_ms(),
                     requests,
                     failures,
@@ -177,11 +182,18 @@ pub fn merge(views: Vec<Vec<DeploymentView>>) -> Vec<DeploymentView> {
                     let m = &mut merged[i];
                     m.state = m.state.max(v.state);
                     m.health = health_name(m.state);
-                    if v.breaker != "closed" {
+                    // The worst: open, then half-open, then closed.
+                    let rank = |b: &str| match b {
+                        "open" => 2,
+                        "half_open" => 1,
+                        _ => 0,
+                    };
+                    if rank(v.breaker) > rank(m.breaker) {
                         m.breaker = v.breaker;
                     }
                     m.cooldown_remaining_ms = m.cooldown_remaining_ms.max(v.cooldown_remaining_ms);
                     m.in_flight += v.in_flight;
+                    m.waiting += v.waiting;
                     m.requests += v.requests;
                     m.failures += v.failures;
                     m.cooldowns += v.cooldowns;

@@ -138,8 +138,11 @@ impl Format {
         }
     }
 
-    pub fn error_body(self, status: u16) -> Vec<u8> {
-        let message = format!("mock error with status {status}");
+    pub fn error_body(self, status: u16, code: Option<&str>) -> Vec<u8> {
+        let message = match code {
+            Some(c) => format!("mock error {c} with status {status}"),
+            None => format!("mock error with status {status}"),
+        };
         let v = match self {
             Format::Chat => {
                 let kind = match status {
@@ -148,7 +151,8 @@ impl Format {
                     429 => "rate_limit_error",
                     _ => "server_error",
                 };
-                json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
+                let code = code.map_or_else(|| status.to_string(), str::to_owned);
+                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
             }
             Format::Messages => {
                 let kind = match status {

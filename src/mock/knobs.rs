@@ -13,6 +13,14 @@ pub struct Knobs {
     pub chunk_bytes: usize,
     /// Answer with a call to the request's first tool instead of text.
     pub tool_call: bool,
+    /// The error's `code` (`context_length_exceeded`, `content_policy_violation`, ...); with
+    /// no status given, the error is a 400.
+    pub error_code: Option<String>,
+    /// Seconds sent as `retry-after` with an error.
+    pub retry_after: Option<u64>,
+    /// A stream stops after this many events: the connection is dropped without the end of
+    /// the stream (no `[DONE]`, no chunked terminator).
+    pub cut_after: Option<usize>,
 }
 
 impl Default for Knobs {
@@ -25,8 +33,22 @@ impl Default for Knobs {
             malformed: false,
             chunk_bytes: 0,
             tool_call: false,
+            error_code: None,
+            retry_after: None,
+            cut_after: None,
         }
     }
+}
+
+/// The word after `token` in `name` (`mock-error-context_length_exceeded`): lowercase
+/// letters and underscores.
+fn word_after(name: &str, token: &str) -> Option<String> {
+    let at = name.find(token)? + token.len();
+    let word: String = name[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+        .collect();
+    (!word.is_empty()).then_some(word)
 }
 
 /// The number after `token` in `name` (`mock-status-429` → 429).
@@ -59,6 +81,9 @@ impl Knobs {
         }
         k.malformed = model.contains("mock-malformed");
         k.tool_call = model.contains("mock-tool");
+        k.error_code = word_after(model, "mock-error-");
+        k.retry_after = number_after(model, "mock-retry-after-");
+        k.cut_after = number_after(model, "mock-cut-").map(|n| n as usize);
         k
     }
 
@@ -86,6 +111,18 @@ impl Knobs {
         if let Some(v) = num("x-mock-chunk-bytes") {
             k.chunk_bytes = v as usize;
         }
+        if let Some(v) = req.header("x-mock-error-code") {
+            k.error_code = Some(v.trim().to_owned());
+        }
+        if let Some(v) = num("x-mock-retry-after") {
+            k.retry_after = Some(v);
+        }
+        if let Some(v) = num("x-mock-cut-after") {
+            k.cut_after = Some(v as usize);
+        }
+        if k.error_code.is_some() && k.status.is_none() {
+            k.status = Some(400);
+        }
         k.chunks = k.chunks.clamp(1, 100_000);
         k.chunk_bytes = k.chunk_bytes.min(1024 * 1024);
         k
@@ -104,5 +141,10 @@ mod tests {
         assert_eq!(k.chunk_delay_ms, 10);
         assert_eq!(k.delay_ms, 0);
         assert_eq!(Knobs::from_model("plain"), Knobs::default());
+        let k =
+            Knobs::from_model("m-mock-error-context_length_exceeded-mock-retry-after-3-mock-cut-2");
+        assert_eq!(k.error_code.as_deref(), Some("context_length_exceeded"));
+        assert_eq!(k.retry_after, Some(3));
+        assert_eq!(k.cut_after, Some(2));
     }
 }

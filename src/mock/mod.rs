@@ -3,9 +3,13 @@
 //! knobs for latency, chunking and failures. Tests and benchmarks run against it; users can too.
 //!
 //! Knobs come from request headers (`x-mock-delay-ms`, `x-mock-chunks`, `x-mock-chunk-delay-ms`,
-//! `x-mock-status`, `x-mock-malformed`) or from the upstream model name (`…-mock-status-429`,
-//! `…-mock-delay-500`, `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-chunk-bytes-4096`, `…-mock-malformed`, `…-mock-tool`), because
-//! a gateway config selects failure modes per deployment and does not forward client headers.
+//! `x-mock-status`, `x-mock-malformed`, `x-mock-error-code`, `x-mock-retry-after`,
+//! `x-mock-cut-after`) or from the upstream model name (`…-mock-status-429`, `…-mock-delay-500`,
+//! `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-chunk-bytes-4096`, `…-mock-malformed`,
+//! `…-mock-tool`, `…-mock-error-context_length_exceeded`, `…-mock-retry-after-2`,
+//! `…-mock-cut-1`), because a gateway config selects failure modes per deployment and does not
+//! forward client headers. `POST /mock/faults` switches a model's failure on and off at run time
+//! (`{"model": "m", "status": 500}`, `{"model": "m", "status": null}`).
 
 mod formats;
 mod knobs;
@@ -35,6 +39,9 @@ pub struct MockStats {
     pub completed_streams: AtomicU64,
     /// The body of the last chat request, at `GET /mock/last-request` (to check translations).
     pub last_request: arc_swap::ArcSwap<Vec<u8>>,
+    /// Failures switched on at run time, by upstream model name (`POST /mock/faults`): every
+    /// request for that model is answered with the status until the fault is cleared.
+    pub faults: arc_swap::ArcSwap<std::collections::HashMap<String, u16>>,
 }
 
 /// A 1x1 PNG, served at `GET /mock/image.png` (remote-media tests).
@@ -143,6 +150,31 @@ impl Service for MockService {
                     .await;
                 return;
             }
+            ("POST", "/mock/faults") => {
+                // {"model": "<upstream model>", "status": 500} sets a fault; "status": null
+                // clears it.
+                let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                let Some(model) = v["model"].as_str() else {
+                    let _ = w
+                        .send_json(
+                            StatusCode::BAD_REQUEST,
+                            br#"{"error":{"message":"mock: `model` is required"}}"#,
+                        )
+                        .await;
+                    return;
+                };
+                let status = v["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+                self.stats.faults.rcu(|old| {
+                    let mut m = (**old).clone();
+                    match status {
+                        Some(s) => m.insert(model.to_owned(), s),
+                        None => m.remove(model),
+                    };
+                    m
+                });
+                let _ = w.send_json(StatusCode::OK, br#"{"ok":true}"#).await;
+                return;
+            }
             ("GET", "/mock/last-request") => {
                 let body = self.stats.last_request.load_full();
                 let _ = w.send_json(StatusCode::OK, &body).await;
@@ -190,13 +222,23 @@ impl Service for MockService {
             }
         };
         let model = format.model(req.path(), &body);
-        let knobs = Knobs::from_request(req, &model);
+        let mut knobs = Knobs::from_request(req, &model);
+        if let Some(status) = self.stats.faults.load().get(&model) {
+            knobs.status = Some(*status);
+        }
         if knobs.delay_ms > 0 {
             monoio::time::sleep(Duration::from_millis(knobs.delay_ms)).await;
         }
         if let Some(status) = knobs.status {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let _ = w.send_json(code, &format.error_body(status)).await;
+            let body = format.error_body(status, knobs.error_code.as_deref());
+            let retry_after = knobs.retry_after.map(|s| s.to_string());
+            let headers: Vec<(&str, &str)> = retry_after
+                .as_deref()
+                .map(|v| ("retry-after", v))
+                .into_iter()
+                .collect();
+            let _ = w.send(code, "application/json", &headers, &body).await;
             return;
         }
         let reply = formats::Reply::new(
@@ -229,6 +271,11 @@ impl Service for MockService {
         }
         let events = format.stream_events(&reply);
         for (i, ev) in events.iter().enumerate() {
+            if knobs.cut_after == Some(i) {
+                // Gone without the end of the stream.
+                w.abort();
+                return;
+            }
             if i > 0 && knobs.chunk_delay_ms > 0 {
                 monoio::time::sleep(Duration::from_millis(knobs.chunk_delay_ms)).await;
             }
