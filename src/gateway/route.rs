@@ -34,6 +34,9 @@ pub struct DeploymentView {
 
 pub struct ShardRouter {
     origin: Instant,
+    /// Where in its calendar minute the origin was: the router's minutes (usage-based routing,
+    /// cooldown counts) start with the limits owner's (`rpm`, `tpm`).
+    origin_offset: Millis,
     states: RefCell<HashMap<String, Rc<DeploymentState>>>,
     groups: RefCell<HashMap<String, Rc<GroupState>>>,
     pub rand: RefCell<FastRand>,
@@ -44,8 +47,12 @@ pub struct ShardRouter {
 
 impl ShardRouter {
     pub fn new(limits: &LimitsHandle, seed: u64) -> Self {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis);
         Self {
             origin: Instant::now(),
+            origin_offset: unix_ms % 60_000,
             states: RefCell::default(),
             groups: RefCell::default(),
             rand: RefCell::new(FastRand(fastrand::Rng::with_seed(seed))),
@@ -54,9 +61,9 @@ impl ShardRouter {
         }
     }
 
-    /// Milliseconds since this shard started.
+    /// Milliseconds on this shard's monotonic clock, whose minutes are calendar minutes.
     pub fn now(&self) -> Millis {
-        self.origin.elapsed().as_millis() as Millis
+        self.origin.elapsed().as_millis() as Millis + self.origin_offset
     }
 
     /// This shard's state of a deployment (made on first sight; kept across reloads by id).

@@ -1,5 +1,5 @@
 //! Deployment limits that hold for the whole process: `max_parallel_requests` (requests in
-//! flight), `rpm` and `tpm` (per minute, as token buckets).
+//! flight), `rpm` and `tpm` (per calendar minute, as LiteLLM counts them).
 //!
 //! SO_REUSEPORT pins a keep-alive client to one shard, so a limit split into equal shard shares
 //! would break small limits (`max_parallel_requests: 1` must mean one). Instead an owner thread
@@ -11,24 +11,24 @@
 //!   is large, a shard keeps the permits it has freed (up to its lease size) for its next
 //!   requests instead of handing each one back; where it is small (at most four per shard) every
 //!   permit goes back at once, so another shard can use it.
-//! - `rpm` and `tpm` are token buckets (capacity one minute's worth, refilled continuously).
-//!   Requests take one rpm token; `tpm` is charged up front with an estimate of the prompt and
-//!   corrected by the real usage (the correction may put the bucket in debt). A request takes
-//!   its tokens from the owner itself (one message and its answer, only for deployments that
-//!   set `rpm` or `tpm`), so the buckets are exact across shards.
+//! - `rpm` and `tpm` count per calendar minute. The owner keeps each deployment's count for the
+//!   current minute and hands shards leases on it: a shard that runs out asks for what one
+//!   request needs plus a lease (a quarter of a shard's share; nothing extra for limits up to
+//!   four per shard), and spends it locally. A lease is good for the minute it was granted in
+//!   only. `tpm` is charged up front with an estimate of the prompt; the difference to the real
+//!   usage is settled against the shard's lease (a debt is paid from its next lease).
 //!
-//! Worst-case error: never more in flight than `max_parallel_requests`, never more than `rpm`
-//! requests in any minute (a bucket holds at most a minute's tokens, taken before use). Leases
-//! only make a concurrency limit stricter: permits idle in one shard are unavailable to the
-//! others — at most `lease` per shard, with `lease` = limit / (4 × shards), and none for limits
-//! up to 4 × shards. `tpm` is charged by estimate: a minute may overshoot by the difference
-//! between the estimates and the real counts of the requests admitted before their usage came
-//! back.
+//! Worst-case error: never more in flight than `max_parallel_requests`; never more than `rpm`
+//! requests in a calendar minute (every request spends a token of that minute's count, taken
+//! before it is sent). Leases only make a limit stricter: permits or tokens idle in one shard
+//! are unavailable to the others — at most a lease per shard, none for limits up to four per
+//! shard. `tpm` may overshoot a minute by the usage above the estimates that shards had not yet
+//! paid back when the minute ended (at most the debts of the requests of that minute's end).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a deployment is limited to (from its `DeploymentSpec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,16 +54,16 @@ enum Msg {
     },
     /// Permits given back.
     Release { id: Rc2, count: u32 },
-    /// Rate tokens: `requests` rpm tokens and `tokens` tpm tokens, taken together or not at all.
-    Take {
+    /// Rate tokens of `minute`: at least `requests` and `tokens` (both or none), and up to a
+    /// lease more of each. The answer is what was granted.
+    Lease {
         id: Rc2,
+        minute: u64,
         limits: Limits,
-        requests: u32,
+        requests: u64,
         tokens: u64,
-        reply: flume::Sender<Result<(), Duration>>,
+        reply: flume::Sender<Option<(u64, u64)>>,
     },
-    /// A correction of a tpm charge (positive: more was used; negative: less).
-    Correct { id: Rc2, tokens: i64 },
 }
 
 /// Deployment ids cross threads as `Arc<str>`.
@@ -73,7 +73,8 @@ type Rc2 = std::sync::Arc<str>;
 #[derive(Default)]
 struct Owner {
     sems: HashMap<Rc2, Semaphore>,
-    buckets: HashMap<Rc2, (Option<Bucket>, Option<Bucket>)>,
+    windows: HashMap<Rc2, Window>,
+    shards: u32,
 }
 
 #[derive(Default)]
@@ -83,47 +84,16 @@ struct Semaphore {
     limit: u32,
 }
 
-struct Bucket {
-    capacity: f64,
-    tokens: f64,
-    per_sec: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(per_minute: u64, now: Instant) -> Self {
-        let capacity = per_minute as f64;
-        Self {
-            capacity,
-            tokens: capacity,
-            per_sec: capacity / 60.0,
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, per_minute: u64, now: Instant) {
-        // A reload may change the limit.
-        if (per_minute as f64 - self.capacity).abs() > f64::EPSILON {
-            self.capacity = per_minute as f64;
-            self.per_sec = self.capacity / 60.0;
-            self.tokens = self.tokens.min(self.capacity);
-        }
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.per_sec).min(self.capacity);
-        self.at = now;
-    }
-
-    /// Time until `n` tokens are there.
-    fn wait_for(&self, n: f64) -> Duration {
-        if self.per_sec <= 0.0 {
-            return Duration::from_secs(60);
-        }
-        Duration::from_secs_f64(((n - self.tokens) / self.per_sec).max(0.0))
-    }
+/// A deployment's rate count for one minute.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    minute: u64,
+    requests: u64,
+    tokens: u64,
 }
 
 impl Owner {
-    fn handle(&mut self, msg: Msg, now: Instant) {
+    fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Acquire {
                 id,
@@ -142,73 +112,78 @@ impl Owner {
                     s.grant();
                 }
             }
-            Msg::Take {
+            Msg::Lease {
                 id,
+                minute,
                 limits,
                 requests,
                 tokens,
                 reply,
             } => {
-                let (rpm, tpm) = self.buckets.entry(id).or_insert((None, None));
-                let ok = take(
-                    rpm,
-                    limits.rpm,
-                    requests as f64,
-                    tpm,
-                    limits.tpm,
-                    tokens as f64,
-                    now,
-                );
-                let _ = reply.send(ok);
-            }
-            Msg::Correct { id, tokens } => {
-                if let Some((_, Some(t))) = self.buckets.get_mut(&id) {
-                    t.tokens -= tokens as f64;
-                }
+                let w = self.windows.entry(id).or_default();
+                let granted = lease_rate(w, minute, limits, requests, tokens, self.shards);
+                let _ = reply.send(granted);
             }
         }
     }
 }
 
-fn take(
-    rpm: &mut Option<Bucket>,
-    rpm_limit: Option<u64>,
-    requests: f64,
-    tpm: &mut Option<Bucket>,
-    tpm_limit: Option<u64>,
-    tokens: f64,
-    now: Instant,
-) -> Result<(), Duration> {
-    let ready = |b: &mut Option<Bucket>, limit: Option<u64>, n: f64| -> Result<(), Duration> {
-        let Some(limit) = limit else {
-            *b = None;
-            return Ok(());
+/// Grants `requests` and `tokens` of `minute` (both or none) and up to a lease more of each.
+fn lease_rate(
+    w: &mut Window,
+    minute: u64,
+    limits: Limits,
+    requests: u64,
+    tokens: u64,
+    shards: u32,
+) -> Option<(u64, u64)> {
+    if minute > w.minute {
+        *w = Window {
+            minute,
+            ..Window::default()
         };
-        let bucket = b.get_or_insert_with(|| Bucket::new(limit, now));
-        bucket.refill(limit, now);
-        // A request larger than the whole minute's tpm still passes when the bucket is full:
-        // refusing it forever would be worse than one full minute.
-        if bucket.tokens >= n.min(bucket.capacity) {
-            Ok(())
-        } else {
-            Err(bucket.wait_for(n.min(bucket.capacity)))
-        }
-    };
-    let r = ready(rpm, rpm_limit, requests);
-    let t = ready(tpm, tpm_limit, tokens);
-    match (r, t) {
-        (Ok(()), Ok(())) => {
-            if let Some(b) = rpm {
-                b.tokens -= requests;
-            }
-            if let Some(b) = tpm {
-                b.tokens -= tokens;
-            }
-            Ok(())
-        }
-        (Err(a), Err(b)) => Err(a.max(b)),
-        (Err(e), _) | (_, Err(e)) => Err(e),
+    } else if minute < w.minute {
+        // An ask from a minute that is over (it raced the boundary): the caller asks again.
+        return None;
     }
+    let fits = |used: u64, want: u64, limit: Option<u64>| match limit {
+        None => true,
+        // One request larger than a whole minute's tpm still passes in an unused minute:
+        // refusing it forever would be worse than one full minute.
+        Some(l) => used + want <= l || (used == 0 && want > l),
+    };
+    if !fits(w.requests, requests, limits.rpm) || !fits(w.tokens, tokens, limits.tpm) {
+        return None;
+    }
+    let extra = |used: u64, limit: Option<u64>| {
+        limit.map_or(0, |l| rate_lease(l, shards).min(l.saturating_sub(used)))
+    };
+    let r = requests + extra(w.requests + requests, limits.rpm);
+    let t = tokens + extra(w.tokens + tokens, limits.tpm);
+    w.requests += r;
+    w.tokens += t;
+    Some((r, t))
+}
+
+/// Extra rate tokens leased at once: a quarter of a shard's share of the minute; none for
+/// limits up to four per shard, which stay exact.
+fn rate_lease(limit: u64, shards: u32) -> u64 {
+    let per = 4 * u64::from(shards.max(1));
+    if limit <= per {
+        0
+    } else {
+        limit / per
+    }
+}
+
+/// The current calendar minute (minutes since the UNIX epoch) and the time left in it.
+pub fn current_minute() -> (u64, Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let minute = now.as_secs() / 60;
+    let left = Duration::from_secs((minute + 1) * 60).saturating_sub(now);
+    (minute, left.max(Duration::from_millis(1)))
 }
 
 impl Semaphore {
@@ -244,9 +219,12 @@ impl LimitsHandle {
         std::thread::Builder::new()
             .name("llmux-limits".into())
             .spawn(move || {
-                let mut owner = Owner::default();
+                let mut owner = Owner {
+                    shards: shards.max(1) as u32,
+                    ..Owner::default()
+                };
                 while let Ok(msg) = rx.recv() {
-                    owner.handle(msg, Instant::now());
+                    owner.handle(msg);
                 }
             })?;
         Ok(Self {
@@ -260,14 +238,46 @@ impl LimitsHandle {
         ShardLimiter {
             owner: self.clone(),
             idle: RefCell::new(HashMap::new()),
+            rates: RefCell::new(HashMap::new()),
         }
     }
 }
 
-/// A shard's view: the permits it holds idle, per deployment.
+/// A shard's view: the permits it holds idle, and its leases of this minute's rate tokens,
+/// per deployment.
 pub struct ShardLimiter {
     owner: LimitsHandle,
     idle: RefCell<HashMap<Rc2, Rc<Cell<u32>>>>,
+    rates: RefCell<HashMap<Rc2, RateLease>>,
+}
+
+/// Rate tokens of one minute held by a shard; `tokens` below zero is a debt (usage above the
+/// estimates), paid from the next lease.
+#[derive(Debug, Default, Clone, Copy)]
+struct RateLease {
+    minute: u64,
+    requests: u64,
+    tokens: i64,
+}
+
+impl RateLease {
+    /// Spends one request's tokens if the lease has them.
+    fn spend(&mut self, minute: u64, requests: u64, tokens: u64) -> bool {
+        if self.minute != minute {
+            // Last minute's lease (and debt) is over.
+            *self = RateLease {
+                minute,
+                ..RateLease::default()
+            };
+        }
+        if self.requests >= requests && self.tokens >= tokens as i64 {
+            self.requests -= requests;
+            self.tokens -= tokens as i64;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Why a request may not go to a deployment now.
@@ -353,36 +363,68 @@ impl ShardLimiter {
         }
     }
 
-    /// One request's rpm token and its estimated tpm charge on deployment `id`.
+    /// One request's rpm token and its estimated tpm charge on deployment `id`, from this
+    /// shard's lease, or from the owner when the lease is short.
     pub async fn take(&self, id: &Rc2, limits: Limits, tokens: u64) -> Result<(), Refused> {
         if limits.rpm.is_none() && limits.tpm.is_none() {
             return Ok(());
         }
+        let requests = u64::from(limits.rpm.is_some());
+        let tokens = if limits.tpm.is_some() { tokens } else { 0 };
+        let (minute, left) = current_minute();
+        let (ask_requests, ask_tokens) = {
+            let mut rates = self.rates.borrow_mut();
+            let lease = rates.entry(id.clone()).or_default();
+            if lease.spend(minute, requests, tokens) {
+                return Ok(());
+            }
+            (
+                requests.saturating_sub(lease.requests),
+                (tokens as i64 - lease.tokens).max(0) as u64,
+            )
+        };
         let (reply, rx) = flume::bounded(1);
         self.owner
             .tx
-            .send(Msg::Take {
+            .send(Msg::Lease {
                 id: id.clone(),
+                minute,
                 limits,
-                requests: 1,
-                tokens: if limits.tpm.is_some() { tokens } else { 0 },
+                requests: ask_requests,
+                tokens: ask_tokens,
                 reply,
             })
             .map_err(|_| Refused::Busy)?;
         match rx.recv_async().await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(wait)) => Err(Refused::Limited(wait)),
+            Ok(Some((r, t))) => {
+                let mut rates = self.rates.borrow_mut();
+                let lease = rates.entry(id.clone()).or_default();
+                if lease.minute == minute {
+                    lease.requests += r;
+                    lease.tokens += t as i64;
+                    if lease.spend(minute, requests, tokens) {
+                        return Ok(());
+                    }
+                }
+                // The minute turned meanwhile: what was granted is gone with it.
+                Err(Refused::Limited(current_minute().1))
+            }
+            Ok(None) => Err(Refused::Limited(left)),
             Err(_) => Err(Refused::Busy),
         }
     }
 
-    /// Corrects a tpm charge once the real usage is known.
+    /// Settles a tpm charge once the real usage is known: the difference goes against this
+    /// shard's lease of the minute (a debt when more was used).
     pub fn correct(&self, id: &Rc2, estimated: u64, actual: u64) {
-        if estimated != actual {
-            let _ = self.owner.tx.send(Msg::Correct {
-                id: id.clone(),
-                tokens: actual as i64 - estimated as i64,
-            });
+        if estimated == actual {
+            return;
+        }
+        let (minute, _) = current_minute();
+        if let Some(lease) = self.rates.borrow_mut().get_mut(id) {
+            if lease.minute == minute {
+                lease.tokens += estimated as i64 - actual as i64;
+            }
         }
     }
 }
@@ -395,70 +437,96 @@ mod tests {
         std::sync::Arc::from(s)
     }
 
-    #[test]
-    fn buckets_admit_exactly_the_limit_then_refill() {
-        let t0 = Instant::now();
-        let (mut rpm, mut tpm) = (None, None);
-        for _ in 0..3 {
-            assert!(take(&mut rpm, Some(3), 1.0, &mut tpm, None, 0.0, t0).is_ok());
+    fn rate(rpm: Option<u64>, tpm: Option<u64>) -> Limits {
+        Limits {
+            max_parallel: None,
+            rpm,
+            tpm,
         }
-        let wait = take(&mut rpm, Some(3), 1.0, &mut tpm, None, 0.0, t0).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(20), "one token every 20 s");
-        assert!(take(
-            &mut rpm,
-            Some(3),
-            1.0,
-            &mut tpm,
-            None,
-            0.0,
-            t0 + Duration::from_secs(20)
-        )
-        .is_ok());
-        // tpm: the estimate is charged; a request needs its tokens free.
-        let (mut rpm, mut tpm) = (None, None);
-        assert!(take(&mut rpm, None, 1.0, &mut tpm, Some(1_000), 800.0, t0).is_ok());
-        assert!(take(&mut rpm, None, 1.0, &mut tpm, Some(1_000), 300.0, t0).is_err());
-        assert!(take(&mut rpm, None, 1.0, &mut tpm, Some(1_000), 200.0, t0).is_ok());
-        // Both or neither: an rpm refusal takes no tpm.
-        let (mut rpm, mut tpm) = (None, None);
-        assert!(take(&mut rpm, Some(1), 1.0, &mut tpm, Some(100), 10.0, t0).is_ok());
-        assert!(take(&mut rpm, Some(1), 1.0, &mut tpm, Some(100), 10.0, t0).is_err());
-        assert_eq!(tpm.as_ref().map(|b| b.tokens), Some(90.0));
+    }
+
+    #[test]
+    fn minute_windows_grant_exactly_the_limit_then_the_next_minute() {
+        // Small limits (up to four per shard) lease nothing extra: every request asks.
+        let mut w = Window::default();
+        for _ in 0..3 {
+            assert_eq!(
+                lease_rate(&mut w, 10, rate(Some(3), None), 1, 0, 2),
+                Some((1, 0))
+            );
+        }
+        assert_eq!(lease_rate(&mut w, 10, rate(Some(3), None), 1, 0, 2), None);
+        // A late ask from the minute before is refused; the next minute starts over.
+        assert_eq!(lease_rate(&mut w, 9, rate(Some(3), None), 1, 0, 2), None);
+        assert_eq!(
+            lease_rate(&mut w, 11, rate(Some(3), None), 1, 0, 2),
+            Some((1, 0))
+        );
+        // Large limits lease a quarter of a shard's share at once, never past the limit.
+        let mut w = Window::default();
+        assert_eq!(
+            lease_rate(&mut w, 1, rate(Some(1_000), None), 1, 0, 2),
+            Some((126, 0))
+        );
+        let mut granted = 126;
+        while let Some((r, _)) = lease_rate(&mut w, 1, rate(Some(1_000), None), 1, 0, 2) {
+            granted += r;
+        }
+        assert_eq!(granted, 1_000);
+        // tpm: the estimate must fit; both or neither.
+        let mut w = Window::default();
+        assert!(lease_rate(&mut w, 1, rate(Some(1), Some(100)), 1, 80, 2).is_some());
+        assert_eq!(
+            lease_rate(&mut w, 1, rate(Some(5), Some(100)), 1, 30, 2),
+            None
+        );
+        assert_eq!(w.requests, 1, "an rpm token is not taken when tpm refuses");
+        // One request larger than a whole minute passes in an unused minute.
+        let mut w = Window::default();
+        assert!(lease_rate(&mut w, 1, rate(None, Some(100)), 0, 500, 2).is_some());
+    }
+
+    #[test]
+    fn a_shard_lease_spends_locally_and_carries_its_debt_within_the_minute() {
+        let mut l = RateLease {
+            minute: 5,
+            requests: 2,
+            tokens: 100,
+        };
+        assert!(l.spend(5, 1, 60));
+        assert!(!l.spend(5, 1, 60), "40 tokens left");
+        // A debt (usage above the estimate) is paid before anything else.
+        l.tokens -= 50;
+        assert!(!l.spend(5, 0, 0), "a debt is paid first");
+        assert_eq!(l.tokens, -10);
+        // A new minute: the lease and its debt are gone.
+        assert!(!l.spend(6, 1, 0));
+        assert_eq!((l.minute, l.requests, l.tokens), (6, 0, 0));
     }
 
     #[test]
     fn permits_are_granted_queued_and_handed_on() {
         let mut owner = Owner::default();
-        let now = Instant::now();
         let (a_tx, a_rx) = flume::bounded(1);
         let (b_tx, b_rx) = flume::bounded(1);
-        owner.handle(
-            Msg::Acquire {
-                id: id("d"),
-                limit: 1,
-                want: 1,
-                reply: a_tx,
-            },
-            now,
-        );
+        owner.handle(Msg::Acquire {
+            id: id("d"),
+            limit: 1,
+            want: 1,
+            reply: a_tx,
+        });
         assert_eq!(a_rx.try_recv(), Ok(1));
-        owner.handle(
-            Msg::Acquire {
-                id: id("d"),
-                limit: 1,
-                want: 1,
-                reply: b_tx,
-            },
-            now,
-        );
+        owner.handle(Msg::Acquire {
+            id: id("d"),
+            limit: 1,
+            want: 1,
+            reply: b_tx,
+        });
         assert!(b_rx.try_recv().is_err(), "the second waits");
-        owner.handle(
-            Msg::Release {
-                id: id("d"),
-                count: 1,
-            },
-            now,
-        );
+        owner.handle(Msg::Release {
+            id: id("d"),
+            count: 1,
+        });
         assert_eq!(
             b_rx.try_recv(),
             Ok(1),
@@ -466,23 +534,17 @@ mod tests {
         );
         // A waiter that gave up does not keep the permit.
         let (c_tx, c_rx) = flume::bounded(1);
-        owner.handle(
-            Msg::Acquire {
-                id: id("d"),
-                limit: 1,
-                want: 1,
-                reply: c_tx,
-            },
-            now,
-        );
+        owner.handle(Msg::Acquire {
+            id: id("d"),
+            limit: 1,
+            want: 1,
+            reply: c_tx,
+        });
         drop(c_rx);
-        owner.handle(
-            Msg::Release {
-                id: id("d"),
-                count: 1,
-            },
-            now,
-        );
+        owner.handle(Msg::Release {
+            id: id("d"),
+            count: 1,
+        });
         assert_eq!(owner.sems[&id("d")].in_use, 0);
     }
 
