@@ -12,7 +12,9 @@
 #   BENCH_KEEP=1              keep the work directory (callgrind dumps for callgrind_annotate)
 #   BENCH_CHUNKS=20           events per streamed answer
 #   BENCH_VARIANTS="name=yaml;name=yaml"  the `llmux:` section of each variant (YAML flow
-#                             style); default: relayed-JSON checks on and off
+#                             style); default: relayed-JSON checks on and off. A variant may
+#                             add `|params|top`: deployment parameters (`rpm: 5, tpm: 9`) and
+#                             top-level sections (`router_settings: {num_retries: 0}`)
 # Prints a markdown table: variant, kind (non-stream / stream), instructions per request.
 # The gateway runs on the epoll driver with one shard: valgrind serialises threads and does not
 # treat io_uring_enter as a blocking call, so under it an io_uring shard can stall the process.
@@ -83,7 +85,11 @@ printf '| variant | request | instructions / request |\n| --- | --- | ---: |\n'
 IFS=';' read -r -a variant_list <<<"$VARIANTS"
 for v in "${variant_list[@]}"; do
   name=${v%%=*}
-  extra=${v#*=}
+  IFS='|' read -r extra params top <<<"${v#*=}"
+  params_lines=""
+  if [[ -n ${params:-} ]]; then
+    params_lines="      ${params//, /$'\n'      }"
+  fi
   cfg=$WORK/$name.yaml
   cat >"$cfg" <<EOF
 model_list:
@@ -92,7 +98,9 @@ model_list:
       model: openai/up-mock-chunks-$CHUNKS
       api_base: http://127.0.0.1:$MOCK_PORT/v1
       api_key: sk-bench
+$params_lines
 llmux: $extra
+${top:-}
 EOF
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.%p.out" \
     "$BIN" serve --config "$cfg" --listen 127.0.0.1:$GW_PORT --workers 1 --io-driver epoll \

@@ -16,6 +16,10 @@ Phases (BENCH_PHASES, comma-separated; default all):
   features  the same build with features on and off (BENCH_VARIANTS)
   idle      RSS with many idle connections
   hold      many slow streams held open at once: RSS and the inter-event delay added
+  routing   (issue 9) a group with retries, breaker and limits configured against the same
+            group with none, and nginx: throughput and CPU per request; and one failing
+            deployment of three (injected 500s, num_retries 2) at BENCH_FAILOVER_RATE req/s:
+            errors seen by the client and the p99 added against three healthy ones
 
 Only the standard library is used. Output: a markdown report on stdout; progress on stderr.
 """
@@ -56,13 +60,14 @@ IDLE_CONNS = int(env("BENCH_IDLE_CONNS", "10000"))
 HOLD_CHUNKS = int(env("BENCH_HOLD_CHUNKS", "10"))
 HOLD_DELAY_MS = int(env("BENCH_HOLD_DELAY_MS", "1000"))
 HOLD_RAMP = int(env("BENCH_HOLD_RAMP", "2000"))
-PHASES = set(env("BENCH_PHASES", "startup,tput,stream,mapped,latency,features,idle,hold").split(","))
+FAILOVER_RATE = int(env("BENCH_FAILOVER_RATE", "500"))
+PHASES = set(env("BENCH_PHASES", "startup,tput,stream,mapped,latency,features,idle,hold,routing").split(","))
 VARIANTS = env(
     "BENCH_VARIANTS",
     "json checks off={upstream: {check_relayed_json: false}};"
     "master key on={}|general_settings: {master_key: sk-bench-master}",
 )
-PORT_MOCK, PORT_GW, PORT_NGINX, PORT_GW2 = 18481, 18480, 18482, 18483
+PORT_MOCK, PORT_GW, PORT_NGINX, PORT_GW2, PORT_GW3 = 18481, 18480, 18482, 18483, 18484
 MSG = '"messages":[{"role":"user","content":"hi"}]'
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -409,6 +414,8 @@ def run(work, nginx, nofile, R):
         R["features"] = features(work, mock)
     if "idle" in PHASES:
         R["idle"] = idle_conns(gw, nofile)
+    if "routing" in PHASES:
+        R["routing"] = routing(work, mock, ng, ng_url)
     if "hold" in PHASES:
         gw.stop()
         if ng:
@@ -454,6 +461,61 @@ def features(work, mock):
                 gw.stop()
         results[name] = res
     return results
+
+
+def routing_config(configured):
+    """One group `bench`, and the failover groups `ok3` (three healthy deployments) and `fail1`
+    (two healthy, one answering 500), equal weights. `configured`: retries, cooldowns, the
+    breaker and limits that never bind (rpm, tpm, max_parallel_requests); else all of it off."""
+    limits = ("      rpm: 100000000\n      tpm: 100000000000\n      max_parallel_requests: 100000\n"
+              if configured else "")
+
+    def dep(group, model):
+        return (f"  - model_name: {group}\n    litellm_params:\n      model: openai/{model}\n"
+                f"      api_base: http://127.0.0.1:{PORT_MOCK}/v1\n      api_key: sk-bench\n{limits}")
+    models = dep("bench", "bench-model")
+    for g, failing in (("ok3", False), ("fail1", True)):
+        models += dep(g, "bench-model") + dep(g, "bench-model")
+        models += dep(g, "bench-model-mock-status-500" if failing else "bench-model")
+    if configured:
+        settings = "router_settings:\n  num_retries: 2\nllmux: {router: {breaker: {enabled: true}}}\n"
+    else:
+        settings = ("router_settings:\n  num_retries: 0\n  disable_cooldowns: true\n"
+                    "llmux: {router: {breaker: {enabled: false}}}\n")
+    return "model_list:\n" + models + settings
+
+
+def routing(work, mock, ng, ng_url):
+    """Issue 9's benchmark: (b) the router's cost, (a) one failing deployment of three."""
+    out = {}
+    gws = {}
+    for name, port, configured in (("router off", PORT_GW2, False), ("router on", PORT_GW3, True)):
+        gw, t0 = start_gateway(work, name.replace(" ", "-"), routing_config(configured), port=port)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wait_ok(name, gw, url, body("bench"), t0)
+        oha(url, body("bench"), CONNS, "2s")
+        gws[name] = (gw, url)
+    targets = [(n, u, "bench", g) for n, (g, u) in gws.items()]
+    if ng:
+        targets.insert(0, ("nginx", ng_url, "bench-model", ng))
+    log("routing: router off / on / nginx, non-stream throughput")
+    out["cost"] = alternate(targets, lambda url, m, proxy: measured(url, body(m), CONNS, DURATION, mock, proxy))
+    gw, url = gws["router on"]
+    log(f"routing: one failing deployment of three at {FAILOVER_RATE} req/s")
+    ft = [("three healthy", url, "ok3", gw), ("one of three failing", url, "fail1", gw)]
+    out["failover"] = alternate(
+        ft, lambda u, m, proxy: oha_quiet(u, body(m), CONNS, DURATION, mock, proxy, FAILOVER_RATE), rounds=3)
+    for g, _ in gws.values():
+        g.stop()
+    return out
+
+
+def oha_quiet(url, b, conns, duration, mock, proxy, rate):
+    """`measured`, where non-2xx answers are the result rather than a warning."""
+    n = len(WARNINGS)
+    r = measured(url, b, conns, duration, mock, proxy, rate=rate)
+    del WARNINGS[n:]
+    return r
 
 
 def idle_conns(gw, nofile):
@@ -582,6 +644,32 @@ def report(R, nginx, nofile):
             p(f"| baseline (for {name}) | {fmt(cell(b['tput'], 'rps'), 0)} | {fmt(bt)} | {fmt(cell(b['stream'], 'rps'), 0)} | {fmt(bs)} | |")
             p(f"| {name} | {fmt(cell(v['tput'], 'rps'), 0)} | {fmt(vt)} | {fmt(cell(v['stream'], 'rps'), 0)} | {fmt(vs)} | "
               f"{(vt / bt - 1) * 100:+.1f} %, {(vs / bs - 1) * 100:+.1f} % |")
+        p()
+    if R.get("routing"):
+        rt = R["routing"]
+        c = rt["cost"]
+        p(f"### Routing (issue 9): the router's cost, non-stream, {CONNS} connections, median of {len(next(iter(c.values())))} rounds\n")
+        p("Router on: `num_retries: 2`, cooldowns, the breaker, and `rpm`/`tpm`/`max_parallel_requests` "
+          "set (never binding). Router off: `num_retries: 0`, `disable_cooldowns`, breaker off, no limits.\n")
+        p("| | req/s | p50 | p99 | proxy CPU µs/req | vs router off (req/s, CPU/req) |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+        off_rps = med(r["rps"] for r in c["router off"])
+        off_cpu = med(r["cpu_proxy"] for r in c["router off"])
+        for name, rs in c.items():
+            rps, cpu = med(r["rps"] for r in rs), med(r["cpu_proxy"] for r in rs)
+            vs = "" if name == "router off" else f"{(rps / off_rps - 1) * 100:+.1f} %, {(cpu / off_cpu - 1) * 100:+.1f} %"
+            p(f"| {name} | {fmt(rps, 0)} | {fmt(med(r['p50'] for r in rs), 2)} ms | "
+              f"{fmt(med(r['p99'] for r in rs), 2)} ms | {fmt(cpu)} | {vs} |")
+        f = rt["failover"]
+        p(f"\n**One failing deployment of three** (injected 500s, equal weights, `num_retries: 2`) at "
+          f"{FAILOVER_RATE} req/s, {DURATION} per round, median of {len(next(iter(f.values())))} rounds:\n")
+        p("| group | answered 2xx | errors to the client | p50 | p99 | added p99 |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+        base99 = med(r["p99"] for r in f["three healthy"])
+        for name, rs in f.items():
+            errs = sum(r["non2xx"] + r["errors"] for r in rs)
+            p99 = med(r["p99"] for r in rs)
+            added = "-" if name == "three healthy" else f"{p99 - base99:+.3f} ms"
+            p(f"| {name} | {sum(r['ok'] for r in rs):,} | {errs} | {fmt(med(r['p50'] for r in rs), 3)} ms | "
+              f"{fmt(p99, 3)} ms | {added} |")
         p()
     if R.get("hold"):
         h = R["hold"]

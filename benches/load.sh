@@ -10,7 +10,8 @@
 # Knobs (environment):
 #   BENCH_SKIP_BUILD=1              use the existing binaries (target/release/llmux and
 #                                   target/release/examples/stream_hold)
-#   BENCH_PHASES=startup,tput,stream,mapped,latency,features,idle,hold   a subset to run
+#   BENCH_PHASES=startup,tput,stream,mapped,latency,features,idle,hold,routing   a subset to run
+#   BENCH_FAILOVER_RATE=500         the routing phase's fixed rate (one failing deployment)
 #   BENCH_DURATION=8s  BENCH_ROUNDS=5  BENCH_CONNS=64  BENCH_STREAM_CONNS=32  BENCH_CHUNKS=20
 #   BENCH_RATE=1000  BENCH_STREAM_RATE=200
 #   BENCH_GATEWAY_WORKERS=<cores>  BENCH_MOCK_WORKERS=1  BENCH_NGINX_WORKERS=<gateway's>

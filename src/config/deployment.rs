@@ -198,6 +198,26 @@ pub(super) fn build(
         max_retries: num("max_retries", Limit::count(0, 100)).map(|v| v as u32),
     };
 
+    // Names go into response headers (`x-llmux-deployment`, `x-llmux-fallback-from`) and log
+    // lines: a control character there would split them.
+    let header_safe = |v: &str| !v.bytes().any(|b| b < b' ' && b != b'\t' || b == 0x7f);
+    if !header_safe(&entry.model_name) {
+        diag.error(
+            at.key("model_name"),
+            "a model group name must not contain control characters (line breaks, ...)",
+        );
+    }
+    if entry
+        .model_info
+        .id
+        .as_deref()
+        .is_some_and(|id| !header_safe(id))
+    {
+        diag.error(
+            info.key("id"),
+            "a deployment id must not contain control characters (line breaks, ...)",
+        );
+    }
     if diag.error_count() > errors_before {
         return None;
     }

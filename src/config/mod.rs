@@ -381,6 +381,34 @@ general_settings:
     }
 
     #[test]
+    fn names_that_would_split_a_header_and_oversized_groups_are_errors() {
+        let e = errors_of(
+            "model_list:\n  - model_name: \"a\\nb\"\n    litellm_params: { model: openai/x, api_key: k }\n    model_info: { id: \"x\\r\\ny\" }\n",
+        );
+        assert!(
+            e.iter().any(|m| m
+                .contains("model_name: a model group name must not contain control characters")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("model_info.id: a deployment id must not contain")),
+            "{e:?}"
+        );
+        let mut yaml = String::from("model_list:\n");
+        for _ in 0..65 {
+            yaml.push_str(
+                "  - model_name: big\n    litellm_params: { model: openai/x, api_key: k }\n",
+            );
+        }
+        let e = errors_of(&yaml);
+        assert!(
+            e.iter().any(|m| m.contains("more than 64 deployments")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn environment_variables_feed_references_without_touching_the_process() {
         let name = "LLMUX_TEST_FROM_CONFIG_ONLY";
         let l = load_text(&format!(

@@ -50,6 +50,9 @@ pub struct Deployment {
     pub spec: crate::router::DeploymentSpec,
 }
 
+/// Deployments in one model group, at most (the router's sets of deployments are 64-bit masks).
+pub const MAX_GROUP_DEPLOYMENTS: usize = 64;
+
 #[derive(Debug)]
 pub struct ModelGroup {
     pub name: String,
@@ -405,6 +408,16 @@ pub(super) fn build(
                 deployments: Vec::new(),
             }
         });
+        if g.deployments.len() == MAX_GROUP_DEPLOYMENTS {
+            diag.error(
+                KeyPath::keys("model_list").index(index),
+                format!(
+                    "model group `{}` has more than {MAX_GROUP_DEPLOYMENTS} deployments; split it into groups joined by fallbacks",
+                    g.name
+                ),
+            );
+            continue;
+        }
         g.deployments.push(Arc::new(dep));
     }
 

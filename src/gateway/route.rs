@@ -2,14 +2,18 @@
 //! its clock and random source, and its limiter. Everything here is shard-local.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Deployment, Snapshot};
+use hashbrown::HashMap;
+
+use crate::config::{Deployment, ModelGroup, Snapshot};
 use crate::router::limits::{LimitsHandle, ShardLimiter};
-use crate::router::{health, DeploymentState, FastRand, GroupState, HealthChange, Millis};
+use crate::router::strategy::Deployments;
+use crate::router::{
+    health, DeploymentSpec, DeploymentState, FastRand, GroupState, HealthChange, Millis,
+};
 use crate::telemetry::redact::redact_str;
 
 /// What one deployment looks like from this shard, for the admin view.
@@ -34,11 +38,13 @@ pub struct DeploymentView {
 
 pub struct ShardRouter {
     origin: Instant,
-    /// Where in its calendar minute the origin was: the router's minutes (usage-based routing,
-    /// cooldown counts) start with the limits owner's (`rpm`, `tpm`).
-    origin_offset: Millis,
+    /// The wall clock at the origin (ms since the UNIX epoch): the router's clock is monotonic
+    /// but reads as wall-clock time, so that its minutes (usage-based routing, cooldown counts)
+    /// are the calendar minutes the limits owner counts `rpm` and `tpm` in.
+    origin_unix_ms: Millis,
     states: RefCell<HashMap<String, Rc<DeploymentState>>>,
-    groups: RefCell<HashMap<String, Rc<GroupState>>>,
+    /// Each group's deployments with their states, looked up once per config snapshot.
+    groups: RefCell<HashMap<String, Rc<GroupView>>>,
     pub rand: RefCell<FastRand>,
     pub limiter: ShardLimiter,
     /// Requests waiting for a permit, per deployment (bounded by `llmux.router.queue`).
@@ -52,7 +58,7 @@ impl ShardRouter {
             .map_or(0, |d| d.as_millis() as Millis);
         Self {
             origin: Instant::now(),
-            origin_offset: unix_ms % 60_000,
+            origin_unix_ms: unix_ms,
             states: RefCell::default(),
             groups: RefCell::default(),
             rand: RefCell::new(FastRand(fastrand::Rng::with_seed(seed))),
@@ -61,9 +67,9 @@ impl ShardRouter {
         }
     }
 
-    /// Milliseconds on this shard's monotonic clock, whose minutes are calendar minutes.
+    /// Milliseconds on this shard's monotonic clock, as wall-clock time (since the UNIX epoch).
     pub fn now(&self) -> Millis {
-        self.origin.elapsed().as_millis() as Millis + self.origin_offset
+        self.origin_unix_ms + self.origin.elapsed().as_millis() as Millis
     }
 
     /// This shard's state of a deployment (made on first sight; kept across reloads by id).
@@ -76,26 +82,51 @@ impl ShardRouter {
         s
     }
 
-    pub fn group(&self, name: &str) -> Rc<GroupState> {
-        if let Some(g) = self.groups.borrow().get(name) {
-            return g.clone();
+    /// A group's deployments and their states on this shard. Cached by name; the cache holds
+    /// the deployments it was made for (so their addresses cannot be reused), and is made again
+    /// when a reload replaced them.
+    pub fn group(&self, group: &ModelGroup) -> Rc<GroupView> {
+        if let Some(v) = self.groups.borrow().get(&group.name) {
+            let same = v.deployments.len() == group.deployments.len()
+                && v.deployments
+                    .iter()
+                    .zip(&group.deployments)
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
+            if same {
+                return v.clone();
+            }
         }
-        let g = Rc::new(GroupState::default());
-        self.groups.borrow_mut().insert(name.to_owned(), g.clone());
-        g
+        let rr = self
+            .groups
+            .borrow()
+            .get(&group.name)
+            .map(|v| v.rr.clone())
+            .unwrap_or_default();
+        let v = Rc::new(GroupView {
+            deployments: group.deployments.clone(),
+            states: group.deployments.iter().map(|d| self.state(d)).collect(),
+            rr,
+        });
+        self.groups
+            .borrow_mut()
+            .insert(group.name.clone(), v.clone());
+        v
     }
 
     /// Takes a place in a deployment's wait queue; `None` when it is full.
-    pub fn enqueue(&self, d: &Deployment, max: usize) -> Option<QueuePlace<'_>> {
+    pub fn enqueue<'a>(&'a self, d: &'a Deployment, max: usize) -> Option<QueuePlace<'a>> {
         let mut w = self.waiting.borrow_mut();
-        let n = w.entry(d.id.clone()).or_insert(0);
+        if !w.contains_key(&d.id) {
+            w.insert(d.id.clone(), 0);
+        }
+        let n = w.get_mut(&d.id)?;
         if *n >= max {
             return None;
         }
         *n += 1;
         Some(QueuePlace {
             router: self,
-            id: d.id.clone(),
+            id: &d.id,
         })
     }
 
@@ -103,15 +134,14 @@ impl ShardRouter {
     pub fn record(
         &self,
         snap: &Snapshot,
-        d: &Deployment,
+        state: &DeploymentState,
         group_size: usize,
         outcome: Option<crate::router::FailureClass>,
         probe: bool,
     ) -> Vec<HealthChange> {
-        let state = self.state(d);
         let now = self.now();
         health::record(
-            &state,
+            state,
             &snap.router.cooldown,
             &snap.router.breaker,
             now,
@@ -159,16 +189,36 @@ impl ShardRouter {
     }
 }
 
+/// A group as the router reads it on this shard.
+pub struct GroupView {
+    pub deployments: Vec<Arc<Deployment>>,
+    pub states: Vec<Rc<DeploymentState>>,
+    /// The round-robin position (kept across reloads).
+    pub rr: Rc<GroupState>,
+}
+
+impl Deployments for GroupView {
+    fn len(&self) -> usize {
+        self.deployments.len().min(self.states.len())
+    }
+    fn spec(&self, i: usize) -> &DeploymentSpec {
+        &self.deployments[i].spec
+    }
+    fn state(&self, i: usize) -> &DeploymentState {
+        &self.states[i]
+    }
+}
+
 /// A place in a deployment's wait queue, given back on drop (also when the waiting client
 /// disconnects and its request is dropped).
 pub struct QueuePlace<'a> {
     router: &'a ShardRouter,
-    id: String,
+    id: &'a str,
 }
 
 impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
-        if let Some(n) = self.router.waiting.borrow_mut().get_mut(&self.id) {
+        if let Some(n) = self.router.waiting.borrow_mut().get_mut(self.id) {
             *n = n.saturating_sub(1);
         }
     }

@@ -26,7 +26,9 @@
 //! paid back when the minute ended (at most the debts of the requests of that minute's end).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -176,14 +178,11 @@ fn rate_lease(limit: u64, shards: u32) -> u64 {
     }
 }
 
-/// The current calendar minute (minutes since the UNIX epoch) and the time left in it.
-pub fn current_minute() -> (u64, Duration) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let minute = now.as_secs() / 60;
-    let left = Duration::from_secs((minute + 1) * 60).saturating_sub(now);
-    (minute, left.max(Duration::from_millis(1)))
+/// The calendar minute of `unix_ms` (minutes since the UNIX epoch) and the time left in it.
+pub fn minute_of(unix_ms: u64) -> (u64, Duration) {
+    let minute = unix_ms / 60_000;
+    let left = (minute + 1) * 60_000 - unix_ms;
+    (minute, Duration::from_millis(left.max(1)))
 }
 
 impl Semaphore {
@@ -289,22 +288,24 @@ pub enum Refused {
     Limited(Duration),
 }
 
-/// A permit for one request in flight; given back on drop.
-pub struct Permit {
+/// A permit for one request in flight; given back on drop. It borrows the shard's limiter and
+/// the deployment's id: cloning either would write a reference count shared by every shard.
+pub struct Permit<'a> {
     idle: Rc<Cell<u32>>,
-    owner: LimitsHandle,
-    id: Rc2,
+    limiter: &'a ShardLimiter,
+    id: &'a Rc2,
     limit: u32,
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let keep = lease(self.limit, self.owner.shards);
-        if self.limit > 4 * self.owner.shards && self.idle.get() < keep {
+        let shards = self.limiter.owner.shards;
+        let keep = lease(self.limit, shards);
+        if self.limit > 4 * shards && self.idle.get() < keep {
             // Kept for this shard's next request.
             self.idle.set(self.idle.get() + 1);
         } else {
-            let _ = self.owner.tx.send(Msg::Release {
+            let _ = self.limiter.owner.tx.send(Msg::Release {
                 id: self.id.clone(),
                 count: 1,
             });
@@ -318,19 +319,43 @@ fn lease(limit: u32, shards: u32) -> u32 {
 }
 
 impl ShardLimiter {
+    /// A permit this shard holds idle, if it has one: no message, no wait.
+    pub fn try_permit<'a>(&'a self, id: &'a Rc2, limit: u32) -> Option<Permit<'a>> {
+        let idle = self.idle.borrow().get(id).cloned()?;
+        if idle.get() == 0 {
+            return None;
+        }
+        idle.set(idle.get() - 1);
+        Some(Permit {
+            idle,
+            limiter: self,
+            id,
+            limit,
+        })
+    }
+
     /// A permit for one request in flight on deployment `id`, limited to `limit` for the whole
     /// process; waits up to `wait` for one to come back.
-    pub async fn permit(&self, id: &Rc2, limit: u32, wait: Duration) -> Result<Permit, Refused> {
-        let idle = self
-            .idle
-            .borrow_mut()
-            .entry(id.clone())
-            .or_default()
-            .clone();
+    pub async fn permit<'a>(
+        &'a self,
+        id: &'a Rc2,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Permit<'a>, Refused> {
+        let known = self.idle.borrow().get(id).cloned();
+        let idle = match known {
+            Some(idle) => idle,
+            None => self
+                .idle
+                .borrow_mut()
+                .entry(id.clone())
+                .or_default()
+                .clone(),
+        };
         let make = |idle: Rc<Cell<u32>>| Permit {
             idle,
-            owner: self.owner.clone(),
-            id: id.clone(),
+            limiter: self,
+            id,
             limit,
         };
         if idle.get() > 0 {
@@ -364,17 +389,29 @@ impl ShardLimiter {
     }
 
     /// One request's rpm token and its estimated tpm charge on deployment `id`, from this
-    /// shard's lease, or from the owner when the lease is short.
-    pub async fn take(&self, id: &Rc2, limits: Limits, tokens: u64) -> Result<(), Refused> {
+    /// shard's lease, or from the owner when the lease is short. `now` is the wall clock in ms
+    /// since the UNIX epoch (the shard router's clock).
+    pub async fn take(
+        &self,
+        id: &Rc2,
+        limits: Limits,
+        tokens: u64,
+        now: u64,
+    ) -> Result<(), Refused> {
         if limits.rpm.is_none() && limits.tpm.is_none() {
             return Ok(());
         }
         let requests = u64::from(limits.rpm.is_some());
         let tokens = if limits.tpm.is_some() { tokens } else { 0 };
-        let (minute, left) = current_minute();
+        let (minute, left) = minute_of(now);
         let (ask_requests, ask_tokens) = {
             let mut rates = self.rates.borrow_mut();
-            let lease = rates.entry(id.clone()).or_default();
+            if !rates.contains_key(id) {
+                rates.insert(id.clone(), RateLease::default());
+            }
+            let Some(lease) = rates.get_mut(id) else {
+                return Err(Refused::Busy);
+            };
             if lease.spend(minute, requests, tokens) {
                 return Ok(());
             }
@@ -407,7 +444,7 @@ impl ShardLimiter {
                     }
                 }
                 // The minute turned meanwhile: what was granted is gone with it.
-                Err(Refused::Limited(current_minute().1))
+                Err(Refused::Limited(Duration::from_secs(1)))
             }
             Ok(None) => Err(Refused::Limited(left)),
             Err(_) => Err(Refused::Busy),
@@ -416,11 +453,11 @@ impl ShardLimiter {
 
     /// Settles a tpm charge once the real usage is known: the difference goes against this
     /// shard's lease of the minute (a debt when more was used).
-    pub fn correct(&self, id: &Rc2, estimated: u64, actual: u64) {
+    pub fn correct(&self, id: &Rc2, estimated: u64, actual: u64, now: u64) {
         if estimated == actual {
             return;
         }
-        let (minute, _) = current_minute();
+        let (minute, _) = minute_of(now);
         if let Some(lease) = self.rates.borrow_mut().get_mut(id) {
             if lease.minute == minute {
                 lease.tokens += estimated as i64 - actual as i64;

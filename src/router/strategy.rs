@@ -63,52 +63,86 @@ fn fitness(
     Fit::Ok { probe }
 }
 
+/// A group's deployments as the router reads them: each one's spec and this shard's state, by
+/// index. Implemented by the gateway's cached view of a group, so choosing builds no list.
+pub trait Deployments {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn spec(&self, i: usize) -> &DeploymentSpec;
+    fn state(&self, i: usize) -> &DeploymentState;
+}
+
+impl Deployments for (&[&DeploymentSpec], &[&DeploymentState]) {
+    fn len(&self) -> usize {
+        self.0.len().min(self.1.len())
+    }
+    fn spec(&self, i: usize) -> &DeploymentSpec {
+        self.0[i]
+    }
+    fn state(&self, i: usize) -> &DeploymentState {
+        self.1[i]
+    }
+}
+
+/// The indices of the set bits of `mask`, lowest first.
+fn bits(mask: u64) -> impl Iterator<Item = usize> {
+    let mut m = mask;
+    std::iter::from_fn(move || {
+        (m != 0).then(|| {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            i
+        })
+    })
+}
+
+/// One of the set bits of `mask` (not empty), uniformly at random.
+fn any_bit(mask: u64, rand: &mut impl Rand) -> usize {
+    let n = mask.count_ones() as usize;
+    let k = ((rand.next_f64() * n as f64) as usize).min(n - 1);
+    bits(mask).nth(k).unwrap_or(0)
+}
+
 /// Chooses a deployment for the next attempt. Deployments in `tried` (bit per index) are
-/// avoided while another can be used, so that a retry moves elsewhere.
-#[allow(clippy::too_many_arguments)]
+/// avoided while another can be used, so that a retry moves elsewhere. A group has at most 64
+/// deployments (the config refuses more); bit sets stand in for lists, so choosing allocates
+/// nothing.
 pub fn pick(
     settings: &RouterSettings,
-    specs: &[&DeploymentSpec],
-    states: &[&DeploymentState],
+    deps: &impl Deployments,
     group: &GroupState,
     tried: u64,
     stream: bool,
     now: Millis,
     rand: &mut impl Rand,
 ) -> Result<Pick, Unavailable> {
-    let n = specs.len().min(states.len()).min(64);
-    let fits: Vec<Fit> = (0..n)
-        .map(|i| fitness(settings, specs[i], states[i], now))
-        .collect();
-    let usable = |i: usize| matches!(fits[i], Fit::Ok { .. });
-    let untried: Vec<usize> = (0..n)
-        .filter(|&i| usable(i) && tried & (1 << i) == 0)
-        .collect();
-    let mut candidates = if untried.is_empty() {
-        (0..n).filter(|&i| usable(i)).collect()
-    } else {
-        untried
-    };
-    if candidates.is_empty() {
-        return Err(unavailable(&fits, states));
+    let n = deps.len().min(64);
+    let mut fits = [Fit::Busy; 64];
+    let mut usable = 0u64;
+    for (i, fit) in fits.iter_mut().enumerate().take(n) {
+        *fit = fitness(settings, deps.spec(i), deps.state(i), now);
+        if matches!(fit, Fit::Ok { .. }) {
+            usable |= 1 << i;
+        }
     }
+    if usable == 0 {
+        return Err(unavailable(&fits[..n], deps));
+    }
+    let untried = usable & !tried;
+    let mut candidates = if untried != 0 { untried } else { usable };
     // Priority: the lowest order among those that can take the request.
-    let top = candidates
-        .iter()
-        .map(|&i| specs[i].order)
+    let top = bits(candidates)
+        .map(|i| deps.spec(i).order)
         .min()
         .unwrap_or(0);
-    candidates.retain(|&i| specs[i].order == top);
-    let index = choose(
-        settings,
-        specs,
-        states,
-        group,
-        &candidates,
-        stream,
-        now,
-        rand,
-    );
+    for i in bits(candidates) {
+        if deps.spec(i).order != top {
+            candidates &= !(1 << i);
+        }
+    }
+    let index = choose(settings, deps, group, candidates, stream, now, rand);
     let probe = matches!(fits[index], Fit::Ok { probe: true });
     Ok(Pick { index, probe })
 }
@@ -118,11 +152,12 @@ pub fn pick(
 /// no breaker to half-open.
 pub fn others_available(
     settings: &RouterSettings,
-    states: &[&DeploymentState],
+    deps: &impl Deployments,
     except: usize,
     now: Millis,
 ) -> bool {
-    states.iter().enumerate().any(|(i, s)| {
+    (0..deps.len()).any(|i| {
+        let s = deps.state(i);
         i != except
             && s.cooling_until(now).is_none()
             && match s.breaker.phase() {
@@ -132,12 +167,12 @@ pub fn others_available(
     })
 }
 
-fn unavailable(fits: &[Fit], states: &[&DeploymentState]) -> Unavailable {
+fn unavailable(fits: &[Fit], deps: &impl Deployments) -> Unavailable {
     let busy = fits
         .iter()
         .enumerate()
         .filter(|(_, f)| matches!(f, Fit::Busy))
-        .min_by_key(|(i, _)| states[*i].in_flight.get());
+        .min_by_key(|(i, _)| deps.state(*i).in_flight.get());
     if let Some((index, _)) = busy {
         return Unavailable::Busy { index };
     }
@@ -162,64 +197,67 @@ fn unavailable(fits: &[Fit], states: &[&DeploymentState]) -> Unavailable {
     Unavailable::Down { retry_after_ms }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn choose(
     settings: &RouterSettings,
-    specs: &[&DeploymentSpec],
-    states: &[&DeploymentState],
+    deps: &impl Deployments,
     group: &GroupState,
-    candidates: &[usize],
+    candidates: u64,
     stream: bool,
     now: Millis,
     rand: &mut impl Rand,
 ) -> usize {
-    if candidates.len() == 1 {
-        return candidates[0];
+    if candidates.count_ones() == 1 {
+        return candidates.trailing_zeros() as usize;
     }
     match settings.strategy() {
-        Strategy::SimpleShuffle => weighted(specs, candidates, rand),
+        Strategy::SimpleShuffle => weighted(deps, candidates, rand),
         Strategy::RoundRobin => {
             let i = group.next.get();
             group.next.set(i.wrapping_add(1));
-            candidates[i % candidates.len()]
+            let n = candidates.count_ones() as usize;
+            bits(candidates).nth(i % n).unwrap_or(0)
         }
-        Strategy::LeastBusy => lowest(candidates, rand, |i| f64::from(states[i].in_flight.get())),
+        Strategy::LeastBusy => lowest(candidates, rand, |i| {
+            f64::from(deps.state(i).in_flight.get())
+        }),
         Strategy::LatencyBased => {
             // A deployment not tried for a while (or never) is tried, so a recovered one is
             // seen again and a new one gets a first sample.
-            let explore: Vec<usize> = candidates
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    states[i].latency(stream).is_none()
-                        || states[i].last_picked.get().is_none_or(|t| {
-                            now.saturating_sub(t) >= settings.latency.explore_after_ms
-                        })
-                })
-                .collect();
-            if !explore.is_empty() {
-                return explore[(rand.next_f64() * explore.len() as f64) as usize % explore.len()];
+            let mut explore = 0u64;
+            for i in bits(candidates) {
+                let st = deps.state(i);
+                let stale = st.latency(stream).is_none()
+                    || st
+                        .last_picked
+                        .get()
+                        .is_none_or(|t| now.saturating_sub(t) >= settings.latency.explore_after_ms);
+                if stale {
+                    explore |= 1 << i;
+                }
             }
-            let lat = |i: usize| states[i].latency(stream).unwrap_or(f64::MAX);
-            let best = candidates.iter().map(|&i| lat(i)).fold(f64::MAX, f64::min);
+            if explore != 0 {
+                return any_bit(explore, rand);
+            }
+            let lat = |i: usize| deps.state(i).latency(stream).unwrap_or(f64::MAX);
+            let best = bits(candidates).map(lat).fold(f64::MAX, f64::min);
             let limit = best * (1.0 + settings.latency.buffer.max(0.0));
-            let near: Vec<usize> = candidates
-                .iter()
-                .copied()
+            let near = bits(candidates)
                 .filter(|&i| lat(i) <= limit)
-                .collect();
-            near[(rand.next_f64() * near.len() as f64) as usize % near.len()]
+                .fold(0u64, |m, i| m | 1 << i);
+            any_bit(near, rand)
         }
         Strategy::UsageBased => lowest(candidates, rand, |i| {
-            let (requests, tokens) = states[i].minute_usage(now);
-            match (specs[i].tpm, specs[i].rpm) {
+            let (requests, tokens) = deps.state(i).minute_usage(now);
+            let spec = deps.spec(i);
+            match (spec.tpm, spec.rpm) {
                 (Some(t), _) if t > 0 => tokens as f64 / t as f64,
                 (_, Some(r)) if r > 0 => f64::from(requests) / r as f64,
                 _ => tokens as f64,
             }
         }),
         Strategy::CostBased => lowest(candidates, rand, |i| {
-            match (specs[i].input_cost, specs[i].output_cost) {
+            let spec = deps.spec(i);
+            match (spec.input_cost, spec.output_cost) {
                 (None, None) => f64::MAX,
                 (a, b) => a.unwrap_or(0.0) + b.unwrap_or(0.0),
             }
@@ -228,42 +266,44 @@ fn choose(
 }
 
 /// Weighted random: `weight`, else `rpm`, else `tpm` (LiteLLM's order), else equal.
-fn weighted(specs: &[&DeploymentSpec], candidates: &[usize], rand: &mut impl Rand) -> usize {
-    let by = |f: &dyn Fn(&DeploymentSpec) -> Option<f64>| -> Option<Vec<f64>> {
-        candidates.iter().any(|&i| f(specs[i]).is_some()).then(|| {
-            candidates
-                .iter()
-                .map(|&i| f(specs[i]).unwrap_or(0.0).max(0.0))
-                .collect()
-        })
-    };
-    let weights = by(&|s| s.weight)
-        .or_else(|| by(&|s| s.rpm.map(|r| r as f64)))
-        .or_else(|| by(&|s| s.tpm.map(|t| t as f64)))
-        .filter(|w| w.iter().sum::<f64>() > 0.0)
-        .unwrap_or_else(|| vec![1.0; candidates.len()]);
-    let total: f64 = weights.iter().sum();
-    let mut x = rand.next_f64() * total;
-    for (k, w) in weights.iter().enumerate() {
-        if x < *w {
-            return candidates[k];
+fn weighted(deps: &impl Deployments, candidates: u64, rand: &mut impl Rand) -> usize {
+    type WeightOf = fn(&DeploymentSpec) -> Option<f64>;
+    let sources: [WeightOf; 3] = [
+        |s| s.weight,
+        |s| s.rpm.map(|r| r as f64),
+        |s| s.tpm.map(|t| t as f64),
+    ];
+    for f in sources {
+        if !bits(candidates).any(|i| f(deps.spec(i)).is_some()) {
+            continue;
         }
-        x -= w;
+        let w = |i: usize| f(deps.spec(i)).unwrap_or(0.0).max(0.0);
+        let total: f64 = bits(candidates).map(w).sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let mut x = rand.next_f64() * total;
+        let mut last = 0;
+        for i in bits(candidates) {
+            let wi = w(i);
+            if x < wi {
+                return i;
+            }
+            x -= wi;
+            last = i;
+        }
+        return last;
     }
-    candidates[candidates.len() - 1]
+    any_bit(candidates, rand)
 }
 
 /// The candidate with the lowest score; ties are broken at random.
-fn lowest(candidates: &[usize], rand: &mut impl Rand, score: impl Fn(usize) -> f64) -> usize {
-    let scores: Vec<f64> = candidates.iter().map(|&i| score(i)).collect();
-    let best = scores.iter().copied().fold(f64::MAX, f64::min);
-    let ties: Vec<usize> = candidates
-        .iter()
-        .zip(&scores)
-        .filter(|(_, s)| **s <= best)
-        .map(|(&i, _)| i)
-        .collect();
-    ties[(rand.next_f64() * ties.len() as f64) as usize % ties.len()]
+fn lowest(candidates: u64, rand: &mut impl Rand, score: impl Fn(usize) -> f64) -> usize {
+    let best = bits(candidates).map(&score).fold(f64::MAX, f64::min);
+    let ties = bits(candidates)
+        .filter(|&i| score(i) <= best)
+        .fold(0u64, |m, i| m | 1 << i);
+    any_bit(ties, rand)
 }
 
 #[cfg(test)]
@@ -307,7 +347,15 @@ mod tests {
         ) -> Result<Pick, Unavailable> {
             let specs: Vec<&DeploymentSpec> = self.specs.iter().collect();
             let states: Vec<&DeploymentState> = self.states.iter().collect();
-            pick(s, &specs, &states, &self.group, tried, false, now, r)
+            pick(
+                s,
+                &(&specs[..], &states[..]),
+                &self.group,
+                tried,
+                false,
+                now,
+                r,
+            )
         }
         fn idx(&self, s: &RouterSettings, now: Millis, r: &mut SeqRand) -> usize {
             self.pick(s, 0, now, r).expect("a pick").index

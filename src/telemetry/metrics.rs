@@ -3,7 +3,9 @@
 //! gathers every shard's registry plus the global one and merges series with equal labels.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use prometheus::proto::{MetricFamily, MetricType};

@@ -3,21 +3,26 @@
 //! `max_parallel_requests` (waiting in a bounded queue) and its `rpm`/`tpm` tokens, both held
 //! for the whole process by the limiter's owner.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Call;
 use crate::config::{Deployment, ModelGroup};
 use crate::gateway::failure;
+use crate::gateway::route::GroupView;
 use crate::http1::{ResponseWriter, ServerIo};
 use crate::router::limits::{Limits, Permit, Refused};
-use crate::router::{strategy, BreakerPhase, DeploymentSpec, Failure, Unavailable};
+use crate::router::strategy::{self, Deployments};
+use crate::router::{BreakerPhase, Failure, Unavailable};
 use crate::telemetry::metrics::Rejection;
 
 /// The pick phase's answer.
 pub enum Picked<'s> {
     Deployment {
         group: &'s ModelGroup,
+        /// The group as this shard sees it.
+        view: Rc<GroupView>,
         index: usize,
         /// One of a half-open breaker's probes.
         probe: bool,
@@ -31,19 +36,14 @@ pub enum Picked<'s> {
 pub fn pick<'s>(call: &Call<'s>, group: &'s ModelGroup, tried: u64) -> Picked<'s> {
     let router = &call.gw.router;
     let now = router.now();
-    let states: Vec<_> = group.deployments.iter().map(|d| router.state(d)).collect();
-    let refs: Vec<_> = states.iter().map(|s| &**s).collect();
-    let specs: Vec<&DeploymentSpec> = group.deployments.iter().map(|d| &d.spec).collect();
-    let was_open: u64 = refs
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| matches!(s.breaker_phase(), BreakerPhase::Open { .. }))
-        .fold(0, |m, (i, _)| m | 1 << i.min(63));
+    let view = router.group(group);
+    let was_open = (0..view.len())
+        .filter(|&i| matches!(view.state(i).breaker_phase(), BreakerPhase::Open { .. }))
+        .fold(0u64, |m, i| m | 1 << i.min(63));
     let picked = strategy::pick(
         &call.snap.router,
-        &specs,
-        &refs,
-        &router.group(&group.name),
+        &*view,
+        &view.rr,
         tried,
         call.view.stream,
         now,
@@ -51,9 +51,9 @@ pub fn pick<'s>(call: &Call<'s>, group: &'s ModelGroup, tried: u64) -> Picked<'s
     );
     if was_open != 0 {
         // Choosing may have moved an open breaker whose time is up to half-open.
-        for (i, s) in refs.iter().enumerate() {
+        for i in 0..view.len() {
             if was_open & (1 << i.min(63)) != 0
-                && matches!(s.breaker_phase(), BreakerPhase::HalfOpen { .. })
+                && matches!(view.state(i).breaker_phase(), BreakerPhase::HalfOpen { .. })
             {
                 let d = &group.deployments[i];
                 call.gw.metrics.routing(d, |h| h.breaker(1));
@@ -68,12 +68,14 @@ pub fn pick<'s>(call: &Call<'s>, group: &'s ModelGroup, tried: u64) -> Picked<'s
     match picked {
         Ok(p) => Picked::Deployment {
             group,
+            view,
             index: p.index,
             probe: p.probe,
         },
         // Every deployment is at its `max_parallel_requests` here: queue for the least busy.
         Err(Unavailable::Busy { index }) => Picked::Deployment {
             group,
+            view,
             index,
             probe: false,
         },
@@ -93,9 +95,9 @@ pub fn pick<'s>(call: &Call<'s>, group: &'s ModelGroup, tried: u64) -> Picked<'s
 }
 
 /// What admission took; given back when the attempt ends.
-pub struct Admitted {
+pub struct Admitted<'a> {
     /// The slot under `max_parallel_requests`, if the deployment has one.
-    pub permit: Option<Permit>,
+    pub permit: Option<Permit<'a>>,
     /// The tokens charged to `tpm` up front (corrected once usage is known).
     pub estimated_tokens: u64,
 }
@@ -108,52 +110,21 @@ fn estimate_tokens(body: &[u8]) -> u64 {
 
 /// Takes a slot and the rate tokens of `dep` for one attempt. A client that goes away while it
 /// waits for a slot gives its place in the queue back at once.
-pub async fn admit<IO: ServerIo>(
-    call: &Call<'_>,
-    dep: &Arc<Deployment>,
+pub async fn admit<'r, IO: ServerIo>(
+    call: &Call<'r>,
+    dep: &'r Arc<Deployment>,
     w: &mut ResponseWriter<'_, IO>,
-) -> Result<Admitted, Failure> {
+) -> Result<Admitted<'r>, Failure> {
     let router = &call.gw.router;
     let mut admitted = Admitted {
         permit: None,
         estimated_tokens: 0,
     };
     if let Some(max) = dep.spec.max_parallel {
-        let q = &call.snap.router.queue;
-        let Some(_place) = router.enqueue(dep, q.max_waiting) else {
-            reject(call, dep, Rejection::QueueFull);
-            return Err(failure::held_back(
-                &dep.id,
-                &format!(
-                    "has {} requests waiting for a free slot already (llmux.router.queue.max_waiting)",
-                    q.max_waiting
-                ),
-                Some(1_000),
-            ));
+        admitted.permit = match router.limiter.try_permit(&dep.key, max) {
+            Some(p) => Some(p),
+            None => Some(wait_for_slot(call, dep, max, w).await?),
         };
-        let wait = Duration::from_millis(q.timeout_ms);
-        let permit = router.limiter.permit(&dep.key, max, wait);
-        let got = match w.disconnect_watch() {
-            Some(watch) => monoio::select! {
-                p = permit => p,
-                _ = watch.closed() => return Err(failure::cancelled()),
-            },
-            None => permit.await,
-        };
-        match got {
-            Ok(p) => admitted.permit = Some(p),
-            Err(_) => {
-                reject(call, dep, Rejection::MaxParallel);
-                return Err(failure::held_back(
-                    &dep.id,
-                    &format!(
-                        "has no free slot: {max} requests in flight (max_parallel_requests), none ended within {:.1}s",
-                        wait.as_secs_f64()
-                    ),
-                    Some(1_000),
-                ));
-            }
-        }
     }
     if dep.spec.rpm.is_some() || dep.spec.tpm.is_some() {
         if dep.spec.tpm.is_some() {
@@ -166,7 +137,7 @@ pub async fn admit<IO: ServerIo>(
         };
         let taken = router
             .limiter
-            .take(&dep.key, limits, admitted.estimated_tokens)
+            .take(&dep.key, limits, admitted.estimated_tokens, router.now())
             .await;
         if let Err(refused) = taken {
             reject(call, dep, Rejection::RateLimit);
@@ -182,6 +153,48 @@ pub async fn admit<IO: ServerIo>(
         }
     }
     Ok(admitted)
+}
+
+/// Waits in the deployment's queue for a slot under its `max_parallel_requests`.
+async fn wait_for_slot<'r, IO: ServerIo>(
+    call: &Call<'r>,
+    dep: &'r Arc<Deployment>,
+    max: u32,
+    w: &mut ResponseWriter<'_, IO>,
+) -> Result<Permit<'r>, Failure> {
+    let router = &call.gw.router;
+    let q = &call.snap.router.queue;
+    let Some(_place) = router.enqueue(dep, q.max_waiting) else {
+        reject(call, dep, Rejection::QueueFull);
+        return Err(failure::held_back(
+            &dep.id,
+            &format!(
+                "has {} requests waiting for a free slot already (llmux.router.queue.max_waiting)",
+                q.max_waiting
+            ),
+            Some(1_000),
+        ));
+    };
+    let wait = Duration::from_millis(q.timeout_ms);
+    let permit = router.limiter.permit(&dep.key, max, wait);
+    let got = match w.disconnect_watch() {
+        Some(watch) => monoio::select! {
+            p = permit => p,
+            _ = watch.closed() => return Err(failure::cancelled()),
+        },
+        None => permit.await,
+    };
+    got.map_err(|_| {
+        reject(call, dep, Rejection::MaxParallel);
+        failure::held_back(
+            &dep.id,
+            &format!(
+                "has no free slot: {max} requests in flight (max_parallel_requests), none ended within {:.1}s",
+                wait.as_secs_f64()
+            ),
+            Some(1_000),
+        )
+    })
 }
 
 fn reject(call: &Call<'_>, dep: &Arc<Deployment>, why: Rejection) {

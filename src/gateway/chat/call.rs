@@ -34,17 +34,17 @@ pub enum AttemptEnd {
 /// deployment sends the same bytes without translating again. The client's body with remote
 /// images inlined is kept too, per fetch policy (fetched once).
 #[derive(Default)]
-pub struct PreparedCache {
-    built: Vec<(Arc<Deployment>, PreparedRequest)>,
+pub struct PreparedCache<'r> {
+    built: Vec<(&'r Arc<Deployment>, PreparedRequest)>,
     inlined: Option<(FetchImages, serde_json::Value, Vec<u8>)>,
 }
 
 /// The prepare phase: the upstream request for `dep`, from the cache or built now.
-async fn prepared<'c>(
+async fn prepared<'c, 'r>(
     call: &Call<'_>,
     provider: &Provider,
-    dep: &Arc<Deployment>,
-    cache: &'c mut PreparedCache,
+    dep: &'r Arc<Deployment>,
+    cache: &'c mut PreparedCache<'r>,
 ) -> Result<&'c PreparedRequest, Failure> {
     if let Some(i) = cache.built.iter().position(|(d, _)| Arc::ptr_eq(d, dep)) {
         return Ok(&cache.built[i].1);
@@ -75,16 +75,16 @@ async fn prepared<'c>(
         _ => (&call.body, &call.req.body[..]),
     };
     let built = prepare(provider, dep, &call.view, body, raw, &call.req.request_id)?;
-    cache.built.push((dep.clone(), built));
+    cache.built.push((dep, built));
     Ok(&cache.built[cache.built.len() - 1].1)
 }
 
 /// Runs one attempt on `dep`.
-pub async fn attempt<IO: ServerIo>(
-    call: &mut Call<'_>,
-    dep: &Arc<Deployment>,
-    headers: &RouteHeaders,
-    cache: &mut PreparedCache,
+pub async fn attempt<'r, IO: ServerIo>(
+    call: &mut Call<'r>,
+    dep: &'r Arc<Deployment>,
+    headers: &RouteHeaders<'_>,
+    cache: &mut PreparedCache<'r>,
     w: &mut ResponseWriter<'_, IO>,
 ) -> AttemptEnd {
     let snap = call.snap;
@@ -227,7 +227,11 @@ async fn whole<IO: ServerIo>(
 ) -> AttemptEnd {
     let snap = call.snap;
     let status = resp.status;
-    let retry_after = failure::retry_after_ms(&resp.headers);
+    let retry_after = if status.is_success() {
+        None
+    } else {
+        failure::retry_after_ms(&resp.headers)
+    };
     let body = match Box::pin(resp.body.collect(snap.upstream.max_response_body_bytes)).await {
         Ok(b) => b,
         Err(e) => return AttemptEnd::Failed(failure::from_upstream(&e, &dep.id)),

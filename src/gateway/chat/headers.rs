@@ -1,76 +1,114 @@
 //! What routing did, told to the client in response headers (LLMux's and LiteLLM's names) and
 //! to the operator in the access log.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::{Attempt, Call};
 use crate::config::Deployment;
 
-/// Response headers about routing.
-pub struct RouteHeaders {
-    fields: Vec<(&'static str, String)>,
+/// At most this many routing headers (and a `retry-after`).
+const MAX: usize = 8;
+
+/// Response headers about routing. Built for every answer, so without a heap allocation in the
+/// common case: names are static, values borrow the deployment id or are small numbers.
+pub struct RouteHeaders<'a> {
+    fields: [(&'static str, Cow<'a, str>); MAX],
+    len: usize,
 }
 
-impl RouteHeaders {
+impl<'a> RouteHeaders<'a> {
     /// For an answer from `dep`, the attempt now being made.
-    pub fn new(call: &Call<'_>, dep: &Deployment) -> Self {
+    pub fn new(call: &Call<'_>, dep: &'a Deployment) -> Self {
         let mut h = Self::base(call, call.attempts.len() + 1);
-        h.deployment(dep);
+        h.deployment(&dep.id);
         h
     }
 
     /// For a failure the gateway answers with, after the attempts made.
-    pub fn for_failure(call: &Call<'_>) -> Self {
+    pub fn for_failure(call: &'a Call<'_>) -> Self {
         let mut h = Self::base(call, call.attempts.len());
         if let Some(a) = call.attempts.last() {
-            h.deployment(&a.deployment);
+            h.deployment(&a.deployment.id);
         }
         h
     }
 
     fn base(call: &Call<'_>, attempts: usize) -> Self {
         let fallbacks = call.progress.groups.len().saturating_sub(1);
-        let mut fields = Vec::with_capacity(7);
-        fields.push(("x-llmux-attempts", attempts.to_string()));
-        fields.push(("x-litellm-attempted-retries", call.retries.to_string()));
-        fields.push(("x-litellm-attempted-fallbacks", fallbacks.to_string()));
+        let mut h = Self {
+            fields: std::array::from_fn(|_| ("", Cow::Borrowed(""))),
+            len: 0,
+        };
+        h.push_cow("x-llmux-attempts", count(attempts));
+        h.push_cow("x-litellm-attempted-retries", count(call.retries as usize));
+        h.push_cow("x-litellm-attempted-fallbacks", count(fallbacks));
         if fallbacks > 0 {
             if let Some(first) = call.progress.groups.first() {
-                push_safe(&mut fields, "x-llmux-fallback-from", first);
+                // Rare: owned, so that these headers borrow nothing of the request's context.
+                h.push_cow("x-llmux-fallback-from", Cow::Owned(first.clone()));
             }
         }
-        Self { fields }
+        h
     }
 
-    fn deployment(&mut self, dep: &Deployment) {
-        push_safe(&mut self.fields, "x-llmux-deployment", &dep.id);
-        push_safe(&mut self.fields, "x-litellm-model-id", &dep.id);
+    fn deployment(&mut self, id: &'a str) {
+        self.push_cow("x-llmux-deployment", Cow::Borrowed(id));
+        self.push_cow("x-litellm-model-id", Cow::Borrowed(id));
     }
 
     pub fn push(&mut self, name: &'static str, value: String) {
-        push_safe(&mut self.fields, name, &value);
+        self.push_cow(name, Cow::Owned(value));
     }
 
-    pub fn pairs(&self) -> Vec<(&str, &str)> {
-        self.fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    /// Values are header text: the config refuses group names and deployment ids with
+    /// control characters, and the rest are numbers.
+    fn push_cow(&mut self, name: &'static str, value: Cow<'a, str>) {
+        if self.len < MAX {
+            self.fields[self.len] = (name, value);
+            self.len += 1;
+        }
+    }
+
+    pub fn pairs(&self) -> Pairs<'_> {
+        let mut items = [("", ""); MAX];
+        for (slot, (k, v)) in items.iter_mut().zip(&self.fields[..self.len]) {
+            *slot = (*k, v.as_ref());
+        }
+        Pairs {
+            items,
+            len: self.len,
+        }
     }
 }
 
-/// Names from the config go into a header only if they are valid header text (a deployment id
-/// with a line break must not split the response head).
-fn push_safe(fields: &mut Vec<(&'static str, String)>, name: &'static str, value: &str) {
-    let ok = value
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80);
-    if ok {
-        fields.push((name, value.to_owned()));
+/// The headers as the response writer takes them.
+pub struct Pairs<'a> {
+    items: [(&'a str, &'a str); MAX],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for Pairs<'a> {
+    type Target = [(&'a str, &'a str)];
+    fn deref(&self) -> &Self::Target {
+        &self.items[..self.len]
     }
+}
+
+/// A small count as header text: from a table, without formatting.
+fn count(n: usize) -> Cow<'static, str> {
+    const SMALL: [&str; 16] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+    ];
+    SMALL
+        .get(n)
+        .map_or_else(|| Cow::Owned(n.to_string()), |s| Cow::Borrowed(*s))
 }
 
 /// Every attempt, for the access log: `deployment status[/class] ms`, in order.
-pub struct AttemptsLog<'a>(pub &'a [Attempt]);
+pub struct AttemptsLog<'a, 'r>(pub &'a [Attempt<'r>]);
 
-impl fmt::Display for AttemptsLog<'_> {
+impl fmt::Display for AttemptsLog<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, a) in self.0.iter().enumerate() {
             if i > 0 {

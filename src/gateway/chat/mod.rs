@@ -17,6 +17,7 @@ mod admit;
 mod call;
 mod headers;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,13 +31,15 @@ use crate::api::{ApiError, ChatRequestView};
 use crate::config::{Deployment, Snapshot};
 use crate::http1::{Request, ResponseWriter, ServerIo};
 use crate::router::policy::{next_step, Progress};
-use crate::router::{strategy, Failure, FailureClass, HealthChange, NextStep};
+use crate::router::{strategy, DeploymentState, Failure, FailureClass, HealthChange, NextStep};
 use crate::telemetry::metrics::RequestRecord;
 use crate::telemetry::redact::redact_str;
 
 /// One attempt, for the access log and the response headers.
-pub struct Attempt {
-    pub deployment: Arc<Deployment>,
+pub struct Attempt<'r> {
+    /// Borrowed from the request's snapshot: a clone would write the reference count that
+    /// every shard shares.
+    pub deployment: &'r Arc<Deployment>,
     /// The status the attempt ended with (the upstream's, or the gateway's for a failure it
     /// saw itself).
     pub status: u16,
@@ -53,7 +56,7 @@ pub struct Call<'r> {
     /// The client's body, parsed once.
     pub body: serde_json::Value,
     pub started: Instant,
-    pub attempts: Vec<Attempt>,
+    pub attempts: Vec<Attempt<'r>>,
     /// Groups tried (the requested one first) and attempts in the current one.
     pub progress: Progress,
     /// Retries so far (attempts after a failed one in the same group).
@@ -102,7 +105,7 @@ pub async fn chat_completions<IO: ServerIo>(
     call.finish(w);
 }
 
-impl Call<'_> {
+impl<'r> Call<'r> {
     /// The attempt loop: until an answer began, or the router says fail.
     async fn run<IO: ServerIo>(&mut self, w: &mut ResponseWriter<'_, IO>) {
         let snap = self.snap;
@@ -127,12 +130,13 @@ impl Call<'_> {
                     503,
                 )),
             };
-            let (group, index, probe) = match picked {
+            let (group, view, index, probe) = match picked {
                 Picked::Deployment {
                     group,
+                    view,
                     index,
                     probe,
-                } => (group, index, probe),
+                } => (group, view, index, probe),
                 Picked::Unavailable(f) => {
                     // Nothing to try in this group: its fallbacks, if any, else the last real
                     // failure (more telling than "none available") or this one.
@@ -147,7 +151,7 @@ impl Call<'_> {
                     }
                 }
             };
-            let dep = group.deployments[index].clone();
+            let dep: &'r Arc<Deployment> = &group.deployments[index];
             let bit = 1u64 << index.min(63);
             if held_back & bit != 0 {
                 // Every deployment that could take the request is held back at its limits.
@@ -165,7 +169,7 @@ impl Call<'_> {
             }
             tried |= bit;
             // admit
-            let admitted = match admit::admit(self, &dep, w).await {
+            let admitted = match admit::admit(self, dep, w).await {
                 Ok(a) => a,
                 Err(f) if f.class == FailureClass::Cancelled => return self.cancelled(w),
                 Err(f) => {
@@ -175,10 +179,11 @@ impl Call<'_> {
                 }
             };
             // prepare, exchange, answer
-            let in_flight = InFlight::begin(self, &dep, admitted.estimated_tokens, probe);
-            let headers = RouteHeaders::new(self, &dep);
+            let state = view.states[index].clone();
+            let in_flight = InFlight::begin(self, dep, &state, admitted.estimated_tokens, probe);
+            let headers = RouteHeaders::new(self, dep);
             let attempt_started = Instant::now();
-            let end = call::attempt(self, &dep, &headers, &mut prepared, w).await;
+            let end = call::attempt(self, dep, &headers, &mut prepared, w).await;
             drop(in_flight);
             let estimated_tokens = admitted.estimated_tokens;
             drop(admitted);
@@ -193,15 +198,18 @@ impl Call<'_> {
                 AttemptEnd::Failed(f) => f.status,
             };
             self.record(
-                &dep,
+                dep,
+                &state,
                 group.deployments.len(),
-                class,
-                probe,
-                elapsed,
-                estimated_tokens,
+                &Outcome {
+                    class,
+                    probe,
+                    elapsed,
+                    estimated_tokens,
+                },
             );
             self.attempts.push(Attempt {
-                deployment: dep.clone(),
+                deployment: dep,
                 status,
                 class,
                 ms: elapsed.as_millis() as u64,
@@ -216,9 +224,7 @@ impl Call<'_> {
             // next step
             self.progress.in_group += 1;
             let retries = dep.spec.max_retries.unwrap_or(settings.retry.num_retries);
-            let states: Vec<_> = group.deployments.iter().map(|d| router.state(d)).collect();
-            let refs: Vec<_> = states.iter().map(|s| &**s).collect();
-            let same = !strategy::others_available(settings, &refs, index, router.now());
+            let same = !strategy::others_available(settings, &*view, index, router.now());
             match self.decide(&f, retries, same) {
                 NextStep::Retry { delay_ms } => {
                     self.retries += 1;
@@ -288,16 +294,19 @@ impl Call<'_> {
     fn record(
         &self,
         dep: &Arc<Deployment>,
+        state: &DeploymentState,
         group_size: usize,
-        class: Option<FailureClass>,
-        probe: bool,
-        elapsed: std::time::Duration,
-        estimated_tokens: u64,
+        o: &Outcome,
     ) {
+        let Outcome {
+            class,
+            probe,
+            elapsed,
+            estimated_tokens,
+        } = *o;
         let router = &self.gw.router;
-        let state = router.state(dep);
         let now = router.now();
-        let changes = router.record(self.snap, dep, group_size, class, probe);
+        let changes = router.record(self.snap, state, group_size, class, probe);
         if class.is_none() {
             let ttft = self.out.ttft_secs.map(|t| t * 1000.0);
             state.observe_latency(elapsed.as_secs_f64() * 1000.0, ttft);
@@ -306,7 +315,9 @@ impl Call<'_> {
         if class.is_none() && actual > 0 {
             state.correct_tokens(now, estimated_tokens, actual);
             if dep.spec.tpm.is_some() {
-                router.limiter.correct(&dep.key, estimated_tokens, actual);
+                router
+                    .limiter
+                    .correct(&dep.key, estimated_tokens, actual, now);
             }
         }
         self.gw.metrics.routing(dep, |h| {
@@ -314,7 +325,7 @@ impl Call<'_> {
                 h.failure(c);
             }
             h.state
-                .set(i64::from(crate::router::health::state_code(&state, now)));
+                .set(i64::from(crate::router::health::state_code(state, now)));
             for c in &changes {
                 match c {
                     HealthChange::CooledDown { .. } => h.cooldowns.inc(),
@@ -332,18 +343,19 @@ impl Call<'_> {
     /// Answers with a failure: the one place an error leaves for the client.
     async fn fail<IO: ServerIo>(&mut self, w: &mut ResponseWriter<'_, IO>, f: &Failure) {
         let (status, body, retry_after) = failure::render(f, &self.snap.secrets);
-        let mut headers = RouteHeaders::for_failure(self);
-        if let Some(ra) = &retry_after {
-            headers.push("retry-after", ra.clone());
-        }
-        let pairs = headers.pairs();
         self.out.status = status.as_u16();
         self.out.error = Some(format!(
             "{}: {}",
             f.class.as_str(),
             crate::util::clip(&f.message)
         ));
-        let _ = w.send(status, "application/json", &pairs, &body).await;
+        let mut headers = RouteHeaders::for_failure(self);
+        if let Some(ra) = retry_after {
+            headers.push("retry-after", ra);
+        }
+        let _ = w
+            .send(status, "application/json", &headers.pairs(), &body)
+            .await;
     }
 
     fn cancelled<IO: ServerIo>(&mut self, w: &mut ResponseWriter<'_, IO>) {
@@ -402,17 +414,35 @@ impl Call<'_> {
     }
 }
 
+/// How one attempt went, for the record phase.
+#[derive(Clone, Copy)]
+struct Outcome {
+    /// `None`: a success.
+    class: Option<FailureClass>,
+    /// It was one of a half-open breaker's probes.
+    probe: bool,
+    elapsed: std::time::Duration,
+    /// The tokens charged to `tpm` up front.
+    estimated_tokens: u64,
+}
+
 /// An attempt in flight on a deployment, counted in the shard's view and the metrics until it
 /// ends (also when the request's future is dropped).
 struct InFlight {
-    state: std::rc::Rc<crate::router::DeploymentState>,
+    state: Rc<DeploymentState>,
     gauge: prometheus::IntGauge,
 }
 
 impl InFlight {
-    fn begin(call: &Call<'_>, dep: &Arc<Deployment>, estimated_tokens: u64, probe: bool) -> Self {
+    fn begin(
+        call: &Call<'_>,
+        dep: &Arc<Deployment>,
+        state: &Rc<DeploymentState>,
+        estimated_tokens: u64,
+        probe: bool,
+    ) -> Self {
         let router = &call.gw.router;
-        let state = router.state(dep);
+        let state = state.clone();
         state.begin(router.now(), estimated_tokens);
         if probe {
             state.probe_started();
