@@ -62,9 +62,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     // Into a `Value`: serde_json checks UTF-8 in strings only when it keeps them.
-    let reference = serde_json::from_slice::<serde_json::Value>(data).is_ok();
+    let reference = serde_json::from_slice::<serde_json::Value>(data);
+    let surrogate = reference
+        .as_ref()
+        .is_err_and(|e| e.to_string().contains("surrogate"));
+    let reference = reference.is_ok();
     assert_eq!(parsed.is_ok(), reference, "parse disagrees with serde_json");
-    assert_eq!(valid.is_ok(), reference, "validate disagrees with serde_json");
+    // An escaped lone surrogate (`"\ud800"`) is JSON by the grammar (RFC 8259 §8.2 leaves
+    // its meaning open); serde_json refuses it because it cannot make a Rust string of it.
+    // The validator, which makes no strings, accepts it, as JavaScript and Python do.
+    if !surrogate {
+        assert_eq!(valid.is_ok(), reference, "validate disagrees with serde_json");
+    }
     if reference {
         assert!(structure.is_ok(), "structure check refused valid JSON: {structure:?}");
     }
