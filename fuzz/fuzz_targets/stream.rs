@@ -1,5 +1,7 @@
 //! The shipped providers' stream mappings on arbitrary upstream transcripts: frames decoded
-//! from bytes split at arbitrary points and mapped event by event never panic.
+//! from bytes split at arbitrary points and mapped event by event, then the end of the
+//! stream (`finish_stream`, the `on end` hooks), never panic; a stream that reached `done` is
+//! complete.
 //!
 //! Input layout: byte 0 selects the provider (low 5 bits, index into `set.names()` modulo
 //! the count) and the framing (top 3 bits: 0..=4 the provider's own, 5 SSE, 6 NDJSON,
@@ -12,7 +14,7 @@ mod common;
 use common::providers;
 use libfuzzer_sys::fuzz_target;
 use llmux::dsl::framing::{FrameDecoder, Framing};
-use llmux::dsl::{RequestCtx, StreamControl};
+use llmux::dsl::{RequestCtx, StreamControl, StreamEnd};
 
 fuzz_target!(|data: &[u8]| {
     let [sel, opts, transcript @ ..] = data else {
@@ -64,6 +66,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if decoder.finish(&mut frames).is_ok() {
         run(&mut frames, &mut done);
+    }
+    // The upstream is over: the mapping's end hook decides whether that was its end. A stream
+    // that reached `done` is complete whatever the hook would say.
+    let ended = p.finish_stream(&mut state, &mut chunks);
+    if done {
+        assert!(matches!(ended, Ok(StreamEnd::Complete)), "done, yet {ended:?}");
     }
     for c in &chunks {
         let _ = serde_json::to_vec(c).expect("chunks serialise");
