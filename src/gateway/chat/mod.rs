@@ -119,12 +119,12 @@ impl<'r> Call<'r> {
         // has no deployment left to try.
         let mut last: Option<Failure> = None;
         loop {
-            let group_name = self.progress.groups.last().cloned().unwrap_or_default();
-            let picked = match snap.group(&group_name) {
+            let current = self.progress.groups.last().map_or("", String::as_str);
+            let picked = match snap.group(current) {
                 Some(group) => admit::pick(self, group, tried),
                 // A fallback group that is not in the config (warned about at load).
                 None => Picked::Unavailable(failure::unavailable(
-                    &group_name,
+                    current,
                     "the model group is not configured",
                     1_000,
                     503,
@@ -228,7 +228,7 @@ impl<'r> Call<'r> {
             match self.decide(&f, retries, same) {
                 NextStep::Retry { delay_ms } => {
                     self.retries += 1;
-                    self.gw.metrics.retry(&group_name);
+                    self.gw.metrics.retry(&group.name);
                     if delay_ms > 0 && !self.wait(w, delay_ms).await {
                         return self.cancelled(w);
                     }
