@@ -100,7 +100,34 @@ pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
     }
     sonic_rs::from_slice::<serde::de::IgnoredAny>(bytes)
         .map(|_| ())
-        .map_err(|e| JsonError::Invalid(first_line(&e.to_string())))
+        .map_err(|e| JsonError::Invalid(first_line(&e.to_string())))?;
+    // The skipping parser does not look inside escapes.
+    check_escapes(bytes)
+}
+
+/// Every backslash escape of a document whose backslashes are all inside strings (it parsed)
+/// is one JSON has: `\" \\ \/ \b \f \n \r \t`, or `\u` and four hex digits.
+fn check_escapes(bytes: &[u8]) -> Result<(), JsonError> {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b'\\', &bytes[at..]) {
+        let i = at + i;
+        at = match bytes.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i + 2,
+            Some(b'u')
+                if bytes
+                    .get(i + 2..i + 6)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                i + 6
+            }
+            _ => {
+                return Err(JsonError::Invalid(format!(
+                    "invalid escape in a string at byte {i}"
+                )))
+            }
+        };
+    }
+    Ok(())
 }
 
 fn first_line(s: &str) -> String {
@@ -113,6 +140,15 @@ mod tests {
 
     fn nested(depth: usize) -> String {
         format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn validation_looks_inside_escapes() {
+        assert!(validate(br#"{"a":"\u00e9\n\"\\\/"}"#, 8).is_ok());
+        assert!(validate(br#"{"a":"\ud800"}"#, 8).is_ok(), "a lone surrogate is JSON");
+        for bad in [&br#"{"a":"\ud;99"}"#[..], br#"{"a":"\x41"}"#, br#"["\u12"]"#] {
+            assert!(validate(bad, 8).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
