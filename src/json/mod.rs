@@ -145,9 +145,20 @@ mod tests {
     #[test]
     fn validation_looks_inside_escapes() {
         assert!(validate(br#"{"a":"\u00e9\n\"\\\/"}"#, 8).is_ok());
-        assert!(validate(br#"{"a":"\ud800"}"#, 8).is_ok(), "a lone surrogate is JSON");
-        for bad in [&br#"{"a":"\ud;99"}"#[..], br#"{"a":"\x41"}"#, br#"["\u12"]"#] {
-            assert!(validate(bad, 8).is_err(), "{}", String::from_utf8_lossy(bad));
+        assert!(
+            validate(br#"{"a":"\ud800"}"#, 8).is_ok(),
+            "a lone surrogate is JSON"
+        );
+        for bad in [
+            &br#"{"a":"\ud;99"}"#[..],
+            br#"{"a":"\x41"}"#,
+            br#"["\u12"]"#,
+        ] {
+            assert!(
+                validate(bad, 8).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
