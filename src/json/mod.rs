@@ -88,8 +88,9 @@ pub fn parse_str(text: &str, max_depth: usize) -> Result<Value, JsonError> {
 
 /// Checks that `bytes` is exactly one complete JSON value (surrounding whitespace allowed),
 /// with valid UTF-8 in its strings and nesting within `max_depth`, without building a tree.
-/// An escaped lone surrogate (`"\ud800"`) passes: the grammar allows it (RFC 8259 §8.2), as
-/// JavaScript's and Python's parsers do; [`parse`], which makes Rust strings, refuses it.
+/// It judges the grammar: an escaped lone surrogate (`"\ud800"`, RFC 8259 §8.2) and a number
+/// past f64 (`1e309`) pass, as they do in JavaScript's and Python's parsers; [`parse`], which
+/// makes Rust values, refuses them.
 pub fn validate(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
     check_depth(bytes, max_depth)?;
     // sonic-rs's skipping path underflows an index on empty input.
