@@ -56,14 +56,15 @@ enum Msg {
     },
     /// Permits given back.
     Release { id: Rc2, count: u32 },
-    /// Rate tokens of `minute`: at least `requests` and `tokens` (both or none), and up to a
-    /// lease more of each. The answer is what was granted.
+    /// Rate tokens of `minute`: at least `requests` and `tokens` (both or none), and, with
+    /// `extra`, up to a lease more of each. The answer is what was granted.
     Lease {
         id: Rc2,
         minute: u64,
         limits: Limits,
         requests: u64,
         tokens: u64,
+        extra: bool,
         reply: flume::Sender<Option<(u64, u64)>>,
     },
 }
@@ -120,17 +121,20 @@ impl Owner {
                 limits,
                 requests,
                 tokens,
+                extra,
                 reply,
             } => {
                 let w = self.windows.entry(id).or_default();
-                let granted = lease_rate(w, minute, limits, requests, tokens, self.shards);
+                let shards = if extra { self.shards } else { 0 };
+                let granted = lease_rate(w, minute, limits, requests, tokens, shards);
                 let _ = reply.send(granted);
             }
         }
     }
 }
 
-/// Grants `requests` and `tokens` of `minute` (both or none) and up to a lease more of each.
+/// Grants `requests` and `tokens` of `minute` (both or none) and up to a lease more of each
+/// (none when `shards` is 0: an ask for exactly what one request needs).
 fn lease_rate(
     w: &mut Window,
     minute: u64,
@@ -168,10 +172,10 @@ fn lease_rate(
 }
 
 /// Extra rate tokens leased at once: a quarter of a shard's share of the minute; none for
-/// limits up to four per shard, which stay exact.
+/// limits up to four per shard, which stay exact, and none when `shards` is 0.
 fn rate_lease(limit: u64, shards: u32) -> u64 {
-    let per = 4 * u64::from(shards.max(1));
-    if limit <= per {
+    let per = 4 * u64::from(shards);
+    if shards == 0 || limit <= per {
         0
     } else {
         limit / per
@@ -257,6 +261,11 @@ struct RateLease {
     minute: u64,
     requests: u64,
     tokens: i64,
+    /// An ask with a lease extra is on its way to the owner: requests that run short meanwhile
+    /// ask for exactly what they need. Without this, a burst of requests finding the lease
+    /// empty at once would each lease a quarter of the shard's share, and the first shard to
+    /// ask would hold the whole minute while the others are refused.
+    asking: bool,
 }
 
 impl RateLease {
@@ -266,6 +275,7 @@ impl RateLease {
             // Last minute's lease (and debt) is over.
             *self = RateLease {
                 minute,
+                asking: self.asking,
                 ..RateLease::default()
             };
         }
@@ -275,6 +285,20 @@ impl RateLease {
             true
         } else {
             false
+        }
+    }
+}
+
+/// Clears a lease's `asking` flag when the ask with the extra is answered or abandoned.
+struct AskingGuard<'a> {
+    rates: &'a RefCell<HashMap<Rc2, RateLease>>,
+    id: &'a Rc2,
+}
+
+impl Drop for AskingGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.rates.borrow_mut().get_mut(self.id) {
+            lease.asking = false;
         }
     }
 }
@@ -379,8 +403,23 @@ impl ShardLimiter {
             .map_err(|_| Refused::Busy)?;
         match monoio::time::timeout(wait, rx.recv_async()).await {
             Ok(Ok(n)) => {
-                // One for this request, the rest idle here.
-                idle.set(idle.get() + n.saturating_sub(1));
+                // One for this request, the rest idle here up to a lease; beyond that (several
+                // requests of this shard asked at once) they go back at once, so that no shard
+                // hoards what the others wait for.
+                let spare = n.saturating_sub(1);
+                let room = if limit > 4 * self.owner.shards {
+                    lease(limit, self.owner.shards).saturating_sub(idle.get())
+                } else {
+                    0
+                };
+                let kept = spare.min(room);
+                idle.set(idle.get() + kept);
+                if spare > kept {
+                    let _ = self.owner.tx.send(Msg::Release {
+                        id: id.clone(),
+                        count: spare - kept,
+                    });
+                }
                 Ok(make(idle))
             }
             // Gave up: the owner finds the receiver gone and keeps the permit free.
@@ -404,7 +443,7 @@ impl ShardLimiter {
         let requests = u64::from(limits.rpm.is_some());
         let tokens = if limits.tpm.is_some() { tokens } else { 0 };
         let (minute, left) = minute_of(now);
-        let (ask_requests, ask_tokens) = {
+        let (ask_requests, ask_tokens, extra) = {
             let mut rates = self.rates.borrow_mut();
             if !rates.contains_key(id) {
                 rates.insert(id.clone(), RateLease::default());
@@ -415,11 +454,20 @@ impl ShardLimiter {
             if lease.spend(minute, requests, tokens) {
                 return Ok(());
             }
+            let extra = !lease.asking;
+            lease.asking = true;
             (
                 requests.saturating_sub(lease.requests),
                 (tokens as i64 - lease.tokens).max(0) as u64,
+                extra,
             )
         };
+        // Clears `asking` however this ends (the request's future may be dropped while it
+        // waits).
+        let _asking = extra.then(|| AskingGuard {
+            rates: &self.rates,
+            id,
+        });
         let (reply, rx) = flume::bounded(1);
         self.owner
             .tx
@@ -429,6 +477,7 @@ impl ShardLimiter {
                 limits,
                 requests: ask_requests,
                 tokens: ask_tokens,
+                extra,
                 reply,
             })
             .map_err(|_| Refused::Busy)?;
@@ -529,6 +578,7 @@ mod tests {
             minute: 5,
             requests: 2,
             tokens: 100,
+            asking: false,
         };
         assert!(l.spend(5, 1, 60));
         assert!(!l.spend(5, 1, 60), "40 tokens left");
@@ -590,5 +640,78 @@ mod tests {
         assert_eq!(lease(1, 2), 1);
         assert_eq!(lease(8, 2), 1);
         assert_eq!(lease(1_000, 2), 125);
+    }
+
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A burst on one shard (every request finding the lease empty at once) must not lease the
+    /// whole minute to that shard: the other shard still gets tokens.
+    #[test]
+    fn a_burst_on_one_shard_does_not_starve_the_others() {
+        let handle = LimitsHandle::start(2).expect("owner thread");
+        let (a, b) = (Rc::new(handle.shard()), handle.shard());
+        let dep = id("burst");
+        let limits = rate(Some(1_000_000), Some(1_000_000_000));
+        let now = 120_000 * 60_000 + 5_000; // early in a minute: no boundary within the test
+        let mut rt = runtime();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let (a, dep) = (a.clone(), dep.clone());
+                    monoio::spawn(async move { a.take(&dep, limits, 10, now).await })
+                })
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await, Ok(()));
+            }
+            for _ in 0..100 {
+                assert_eq!(
+                    b.take(&dep, limits, 10, now).await,
+                    Ok(()),
+                    "shard b starved"
+                );
+            }
+        });
+    }
+
+    /// Permits granted beyond a shard's lease (several of its requests asked at once) go back
+    /// to the owner, so another shard's request gets one.
+    #[test]
+    fn permits_beyond_a_lease_go_back() {
+        let handle = LimitsHandle::start(2).expect("owner thread");
+        let (a, b) = (Rc::new(handle.shard()), handle.shard());
+        let dep = id("parallel");
+        let limit = 80; // a lease is 10 per shard
+        let mut rt = runtime();
+        rt.block_on(async {
+            let wait = Duration::from_secs(30);
+            let mut held = Vec::new();
+            // Eight at once on shard a: each asks for a lease of 10.
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (a, dep) = (a.clone(), dep.clone());
+                    monoio::spawn(async move { a.permit(&dep, limit, wait).await.is_ok() })
+                })
+                .collect();
+            for t in tasks {
+                held.push(t.await);
+            }
+            assert!(held.iter().all(|ok| *ok));
+            // Shard a keeps at most a lease idle; shard b can still take the rest, which it
+            // could not if a hoarded every grant.
+            let mut got = Vec::new();
+            for _ in 0..(limit as usize - 8 - 10) {
+                got.push(
+                    b.permit(&dep, limit, wait)
+                        .await
+                        .expect("a permit for shard b"),
+                );
+            }
+        });
     }
 }
