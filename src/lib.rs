@@ -15,4 +15,5 @@ pub mod router;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+pub mod usage;
 pub mod util;

@@ -286,13 +286,16 @@ fn stream_with_include_usage_counts_tokens() {
     assert_eq!(
         metric(
             &m,
-            r#"llmux_tokens_total{model_group="m",type="completion"}"#
+            r#"llmux_tokens_total{estimated="false",model_group="m",type="completion"}"#
         ),
         Some(3.0),
         "{m}"
     );
     assert_eq!(
-        metric(&m, r#"llmux_tokens_total{model_group="m",type="prompt"}"#),
+        metric(
+            &m,
+            r#"llmux_tokens_total{estimated="false",model_group="m",type="prompt"}"#
+        ),
         Some(prompt)
     );
     assert_eq!(
@@ -506,7 +509,7 @@ fn health_models_and_metrics() {
         ) == Some(1.0)
             && metric(
                 &text,
-                r#"llmux_tokens_total{model_group="m",type="completion"}"#,
+                r#"llmux_tokens_total{estimated="false",model_group="m",type="completion"}"#,
             ) == Some(25.0)
             && metric(&text, "llmux_inflight_requests") == Some(1.0)
     });
@@ -549,7 +552,7 @@ fn health_models_and_metrics() {
     assert_eq!(
         metric(
             &text,
-            r#"llmux_tokens_total{model_group="m",type="completion"}"#
+            r#"llmux_tokens_total{estimated="false",model_group="m",type="completion"}"#
         ),
         Some(25.0)
     );

@@ -3,7 +3,7 @@
 //! unique and unescaped.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmux::gateway::usage::{extract, Usage};
+use llmux::usage::{extract, Usage};
 
 fuzz_target!(|data: &[u8]| {
     let got = extract(data);
@@ -24,13 +24,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let want = match top.get("usage") {
         Some(serde_json::Value::Object(u)) if dupes(u) => return,
-        Some(serde_json::Value::Object(u)) => Some(Usage {
-            prompt: u.get("prompt_tokens").and_then(|v| v.as_u64()).unwrap_or(0),
-            completion: u
-                .get("completion_tokens")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0),
-        }),
+        Some(serde_json::Value::Object(u))
+            if u
+                .get("prompt_tokens_details")
+                .and_then(|d| d.as_object())
+                .is_some_and(dupes) =>
+        {
+            return
+        }
+        Some(u @ serde_json::Value::Object(_)) => Some(Usage::from_value(u)),
         _ => None,
     };
     assert_eq!(got, want);

@@ -25,6 +25,8 @@ pub(super) struct Common<'a> {
     pub providers_source: &'a ProvidersSource,
     pub global_drop: bool,
     pub default_timeout: f64,
+    /// The shipped price table with `llmux.pricing.file` over it.
+    pub prices: &'a crate::usage::PriceTable,
 }
 
 /// `weight` is a share, 0 included (a deployment kept in the file but out of rotation).
@@ -41,6 +43,8 @@ const COST: Limit = Limit {
     whole: false,
     unit: "",
 };
+/// A context window or output limit, in tokens.
+const TOKENS: Limit = Limit::count(1, 1_000_000_000);
 /// `rpm` / `tpm`: at least one, at most a trillion.
 const RATE: Limit = Limit::count(1, 1_000_000_000_000);
 
@@ -164,20 +168,33 @@ pub(super) fn build(
             "order" => (p.order.as_ref(), params.key(key)),
             "max_parallel_requests" => (p.max_parallel_requests.as_ref(), params.key(key)),
             "max_retries" => (p.max_retries.as_ref(), params.key(key)),
-            "input_cost_per_token" => match &p.input_cost_per_token {
-                Some(v) => (Some(v), params.key(key)),
-                None => (
-                    entry.model_info.input_cost_per_token.as_ref(),
-                    info.key(key),
-                ),
-            },
-            _ => match &p.output_cost_per_token {
-                Some(v) => (Some(v), params.key(key)),
-                None => (
-                    entry.model_info.output_cost_per_token.as_ref(),
-                    info.key(key),
-                ),
-            },
+            // Prices and limits: `litellm_params` first, then `model_info` (LiteLLM reads both).
+            _ => {
+                let (ours, info_v) = match key {
+                    "input_cost_per_token" => (
+                        &p.input_cost_per_token,
+                        &entry.model_info.input_cost_per_token,
+                    ),
+                    "output_cost_per_token" => (
+                        &p.output_cost_per_token,
+                        &entry.model_info.output_cost_per_token,
+                    ),
+                    "cache_read_input_token_cost" => (
+                        &p.cache_read_input_token_cost,
+                        &entry.model_info.cache_read_input_token_cost,
+                    ),
+                    "cache_creation_input_token_cost" => (
+                        &p.cache_creation_input_token_cost,
+                        &entry.model_info.cache_creation_input_token_cost,
+                    ),
+                    "max_input_tokens" => (&None, &entry.model_info.max_input_tokens),
+                    _ => (&None, &entry.model_info.max_output_tokens),
+                };
+                match ours {
+                    Some(v) => (Some(v), params.key(key)),
+                    None => (info_v.as_ref(), info.key(key)),
+                }
+            }
         };
         limit.check(v?).map_err(|m| diag.error(path, m)).ok()
     };
@@ -187,14 +204,32 @@ pub(super) fn build(
     let weight = num("weight", WEIGHT);
     let rpm = num("rpm", RATE).map(|v| v as u64);
     let tpm = num("tpm", RATE).map(|v| v as u64);
+    let overrides = crate::usage::prices::Overrides {
+        input: num("input_cost_per_token", COST),
+        output: num("output_cost_per_token", COST),
+        cache_read: num("cache_read_input_token_cost", COST),
+        cache_write: num("cache_creation_input_token_cost", COST),
+        max_input: num("max_input_tokens", TOKENS).map(|v| v as u64),
+        max_output: num("max_output_tokens", TOKENS).map(|v| v as u64),
+    };
+    let pricing = p.model.split_once('/').map(|(provider, model)| {
+        crate::usage::prices::resolve(
+            c.prices,
+            provider,
+            model,
+            entry.model_info.base_model.as_deref(),
+            &overrides,
+        )
+    });
+    let pricing = pricing.unwrap_or_default();
     let spec = crate::router::DeploymentSpec {
         weight,
         rpm,
         tpm,
         order: num("order", Limit::count(0, 1_000_000)).map_or(0, |v| v as u32),
         max_parallel: num("max_parallel_requests", Limit::count(1, 1_000_000)).map(|v| v as u32),
-        input_cost: num("input_cost_per_token", COST),
-        output_cost: num("output_cost_per_token", COST),
+        input_cost: pricing.price.as_ref().map(|p| p.input),
+        output_cost: pricing.price.as_ref().map(|p| p.output),
         max_retries: num("max_retries", Limit::count(0, 100)).map(|v| v as u32),
     };
 
@@ -255,5 +290,8 @@ pub(super) fn build(
         tpm,
         drop_params: p.drop_params.unwrap_or(c.global_drop),
         spec,
+        price: pricing.price,
+        max_input_tokens: pricing.max_input,
+        max_output_tokens: pricing.max_output,
     })
 }

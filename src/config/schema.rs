@@ -69,21 +69,39 @@ pub struct LitellmParams {
     /// Requests in flight at once on this deployment, for the whole process.
     #[serde(default)]
     pub max_parallel_requests: Option<Num>,
-    /// USD per token, for cost-based routing (also read from `model_info`).
+    /// USD per token: the deployment's price, over the price table's (also read from
+    /// `model_info`); cost, spend and cost-based routing use it.
     #[serde(default)]
     pub input_cost_per_token: Option<Num>,
     #[serde(default)]
     pub output_cost_per_token: Option<Num>,
+    #[serde(default)]
+    pub cache_read_input_token_cost: Option<Num>,
+    #[serde(default)]
+    pub cache_creation_input_token_cost: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ModelInfo {
     #[serde(default)]
     pub id: Option<String>,
+    /// The price table's name for what the deployment runs (an Azure deployment is named by
+    /// its owner: `base_model: azure/gpt-4o` prices it as that model).
+    #[serde(default)]
+    pub base_model: Option<String>,
     #[serde(default)]
     pub input_cost_per_token: Option<Num>,
     #[serde(default)]
     pub output_cost_per_token: Option<Num>,
+    #[serde(default)]
+    pub cache_read_input_token_cost: Option<Num>,
+    #[serde(default)]
+    pub cache_creation_input_token_cost: Option<Num>,
+    /// The context window, over the price table's (the pre-flight check reads it).
+    #[serde(default)]
+    pub max_input_tokens: Option<Num>,
+    #[serde(default)]
+    pub max_output_tokens: Option<Num>,
 }
 
 /// LiteLLM's fallback lists: `[{"group": ["fallback", ...]}, ...]`.
@@ -227,6 +245,17 @@ pub struct LlmuxSettings {
     pub media: MediaSection,
     #[serde(default)]
     pub router: RouterSection,
+    #[serde(default)]
+    pub pricing: PricingSection,
+}
+
+/// `llmux.pricing`: prices beyond the table shipped in the binary.
+#[derive(Debug, Default, Deserialize)]
+pub struct PricingSection {
+    /// A price file: LiteLLM's `model_prices_and_context_window.json` (`*.json`) or the
+    /// project's own format; its entries replace the shipped table's of the same name.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 /// Remote media the gateway fetches for providers that need image bytes (declared by

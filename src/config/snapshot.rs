@@ -48,6 +48,12 @@ pub struct Deployment {
     pub drop_params: bool,
     /// What routing reads: weight, limits, order, prices.
     pub spec: crate::router::DeploymentSpec,
+    /// What its calls cost (`None`: unknown — no cost header, no spend, and the access log
+    /// says so).
+    pub price: Option<crate::usage::Price>,
+    /// The context window (price table or `model_info`), for the pre-flight check.
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
 }
 
 /// Deployments in one model group, at most (the router's sets of deployments are 64-bit masks).
@@ -387,6 +393,7 @@ pub(super) fn build(
         }
     }
 
+    let prices = load_prices(file.llmux.pricing.file.as_deref(), base_dir, diag);
     let common = deployment::Common {
         base_dir,
         env: &env,
@@ -394,6 +401,7 @@ pub(super) fn build(
         providers_source: &providers_source,
         global_drop: file.litellm_settings.drop_params.unwrap_or(false),
         default_timeout,
+        prices: &prices,
     };
     let mut groups: HashMap<String, ModelGroup> = HashMap::new();
     let mut group_names = Vec::new();
@@ -446,6 +454,53 @@ pub(super) fn build(
         env,
         router,
     })
+}
+
+/// Largest price file read (LiteLLM's own is about 1.6 MB).
+const MAX_PRICE_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The shipped price table, with `llmux.pricing.file`'s entries over it.
+fn load_prices(
+    file: Option<&str>,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> std::borrow::Cow<'static, crate::usage::PriceTable> {
+    use crate::usage::PriceTable;
+    let shipped = PriceTable::embedded();
+    let Some(file) = file else {
+        return std::borrow::Cow::Borrowed(shipped);
+    };
+    let at = KeyPath::keys("llmux.pricing.file");
+    let path = base_dir.join(file);
+    let text = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_PRICE_FILE_BYTES => Err(format!(
+            "{} is {} bytes, more than the {MAX_PRICE_FILE_BYTES} a price file may have",
+            path.display(),
+            m.len()
+        )),
+        _ => std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+    };
+    let parsed = text.and_then(|t| {
+        PriceTable::parse_file(&path.display().to_string(), &t).map_err(|e| e.to_string())
+    });
+    match parsed {
+        Ok((extra, skipped)) => {
+            tracing::info!(
+                file = %path.display(),
+                entries = extra.len(),
+                skipped,
+                "price file loaded"
+            );
+            let mut table = shipped.clone();
+            table.extend(extra);
+            std::borrow::Cow::Owned(table)
+        }
+        Err(e) => {
+            diag.error(at, e);
+            std::borrow::Cow::Borrowed(shipped)
+        }
+    }
 }
 
 /// A numeric setting at `path`: its value if within `limit`, else `default` and an error.

@@ -10,7 +10,6 @@ mod relay;
 pub mod route;
 pub mod sse;
 pub mod ssrf;
-pub mod usage;
 
 use std::sync::Arc;
 

@@ -25,7 +25,6 @@ use http::StatusCode;
 
 use super::failure;
 use super::sse::{event_payloads, SseSplitter};
-use super::usage::{self, Usage};
 use crate::api::{ApiError, ErrorKind};
 use crate::dsl::{FrameDecoder, MappedError, Provider, StreamControl, StreamEnd, StreamState};
 use crate::http1::io::DisconnectWatch;
@@ -33,6 +32,8 @@ use crate::http1::{ResponseWriter, ServerIo};
 use crate::router::{Failure, FailureClass};
 use crate::telemetry::redact::redact;
 use crate::upstream::{BodyStream, Buffered, UpstreamError};
+use crate::usage::completion::CompletionText;
+use crate::usage::{self, Usage};
 use crate::util::clip;
 
 /// What a relay needs to know beyond the bytes.
@@ -49,6 +50,11 @@ pub struct RelayCtx<'a> {
     pub started: Instant,
     /// Extra response headers (routing), sent with the stream's head.
     pub headers: &'a [(&'a str, &'a str)],
+    /// The client did not ask for usage (`stream_options.include_usage`): an OpenAI-shaped
+    /// usage-only chunk (`"choices": []`) is read and not relayed. Provider files ask their
+    /// upstream for usage in every stream where it can give it, so that cost and spend are
+    /// counted, not estimated; clients that index `choices[0]` of every chunk must not see it.
+    pub drop_usage_chunk: bool,
 }
 
 /// What the relay saw, for metrics and the access log.
@@ -63,6 +69,9 @@ pub struct RelayOutcome {
     pub failure: Option<FailureClass>,
     /// Buffers of more than [`LARGE_BUFFER`] bytes were held (see `util::release_memory`).
     pub large_buffers: bool,
+    /// The completion text relayed, for counting its tokens when the provider reports no
+    /// usage.
+    pub completion: CompletionText,
 }
 
 /// How a relay ended: `Ok` once anything went to the client (whatever followed, recorded in
@@ -208,7 +217,13 @@ async fn forward_events<IO: ServerIo>(
     saw_done: &mut bool,
 ) -> Relayed {
     let mut has_error = false;
+    // The usage-only chunk to leave out: where it starts, and where the next event starts.
+    let mut cut: Option<(usize, usize)> = None;
+    let mut cut_from: Option<usize> = None;
     for (at, data) in event_payloads(events) {
+        if let Some(from) = cut_from.take() {
+            cut = Some((from, at));
+        }
         if let Err(e) = cx.check_event(&data) {
             // The whole events before the bad one still go out, then the error event.
             let before = redact(&events[..at], cx.secrets).into_owned();
@@ -219,6 +234,12 @@ async fn forward_events<IO: ServerIo>(
         }
         if let Some(u) = usage::extract(&data) {
             out.usage = u;
+            if cx.drop_usage_chunk
+                && cut.is_none()
+                && usage::top_level_member(&data, b"choices") == Some(b"[]")
+            {
+                cut_from = Some(at);
+            }
         }
         has_error |=
             ERROR_KEY.find(&data).is_some() && usage::top_level_member(&data, b"error").is_some();
@@ -234,13 +255,21 @@ async fn forward_events<IO: ServerIo>(
         out.error = Some("upstream error event".into());
         out.failure.get_or_insert(FailureClass::Internal);
     }
+    if let Some(from) = cut_from {
+        cut = Some((from, events.len()));
+    }
+    let events: Cow<'_, [u8]> = match cut {
+        Some((from, to)) => Cow::Owned([&events[..from], &events[to..]].concat()),
+        None => Cow::Borrowed(events),
+    };
     // An upstream error event relays the upstream's text: redact it like any error body.
     let events: Cow<'_, [u8]> = if has_error {
-        redact(events, cx.secrets)
+        Cow::Owned(redact(&events, cx.secrets).into_owned())
     } else {
-        Cow::Borrowed(events)
+        events
     };
     begin(w, cx, out)?;
+    out.completion.take_from(&events);
     if out.ttft_secs.is_none() && !events.is_empty() {
         out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
     }
@@ -351,16 +380,14 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         if done {
             buf.extend_from_slice(b"data: [DONE]\n\n");
             if let Some(u) = state.usage() {
-                out.usage = Usage {
-                    prompt: u["prompt_tokens"].as_u64().unwrap_or(0),
-                    completion: u["completion_tokens"].as_u64().unwrap_or(0),
-                };
+                out.usage = Usage::from_value(u);
             }
         }
         if buf.is_empty() {
             continue;
         }
         begin(w, cx, out)?;
+        out.completion.take_from(&buf);
         if out.ttft_secs.is_none() {
             out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
         }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Deployment;
@@ -42,10 +42,15 @@ struct DeploymentHandles {
     request_duration: Histogram,
     upstream_duration: Histogram,
     ttft: Histogram,
-    prompt_tokens: IntCounter,
-    completion_tokens: IntCounter,
+    /// By [`TOKEN_TYPES`], then reported (0) or estimated (1).
+    tokens: [[IntCounter; 2]; TOKEN_TYPES.len()],
+    spend: Counter,
     routing: RoutingHandles,
 }
+
+/// `type` of `llmux_tokens_total`: prompt (cached included), completion, and the prompt's
+/// cache reads and writes.
+const TOKEN_TYPES: [&str; 4] = ["prompt", "completion", "cached", "cache_write"];
 
 /// A deployment's routing series.
 pub struct RoutingHandles {
@@ -99,8 +104,9 @@ pub struct RequestRecord<'a> {
     pub duration: f64,
     pub upstream_duration: Option<f64>,
     pub ttft: Option<f64>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub usage: crate::usage::Usage,
+    /// USD, when the deployment's price is known.
+    pub cost: Option<f64>,
 }
 
 pub struct ShardMetrics {
@@ -110,6 +116,7 @@ pub struct ShardMetrics {
     upstream_duration: HistogramVec,
     ttft: HistogramVec,
     tokens: IntCounterVec,
+    spend: CounterVec,
     http_requests: IntCounterVec,
     http_by_route: RefCell<HashMap<(&'static str, usize), IntCounter>>,
     pub inflight: IntGauge,
@@ -162,8 +169,18 @@ impl ShardMetrics {
             &["model_group"],
         )?;
         let tokens = IntCounterVec::new(
-            Opts::new("llmux_tokens_total", "Tokens reported by upstream usage."),
-            &["model_group", "type"],
+            Opts::new(
+                "llmux_tokens_total",
+                "Tokens by type (prompt, completion, cached, cache_write), as the upstream reported them or, when it reported none, estimated by the gateway (estimated=\"true\").",
+            ),
+            &["model_group", "type", "estimated"],
+        )?;
+        let spend = CounterVec::new(
+            Opts::new(
+                "llmux_spend_usd_total",
+                "Spend in USD: tokens times the deployment's prices (requests of models without a known price add nothing).",
+            ),
+            &["model_group", "deployment"],
         )?;
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -252,6 +269,7 @@ impl ShardMetrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(ttft.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(spend.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
         Ok(Self {
@@ -261,6 +279,7 @@ impl ShardMetrics {
             upstream_duration,
             ttft,
             tokens,
+            spend,
             http_requests,
             http_by_route: RefCell::new(HashMap::new()),
             inflight,
@@ -341,11 +360,18 @@ impl ShardMetrics {
         if let Some(t) = r.ttft {
             h.ttft.observe(t);
         }
-        if r.prompt_tokens > 0 {
-            h.prompt_tokens.inc_by(r.prompt_tokens);
+        let u = &r.usage;
+        let estimated = usize::from(u.estimated);
+        for (i, n) in [u.prompt, u.completion, u.cached, u.cache_write]
+            .into_iter()
+            .enumerate()
+        {
+            if n > 0 {
+                h.tokens[i][estimated].inc_by(n);
+            }
         }
-        if r.completion_tokens > 0 {
-            h.completion_tokens.inc_by(r.completion_tokens);
+        if let Some(c) = r.cost.filter(|c| *c > 0.0 && c.is_finite()) {
+            h.spend.inc_by(c);
         }
     }
 
@@ -357,8 +383,9 @@ impl ShardMetrics {
             request_duration: self.request_duration.with_label_values(&[g, p]),
             upstream_duration: self.upstream_duration.with_label_values(&[p, id]),
             ttft: self.ttft.with_label_values(&[g]),
-            prompt_tokens: self.tokens.with_label_values(&[g, "prompt"]),
-            completion_tokens: self.tokens.with_label_values(&[g, "completion"]),
+            tokens: TOKEN_TYPES
+                .map(|t| ["false", "true"].map(|e| self.tokens.with_label_values(&[g, t, e]))),
+            spend: self.spend.with_label_values(&[g, id]),
             routing: RoutingHandles {
                 attempts: self.attempts.with_label_values(&[g, id]),
                 failures: FailureClass::ALL

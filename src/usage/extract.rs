@@ -6,15 +6,12 @@
 
 use std::sync::LazyLock;
 
-/// Prompt and completion tokens.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt: u64,
-    pub completion: u64,
-}
+use super::Usage;
 
-/// Reads `usage.prompt_tokens` / `usage.completion_tokens` if the body has a top-level `usage`
-/// object (cheap when absent: a substring check comes first).
+/// Reads the top-level `usage` object if the body has one (cheap when absent: a substring
+/// check comes first): `prompt_tokens`, `completion_tokens`, and the cache split of the prompt
+/// (`prompt_tokens_details.cached_tokens`; cache writes from
+/// `prompt_tokens_details.cache_creation_tokens` or Anthropic's `cache_creation_input_tokens`).
 pub fn extract(json: &[u8]) -> Option<Usage> {
     // Building a searcher costs more than searching a typical event: build it once.
     static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
@@ -24,13 +21,19 @@ pub fn extract(json: &[u8]) -> Option<Usage> {
     if usage.first() != Some(&b'{') {
         return None;
     }
+    let count = |obj: &[u8], key: &[u8]| top_level_member(obj, key).and_then(parse_u64);
+    let details =
+        top_level_member(usage, b"prompt_tokens_details").filter(|d| d.first() == Some(&b'{'));
+    let cached = details.and_then(|d| count(d, b"cached_tokens"));
+    let cache_write = details
+        .and_then(|d| count(d, b"cache_creation_tokens"))
+        .or_else(|| count(usage, b"cache_creation_input_tokens"));
     Some(Usage {
-        prompt: top_level_member(usage, b"prompt_tokens")
-            .and_then(parse_u64)
-            .unwrap_or(0),
-        completion: top_level_member(usage, b"completion_tokens")
-            .and_then(parse_u64)
-            .unwrap_or(0),
+        prompt: count(usage, b"prompt_tokens").unwrap_or(0),
+        completion: count(usage, b"completion_tokens").unwrap_or(0),
+        cached: cached.unwrap_or(0),
+        cache_write: cache_write.unwrap_or(0),
+        estimated: false,
     })
 }
 
@@ -156,16 +159,30 @@ mod tests {
         let u = extract(
             br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#,
         );
-        assert_eq!(
-            u,
-            Some(Usage {
-                prompt: 12,
-                completion: 5
-            })
-        );
+        assert_eq!(u, Some(Usage::reported(12, 5)));
         assert_eq!(extract(br#"{"usage":null}"#), None);
         assert_eq!(extract(br#"{"choices":[]}"#), None);
         assert_eq!(extract(b"not json \"usage\""), None);
+    }
+
+    #[test]
+    fn reads_the_cache_split() {
+        // OpenAI: cached reads inside prompt_tokens_details.
+        let openai = br#"{"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0}}}"#;
+        let u = extract(openai).unwrap();
+        assert_eq!(
+            (u.prompt, u.completion, u.cached, u.cache_write),
+            (2006, 300, 1920, 0)
+        );
+        // Anthropic through its mapping: both in the details, writes also at the top.
+        let anthropic = br#"{"usage":{"prompt_tokens":1500,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":1000,"cache_creation_tokens":400},"cache_creation_input_tokens":400}}"#;
+        let u = extract(anthropic).unwrap();
+        assert_eq!((u.cached, u.cache_write), (1000, 400));
+        let top_only = br#"{"usage":{"prompt_tokens":10,"completion_tokens":1,"cache_creation_input_tokens":7}}"#;
+        assert_eq!(extract(top_only).unwrap().cache_write, 7);
+        let null_details =
+            br#"{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":null}}"#;
+        assert_eq!(extract(null_details), Some(Usage::reported(10, 1)));
     }
 
     #[test]
@@ -176,13 +193,7 @@ mod tests {
             "choices": [{"message": {"content": "say \"usage\": {\"prompt_tokens\": 2} [{"}}],
             "note": "back\\slash\\",
             "usage" : { "completion_tokens" : 7 , "prompt_tokens" : 30 } } "#;
-        assert_eq!(
-            extract(body),
-            Some(Usage {
-                prompt: 30,
-                completion: 7
-            })
-        );
+        assert_eq!(extract(body), Some(Usage::reported(30, 7)));
         assert_eq!(
             top_level_member(br#"{"a": [1, {"b": "]"}], "c": true }"#, b"c"),
             Some(&b"true"[..])

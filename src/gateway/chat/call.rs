@@ -16,10 +16,10 @@ use crate::gateway::adapter::{prepare, PreparedRequest};
 use crate::gateway::failure;
 use crate::gateway::media;
 use crate::gateway::relay::{relay_identity_stream, relay_mapped_stream, RelayCtx, LARGE_BUFFER};
-use crate::gateway::usage;
 use crate::http1::{ResponseWriter, ServerIo};
 use crate::router::Failure;
 use crate::upstream::{Timeouts, UpstreamRequest, UpstreamResponse};
+use crate::usage;
 use crate::util::clip;
 
 /// How an attempt ended.
@@ -187,6 +187,7 @@ async fn stream<IO: ServerIo>(
         check_json: snap.upstream.check_relayed_json,
         started: call.started,
         headers,
+        drop_usage_chunk: !call.view.include_usage,
     };
     let relayed = if provider.stream_is_identity() {
         Box::pin(relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await
@@ -254,29 +255,56 @@ async fn whole<IO: ServerIo>(
                 ),
             )));
         }
-        if let Some(u) = usage::extract(&body) {
-            call.out.usage = u;
-        }
-        return send_answer(call, w, headers, &body).await;
+        read_usage(call, &body).await;
+        return send_answer(call, w, headers, &body, dep).await;
     }
     match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
         Ok(completion) => {
-            if let Some(u) = usage::extract(&completion.body) {
-                call.out.usage = u;
-            }
-            send_answer(call, w, headers, &completion.body).await
+            read_usage(call, &completion.body).await;
+            send_answer(call, w, headers, &completion.body, dep).await
         }
         Err(mapped) => AttemptEnd::Failed(failure::from_mapped(&mapped, retry_after)),
     }
 }
+
+/// The usage of a whole answer: as reported, or counted when the provider reported none.
+async fn read_usage(call: &mut Call<'_>, body: &[u8]) {
+    match usage::extract(body) {
+        Some(u) if !u.is_empty() => call.out.usage = u,
+        _ => {
+            call.out.completion.take_from(body);
+            call.estimate_usage().await;
+        }
+    }
+}
+
+/// Most headers an answer carries: the routing ones, a `retry-after`, and the two cost ones.
+const MAX_ANSWER_HEADERS: usize = 12;
 
 async fn send_answer<IO: ServerIo>(
     call: &mut Call<'_>,
     w: &mut ResponseWriter<'_, IO>,
     headers: &[(&str, &str)],
     body: &[u8],
+    dep: &Deployment,
 ) -> AttemptEnd {
     call.out.status = 200;
+    // The cost, in LLMux's header and LiteLLM's; none when the model's price is unknown.
+    let cost = dep
+        .price
+        .as_ref()
+        .map(|p| usage::cost_usd(p, &call.out.usage).to_string());
+    let mut all = [("", ""); MAX_ANSWER_HEADERS];
+    let n = headers.len().min(MAX_ANSWER_HEADERS - 2);
+    all[..n].copy_from_slice(&headers[..n]);
+    let headers = match &cost {
+        Some(c) => {
+            all[n] = ("x-llmux-response-cost", c);
+            all[n + 1] = ("x-litellm-response-cost", c);
+            &all[..n + 2]
+        }
+        None => &all[..n],
+    };
     if w.send(StatusCode::OK, "application/json", headers, body)
         .await
         .is_err()

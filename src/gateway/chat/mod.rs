@@ -102,6 +102,10 @@ pub async fn chat_completions<IO: ServerIo>(
         upstream_secs: None,
     };
     call.run(w).await;
+    if call.out.ttft_secs.is_some() && call.out.usage.is_empty() {
+        // A stream went out and no usage came with it (cut, client gone, none sent).
+        call.estimate_usage().await;
+    }
     call.finish(w);
 }
 
@@ -290,6 +294,27 @@ impl<'r> Call<'r> {
         }
     }
 
+    /// Counts the prompt and the completion text relayed so far, for an answer whose provider
+    /// reported no usage, so that spend is never silently zero. Marked as estimated.
+    pub(super) async fn estimate_usage(&mut self) {
+        use crate::usage::tokens::{self, Encoding};
+        let model = self
+            .attempts
+            .last()
+            .map_or("", |a| a.deployment.upstream_model.as_str());
+        let encoding = Encoding::for_model(model);
+        let prompt = tokens::prompt_tokens(&self.body, encoding).await;
+        let (text, overflow) = std::mem::take(&mut self.out.completion).into_parts();
+        let completion = tokens::count(text, encoding).await;
+        let overflow = tokens::Count::estimate(overflow);
+        self.out.usage = crate::usage::Usage {
+            prompt: prompt.tokens,
+            completion: completion.tokens + overflow.tokens,
+            estimated: true,
+            ..Default::default()
+        };
+    }
+
     /// Records an attempt's outcome in the shard's view of the deployment and in the metrics.
     fn record(
         &self,
@@ -375,6 +400,8 @@ impl<'r> Call<'r> {
         }
         let duration = self.started.elapsed().as_secs_f64();
         let answered_by = self.attempts.last().map(|a| &a.deployment);
+        let price = answered_by.and_then(|d| d.price.as_ref());
+        let cost = price.map(|p| crate::usage::cost_usd(p, &out.usage));
         if let Some(dep) = answered_by {
             self.gw.metrics.record_request(&RequestRecord {
                 deployment: dep,
@@ -382,8 +409,8 @@ impl<'r> Call<'r> {
                 duration,
                 upstream_duration: self.upstream_secs,
                 ttft: out.ttft_secs,
-                prompt_tokens: out.usage.prompt,
-                completion_tokens: out.usage.completion,
+                usage: out.usage,
+                cost,
             });
         }
         // Upstream text may carry secrets (an upstream that echoes the request head).
@@ -404,6 +431,12 @@ impl<'r> Call<'r> {
             ttft_ms = out.ttft_secs.map(|t| (t * 1000.0) as u64),
             prompt_tokens = out.usage.prompt,
             completion_tokens = out.usage.completion,
+            cached_tokens = (out.usage.cached > 0).then_some(out.usage.cached),
+            cache_write_tokens = (out.usage.cache_write > 0).then_some(out.usage.cache_write),
+            usage_estimated = out.usage.estimated.then_some(true),
+            cost_usd = cost,
+            // Never a silent 0: a deployment without a known price says so.
+            cost = (answered_by.is_some() && cost.is_none()).then_some("unknown"),
             attempts = %attempts,
             fallback_group = (self.progress.groups.len() > 1)
                 .then(|| self.progress.groups.last().map(String::as_str))
