@@ -604,3 +604,43 @@ fn health_deployments_needs_the_master_key() {
     assert_eq!(d["breaker"], "closed");
     assert_eq!(d["state"], 0);
 }
+
+/// Issue 10: a prompt longer than a deployment's context window (`model_info.max_input_tokens`)
+/// is not sent to it when the group has context-window fallbacks; the fallback group answers.
+/// Without such fallbacks the prompt is sent as it is (the upstream decides).
+#[test]
+fn context_window_preflight_falls_back_before_sending() {
+    let mock = Mock::start();
+    let window = "    model_info:\n      id: small-1\n      max_input_tokens: 50\n";
+    let small = format!(
+        "  - model_name: small\n    litellm_params:\n      model: openai/small-model\n      api_base: {}/v1\n      api_key: sk-test-key-123456\n{window}",
+        mock.base()
+    );
+    let cfg = format!(
+        "model_list:\n{small}{}{}router_settings:\n  context_window_fallbacks: [{{small: [large]}}]\n",
+        dep(&mock, "large", "large-1", "large-model", ""),
+        small.replace("model_name: small", "model_name: alone").replace("small-1", "alone-1"),
+    );
+    let gw = Gateway::start(&cfg);
+    let long = serde_json::json!({
+        "model": "small",
+        "messages": [{"role": "user", "content": "tell me about the weather today ".repeat(60)}]
+    })
+    .to_string();
+    let r = gw.chat(&long);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-llmux-deployment"), "large-1");
+    assert_eq!(header(&r, "x-llmux-fallback-from"), "small");
+    assert_eq!(
+        header(&r, "x-llmux-attempts"),
+        "1",
+        "the small deployment was not tried"
+    );
+    // A short prompt fits and stays.
+    let r = gw.chat(&chat("small", false));
+    assert_eq!(header(&r, "x-llmux-deployment"), "small-1");
+    // No context-window fallbacks for `alone`: the long prompt goes to its deployment.
+    let r = gw.chat(&long.replace("\"small\"", "\"alone\""));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-llmux-deployment"), "alone-1");
+}

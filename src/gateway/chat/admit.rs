@@ -102,10 +102,12 @@ pub struct Admitted<'a> {
     pub estimated_tokens: u64,
 }
 
-/// A prompt's tokens, estimated up front for `tpm`: about four bytes of JSON per token. The
-/// charge is corrected by the real usage when the answer reports it.
-fn estimate_tokens(body: &[u8]) -> u64 {
-    (body.len() as u64).div_ceil(4)
+/// A prompt's tokens, charged to `tpm` up front: counted with the model's tokenizer (an
+/// estimate until it is loaded, and for prompts too long to count in place). The charge is
+/// corrected by the real usage when the answer reports it.
+fn prompt_tokens(body: &serde_json::Value, dep: &Deployment) -> u64 {
+    use crate::usage::tokens::{prompt_tokens_now, Encoding};
+    prompt_tokens_now(body, Encoding::for_model(&dep.upstream_model)).tokens
 }
 
 /// Takes a slot and the rate tokens of `dep` for one attempt. A client that goes away while it
@@ -128,7 +130,7 @@ pub async fn admit<'r, IO: ServerIo>(
     }
     if dep.spec.rpm.is_some() || dep.spec.tpm.is_some() {
         if dep.spec.tpm.is_some() {
-            admitted.estimated_tokens = estimate_tokens(&call.req.body);
+            admitted.estimated_tokens = prompt_tokens(&call.body, dep);
         }
         let limits = Limits {
             max_parallel: None,

@@ -1,7 +1,8 @@
 //! `POST /v1/chat/completions`: one request context ([`Call`]) through named phases.
 //!
 //! - **resolve**: parse and check the body, find the model group;
-//! - per attempt: **pick** a deployment (the router), **admit** it (bulkhead queue, rpm/tpm),
+//! - per attempt: **pick** a deployment (the router), check the prompt fits its context window
+//!   (**preflight**, where context-window fallbacks exist), **admit** it (bulkhead queue, rpm/tpm),
 //!   **prepare** the upstream request (its provider file; once per deployment), **exchange**
 //!   (send, read the head), **answer** (a whole body, or the stream relay), **record** the
 //!   outcome in the shard's view of the deployment;
@@ -16,6 +17,7 @@
 mod admit;
 mod call;
 mod headers;
+mod preflight;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -172,6 +174,21 @@ impl<'r> Call<'r> {
                 }
             }
             tried |= bit;
+            // A prompt that cannot fit this deployment's context window is not sent: another
+            // deployment of the group, or the context-window fallbacks, get it.
+            if let Some(f) = preflight::check(self, dep).await {
+                tracing::debug!(
+                    request_id = %self.req.request_id,
+                    deployment = %dep.id,
+                    "prompt longer than the deployment's context window: not sent"
+                );
+                // Held back like a deployment at its limits: the group's others are tried,
+                // and when none is left, the router decides on this failure (the
+                // context-window fallbacks).
+                held_back |= bit;
+                last = Some(f);
+                continue;
+            }
             // admit
             let admitted = match admit::admit(self, dep, w).await {
                 Ok(a) => a,
