@@ -55,6 +55,10 @@ pub struct RelayCtx<'a> {
     /// upstream for usage in every stream where it can give it, so that cost and spend are
     /// counted, not estimated; clients that index `choices[0]` of every chunk must not see it.
     pub drop_usage_chunk: bool,
+    /// Keep the completion text relayed, for counting it if no usage comes: set when the
+    /// upstream was not asked for usage (when it was, a stream that ends without it was cut,
+    /// and its events are counted instead: about a token each).
+    pub collect_text: bool,
 }
 
 /// What the relay saw, for metrics and the access log.
@@ -70,8 +74,10 @@ pub struct RelayOutcome {
     /// Buffers of more than [`LARGE_BUFFER`] bytes were held (see `util::release_memory`).
     pub large_buffers: bool,
     /// The completion text relayed, for counting its tokens when the provider reports no
-    /// usage.
+    /// usage (see `RelayCtx::collect_text`).
     pub completion: CompletionText,
+    /// Events (chunks) relayed.
+    pub events: u64,
 }
 
 /// How a relay ended: `Ok` once anything went to the client (whatever followed, recorded in
@@ -231,6 +237,8 @@ async fn forward_events<IO: ServerIo>(
         }
         if data.trim_ascii() == b"[DONE]" {
             *saw_done = true;
+        } else {
+            out.events += 1;
         }
         if let Some(u) = usage::extract(&data) {
             out.usage = u;
@@ -269,7 +277,9 @@ async fn forward_events<IO: ServerIo>(
         events
     };
     begin(w, cx, out)?;
-    out.completion.take_from(&events);
+    if cx.collect_text {
+        out.completion.take_from(&events);
+    }
     if out.ttft_secs.is_none() && !events.is_empty() {
         out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
     }
@@ -387,7 +397,9 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
             continue;
         }
         begin(w, cx, out)?;
-        out.completion.take_from(&buf);
+        if cx.collect_text {
+            out.completion.take_from(&buf);
+        }
         if out.ttft_secs.is_none() {
             out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
         }

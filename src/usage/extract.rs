@@ -16,25 +16,51 @@ pub fn extract(json: &[u8]) -> Option<Usage> {
     // Building a searcher costs more than searching a typical event: build it once.
     static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    USAGE_KEY.find(json)?;
+    // Streams asked for usage carry `"usage":null` in every chunk but the last: the backward
+    // scan only runs when some `"usage"` is followed by an object.
+    if !USAGE_KEY
+        .find_iter(json)
+        .any(|i| object_follows(json, i + b"\"usage\"".len()))
+    {
+        return None;
+    }
     let usage = top_level_member(json, b"usage")?;
     if usage.first() != Some(&b'{') {
         return None;
     }
-    let count = |obj: &[u8], key: &[u8]| top_level_member(obj, key).and_then(parse_u64);
-    let details =
-        top_level_member(usage, b"prompt_tokens_details").filter(|d| d.first() == Some(&b'{'));
-    let cached = details.and_then(|d| count(d, b"cached_tokens"));
-    let cache_write = details
-        .and_then(|d| count(d, b"cache_creation_tokens"))
-        .or_else(|| count(usage, b"cache_creation_input_tokens"));
-    Some(Usage {
-        prompt: count(usage, b"prompt_tokens").unwrap_or(0),
-        completion: count(usage, b"completion_tokens").unwrap_or(0),
-        cached: cached.unwrap_or(0),
-        cache_write: cache_write.unwrap_or(0),
-        estimated: false,
-    })
+    // One backward pass over the usage object (and one over its details, if any).
+    let mut u = Usage::default();
+    let mut details: Option<&[u8]> = None;
+    let mut top_write: Option<u64> = None;
+    for_each_member(usage, |key, value| {
+        match key {
+            b"prompt_tokens" => u.prompt = parse_u64(value).unwrap_or(0),
+            b"completion_tokens" => u.completion = parse_u64(value).unwrap_or(0),
+            b"prompt_tokens_details" if value.first() == Some(&b'{') => details = Some(value),
+            b"cache_creation_input_tokens" => top_write = parse_u64(value),
+            _ => {}
+        }
+        true
+    });
+    let mut details_write: Option<u64> = None;
+    if let Some(d) = details {
+        for_each_member(d, |key, value| {
+            match key {
+                b"cached_tokens" => u.cached = parse_u64(value).unwrap_or(0),
+                b"cache_creation_tokens" => details_write = parse_u64(value),
+                _ => {}
+            }
+            true
+        });
+    }
+    u.cache_write = details_write.or(top_write).unwrap_or(0);
+    Some(u)
+}
+
+/// Whether `json[at..]` is `: {` (with any whitespace).
+fn object_follows(json: &[u8], at: usize) -> bool {
+    let at = skip_ws(json, at);
+    json.get(at) == Some(&b':') && json.get(skip_ws(json, at + 1)) == Some(&b'{')
 }
 
 fn parse_u64(v: &[u8]) -> Option<u64> {
@@ -50,37 +76,72 @@ fn parse_u64(v: &[u8]) -> Option<u64> {
 /// Going backwards is unambiguous in valid JSON: outside strings, every unescaped quote met
 /// is a closing one. Invalid JSON yields `None` or some value, never a panic.
 pub fn top_level_member<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    for_each_member(json, |k, v| {
+        if k == key {
+            found = Some(v);
+            false
+        } else {
+            true
+        }
+    });
+    found
+}
+
+/// Calls `f(name, raw value)` for the members of the top-level object in `json`, from the last
+/// to the first, while it returns true. Stops silently at anything that is not valid JSON.
+/// Member names are not unescaped; a repeated name is seen once per occurrence (the last
+/// first).
+fn for_each_member<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool) {
     let open = skip_ws(json, 0);
     if json.get(open) != Some(&b'{') {
-        return None;
+        return;
     }
     // `at` is the index of the `}` or `,` that follows the member to look at next.
-    let mut at = back_ws(json, json.len())?;
+    let Some(mut at) = back_ws(json, json.len()) else {
+        return;
+    };
     if json[at] != b'}' || at <= open {
-        return None;
+        return;
     }
     loop {
-        let v_last = back_ws(json, at)?;
+        let Some(v_last) = back_ws(json, at) else {
+            return;
+        };
         if v_last <= open {
-            return None; // `{}`
+            return; // `{}`
         }
-        let v_start = value_start(json, v_last)?;
-        let colon = back_ws(json, v_start)?;
+        let Some(v_start) = value_start(json, v_last) else {
+            return;
+        };
+        let Some(colon) = back_ws(json, v_start) else {
+            return;
+        };
         if json[colon] != b':' {
-            return None;
+            return;
         }
-        let k_last = back_ws(json, colon)?;
+        let Some(k_last) = back_ws(json, colon) else {
+            return;
+        };
         if json[k_last] != b'"' {
-            return None;
+            return;
         }
-        let k_open = string_open(json, k_last)?;
-        if &json[k_open + 1..k_last] == key {
-            return Some(&json[v_start..=v_last]);
+        let Some(k_open) = string_open(json, k_last) else {
+            return;
+        };
+        let Some(sep) = back_ws(json, k_open) else {
+            return;
+        };
+        // A member is only reported once its separator shows it is one of this object's.
+        if !matches!(json[sep], b',' | b'{') || (json[sep] == b'{' && sep != open) {
+            return;
         }
-        let sep = back_ws(json, k_open)?;
+        if !f(&json[k_open + 1..k_last], &json[v_start..=v_last]) {
+            return;
+        }
         match json[sep] {
             b',' if sep > open => at = sep,
-            _ => return None,
+            _ => return,
         }
     }
 }
@@ -161,6 +222,12 @@ mod tests {
         );
         assert_eq!(u, Some(Usage::reported(12, 5)));
         assert_eq!(extract(br#"{"usage":null}"#), None);
+        assert_eq!(extract(br#"{"usage" : null, "x": 1}"#), None);
+        // A string mentioning usage before the real member does not hide it.
+        assert_eq!(
+            extract(br#"{"note":""usage":null","usage" :  {"prompt_tokens":1,"completion_tokens":2}}"#),
+            Some(Usage::reported(1, 2))
+        );
         assert_eq!(extract(br#"{"choices":[]}"#), None);
         assert_eq!(extract(b"not json \"usage\""), None);
     }

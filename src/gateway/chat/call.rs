@@ -188,6 +188,8 @@ async fn stream<IO: ServerIo>(
         started: call.started,
         headers,
         drop_usage_chunk: !call.view.include_usage,
+        collect_text: !provider.stream_is_identity()
+            || memchr::memmem::find(&prepared.body, b"\"include_usage\":true").is_none(),
     };
     let relayed = if provider.stream_is_identity() {
         Box::pin(relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await

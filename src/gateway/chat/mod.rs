@@ -321,12 +321,18 @@ impl<'r> Call<'r> {
             .map_or("", |a| a.deployment.upstream_model.as_str());
         let encoding = Encoding::for_model(model);
         let prompt = tokens::prompt_tokens(&self.body, encoding).await;
-        let (text, overflow) = std::mem::take(&mut self.out.completion).into_parts();
-        let completion = tokens::count(text, encoding).await;
-        let overflow = tokens::Count::estimate(overflow);
+        let collected = std::mem::take(&mut self.out.completion);
+        let completion = if collected.is_empty() {
+            // The text was not kept (usage was asked for and did not come: the stream was
+            // cut): a streamed chunk carries about one token.
+            self.out.events
+        } else {
+            let (text, overflow) = collected.into_parts();
+            tokens::count(text, encoding).await.tokens + tokens::Count::estimate(overflow).tokens
+        };
         self.out.usage = crate::usage::Usage {
             prompt: prompt.tokens,
-            completion: completion.tokens + overflow.tokens,
+            completion,
             estimated: true,
             ..Default::default()
         };
