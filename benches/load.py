@@ -69,6 +69,9 @@ VARIANTS = env(
 )
 PORT_MOCK, PORT_GW, PORT_NGINX, PORT_GW2, PORT_GW3 = 18481, 18480, 18482, 18483, 18484
 MSG = '"messages":[{"role":"user","content":"hi"}]'
+# Streams ask for usage (`stream_options.include_usage`), so that the gateway and nginx relay
+# the same upstream stream (the gateway asks OpenAI-shaped upstreams for usage either way).
+STREAM_USAGE = env("BENCH_STREAM_USAGE", "0") == "1"
 HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -310,7 +313,10 @@ llmux: {extra_llmux}
 
 
 def body(model, stream=False):
-    return "{" + f'"model":"{model}",' + ('"stream":true,' if stream else "") + MSG + "}"
+    opts = '"stream":true,' if stream else ""
+    if stream and STREAM_USAGE:
+        opts += '"stream_options":{"include_usage":true},'
+    return "{" + f'"model":"{model}",' + opts + MSG + "}"
 
 
 def count_events(url, model, headers=()):

@@ -225,7 +225,9 @@ mod tests {
         assert_eq!(extract(br#"{"usage" : null, "x": 1}"#), None);
         // A string mentioning usage before the real member does not hide it.
         assert_eq!(
-            extract(br#"{"note":""usage":null","usage" :  {"prompt_tokens":1,"completion_tokens":2}}"#),
+            extract(
+                br#"{"note":""usage":null","usage" :  {"prompt_tokens":1,"completion_tokens":2}}"#
+            ),
             Some(Usage::reported(1, 2))
         );
         assert_eq!(extract(br#"{"choices":[]}"#), None);
