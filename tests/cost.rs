@@ -178,6 +178,31 @@ fn streams_ask_the_upstream_for_usage_and_hide_it_from_clients_that_did_not() {
         .is_some_and(|v| v > 0.0),
         "{m}"
     );
+    // Time per output token, and OpenTelemetry's GenAI metrics under their Prometheus names.
+    assert_eq!(
+        metric(
+            &m,
+            r#"llmux_time_per_output_token_seconds_count{model_group="s"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="s",gen_ai_token_type="output"}"#
+        ),
+        Some(4.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"gen_ai_client_operation_duration_seconds_count{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="s"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
     // A client that asks sees the usage chunk, as before.
     let mut asked: serde_json::Value = serde_json::from_str(&body("s", true)).unwrap();
     asked["stream_options"] = serde_json::json!({"include_usage": true});

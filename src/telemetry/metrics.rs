@@ -22,6 +22,22 @@ const LATENCY_BUCKETS: &[f64] = &[
     120.0, 300.0, 600.0,
 ];
 
+/// Time per output token: 1 ms to 10 s.
+const TPOT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.0,
+];
+
+/// OpenTelemetry's advice for `gen_ai.client.operation.duration` (seconds).
+const GENAI_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// OpenTelemetry's advice for `gen_ai.client.token.usage` (tokens).
+const GENAI_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
 fn status_class(status: u16) -> usize {
     match status {
         100..=199 => 0,
@@ -45,6 +61,12 @@ struct DeploymentHandles {
     /// By [`TOKEN_TYPES`], then reported (0) or estimated (1).
     tokens: [[IntCounter; 2]; TOKEN_TYPES.len()],
     spend: Counter,
+    tpot: Histogram,
+    /// `gen_ai.client.token.usage`: input, output.
+    genai_tokens: [Histogram; 2],
+    /// `gen_ai.client.operation.duration`: success, then one per failure class, then any
+    /// other error (`_OTHER`); the error series are made when first used (most never are).
+    genai_duration: [std::cell::OnceCell<Histogram>; FailureClass::ALL.len() + 2],
     routing: RoutingHandles,
 }
 
@@ -107,6 +129,9 @@ pub struct RequestRecord<'a> {
     pub usage: crate::usage::Usage,
     /// USD, when the deployment's price is known.
     pub cost: Option<f64>,
+    /// Why the request failed, if it did (`error.type` of the GenAI duration metric); a
+    /// failure status without a class is `_OTHER`.
+    pub failure: Option<FailureClass>,
 }
 
 pub struct ShardMetrics {
@@ -117,6 +142,9 @@ pub struct ShardMetrics {
     ttft: HistogramVec,
     tokens: IntCounterVec,
     spend: CounterVec,
+    tpot: HistogramVec,
+    genai_tokens: HistogramVec,
+    genai_duration: HistogramVec,
     http_requests: IntCounterVec,
     http_by_route: RefCell<HashMap<(&'static str, usize), IntCounter>>,
     pub inflight: IntGauge,
@@ -181,6 +209,42 @@ impl ShardMetrics {
                 "Spend in USD: tokens times the deployment's prices (requests of models without a known price add nothing).",
             ),
             &["model_group", "deployment"],
+        )?;
+        let tpot = HistogramVec::new(
+            HistogramOpts::new(
+                "llmux_time_per_output_token_seconds",
+                "Streams: time from the first streamed event to the last, per output token after the first.",
+            )
+            .buckets(TPOT_BUCKETS.to_vec()),
+            &["model_group"],
+        )?;
+        // OpenTelemetry's GenAI client metrics under their Prometheus names (dots become
+        // underscores, the unit a suffix), with their attributes as labels.
+        let genai_tokens = HistogramVec::new(
+            HistogramOpts::new(
+                "gen_ai_client_token_usage",
+                "OpenTelemetry gen_ai.client.token.usage: tokens per operation, by token type.",
+            )
+            .buckets(GENAI_TOKEN_BUCKETS.to_vec()),
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "gen_ai_token_type",
+            ],
+        )?;
+        let genai_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gen_ai_client_operation_duration_seconds",
+                "OpenTelemetry gen_ai.client.operation.duration: the whole operation, as the client saw it.",
+            )
+            .buckets(GENAI_DURATION_BUCKETS.to_vec()),
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "error_type",
+            ],
         )?;
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -270,6 +334,9 @@ impl ShardMetrics {
         registry.register(Box::new(ttft.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(spend.clone()))?;
+        registry.register(Box::new(tpot.clone()))?;
+        registry.register(Box::new(genai_tokens.clone()))?;
+        registry.register(Box::new(genai_duration.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
         Ok(Self {
@@ -280,6 +347,9 @@ impl ShardMetrics {
             ttft,
             tokens,
             spend,
+            tpot,
+            genai_tokens,
+            genai_duration,
             http_requests,
             http_by_route: RefCell::new(HashMap::new()),
             inflight,
@@ -348,10 +418,10 @@ impl ShardMetrics {
     }
 
     pub fn record_request(&self, r: &RequestRecord<'_>) {
-        self.with_handles(r.deployment, |h| Self::record_into(h, r));
+        self.with_handles(r.deployment, |h| self.record_into(h, r));
     }
 
-    fn record_into(h: &DeploymentHandles, r: &RequestRecord<'_>) {
+    fn record_into(&self, h: &DeploymentHandles, r: &RequestRecord<'_>) {
         h.requests[status_class(r.status)].inc();
         h.request_duration.observe(r.duration);
         if let Some(u) = r.upstream_duration {
@@ -373,6 +443,33 @@ impl ShardMetrics {
         if let Some(c) = r.cost.filter(|c| *c > 0.0 && c.is_finite()) {
             h.spend.inc_by(c);
         }
+        if let Some(ttft) = r.ttft {
+            if u.completion > 1 && r.duration > ttft {
+                h.tpot
+                    .observe((r.duration - ttft) / (u.completion - 1) as f64);
+            }
+        }
+        if !u.is_empty() {
+            h.genai_tokens[0].observe(u.prompt as f64);
+            h.genai_tokens[1].observe(u.completion as f64);
+        }
+        let outcome = match (r.failure, r.status) {
+            (Some(c), _) => 1 + c.index(),
+            (None, s) if s >= 400 => FailureClass::ALL.len() + 1,
+            _ => 0,
+        };
+        h.genai_duration[outcome]
+            .get_or_init(|| {
+                let d = r.deployment;
+                let error = match outcome {
+                    0 => "",
+                    i if i <= FailureClass::ALL.len() => FailureClass::ALL[i - 1].as_str(),
+                    _ => "_OTHER",
+                };
+                self.genai_duration
+                    .with_label_values(&["chat", &d.provider, &d.group, error])
+            })
+            .observe(r.duration);
     }
 
     fn resolve(&self, d: &Arc<Deployment>) -> DeploymentHandles {
@@ -386,6 +483,10 @@ impl ShardMetrics {
             tokens: TOKEN_TYPES
                 .map(|t| ["false", "true"].map(|e| self.tokens.with_label_values(&[g, t, e]))),
             spend: self.spend.with_label_values(&[g, id]),
+            tpot: self.tpot.with_label_values(&[g]),
+            genai_tokens: ["input", "output"]
+                .map(|t| self.genai_tokens.with_label_values(&["chat", p, g, t])),
+            genai_duration: std::array::from_fn(|_| std::cell::OnceCell::new()),
             routing: RoutingHandles {
                 attempts: self.attempts.with_label_values(&[g, id]),
                 failures: FailureClass::ALL

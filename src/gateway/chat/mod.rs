@@ -434,6 +434,11 @@ impl<'r> Call<'r> {
                 ttft: out.ttft_secs,
                 usage: out.usage,
                 cost,
+                failure: out.failure.or_else(|| {
+                    (out.status >= 400)
+                        .then(|| self.attempts.last().and_then(|a| a.class))
+                        .flatten()
+                }),
             });
         }
         // Upstream text may carry secrets (an upstream that echoes the request head).
