@@ -353,8 +353,13 @@ pub struct UpstreamSection {
 pub struct LoggingSection {
     #[serde(default)]
     pub format: Option<String>,
+    /// A level or per-module filter directives (`info,llmux::access=warn`); applied again on
+    /// reload.
     #[serde(default)]
     pub level: Option<String>,
+    /// Mask e-mail addresses, phone numbers, card numbers and US SSNs in every log line.
+    #[serde(default)]
+    pub redact_pii: Option<bool>,
 }
 
 /// Starts the built-in mock upstream beside the gateway (used by the shipped default config so

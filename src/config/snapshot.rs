@@ -121,6 +121,8 @@ pub struct Snapshot {
     pub providers_dir: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    /// `llmux.logging.redact_pii`.
+    pub log_redact_pii: bool,
     /// Every secret value the config resolved, for exact-value redaction in logs.
     pub secrets: Vec<String>,
     /// The compiled provider adapters.
@@ -448,6 +450,7 @@ pub(super) fn build(
         providers_dir: file.llmux.providers_dir,
         log_format: file.llmux.logging.format,
         log_level: file.llmux.logging.level,
+        log_redact_pii: file.llmux.logging.redact_pii.unwrap_or(false),
         secrets: secrets_seen,
         providers,
         providers_source,

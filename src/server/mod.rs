@@ -110,6 +110,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     );
     let _log_guard = logging::init(format, &filter);
     logging::set_secrets(&snap.secrets);
+    logging::set_redact_pii(snap.log_redact_pii);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -293,6 +294,15 @@ fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError
                 tracing::warn!("{w}");
             }
             logging::set_secrets(&loaded.snapshot.secrets);
+            logging::set_redact_pii(loaded.snapshot.log_redact_pii);
+            let snap = &loaded.snapshot;
+            let filter = logging::filter_spec(
+                snap.env.get("LLMUX_LOG"),
+                snap.log_level.as_deref().unwrap_or("info"),
+            );
+            if let Err(e) = logging::set_filter(&filter) {
+                tracing::warn!("log filter `{filter}` not applied: {e}");
+            }
             let groups = loaded.snapshot.group_names.len();
             shared.config.store(Arc::new(loaded.snapshot));
             shared

@@ -2,14 +2,21 @@
 //! a shard, with every line passed through secret redaction.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 static SECRETS: OnceLock<ArcSwap<Vec<String>>> = OnceLock::new();
+/// `llmux.logging.redact_pii`: mask personal data in every line.
+static REDACT_PII: AtomicBool = AtomicBool::new(false);
+/// The installed filter, swapped on reload (`llmux.logging.level`).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 fn secrets() -> &'static ArcSwap<Vec<String>> {
     SECRETS.get_or_init(|| ArcSwap::from_pointee(Vec::new()))
@@ -18,6 +25,22 @@ fn secrets() -> &'static ArcSwap<Vec<String>> {
 /// Replaces the exact secret values redacted from every log line (called on each config load).
 pub fn set_secrets(values: &[String]) {
     secrets().store(Arc::new(values.to_vec()));
+}
+
+/// Turns the masking of personal data in log lines on or off (called on each config load).
+pub fn set_redact_pii(on: bool) {
+    REDACT_PII.store(on, Ordering::Relaxed);
+}
+
+/// Replaces the log filter of the running process (a reload that changed
+/// `llmux.logging.level`): `spec` as [`filter_spec`] makes it. A spec that does not parse
+/// leaves the filter as it is (the config check refuses it before this).
+pub fn set_filter(spec: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+    match FILTER.get() {
+        Some(h) => h.reload(filter).map_err(|e| e.to_string()),
+        None => Err("logging is not initialised".into()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,21 +88,31 @@ pub fn init(format: LogFormat, spec: &str) -> WorkerGuard {
         .lossy(true)
         .finish(io::stdout());
     let filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info,notify=info"));
+    let (filter, handle) = reload::Layer::new(filter);
     let make = Redacting { inner: writer };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(make);
+    let registry = tracing_subscriber::registry().with(filter);
     let res = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(make),
+            )
             .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(make),
+            )
+            .try_init(),
     };
-    if res.is_err() {
-        // Already installed (tests start several servers in one process).
+    if res.is_ok() {
+        let _ = FILTER.set(handle);
     }
+    // Otherwise already installed (tests start several servers in one process).
     guard
 }
 
@@ -117,7 +150,11 @@ impl<W: Write> Write for RedactingWriter<W> {
 impl<W: Write> Drop for RedactingWriter<W> {
     fn drop(&mut self) {
         let line = super::redact::redact(&self.buf, &secrets().load());
-        let _ = self.inner.write_all(&line);
+        if REDACT_PII.load(Ordering::Relaxed) {
+            let _ = self.inner.write_all(&super::pii::redact_pii(&line));
+        } else {
+            let _ = self.inner.write_all(&line);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Metrics (per-shard Prometheus handles merged at scrape time), structured logs with secret
-//! redaction, and request ids.
+//! redaction (and, when enabled, personal data: `pii`), and request ids.
 
 pub mod logging;
 pub mod metrics;
+pub mod pii;
 pub mod redact;
 pub mod request_id;

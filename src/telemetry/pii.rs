@@ -1,0 +1,226 @@
+//! Personal data masked from log lines when `llmux.logging.redact_pii` is on: e-mail
+//! addresses, phone numbers, payment card numbers (Luhn-checked) and US social security
+//! numbers, wherever they appear in a line (a logged upstream error echoing a prompt, say).
+//!
+//! The patterns are written not to hit what logs are full of: trace and span ids, UUIDs,
+//! request ids and hex digests (letters and digits run together, so no digit-only group stands
+//! alone), timestamps (`2026-12-05T04:48:43.836Z`: groups of 4-2-2, not 3-2-4), durations and
+//! epoch numbers (a phone number needs its separators; a card number needs the Luhn check and
+//! 13 to 19 digits with nothing alphanumeric around it).
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::bytes::{Captures, Regex};
+
+const EMAIL_MASK: &str = "[EMAIL]";
+const PHONE_MASK: &str = "[PHONE]";
+const CARD_MASK: &str = "[CARD]";
+const SSN_MASK: &str = "[SSN]";
+
+/// One pattern per kind. Boundaries are explicit (`(?:^|[^...])` groups) rather than `\b`,
+/// which would treat `_`, and the digits next to letters in a hex id, as boundaries.
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}")
+        .expect("email pattern")
+});
+static SSN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^|[^A-Za-z0-9\-])(\d{3})-(\d{2})-(\d{4})($|[^A-Za-z0-9\-])").expect("ssn pattern")
+});
+static CARD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^|[^A-Za-z0-9\-.])(\d(?:[ \-]?\d){12,18})($|[^A-Za-z0-9\-.]|\.$|\.[^A-Za-z0-9])")
+        .expect("card pattern")
+});
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(^|[^A-Za-z0-9\-.+])((?:\+\d{1,3}[ .\-])?(?:\(\d{3}\) ?|\d{3}[ .\-])\d{3}[ .\-]\d{4})($|[^A-Za-z0-9\-.]|\.$|\.[^A-Za-z0-9])",
+    )
+    .expect("phone pattern")
+});
+
+/// Masks personal data in `text`; borrows it back when there is none.
+pub fn redact_pii(text: &[u8]) -> Cow<'_, [u8]> {
+    let mut out = Cow::Borrowed(text);
+    // Cheap gates first: most log lines have no `@` and no run of digits long enough.
+    if memchr::memchr(b'@', &out).is_some() && EMAIL.is_match(&out) {
+        out = Cow::Owned(EMAIL.replace_all(&out, EMAIL_MASK.as_bytes()).into_owned());
+    }
+    if !has_digit_run(&out, 3) {
+        return out;
+    }
+    let changed = std::cell::Cell::new(false);
+    if SSN.is_match(&out) {
+        let replaced = SSN.replace_all(&out, |c: &Captures<'_>| {
+            if valid_ssn(&c[2], &c[3], &c[4]) {
+                changed.set(true);
+                [&c[1], SSN_MASK.as_bytes(), &c[5]].concat()
+            } else {
+                c[0].to_vec()
+            }
+        });
+        if changed.take() {
+            out = Cow::Owned(replaced.into_owned());
+        }
+    }
+    if CARD.is_match(&out) {
+        let replaced = CARD.replace_all(&out, |c: &Captures<'_>| {
+            if luhn(&c[2]) {
+                changed.set(true);
+                [&c[1], CARD_MASK.as_bytes(), &c[3]].concat()
+            } else {
+                c[0].to_vec()
+            }
+        });
+        if changed.take() {
+            out = Cow::Owned(replaced.into_owned());
+        }
+    }
+    if PHONE.is_match(&out) {
+        let replaced = PHONE.replace_all(&out, |c: &Captures<'_>| {
+            [&c[1], PHONE_MASK.as_bytes(), &c[3]].concat()
+        });
+        out = Cow::Owned(replaced.into_owned());
+    }
+    out
+}
+
+/// Whether `text` has `n` digits in a row.
+fn has_digit_run(text: &[u8], n: usize) -> bool {
+    let mut run = 0;
+    for b in text {
+        if b.is_ascii_digit() {
+            run += 1;
+            if run >= n {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
+/// The SSA's rules: no area 000, 666 or 900–999, no group 00, no serial 0000.
+fn valid_ssn(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
+    area != b"000" && area != b"666" && area[0] != b'9' && group != b"00" && serial != b"0000"
+}
+
+/// A payment card number: 13 to 19 digits (separators skipped) whose first digit is one the
+/// card networks issue (2–6: Mastercard, Visa, Amex, Discover, JCB, Diners, UnionPay; which
+/// also keeps epoch timestamps in ms and µs, starting with 1, out) and whose Luhn checksum holds.
+fn luhn(s: &[u8]) -> bool {
+    let digits: Vec<u32> = s
+        .iter()
+        .filter(|b| b.is_ascii_digit())
+        .map(|b| u32::from(b - b'0'))
+        .collect();
+    if !(13..=19).contains(&digits.len()) || !(2..=6).contains(&digits[0]) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let d2 = d * 2;
+                if d2 > 9 {
+                    d2 - 9
+                } else {
+                    d2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> String {
+        String::from_utf8(redact_pii(s.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn every_kind_is_masked() {
+        let cases = [
+            ("mail jane.doe+llm@example.co.uk now", "mail [EMAIL] now"),
+            ("{\"user\":\"bob@corp.io\"}", "{\"user\":\"[EMAIL]\"}"),
+            ("call 415-555-0132 today", "call [PHONE] today"),
+            ("call (415) 555-0132", "call [PHONE]"),
+            ("call +1 415.555.0132.", "call [PHONE]."),
+            ("intl +44 207-946-0958", "intl [PHONE]"),
+            ("card 4111 1111 1111 1111 ok", "card [CARD] ok"),
+            ("card 4111-1111-1111-1111", "card [CARD]"),
+            ("card=5500005555555559;", "card=[CARD];"),
+            ("amex 378282246310005", "amex [CARD]"),
+            ("ssn 123-45-6789.", "ssn [SSN]."),
+            ("\"ssn\":\"078-05-1120\"", "\"ssn\":\"[SSN]\""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(r(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn invalid_numbers_are_left_alone() {
+        for text in [
+            "card 4111 1111 1111 1112", // fails Luhn
+            "ssn 000-12-3456",          // area 000
+            "ssn 666-12-3456",          // area 666
+            "ssn 912-12-3456",          // area 9xx
+            "ssn 123-00-4567",          // group 00
+            "order 123456789012", // 12 digits: too short for a card, no separators for a phone
+        ] {
+            assert_eq!(r(text), text);
+        }
+    }
+
+    /// What log lines are full of must come out unchanged.
+    #[test]
+    fn no_false_positives_on_ordinary_log_text() {
+        let corpus = [
+            // trace and span ids, traceparent
+            "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7",
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            // UUIDs, including all-digit groups
+            "id=123e4567-e89b-12d3-a456-426614174000 other=550e8400-e29b-41d4-a716-446655440000",
+            "uuid 12345678-1234-1234-1234-123456789012",
+            // request ids (LLMux's and OpenAI's)
+            "request_id=3329dfec010000000001 x-request-id: req_8f3a2b1c9d4e5f6a7b8c9d0e1f2a3b4c",
+            "chatcmpl-mock-5d21e58cca21e50d chatcmpl-AbCdEf1234567890",
+            // timestamps and durations
+            "2026-12-05T04:48:43.836548Z  INFO llmux::access: duration_ms=1234 ttft_ms=56",
+            "at 2026-12-05 04:48:43,123 took 1.2345s (1796443138 epoch, 1796443138123 ms)",
+            // epoch ms and µs whose digits happen to pass the Luhn check
+            "created_ms=1796443138120 created_us=1796443138123458",
+            // hex digests
+            "sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "md5 d41d8cd98f00b204e9800998ecf8427e etag \"0123456789012345678\"",
+            // numbers of a gateway's life
+            "prompt_tokens=1234567 completion_tokens=89 cost_usd=0.00012345 port 127.0.0.1:4010",
+            "version 1.22.1 build 20261205.1 ipv6 [2001:db8::1]:443",
+            "status=429 retry_after_ms=1500 attempts=gpt-4o/0 500 3ms, gpt-4o/1 200 12ms",
+            "user@host prompts are not emails without a dot-domain; neither is a@b",
+        ];
+        for line in corpus {
+            assert_eq!(r(line), line, "false positive");
+            assert!(
+                matches!(redact_pii(line.as_bytes()), Cow::Borrowed(_)),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn luhn_checks() {
+        assert!(luhn(b"4111111111111111"));
+        assert!(luhn(b"4111 1111 1111 1111"));
+        assert!(!luhn(b"4111111111111112"));
+        assert!(!luhn(b"411111111111")); // 12 digits
+    }
+}
