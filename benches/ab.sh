@@ -30,7 +30,7 @@ MOCK_PORT=${BENCH_MOCK_PORT:-18281}
 GW_PORT=${BENCH_GW_PORT:-18280}
 
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
-export LLMUX_LOG=warn
+export LLMUX_LOG=${LLMUX_LOG:-warn}
 command -v oha >/dev/null || { echo "oha is required: cargo install oha --locked" >&2; exit 1; }
 [[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build --release >&2
 

@@ -31,7 +31,7 @@ GW_PORT=${BENCH_GW_PORT:-18190}
 VARIANTS=${BENCH_VARIANTS:-"checks-on={upstream: {check_relayed_json: true}};checks-off={upstream: {check_relayed_json: false}}"}
 
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
-export LLMUX_LOG=warn
+export LLMUX_LOG=${LLMUX_LOG:-warn}
 command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
 command -v callgrind_control >/dev/null || { echo "callgrind_control is required" >&2; exit 1; }
 
