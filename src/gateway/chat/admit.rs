@@ -85,12 +85,24 @@ pub fn pick<'s>(call: &Call<'s>, group: &'s ModelGroup, tried: u64) -> Picked<'s
             retry_after_ms,
             429,
         )),
-        Err(Unavailable::Limited { retry_after_ms }) => Picked::Unavailable(failure::unavailable(
-            &group.name,
-            "every deployment is at its rpm/tpm limit for this minute",
-            retry_after_ms,
-            429,
-        )),
+        Err(Unavailable::Limited { retry_after_ms }) => {
+            // Held back at their limits by this shard's own count: a rejection of each
+            // deployment at its rpm/tpm, as when the limits owner refuses.
+            for (i, d) in group.deployments.iter().enumerate() {
+                let (requests, tokens) = view.states[i].minute_usage(now);
+                let over = d.spec.rpm.is_some_and(|r| u64::from(requests) >= r)
+                    || d.spec.tpm.is_some_and(|t| tokens >= t);
+                if over {
+                    reject(call, d, Rejection::RateLimit);
+                }
+            }
+            Picked::Unavailable(failure::unavailable(
+                &group.name,
+                "every deployment is at its rpm/tpm limit for this minute",
+                retry_after_ms,
+                429,
+            ))
+        }
     }
 }
 
