@@ -90,3 +90,64 @@ fn the_log_filter_changes_on_reload_per_module() {
         "only the request after the reload is logged:\n{out}"
     );
 }
+
+/// A header of a request head, case-insensitively.
+fn head_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+#[test]
+fn the_clients_trace_goes_on_to_the_upstream_and_into_the_log() {
+    let upstream = Hostile::start(|_| {
+        hostile::response(
+            200,
+            "application/json",
+            br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        )
+    });
+    let gw = Gateway::start(&config(&upstream, "{ level: info }"));
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut s = connect(&gw.addr);
+    write_request(
+        &mut s,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01")),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ],
+        HI.as_bytes(),
+    );
+    let got = upstream.next_request();
+    let tp = head_value(&got.head, "traceparent").expect("traceparent forwarded");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", trace, "01"), "{tp}");
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the attempt has a span of its own"
+    );
+    assert_eq!(
+        head_value(&got.head, "tracestate").as_deref(),
+        Some("congo=t61rcWkgMzE")
+    );
+    let line = gw.proc.wait_line("llmux::access", WAIT);
+    assert!(line.contains(&format!("trace_id={trace}")), "{line}");
+
+    // Without one, a new trace: forwarded, unsampled, and logged.
+    assert_eq!(gw.chat(HI).status, 200);
+    let got = upstream.next_request();
+    let tp = head_value(&got.head, "traceparent").expect("traceparent forwarded");
+    let new_trace = tp.split('-').nth(1).expect("trace id").to_owned();
+    assert!(
+        tp.starts_with("00-") && tp.ends_with("-00") && new_trace != trace,
+        "{tp}"
+    );
+    let line = gw.proc.wait_line("llmux::access", WAIT);
+    assert!(line.contains(&format!("trace_id={new_trace}")), "{line}");
+}

@@ -6,3 +6,4 @@ pub mod metrics;
 pub mod pii;
 pub mod redact;
 pub mod request_id;
+pub mod trace_context;

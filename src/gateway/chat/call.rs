@@ -106,6 +106,18 @@ pub async fn attempt<'r, IO: ServerIo>(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     up_headers.push(("x-request-id", call.req.request_id.as_str()));
+    // The trace goes on to the provider, in this attempt's own span.
+    let traceparent = call
+        .trace
+        .traceparent_for(crate::telemetry::trace_context::new_span_id());
+    up_headers.push(("traceparent", &traceparent));
+    if let Some(state) = call
+        .req
+        .header("tracestate")
+        .and_then(|v| crate::telemetry::trace_context::forwardable_tracestate(v.as_bytes()))
+    {
+        up_headers.push(("tracestate", state));
+    }
     let up_req = UpstreamRequest {
         tls: prepared.url.tls(),
         host: prepared.url.host(),

@@ -36,6 +36,7 @@ use crate::router::policy::{next_step, Progress};
 use crate::router::{strategy, DeploymentState, Failure, FailureClass, HealthChange, NextStep};
 use crate::telemetry::metrics::RequestRecord;
 use crate::telemetry::redact::redact_str;
+use crate::telemetry::trace_context::TraceContext;
 
 /// One attempt, for the access log and the response headers.
 pub struct Attempt<'r> {
@@ -66,6 +67,8 @@ pub struct Call<'r> {
     /// What the answer was, for metrics and the log.
     pub out: RelayOutcome,
     pub upstream_secs: Option<f64>,
+    /// The client's trace continued (W3C `traceparent`), or a new one.
+    pub trace: TraceContext,
 }
 
 pub async fn chat_completions<IO: ServerIo>(
@@ -102,6 +105,7 @@ pub async fn chat_completions<IO: ServerIo>(
         retries: 0,
         out: RelayOutcome::default(),
         upstream_secs: None,
+        trace: TraceContext::from_request(req.header("traceparent").map(str::as_bytes)),
     };
     call.run(w).await;
     if call.out.ttft_secs.is_some() && call.out.usage.is_empty() {
@@ -450,6 +454,7 @@ impl<'r> Call<'r> {
         tracing::info!(
             target: "llmux::access",
             request_id = %self.req.request_id,
+            trace_id = %self.trace.trace_id_hex(),
             model_group = %self.view.model,
             deployment = answered_by.map(|d| d.id.as_str()),
             provider = answered_by.map(|d| d.provider.as_str()),
