@@ -114,6 +114,23 @@ llmux:\n  router:\n    retry: {{ backoff_base: 0.01, backoff_max: 0.02 }}\n    b
     let r = chat("flaky", false);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-llmux-fallback-from"), Some("flaky"));
+    // Lines logged during a request carry its request and trace ids.
+    let events = ["circuit breaker opened", "deployment cooling down"];
+    let mut out = String::new();
+    assert!(
+        eventually(WAIT, || {
+            out = gw.proc.output();
+            events.iter().all(|e| out.contains(e))
+        }),
+        "{out}"
+    );
+    for event in events {
+        let line = out.lines().find(|l| l.contains(event)).unwrap_or_default();
+        assert!(
+            line.contains("request_id=") && line.contains("trace_id="),
+            "{event}: {out}"
+        );
+    }
     // A second request in the same calendar minute is held back at `rpm: 1` (three tries: a
     // minute may turn between two of them).
     let statuses: Vec<u16> = (0..3).map(|_| chat("limited", false).status).collect();

@@ -58,6 +58,8 @@ pub fn pick<'s>(call: &Call<'s>, group: &'s ModelGroup, tried: u64) -> Picked<'s
                 let d = &group.deployments[i];
                 call.gw.metrics.routing(d, |h| h.breaker(1));
                 tracing::info!(
+                    request_id = %call.req.request_id,
+                    trace_id = %call.trace.trace_id_hex(),
                     model_group = %d.group,
                     deployment = %d.id,
                     "circuit breaker half-open: probing"

@@ -183,6 +183,7 @@ impl<'r> Call<'r> {
             if let Some(f) = preflight::check(self, dep).await {
                 tracing::debug!(
                     request_id = %self.req.request_id,
+                    trace_id = %self.trace.trace_id_hex(),
                     deployment = %dep.id,
                     "prompt longer than the deployment's context window: not sent"
                 );
@@ -292,6 +293,7 @@ impl<'r> Call<'r> {
         self.gw.metrics.fallback(from, &group);
         tracing::debug!(
             request_id = %self.req.request_id,
+            trace_id = %self.trace.trace_id_hex(),
             from,
             to = %group,
             "falling back to another model group"
@@ -388,7 +390,7 @@ impl<'r> Call<'r> {
             }
         });
         for c in changes {
-            log_change(dep, c, now);
+            log_change(dep, c, now, &self.req.request_id, &self.trace);
         }
     }
 
@@ -529,26 +531,36 @@ impl Drop for InFlight {
     }
 }
 
-fn log_change(dep: &Deployment, c: HealthChange, now: u64) {
+/// A deployment's health changed during a request: logged with the request that saw it.
+fn log_change(dep: &Deployment, c: HealthChange, now: u64, request_id: &str, trace: &TraceContext) {
+    let trace_id = trace.trace_id_hex();
     match c {
         HealthChange::CooledDown { until } => tracing::warn!(
+            request_id = %request_id,
+            trace_id = %trace_id,
             model_group = %dep.group,
             deployment = %dep.id,
             cooldown_ms = until.saturating_sub(now),
             "deployment cooling down"
         ),
         HealthChange::BreakerOpened { until } => tracing::warn!(
+            request_id = %request_id,
+            trace_id = %trace_id,
             model_group = %dep.group,
             deployment = %dep.id,
             open_ms = until.saturating_sub(now),
             "circuit breaker opened"
         ),
         HealthChange::BreakerHalfOpen => tracing::info!(
+            request_id = %request_id,
+            trace_id = %trace_id,
             model_group = %dep.group,
             deployment = %dep.id,
             "circuit breaker half-open: probing"
         ),
         HealthChange::BreakerClosed => tracing::info!(
+            request_id = %request_id,
+            trace_id = %trace_id,
             model_group = %dep.group,
             deployment = %dep.id,
             "circuit breaker closed"
