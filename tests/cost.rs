@@ -76,23 +76,19 @@ fn priced_answers_carry_their_cost_and_add_to_spend() {
     let got = cost_header(&r).expect("a cost header");
     assert!(close(got, want_table), "{got} != {want_table}");
 
+    // Both requests' records, which may be on different shards, are waited for.
     let mut m = String::new();
+    let spent =
+        |m: &str, series: &str, want: f64| metric(m, series).is_some_and(|v| close(v, want));
+    let own = r#"llmux_spend_usd_total{deployment="own/0",model_group="own"}"#;
+    let table = r#"llmux_spend_usd_total{deployment="table/1",model_group="table"}"#;
     assert!(
         eventually(WAIT, || {
             m = gw.metrics();
-            metric(
-                &m,
-                r#"llmux_spend_usd_total{deployment="table/1",model_group="table"}"#,
-            )
-            .is_some_and(|v| close(v, want_table))
+            spent(&m, own, want_own) && spent(&m, table, want_table)
         }),
         "{m}"
     );
-    let own = metric(
-        &m,
-        r#"llmux_spend_usd_total{deployment="own/0",model_group="own"}"#,
-    );
-    assert!(own.is_some_and(|v| close(v, want_own)), "{m}");
 }
 
 #[test]
@@ -154,10 +150,15 @@ fn streams_ask_the_upstream_for_usage_and_hide_it_from_clients_that_did_not() {
     assert!(
         eventually(WAIT, || {
             m = gw.metrics();
+            // The series of one record are written one after another: wait for the last.
             metric(
                 &m,
                 r#"llmux_tokens_total{estimated="false",model_group="s",type="completion"}"#,
             ) == Some(4.0)
+                && metric(
+                    &m,
+                    r#"gen_ai_client_operation_duration_seconds_count{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="s"}"#,
+                ) == Some(1.0)
         }),
         "{m}"
     );
@@ -237,32 +238,21 @@ fn a_cut_stream_gets_estimated_usage_never_zero() {
         !text.contains("[DONE]"),
         "a cut stream never looks complete: {text}"
     );
+    // Prompt and completion estimated (the events relayed before the cut are counted), and
+    // priced: waited for together, as one record's series are written one after another.
+    let series = [
+        r#"llmux_tokens_total{estimated="true",model_group="cut",type="prompt"}"#,
+        r#"llmux_tokens_total{estimated="true",model_group="cut",type="completion"}"#,
+        r#"llmux_spend_usd_total{deployment="cut/0",model_group="cut"}"#,
+    ];
     let mut m = String::new();
     assert!(
         eventually(WAIT, || {
             m = gw.metrics();
-            metric(
-                &m,
-                r#"llmux_tokens_total{estimated="true",model_group="cut",type="prompt"}"#,
-            )
-            .is_some_and(|v| v > 0.0)
+            series
+                .iter()
+                .all(|s| metric(&m, s).is_some_and(|v| v > 0.0))
         }),
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            r#"llmux_tokens_total{estimated="true",model_group="cut",type="completion"}"#
-        )
-        .is_some_and(|v| v > 0.0),
-        "the words relayed before the cut are counted: {m}"
-    );
-    assert!(
-        metric(
-            &m,
-            r#"llmux_spend_usd_total{deployment="cut/0",model_group="cut"}"#
-        )
-        .is_some_and(|v| v > 0.0),
         "{m}"
     );
     let line = gw.proc.wait_line("usage_estimated", WAIT);

@@ -290,6 +290,11 @@ pub(super) fn build(
         tpm,
         drop_params: p.drop_params.unwrap_or(c.global_drop),
         spec,
+        tokenizer_model: entry
+            .model_info
+            .base_model
+            .clone()
+            .unwrap_or_else(|| upstream_model.to_owned()),
         price: pricing.price,
         max_input_tokens: pricing.max_input,
         max_output_tokens: pricing.max_output,

@@ -51,6 +51,9 @@ pub struct Deployment {
     /// What its calls cost (`None`: unknown — no cost header, no spend, and the access log
     /// says so).
     pub price: Option<crate::usage::Price>,
+    /// The model name the tokenizer is chosen by: `model_info.base_model` if set (an Azure
+    /// deployment's name says nothing of its model), else `upstream_model`.
+    pub tokenizer_model: String,
     /// The context window (price table or `model_info`), for the pre-flight check.
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,

@@ -312,6 +312,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     let mut frames = Vec::new();
     let mut chunks = Vec::new();
     let mut buf = Vec::with_capacity(1024);
+    let mut seen_usage: Option<Usage> = None;
     loop {
         frames.clear();
         let mut ended = false;
@@ -351,7 +352,14 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
                 if let Err(e) = fed {
                     // Frames decoded before the bad one still go out first.
                     buf.clear();
-                    let _ = map_frames(provider, state, &frames, &mut chunks, &mut buf);
+                    let _ = map_frames(
+                        provider,
+                        state,
+                        &frames,
+                        &mut chunks,
+                        &mut buf,
+                        &mut seen_usage,
+                    );
                     let err = cx
                         .bad_upstream(format_args!("{e} (llmux.upstream.max_stream_event_bytes)"));
                     return fail(w, out, e.to_string(), &err, &buf).await;
@@ -360,7 +368,14 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
             Next::End => {
                 if let Err(e) = decoder.finish(&mut frames) {
                     buf.clear();
-                    let _ = map_frames(provider, state, &frames, &mut chunks, &mut buf);
+                    let _ = map_frames(
+                        provider,
+                        state,
+                        &frames,
+                        &mut chunks,
+                        &mut buf,
+                        &mut seen_usage,
+                    );
                     let err = cx.bad_upstream(&e);
                     return fail(w, out, e.to_string(), &err, &buf).await;
                 }
@@ -369,7 +384,14 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
             Next::Failed(e) => return upstream_failed(w, cx, out, &e).await,
         }
         buf.clear();
-        let mut done = match map_frames(provider, state, &frames, &mut chunks, &mut buf) {
+        let mut done = match map_frames(
+            provider,
+            state,
+            &frames,
+            &mut chunks,
+            &mut buf,
+            &mut seen_usage,
+        ) {
             Ok(done) => done,
             Err(mapped) => return mapped_failed(w, cx, out, &mapped, &buf).await,
         };
@@ -378,7 +400,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
             chunks.clear();
             match provider.finish_stream(state, &mut chunks) {
                 Ok(end) => {
-                    push_chunks(&mut buf, &chunks);
+                    push_chunks(&mut buf, &chunks, &mut seen_usage);
                     if end == StreamEnd::Cut {
                         return fail(w, out, "upstream stream cut".into(), &cx.cut(), &buf).await;
                     }
@@ -391,6 +413,8 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
             buf.extend_from_slice(b"data: [DONE]\n\n");
             if let Some(u) = state.usage() {
                 out.usage = Usage::from_value(u);
+            } else if let Some(u) = seen_usage {
+                out.usage = u;
             }
         }
         if buf.is_empty() {
@@ -427,11 +451,12 @@ fn map_frames(
     frames: &[crate::dsl::Frame],
     chunks: &mut Vec<serde_json::Value>,
     buf: &mut Vec<u8>,
+    seen_usage: &mut Option<Usage>,
 ) -> Result<bool, MappedError> {
     for f in frames {
         chunks.clear();
         let ctl = provider.map_event(state, f.event.as_deref(), &f.data, chunks)?;
-        push_chunks(buf, chunks);
+        push_chunks(buf, chunks, seen_usage);
         if ctl == StreamControl::Done {
             return Ok(true);
         }
@@ -439,8 +464,13 @@ fn map_frames(
     Ok(false)
 }
 
-fn push_chunks(buf: &mut Vec<u8>, chunks: &[serde_json::Value]) {
+/// Writes the chunks as SSE events; a chunk that carries a usage object (one a mapping passed
+/// on as the upstream sent it, `emit ev`) is noted, for answers whose mapping records none.
+fn push_chunks(buf: &mut Vec<u8>, chunks: &[serde_json::Value], seen_usage: &mut Option<Usage>) {
     for c in chunks {
+        if let Some(u) = c.get("usage").filter(|u| u.is_object()) {
+            *seen_usage = Some(Usage::from_value(u));
+        }
         buf.extend_from_slice(b"data: ");
         let _ = sonic_rs::to_writer(&mut *buf, c);
         buf.extend_from_slice(b"\n\n");

@@ -1,6 +1,7 @@
 //! Personal data masked from log lines when `llmux.logging.redact_pii` is on: e-mail
 //! addresses, phone numbers, payment card numbers (Luhn-checked) and US social security
-//! numbers, wherever they appear in a line (a logged upstream error echoing a prompt, say).
+//! numbers, wherever they stand alone in a line (between non-alphanumerics, or after a JSON escape
+//! such as `\n`: a logged upstream error echoing a prompt, say).
 //!
 //! The patterns are written not to hit what logs are full of: trace and span ids, UUIDs,
 //! request ids and hex digests (letters and digits run together, so no digit-only group stands
@@ -11,32 +12,94 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::bytes::{Captures, Regex};
+use regex::bytes::Regex;
 
 const EMAIL_MASK: &str = "[EMAIL]";
 const PHONE_MASK: &str = "[PHONE]";
 const CARD_MASK: &str = "[CARD]";
 const SSN_MASK: &str = "[SSN]";
 
-/// One pattern per kind. Boundaries are explicit (`(?:^|[^...])` groups) rather than `\b`,
-/// which would treat `_`, and the digits next to letters in a hex id, as boundaries.
+/// One pattern per kind, matching the number alone; its boundaries are checked in code
+/// ([`bounded`]), where a JSON escape (`\n123-45-6789` in a JSON log line) counts as one —
+/// a regex's `\b` would not, and consuming the boundary characters would hide a second number
+/// right after the first.
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}")
         .expect("email pattern")
 });
-static SSN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(^|[^A-Za-z0-9\-])(\d{3})-(\d{2})-(\d{4})($|[^A-Za-z0-9\-])").expect("ssn pattern")
-});
-static CARD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(^|[^A-Za-z0-9\-.])(\d(?:[ \-]?\d){12,18})($|[^A-Za-z0-9\-.]|\.$|\.[^A-Za-z0-9])")
-        .expect("card pattern")
-});
+static SSN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(\d{3})-(\d{2})-(\d{4})").expect("ssn pattern"));
+static CARD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d(?:[ \-]?\d){12,18}").expect("card pattern"));
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(^|[^A-Za-z0-9\-.+])((?:\+\d{1,3}[ .\-])?(?:\(\d{3}\) ?|\d{3}[ .\-])\d{3}[ .\-]\d{4})($|[^A-Za-z0-9\-.]|\.$|\.[^A-Za-z0-9])",
-    )
-    .expect("phone pattern")
+    Regex::new(r"(?:\+\d{1,3}[ .\-])?(?:\(\d{3}\) ?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
+        .expect("phone pattern")
 });
+
+/// Whether `text[start..end]` stands alone: no letter, digit or `-` (nor the `extra` bytes)
+/// right before or after it. A JSON escape before it (`\n`, `\t`, `\r`, `\"`, `\/`) is a
+/// boundary; a `.` after it is one when no digit follows (the end of a sentence).
+fn bounded(text: &[u8], start: usize, end: usize, extra: &[u8]) -> bool {
+    let joins = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || extra.contains(&b);
+    let before_ok = match start.checked_sub(1).map(|i| text[i]) {
+        None => true,
+        Some(b) if joins(b) => {
+            // `\n123…`: an escaped control character or quote ends the word before.
+            matches!(b, b'n' | b't' | b'r' | b'"' | b'/' | b'b' | b'f')
+                && start >= 2
+                && text[start - 2] == b'\\'
+                && (start < 3 || text[start - 3] != b'\\')
+        }
+        Some(_) => true,
+    };
+    let after_ok = match text.get(end) {
+        None => true,
+        Some(b'.') => !text.get(end + 1).is_some_and(u8::is_ascii_alphanumeric),
+        Some(&b) => !joins(b),
+    };
+    before_ok && after_ok
+}
+
+/// Replaces the matches of `re` for which `keep` says so by `mask`; `None` when none did.
+fn mask_matches(
+    text: &[u8],
+    re: &Regex,
+    mask: &str,
+    mut keep: impl FnMut(&[u8], usize, usize) -> bool,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut last = 0;
+    let mut pos = 0;
+    while let Some(m) = re.find_at(text, pos) {
+        let (start, mut end) = (m.start(), m.end());
+        pos = end;
+        let mut hit = keep(text, start, end);
+        // A card number followed by more digits: try it without its trailing groups.
+        while !hit && end > start {
+            match text[start..end]
+                .iter()
+                .rposition(|b| *b == b' ' || *b == b'-')
+            {
+                Some(cut) if re.as_str() == CARD.as_str() => {
+                    end = start + cut;
+                    hit = keep(text, start, end);
+                }
+                _ => break,
+            }
+        }
+        if hit {
+            out.extend_from_slice(&text[last..start]);
+            out.extend_from_slice(mask.as_bytes());
+            last = end;
+            // A trimmed card leaves its rest to be read again (it may be the next number).
+            pos = end;
+        }
+    }
+    (last > 0).then(|| {
+        out.extend_from_slice(&text[last..]);
+        out
+    })
+}
 
 /// Masks personal data in `text`; borrows it back when there is none.
 pub fn redact_pii(text: &[u8]) -> Cow<'_, [u8]> {
@@ -48,41 +111,27 @@ pub fn redact_pii(text: &[u8]) -> Cow<'_, [u8]> {
     // The regular expressions run only on lines with the shape of what they look for: most
     // log lines have none, and a byte scan is a fraction of a regex search.
     let shapes = Shapes::of(&out);
-    if !(shapes.ssn || shapes.card || shapes.phone) {
-        return out;
-    }
-    let changed = std::cell::Cell::new(false);
-    if shapes.ssn && SSN.is_match(&out) {
-        let replaced = SSN.replace_all(&out, |c: &Captures<'_>| {
-            if valid_ssn(&c[2], &c[3], &c[4]) {
-                changed.set(true);
-                [&c[1], SSN_MASK.as_bytes(), &c[5]].concat()
-            } else {
-                c[0].to_vec()
-            }
+    if shapes.ssn {
+        let masked = mask_matches(&out, &SSN, SSN_MASK, |t, s, e| {
+            bounded(t, s, e, b"") && valid_ssn(&t[s..s + 3], &t[s + 4..s + 6], &t[s + 7..e])
         });
-        if changed.take() {
-            out = Cow::Owned(replaced.into_owned());
+        if let Some(m) = masked {
+            out = Cow::Owned(m);
         }
     }
-    if shapes.card && CARD.is_match(&out) {
-        let replaced = CARD.replace_all(&out, |c: &Captures<'_>| {
-            if luhn(&c[2]) {
-                changed.set(true);
-                [&c[1], CARD_MASK.as_bytes(), &c[3]].concat()
-            } else {
-                c[0].to_vec()
-            }
+    if shapes.card {
+        let masked = mask_matches(&out, &CARD, CARD_MASK, |t, s, e| {
+            bounded(t, s, e, b".") && luhn(&t[s..e])
         });
-        if changed.take() {
-            out = Cow::Owned(replaced.into_owned());
+        if let Some(m) = masked {
+            out = Cow::Owned(m);
         }
     }
-    if shapes.phone && PHONE.is_match(&out) {
-        let replaced = PHONE.replace_all(&out, |c: &Captures<'_>| {
-            [&c[1], PHONE_MASK.as_bytes(), &c[3]].concat()
-        });
-        out = Cow::Owned(replaced.into_owned());
+    if shapes.phone {
+        let masked = mask_matches(&out, &PHONE, PHONE_MASK, |t, s, e| bounded(t, s, e, b".+"));
+        if let Some(m) = masked {
+            out = Cow::Owned(m);
+        }
     }
     out
 }
@@ -195,6 +244,16 @@ mod tests {
             ("amex 378282246310005", "amex [CARD]"),
             ("ssn 123-45-6789.", "ssn [SSN]."),
             ("\"ssn\":\"078-05-1120\"", "\"ssn\":\"[SSN]\""),
+            // Inside JSON log lines, after an escape.
+            (r#""msg":"SSN:\n123-45-6789""#, r#""msg":"SSN:\n[SSN]""#),
+            (r#""msg":"call\t415-555-0132""#, r#""msg":"call\t[PHONE]""#),
+            (r#""card \"4111111111111111\"""#, r#""card \"[CARD]\"""#),
+            // Two in a row, one space apart.
+            ("123-45-6789 078-05-1120", "[SSN] [SSN]"),
+            ("415-555-0132 415-555-0199", "[PHONE] [PHONE]"),
+            ("4111111111111111 5500005555555559", "[CARD] [CARD]"),
+            // A card followed by more digits.
+            ("4111 1111 1111 1111 22", "[CARD] 22"),
         ];
         for (input, want) in cases {
             assert_eq!(r(input), want, "{input}");

@@ -111,9 +111,11 @@ pub async fn attempt<'r, IO: ServerIo>(
         .trace
         .traceparent_for(crate::telemetry::trace_context::new_span_id());
     up_headers.push(("traceparent", &traceparent));
+    // `tracestate` belongs to the client's trace: only with a `traceparent` that was valid.
     if let Some(state) = call
         .req
         .header("tracestate")
+        .filter(|_| call.trace.parent_span_id.is_some())
         .and_then(|v| crate::telemetry::trace_context::forwardable_tracestate(v.as_bytes()))
     {
         up_headers.push(("tracestate", state));
@@ -269,12 +271,12 @@ async fn whole<IO: ServerIo>(
                 ),
             )));
         }
-        read_usage(call, &body).await;
+        read_usage(call, &body, dep).await;
         return send_answer(call, w, headers, &body, dep).await;
     }
     match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
         Ok(completion) => {
-            read_usage(call, &completion.body).await;
+            read_usage(call, &completion.body, dep).await;
             send_answer(call, w, headers, &completion.body, dep).await
         }
         Err(mapped) => AttemptEnd::Failed(failure::from_mapped(&mapped, retry_after)),
@@ -282,12 +284,12 @@ async fn whole<IO: ServerIo>(
 }
 
 /// The usage of a whole answer: as reported, or counted when the provider reported none.
-async fn read_usage(call: &mut Call<'_>, body: &[u8]) {
+async fn read_usage(call: &mut Call<'_>, body: &[u8], dep: &Deployment) {
     match usage::extract(body) {
         Some(u) if !u.is_empty() => call.out.usage = u,
         _ => {
             call.out.completion.take_from(body);
-            call.estimate_usage().await;
+            call.estimate_usage(dep).await;
         }
     }
 }

@@ -108,9 +108,14 @@ pub async fn chat_completions<IO: ServerIo>(
         trace: TraceContext::from_request(req.header("traceparent").map(str::as_bytes)),
     };
     call.run(w).await;
-    if call.out.ttft_secs.is_some() && call.out.usage.is_empty() {
+    if let Some(dep) = call
+        .attempts
+        .last()
+        .map(|a| a.deployment)
+        .filter(|_| call.out.ttft_secs.is_some() && call.out.usage.is_empty())
+    {
         // A stream went out and no usage came with it (cut, client gone, none sent).
-        call.estimate_usage().await;
+        call.estimate_usage(dep).await;
     }
     call.finish(w);
 }
@@ -319,13 +324,9 @@ impl<'r> Call<'r> {
 
     /// Counts the prompt and the completion text relayed so far, for an answer whose provider
     /// reported no usage, so that spend is never silently zero. Marked as estimated.
-    pub(super) async fn estimate_usage(&mut self) {
+    pub(super) async fn estimate_usage(&mut self, dep: &Deployment) {
         use crate::usage::tokens::{self, Encoding};
-        let model = self
-            .attempts
-            .last()
-            .map_or("", |a| a.deployment.upstream_model.as_str());
-        let encoding = Encoding::for_model(model);
+        let encoding = Encoding::for_model(&dep.tokenizer_model);
         let prompt = tokens::prompt_tokens(&self.body, encoding).await;
         let collected = std::mem::take(&mut self.out.completion);
         let completion = if collected.is_empty() {
