@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 
 /// Text kept at most; beyond it only the length is kept (and estimated at four bytes a token).
-const MAX_KEPT: usize = 1024 * 1024;
+const MAX_KEPT: usize = 256 * 1024;
 
 /// Member names (their closing quote and colon) whose string values are completion text.
 static KEYS: LazyLock<[Finder<'static>; 2]> =
@@ -131,11 +131,11 @@ mod tests {
     #[test]
     fn keeps_a_bounded_amount() {
         let mut c = CompletionText::default();
-        let event = format!("{{\"content\":\"{}\"}}", "a".repeat(600 * 1024));
+        let event = format!("{{\"content\":\"{}\"}}", "a".repeat(200 * 1024));
         c.take_from(event.as_bytes());
         c.take_from(event.as_bytes());
         let (text, overflow) = c.into_parts();
-        assert_eq!(text.len(), 600 * 1024);
-        assert_eq!(overflow, 600 * 1024);
+        assert_eq!(text.len(), 200 * 1024);
+        assert_eq!(overflow, 200 * 1024);
     }
 }
