@@ -9,8 +9,6 @@
 //! all-zero ids, upper-case hex or a wrong length make the header invalid, and a new trace
 //! starts.
 
-use std::fmt::Write as _;
-
 /// `tracestate` longer than this is not forwarded (the recommendation's 512 characters).
 const MAX_TRACESTATE: usize = 512;
 
@@ -54,14 +52,37 @@ impl TraceContext {
         hex(&self.trace_id)
     }
 
-    /// The `traceparent` for an upstream call made in span `span_id`.
-    pub fn traceparent_for(&self, span_id: [u8; 8]) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&span_id),
-            self.flags
-        )
+    /// The `traceparent` for an upstream call made in span `span_id` (built on the stack: it
+    /// is made for every attempt).
+    pub fn traceparent_for(&self, span_id: [u8; 8]) -> TraceParent {
+        let mut b = [b'-'; TRACEPARENT_LEN];
+        b[0] = b'0';
+        b[1] = b'0';
+        hex_into(&mut b[3..35], &self.trace_id);
+        hex_into(&mut b[36..52], &span_id);
+        hex_into(&mut b[53..55], &[self.flags]);
+        TraceParent(b)
+    }
+}
+
+/// `00-` + 32 + `-` + 16 + `-` + 2.
+const TRACEPARENT_LEN: usize = 55;
+
+/// A `traceparent` header value.
+pub struct TraceParent([u8; TRACEPARENT_LEN]);
+
+impl TraceParent {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and dashes are written.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
 }
 
@@ -132,11 +153,9 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -156,8 +175,13 @@ mod tests {
         assert_eq!(t.flags, 1);
         let out = t.traceparent_for([0, 0, 0, 0, 0, 0, 0, 7]);
         assert_eq!(
-            out,
+            out.as_str(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01"
+        );
+        let root = TraceContext::new_root();
+        assert_eq!(
+            root.traceparent_for([0xab; 8]).as_str(),
+            format!("00-{}-abababababababab-00", root.trace_id_hex())
         );
         // A later version is read by its first four fields.
         let v = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";

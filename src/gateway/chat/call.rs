@@ -110,7 +110,7 @@ pub async fn attempt<'r, IO: ServerIo>(
     let traceparent = call
         .trace
         .traceparent_for(crate::telemetry::trace_context::new_span_id());
-    up_headers.push(("traceparent", &traceparent));
+    up_headers.push(("traceparent", traceparent.as_str()));
     // `tracestate` belongs to the client's trace: only with a `traceparent` that was valid.
     if let Some(state) = call
         .req
