@@ -35,18 +35,17 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The encoding OpenAI's model uses (tiktoken's model table); `o200k_base` for the rest.
-    pub fn for_model(model: &str) -> Self {
+    /// The encoding tiktoken's own model table gives `model` (a `provider/` prefix is
+    /// ignored); `o200k_base` for models it does not know. The flag says whether the model is
+    /// one tiktoken knows, i.e. whether the count is the provider's own.
+    pub fn for_model(model: &str) -> (Self, bool) {
+        use tiktoken_rs::tokenizer::{get_tokenizer, Tokenizer};
         let m = model.rsplit('/').next().unwrap_or(model);
-        let legacy = (m.starts_with("gpt-4") && !is_o200k_gpt4(m))
-            || m.starts_with("gpt-3.5")
-            || m.starts_with("gpt-35")
-            || m.starts_with("text-embedding-ada")
-            || m.starts_with("text-embedding-3");
-        if legacy {
-            Self::Cl100k
-        } else {
-            Self::O200k
+        match get_tokenizer(m) {
+            Some(Tokenizer::Cl100kBase) => (Self::Cl100k, true),
+            Some(Tokenizer::O200kBase) => (Self::O200k, true),
+            // Encodings not shipped here (older ones, gpt-oss's harmony): approximated.
+            Some(_) | None => (Self::O200k, false),
         }
     }
 
@@ -63,11 +62,6 @@ impl Encoding {
             Self::Cl100k => "cl100k_base",
         }
     }
-}
-
-/// GPT-4 models on `o200k_base`: gpt-4o, gpt-4.1, gpt-4.5.
-fn is_o200k_gpt4(m: &str) -> bool {
-    m.starts_with("gpt-4o") || m.starts_with("gpt-4.")
 }
 
 /// A token count, and whether the encoder made it.
@@ -368,21 +362,21 @@ mod tests {
             "gpt-4.1",
             "gpt-5",
             "o3-mini",
-            "claude-sonnet-4-5",
             "openai/gpt-4.5-preview",
-            "llama-3.3-70b",
         ] {
-            assert_eq!(Encoding::for_model(m), Encoding::O200k, "{m}");
+            assert_eq!(Encoding::for_model(m), (Encoding::O200k, true), "{m}");
         }
         for m in [
             "gpt-4",
             "gpt-4-turbo",
             "gpt-4-0613",
             "gpt-3.5-turbo",
-            "azure/gpt-35-turbo",
-            "text-embedding-3-small",
+            "azure/gpt-35-turbo-16k",
         ] {
-            assert_eq!(Encoding::for_model(m), Encoding::Cl100k, "{m}");
+            assert_eq!(Encoding::for_model(m), (Encoding::Cl100k, true), "{m}");
+        }
+        for m in ["claude-sonnet-4-5", "llama-3.3-70b", "my-deployment"] {
+            assert_eq!(Encoding::for_model(m), (Encoding::O200k, false), "{m}");
         }
     }
 

@@ -326,7 +326,7 @@ impl<'r> Call<'r> {
     /// reported no usage, so that spend is never silently zero. Marked as estimated.
     pub(super) async fn estimate_usage(&mut self, dep: &Deployment) {
         use crate::usage::tokens::{self, Encoding};
-        let encoding = Encoding::for_model(&dep.tokenizer_model);
+        let (encoding, _) = Encoding::for_model(&dep.tokenizer_model);
         let prompt = tokens::prompt_tokens(&self.body, encoding).await;
         let collected = std::mem::take(&mut self.out.completion);
         let completion = if collected.is_empty() {

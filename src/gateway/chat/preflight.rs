@@ -26,12 +26,12 @@ pub async fn check(call: &Call<'_>, dep: &Deployment) -> Option<Failure> {
     if fallbacks.is_empty() || call.req.body.len() as u64 <= window {
         return None;
     }
-    let encoding = Encoding::for_model(&dep.tokenizer_model);
+    let (encoding, known) = Encoding::for_model(&dep.tokenizer_model);
     let counted = tokens::prompt_tokens(&call.body, encoding).await;
-    // Exact only for OpenAI's models counted with their own encoding and no tools (how tool
-    // definitions become tokens is OpenAI's own, approximated here by their JSON).
+    // Exact only for a model tiktoken knows, counted by its own encoding, without tools (how
+    // tool definitions become tokens is the provider's own, approximated here by their JSON).
     let tools = call.body.get("tools").is_some_and(|t| !t.is_null());
-    let exact = counted.exact && !tools && matches!(dep.provider.as_str(), "openai" | "azure");
+    let exact = counted.exact && known && !tools;
     let limit = if exact {
         window as f64
     } else {
