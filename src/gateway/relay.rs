@@ -310,9 +310,10 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     let mut closed = std::pin::pin!(closed);
     let mut decoder = FrameDecoder::with_max_frame(provider.framing(), cx.max_event_bytes);
     let mut frames = Vec::new();
-    let mut chunks = Vec::new();
-    let mut buf = Vec::with_capacity(1024);
-    let mut seen_usage: Option<Usage> = None;
+    let mut mapped = Mapped {
+        buf: Vec::with_capacity(1024),
+        ..Mapped::default()
+    };
     loop {
         frames.clear();
         let mut ended = false;
@@ -351,69 +352,50 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
                     fed.is_err() || frames.iter().any(|f| f.data.len() > LARGE_BUFFER);
                 if let Err(e) = fed {
                     // Frames decoded before the bad one still go out first.
-                    buf.clear();
-                    let _ = map_frames(
-                        provider,
-                        state,
-                        &frames,
-                        &mut chunks,
-                        &mut buf,
-                        &mut seen_usage,
-                    );
+                    mapped.buf.clear();
+                    let _ = mapped.map(provider, state, &frames);
                     let err = cx
                         .bad_upstream(format_args!("{e} (llmux.upstream.max_stream_event_bytes)"));
-                    return fail(w, out, e.to_string(), &err, &buf).await;
+                    return fail(w, out, e.to_string(), &err, &mapped.buf).await;
                 }
             }
             Next::End => {
                 if let Err(e) = decoder.finish(&mut frames) {
-                    buf.clear();
-                    let _ = map_frames(
-                        provider,
-                        state,
-                        &frames,
-                        &mut chunks,
-                        &mut buf,
-                        &mut seen_usage,
-                    );
+                    mapped.buf.clear();
+                    let _ = mapped.map(provider, state, &frames);
                     let err = cx.bad_upstream(&e);
-                    return fail(w, out, e.to_string(), &err, &buf).await;
+                    return fail(w, out, e.to_string(), &err, &mapped.buf).await;
                 }
                 ended = true;
             }
             Next::Failed(e) => return upstream_failed(w, cx, out, &e).await,
         }
-        buf.clear();
-        let mut done = match map_frames(
-            provider,
-            state,
-            &frames,
-            &mut chunks,
-            &mut buf,
-            &mut seen_usage,
-        ) {
+        mapped.buf.clear();
+        let mut done = match mapped.map(provider, state, &frames) {
             Ok(done) => done,
-            Err(mapped) => return mapped_failed(w, cx, out, &mapped, &buf).await,
+            Err(err) => return mapped_failed(w, cx, out, &err, &mapped.buf).await,
         };
         if ended && !done {
             // The upstream is over: the mapping's end hook says whether that was its end.
-            chunks.clear();
-            match provider.finish_stream(state, &mut chunks) {
+            mapped.chunks.clear();
+            match provider.finish_stream(state, &mut mapped.chunks) {
                 Ok(end) => {
-                    push_chunks(&mut buf, &chunks, &mut seen_usage);
+                    mapped.push_chunks();
                     if end == StreamEnd::Cut {
-                        return fail(w, out, "upstream stream cut".into(), &cx.cut(), &buf).await;
+                        let cut = cx.cut();
+                        return fail(w, out, "upstream stream cut".into(), &cut, &mapped.buf).await;
                     }
                     done = true;
                 }
-                Err(mapped) => return mapped_failed(w, cx, out, &mapped, &buf).await,
+                Err(err) => return mapped_failed(w, cx, out, &err, &mapped.buf).await,
             }
         }
+        let buf = &mut mapped.buf;
         if done {
             buf.extend_from_slice(b"data: [DONE]\n\n");
             if let Some(u) = state.usage() {
                 out.usage = Usage::from_value(u);
-            } else if let Some(u) = seen_usage {
+            } else if let Some(u) = mapped.usage {
                 out.usage = u;
             }
         }
@@ -422,16 +404,16 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         }
         begin(w, cx, out)?;
         if cx.collect_text {
-            out.completion.take_from(&buf);
+            out.completion.take_from(buf);
         }
         if out.ttft_secs.is_none() {
             out.ttft_secs = Some(cx.started.elapsed().as_secs_f64());
         }
         // The last events, `[DONE]` and the end of the stream leave in one write.
         let sent = if done {
-            w.send_last_chunk(&buf).await
+            w.send_last_chunk(buf).await
         } else {
-            w.send_chunk(&buf).await
+            w.send_chunk(buf).await
         };
         if sent.is_err() {
             return client_gone(w, out);
@@ -442,38 +424,47 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     }
 }
 
-/// Maps decoded frames into `buf` as SSE events. `Ok(true)` once the mapping reached its end;
-/// an error event of the upstream's, as its mapping classified it, is `Err` (the chunks mapped
-/// before it are in `buf`).
-fn map_frames(
-    provider: &Provider,
-    state: &mut StreamState,
-    frames: &[crate::dsl::Frame],
-    chunks: &mut Vec<serde_json::Value>,
-    buf: &mut Vec<u8>,
-    seen_usage: &mut Option<Usage>,
-) -> Result<bool, MappedError> {
-    for f in frames {
-        chunks.clear();
-        let ctl = provider.map_event(state, f.event.as_deref(), &f.data, chunks)?;
-        push_chunks(buf, chunks, seen_usage);
-        if ctl == StreamControl::Done {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// What a mapped stream's frames became: the chunks of one event (reused), the SSE bytes to
+/// send, and the last usage object a chunk carried (one a mapping passed on as the upstream
+/// sent it, `emit ev`), for answers whose mapping records none.
+#[derive(Default)]
+struct Mapped {
+    chunks: Vec<serde_json::Value>,
+    buf: Vec<u8>,
+    usage: Option<Usage>,
 }
 
-/// Writes the chunks as SSE events; a chunk that carries a usage object (one a mapping passed
-/// on as the upstream sent it, `emit ev`) is noted, for answers whose mapping records none.
-fn push_chunks(buf: &mut Vec<u8>, chunks: &[serde_json::Value], seen_usage: &mut Option<Usage>) {
-    for c in chunks {
-        if let Some(u) = c.get("usage").filter(|u| u.is_object()) {
-            *seen_usage = Some(Usage::from_value(u));
+impl Mapped {
+    /// Maps decoded frames into `buf` as SSE events. `Ok(true)` once the mapping reached its
+    /// end; an error event of the upstream's, as its mapping classified it, is `Err` (the chunks
+    /// mapped before it are in `buf`).
+    fn map(
+        &mut self,
+        provider: &Provider,
+        state: &mut StreamState,
+        frames: &[crate::dsl::Frame],
+    ) -> Result<bool, MappedError> {
+        for f in frames {
+            self.chunks.clear();
+            let ctl = provider.map_event(state, f.event.as_deref(), &f.data, &mut self.chunks)?;
+            self.push_chunks();
+            if ctl == StreamControl::Done {
+                return Ok(true);
+            }
         }
-        buf.extend_from_slice(b"data: ");
-        let _ = sonic_rs::to_writer(&mut *buf, c);
-        buf.extend_from_slice(b"\n\n");
+        Ok(false)
+    }
+
+    /// Writes the chunks as SSE events, noting a usage object one of them carries.
+    fn push_chunks(&mut self) {
+        for c in &self.chunks {
+            if let Some(u) = c.get("usage").filter(|u| u.is_object()) {
+                self.usage = Some(Usage::from_value(u));
+            }
+            self.buf.extend_from_slice(b"data: ");
+            let _ = sonic_rs::to_writer(&mut self.buf, c);
+            self.buf.extend_from_slice(b"\n\n");
+        }
     }
 }
 
