@@ -15,9 +15,11 @@ pub mod schema;
 pub mod secrets;
 mod snapshot;
 mod tls;
+pub mod tracing;
 
 pub use env::Env;
 pub use proxy::ProxySettings;
+pub use tracing::{OtlpProtocol, TracingSettings};
 pub use snapshot::{
     Deployment, MediaSettings, ModelGroup, ServerSettings, Snapshot, UpstreamSettings,
 };

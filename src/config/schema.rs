@@ -3,6 +3,8 @@
 //! Every struct keeps unknown keys out of the type (they are reported as warnings by the loader,
 //! because LiteLLM configs carry many keys LLMux does not use).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::number::Num;
@@ -219,6 +221,10 @@ pub struct LitellmSettings {
     pub content_policy_fallbacks: Option<FallbackList>,
     #[serde(default)]
     pub default_fallbacks: Option<Vec<String>>,
+    /// LiteLLM's callbacks; `otel` turns tracing on (see `llmux.tracing`), the others are
+    /// LiteLLM integrations LLMux does not have (warned about).
+    #[serde(default)]
+    pub callbacks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +253,41 @@ pub struct LlmuxSettings {
     pub router: RouterSection,
     #[serde(default)]
     pub pricing: PricingSection,
+    #[serde(default)]
+    pub tracing: TracingSection,
+}
+
+/// `llmux.tracing`: OpenTelemetry spans exported over OTLP. Every key falls back to the
+/// standard `OTEL_*` environment variable (see docs/observability.md).
+#[derive(Debug, Default, Deserialize)]
+pub struct TracingSection {
+    /// Export spans (also turned on by LiteLLM's `litellm_settings.callbacks: ["otel"]`).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The collector's URL: for `http/protobuf` the traces URL (`/v1/traces` is added to a
+    /// bare host), for `grpc` the server.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Headers sent with every export (values may be `os.environ/NAME` or `file:PATH`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Seconds one export may take.
+    #[serde(default)]
+    pub timeout: Option<Num>,
+    /// Share of new traces recorded (0 to 1); a client's `traceparent` decides for its trace.
+    #[serde(default)]
+    pub sampling_ratio: Option<Num>,
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Record the messages and the answer in the spans (redacted). Off by default.
+    #[serde(default)]
+    pub capture_content: Option<bool>,
+    /// Spans waiting for export, at most; beyond it new spans are dropped and counted.
+    #[serde(default)]
+    pub max_queue_spans: Option<Num>,
 }
 
 /// `llmux.pricing`: prices beyond the table shipped in the binary.

@@ -137,6 +137,8 @@ pub struct Snapshot {
     pub env: Env,
     /// Routing, retries, fallbacks, cooldowns, breakers (`router_settings`, `llmux.router`).
     pub router: Arc<crate::router::RouterSettings>,
+    /// `llmux.tracing`.
+    pub tracing: Arc<super::TracingSettings>,
 }
 
 impl Snapshot {
@@ -435,6 +437,14 @@ pub(super) fn build(
     }
 
     let router = Arc::new(super::router::settings(&file, &group_names, diag));
+    let tracing = Arc::new(super::tracing::build(
+        &file.llmux.tracing,
+        &file.litellm_settings,
+        &env,
+        base_dir,
+        diag,
+        &mut secrets_seen,
+    ));
 
     if diag.has_errors() {
         return None;
@@ -459,6 +469,7 @@ pub(super) fn build(
         providers_source,
         env,
         router,
+        tracing,
     })
 }
 

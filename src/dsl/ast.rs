@@ -84,6 +84,8 @@ pub enum Item {
     Framing(Ident),
     /// Which image URLs the gateway must download (and inline as data URLs) before translation.
     FetchImages(Ident),
+    /// The provider's OpenTelemetry name (`gen_ai.provider.name`).
+    GenaiProvider(Str),
     Table(TableDecl),
     Fn(FnDecl),
     Request {

@@ -79,6 +79,8 @@ struct Merged<'a> {
     queries: Vec<(usize, &'a Str, &'a Expr)>,
     framing: Option<(usize, &'a Ident)>,
     fetch_images: Option<(usize, &'a Ident)>,
+    /// Only the compiled provider's own (a child of `openai` is not OpenAI).
+    genai_provider: Option<&'a Str>,
     tables: Vec<(usize, &'a TableDecl)>,
     fns: Vec<(usize, &'a FnDecl)>,
     request: Option<(usize, bool, &'a [Stmt])>,
@@ -207,6 +209,7 @@ impl<'a> Compiler<'a> {
             let mut own_errors = None;
             let mut own_names: HashSet<(&str, &str)> = HashSet::new();
             let mut own_params = params::Own::default();
+            m.genai_provider = None;
             for item in &decl.items {
                 let mut problems = Vec::new();
                 let is_param =
@@ -259,6 +262,10 @@ impl<'a> Compiler<'a> {
                     Item::FetchImages(i) => {
                         single("fetch_images", i.span, self, &mut seen_single);
                         m.fetch_images = Some((fi, i));
+                    }
+                    Item::GenaiProvider(s) => {
+                        single("genai_provider", s.span, self, &mut seen_single);
+                        m.genai_provider = Some(s);
                     }
                     Item::Table(t) => {
                         if !own_names.insert(("table", t.name.name.as_str())) {
@@ -556,6 +563,7 @@ impl<'a> Compiler<'a> {
             queries,
             framing,
             fetch_images,
+            genai_provider: m.genai_provider.map(|s| s.value.clone()),
             tables,
             fns,
             request,

@@ -302,6 +302,8 @@ pub struct Program {
     pub api_version: Option<String>,
     pub framing: Framing,
     pub fetch_images: FetchImages,
+    /// `gen_ai.provider.name` when it is not the provider's name.
+    pub genai_provider: Option<String>,
     pub tables: Vec<Table>,
     pub fns: Vec<CFn>,
     pub request: CBlock,

@@ -113,6 +113,7 @@ const ITEM_KEYWORDS: &[&str] = &[
     "api_version",
     "framing",
     "fetch_images",
+    "genai_provider",
     "table",
     "fn",
     "request",
@@ -189,6 +190,7 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::api_version_item
         | Rule::framing_item
         | Rule::fetch_images_item
+        | Rule::genai_provider_item
         | Rule::table_item
         | Rule::fn_item
         | Rule::request_item
@@ -376,6 +378,7 @@ fn item(p: Pair<Rule>) -> Option<Item> {
         Rule::api_version_item => Item::ApiVersion(string(ps.next()?)),
         Rule::framing_item => Item::Framing(ident(ps.next()?)),
         Rule::fetch_images_item => Item::FetchImages(ident(ps.next()?)),
+        Rule::genai_provider_item => Item::GenaiProvider(string(ps.next()?)),
         Rule::table_item => {
             let name = ident(ps.next()?);
             let entries = ps

@@ -159,6 +159,14 @@ impl Provider {
         &self.prog.name
     }
 
+    /// The OpenTelemetry GenAI name of the provider (`gen_ai.provider.name`).
+    pub fn genai_name(&self) -> &str {
+        self.prog
+            .genai_provider
+            .as_deref()
+            .unwrap_or(&self.prog.name)
+    }
+
     /// How the upstream frames its stream.
     pub fn framing(&self) -> Framing {
         self.prog.framing

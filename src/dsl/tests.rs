@@ -990,3 +990,19 @@ fn a_raised_stream_is_never_complete() {
     assert_eq!(p.finish_stream(&mut st, &mut out), Ok(StreamEnd::Cut));
     assert!(out.is_empty(), "{out:?}");
 }
+
+#[test]
+fn genai_provider_names_only_its_own_provider() {
+    let set = load(
+        r#"provider base { base_url "https://x.test" url "/c" genai_provider "base.ai" request { model = ctx.model } }
+           provider child extends base { }
+           provider renamed extends base { genai_provider "renamed.ai" }"#,
+    );
+    assert_eq!(set.get("base").expect("base").genai_name(), "base.ai");
+    assert_eq!(set.get("child").expect("child").genai_name(), "child");
+    assert_eq!(set.get("renamed").expect("renamed").genai_name(), "renamed.ai");
+    let twice = load_err(
+        r#"provider p { base_url "https://x.test" url "/c" genai_provider "a" genai_provider "b" request { model = ctx.model } }"#,
+    );
+    assert!(twice.contains("genai_provider"), "{twice}");
+}

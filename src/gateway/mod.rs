@@ -24,6 +24,8 @@ pub struct GatewayShard {
     pub upstream: UpstreamClient,
     pub metrics: ShardMetrics,
     pub router: route::ShardRouter,
+    /// Ended spans of sampled requests, waiting to be handed to the exporter.
+    pub spans: crate::telemetry::otel::ShardSpans,
 }
 
 /// `GET /v1/models`: the configured model groups, in the OpenAI list shape.

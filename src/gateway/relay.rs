@@ -78,6 +78,9 @@ pub struct RelayOutcome {
     pub completion: CompletionText,
     /// Events (chunks) relayed.
     pub events: u64,
+    /// The answer's id, model and finish reasons, read only for a sampled request's spans
+    /// (the relay fills it when it is `Some`).
+    pub meta: Option<Box<crate::telemetry::otel::ResponseMeta>>,
 }
 
 /// How a relay ended: `Ok` once anything went to the client (whatever followed, recorded in
@@ -239,6 +242,9 @@ async fn forward_events<IO: ServerIo>(
             *saw_done = true;
         } else {
             out.events += 1;
+            if let Some(m) = out.meta.as_deref_mut() {
+                m.observe_chunk(&data);
+            }
         }
         if let Some(u) = usage::extract(&data) {
             out.usage = u;
@@ -401,6 +407,13 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         }
         if buf.is_empty() {
             continue;
+        }
+        if let Some(m) = out.meta.as_deref_mut() {
+            for (_, data) in event_payloads(buf) {
+                if data.trim_ascii() != b"[DONE]" {
+                    m.observe_chunk(&data);
+                }
+            }
         }
         begin(w, cx, out)?;
         if cx.collect_text {

@@ -151,6 +151,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
     let global_metrics = GlobalMetrics::new()?;
     global_metrics.shards.set(workers as i64);
+    configure_tracing(&snap, &global_metrics);
     let mut shard_metrics = Vec::with_capacity(workers);
     let mut registries = vec![global_metrics.registry.clone()];
     for _ in 0..workers {
@@ -280,11 +281,22 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     for (handle, _) in shards {
         let _ = handle.join();
     }
+    // The shards handed over their last spans as they stopped.
+    crate::telemetry::otel::export::flush(snap.server.shutdown_timeout);
     if let Some(p) = &opts.uds {
         let _ = std::fs::remove_file(p);
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Starts, reconfigures or stops span export for a snapshot.
+fn configure_tracing(snap: &config::Snapshot, metrics: &GlobalMetrics) {
+    if let Err(e) =
+        crate::telemetry::otel::export::configure(&snap.tracing, &snap.upstream.tls, &metrics.otel)
+    {
+        tracing::error!(error = %e, "tracing: cannot start the span exporter thread");
+    }
 }
 
 fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError>) {
@@ -303,6 +315,7 @@ fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError
             if let Err(e) = logging::set_filter(&filter) {
                 tracing::warn!("log filter `{filter}` not applied: {e}");
             }
+            configure_tracing(snap, &shared.global_metrics);
             let groups = loaded.snapshot.group_names.len();
             shared.config.store(Arc::new(loaded.snapshot));
             shared

@@ -96,6 +96,7 @@ pub fn run(spec: ShardSpec) {
                 upstream: UpstreamClient::new(resolver.shard_resolver(dns_ttl)),
                 metrics,
                 router: ShardRouter::new(&limits, fastrand::u64(..) ^ id as u64),
+                spans: Default::default(),
             },
             ids: RequestIds::new(id),
             inflight: Cell::new(0),
@@ -103,6 +104,8 @@ pub fn run(spec: ShardSpec) {
         });
         ctx.gateway.upstream.spawn_maintenance();
         monoio::spawn(control_loop(ctx.clone(), control));
+        let spans_ctx = ctx.clone();
+        monoio::spawn(async move { spans_ctx.gateway.spans.flush_loop().await });
         let stopping = Rc::new(LocalEvent::default());
         match TcpListener::from_std(tcp) {
             Ok(l) => {
@@ -131,6 +134,7 @@ pub fn run(spec: ShardSpec) {
                 "shutdown deadline reached; closing in-flight requests"
             );
         }
+        ctx.gateway.spans.flush();
     });
 }
 

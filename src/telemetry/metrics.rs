@@ -507,6 +507,8 @@ pub struct GlobalMetrics {
     pub config_reloads: IntCounterVec,
     pub io_driver: IntGaugeVec,
     pub shards: IntGauge,
+    /// The span exporter's counters (`llmux_otel_spans_*`).
+    pub otel: crate::telemetry::otel::ExportMetrics,
 }
 
 impl GlobalMetrics {
@@ -527,6 +529,23 @@ impl GlobalMetrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(io_driver.clone()))?;
         registry.register(Box::new(shards.clone()))?;
+        let otel = crate::telemetry::otel::ExportMetrics {
+            exported: IntCounter::new(
+                "llmux_otel_spans_exported_total",
+                "Spans the OTLP collector accepted.",
+            )?,
+            dropped: IntCounter::new(
+                "llmux_otel_spans_dropped_total",
+                "Spans dropped: the export queue was full, or their export failed.",
+            )?,
+            failed: IntCounter::new(
+                "llmux_otel_export_failures_total",
+                "OTLP export requests that failed or timed out.",
+            )?,
+        };
+        registry.register(Box::new(otel.exported.clone()))?;
+        registry.register(Box::new(otel.dropped.clone()))?;
+        registry.register(Box::new(otel.failed.clone()))?;
         // Make both results visible from the start, so alerts can use rate() right away.
         config_reloads.with_label_values(&["success"]);
         config_reloads.with_label_values(&["error"]);
@@ -535,6 +554,7 @@ impl GlobalMetrics {
             config_reloads,
             io_driver,
             shards,
+            otel,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod pii;
 pub mod redact;
 pub mod request_id;

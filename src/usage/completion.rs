@@ -71,6 +71,11 @@ impl CompletionText {
         self.text.is_empty() && self.overflow == 0
     }
 
+    /// The text kept so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The text kept, and the bytes seen beyond it.
     pub fn into_parts(self) -> (String, usize) {
         (self.text, self.overflow)

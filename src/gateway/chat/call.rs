@@ -107,9 +107,11 @@ pub async fn attempt<'r, IO: ServerIo>(
         .collect();
     up_headers.push(("x-request-id", call.req.request_id.as_str()));
     // The trace goes on to the provider, in this attempt's own span.
-    let traceparent = call
-        .trace
-        .traceparent_for(crate::telemetry::trace_context::new_span_id());
+    let span_id = crate::telemetry::trace_context::new_span_id();
+    if let Some(spans) = call.spans.as_deref_mut() {
+        spans.attempt_started(span_id, prepared.url.host(), prepared.url.port());
+    }
+    let traceparent = call.trace.traceparent_for(span_id);
     up_headers.push(("traceparent", traceparent.as_str()));
     // `tracestate` belongs to the client's trace: only with a `traceparent` that was valid.
     if let Some(state) = call
@@ -203,8 +205,12 @@ async fn stream<IO: ServerIo>(
         headers,
         drop_usage_chunk: !call.view.include_usage,
         collect_text: !provider.stream_is_identity()
-            || memchr::memmem::find(&prepared.body, b"\"include_usage\":true").is_none(),
+            || memchr::memmem::find(&prepared.body, b"\"include_usage\":true").is_none()
+            || (call.spans.is_some() && snap.tracing.capture_content),
     };
+    if call.spans.is_some() {
+        call.out.meta = Some(Box::default());
+    }
     let relayed = if provider.stream_is_identity() {
         Box::pin(relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await
     } else {
@@ -272,11 +278,13 @@ async fn whole<IO: ServerIo>(
             )));
         }
         read_usage(call, &body, dep).await;
+        read_meta(call, &body);
         return send_answer(call, w, headers, &body, dep).await;
     }
     match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
         Ok(completion) => {
             read_usage(call, &completion.body, dep).await;
+            read_meta(call, &completion.body);
             send_answer(call, w, headers, &completion.body, dep).await
         }
         Err(mapped) => AttemptEnd::Failed(failure::from_mapped(&mapped, retry_after)),
@@ -292,6 +300,20 @@ async fn read_usage(call: &mut Call<'_>, body: &[u8], dep: &Deployment) {
             call.estimate_usage(dep).await;
         }
     }
+}
+
+/// What a sampled request's spans say about a whole answer.
+fn read_meta(call: &mut Call<'_>, body: &[u8]) {
+    if call.spans.is_none() {
+        return;
+    }
+    let mut meta = crate::telemetry::otel::ResponseMeta::from_body(body);
+    if call.snap.tracing.capture_content {
+        let mut text = usage::completion::CompletionText::default();
+        text.take_from(body);
+        meta.output = Some(text.text().to_owned());
+    }
+    call.out.meta = Some(Box::new(meta));
 }
 
 /// Most headers an answer carries: the routing ones, a `retry-after`, and the two cost ones.

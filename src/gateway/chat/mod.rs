@@ -36,6 +36,7 @@ use crate::router::policy::{next_step, Progress};
 use crate::router::{strategy, DeploymentState, Failure, FailureClass, HealthChange, NextStep};
 use crate::telemetry::metrics::RequestRecord;
 use crate::telemetry::redact::redact_str;
+use crate::telemetry::otel::{self, AnswerReport, AttemptReport, RequestReport, RequestSpans};
 use crate::telemetry::trace_context::TraceContext;
 
 /// One attempt, for the access log and the response headers.
@@ -69,6 +70,8 @@ pub struct Call<'r> {
     pub upstream_secs: Option<f64>,
     /// The client's trace continued (W3C `traceparent`), or a new one.
     pub trace: TraceContext,
+    /// The request's spans, when tracing is on and this trace is sampled.
+    pub spans: Option<Box<RequestSpans>>,
 }
 
 pub async fn chat_completions<IO: ServerIo>(
@@ -90,6 +93,15 @@ pub async fn chat_completions<IO: ServerIo>(
         let _ = w.send_error(&ApiError::model_not_found(&view.model)).await;
         return;
     }
+    let mut trace = TraceContext::from_request(req.header("traceparent").map(str::as_bytes));
+    let spans = if snap.tracing.enabled {
+        let sampled = otel::sampled(snap.tracing.sampling_ratio, &trace);
+        // The decision travels on in the `traceparent` sent upstream.
+        trace.flags = (trace.flags & !1) | u8::from(sampled);
+        sampled.then(|| Box::new(RequestSpans::begin(&trace, &view.model, view.stream, &body)))
+    } else {
+        None
+    };
     let mut call = Call {
         gw,
         snap,
@@ -105,7 +117,8 @@ pub async fn chat_completions<IO: ServerIo>(
         retries: 0,
         out: RelayOutcome::default(),
         upstream_secs: None,
-        trace: TraceContext::from_request(req.header("traceparent").map(str::as_bytes)),
+        trace,
+        spans,
     };
     call.run(w).await;
     if let Some(dep) = call
@@ -246,9 +259,21 @@ impl<'r> Call<'r> {
                 ms: elapsed.as_millis() as u64,
             });
             let f = match end {
+                // The answering attempt's span ends with the request (`finish`), once its
+                // usage is known.
                 AttemptEnd::Answered => return,
                 AttemptEnd::Failed(f) => f,
             };
+            if let Some(spans) = self.spans.as_deref_mut() {
+                spans.attempt_ended(&AttemptReport {
+                    deployment: &dep.id,
+                    provider: genai_provider(self.snap, dep),
+                    upstream_model: &dep.upstream_model,
+                    status,
+                    error_type: Some(f.class.as_str()),
+                    answer: None,
+                });
+            }
             if f.class == FailureClass::Cancelled {
                 return self.cancelled(w);
             }
@@ -448,6 +473,11 @@ impl<'r> Call<'r> {
                 }),
             });
         }
+        if let Some(spans) = self.spans.take() {
+            let records = self.end_spans(*spans, cost);
+            self.gw.spans.push(records);
+        }
+        let out = &self.out;
         // Upstream text may carry secrets (an upstream that echoes the request head).
         let error = out
             .error
@@ -481,6 +511,71 @@ impl<'r> Call<'r> {
             "request"
         );
     }
+}
+
+impl Call<'_> {
+    /// Ends a sampled request's spans: the answering attempt's (now that its usage is known),
+    /// then the request's.
+    fn end_spans(&self, mut spans: RequestSpans, cost: Option<f64>) -> Vec<otel::SpanRecord> {
+        static NO_META: std::sync::LazyLock<otel::ResponseMeta> =
+            std::sync::LazyLock::new(Default::default);
+        let out = &self.out;
+        let answered = out.meta.is_some();
+        let meta = out.meta.as_deref().unwrap_or(&NO_META);
+        let answer = || AnswerReport {
+            meta,
+            usage: &out.usage,
+            time_to_first_chunk: out.ttft_secs,
+        };
+        let last = self.attempts.last();
+        if let Some(a) = last {
+            spans.attempt_ended(&AttemptReport {
+                deployment: &a.deployment.id,
+                provider: genai_provider(self.snap, a.deployment),
+                upstream_model: &a.deployment.upstream_model,
+                status: a.status,
+                error_type: a.class.map(|c| c.as_str()),
+                answer: answered.then(answer),
+            });
+        }
+        let status_text;
+        let error_type = match out.failure.or_else(|| last.and_then(|a| a.class)) {
+            Some(c) if out.status >= 400 || out.failure.is_some() => Some(c.as_str()),
+            _ if out.status >= 400 => {
+                status_text = out.status.to_string();
+                Some(status_text.as_str())
+            }
+            _ => None,
+        };
+        let capture = self.snap.tracing.capture_content;
+        let secrets = &self.snap.secrets;
+        spans.finish(RequestReport {
+            request_id: &self.req.request_id,
+            status: out.status,
+            error_type,
+            answer: answered.then(answer),
+            cost_usd: cost,
+            retries: self.retries,
+            fallback_group: (self.progress.groups.len() > 1)
+                .then(|| self.progress.groups.last().map(String::as_str))
+                .flatten(),
+            input_messages: capture
+                .then(|| otel::content::input_messages(&self.body, secrets))
+                .flatten(),
+            output_messages: meta
+                .output
+                .as_deref()
+                .filter(|_| capture)
+                .map(|text| otel::content::output_messages(text, meta.reasons().next(), secrets)),
+        })
+    }
+}
+
+/// `gen_ai.provider.name` for a deployment: its provider file's name for it.
+fn genai_provider<'s>(snap: &'s Snapshot, dep: &'s Deployment) -> &'s str {
+    snap.providers
+        .get(&dep.provider)
+        .map_or(dep.provider.as_str(), |p| p.genai_name())
 }
 
 /// How one attempt went, for the record phase.

@@ -1,0 +1,72 @@
+//! A shard's side of span export: ended spans are buffered on the shard and handed to the
+//! exporter thread in batches, so the cross-thread hand-off (a channel send) is paid once per
+//! [`BATCH`] spans, not per request, and never waited on: a full queue drops the batch and
+//! counts it.
+
+use std::cell::{Cell, RefCell};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use super::export;
+use super::record::SpanRecord;
+
+/// Spans handed over at once.
+const BATCH: usize = 64;
+/// Longest a span waits on its shard when traffic is light.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+pub struct ShardSpans {
+    buf: RefCell<Vec<SpanRecord>>,
+    /// The flush task, waiting for a first span.
+    waiting: Cell<Option<Waker>>,
+}
+
+impl ShardSpans {
+    pub fn push(&self, spans: Vec<SpanRecord>) {
+        let full = {
+            let mut buf = self.buf.borrow_mut();
+            if buf.is_empty() {
+                if let Some(w) = self.waiting.take() {
+                    w.wake();
+                }
+            }
+            buf.extend(spans);
+            buf.len() >= BATCH
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Hands what is buffered to the exporter (or drops and counts it if its queue is full).
+    pub fn flush(&self) {
+        let batch = std::mem::take(&mut *self.buf.borrow_mut());
+        if !batch.is_empty() {
+            export::submit(batch);
+        }
+    }
+
+    /// Resolves once a span is buffered.
+    async fn buffered(&self) {
+        std::future::poll_fn(|cx| {
+            if self.buf.borrow().is_empty() {
+                self.waiting.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    /// The shard's flush task: spans of light traffic leave within [`FLUSH_AFTER`]. It sleeps
+    /// on no timer while nothing is buffered (tracing off costs no wake-ups).
+    pub async fn flush_loop(&self) {
+        loop {
+            self.buffered().await;
+            monoio::time::sleep(FLUSH_AFTER).await;
+            self.flush();
+        }
+    }
+}
