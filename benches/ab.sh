@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A/B of one config setting on the same build: req/s and the gateway's CPU time per request,
 # in alternating runs (A, B, A, B, ...) so that a change in the machine's load hits both alike.
-# Report the median of each; CPU per request is the steadier number on a shared machine.
+# Report the median of each; CPU per request is the steadier number on a shared machine. The
+# mock also answers OTLP/HTTP at /v1/traces, so a variant may export spans to it
+# (`{tracing: {enabled: true, endpoint: "http://127.0.0.1:18281"}}`): the exporter thread's CPU
+# is the gateway's.
 #
 # Usage: benches/ab.sh                      (from anywhere; works in the repository root)
 # Knobs (environment):
@@ -61,7 +64,7 @@ wait_ready "http://127.0.0.1:$MOCK_PORT/health"
 
 body="{\"model\":\"m\",\"stream\":$STREAM,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
 url=http://127.0.0.1:$GW_PORT/v1/chat/completions
-declare -A RPS CPU
+declare -A RPS CPU P99
 for round in $(seq 1 "$ROUNDS"); do
   for v in A B; do
     extra=$A
@@ -85,15 +88,17 @@ EOF
     oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json -m POST \
       -H 'content-type: application/json' -d "$body" "$url" >"$WORK/out.json" 2>/dev/null
     t1=$(ticks "$pid")
-    read -r rps ok < <(python3 -c '
+    read -r rps ok p99 < <(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 ok = sum(v for k, v in (d.get("statusCodeDistribution") or {}).items() if k.startswith("2"))
-print(round(ok / d["summary"]["total"]), ok)' "$WORK/out.json")
+p99 = (d.get("latencyPercentiles") or {}).get("p99") or 0
+print(round(ok / d["summary"]["total"]), ok, round(p99 * 1000, 3))' "$WORK/out.json")
     cpu=$(awk -v t=$((t1 - t0)) -v n="$ok" -v hz="$HZ" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
     RPS[$v]+="$rps "
     CPU[$v]+="$cpu "
-    echo "round $round $v: $rps req/s, $cpu µs CPU/request" >&2
+    P99[$v]+="$p99 "
+    echo "round $round $v: $rps req/s, $cpu µs CPU/request, p99 $p99 ms" >&2
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
   done
@@ -102,9 +107,10 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END { print a[int((NR + 1) / 2)] }'; }
 ra=$(echo "${RPS[A]}" | median) rb=$(echo "${RPS[B]}" | median)
 ca=$(echo "${CPU[A]}" | median) cb=$(echo "${CPU[B]}" | median)
-echo "| variant | req/s (median of $ROUNDS) | gateway CPU µs/request (median) |"
-echo "| --- | ---: | ---: |"
-echo "| A: \`$A\` | $ra | $ca |"
-echo "| B: \`$B\` | $rb | $cb |"
-awk -v ra="$ra" -v rb="$rb" -v ca="$ca" -v cb="$cb" \
-  'BEGIN { printf "| A vs B | %.3fx | %+.1f %% |\n", ra / rb, (ca / cb - 1) * 100 }'
+pa=$(echo "${P99[A]}" | median) pb=$(echo "${P99[B]}" | median)
+echo "| variant | req/s (median of $ROUNDS) | gateway CPU µs/request (median) | p99 ms under load (median) |"
+echo "| --- | ---: | ---: | ---: |"
+echo "| A: \`$A\` | $ra | $ca | $pa |"
+echo "| B: \`$B\` | $rb | $cb | $pb |"
+awk -v ra="$ra" -v rb="$rb" -v ca="$ca" -v cb="$cb" -v pa="$pa" -v pb="$pb" \
+  'BEGIN { printf "| A vs B | %.3fx | %+.1f %% | %+.3f ms |\n", ra / rb, (ca / cb - 1) * 100, pa - pb }'

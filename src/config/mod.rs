@@ -19,10 +19,10 @@ pub mod tracing;
 
 pub use env::Env;
 pub use proxy::ProxySettings;
-pub use tracing::{OtlpProtocol, TracingSettings};
 pub use snapshot::{
     Deployment, MediaSettings, ModelGroup, ServerSettings, Snapshot, UpstreamSettings,
 };
+pub use tracing::{OtlpProtocol, TracingSettings};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

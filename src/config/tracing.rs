@@ -107,16 +107,28 @@ pub fn build(
         for (k, v) in &t.headers {
             match secrets::resolve(v, base_dir, env) {
                 Ok(v) => headers.push((k.clone(), v)),
-                Err(e) => diag.error(KeyPath::keys(&format!("llmux.tracing.headers.{k}")), e.to_string()),
+                Err(e) => diag.error(
+                    KeyPath::keys(&format!("llmux.tracing.headers.{k}")),
+                    e.to_string(),
+                ),
             }
         }
     }
     secrets_seen.extend(headers.iter().map(|(_, v)| v.clone()));
 
     let timeout = match &t.timeout {
-        Some(n) => Duration::from_secs_f64(checked(diag, "llmux.tracing.timeout", n, Limit::SECONDS, 10.0)),
+        Some(n) => Duration::from_secs_f64(checked(
+            diag,
+            "llmux.tracing.timeout",
+            n,
+            Limit::SECONDS,
+            10.0,
+        )),
         None => env
-            .first_nonblank(&["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"])
+            .first_nonblank(&[
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ])
             .and_then(|ms| ms.trim().parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map_or(d.timeout, Duration::from_millis),
@@ -199,7 +211,10 @@ fn endpoint(t: &TracingSection, env: &Env, protocol: OtlpProtocol) -> String {
             .contains('/');
         return if has_path { e.to_owned() } else { with_path(e) };
     }
-    if let Some(e) = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|e| !e.trim().is_empty()) {
+    if let Some(e) = env
+        .get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .filter(|e| !e.trim().is_empty())
+    {
         return e.trim().to_owned();
     }
     if let Some(e) = env.first_nonblank(&["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_ENDPOINT"]) {
@@ -272,7 +287,11 @@ mod tests {
         )
     }
 
-    fn build_with(t: &TracingSection, l: &LitellmSettings, e: &Env) -> (TracingSettings, Vec<String>) {
+    fn build_with(
+        t: &TracingSection,
+        l: &LitellmSettings,
+        e: &Env,
+    ) -> (TracingSettings, Vec<String>) {
         let mut diag = Diagnostics::default();
         let mut secrets = Vec::new();
         let s = build(t, l, e, Path::new("."), &mut diag, &mut secrets);
@@ -307,16 +326,25 @@ mod tests {
         assert_eq!(s.endpoint, "http://collector:4318/v1/traces");
         assert_eq!(
             s.headers,
-            vec![("x-token".into(), "a b".into()), ("tenant".into(), "t1".into())]
+            vec![
+                ("x-token".into(), "a b".into()),
+                ("tenant".into(), "t1".into())
+            ]
         );
         assert!(secrets.contains(&"a b".to_string()));
         let e2 = env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://other:9/custom"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://other:9/custom",
+            ),
         ]);
         assert_eq!(build_with(&t, &l, &e2).0.endpoint, "http://other:9/custom");
         t.endpoint = Some("http://127.0.0.1:4318".into());
-        assert_eq!(build_with(&t, &l, &e2).0.endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(
+            build_with(&t, &l, &e2).0.endpoint,
+            "http://127.0.0.1:4318/v1/traces"
+        );
         t.protocol = Some("grpc".into());
         assert_eq!(build_with(&t, &l, &e2).0.endpoint, "http://127.0.0.1:4318");
         assert_eq!(build_with(&t, &l, &e2).0.protocol, OtlpProtocol::Grpc);

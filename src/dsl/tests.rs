@@ -1000,7 +1000,10 @@ fn genai_provider_names_only_its_own_provider() {
     );
     assert_eq!(set.get("base").expect("base").genai_name(), "base.ai");
     assert_eq!(set.get("child").expect("child").genai_name(), "child");
-    assert_eq!(set.get("renamed").expect("renamed").genai_name(), "renamed.ai");
+    assert_eq!(
+        set.get("renamed").expect("renamed").genai_name(),
+        "renamed.ai"
+    );
     let twice = load_err(
         r#"provider p { base_url "https://x.test" url "/c" genai_provider "a" genai_provider "b" request { model = ctx.model } }"#,
     );

@@ -37,6 +37,10 @@ pub struct MockStats {
     pub connections: AtomicU64,
     pub disconnects: AtomicU64,
     pub completed_streams: AtomicU64,
+    /// OTLP/HTTP trace exports received at `POST /v1/traces` (the mock doubles as a span sink
+    /// for benchmarks of tracing), and their bytes.
+    pub otlp_exports: AtomicU64,
+    pub otlp_bytes: AtomicU64,
     /// The body of the last chat request, at `GET /mock/last-request` (to check translations).
     pub last_request: arc_swap::ArcSwap<Vec<u8>>,
     /// Failures switched on at run time, by upstream model name (`POST /mock/faults`): every
@@ -144,6 +148,8 @@ impl Service for MockService {
                     "connections": self.stats.connections.load(Ordering::Relaxed),
                     "disconnects": self.stats.disconnects.load(Ordering::Relaxed),
                     "completed_streams": self.stats.completed_streams.load(Ordering::Relaxed),
+                    "otlp_exports": self.stats.otlp_exports.load(Ordering::Relaxed),
+                    "otlp_bytes": self.stats.otlp_bytes.load(Ordering::Relaxed),
                 });
                 let _ = w
                     .send_json(StatusCode::OK, body.to_string().as_bytes())
@@ -191,6 +197,18 @@ impl Service for MockService {
                     .unwrap_or("/mock/image.png");
                 let _ = w
                     .send(StatusCode::FOUND, "text/plain", &[("location", to)], b"")
+                    .await;
+                return;
+            }
+            ("POST", "/v1/traces") => {
+                // An OTLP/HTTP collector that accepts everything (an empty
+                // ExportTraceServiceResponse is zero bytes of protobuf).
+                self.stats.otlp_exports.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .otlp_bytes
+                    .fetch_add(req.body.len() as u64, Ordering::Relaxed);
+                let _ = w
+                    .send(StatusCode::OK, "application/x-protobuf", &[], b"")
                     .await;
                 return;
             }

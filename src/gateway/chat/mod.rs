@@ -35,8 +35,8 @@ use crate::http1::{Request, ResponseWriter, ServerIo};
 use crate::router::policy::{next_step, Progress};
 use crate::router::{strategy, DeploymentState, Failure, FailureClass, HealthChange, NextStep};
 use crate::telemetry::metrics::RequestRecord;
-use crate::telemetry::redact::redact_str;
 use crate::telemetry::otel::{self, AnswerReport, AttemptReport, RequestReport, RequestSpans};
+use crate::telemetry::redact::redact_str;
 use crate::telemetry::trace_context::TraceContext;
 
 /// One attempt, for the access log and the response headers.

@@ -129,7 +129,12 @@ struct OpenAttempt {
 }
 
 impl RequestSpans {
-    pub fn begin(trace: &TraceContext, model_group: &str, stream: bool, body: &serde_json::Value) -> Self {
+    pub fn begin(
+        trace: &TraceContext,
+        model_group: &str,
+        stream: bool,
+        body: &serde_json::Value,
+    ) -> Self {
         Self {
             trace_id: trace.trace_id,
             remote_parent: trace.parent_span_id,
@@ -163,14 +168,20 @@ impl RequestSpans {
         a.push(KeyValue::new("gen_ai.provider.name", r.provider.to_owned()));
         // The name before v1.37, still what many back ends key on.
         a.push(KeyValue::new("gen_ai.system", r.provider.to_owned()));
-        a.push(KeyValue::new("gen_ai.request.model", r.upstream_model.to_owned()));
+        a.push(KeyValue::new(
+            "gen_ai.request.model",
+            r.upstream_model.to_owned(),
+        ));
         a.push(KeyValue::new("gen_ai.request.stream", self.stream));
         self.params.push(&mut a);
         a.push(KeyValue::new("server.address", open.address));
         a.push(KeyValue::new("server.port", i64::from(open.port)));
         a.push(KeyValue::new("llmux.deployment", r.deployment.to_owned()));
         if r.status > 0 {
-            a.push(KeyValue::new("http.response.status_code", i64::from(r.status)));
+            a.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(r.status),
+            ));
         }
         if let Some(e) = r.error_type {
             a.push(KeyValue::new("error.type", e.to_owned()));
@@ -196,12 +207,18 @@ impl RequestSpans {
     pub fn finish(mut self, r: RequestReport<'_>) -> Vec<SpanRecord> {
         let mut a = Vec::with_capacity(24);
         a.push(KeyValue::new("gen_ai.operation.name", "chat"));
-        a.push(KeyValue::new("gen_ai.request.model", self.model_group.clone()));
+        a.push(KeyValue::new(
+            "gen_ai.request.model",
+            self.model_group.clone(),
+        ));
         a.push(KeyValue::new("gen_ai.request.stream", self.stream));
         self.params.push(&mut a);
         a.push(KeyValue::new("http.request.method", "POST"));
         a.push(KeyValue::new("http.route", "/v1/chat/completions"));
-        a.push(KeyValue::new("http.response.status_code", i64::from(r.status)));
+        a.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(r.status),
+        ));
         a.push(KeyValue::new("llmux.request_id", r.request_id.to_owned()));
         if r.retries > 0 {
             a.push(KeyValue::new("llmux.retries", i64::from(r.retries)));
@@ -248,7 +265,10 @@ fn push_answer(a: &mut Vec<KeyValue>, ans: &AnswerReport<'_>) {
     if let Some(model) = &m.model {
         a.push(KeyValue::new("gen_ai.response.model", model.clone()));
     }
-    let reasons: Vec<StringValue> = m.reasons().map(|r| StringValue::from(r.to_owned())).collect();
+    let reasons: Vec<StringValue> = m
+        .reasons()
+        .map(|r| StringValue::from(r.to_owned()))
+        .collect();
     if !reasons.is_empty() {
         a.push(KeyValue::new(
             "gen_ai.response.finish_reasons",
@@ -258,9 +278,15 @@ fn push_answer(a: &mut Vec<KeyValue>, ans: &AnswerReport<'_>) {
     let u = ans.usage;
     if !u.is_empty() {
         a.push(KeyValue::new("gen_ai.usage.input_tokens", u.prompt as i64));
-        a.push(KeyValue::new("gen_ai.usage.output_tokens", u.completion as i64));
+        a.push(KeyValue::new(
+            "gen_ai.usage.output_tokens",
+            u.completion as i64,
+        ));
         if u.cached > 0 {
-            a.push(KeyValue::new("gen_ai.usage.cache_read.input_tokens", u.cached as i64));
+            a.push(KeyValue::new(
+                "gen_ai.usage.cache_read.input_tokens",
+                u.cached as i64,
+            ));
         }
         if u.cache_write > 0 {
             a.push(KeyValue::new(
