@@ -88,7 +88,7 @@ pub struct AttemptReport<'a> {
 pub struct AnswerReport<'a> {
     pub meta: &'a ResponseMeta,
     pub usage: &'a Usage,
-    /// Seconds from the attempt's start to its first chunk (streams).
+    /// Seconds from the request's arrival to the answer's first chunk (streams).
     pub time_to_first_chunk: Option<f64>,
 }
 
@@ -187,7 +187,13 @@ impl RequestSpans {
             a.push(KeyValue::new("error.type", e.to_owned()));
         }
         if let Some(ans) = &r.answer {
-            push_answer(&mut a, ans);
+            // The answer's first chunk is timed from the request's arrival; the span's own
+            // time to first chunk starts with the attempt.
+            let offset = open
+                .start
+                .duration_since(self.start)
+                .map_or(0.0, |d| d.as_secs_f64());
+            push_answer(&mut a, ans, offset);
         }
         self.ended.push(SpanRecord {
             trace_id: self.trace_id,
@@ -195,7 +201,7 @@ impl RequestSpans {
             parent: Some(self.server_span_id),
             parent_is_remote: false,
             kind: SpanKind::Client,
-            name: format!("chat {}", r.upstream_model),
+            name: ["chat ", r.upstream_model].concat(),
             start: open.start,
             end: SystemTime::now(),
             attributes: a,
@@ -205,14 +211,16 @@ impl RequestSpans {
 
     /// The request has ended: its server span closes the set.
     pub fn finish(mut self, r: RequestReport<'_>) -> Vec<SpanRecord> {
-        let mut a = Vec::with_capacity(24);
+        // The inference attributes (parameters, response, cache split, time to first chunk)
+        // are the client spans'; the request's span says what was asked of the gateway and
+        // what the whole request used and cost.
+        let mut a = Vec::with_capacity(16);
         a.push(KeyValue::new("gen_ai.operation.name", "chat"));
         a.push(KeyValue::new(
             "gen_ai.request.model",
             self.model_group.clone(),
         ));
         a.push(KeyValue::new("gen_ai.request.stream", self.stream));
-        self.params.push(&mut a);
         a.push(KeyValue::new("http.request.method", "POST"));
         a.push(KeyValue::new("http.route", "/v1/chat/completions"));
         a.push(KeyValue::new(
@@ -233,7 +241,7 @@ impl RequestSpans {
             a.push(KeyValue::new("error.type", e.to_owned()));
         }
         if let Some(ans) = &r.answer {
-            push_answer(&mut a, ans);
+            push_usage(&mut a, ans.usage);
         }
         if let Some(m) = r.input_messages {
             a.push(KeyValue::new("gen_ai.input.messages", m));
@@ -247,7 +255,7 @@ impl RequestSpans {
             parent: self.remote_parent,
             parent_is_remote: self.remote_parent.is_some(),
             kind: SpanKind::Server,
-            name: format!("chat {}", self.model_group),
+            name: ["chat ", self.model_group.as_str()].concat(),
             start: self.start,
             end: SystemTime::now(),
             attributes: a,
@@ -257,7 +265,7 @@ impl RequestSpans {
     }
 }
 
-fn push_answer(a: &mut Vec<KeyValue>, ans: &AnswerReport<'_>) {
+fn push_answer(a: &mut Vec<KeyValue>, ans: &AnswerReport<'_>, started_after: f64) {
     let m = ans.meta;
     if let Some(id) = &m.id {
         a.push(KeyValue::new("gen_ai.response.id", id.clone()));
@@ -275,7 +283,16 @@ fn push_answer(a: &mut Vec<KeyValue>, ans: &AnswerReport<'_>) {
             Value::Array(Array::String(reasons)),
         ));
     }
-    let u = ans.usage;
+    push_usage(a, ans.usage);
+    if let Some(t) = ans.time_to_first_chunk {
+        a.push(KeyValue::new(
+            "gen_ai.response.time_to_first_chunk",
+            (t - started_after).max(0.0),
+        ));
+    }
+}
+
+fn push_usage(a: &mut Vec<KeyValue>, u: &Usage) {
     if !u.is_empty() {
         a.push(KeyValue::new("gen_ai.usage.input_tokens", u.prompt as i64));
         a.push(KeyValue::new(
@@ -297,8 +314,5 @@ fn push_answer(a: &mut Vec<KeyValue>, ans: &AnswerReport<'_>) {
         if u.estimated {
             a.push(KeyValue::new("llmux.usage.estimated", true));
         }
-    }
-    if let Some(t) = ans.time_to_first_chunk {
-        a.push(KeyValue::new("gen_ai.response.time_to_first_chunk", t));
     }
 }

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use sonic_rs::JsonValueTrait;
 
 /// At most this many finish reasons are kept (one per choice).
 const MAX_CHOICES: usize = 16;
@@ -19,14 +20,12 @@ pub struct ResponseMeta {
     pub finish_reasons: Vec<String>,
     /// The answer's text, when content is captured (`llmux.tracing.capture_content`).
     pub output: Option<String>,
+    /// The names were looked for (in a stream's first chunk).
+    names_read: bool,
 }
 
 #[derive(Deserialize)]
 struct Head<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     choices: Option<Vec<ChoiceHead<'a>>>,
 }
@@ -40,25 +39,32 @@ struct ChoiceHead<'a> {
 }
 
 impl ResponseMeta {
-    /// A whole (non-streamed) chat completion.
+    /// A whole (non-streamed) chat completion. `id` and `model` lead OpenAI's bodies, so
+    /// sonic-rs finds them without reading the rest; the finish reasons are found by a byte
+    /// search (choices in order), not by parsing the messages.
     pub fn from_body(body: &[u8]) -> Self {
         let mut m = Self::default();
-        m.observe_chunk(body);
+        m.read_names(body);
+        for reason in finish_reasons(body).take(MAX_CHOICES) {
+            m.finish_reasons.push(reason);
+        }
         m
     }
 
-    /// One stream chunk (`data:` payload); the id and the model are taken from the first
-    /// chunk that has them, a choice's finish reason from the chunk that ends it.
+    /// One stream chunk (`data:` payload): the id and the model come from the first chunk,
+    /// a choice's finish reason from the chunk that ends it (the only chunks parsed).
     pub fn observe_chunk(&mut self, data: &[u8]) {
+        if !self.names_read {
+            self.names_read = true;
+            self.read_names(data);
+        }
+        // Most chunks carry `"finish_reason":null`: only one with a reason is parsed.
+        if finish_reasons(data).next().is_none() {
+            return;
+        }
         let Ok(head) = serde_json::from_slice::<Head<'_>>(data) else {
             return;
         };
-        if self.id.is_none() {
-            self.id = head.id.filter(|s| !s.is_empty()).map(bounded);
-        }
-        if self.model.is_none() {
-            self.model = head.model.filter(|s| !s.is_empty()).map(bounded);
-        }
         for (pos, c) in head.choices.iter().flatten().enumerate() {
             let Some(reason) = &c.finish_reason else {
                 continue;
@@ -74,6 +80,28 @@ impl ResponseMeta {
         }
     }
 
+    /// `id` and `model`, in one lazy pass over the top-level members (values are skipped,
+    /// not parsed), stopping once both are found.
+    fn read_names(&mut self, json: &[u8]) {
+        for member in sonic_rs::to_object_iter(json) {
+            let Ok((key, value)) = member else {
+                return;
+            };
+            let slot = match key.as_ref() {
+                "id" if self.id.is_none() => &mut self.id,
+                "model" if self.model.is_none() => &mut self.model,
+                _ => continue,
+            };
+            *slot = value
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(|s| bounded(Cow::Borrowed(s)));
+            if self.id.is_some() && self.model.is_some() {
+                return;
+            }
+        }
+    }
+
     /// The finish reasons of the choices that have one.
     pub fn reasons(&self) -> impl Iterator<Item = &str> {
         self.finish_reasons
@@ -81,6 +109,41 @@ impl ResponseMeta {
             .filter(|r| !r.is_empty())
             .map(String::as_str)
     }
+}
+
+const FINISH_KEY: &[u8] = b"\"finish_reason\"";
+
+/// The string values of `"finish_reason"` members, in the order they appear. A match inside
+/// a string value is told apart by its escaped quote; `null` values are skipped.
+fn finish_reasons(json: &[u8]) -> impl Iterator<Item = String> + '_ {
+    memchr::memmem::find_iter(json, FINISH_KEY).filter_map(move |at| {
+        let backslashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return None;
+        }
+        let mut i = skip_ws(json, at + FINISH_KEY.len());
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(json, i + 1);
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let mut end = i + 1;
+        while end < json.len() && json[end] != b'"' {
+            end += if json[end] == b'\\' { 2 } else { 1 };
+        }
+        let quoted = json.get(i..=end)?;
+        let s: String = serde_json::from_slice(quoted).ok()?;
+        Some(bounded(Cow::Owned(s)))
+    })
+}
+
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
 }
 
 fn bounded(s: Cow<'_, str>) -> String {
@@ -113,6 +176,16 @@ mod tests {
         m.observe_chunk(b"not json");
         assert_eq!(m.id.as_deref(), Some("c1"));
         assert_eq!(m.reasons().collect::<Vec<_>>(), ["tool_calls", "stop"]);
+    }
+
+    #[test]
+    fn a_finish_reason_inside_content_is_not_one() {
+        let m = ResponseMeta::from_body(
+            br#"{"id":"c","model":"m","choices":[{"index":0,"message":{"content":"say \"finish_reason\": \"stop\""},"finish_reason":null}]}"#,
+        );
+        assert_eq!(m.reasons().count(), 0);
+        let m = ResponseMeta::from_body(br#"{"choices":[{"finish_reason" : "length"}]}"#);
+        assert_eq!(m.reasons().collect::<Vec<_>>(), ["length"]);
     }
 
     #[test]
