@@ -1,4 +1,4 @@
-//! Command line: `serve`, `mock`, `config check`.
+//! Command line: `serve`, `mock`, `config check`, `providers check|test`, `db migrate`.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,23 @@ pub enum Command {
     Providers {
         #[command(subcommand)]
         command: ProvidersCommand,
+    },
+    /// The key database (LiteLLM's PostgreSQL schema).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create the LiteLLM tables LLMux uses on an empty database (for running without
+    /// LiteLLM; beside LiteLLM, LiteLLM creates its schema). Refuses a database that already
+    /// holds LiteLLM tables, and never alters one.
+    Migrate {
+        /// PostgreSQL URL (default: `DATABASE_URL`).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
     },
 }
 

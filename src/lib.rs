@@ -10,6 +10,7 @@ pub mod dsl;
 pub mod gateway;
 pub mod http1;
 pub mod json;
+pub mod keys;
 pub mod mock;
 pub mod router;
 pub mod server;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use llmux::cli::{Cli, Command, ConfigCommand, ProvidersCommand};
+use llmux::cli::{Cli, Command, ConfigCommand, DbCommand, ProvidersCommand};
 use llmux::config::{self, ConfigSource, ProvidersSource};
 use llmux::dsl::golden;
 use llmux::server::{self, ServeOptions};
@@ -48,6 +48,33 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
         Command::Providers { command } => providers_command(command),
+        Command::Db {
+            command: DbCommand::Migrate { database_url },
+        } => db_migrate(&database_url),
+    }
+}
+
+/// `llmux db migrate`: LiteLLM's tables on an empty database.
+fn db_migrate(url: &str) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llmux db migrate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(llmux::keys::db::migrate(url)) {
+        Ok(tables) => {
+            println!("created {}", tables.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("llmux db migrate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -61,6 +61,10 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub code: Option<String>,
+    /// A `type` of LiteLLM's own instead of the kind's (`budget_exceeded`, `expired_key`, ...).
+    pub type_name: Option<&'static str>,
+    /// A status other than the kind's (LiteLLM answers an exceeded budget with 422).
+    pub status_override: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -70,7 +74,20 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: None,
+            type_name: None,
+            status_override: None,
         }
+    }
+
+    /// Answers with LiteLLM's `type` for this error.
+    pub fn with_type(mut self, type_name: &'static str) -> Self {
+        self.type_name = Some(type_name);
+        self
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status_override = Some(status);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -101,14 +118,14 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.kind.status()
+        self.status_override.unwrap_or_else(|| self.kind.status())
     }
 
     pub fn to_json(&self) -> Vec<u8> {
         let body = serde_json::json!({
             "error": {
                 "message": self.message,
-                "type": self.kind.type_str(),
+                "type": self.type_name.unwrap_or_else(|| self.kind.type_str()),
                 "param": self.param,
                 "code": self.code.clone().unwrap_or_else(|| self.status().as_u16().to_string()),
             }

@@ -4,6 +4,7 @@
 mod deployment;
 mod diag;
 pub mod env;
+pub mod keys;
 pub mod locate;
 pub mod number;
 pub mod provider_names;

@@ -225,6 +225,9 @@ pub struct LitellmSettings {
     /// LiteLLM integrations LLMux does not have (warned about).
     #[serde(default)]
     pub callbacks: Option<Vec<String>>,
+    /// The status of a `budget_exceeded` answer (LiteLLM 1.104+: 422).
+    #[serde(default)]
+    pub budget_exceeded_status_code: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +236,18 @@ pub struct GeneralSettings {
     pub master_key: Option<String>,
     #[serde(default)]
     pub database_url: Option<String>,
+    /// Seconds a key read from the database is cached (LiteLLM's default 60).
+    #[serde(default)]
+    pub user_api_key_cache_ttl: Option<Num>,
+    /// Let requests with keys that are not cached through while the database is unreachable.
+    #[serde(default)]
+    pub allow_requests_on_db_unavailable: Option<bool>,
+    /// Seconds between spend writes (LiteLLM's default 10, plus up to 5 of jitter).
+    #[serde(default)]
+    pub proxy_batch_write_at: Option<Num>,
+    /// Write no `LiteLLM_SpendLogs` rows (spend columns are still incremented).
+    #[serde(default)]
+    pub disable_spend_logs: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +270,38 @@ pub struct LlmuxSettings {
     pub pricing: PricingSection,
     #[serde(default)]
     pub tracing: TracingSection,
+    /// Virtual keys kept in the config file (no database needed).
+    #[serde(default)]
+    pub virtual_keys: Vec<VirtualKeyEntry>,
+}
+
+/// A virtual key of the config file: what a `LiteLLM_VerificationToken` row holds, for
+/// deployments without a database. Spend is tracked in memory (lost on restart).
+#[derive(Debug, Deserialize)]
+pub struct VirtualKeyEntry {
+    /// The key itself (`sk-...`; may be `os.environ/NAME` or `file:PATH`).
+    pub key: String,
+    #[serde(default)]
+    pub key_alias: Option<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub max_budget: Option<Num>,
+    #[serde(default)]
+    pub rpm_limit: Option<Num>,
+    #[serde(default)]
+    pub tpm_limit: Option<Num>,
+    #[serde(default)]
+    pub max_parallel_requests: Option<Num>,
+    #[serde(default)]
+    pub blocked: Option<bool>,
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[Z]` (UTC).
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
 }
 
 /// `llmux.tracing`: OpenTelemetry spans exported over OTLP. Every key falls back to the

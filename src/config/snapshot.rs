@@ -139,6 +139,8 @@ pub struct Snapshot {
     pub router: Arc<crate::router::RouterSettings>,
     /// `llmux.tracing`.
     pub tracing: Arc<super::TracingSettings>,
+    /// Virtual keys (the config file's, the database), key caching and spend writing.
+    pub keys: Arc<super::keys::KeySettings>,
 }
 
 impl Snapshot {
@@ -437,6 +439,14 @@ pub(super) fn build(
     }
 
     let router = Arc::new(super::router::settings(&file, &group_names, diag));
+    let keys = Arc::new(super::keys::build(
+        &file,
+        master_key.is_some(),
+        &env,
+        base_dir,
+        diag,
+        &mut secrets_seen,
+    ));
     let tracing = Arc::new(super::tracing::build(
         &file.llmux.tracing,
         &file.litellm_settings,
@@ -470,6 +480,7 @@ pub(super) fn build(
         env,
         router,
         tracing,
+        keys,
     })
 }
 

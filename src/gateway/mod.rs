@@ -26,13 +26,26 @@ pub struct GatewayShard {
     pub router: route::ShardRouter,
     /// Ended spans of sampled requests, waiting to be handed to the exporter.
     pub spans: crate::telemetry::otel::ShardSpans,
+    /// Virtual keys this shard has seen, and the spend it has not handed over yet.
+    pub keys: crate::keys::shard::ShardKeys,
 }
 
-/// `GET /v1/models`: the configured model groups, in the OpenAI list shape.
-pub fn models_list(snap: &Arc<Snapshot>) -> Vec<u8> {
+/// `GET /v1/models`: the configured model groups a caller may use, in the OpenAI list shape.
+pub fn models_list(snap: &Arc<Snapshot>, caller: &crate::keys::shard::Caller) -> Vec<u8> {
+    let allowed = |name: &str| match caller {
+        crate::keys::shard::Caller::Key(k) => {
+            let providers: Vec<&str> = snap
+                .group(name)
+                .map(|g| g.deployments.iter().map(|d| d.provider.as_str()).collect())
+                .unwrap_or_default();
+            k.record.may_use(name, &providers)
+        }
+        _ => true,
+    };
     let data: Vec<serde_json::Value> = snap
         .group_names
         .iter()
+        .filter(|name| allowed(name))
         .map(|name| {
             serde_json::json!({
                 "id": name,

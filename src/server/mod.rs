@@ -151,7 +151,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
     let global_metrics = GlobalMetrics::new()?;
     global_metrics.shards.set(workers as i64);
-    configure_tracing(&snap, &global_metrics);
+    configure_control_plane(&snap, &global_metrics);
     let mut shard_metrics = Vec::with_capacity(workers);
     let mut registries = vec![global_metrics.registry.clone()];
     for _ in 0..workers {
@@ -281,8 +281,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     for (handle, _) in shards {
         let _ = handle.join();
     }
-    // The shards handed over their last spans as they stopped.
+    // The shards handed over their last spans and spend as they stopped.
     crate::telemetry::otel::export::flush(snap.server.shutdown_timeout);
+    crate::keys::control::flush(snap.server.shutdown_timeout);
     if let Some(p) = &opts.uds {
         let _ = std::fs::remove_file(p);
     }
@@ -290,12 +291,15 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Starts, reconfigures or stops span export for a snapshot.
-fn configure_tracing(snap: &config::Snapshot, metrics: &GlobalMetrics) {
+/// Applies a snapshot to the control-plane threads it configures: span export and keys.
+fn configure_control_plane(snap: &config::Snapshot, metrics: &GlobalMetrics) {
     if let Err(e) =
         crate::telemetry::otel::export::configure(&snap.tracing, &snap.upstream.tls, &metrics.otel)
     {
         tracing::error!(error = %e, "tracing: cannot start the span exporter thread");
+    }
+    if let Err(e) = crate::keys::control::configure(&snap.keys, &metrics.keys) {
+        tracing::error!(error = %e, "keys: cannot start the key control-plane thread");
     }
 }
 
@@ -315,7 +319,7 @@ fn apply_reload(shared: &Shared, res: Result<config::Loaded, config::ConfigError
             if let Err(e) = logging::set_filter(&filter) {
                 tracing::warn!("log filter `{filter}` not applied: {e}");
             }
-            configure_tracing(snap, &shared.global_metrics);
+            configure_control_plane(snap, &shared.global_metrics);
             let groups = loaded.snapshot.group_names.len();
             shared.config.store(Arc::new(loaded.snapshot));
             shared

@@ -11,6 +11,9 @@ use super::shard::ShardCtx;
 use crate::api::{ApiError, ErrorKind};
 use crate::gateway;
 use crate::http1::{Request, ResponseWriter, ServerIo, Service};
+use crate::keys::credential::{self, Presented};
+use crate::keys::shard::Caller;
+use crate::keys::Refusal;
 use crate::telemetry::metrics;
 
 pub struct GatewayService {
@@ -80,18 +83,40 @@ fn route(path: &str) -> Option<Route> {
     })
 }
 
-/// The key a client presented: `Authorization: Bearer`, or LiteLLM's alternative headers.
-fn presented_key(req: &Request) -> Option<&str> {
-    if let Some(v) = req.header("authorization") {
-        let v = v.trim();
-        return Some(
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .unwrap_or(v)
-                .trim(),
-        );
+/// Who is calling: the master key, a virtual key (LiteLLM's headers, order and checks), or
+/// anyone when no master key is set.
+async fn authenticate(
+    ctx: &ShardCtx,
+    snap: &crate::config::Snapshot,
+    req: &Request,
+) -> Result<Caller, ApiError> {
+    let Some(master) = &snap.master_key else {
+        return Ok(Caller::Open);
+    };
+    let missing = || {
+        ApiError::new(
+            ErrorKind::Authentication,
+            "Authentication error: a valid API key is required (Authorization: Bearer <key>).",
+        )
+        .with_code("invalid_api_key")
+    };
+    let raw = match credential::presented(req) {
+        Presented::Key(k) if !k.is_empty() => k,
+        Presented::Malformed => return Err(Refusal::Malformed.to_error(snap.keys.budget_status)),
+        _ => return Err(missing()),
+    };
+    if bool::from(raw.as_bytes().ct_eq(master.as_bytes())) {
+        return Ok(Caller::Master);
     }
-    req.header("x-api-key").or_else(|| req.header("api-key"))
+    if !snap.keys.enabled() {
+        return Err(missing());
+    }
+    ctx.gateway
+        .keys
+        .authenticate(&snap.keys, raw)
+        .await
+        .map(Caller::Key)
+        .map_err(|r| r.to_error(snap.keys.budget_status))
 }
 
 /// Every shard's view of the deployments, summed. A shard that does not answer within two
@@ -173,27 +198,25 @@ impl Service for GatewayService {
             ctx.gateway.metrics.record_http(route.name(), 405);
             return;
         }
-        if route.needs_auth() {
-            if let Some(master) = &snap.master_key {
-                let ok = presented_key(req)
-                    .is_some_and(|k| bool::from(k.as_bytes().ct_eq(master.as_bytes())));
-                if !ok {
-                    let e = ApiError::new(
-                        ErrorKind::Authentication,
-                        "Authentication error: a valid API key is required (Authorization: Bearer <key>).",
-                    )
-                    .with_code("invalid_api_key");
+        let caller = if route.needs_auth() {
+            match authenticate(ctx, &snap, req).await {
+                Ok(c) => c,
+                Err(e) => {
                     let _ = w.send_error(&e).await;
-                    ctx.gateway.metrics.record_http(route.name(), 401);
+                    ctx.gateway
+                        .metrics
+                        .record_http(route.name(), e.status().as_u16());
                     return;
                 }
             }
-        }
+        } else {
+            Caller::Open
+        };
         match route {
-            Route::Chat => gateway::chat_completions(&ctx.gateway, &snap, req, w).await,
+            Route::Chat => gateway::chat_completions(&ctx.gateway, &snap, req, &caller, w).await,
             Route::Models => {
                 let _ = w
-                    .send_json(StatusCode::OK, &gateway::models_list(&snap))
+                    .send_json(StatusCode::OK, &gateway::models_list(&snap, &caller))
                     .await;
             }
             Route::Live => {

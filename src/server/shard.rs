@@ -97,6 +97,7 @@ pub fn run(spec: ShardSpec) {
                 metrics,
                 router: ShardRouter::new(&limits, fastrand::u64(..) ^ id as u64),
                 spans: Default::default(),
+                keys: Default::default(),
             },
             ids: RequestIds::new(id),
             inflight: Cell::new(0),
@@ -106,6 +107,8 @@ pub fn run(spec: ShardSpec) {
         monoio::spawn(control_loop(ctx.clone(), control));
         let spans_ctx = ctx.clone();
         monoio::spawn(async move { spans_ctx.gateway.spans.flush_loop().await });
+        let keys_ctx = ctx.clone();
+        monoio::spawn(async move { keys_ctx.gateway.keys.flush_loop().await });
         let stopping = Rc::new(LocalEvent::default());
         match TcpListener::from_std(tcp) {
             Ok(l) => {
@@ -135,6 +138,7 @@ pub fn run(spec: ShardSpec) {
             );
         }
         ctx.gateway.spans.flush();
+        ctx.gateway.keys.flush();
     });
 }
 

@@ -509,6 +509,8 @@ pub struct GlobalMetrics {
     pub shards: IntGauge,
     /// The span exporter's counters (`llmux_otel_spans_*`).
     pub otel: crate::telemetry::otel::ExportMetrics,
+    /// The key control plane's counters (`llmux_keys_*`).
+    pub keys: crate::keys::control::KeyMetrics,
 }
 
 impl GlobalMetrics {
@@ -546,6 +548,28 @@ impl GlobalMetrics {
         registry.register(Box::new(otel.exported.clone()))?;
         registry.register(Box::new(otel.dropped.clone()))?;
         registry.register(Box::new(otel.failed.clone()))?;
+        let keys = crate::keys::control::KeyMetrics {
+            lookups: IntCounter::new(
+                "llmux_keys_lookups_total",
+                "Virtual-key lookups by the control plane (shard cache misses).",
+            )?,
+            db_errors: IntCounter::new(
+                "llmux_keys_db_errors_total",
+                "Key database operations that failed (connect, lookup, spend write).",
+            )?,
+            rows_written: IntCounter::new(
+                "llmux_spend_logs_written_total",
+                "LiteLLM_SpendLogs rows written.",
+            )?,
+            rows_dropped: IntCounter::new(
+                "llmux_spend_logs_dropped_total",
+                "Spend rows dropped because too many waited for an unavailable database.",
+            )?,
+        };
+        registry.register(Box::new(keys.lookups.clone()))?;
+        registry.register(Box::new(keys.db_errors.clone()))?;
+        registry.register(Box::new(keys.rows_written.clone()))?;
+        registry.register(Box::new(keys.rows_dropped.clone()))?;
         // Make both results visible from the start, so alerts can use rate() right away.
         config_reloads.with_label_values(&["success"]);
         config_reloads.with_label_values(&["error"]);
@@ -555,6 +579,7 @@ impl GlobalMetrics {
             io_driver,
             shards,
             otel,
+            keys,
         })
     }
 }

@@ -32,6 +32,8 @@ use super::GatewayShard;
 use crate::api::{ApiError, ChatRequestView};
 use crate::config::{Deployment, Snapshot};
 use crate::http1::{Request, ResponseWriter, ServerIo};
+use crate::keys::db::SpendRow;
+use crate::keys::shard::Caller;
 use crate::router::policy::{next_step, Progress};
 use crate::router::{strategy, DeploymentState, Failure, FailureClass, HealthChange, NextStep};
 use crate::telemetry::metrics::RequestRecord;
@@ -72,12 +74,15 @@ pub struct Call<'r> {
     pub trace: TraceContext,
     /// The request's spans, when tracing is on and this trace is sampled.
     pub spans: Option<Box<RequestSpans>>,
+    /// Who is calling (the key whose budget and spend this request counts against).
+    pub caller: &'r Caller,
 }
 
 pub async fn chat_completions<IO: ServerIo>(
     gw: &GatewayShard,
     snap: &Arc<Snapshot>,
     req: &Request,
+    caller: &Caller,
     w: &mut ResponseWriter<'_, IO>,
 ) {
     let started = Instant::now();
@@ -89,9 +94,23 @@ pub async fn chat_completions<IO: ServerIo>(
             return;
         }
     };
-    if snap.group(&view.model).is_none() {
+    let Some(group) = snap.group(&view.model) else {
         let _ = w.send_error(&ApiError::model_not_found(&view.model)).await;
         return;
+    };
+    // The key's checks, in LiteLLM's order, now that the model is known.
+    if let Caller::Key(key) = caller {
+        let providers: Vec<&str> = group
+            .deployments
+            .iter()
+            .map(|d| d.provider.as_str())
+            .collect();
+        if let Err(refusal) = key.check(&view.model, &providers, crate::util::unix_ms() as i64) {
+            let _ = w
+                .send_error(&refusal.to_error(snap.keys.budget_status))
+                .await;
+            return;
+        }
     }
     let mut trace = TraceContext::from_request(req.header("traceparent").map(str::as_bytes));
     let spans = if snap.tracing.enabled {
@@ -119,6 +138,7 @@ pub async fn chat_completions<IO: ServerIo>(
         upstream_secs: None,
         trace,
         spans,
+        caller,
     };
     call.run(w).await;
     if let Some(dep) = call
@@ -477,6 +497,7 @@ impl<'r> Call<'r> {
             let records = self.end_spans(*spans, cost);
             self.gw.spans.push(records);
         }
+        self.record_spend(cost, duration);
         let out = &self.out;
         // Upstream text may carry secrets (an upstream that echoes the request head).
         let error = out
@@ -568,6 +589,62 @@ impl Call<'_> {
                 .filter(|_| capture)
                 .map(|text| otel::content::output_messages(text, meta.reasons().next(), secrets)),
         })
+    }
+}
+
+impl Call<'_> {
+    /// The request's spend: against the caller's key (its budget), and as a
+    /// `LiteLLM_SpendLogs` row when a key database is configured.
+    fn record_spend(&self, cost: Option<f64>, duration_secs: f64) {
+        let keys = &self.snap.keys;
+        let key = match self.caller {
+            Caller::Key(k) => Some(&**k),
+            _ => None,
+        };
+        let usd = cost.unwrap_or(0.0);
+        let wants_row = keys.database_url.is_some() && keys.spend_logs;
+        if key.is_none() && !wants_row {
+            return;
+        }
+        let row = wants_row.then(|| {
+            let out = &self.out;
+            let dep = self.attempts.last().map(|a| &**a.deployment);
+            let end_ms = crate::util::unix_ms() as i64;
+            let start_ms = end_ms - (duration_secs * 1000.0) as i64;
+            let failed = out.status >= 400;
+            SpendRow {
+                request_id: self.req.request_id.clone(),
+                api_key: match self.caller {
+                    Caller::Key(k) => k.record.token.clone(),
+                    // LiteLLM 1.100+ writes this alias for the master key, never its hash.
+                    Caller::Master => "litellm_proxy_master_key".into(),
+                    Caller::Open => String::new(),
+                },
+                spend: if failed { 0.0 } else { usd },
+                prompt_tokens: out.usage.prompt as i64,
+                completion_tokens: out.usage.completion as i64,
+                start_ms,
+                end_ms,
+                completion_start_ms: out
+                    .ttft_secs
+                    .map_or(end_ms, |t| start_ms + (t * 1000.0) as i64),
+                model: dep.map(|d| d.upstream_model.clone()).unwrap_or_default(),
+                model_id: dep.map(|d| d.id.clone()).unwrap_or_default(),
+                model_group: self.view.model.clone(),
+                custom_llm_provider: dep.map(|d| d.provider.clone()).unwrap_or_default(),
+                api_base: dep.and_then(|d| d.api_base.clone()).unwrap_or_default(),
+                user: key.and_then(|k| k.record.user_id.clone()),
+                team_id: key.and_then(|k| k.record.team.as_ref().map(|t| t.team_id.clone())),
+                key_alias: key.and_then(|k| k.record.key_alias.clone()),
+                session_id: self.trace.trace_id_hex(),
+                status: if failed { "failure" } else { "success" },
+                error: out
+                    .error
+                    .as_deref()
+                    .map(|e| redact_str(e, &self.snap.secrets).into_owned()),
+            }
+        });
+        self.gw.keys.record(key, usd, row);
     }
 }
 

@@ -1,0 +1,294 @@
+//! Virtual keys and their settings: the config file's keys (`llmux.virtual_keys`), the key
+//! database (`general_settings.database_url` or `DATABASE_URL`), and LiteLLM's settings for
+//! caching keys, writing spend and answering an exceeded budget.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use super::diag::Diagnostics;
+use super::env::Env;
+use super::locate::KeyPath;
+use super::number::{Limit, Num};
+use super::schema::ConfigFile;
+use super::secrets;
+use crate::keys::credential::{abbreviate, hash_key};
+use crate::keys::record::KeyRecord;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySettings {
+    /// The config file's keys, by hash.
+    pub static_keys: HashMap<String, KeyRecord>,
+    pub database_url: Option<String>,
+    pub cache_ttl: Duration,
+    pub budget_status: StatusCode,
+    pub allow_on_db_unavailable: bool,
+    /// Spend is written this often (plus up to 5 s of jitter, as LiteLLM does).
+    pub batch_write: Duration,
+    pub spend_logs: bool,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            static_keys: HashMap::new(),
+            database_url: None,
+            cache_ttl: Duration::from_secs(60),
+            budget_status: StatusCode::UNPROCESSABLE_ENTITY,
+            allow_on_db_unavailable: false,
+            batch_write: Duration::from_secs(10),
+            spend_logs: true,
+        }
+    }
+}
+
+impl KeySettings {
+    /// Virtual keys are in use (requests other than the master key's are looked up).
+    pub fn enabled(&self) -> bool {
+        !self.static_keys.is_empty() || self.database_url.is_some()
+    }
+}
+
+pub fn build(
+    file: &ConfigFile,
+    has_master_key: bool,
+    env: &Env,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+    secrets_seen: &mut Vec<String>,
+) -> KeySettings {
+    let d = KeySettings::default();
+    let g = &file.general_settings;
+    let database_url = match g.database_url.as_deref() {
+        Some(raw) => match secrets::resolve(raw, base_dir, env) {
+            Ok(u) if !u.trim().is_empty() => Some(u),
+            Ok(_) => None,
+            Err(e) => {
+                diag.error(
+                    KeyPath::keys("general_settings.database_url"),
+                    e.to_string(),
+                );
+                None
+            }
+        },
+        None => env
+            .get("DATABASE_URL")
+            .filter(|u| !u.trim().is_empty())
+            .map(str::to_owned),
+    };
+    if let Some(u) = &database_url {
+        secrets_seen.push(u.clone());
+        // The password alone too, for messages that quote it without the URL.
+        if let Some(pw) = url_password(u) {
+            secrets_seen.push(pw.to_owned());
+        }
+    }
+    let mut static_keys = HashMap::new();
+    for (i, k) in file.llmux.virtual_keys.iter().enumerate() {
+        let at = |field: &str| KeyPath::keys(&format!("llmux.virtual_keys.{i}.{field}"));
+        let raw = match secrets::resolve(&k.key, base_dir, env) {
+            Ok(r) => r,
+            Err(e) => {
+                diag.error(at("key"), e.to_string());
+                continue;
+            }
+        };
+        if !raw.starts_with("sk-") || raw.len() < 8 {
+            diag.error(
+                at("key"),
+                "a virtual key must start with `sk-` and be at least 8 characters (LiteLLM hashes and looks up only `sk-` keys)",
+            );
+            continue;
+        }
+        secrets_seen.push(raw.clone());
+        let token = hash_key(&raw);
+        let mut count = |field: &str, v: &Option<Num>| {
+            v.as_ref()
+                .and_then(|n| match Limit::count(0, u32::MAX.into()).check(n) {
+                    Ok(v) => Some(v as u64),
+                    Err(m) => {
+                        diag.error(at(field), m);
+                        None
+                    }
+                })
+        };
+        let rpm_limit = count("rpm_limit", &k.rpm_limit);
+        let tpm_limit = count("tpm_limit", &k.tpm_limit);
+        let max_parallel_requests = count("max_parallel_requests", &k.max_parallel_requests)
+            .map(|n| n.min(u64::from(u32::MAX)) as u32);
+        let max_budget = k.max_budget.as_ref().and_then(|n| match n {
+            Num::Value(v) if v.is_finite() && *v >= 0.0 => Some(*v),
+            _ => {
+                diag.error(at("max_budget"), "must be a number of USD, 0 or more");
+                None
+            }
+        });
+        let expires_ms = k.expires.as_deref().and_then(|e| match parse_utc(e) {
+            Some(ms) => Some(ms),
+            None => {
+                diag.error(
+                    at("expires"),
+                    format!("`{e}` is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC)"),
+                );
+                None
+            }
+        });
+        let record = KeyRecord {
+            token: token.clone(),
+            key_alias: k.key_alias.clone(),
+            key_name: Some(abbreviate(&raw)),
+            models: k.models.clone(),
+            blocked: k.blocked.unwrap_or(false),
+            expires_ms,
+            spend: 0.0,
+            max_budget,
+            rpm_limit,
+            tpm_limit,
+            max_parallel_requests,
+            user_id: k.user_id.clone(),
+            team: k
+                .team_id
+                .clone()
+                .map(|team_id| crate::keys::record::TeamRecord {
+                    team_id,
+                    ..Default::default()
+                }),
+        };
+        if static_keys.insert(token, record).is_some() {
+            diag.error(at("key"), "the same key is listed twice");
+        }
+    }
+    let settings = KeySettings {
+        static_keys,
+        database_url,
+        cache_ttl: match &g.user_api_key_cache_ttl {
+            Some(n) => secs(
+                diag,
+                "general_settings.user_api_key_cache_ttl",
+                n,
+                d.cache_ttl,
+            ),
+            None => d.cache_ttl,
+        },
+        budget_status: match &file.litellm_settings.budget_exceeded_status_code {
+            Some(n) => match Limit::count(400, 599).check(n) {
+                Ok(v) => StatusCode::from_u16(v as u16).unwrap_or(d.budget_status),
+                Err(m) => {
+                    diag.error(
+                        KeyPath::keys("litellm_settings.budget_exceeded_status_code"),
+                        m,
+                    );
+                    d.budget_status
+                }
+            },
+            None => d.budget_status,
+        },
+        allow_on_db_unavailable: g.allow_requests_on_db_unavailable.unwrap_or(false),
+        batch_write: match &g.proxy_batch_write_at {
+            Some(n) => secs(
+                diag,
+                "general_settings.proxy_batch_write_at",
+                n,
+                d.batch_write,
+            ),
+            None => d.batch_write,
+        },
+        spend_logs: !g.disable_spend_logs.unwrap_or(false),
+    };
+    if settings.enabled() && !has_master_key {
+        diag.error(
+            KeyPath::keys("general_settings.master_key"),
+            "virtual keys (llmux.virtual_keys or a database) need a master key: without one, authentication is off",
+        );
+    }
+    settings
+}
+
+fn secs(diag: &mut Diagnostics, path: &str, n: &Num, default: Duration) -> Duration {
+    match Limit::SECONDS.check(n) {
+        Ok(v) => Duration::from_secs_f64(v),
+        Err(m) => {
+            diag.error(KeyPath::keys(path), m);
+            default
+        }
+    }
+}
+
+/// The password of a `postgres://user:password@host/db` URL.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    userinfo
+        .split_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
+}
+
+/// `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DDTHH:MM:SS[.fff][Z]`, as UTC, to unix ms.
+pub fn parse_utc(s: &str) -> Option<i64> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (mut hh, mut mm, mut ss, mut ms) = (0i64, 0i64, 0i64, 0i64);
+    if let Some(t) = time {
+        let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+        let mut p = hms.split(':');
+        hh = p.next()?.parse().ok()?;
+        mm = p.next()?.parse().ok()?;
+        ss = p.next().unwrap_or("0").parse().ok()?;
+        if !frac.is_empty() {
+            let digits: String = frac.chars().take(3).collect();
+            ms = format!("{digits:0<3}").parse().ok()?;
+        }
+        if hh > 23 || mm > 59 || ss > 60 {
+            return None;
+        }
+    }
+    Some((days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + ms)
+}
+
+/// Howard Hinnant's days-from-civil.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_as_utc() {
+        assert_eq!(parse_utc("1970-01-01"), Some(0));
+        assert_eq!(parse_utc("2026-01-01T00:00:00Z"), Some(1_767_225_600_000));
+        assert_eq!(parse_utc("2026-01-01 00:00:01.5"), Some(1_767_225_601_500));
+        assert_eq!(parse_utc("2026-13-01"), None);
+        assert_eq!(parse_utc("soon"), None);
+        assert_eq!(
+            crate::keys::record::iso8601(parse_utc("2024-02-29T12:34:56").unwrap()),
+            "2024-02-29 12:34:56"
+        );
+    }
+
+    #[test]
+    fn a_database_password_is_a_secret() {
+        assert_eq!(url_password("postgres://u:p%40ss@h/db"), Some("p%40ss"));
+        assert_eq!(url_password("postgres://u@h/db"), None);
+    }
+}

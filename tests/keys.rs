@@ -1,0 +1,373 @@
+//! Virtual keys: the config file's keys (no database) checked in LiteLLM's order with its
+//! error types; keys read from LiteLLM's tables on a real PostgreSQL (127.0.0.1:5432, trust
+//! auth, user postgres), spend written back as LiteLLM writes it; `llmux db migrate`.
+//!
+//! Each database test creates its own database and drops it at the end. PostgreSQL missing is a
+//! failure with a clear message, never a skip.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const MASTER: &str = "sk-master-test-0123456789";
+
+fn chat_as(gw: &Gateway, key: &str, model: &str) -> Response {
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let auth = format!("Bearer {key}");
+    request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        body.as_bytes(),
+    )
+}
+
+fn error_type(r: &Response) -> String {
+    r.json()["error"]["type"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn config_keys_are_checked_in_litellm_s_order_with_its_errors() {
+    let mock = Mock::start();
+    let config = config_for(
+        &mock,
+        &[("m", "gpt-4o-mini"), ("other", "gpt-4o-mini")],
+        &format!(
+            r#"general_settings:
+  master_key: {MASTER}
+llmux:
+  virtual_keys:
+    - key: sk-only-m-0001
+      models: [m]
+    - key: sk-blocked-0002
+      blocked: true
+    - key: sk-expired-0003
+      expires: "2020-01-01"
+    - key: sk-tiny-budget-0004
+      max_budget: 0.0000001
+"#
+        ),
+    );
+    // One shard: a key's spend on it counts at once (across shards, within a cache TTL).
+    let gw = Gateway::start_with(
+        &config,
+        GatewayOpts {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    assert_eq!(chat_as(&gw, MASTER, "m").status, 200);
+    assert_eq!(chat_as(&gw, "sk-only-m-0001", "m").status, 200);
+
+    let r = chat_as(&gw, "sk-only-m-0001", "other");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (401, "key_model_access_denied"),
+        "{}",
+        r.text()
+    );
+    let r = chat_as(&gw, "sk-unknown-key-9999", "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (401, "token_not_found_in_db"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        !r.text().contains("sk-unknown-key-9999"),
+        "the whole key is never echoed"
+    );
+    let r = chat_as(&gw, "not-a-virtual-key", "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (401, "auth_error"),
+        "{}",
+        r.text()
+    );
+    let r = chat_as(&gw, "sk-blocked-0002", "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (401, "auth_error"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("blocked"), "{}", r.text());
+    let r = chat_as(&gw, "sk-expired-0003", "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (401, "expired_key"),
+        "{}",
+        r.text()
+    );
+
+    // The first call spends past the budget; the next is refused (LiteLLM 1.110: 422).
+    assert_eq!(chat_as(&gw, "sk-tiny-budget-0004", "m").status, 200);
+    let r = chat_as(&gw, "sk-tiny-budget-0004", "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (422, "budget_exceeded"),
+        "{}",
+        r.text()
+    );
+
+    // A malformed Authorization header (no scheme) is LiteLLM's 401.
+    let r = request(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "sk-only-m-0001")],
+        b"{}",
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("Malformed API Key"), "{}", r.text());
+
+    // A key sees only its models.
+    let r = request(
+        &gw.addr,
+        "GET",
+        "/v1/models",
+        &[("x-litellm-api-key", "sk-only-m-0001")],
+        b"",
+    );
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["m"]);
+}
+
+#[test]
+fn virtual_keys_need_a_master_key() {
+    let dir = TempDir::new("keys-config");
+    let file = dir.0.join("llmux.yaml");
+    std::fs::write(
+        &file,
+        "model_list: []\nllmux:\n  virtual_keys:\n    - key: sk-abcdefgh\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .expect("run llmux config check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("master key"), "{err}");
+}
+
+/// A database of the test's own, dropped when the test ends.
+struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    fn new(tag: &str) -> TestDb {
+        let name = format!("llmux_{tag}_{}_{}", std::process::id(), fastrand_u32());
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        TestDb { name }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        psql(&self.name, sql)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+fn fastrand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// Runs SQL with psql; panics with PostgreSQL's words if it fails (these tests need the
+/// project's PostgreSQL at 127.0.0.1:5432).
+fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql must be installed: these tests need PostgreSQL at 127.0.0.1:5432");
+    assert!(
+        out.status.success(),
+        "PostgreSQL at 127.0.0.1:5432 (user postgres) is required: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn migrate(db: &TestDb) -> std::process::Output {
+    Command::new(BIN)
+        .args(["db", "migrate", "--database-url", &db.url()])
+        .output()
+        .expect("run llmux db migrate")
+}
+
+fn sha256_hex(s: &str) -> String {
+    // The gateway's own hash is tested against Python's hashlib in its unit tests; here the
+    // database computes it, as an independent check.
+    psql(
+        "postgres",
+        &format!("SELECT encode(sha256('{s}'::bytea), 'hex')"),
+    )
+}
+
+#[test]
+fn a_key_row_written_as_litellm_writes_it_authenticates_and_spend_is_written_back() {
+    let db = TestDb::new("keys");
+    let out = migrate(&db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = "sk-db-key-test-0001";
+    let token = sha256_hex(key);
+    // As LiteLLM's /key/generate and /team/new write them (Prisma fills the defaults).
+    db.sql(
+        "INSERT INTO \"LiteLLM_TeamTable\" (team_id, team_alias, models, spend, max_budget) \
+         VALUES ('team-1', 'Team One', ARRAY[]::TEXT[], 0, 100)",
+    );
+    db.sql(&format!(
+        "INSERT INTO \"LiteLLM_VerificationToken\" (token, key_name, key_alias, models, spend, \
+         max_budget, user_id, team_id, metadata) VALUES ('{token}', 'sk-...0001', 'ci-key', \
+         ARRAY['m']::TEXT[], 0, 10, 'user-1', 'team-1', '{{}}')"
+    ));
+    db.sql("INSERT INTO \"LiteLLM_UserTable\" (user_id, spend) VALUES ('user-1', 0)");
+    let mock = Mock::start();
+    let gw = Gateway::start(&config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\n",
+            db.url()
+        ),
+    ));
+    for _ in 0..5 {
+        let r = chat_as(&gw, key, "m");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = chat_as(&gw, "sk-db-key-unknown-0002", "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (401, "token_not_found_in_db")
+    );
+    assert_eq!(chat_as(&gw, MASTER, "m").status, 200);
+
+    // Rows for all six served requests; the key's, team's and user's spend add up to its rows'.
+    assert!(
+        eventually(WAIT, || db
+            .sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+            == "6"),
+        "spend rows: {}",
+        db.sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+    );
+    let logged: f64 = db
+        .sql(&format!(
+            "SELECT sum(spend) FROM \"LiteLLM_SpendLogs\" WHERE api_key = '{token}'"
+        ))
+        .parse()
+        .unwrap();
+    assert!(logged > 0.0);
+    assert!(
+        eventually(WAIT, || {
+            let spend: f64 = db
+                .sql(&format!(
+                    "SELECT spend FROM \"LiteLLM_VerificationToken\" WHERE token = '{token}'"
+                ))
+                .parse()
+                .unwrap_or(0.0);
+            (spend - logged).abs() < 1e-12
+        }),
+        "key spend {} against rows {logged}",
+        db.sql(&format!(
+            "SELECT spend FROM \"LiteLLM_VerificationToken\" WHERE token = '{token}'"
+        ))
+    );
+    let team: f64 = db
+        .sql("SELECT spend FROM \"LiteLLM_TeamTable\" WHERE team_id = 'team-1'")
+        .parse()
+        .unwrap();
+    let user: f64 = db
+        .sql("SELECT spend FROM \"LiteLLM_UserTable\" WHERE user_id = 'user-1'")
+        .parse()
+        .unwrap();
+    assert!(
+        (team - logged).abs() < 1e-12 && (user - logged).abs() < 1e-12,
+        "{team} {user} {logged}"
+    );
+    let row = db.sql(&format!(
+        "SELECT call_type, model_group, model, custom_llm_provider, status, \"user\", team_id, \
+         prompt_tokens > 0, metadata->>'user_api_key_alias' FROM \"LiteLLM_SpendLogs\" \
+         WHERE api_key = '{token}' LIMIT 1"
+    ));
+    assert_eq!(
+        row,
+        "acompletion|m|gpt-4o-mini|openai|success|user-1|team-1|t|ci-key"
+    );
+    // The master key's row carries LiteLLM's alias, never the key or its hash.
+    assert_eq!(
+        db.sql(
+            "SELECT count(*) FROM \"LiteLLM_SpendLogs\" WHERE api_key = 'litellm_proxy_master_key'"
+        ),
+        "1"
+    );
+    let all =
+        db.sql("SELECT string_agg(metadata::text || api_key, ' ') FROM \"LiteLLM_SpendLogs\"");
+    assert!(!all.contains(MASTER) && !all.contains(key));
+}
+
+#[test]
+fn migrate_refuses_a_database_that_has_litellm_tables() {
+    let db = TestDb::new("migrate");
+    assert!(migrate(&db).status.success());
+    let again = migrate(&db);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already holds LiteLLM tables"), "{err}");
+    assert!(err.contains("LiteLLM_VerificationToken"), "{err}");
+}
