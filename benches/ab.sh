@@ -13,6 +13,10 @@
 #   BENCH_A / BENCH_B    the `llmux:` section of each variant, YAML flow style
 #                        (default: relayed-JSON checks on / off)
 #   BENCH_STREAM=true    streamed requests (BENCH_CHUNKS=20 events each) or false
+#   BENCH_GENERAL        a `general_settings:` section for both (YAML flow style)
+#   BENCH_AUTH_A / BENCH_AUTH_B   the key each variant's requests send (Authorization: Bearer);
+#                        with the same config for both, this compares the master key with a
+#                        virtual key
 #   BENCH_ROUNDS=5  BENCH_DURATION=8s  BENCH_CONNS=32  BENCH_WORKERS=1
 # Needs oha (`cargo install oha --locked`). All traffic goes to 127.0.0.1; every process
 # started here is stopped on exit.
@@ -29,6 +33,7 @@ ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-8s}
 CONNS=${BENCH_CONNS:-32}
 WORKERS=${BENCH_WORKERS:-1}
+GENERAL=${BENCH_GENERAL:-"{}"}
 MOCK_PORT=${BENCH_MOCK_PORT:-18281}
 GW_PORT=${BENCH_GW_PORT:-18280}
 
@@ -77,16 +82,21 @@ model_list:
       api_base: http://127.0.0.1:$MOCK_PORT/v1
       api_key: sk-bench
 llmux: $extra
+general_settings: $GENERAL
 EOF
     "$BIN" serve --config "$WORK/$v.yaml" --listen 127.0.0.1:$GW_PORT --workers "$WORKERS" \
       >"$WORK/gw.log" 2>&1 &
     pid=$!
     wait_ready "http://127.0.0.1:$GW_PORT/health/ready"
-    oha -z 2s -c "$CONNS" --no-tui -m POST -H 'content-type: application/json' -d "$body" "$url" \
+    auth=${BENCH_AUTH_A:-}
+    [[ $v == B ]] && auth=${BENCH_AUTH_B:-}
+    hdr=(-H 'content-type: application/json')
+    [[ -n $auth ]] && hdr+=(-H "authorization: Bearer $auth")
+    oha -z 2s -c "$CONNS" --no-tui -m POST "${hdr[@]}" -d "$body" "$url" \
       >/dev/null 2>&1 # warm-up
     t0=$(ticks "$pid")
     oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json -m POST \
-      -H 'content-type: application/json' -d "$body" "$url" >"$WORK/out.json" 2>/dev/null
+      "${hdr[@]}" -d "$body" "$url" >"$WORK/out.json" 2>/dev/null
     t1=$(ticks "$pid")
     read -r rps ok p99 < <(python3 -c '
 import json, sys

@@ -1,7 +1,7 @@
 //! LLMux: an OpenAI-compatible LLM gateway on a thread-per-core monoio runtime.
 //!
 //! Module map (dependencies point downwards only; see `docs/ARCHITECTURE.md`):
-//! `cli` → `server` → `gateway` → `upstream`, `telemetry`, `config`, `api`.
+//! `cli` → `server` → `gateway` → `keys`, `upstream`, `telemetry`, `config`, `api`.
 
 pub mod api;
 pub mod cli;

@@ -10,6 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::hostile;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -370,4 +371,204 @@ fn migrate_refuses_a_database_that_has_litellm_tables() {
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("already holds LiteLLM tables"), "{err}");
     assert!(err.contains("LiteLLM_VerificationToken"), "{err}");
+}
+
+/// LiteLLM's own `schema.prisma`, from the litellm wheel on PyPI (cached under the target
+/// directory; LiteLLM's Prisma tooling cannot run offline, its schema file can be read).
+fn litellm_schema_prisma() -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("litellm-1.110.2");
+    let schema = dir.join("schema.prisma");
+    if !schema.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let got = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "litellm==1.110.2",
+                "--no-deps",
+                "-q",
+                "-d",
+            ])
+            .arg(&dir)
+            .output()
+            .expect("python3 with pip is needed to fetch LiteLLM's schema from PyPI");
+        assert!(
+            got.status.success(),
+            "fetching the litellm wheel from PyPI failed: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        let extract = Command::new("python3")
+            .current_dir(&dir)
+            .args([
+                "-c",
+                "import glob, zipfile; z = zipfile.ZipFile(glob.glob('litellm-*.whl')[0]); \
+                 open('schema.prisma', 'wb').write(z.read('litellm/proxy/schema.prisma'))",
+            ])
+            .output()
+            .expect("python3");
+        assert!(
+            extract.status.success(),
+            "{}",
+            String::from_utf8_lossy(&extract.stderr)
+        );
+    }
+    std::fs::read_to_string(schema).unwrap()
+}
+
+/// `(column, information_schema data_type, nullable)` of a Prisma model's scalar fields, as
+/// Prisma's PostgreSQL connector creates them.
+fn prisma_columns(schema: &str, model: &str) -> Vec<(String, String, bool)> {
+    let start = schema
+        .find(&format!("model {model} {{"))
+        .unwrap_or_else(|| panic!("model {model} in schema.prisma"));
+    let body = &schema[start..];
+    let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
+    let mut cols = Vec::new();
+    for line in body.lines() {
+        let line = line.split("//").next().unwrap().trim();
+        if line.is_empty() || line.starts_with('@') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(name), Some(ty)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let base = ty.trim_end_matches(['?', '[', ']']);
+        let data_type = match base {
+            "String" => "text",
+            "Json" => "jsonb",
+            "Float" => "double precision",
+            "Int" => "integer",
+            "BigInt" => "bigint",
+            "DateTime" => "timestamp without time zone",
+            "Boolean" => "boolean",
+            _ => continue, // a relation
+        };
+        let list = ty.ends_with("[]");
+        let data_type = if list { "ARRAY" } else { data_type };
+        cols.push((
+            name.to_owned(),
+            data_type.to_owned(),
+            list || ty.ends_with('?'),
+        ));
+    }
+    cols.sort();
+    cols
+}
+
+#[test]
+fn migrate_creates_litellm_s_tables_as_its_schema_prisma_defines_them() {
+    let schema = litellm_schema_prisma();
+    let db = TestDb::new("schema");
+    let out = migrate(&db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for table in [
+        "LiteLLM_VerificationToken",
+        "LiteLLM_TeamTable",
+        "LiteLLM_UserTable",
+        "LiteLLM_SpendLogs",
+    ] {
+        let expected = prisma_columns(&schema, table);
+        let rows = db.sql(&format!(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = '{table}' ORDER BY column_name"
+        ));
+        let mut actual: Vec<(String, String, bool)> = rows
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                (f[0].to_owned(), f[1].to_owned(), f[2] == "YES")
+            })
+            .collect();
+        actual.sort();
+        assert_eq!(
+            actual, expected,
+            "{table}: information_schema against schema.prisma"
+        );
+    }
+}
+
+fn key_limits_config(upstream: &str, limits: &str) -> String {
+    format!(
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {upstream}/v1\n      api_key: sk-upstream-000\ngeneral_settings:\n  master_key: {MASTER}\nllmux:\n  virtual_keys:\n    - key: sk-limited-key-0001\n      {limits}\n"
+    )
+}
+
+#[test]
+fn a_key_s_rpm_limit_holds_for_the_minute() {
+    let mock = Mock::start();
+    // Three keys of rpm 2: a run that straddles a minute's end is run again with a fresh key.
+    let mut config = key_limits_config(&mock.base(), "rpm_limit: 2");
+    for i in 2..=3 {
+        config.push_str(&format!(
+            "    - key: sk-limited-key-000{i}\n      rpm_limit: 2\n"
+        ));
+    }
+    let gw = Gateway::start(&config);
+    let minute = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 60
+    };
+    for i in 1..=3 {
+        let key = format!("sk-limited-key-000{i}");
+        let before = minute();
+        let answers: Vec<Response> = (0..3).map(|_| chat_as(&gw, &key, "m")).collect();
+        if minute() != before {
+            continue;
+        }
+        let codes: Vec<u16> = answers.iter().map(|r| r.status).collect();
+        assert_eq!(codes, [200, 200, 429]);
+        let r = &answers[2];
+        assert!(
+            r.text().contains("Rate limit exceeded for api_key"),
+            "{}",
+            r.text()
+        );
+        assert!(r.header("retry-after").is_some());
+        // The master key is not held to the virtual key's limit.
+        assert_eq!(chat_as(&gw, MASTER, "m").status, 200);
+        return;
+    }
+    panic!("three runs straddled a minute's end");
+}
+
+#[test]
+fn a_key_s_max_parallel_requests_holds() {
+    let gate = hostile::Gate::new();
+    let up = hostile::Hostile::start_writing({
+        let gate = gate.clone();
+        move |_, conn| {
+            use std::io::Write;
+            gate.wait();
+            let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+            let _ = conn.write_all(&hostile::response(200, "application/json", body));
+        }
+    });
+    let gw = Gateway::start(&key_limits_config(&up.base(), "max_parallel_requests: 1"));
+    let mut first = connect(&gw.addr);
+    write_request(
+        &mut first,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sk-limited-key-0001")],
+        br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    // The first request holds the key's only slot at the upstream.
+    up.next_request();
+    let r = chat_as(&gw, "sk-limited-key-0001", "m");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("max_parallel_requests"), "{}", r.text());
+    gate.go();
+    let mut rd = std::io::BufReader::new(first);
+    assert_eq!(read_response(&mut rd).status, 200);
+    gate.go();
+    assert_eq!(chat_as(&gw, "sk-limited-key-0001", "m").status, 200);
 }

@@ -33,6 +33,8 @@ pub enum Caller {
 #[derive(Debug)]
 pub struct CachedKey {
     pub record: KeyRecord,
+    /// The limits owner's id of this key (`key:<hash>`).
+    pub limiter_id: std::sync::Arc<str>,
     fetched: Instant,
     /// Spend this shard recorded for the key, and for its team, since the record was fetched.
     spent_key: Cell<f64>,
@@ -118,6 +120,7 @@ impl ShardKeys {
         match answer {
             Lookup::Found(record) => {
                 let entry = Rc::new(CachedKey {
+                    limiter_id: record.limiter_id(),
                     record: *record,
                     fetched: Instant::now(),
                     spent_key: Cell::new(0.0),
@@ -146,6 +149,7 @@ impl ShardKeys {
             Lookup::Unavailable => match cached {
                 Some(c) => Ok(c),
                 None if settings.allow_on_db_unavailable => Ok(Rc::new(CachedKey {
+                    limiter_id: std::sync::Arc::from("key:unverified"),
                     record: KeyRecord {
                         token,
                         ..Default::default()

@@ -17,6 +17,7 @@
 mod admit;
 mod call;
 mod headers;
+mod key_limits;
 mod preflight;
 
 use std::rc::Rc;
@@ -112,6 +113,25 @@ pub async fn chat_completions<IO: ServerIo>(
             return;
         }
     }
+    // The key's own limits (rpm, tpm, parallel requests), held until the request ends.
+    let key_admission = match caller {
+        Caller::Key(key) => match key_limits::admit(gw, key, req.body.len()).await {
+            Ok(a) => Some((key, a)),
+            Err(limited) => {
+                let retry_after = limited.retry_after_secs.to_string();
+                let _ = w
+                    .send(
+                        limited.error.status(),
+                        "application/json",
+                        &[("retry-after", retry_after.as_str())],
+                        &limited.error.to_json(),
+                    )
+                    .await;
+                return;
+            }
+        },
+        _ => None,
+    };
     let mut trace = TraceContext::from_request(req.header("traceparent").map(str::as_bytes));
     let spans = if snap.tracing.enabled {
         let sampled = otel::sampled(snap.tracing.sampling_ratio, &trace);
@@ -150,7 +170,19 @@ pub async fn chat_completions<IO: ServerIo>(
         // A stream went out and no usage came with it (cut, client gone, none sent).
         call.estimate_usage(dep).await;
     }
+    if let Some((key, admitted)) = &key_admission {
+        let actual = call.out.usage.prompt + call.out.usage.completion;
+        if key.record.tpm_limit.is_some() && actual > 0 {
+            gw.router.limiter.correct(
+                &key.limiter_id,
+                admitted.estimated_tokens,
+                actual,
+                gw.router.now(),
+            );
+        }
+    }
     call.finish(w);
+    drop(key_admission);
 }
 
 impl<'r> Call<'r> {
