@@ -572,3 +572,146 @@ fn a_key_s_max_parallel_requests_holds() {
     gate.go();
     assert_eq!(chat_as(&gw, "sk-limited-key-0001", "m").status, 200);
 }
+
+fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> Response {
+    let auth = format!("Bearer {MASTER}");
+    request(
+        &gw.addr,
+        method,
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn the_key_management_api_round_trip() {
+    let db = TestDb::new("keyapi");
+    assert!(migrate(&db).status.success());
+    let mock = Mock::start();
+    let gw = Gateway::start(&config_for(
+        &mock,
+        &[("m", "gpt-4o-mini"), ("other", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\n",
+            db.url()
+        ),
+    ));
+    // A team, then a key in it.
+    let r = admin(
+        &gw,
+        "POST",
+        "/team/new",
+        r#"{"team_id":"t-api","team_alias":"API team","max_budget":50}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["team_id"], "t-api");
+    let r = admin(
+        &gw,
+        "POST",
+        "/key/generate",
+        r#"{"key_alias":"api-key","models":["m"],"max_budget":5,"duration":"1d","team_id":"t-api","metadata":{"owner":"ci"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let created = r.json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk-"), "{created}");
+    assert_eq!(created["token_id"].as_str().unwrap(), sha256_hex(&key));
+    assert_eq!(created["key_alias"], "api-key");
+    assert!(created["expires"].is_string(), "{created}");
+    // The row is LiteLLM's: LiteLLM would find it by the same hash.
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT key_alias || '|' || team_id || '|' || (metadata->>'owner') FROM \"LiteLLM_VerificationToken\" WHERE token = '{}'",
+            sha256_hex(&key)
+        )),
+        "api-key|t-api|ci"
+    );
+
+    // The key works for its model only.
+    assert_eq!(chat_as(&gw, &key, "m").status, 200);
+    assert_eq!(chat_as(&gw, &key, "other").status, 401);
+
+    // Info, by the key and by its hash.
+    let r = admin(&gw, "GET", &format!("/key/info?key={key}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["info"]["models"], serde_json::json!(["m"]));
+    let token = sha256_hex(&key);
+    assert_eq!(
+        admin(&gw, "GET", &format!("/key/info?key={token}"), "").status,
+        200
+    );
+
+    // An update takes effect at once on every shard (no waiting for the cache TTL).
+    let r = admin(
+        &gw,
+        "POST",
+        "/key/update",
+        &format!(r#"{{"key":"{key}","models":["other"]}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..4 {
+        assert_eq!(chat_as(&gw, &key, "m").status, 401);
+        assert_eq!(chat_as(&gw, &key, "other").status, 200);
+    }
+
+    // Block, unblock.
+    assert_eq!(
+        admin(&gw, "POST", "/key/block", &format!(r#"{{"key":"{key}"}}"#)).status,
+        200
+    );
+    let r = chat_as(&gw, &key, "other");
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("blocked"), "{}", r.text());
+    assert_eq!(
+        admin(
+            &gw,
+            "POST",
+            "/key/unblock",
+            &format!(r#"{{"key":"{key}"}}"#)
+        )
+        .status,
+        200
+    );
+    assert_eq!(chat_as(&gw, &key, "other").status, 200);
+
+    // List, team info.
+    let r = admin(&gw, "GET", "/key/list?page=1&size=10", "");
+    assert_eq!(r.json()["total_count"], 1, "{}", r.text());
+    assert_eq!(r.json()["keys"][0].as_str(), Some(token.as_str()));
+    let r = admin(&gw, "GET", "/team/info?team_id=t-api", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["team_info"]["team_alias"], "API team");
+    assert_eq!(r.json()["keys"].as_array().map(Vec::len), Some(1));
+
+    // A field LLMux does not support is named, not dropped; only the master key may call.
+    let r = admin(&gw, "POST", "/key/generate", r#"{"guardrails":["pii"]}"#);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("guardrails"), "{}", r.text());
+    let r = request(
+        &gw.addr,
+        "GET",
+        "/key/list",
+        &[("authorization", &format!("Bearer {key}"))],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // Delete: the key stops working at once.
+    let r = admin(
+        &gw,
+        "POST",
+        "/key/delete",
+        &format!(r#"{{"keys":["{key}"]}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deleted_keys"][0].as_str(), Some(key.as_str()));
+    let r = chat_as(&gw, &key, "other");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (401, "token_not_found_in_db")
+    );
+}

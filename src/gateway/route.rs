@@ -322,4 +322,9 @@ pub enum ShardControl {
         snap: Arc<Snapshot>,
         reply: flume::Sender<Vec<DeploymentView>>,
     },
+    /// Virtual keys (by hash) changed through the management API: drop their cached entries.
+    InvalidateKeys {
+        tokens: Arc<Vec<String>>,
+        done: flume::Sender<()>,
+    },
 }

@@ -51,6 +51,11 @@ pub enum KeyMsg {
     },
     Spend(SpendBatch),
     Configure(Arc<KeySettings>),
+    /// A key management call.
+    Admin {
+        op: Box<super::admin::AdminOp>,
+        reply: flume::Sender<Result<super::admin::AdminAnswer, super::admin::AdminError>>,
+    },
     /// Write everything now, then answer (shutdown, tests).
     Flush(std::sync::mpsc::SyncSender<()>),
 }
@@ -131,6 +136,10 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                     }
                     Ok(KeyMsg::Spend(batch)) => c.add(batch),
                     Ok(KeyMsg::Configure(s)) => c.configure(s),
+                    Ok(KeyMsg::Admin { op, reply }) => {
+                        let answer = c.admin(*op).await;
+                        let _ = reply.send(answer);
+                    }
                     Ok(KeyMsg::Flush(reply)) => {
                         c.write().await;
                         let _ = reply.send(());
@@ -224,6 +233,32 @@ impl Control {
                 self.db_failed("lookup timed out");
                 Lookup::Unavailable
             }
+        }
+    }
+
+    async fn admin(
+        &mut self,
+        op: super::admin::AdminOp,
+    ) -> Result<super::admin::AdminAnswer, super::admin::AdminError> {
+        use super::admin::AdminError;
+        if self.settings.database_url.is_none() {
+            return Err(AdminError {
+                status: 400,
+                message: "the key management API needs a database (general_settings.database_url); keys of the config file are changed in the config".into(),
+            });
+        }
+        let Some(client) = self.client().await else {
+            return Err(AdminError {
+                status: 503,
+                message: "the key database is unavailable".into(),
+            });
+        };
+        match tokio::time::timeout(LOOKUP_TIMEOUT, super::admin::run(client, op)).await {
+            Ok(r) => r,
+            Err(_) => Err(AdminError {
+                status: 503,
+                message: "the key database did not answer in time".into(),
+            }),
         }
     }
 

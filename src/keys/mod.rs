@@ -6,8 +6,10 @@
 //!   only for a key it has not cached;
 //! - [`control`]: the `llmux-keys` thread: lookups (the config's keys, the database), spend
 //!   totals, and batched writes of spend rows and spend increments;
-//! - [`db`]: the PostgreSQL side (LiteLLM's tables).
+//! - [`db`]: the PostgreSQL side (LiteLLM's tables);
+//! - [`admin`]: the key management API (`/key/*`, `/team/*`), carried out by the control plane.
 
+pub mod admin;
 pub mod control;
 pub mod credential;
 pub mod db;

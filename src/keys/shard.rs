@@ -163,6 +163,13 @@ impl ShardKeys {
         }
     }
 
+    /// Drops the cached entries of these keys (by hash).
+    pub fn invalidate(&self, tokens: &[String]) {
+        self.cache
+            .borrow_mut()
+            .retain(|_, c| !tokens.contains(&c.record.token));
+    }
+
     /// Records a request's spend (and its spend row, when rows are written).
     pub fn record(&self, key: Option<&CachedKey>, usd: f64, row: Option<SpendRow>) {
         let mut p = self.pending.borrow_mut();

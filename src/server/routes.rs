@@ -38,6 +38,9 @@ enum Route {
     /// LiteLLM's `/health` shape, from the same view.
     Health,
     DebugPanic,
+    /// The key management API (`/key/*`, `/team/*`): master key only.
+    AdminGet,
+    AdminPost,
 }
 
 impl Route {
@@ -51,12 +54,13 @@ impl Route {
             Route::HealthDeployments => "health_deployments",
             Route::Health => "health",
             Route::DebugPanic => "debug",
+            Route::AdminGet | Route::AdminPost => "key_management",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Route::Chat | Route::DebugPanic => Method::POST,
+            Route::Chat | Route::DebugPanic | Route::AdminPost => Method::POST,
             _ => Method::GET,
         }
     }
@@ -64,7 +68,12 @@ impl Route {
     fn needs_auth(self) -> bool {
         matches!(
             self,
-            Route::Chat | Route::Models | Route::HealthDeployments | Route::Health
+            Route::Chat
+                | Route::Models
+                | Route::HealthDeployments
+                | Route::Health
+                | Route::AdminGet
+                | Route::AdminPost
         )
     }
 }
@@ -79,6 +88,9 @@ fn route(path: &str) -> Option<Route> {
         "/health/deployments" => Route::HealthDeployments,
         "/health" => Route::Health,
         "/debug/panic" => Route::DebugPanic,
+        "/key/generate" | "/key/update" | "/key/delete" | "/key/block" | "/key/unblock"
+        | "/team/new" => Route::AdminPost,
+        "/key/info" | "/key/list" | "/team/info" => Route::AdminGet,
         _ => return None,
     })
 }
@@ -147,6 +159,80 @@ async fn deployment_views(
     gateway::route::merge(views)
 }
 
+/// A key management call: parsed here, carried out by the key control plane; the keys it
+/// changed are dropped from every shard's cache.
+async fn admin(ctx: &ShardCtx, req: &Request, caller: &Caller) -> (u16, Vec<u8>) {
+    use crate::keys::admin;
+    let error = |status: u16, message: &str| {
+        let kind = match status {
+            401 => ErrorKind::Authentication,
+            404 => ErrorKind::NotFound,
+            503 => ErrorKind::ServiceUnavailable,
+            500 => ErrorKind::Internal,
+            _ => ErrorKind::BadRequest,
+        };
+        (status, ApiError::new(kind, message).to_json())
+    };
+    if !matches!(caller, Caller::Master) {
+        return error(
+            401,
+            &format!(
+                "Authentication Error, Tried to access route={}, which is only for MASTER KEY",
+                req.path()
+            ),
+        );
+    }
+    let op = match admin::parse(req.path(), req.query(), &req.body) {
+        Ok(op) => op,
+        Err(e) => return error(e.status, &e.message),
+    };
+    let Some(tx) = crate::keys::control::sender() else {
+        return error(
+            400,
+            "the key management API needs a database (general_settings.database_url)",
+        );
+    };
+    let (reply, rx) = flume::bounded(1);
+    if tx
+        .send(crate::keys::control::KeyMsg::Admin {
+            op: Box::new(op),
+            reply,
+        })
+        .is_err()
+    {
+        return error(503, "the key control plane is not running");
+    }
+    match rx.recv_async().await {
+        Ok(Ok(answer)) => {
+            if !answer.invalidate.is_empty() {
+                // Answered once every shard has dropped the keys (a shard that does not answer
+                // within two seconds is stuck or stopping; its entries expire with the TTL).
+                let tokens = std::sync::Arc::new(answer.invalidate);
+                let (done, acks) = flume::unbounded();
+                let mut asked = 0;
+                for shard in &ctx.shared.shard_control {
+                    let sent = shard.send(gateway::route::ShardControl::InvalidateKeys {
+                        tokens: tokens.clone(),
+                        done: done.clone(),
+                    });
+                    asked += usize::from(sent.is_ok());
+                }
+                for _ in 0..asked {
+                    let ack =
+                        monoio::time::timeout(std::time::Duration::from_secs(2), acks.recv_async())
+                            .await;
+                    if !matches!(ack, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+            }
+            (200, serde_json::to_vec(&answer.body).unwrap_or_default())
+        }
+        Ok(Err(e)) => error(e.status, &e.message),
+        Err(_) => error(503, "the key control plane did not answer"),
+    }
+}
+
 struct InflightGuard<'a>(&'a ShardCtx);
 
 impl<'a> InflightGuard<'a> {
@@ -213,6 +299,17 @@ impl Service for GatewayService {
             Caller::Open
         };
         match route {
+            Route::AdminGet | Route::AdminPost => {
+                let (status, body) = admin(ctx, req, &caller).await;
+                let _ = w
+                    .send_json(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        &body,
+                    )
+                    .await;
+                ctx.gateway.metrics.record_http(route.name(), status);
+                return;
+            }
             Route::Chat => gateway::chat_completions(&ctx.gateway, &snap, req, &caller, w).await,
             Route::Models => {
                 let _ = w

@@ -149,6 +149,10 @@ async fn control_loop(ctx: Rc<ShardCtx>, rx: flume::Receiver<ShardControl>) {
             ShardControl::DeploymentViews { snap, reply } => {
                 let _ = reply.send(ctx.gateway.router.views(&snap));
             }
+            ShardControl::InvalidateKeys { tokens, done } => {
+                ctx.gateway.keys.invalidate(&tokens);
+                let _ = done.send(());
+            }
         }
     }
 }
