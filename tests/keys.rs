@@ -715,3 +715,147 @@ fn the_key_management_api_round_trip() {
         (401, "token_not_found_in_db")
     );
 }
+
+/// A TCP proxy to PostgreSQL that the test can cut (every connection closed, new ones closed
+/// at once) and restore: the database "goes away" without stopping the shared server.
+struct CuttableProxy {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+#[allow(clippy::disallowed_types)]
+impl CuttableProxy {
+    fn start(target: &'static str) -> CuttableProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        {
+            let (up, conns) = (up.clone(), conns.clone());
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    let Ok(client) = client else { continue };
+                    if !up.load(Ordering::SeqCst) {
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                    let Ok(server) = std::net::TcpStream::connect(target) else {
+                        continue;
+                    };
+                    for s in [&client, &server] {
+                        if let Ok(c) = s.try_clone() {
+                            conns.lock().unwrap().push(c);
+                        }
+                    }
+                    for (mut from, mut to) in [
+                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                        (server, client),
+                    ] {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            });
+        }
+        CuttableProxy { addr, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_database_going_away_fails_no_cached_key_and_loses_no_spend_row() {
+    let db = TestDb::new("outage");
+    assert!(migrate(&db).status.success());
+    let key = "sk-outage-key-0001";
+    db.sql(&format!(
+        "INSERT INTO \"LiteLLM_VerificationToken\" (token, models, spend) VALUES ('{}', ARRAY[]::TEXT[], 0)",
+        sha256_hex(key)
+    ));
+    let proxy = CuttableProxy::start("127.0.0.1:5432");
+    let mock = Mock::start();
+    // A short cache TTL: during the outage the entries are past it and must keep serving.
+    let gw = Gateway::start(&config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: postgres://postgres@{}/{}\n  proxy_batch_write_at: 1\n  user_api_key_cache_ttl: 0.05\n",
+            proxy.addr, db.name
+        ),
+    ));
+    // Until both shards have cached the key (the shard is in the request id).
+    let mut served = 0;
+    let mut shards = std::collections::HashSet::new();
+    while shards.len() < 2 {
+        assert!(served < 500, "no request reached the second shard");
+        let r = chat_as(&gw, key, "m");
+        assert_eq!(r.status, 200);
+        let id = r.header("x-request-id").expect("request id").to_owned();
+        shards.insert(id[8..10].to_owned());
+        served += 1;
+    }
+    let before = served.to_string();
+    assert!(eventually(WAIT, || db
+        .sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+        == before));
+
+    proxy.cut();
+    for _ in 0..20 {
+        let r = chat_as(&gw, key, "m");
+        assert_eq!(
+            r.status,
+            200,
+            "a cached key failed during the outage: {}",
+            r.text()
+        );
+        served += 1;
+    }
+    // A key nobody has seen cannot be checked: 503, said plainly.
+    let r = chat_as(&gw, "sk-outage-unknown-0002", "m");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        eventually(WAIT, || metric(&gw.metrics(), "llmux_keys_db_errors_total")
+            .unwrap_or(0.0)
+            >= 1.0),
+        "{}",
+        gw.metrics()
+    );
+
+    proxy.restore();
+    let expected = served.to_string();
+    assert!(
+        eventually(WAIT, || db
+            .sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+            == expected),
+        "rows {} against {expected} requests",
+        db.sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+    );
+    let rows: f64 = db
+        .sql("SELECT sum(spend) FROM \"LiteLLM_SpendLogs\"")
+        .parse()
+        .unwrap();
+    let token = sha256_hex(key);
+    assert!(eventually(WAIT, || {
+        let spend: f64 = db
+            .sql(&format!(
+                "SELECT spend FROM \"LiteLLM_VerificationToken\" WHERE token = '{token}'"
+            ))
+            .parse()
+            .unwrap_or(0.0);
+        (spend - rows).abs() < 1e-12
+    }));
+}
