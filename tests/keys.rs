@@ -718,6 +718,8 @@ fn the_key_management_api_round_trip() {
 
 /// A TCP proxy to PostgreSQL that the test can cut (every connection closed, new ones closed
 /// at once) and restore: the database "goes away" without stopping the shared server.
+// The proxy's threads share its connection list behind a lock: test code, not the data plane.
+#[allow(clippy::disallowed_types)]
 struct CuttableProxy {
     addr: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
