@@ -1,12 +1,13 @@
 //! The `llmux-keys` thread: the control plane of virtual keys. It answers shards' lookups
 //! (the config's keys, then the database), keeps the spend shards report, and writes it to
 //! the database in batches (every `proxy_batch_write_at` seconds plus up to 5 s of jitter, as
-//! LiteLLM does). Database I/O runs here on a current-thread tokio runtime, never on a shard;
-//! shards talk to it only by message.
+//! LiteLLM does, and at once when 8 MiB of rows wait) on a connection of their own, so a write
+//! never holds up a lookup. Database I/O runs here on a current-thread tokio runtime, never on
+//! a shard; shards talk to it only by message.
 //!
 //! Spend a key or team has is what the database says plus what this process recorded and has
 //! not written yet (for the config's keys: everything recorded since start). When the
-//! database is down, rows and increments wait in memory up to [`MAX_PENDING_ROWS`] and are
+//! database is down, rows and increments wait in memory up to [`MAX_PENDING_BYTES`] and are
 //! written when it is back; past the bound, rows are dropped and counted (increments are
 //! never dropped: they are one number per key).
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use super::db::{self, SpendRow};
+use super::db::{self, EncodedRows};
 use super::record::KeyRecord;
 use crate::config::keys::KeySettings;
 
@@ -33,7 +34,7 @@ pub enum Lookup {
 #[derive(Debug, Default)]
 pub struct SpendBatch {
     pub deltas: Vec<SpendDelta>,
-    pub rows: Vec<SpendRow>,
+    pub rows: EncodedRows,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,8 +70,21 @@ pub struct KeyMetrics {
     pub rows_dropped: IntCounter,
 }
 
-/// Spend rows kept while the database is unreachable, at most.
-pub const MAX_PENDING_ROWS: usize = 100_000;
+/// Bytes of spend rows kept while the database is unreachable or slower than the traffic, at
+/// most (about 250,000 rows).
+pub const MAX_PENDING_BYTES: usize = 128 << 20;
+/// Bytes of rows that start a write without waiting for the tick (about 16,000 rows).
+const WRITE_AT_BYTES: usize = 8 << 20;
+
+/// A batch on its way to the database, on the writer connection (given back when done).
+struct Batch {
+    rows: EncodedRows,
+    keys: HashMap<String, f64>,
+    teams: HashMap<String, f64>,
+    users: HashMap<String, f64>,
+}
+
+type WriteDone = (Option<tokio_postgres::Client>, Batch, Result<(), String>);
 /// A lookup waits this long for the database.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -134,20 +148,30 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                         let answer = c.lookup(&token).await;
                         let _ = reply.send(answer);
                     }
-                    Ok(KeyMsg::Spend(batch)) => c.add(batch),
+                    Ok(KeyMsg::Spend(batch)) => {
+                        c.add(batch);
+                        // A heavy load does not wait for the tick: a full batch goes at once.
+                        if c.rows.bytes() >= WRITE_AT_BYTES {
+                            c.start_write().await;
+                        }
+                    }
                     Ok(KeyMsg::Configure(s)) => c.configure(s),
                     Ok(KeyMsg::Admin { op, reply }) => {
                         let answer = c.admin(*op).await;
                         let _ = reply.send(answer);
                     }
                     Ok(KeyMsg::Flush(reply)) => {
-                        c.write().await;
+                        c.write_all().await;
                         let _ = reply.send(());
                     }
                     Err(_) => break,
                 },
+                done = async { c.writing.as_mut().expect("guarded").await }, if c.writing.is_some() => {
+                    c.writing = None;
+                    c.written(done);
+                }
                 _ = tokio::time::sleep_until(next_write) => {
-                    c.write().await;
+                    c.start_write().await;
                     next_write = tokio::time::Instant::now() + c.write_interval();
                 }
             }
@@ -159,6 +183,12 @@ struct Control {
     settings: Arc<KeySettings>,
     metrics: KeyMetrics,
     client: Option<tokio_postgres::Client>,
+    /// The connection spend is written on (a write never holds up lookups).
+    writer: Option<tokio_postgres::Client>,
+    writing: Option<tokio::task::JoinHandle<WriteDone>>,
+    /// The key and team amounts of the write under way (still spent until it lands).
+    writing_keys: HashMap<String, f64>,
+    writing_teams: HashMap<String, f64>,
     /// Spend of the config's keys and their teams since start.
     static_keys: HashMap<String, f64>,
     static_teams: HashMap<String, f64>,
@@ -166,7 +196,7 @@ struct Control {
     keys: HashMap<String, f64>,
     teams: HashMap<String, f64>,
     users: HashMap<String, f64>,
-    rows: Vec<SpendRow>,
+    rows: EncodedRows,
     /// The last database error was logged at (at most one line a minute).
     last_logged: Option<std::time::Instant>,
 }
@@ -177,12 +207,16 @@ impl Control {
             settings,
             metrics,
             client: None,
+            writer: None,
+            writing: None,
+            writing_keys: HashMap::new(),
+            writing_teams: HashMap::new(),
             static_keys: HashMap::new(),
             static_teams: HashMap::new(),
             keys: HashMap::new(),
             teams: HashMap::new(),
             users: HashMap::new(),
-            rows: Vec::new(),
+            rows: EncodedRows::default(),
             last_logged: None,
         }
     }
@@ -218,9 +252,12 @@ impl Control {
             Ok(Ok(Some(k))) => {
                 let mut k = Box::new(k);
                 // What this process spent and has not written yet counts too.
-                k.spend += self.keys.get(token).copied().unwrap_or(0.0);
+                let pending =
+                    |m: &HashMap<String, f64>, id: &str| m.get(id).copied().unwrap_or(0.0);
+                k.spend += pending(&self.keys, token) + pending(&self.writing_keys, token);
                 if let Some(t) = k.team.as_mut() {
-                    t.spend += self.teams.get(&t.team_id).copied().unwrap_or(0.0);
+                    t.spend +=
+                        pending(&self.teams, &t.team_id) + pending(&self.writing_teams, &t.team_id);
                 }
                 Lookup::Found(k)
             }
@@ -285,40 +322,117 @@ impl Control {
         if self.settings.database_url.is_none() || !self.settings.spend_logs {
             return;
         }
-        let room = MAX_PENDING_ROWS.saturating_sub(self.rows.len());
-        let n = batch.rows.len();
-        self.rows.extend(batch.rows.into_iter().take(room));
-        if n > room {
-            self.metrics.rows_dropped.inc_by((n - room) as u64);
+        if self.rows.bytes() + batch.rows.bytes() > MAX_PENDING_BYTES {
+            self.metrics.rows_dropped.inc_by(batch.rows.count as u64);
+        } else {
+            self.rows.append(batch.rows);
         }
     }
 
-    /// Writes what waits; keeps it for the next try if the database fails.
-    async fn write(&mut self) {
-        if self.settings.database_url.is_none()
-            || (self.rows.is_empty()
-                && self.keys.is_empty()
-                && self.teams.is_empty()
-                && self.users.is_empty())
+    fn nothing_to_write(&self) -> bool {
+        self.rows.is_empty()
+            && self.keys.is_empty()
+            && self.teams.is_empty()
+            && self.users.is_empty()
+    }
+
+    /// Starts writing what waits, unless a write is under way (what comes meanwhile waits for
+    /// the next).
+    async fn start_write(&mut self) {
+        if self.settings.database_url.is_none() || self.writing.is_some() || self.nothing_to_write()
         {
             return;
         }
-        if self.client().await.is_none() {
-            return;
-        }
-        let Some(client) = self.client.as_mut() else {
-            return;
-        };
-        let res = db::write_spend(client, &self.rows, &self.keys, &self.teams, &self.users).await;
-        match res {
-            Ok(()) => {
-                self.metrics.rows_written.inc_by(self.rows.len() as u64);
-                self.rows.clear();
-                self.keys.clear();
-                self.teams.clear();
-                self.users.clear();
+        let writer = match self.writer.take().filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => {
+                let Some(url) = self.settings.database_url.clone() else {
+                    return;
+                };
+                match tokio::time::timeout(LOOKUP_TIMEOUT, db::connect(&url)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => return self.db_failed(&e.to_string()),
+                    Err(_) => return self.db_failed("connecting timed out"),
+                }
             }
-            Err(e) => self.db_failed(&e.to_string()),
+        };
+        self.writing_keys = self.keys.clone();
+        self.writing_teams = self.teams.clone();
+        let batch = Batch {
+            rows: std::mem::take(&mut self.rows),
+            keys: std::mem::take(&mut self.keys),
+            teams: std::mem::take(&mut self.teams),
+            users: std::mem::take(&mut self.users),
+        };
+        self.writing = Some(tokio::spawn(async move {
+            let mut writer = writer;
+            let res = db::write_spend(
+                &mut writer,
+                &batch.rows,
+                &batch.keys,
+                &batch.teams,
+                &batch.users,
+            )
+            .await
+            .map_err(|e| e.to_string());
+            let writer = (!writer.is_closed()).then_some(writer);
+            (writer, batch, res)
+        }));
+    }
+
+    /// A write ended: counted, or its batch put back in front of what came meanwhile.
+    fn written(&mut self, done: Result<WriteDone, tokio::task::JoinError>) {
+        self.writing_keys.clear();
+        self.writing_teams.clear();
+        let (writer, batch, res) = match done {
+            Ok(d) => d,
+            Err(e) => return self.db_failed(&e.to_string()),
+        };
+        self.writer = writer;
+        match res {
+            Ok(()) => self.metrics.rows_written.inc_by(batch.rows.count as u64),
+            Err(e) => {
+                self.writer = None;
+                for (map, back) in [
+                    (&mut self.keys, batch.keys),
+                    (&mut self.teams, batch.teams),
+                    (&mut self.users, batch.users),
+                ] {
+                    for (id, usd) in back {
+                        *map.entry(id).or_default() += usd;
+                    }
+                }
+                let mut rows = batch.rows;
+                let newer = std::mem::take(&mut self.rows);
+                if rows.bytes() + newer.bytes() > MAX_PENDING_BYTES {
+                    self.metrics.rows_dropped.inc_by(newer.count as u64);
+                } else {
+                    rows.append(newer);
+                }
+                self.rows = rows;
+                self.db_failed(&e);
+            }
+        }
+    }
+
+    /// Writes everything (shutdown, tests): the write under way, then the rest.
+    async fn write_all(&mut self) {
+        loop {
+            if let Some(h) = self.writing.take() {
+                let done = h.await;
+                let failed = matches!(&done, Ok((_, _, Err(_))) | Err(_));
+                self.written(done);
+                if failed {
+                    return;
+                }
+            }
+            if self.nothing_to_write() {
+                return;
+            }
+            self.start_write().await;
+            if self.writing.is_none() {
+                return;
+            }
         }
     }
 
@@ -364,7 +478,7 @@ impl Control {
             self.last_logged = Some(now);
             tracing::warn!(
                 error = %crate::util::clip(why),
-                pending_rows = self.rows.len(),
+                pending_rows = self.rows.count,
                 "keys: the database is unavailable; cached keys keep working, spend waits in memory"
             );
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::record::{KeyRecord, TeamRecord};
+use super::record::{iso8601, KeyRecord, TeamRecord};
 
 /// One request, as a `LiteLLM_SpendLogs` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +35,38 @@ pub struct SpendRow {
     /// `success` or `failure`.
     pub status: &'static str,
     pub error: Option<String>,
+}
+
+/// Spend rows encoded for `COPY` (CSV) as soon as they are recorded: one buffer, not a dozen
+/// strings a row, so that rows waiting for the database cost their bytes only.
+#[derive(Debug, Default)]
+pub struct EncodedRows {
+    pub csv: Vec<u8>,
+    pub count: usize,
+}
+
+impl EncodedRows {
+    pub fn push(&mut self, row: &SpendRow) {
+        write_csv_row(&mut self.csv, row);
+        self.count += 1;
+    }
+
+    pub fn append(&mut self, other: EncodedRows) {
+        if self.csv.is_empty() {
+            *self = other;
+            return;
+        }
+        self.csv.extend_from_slice(&other.csv);
+        self.count += other.count;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.csv.len()
+    }
 }
 
 /// What failed, for logs (the URL is never in it).
@@ -232,21 +264,18 @@ pub async fn lookup(client: &Client, token: &str) -> Result<Option<KeyRecord>, D
     }))
 }
 
-/// Spend rows per statement: 19 parameters each, well under PostgreSQL's 65,535.
-const ROWS_PER_INSERT: usize = 500;
-
 /// Writes a batch in one transaction: the rows, then `spend += x` for each key, team and user
 /// (sorted, as LiteLLM sorts them, so that concurrent writers lock rows in one order).
 pub async fn write_spend(
     client: &mut Client,
-    rows: &[SpendRow],
+    rows: &EncodedRows,
     keys: &HashMap<String, f64>,
     teams: &HashMap<String, f64>,
     users: &HashMap<String, f64>,
 ) -> Result<(), DbError> {
     let tx = client.transaction().await?;
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        insert_rows(&tx, chunk).await?;
+    if !rows.is_empty() {
+        insert_rows(&tx, rows).await?;
     }
     for (table, column, amounts) in [
         ("LiteLLM_VerificationToken", "token", keys),
@@ -271,69 +300,101 @@ pub async fn write_spend(
     Ok(())
 }
 
+/// The spend rows' columns, in COPY order.
+const SPEND_COLUMNS: &str = r#"request_id, call_type, api_key, spend, total_tokens, prompt_tokens,
+    completion_tokens, "startTime", "endTime", "completionStartTime", model, model_id, model_group,
+    custom_llm_provider, api_base, "user", metadata, cache_hit, cache_key, team_id, session_id,
+    status"#;
+
+/// Inserts rows with `COPY` (CSV) into a session-temporary table shaped like
+/// `LiteLLM_SpendLogs`, then `INSERT … SELECT … ON CONFLICT DO NOTHING`: COPY keeps up with a
+/// gateway's full request rate where row-by-row inserts do not, and the conflict rule stays
+/// LiteLLM's (`create_many(skip_duplicates=True)`).
 async fn insert_rows(
     tx: &tokio_postgres::Transaction<'_>,
-    rows: &[SpendRow],
+    rows: &EncodedRows,
 ) -> Result<(), DbError> {
-    const COLUMNS: &str = r#"request_id, call_type, api_key, spend, total_tokens, prompt_tokens,
-        completion_tokens, "startTime", "endTime", "completionStartTime", model, model_id,
-        model_group, custom_llm_provider, api_base, "user", metadata, cache_hit, cache_key,
-        team_id, session_id, status"#;
-    let mut sql = format!(r#"INSERT INTO "LiteLLM_SpendLogs" ({COLUMNS}) VALUES "#);
-    let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
-        Vec::with_capacity(rows.len() * 19);
-    for (i, r) in rows.iter().enumerate() {
-        let b = i * 19;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!(
-            "(${}, 'acompletion', ${}, ${}, ${}, ${}, ${}, to_timestamp(${}::float8 / 1000) AT TIME ZONE 'UTC', to_timestamp(${}::float8 / 1000) AT TIME ZONE 'UTC', to_timestamp(${}::float8 / 1000) AT TIME ZONE 'UTC', ${}, ${}, ${}, ${}, ${}, ${}, ${}::text::jsonb, 'False', 'Cache OFF', ${}, ${}, ${})",
-            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11,
-            b + 12, b + 13, b + 14, b + 15, b + 16, b + 17, b + 18, b + 19
-        ));
-        let total = r.prompt_tokens + r.completion_tokens;
-        let metadata = serde_json::json!({
-            "user_api_key": r.api_key,
-            "user_api_key_alias": r.key_alias,
-            "user_api_key_team_id": r.team_id,
-            "user_api_key_user_id": r.user,
-            "status": r.status,
-            "error_information": r.error.as_ref().map(|e| serde_json::json!({ "error_message": e })),
-            "usage_object": {
-                "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens,
-                "total_tokens": total,
-            },
-        })
-        .to_string();
-        params.push(Box::new(r.request_id.clone()));
-        params.push(Box::new(r.api_key.clone()));
-        params.push(Box::new(r.spend));
-        params.push(Box::new(i32::try_from(total).unwrap_or(i32::MAX)));
-        params.push(Box::new(i32::try_from(r.prompt_tokens).unwrap_or(i32::MAX)));
-        params.push(Box::new(
-            i32::try_from(r.completion_tokens).unwrap_or(i32::MAX),
-        ));
-        params.push(Box::new(r.start_ms as f64));
-        params.push(Box::new(r.end_ms as f64));
-        params.push(Box::new(r.completion_start_ms as f64));
-        params.push(Box::new(r.model.clone()));
-        params.push(Box::new(r.model_id.clone()));
-        params.push(Box::new(r.model_group.clone()));
-        params.push(Box::new(r.custom_llm_provider.clone()));
-        params.push(Box::new(r.api_base.clone()));
-        params.push(Box::new(r.user.clone()));
-        params.push(Box::new(metadata));
-        params.push(Box::new(r.team_id.clone()));
-        params.push(Box::new(r.session_id.clone()));
-        params.push(Box::new(r.status.to_owned()));
-    }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    tx.execute(sql.as_str(), &refs).await?;
+    use futures_util::SinkExt;
+    tx.batch_execute(
+        r#"CREATE TEMP TABLE IF NOT EXISTS llmux_spend_rows
+           (LIKE "LiteLLM_SpendLogs" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"#,
+    )
+    .await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY llmux_spend_rows ({SPEND_COLUMNS}) FROM STDIN (FORMAT csv)"
+        ))
+        .await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::copy_from_slice(&rows.csv)).await?;
+    sink.as_mut().finish().await?;
+    tx.execute(
+        r#"INSERT INTO "LiteLLM_SpendLogs" SELECT * FROM llmux_spend_rows
+           ON CONFLICT (request_id) DO NOTHING"#,
+        &[],
+    )
+    .await?;
     Ok(())
+}
+
+/// One row in PostgreSQL's CSV: every field quoted (quotes doubled), `NULL` as an empty
+/// unquoted field, timestamps as UTC text.
+fn write_csv_row(out: &mut Vec<u8>, r: &SpendRow) {
+    fn field(out: &mut Vec<u8>, v: Option<&str>) {
+        if let Some(v) = v {
+            out.push(b'"');
+            for b in v.bytes() {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        }
+        out.push(b',');
+    }
+    let ts = |ms: i64| {
+        let s = iso8601(ms);
+        format!("{s}.{:03}", ms.rem_euclid(1000))
+    };
+    let total = r.prompt_tokens + r.completion_tokens;
+    let metadata = serde_json::json!({
+        "user_api_key": r.api_key,
+        "user_api_key_alias": r.key_alias,
+        "user_api_key_team_id": r.team_id,
+        "user_api_key_user_id": r.user,
+        "status": r.status,
+        "error_information": r.error.as_ref().map(|e| serde_json::json!({ "error_message": e })),
+        "usage_object": {
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "total_tokens": total,
+        },
+    })
+    .to_string();
+    field(out, Some(&r.request_id));
+    field(out, Some("acompletion"));
+    field(out, Some(&r.api_key));
+    field(out, Some(&r.spend.to_string()));
+    field(out, Some(&total.to_string()));
+    field(out, Some(&r.prompt_tokens.to_string()));
+    field(out, Some(&r.completion_tokens.to_string()));
+    field(out, Some(&ts(r.start_ms)));
+    field(out, Some(&ts(r.end_ms)));
+    field(out, Some(&ts(r.completion_start_ms)));
+    field(out, Some(&r.model));
+    field(out, Some(&r.model_id));
+    field(out, Some(&r.model_group));
+    field(out, Some(&r.custom_llm_provider));
+    field(out, Some(&r.api_base));
+    field(out, r.user.as_deref());
+    field(out, Some(&metadata));
+    field(out, Some("False"));
+    field(out, Some("Cache OFF"));
+    field(out, r.team_id.as_deref());
+    field(out, Some(&r.session_id));
+    field(out, Some(r.status));
+    // The last field ends the line instead of a separator.
+    out.pop();
+    out.push(b'\n');
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::control::{self, KeyMsg, Lookup, SpendBatch, SpendDelta};
 use super::credential::{abbreviate, hash_key};
-use super::db::SpendRow;
+use super::db::{EncodedRows, SpendRow};
 use super::record::{KeyRecord, Refusal};
 use crate::config::keys::KeySettings;
 
@@ -74,7 +74,7 @@ pub struct ShardKeys {
 #[derive(Default)]
 struct Pending {
     deltas: HashMap<String, SpendDelta>,
-    rows: Vec<SpendRow>,
+    rows: EncodedRows,
 }
 
 impl Pending {
@@ -189,9 +189,9 @@ impl ShardKeys {
             d.usd += usd;
         }
         if let Some(r) = row {
-            p.rows.push(r);
+            p.rows.push(&r);
         }
-        let full = p.rows.len() >= FLUSH_ROWS;
+        let full = p.rows.count >= FLUSH_ROWS;
         drop(p);
         if was_empty {
             if let Some(w) = self.waiting.take() {
