@@ -861,3 +861,62 @@ fn the_database_going_away_fails_no_cached_key_and_loses_no_spend_row() {
         (spend - rows).abs() < 1e-12
     }));
 }
+
+#[test]
+fn budget_resets_are_honoured_and_run_when_asked() {
+    let db = TestDb::new("reset");
+    assert!(migrate(&db).status.success());
+    let due = "sk-reset-due-0001";
+    let later = "sk-reset-later-0002";
+    // Both over budget; the first one's reset (LiteLLM's budget_reset_at) has passed.
+    for (key, reset_at) in [
+        (due, "now() AT TIME ZONE 'UTC' - interval '1 hour'"),
+        (later, "now() AT TIME ZONE 'UTC' + interval '1 day'"),
+    ] {
+        db.sql(&format!(
+            "INSERT INTO \"LiteLLM_VerificationToken\" (token, models, spend, max_budget, budget_duration, budget_reset_at) \
+             VALUES ('{}', ARRAY[]::TEXT[], 5, 1, '30d', {reset_at})",
+            sha256_hex(key)
+        ));
+    }
+    let mock = Mock::start();
+    let gw = Gateway::start(&config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_budget_rescheduler_min_time: 0.2\n  proxy_budget_rescheduler_max_time: 0.3\nllmux:\n  budget_reset: true\n",
+            db.url()
+        ),
+    ));
+    // A reset that is due counts as done, whether or not its job has run yet.
+    assert_eq!(chat_as(&gw, due, "m").status, 200);
+    let r = chat_as(&gw, later, "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (422, "budget_exceeded")
+    );
+    // The job resets the due key only, and moves its next reset a budget_duration on.
+    let due_token = sha256_hex(due);
+    assert!(eventually(WAIT, || {
+        db.sql(&format!(
+        "SELECT budget_reset_at > now() AT TIME ZONE 'UTC' + interval '29 days' FROM \"LiteLLM_VerificationToken\" WHERE token = '{due_token}'"
+    )) == "t"
+    }));
+    let spend: f64 = db
+        .sql(&format!(
+            "SELECT spend FROM \"LiteLLM_VerificationToken\" WHERE token = '{due_token}'"
+        ))
+        .parse()
+        .unwrap();
+    assert!(
+        spend < 1.0,
+        "reset to 0, plus at most the one request since: {spend}"
+    );
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT spend FROM \"LiteLLM_VerificationToken\" WHERE token = '{}'",
+            sha256_hex(later)
+        )),
+        "5"
+    );
+}

@@ -28,6 +28,9 @@ pub struct KeySettings {
     /// Spend is written this often (plus up to 5 s of jitter, as LiteLLM does).
     pub batch_write: Duration,
     pub spend_logs: bool,
+    /// Run the budget reset job, every `budget_reset_every` (a range: jittered as LiteLLM).
+    pub budget_reset: bool,
+    pub budget_reset_every: (Duration, Duration),
 }
 
 impl Default for KeySettings {
@@ -40,6 +43,8 @@ impl Default for KeySettings {
             allow_on_db_unavailable: false,
             batch_write: Duration::from_secs(10),
             spend_logs: true,
+            budget_reset: false,
+            budget_reset_every: (Duration::from_secs(597), Duration::from_secs(605)),
         }
     }
 }
@@ -144,6 +149,7 @@ pub fn build(
             expires_ms,
             spend: 0.0,
             max_budget,
+            budget_reset_at_ms: None,
             rpm_limit,
             tpm_limit,
             max_parallel_requests,
@@ -196,7 +202,35 @@ pub fn build(
             None => d.batch_write,
         },
         spend_logs: !g.disable_spend_logs.unwrap_or(false),
+        budget_reset: file.llmux.budget_reset.unwrap_or(false),
+        budget_reset_every: {
+            let min = match &g.proxy_budget_rescheduler_min_time {
+                Some(n) => secs(
+                    diag,
+                    "general_settings.proxy_budget_rescheduler_min_time",
+                    n,
+                    d.budget_reset_every.0,
+                ),
+                None => d.budget_reset_every.0,
+            };
+            let max = match &g.proxy_budget_rescheduler_max_time {
+                Some(n) => secs(
+                    diag,
+                    "general_settings.proxy_budget_rescheduler_max_time",
+                    n,
+                    d.budget_reset_every.1,
+                ),
+                None => d.budget_reset_every.1,
+            };
+            (min, max.max(min))
+        },
     };
+    if settings.budget_reset && settings.database_url.is_none() {
+        diag.warn(
+            KeyPath::keys("llmux.budget_reset"),
+            "the budget reset job needs a key database (general_settings.database_url); it does not run",
+        );
+    }
     if settings.enabled() && !has_master_key {
         diag.error(
             KeyPath::keys("general_settings.master_key"),

@@ -248,6 +248,12 @@ pub struct GeneralSettings {
     /// Write no `LiteLLM_SpendLogs` rows (spend columns are still incremented).
     #[serde(default)]
     pub disable_spend_logs: Option<bool>,
+    /// Seconds between budget resets, at least and at most (LiteLLM's 597 and 605); used when
+    /// `llmux.budget_reset` is on.
+    #[serde(default)]
+    pub proxy_budget_rescheduler_min_time: Option<Num>,
+    #[serde(default)]
+    pub proxy_budget_rescheduler_max_time: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +279,10 @@ pub struct LlmuxSettings {
     /// Virtual keys kept in the config file (no database needed).
     #[serde(default)]
     pub virtual_keys: Vec<VirtualKeyEntry>,
+    /// Run LiteLLM's budget reset job on the key database. Off by default: beside LiteLLM,
+    /// LiteLLM runs it (leader-locked); turn it on when LLMux serves the database alone.
+    #[serde(default)]
+    pub budget_reset: Option<bool>,
 }
 
 /// A virtual key of the config file: what a `LiteLLM_VerificationToken` row holds, for

@@ -141,6 +141,7 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
     rt.block_on(async move {
         let mut c = Control::new(settings, metrics);
         let mut next_write = tokio::time::Instant::now() + c.write_interval();
+        let mut next_reset = tokio::time::Instant::now() + c.reset_interval();
         loop {
             tokio::select! {
                 msg = rx.recv_async() => match msg {
@@ -173,6 +174,10 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                 _ = tokio::time::sleep_until(next_write) => {
                     c.start_write().await;
                     next_write = tokio::time::Instant::now() + c.write_interval();
+                }
+                _ = tokio::time::sleep_until(next_reset) => {
+                    c.reset_budgets().await;
+                    next_reset = tokio::time::Instant::now() + c.reset_interval();
                 }
             }
         }
@@ -223,6 +228,30 @@ impl Control {
 
     fn write_interval(&self) -> Duration {
         self.settings.batch_write + Duration::from_millis(fastrand::u64(0..5_000))
+    }
+
+    fn reset_interval(&self) -> Duration {
+        let (min, max) = self.settings.budget_reset_every;
+        let spread = max.saturating_sub(min).as_millis() as u64;
+        min + Duration::from_millis(fastrand::u64(0..=spread))
+    }
+
+    /// LiteLLM's budget reset, when this gateway runs it (`llmux.budget_reset`).
+    async fn reset_budgets(&mut self) {
+        if !self.settings.budget_reset || self.settings.database_url.is_none() {
+            return;
+        }
+        if self.client().await.is_none() {
+            return;
+        }
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        match db::reset_budgets(client, crate::util::unix_ms() as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(reset = n, "keys: budgets reset"),
+            Err(e) => self.db_failed(&e.to_string()),
+        }
     }
 
     fn configure(&mut self, s: Arc<KeySettings>) {

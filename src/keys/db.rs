@@ -210,8 +210,10 @@ SELECT v.token, v.key_alias, v.key_name, v.models, v.blocked,
        (EXTRACT(EPOCH FROM v.expires) * 1000)::float8 AS expires_ms,
        v.spend, v.max_budget, v.rpm_limit, v.tpm_limit, v.max_parallel_requests,
        v.user_id, v.team_id,
+       (EXTRACT(EPOCH FROM v.budget_reset_at) * 1000)::float8 AS reset_ms,
        t.team_alias, t.blocked AS team_blocked, t.models AS team_models,
-       t.spend AS team_spend, t.max_budget AS team_max_budget
+       t.spend AS team_spend, t.max_budget AS team_max_budget,
+       (EXTRACT(EPOCH FROM t.budget_reset_at) * 1000)::float8 AS team_reset_ms
 FROM "LiteLLM_VerificationToken" v
 LEFT JOIN "LiteLLM_TeamTable" t ON v.team_id = t.team_id
 WHERE v.token = $1"#;
@@ -234,6 +236,9 @@ pub async fn lookup(client: &Client, token: &str) -> Result<Option<KeyRecord>, D
                 .unwrap_or_default(),
             spend: row.try_get::<_, Option<f64>>("team_spend")?.unwrap_or(0.0),
             max_budget: row.try_get("team_max_budget")?,
+            budget_reset_at_ms: row
+                .try_get::<_, Option<f64>>("team_reset_ms")?
+                .map(|ms| ms as i64),
         }),
         None => None,
     };
@@ -250,6 +255,9 @@ pub async fn lookup(client: &Client, token: &str) -> Result<Option<KeyRecord>, D
             .map(|ms| ms as i64),
         spend: row.try_get::<_, Option<f64>>("spend")?.unwrap_or(0.0),
         max_budget: row.try_get("max_budget")?,
+        budget_reset_at_ms: row
+            .try_get::<_, Option<f64>>("reset_ms")?
+            .map(|ms| ms as i64),
         rpm_limit: row
             .try_get::<_, Option<i64>>("rpm_limit")?
             .and_then(|v| u64::try_from(v).ok()),
@@ -397,4 +405,68 @@ fn write_csv_row(out: &mut Vec<u8>, r: &SpendRow) {
     // The last field ends the line instead of a separator.
     out.pop();
     out.push(b'\n');
+}
+
+/// LiteLLM's budget reset (`ResetBudgetJob`), for a database LiteLLM does not also serve (it
+/// runs its own, leader-locked): keys, teams and users whose `budget_reset_at` has passed get
+/// `spend = 0` and their next reset `budget_duration` later; rows with a duration and no reset
+/// time get one. Returns how many rows were reset.
+pub async fn reset_budgets(client: &mut Client, now_ms: i64) -> Result<u64, DbError> {
+    let tx = client.transaction().await?;
+    let mut reset = 0;
+    for (table, id) in [
+        ("LiteLLM_VerificationToken", "token"),
+        ("LiteLLM_TeamTable", "team_id"),
+        ("LiteLLM_UserTable", "user_id"),
+    ] {
+        let rows = tx
+            .query(
+                &format!(
+                    r#"SELECT "{id}", budget_duration,
+                              (EXTRACT(EPOCH FROM budget_reset_at) * 1000)::float8
+                       FROM "{table}" WHERE budget_duration IS NOT NULL
+                       AND (budget_reset_at IS NULL
+                            OR budget_reset_at <= to_timestamp($1::float8 / 1000) AT TIME ZONE 'UTC')
+                       ORDER BY 1 FOR UPDATE"#
+                ),
+                &[&(now_ms as f64)],
+            )
+            .await?;
+        for r in rows {
+            let key: String = r.get(0);
+            let Some(every) = budget_duration_ms(r.get::<_, &str>(1)) else {
+                continue;
+            };
+            let due: Option<f64> = r.get(2);
+            let next = iso8601(now_ms.saturating_add(every));
+            let spend_sql = if due.is_some() { "spend = 0, " } else { "" };
+            reset += tx
+                .execute(
+                    &format!(
+                        r#"UPDATE "{table}" SET {spend_sql}budget_reset_at = $2::text::timestamp WHERE "{id}" = $1"#
+                    ),
+                    &[&key, &next],
+                )
+                .await?
+                * u64::from(due.is_some());
+        }
+    }
+    tx.commit().await?;
+    Ok(reset)
+}
+
+/// LiteLLM's `budget_duration`: `Ns`, `Nm`, `Nh`, `Nd`, `Nmo` (a month as 30 days).
+pub fn budget_duration_ms(d: &str) -> Option<i64> {
+    let d = d.trim();
+    let split = d.find(|c: char| !c.is_ascii_digit())?;
+    let n: i64 = d[..split].parse().ok()?;
+    let unit = match &d[split..] {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "mo" => 30 * 86_400_000,
+        _ => return None,
+    };
+    Some(n.saturating_mul(unit))
 }

@@ -27,6 +27,9 @@ pub struct KeyRecord {
     /// USD spent (as the database or this process knows it).
     pub spend: f64,
     pub max_budget: Option<f64>,
+    /// When LiteLLM's budget reset is due (`budget_reset_at`, unix ms): from then on, the
+    /// spend read before it no longer counts against the budget.
+    pub budget_reset_at_ms: Option<i64>,
     pub rpm_limit: Option<u64>,
     pub tpm_limit: Option<u64>,
     pub max_parallel_requests: Option<u32>,
@@ -42,6 +45,7 @@ pub struct TeamRecord {
     pub models: Vec<String>,
     pub spend: f64,
     pub max_budget: Option<f64>,
+    pub budget_reset_at_ms: Option<i64>,
 }
 
 /// Why a key may not make a request: LiteLLM's error for it.
@@ -180,7 +184,14 @@ impl KeyRecord {
                 now: iso8601(now_ms),
             });
         }
-        let spend = self.spend + spent_here.0;
+        // A reset that is due counts as done (its job may not have run yet, or run elsewhere).
+        let reset_due = |at: Option<i64>| at.is_some_and(|at| at <= now_ms);
+        let base = if reset_due(self.budget_reset_at_ms) {
+            0.0
+        } else {
+            self.spend
+        };
+        let spend = base + spent_here.0;
         if let Some(max) = self.max_budget.filter(|m| spend >= *m) {
             return Err(Refusal::KeyBudget { spend, max });
         }
@@ -197,7 +208,12 @@ impl KeyRecord {
                     allowed: t.models.clone(),
                 });
             }
-            let spend = t.spend + spent_here.1;
+            let base = if reset_due(t.budget_reset_at_ms) {
+                0.0
+            } else {
+                t.spend
+            };
+            let spend = base + spent_here.1;
             // LiteLLM: strictly greater for teams.
             if let Some(max) = t.max_budget.filter(|m| spend > *m) {
                 return Err(Refusal::TeamBudget {
@@ -340,6 +356,13 @@ mod tests {
             spend: 1.0,
             ..Default::default()
         });
+        // A budget reset that is due (LiteLLM's budget_reset_at passed) clears the spend read.
+        let mut due = k.clone();
+        due.team = None;
+        due.spend = 5.0;
+        due.budget_reset_at_ms = Some(100);
+        assert!(due.check("m", &[], 100, (0.0, 0.0)).is_ok());
+        assert!(due.check("m", &[], 99, (0.0, 0.0)).is_err());
         // Team budgets refuse only when strictly exceeded.
         assert!(k.check("m", &[], 0, (0.0, 0.0)).is_ok());
         assert!(matches!(
