@@ -920,3 +920,57 @@ fn budget_resets_are_honoured_and_run_when_asked() {
         "5"
     );
 }
+
+#[test]
+fn two_gateways_on_one_database_add_their_spend_up_exactly() {
+    let db = TestDb::new("twogw");
+    assert!(migrate(&db).status.success());
+    let key = "sk-two-gateways-0001";
+    let token = sha256_hex(key);
+    db.sql("INSERT INTO \"LiteLLM_TeamTable\" (team_id, models, spend) VALUES ('tw', ARRAY[]::TEXT[], 0)");
+    db.sql(&format!(
+        "INSERT INTO \"LiteLLM_VerificationToken\" (token, models, spend, team_id) VALUES ('{token}', ARRAY[]::TEXT[], 0, 'tw')"
+    ));
+    let mock = Mock::start();
+    let config = config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\n",
+            db.url()
+        ),
+    );
+    let gws = [Gateway::start(&config), Gateway::start(&config)];
+    for i in 0..40 {
+        assert_eq!(chat_as(&gws[i % 2], key, "m").status, 200);
+    }
+    assert!(eventually(WAIT, || db
+        .sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+        == "40"));
+    let rows: f64 = db
+        .sql("SELECT sum(spend) FROM \"LiteLLM_SpendLogs\"")
+        .parse()
+        .unwrap();
+    assert!(rows > 0.0);
+    // Neither gateway overwrote the other's increments.
+    assert!(
+        eventually(WAIT, || {
+            let key_spend: f64 = db
+                .sql(&format!(
+                    "SELECT spend FROM \"LiteLLM_VerificationToken\" WHERE token = '{token}'"
+                ))
+                .parse()
+                .unwrap_or(0.0);
+            let team_spend: f64 = db
+                .sql("SELECT spend FROM \"LiteLLM_TeamTable\" WHERE team_id = 'tw'")
+                .parse()
+                .unwrap_or(0.0);
+            (key_spend - rows).abs() < 1e-12 && (team_spend - rows).abs() < 1e-12
+        }),
+        "key {} team {} rows {rows}",
+        db.sql(&format!(
+            "SELECT spend FROM \"LiteLLM_VerificationToken\" WHERE token = '{token}'"
+        )),
+        db.sql("SELECT spend FROM \"LiteLLM_TeamTable\" WHERE team_id = 'tw'")
+    );
+}
