@@ -974,3 +974,107 @@ fn two_gateways_on_one_database_add_their_spend_up_exactly() {
         db.sql("SELECT spend FROM \"LiteLLM_TeamTable\" WHERE team_id = 'tw'")
     );
 }
+
+fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379"])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed: these tests need Redis at 127.0.0.1:6379");
+    assert!(
+        out.status.success(),
+        "Redis at 127.0.0.1:6379 is required: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn litellm_s_redis_spend_counters_see_llmux_spend() {
+    let db = TestDb::new("redis");
+    assert!(migrate(&db).status.success());
+    let key = "sk-redis-counter-0001";
+    let token = sha256_hex(key);
+    db.sql("INSERT INTO \"LiteLLM_TeamTable\" (team_id, models, spend) VALUES ('rt', ARRAY[]::TEXT[], 0)");
+    db.sql(&format!(
+        "INSERT INTO \"LiteLLM_VerificationToken\" (token, models, spend, team_id) VALUES ('{token}', ARRAY[]::TEXT[], 1.5, 'rt')"
+    ));
+    // The test's own namespace (LiteLLM prefixes its counters with cache_params.namespace).
+    let ns = format!("llmux-test-{}-{}", std::process::id(), fastrand_u32());
+    let key_counter = format!("{ns}:spend:key:{token}");
+    let team_counter = format!("{ns}:spend:team:rt");
+    // LiteLLM seeded the key's counter from the database; the team's it has not.
+    redis_cli(&["SET", &key_counter, "1.5", "EX", "600"]);
+    let mock = Mock::start();
+    let gw = Gateway::start(&config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n",
+            db.url()
+        ),
+    ));
+    for _ in 0..5 {
+        assert_eq!(chat_as(&gw, key, "m").status, 200);
+    }
+    assert!(eventually(WAIT, || db
+        .sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+        == "5"));
+    let spent: f64 = db
+        .sql("SELECT sum(spend) FROM \"LiteLLM_SpendLogs\"")
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(WAIT, || {
+            let v: f64 = redis_cli(&["GET", &key_counter]).parse().unwrap_or(0.0);
+            (v - (1.5 + spent)).abs() < 1e-9
+        }),
+        "counter {} against 1.5 + {spent}",
+        redis_cli(&["GET", &key_counter])
+    );
+    // Incremented counters live on (LiteLLM's TTL); a counter LiteLLM has not seeded is not
+    // made from a delta alone.
+    let ttl: i64 = redis_cli(&["TTL", &key_counter]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 60, "{ttl}");
+    assert_eq!(redis_cli(&["EXISTS", &team_counter]), "0");
+    redis_cli(&["DEL", &key_counter, &team_counter]);
+}
+
+#[test]
+fn redis_unreachable_costs_the_traffic_nothing() {
+    let db = TestDb::new("redisdown");
+    assert!(migrate(&db).status.success());
+    let key = "sk-redis-down-0001";
+    db.sql(&format!(
+        "INSERT INTO \"LiteLLM_VerificationToken\" (token, models, spend) VALUES ('{}', ARRAY[]::TEXT[], 0)",
+        sha256_hex(key)
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mock = Mock::start();
+    let gw = Gateway::start(&config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\nrouter_settings:\n  redis_host: 127.0.0.1\n  redis_port: {port}\n",
+            db.url()
+        ),
+    ));
+    for _ in 0..10 {
+        assert_eq!(chat_as(&gw, key, "m").status, 200);
+    }
+    assert!(
+        eventually(WAIT, || metric(&gw.metrics(), "llmux_redis_errors_total")
+            .unwrap_or(0.0)
+            >= 1.0),
+        "{}",
+        gw.metrics()
+    );
+    // The database still gets every row.
+    assert!(eventually(WAIT, || db
+        .sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
+        == "10"));
+}

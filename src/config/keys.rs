@@ -28,6 +28,8 @@ pub struct KeySettings {
     /// Spend is written this often (plus up to 5 s of jitter, as LiteLLM does).
     pub batch_write: Duration,
     pub spend_logs: bool,
+    /// The Redis shared with LiteLLM, if any.
+    pub redis: Option<RedisSettings>,
     /// Run the budget reset job, every `budget_reset_every` (a range: jittered as LiteLLM).
     pub budget_reset: bool,
     pub budget_reset_every: (Duration, Duration),
@@ -43,6 +45,7 @@ impl Default for KeySettings {
             allow_on_db_unavailable: false,
             batch_write: Duration::from_secs(10),
             spend_logs: true,
+            redis: None,
             budget_reset: false,
             budget_reset_every: (Duration::from_secs(597), Duration::from_secs(605)),
         }
@@ -202,6 +205,7 @@ pub fn build(
             None => d.batch_write,
         },
         spend_logs: !g.disable_spend_logs.unwrap_or(false),
+        redis: redis(file, env, base_dir, diag, secrets_seen),
         budget_reset: file.llmux.budget_reset.unwrap_or(false),
         budget_reset_every: {
             let min = match &g.proxy_budget_rescheduler_min_time {
@@ -238,6 +242,114 @@ pub fn build(
         );
     }
     settings
+}
+
+/// Where Redis is, and the namespace LiteLLM's helpers prefix keys with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: String,
+    pub namespace: Option<String>,
+}
+
+impl RedisSettings {
+    /// A key as LiteLLM's cache helpers write it.
+    pub fn key(&self, key: &str) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}:{key}"),
+            None => key.to_owned(),
+        }
+    }
+}
+
+/// LiteLLM's Redis: `litellm_settings.cache_params` (type redis), then
+/// `router_settings.redis_*`, then `REDIS_URL` / `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`.
+fn redis(
+    file: &ConfigFile,
+    env: &Env,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+    secrets_seen: &mut Vec<String>,
+) -> Option<RedisSettings> {
+    let mut resolve = |path: &str, v: &Option<String>| -> Option<String> {
+        let raw = v.as_deref()?;
+        match secrets::resolve(raw, base_dir, env) {
+            Ok(s) if !s.trim().is_empty() => Some(s),
+            Ok(_) => None,
+            Err(e) => {
+                diag.error(KeyPath::keys(path), e.to_string());
+                None
+            }
+        }
+    };
+    let port = |n: &Option<Num>| match n {
+        Some(Num::Value(v)) if (1.0..=65535.0).contains(v) => Some(*v as u16),
+        _ => None,
+    };
+    let cp = file.litellm_settings.cache_params.as_ref().filter(|c| {
+        c.kind
+            .as_deref()
+            .is_none_or(|k| k.eq_ignore_ascii_case("redis"))
+    });
+    let rs = &file.router_settings;
+    let from_parts = |host: String, port: Option<u16>, password: Option<String>| {
+        let auth = password
+            .map(|p| format!(":{}@", percent_encode(&p)))
+            .unwrap_or_default();
+        format!("redis://{auth}{host}:{}", port.unwrap_or(6379))
+    };
+    let url = if let Some(c) = cp.filter(|c| c.host.is_some() || c.redis_url.is_some()) {
+        match resolve("litellm_settings.cache_params.redis_url", &c.redis_url) {
+            Some(u) => Some(u),
+            None => {
+                let host = resolve("litellm_settings.cache_params.host", &c.host)?;
+                let pw = resolve("litellm_settings.cache_params.password", &c.password);
+                Some(from_parts(host, port(&c.port), pw))
+            }
+        }
+    } else if rs.redis_url.is_some() || rs.redis_host.is_some() {
+        match resolve("router_settings.redis_url", &rs.redis_url) {
+            Some(u) => Some(u),
+            None => {
+                let host = resolve("router_settings.redis_host", &rs.redis_host)?;
+                let pw = resolve("router_settings.redis_password", &rs.redis_password);
+                Some(from_parts(host, port(&rs.redis_port), pw))
+            }
+        }
+    } else if let Some(u) = env.get("REDIS_URL").filter(|u| !u.trim().is_empty()) {
+        Some(u.to_owned())
+    } else {
+        env.get("REDIS_HOST")
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| {
+                from_parts(
+                    h.to_owned(),
+                    env.get("REDIS_PORT").and_then(|p| p.trim().parse().ok()),
+                    env.get("REDIS_PASSWORD").map(str::to_owned),
+                )
+            })
+    }?;
+    secrets_seen.push(url.clone());
+    if let Some(pw) = url_password(&url) {
+        secrets_seen.push(pw.to_owned());
+    }
+    Some(RedisSettings {
+        url,
+        namespace: cp
+            .and_then(|c| c.namespace.clone())
+            .filter(|n| !n.is_empty()),
+    })
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn secs(diag: &mut Diagnostics, path: &str, n: &Num, default: Duration) -> Duration {

@@ -137,6 +137,14 @@ pub struct RouterSettings {
     pub cooldown_time: Option<Num>,
     #[serde(default)]
     pub disable_cooldowns: Option<bool>,
+    #[serde(default)]
+    pub redis_host: Option<String>,
+    #[serde(default)]
+    pub redis_port: Option<Num>,
+    #[serde(default)]
+    pub redis_password: Option<String>,
+    #[serde(default)]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +236,30 @@ pub struct LitellmSettings {
     /// The status of a `budget_exceeded` answer (LiteLLM 1.104+: 422).
     #[serde(default)]
     pub budget_exceeded_status_code: Option<Num>,
+    /// LiteLLM's cache switch; with a Redis `cache_params`, that Redis is the one LLMux shares
+    /// with LiteLLM (spend counters).
+    #[serde(default)]
+    pub cache: Option<bool>,
+    #[serde(default)]
+    pub cache_params: Option<CacheParams>,
+}
+
+/// `litellm_settings.cache_params`: the fields that say where Redis is.
+#[derive(Debug, Default, Deserialize)]
+pub struct CacheParams {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<Num>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of the keys LiteLLM writes through its cache helpers (`<namespace>:<key>`).
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

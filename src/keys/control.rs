@@ -68,6 +68,7 @@ pub struct KeyMetrics {
     pub db_errors: IntCounter,
     pub rows_written: IntCounter,
     pub rows_dropped: IntCounter,
+    pub redis_errors: IntCounter,
 }
 
 /// Bytes of spend rows kept while the database is unreachable or slower than the traffic, at
@@ -85,6 +86,10 @@ struct Batch {
 }
 
 type WriteDone = (Option<tokio_postgres::Client>, Batch, Result<(), String>);
+/// Counter deltas kept while Redis is being connected to, at most.
+const MAX_PENDING_COUNTERS: usize = 100_000;
+/// LiteLLM's default TTL for keys written without one (`BaseCache(default_ttl=60)`).
+const REDIS_TTL_SECS: u64 = 60;
 /// A lookup waits this long for the database.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -140,6 +145,10 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
     };
     rt.block_on(async move {
         let mut c = Control::new(settings, metrics);
+        // Redis is connected to from the start, so that the first spend finds it up.
+        if let Some(url) = c.settings.redis.as_ref().map(|r| r.url.clone()) {
+            let _ = c.redis_conn(&url).await;
+        }
         let mut next_write = tokio::time::Instant::now() + c.write_interval();
         let mut next_reset = tokio::time::Instant::now() + c.reset_interval();
         loop {
@@ -151,6 +160,7 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                     }
                     Ok(KeyMsg::Spend(batch)) => {
                         c.add(batch);
+                        c.push_counters().await;
                         // A heavy load does not wait for the tick: a full batch goes at once.
                         if c.rows.bytes() >= WRITE_AT_BYTES {
                             c.start_write().await;
@@ -172,6 +182,11 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                     c.written(done);
                 }
                 _ = tokio::time::sleep_until(next_write) => {
+                    // Redis: what waits goes, and a connection that is down is tried again.
+                    if let Some(url) = c.settings.redis.as_ref().map(|r| r.url.clone()) {
+                        let _ = c.redis_conn(&url).await;
+                        c.push_counters().await;
+                    }
                     c.start_write().await;
                     next_write = tokio::time::Instant::now() + c.write_interval();
                 }
@@ -191,6 +206,12 @@ struct Control {
     /// The connection spend is written on (a write never holds up lookups).
     writer: Option<tokio_postgres::Client>,
     writing: Option<tokio::task::JoinHandle<WriteDone>>,
+    /// Spend not yet added to LiteLLM's Redis counters (`spend:key:<hash>` & co.).
+    counters: Vec<(String, f64)>,
+    redis: Option<(String, redis::aio::ConnectionManager)>,
+    redis_connecting:
+        Option<tokio::task::JoinHandle<Result<redis::aio::ConnectionManager, String>>>,
+    redis_retry_at: Option<std::time::Instant>,
     /// The key and team amounts of the write under way (still spent until it lands).
     writing_keys: HashMap<String, f64>,
     writing_teams: HashMap<String, f64>,
@@ -214,6 +235,10 @@ impl Control {
             client: None,
             writer: None,
             writing: None,
+            counters: Vec::new(),
+            redis: None,
+            redis_connecting: None,
+            redis_retry_at: None,
             writing_keys: HashMap::new(),
             writing_teams: HashMap::new(),
             static_keys: HashMap::new(),
@@ -340,6 +365,16 @@ impl Control {
             if self.settings.database_url.is_none() {
                 continue;
             }
+            if self.settings.redis.is_some() {
+                self.counters
+                    .push((format!("spend:key:{}", d.token), d.usd));
+                if let Some(t) = &d.team_id {
+                    self.counters.push((format!("spend:team:{t}"), d.usd));
+                }
+                if let Some(u) = &d.user_id {
+                    self.counters.push((format!("spend:user:{u}"), d.usd));
+                }
+            }
             *self.keys.entry(d.token).or_default() += d.usd;
             if let Some(t) = d.team_id {
                 *self.teams.entry(t).or_default() += d.usd;
@@ -355,6 +390,117 @@ impl Control {
             self.metrics.rows_dropped.inc_by(batch.rows.count as u64);
         } else {
             self.rows.append(batch.rows);
+        }
+    }
+
+    /// Adds spend to LiteLLM's Redis spend counters (LiteLLM 1.83+ reads them before it admits
+    /// a call), so that LiteLLM sees what LLMux spent. A counter is only incremented where it
+    /// exists: LiteLLM seeds a missing one from the database (`SET NX`), and a counter made
+    /// here from a delta alone would hide the key's earlier spend. This runs before the same
+    /// spend is written to the database, so a seed taken after that write cannot count it
+    /// twice. Redis unreachable: the deltas are dropped (the counters expire in a minute and
+    /// LiteLLM reseeds them from the database), counted and logged.
+    async fn push_counters(&mut self) {
+        if self.counters.is_empty() {
+            return;
+        }
+        let Some(settings) = self.settings.redis.clone() else {
+            self.counters.clear();
+            return;
+        };
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            // Connecting: the deltas wait (a bounded while). Down: they are dropped.
+            if self.redis_connecting.is_none() || self.counters.len() > MAX_PENDING_COUNTERS {
+                self.metrics.redis_errors.inc();
+                self.counters.clear();
+            }
+            return;
+        };
+        let deltas = std::mem::take(&mut self.counters);
+        let errors = self.metrics.redis_errors.clone();
+        tokio::spawn(async move {
+            static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+                redis::Script::new(
+                    "if redis.call('EXISTS', KEYS[1]) == 1 then \
+                       local v = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1]) \
+                       redis.call('EXPIRE', KEYS[1], ARGV[2]) \
+                       return v \
+                     end \
+                     return false",
+                )
+            });
+            for (key, usd) in deltas {
+                let res: redis::RedisResult<Option<String>> = SCRIPT
+                    .key(settings.key(&key))
+                    .arg(usd)
+                    .arg(REDIS_TTL_SECS)
+                    .invoke_async(&mut conn)
+                    .await;
+                if let Err(e) = res {
+                    errors.inc();
+                    tracing::debug!(error = %e, "keys: a Redis spend counter was not updated");
+                }
+            }
+        });
+    }
+
+    /// The Redis connection, if one is up. Connecting runs as a task of its own (never in the
+    /// way of lookups); until it is up, and for 10 s after a failed try, there is none.
+    async fn redis_conn(&mut self, url: &str) -> Option<redis::aio::ConnectionManager> {
+        if let Some((u, c)) = &self.redis {
+            if u == url {
+                return Some(c.clone());
+            }
+            self.redis = None;
+        }
+        if let Some(h) = self.redis_connecting.take_if(|h| h.is_finished()) {
+            match h.await {
+                Ok(Ok(c)) => {
+                    self.redis = Some((url.to_owned(), c.clone()));
+                    return Some(c);
+                }
+                Ok(Err(e)) => self.redis_failed(&e),
+                Err(e) => self.redis_failed(&e.to_string()),
+            }
+            self.metrics.redis_errors.inc();
+            self.redis_retry_at = Some(std::time::Instant::now() + Duration::from_secs(10));
+        }
+        let may_try = self
+            .redis_retry_at
+            .is_none_or(|t| std::time::Instant::now() >= t);
+        if self.redis_connecting.is_none() && may_try {
+            let url = url.to_owned();
+            self.redis_connecting = Some(tokio::spawn(async move {
+                let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(2)
+                    .set_connection_timeout(Duration::from_secs(2))
+                    .set_response_timeout(Duration::from_secs(2));
+                match tokio::time::timeout(
+                    LOOKUP_TIMEOUT,
+                    redis::aio::ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("connecting timed out".to_owned()),
+                }
+            }));
+        }
+        None
+    }
+
+    fn redis_failed(&mut self, why: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.last_logged = Some(now);
+            tracing::warn!(
+                error = %crate::util::clip(why),
+                "keys: Redis is unavailable; spend counters shared with LiteLLM are not updated"
+            );
         }
     }
 

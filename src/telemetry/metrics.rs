@@ -565,11 +565,16 @@ impl GlobalMetrics {
                 "llmux_spend_logs_dropped_total",
                 "Spend rows dropped because too many waited for an unavailable database.",
             )?,
+            redis_errors: IntCounter::new(
+                "llmux_redis_errors_total",
+                "Redis operations that failed (connecting, spend counters).",
+            )?,
         };
         registry.register(Box::new(keys.lookups.clone()))?;
         registry.register(Box::new(keys.db_errors.clone()))?;
         registry.register(Box::new(keys.rows_written.clone()))?;
         registry.register(Box::new(keys.rows_dropped.clone()))?;
+        registry.register(Box::new(keys.redis_errors.clone()))?;
         // Make both results visible from the start, so alerts can use rate() right away.
         config_reloads.with_label_values(&["success"]);
         config_reloads.with_label_values(&["error"]);
