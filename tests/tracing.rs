@@ -341,3 +341,109 @@ fn a_stuck_collector_fills_a_bounded_queue_and_drops() {
     );
     drop(stuck);
 }
+
+/// An OTLP/gRPC collector on HTTP/2 (h2): each export request's path and decoded message.
+fn grpc_collector() -> (
+    String,
+    std::sync::mpsc::Receiver<(String, ExportTraceServiceRequest)>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((sock, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(sock).await else {
+                        return;
+                    };
+                    // The connection is driven by `accept`; each request is served beside it.
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let path = req.uri().path().to_owned();
+                            let mut body = req.into_body();
+                            let mut buf = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                buf.extend_from_slice(&chunk);
+                            }
+                            // A gRPC message: a compression flag, a 4-byte length, the protobuf.
+                            if let Some(msg) = buf.get(5..) {
+                                if let Ok(m) = ExportTraceServiceRequest::decode(msg) {
+                                    let _ = tx.send((path, m));
+                                }
+                            }
+                            let head = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .expect("response");
+                            if let Ok(mut send) = respond.send_response(head, false) {
+                                let _ = send
+                                    .send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false);
+                                let mut trailers = http::HeaderMap::new();
+                                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                                let _ = send.send_trailers(trailers);
+                            }
+                        });
+                    }
+                });
+            }
+        });
+    });
+    (addr, rx)
+}
+
+#[test]
+fn spans_go_over_grpc_too() {
+    let (addr, received) = grpc_collector();
+    let up = upstream();
+    let gw = Gateway::start(&config(
+        &up.base(),
+        &format!("{{ enabled: true, protocol: grpc, endpoint: \"http://{addr}\", service_name: llmux-test }}"),
+    ));
+    let r = chat_with(
+        &gw,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    let mut spans = Vec::new();
+    while spans.len() < 2 {
+        let (path, export) = received.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!(
+                "no export request over gRPC: {}\n{}",
+                gw.proc.output(),
+                gw.metrics()
+                    .lines()
+                    .filter(|l| l.starts_with("llmux_otel"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        assert_eq!(
+            path,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        );
+        for rs in export.resource_spans {
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+    }
+    let client = spans.iter().find(|s| s.kind == 3).expect("a client span");
+    assert_eq!(
+        attrs(client)
+            .get("gen_ai.provider.name")
+            .map(String::as_str),
+        Some("openai")
+    );
+}
