@@ -313,3 +313,91 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Lets a repeated warning through at most once per `every` (a dead database or collector
+/// must not fill the log).
+#[derive(Debug)]
+pub struct LogEvery {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+}
+
+impl LogEvery {
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    /// True when a line may be written now (and counts it as written).
+    pub fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+/// A shard-local buffer's hand-off task: waits (on no timer) until something is buffered, lets
+/// more gather for `after`, hands it over, and again. `signal` is woken by the buffer's first
+/// push ([`FlushSignal::wake`]).
+pub async fn flush_periodically(
+    signal: &FlushSignal,
+    is_empty: impl Fn() -> bool,
+    after: std::time::Duration,
+    flush: impl Fn(),
+) {
+    loop {
+        std::future::poll_fn(|cx| {
+            if is_empty() {
+                signal.0.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        monoio::time::sleep(after).await;
+        flush();
+    }
+}
+
+/// Wakes a [`flush_periodically`] task waiting for a buffer's first entry.
+#[derive(Default)]
+pub struct FlushSignal(std::cell::Cell<Option<std::task::Waker>>);
+
+impl FlushSignal {
+    pub fn wake(&self) {
+        if let Some(w) = self.0.take() {
+            w.wake();
+        }
+    }
+}
+
+/// `%XX` sequences decoded (`+` stays a plus unless `plus_is_space`); invalid ones are kept
+/// as they are; the result is lossy UTF-8.
+pub fn percent_decode(v: &str, plus_is_space: bool) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

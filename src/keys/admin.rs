@@ -143,7 +143,7 @@ pub fn parse(path: &str, query: Option<&str>, body: &[u8]) -> Result<AdminOp, Ad
     let param = |name: &str| -> Option<String> {
         query?.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
-            (k == name).then(|| percent_decode(v))
+            (k == name).then(|| crate::util::percent_decode(v, true))
         })
     };
     Ok(match path {
@@ -196,29 +196,6 @@ pub fn parse(path: &str, query: Option<&str>, body: &[u8]) -> Result<AdminOp, Ad
 
 fn from<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, AdminError> {
     serde_json::from_value(v).map_err(|e| AdminError::bad(e.to_string()))
-}
-
-fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A key as given (`sk-...`) or as its hash.

@@ -223,8 +223,9 @@ struct Control {
     teams: HashMap<String, f64>,
     users: HashMap<String, f64>,
     rows: EncodedRows,
-    /// The last database error was logged at (at most one line a minute).
-    last_logged: Option<std::time::Instant>,
+    /// Database and Redis failures are logged at most once a minute each.
+    db_log: crate::util::LogEvery,
+    redis_log: crate::util::LogEvery,
 }
 
 impl Control {
@@ -247,7 +248,8 @@ impl Control {
             teams: HashMap::new(),
             users: HashMap::new(),
             rows: EncodedRows::default(),
-            last_logged: None,
+            db_log: crate::util::LogEvery::new(Duration::from_secs(60)),
+            redis_log: crate::util::LogEvery::new(Duration::from_secs(60)),
         }
     }
 
@@ -491,12 +493,7 @@ impl Control {
     }
 
     fn redis_failed(&mut self, why: &str) {
-        let now = std::time::Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
-        {
-            self.last_logged = Some(now);
+        if self.redis_log.due() {
             tracing::warn!(
                 error = %crate::util::clip(why),
                 "keys: Redis is unavailable; spend counters shared with LiteLLM are not updated"
@@ -645,12 +642,7 @@ impl Control {
 
     fn db_failed(&mut self, why: &str) {
         self.metrics.db_errors.inc();
-        let now = std::time::Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
-        {
-            self.last_logged = Some(now);
+        if self.db_log.due() {
             tracing::warn!(
                 error = %crate::util::clip(why),
                 pending_rows = self.rows.count,

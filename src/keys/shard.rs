@@ -11,7 +11,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::control::{self, KeyMsg, Lookup, SpendBatch, SpendDelta};
@@ -68,7 +67,8 @@ pub struct ShardKeys {
     /// By the raw key (a hit needs no hashing).
     cache: RefCell<HashMap<String, Rc<CachedKey>>>,
     pending: RefCell<Pending>,
-    waiting: Cell<Option<Waker>>,
+    /// Wakes the hand-off task at the first spend buffered.
+    signal: crate::util::FlushSignal,
 }
 
 #[derive(Default)]
@@ -194,9 +194,7 @@ impl ShardKeys {
         let full = p.rows.count >= FLUSH_ROWS;
         drop(p);
         if was_empty {
-            if let Some(w) = self.waiting.take() {
-                w.wake();
-            }
+            self.signal.wake();
         }
         if full {
             self.flush();
@@ -217,25 +215,15 @@ impl ShardKeys {
         }
     }
 
-    async fn buffered(&self) {
-        std::future::poll_fn(|cx| {
-            if self.pending.borrow().is_empty() {
-                self.waiting.set(Some(cx.waker().clone()));
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await
-    }
-
     /// The shard's spend hand-off task: sleeps on no timer while nothing is buffered.
     pub async fn flush_loop(&self) {
-        loop {
-            self.buffered().await;
-            monoio::time::sleep(FLUSH_AFTER).await;
-            self.flush();
-        }
+        crate::util::flush_periodically(
+            &self.signal,
+            || self.pending.borrow().is_empty(),
+            FLUSH_AFTER,
+            || self.flush(),
+        )
+        .await
     }
 }
 

@@ -282,8 +282,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let _ = handle.join();
     }
     // The shards handed over their last spans and spend as they stopped.
-    crate::telemetry::otel::export::flush(snap.server.shutdown_timeout);
-    crate::keys::control::flush(snap.server.shutdown_timeout);
+    // Bounded apart from the drain: a stuck collector or database delays the exit by at most
+    // this much each, not by another whole shutdown timeout.
+    let flush_for = snap.server.shutdown_timeout.min(FLUSH_ON_EXIT);
+    crate::keys::control::flush(flush_for);
+    crate::telemetry::otel::export::flush(flush_for);
     if let Some(p) = &opts.uds {
         let _ = std::fs::remove_file(p);
     }
@@ -292,6 +295,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 }
 
 /// Applies a snapshot to the control-plane threads it configures: span export and keys.
+/// The longest the exit waits for spend rows, then for spans, to be written.
+const FLUSH_ON_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn configure_control_plane(snap: &config::Snapshot, metrics: &GlobalMetrics) {
     if let Err(e) =
         crate::telemetry::otel::export::configure(&snap.tracing, &snap.upstream.tls, &metrics.otel)

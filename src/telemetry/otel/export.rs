@@ -179,7 +179,7 @@ struct Exporter {
     metrics: ExportMetrics,
     /// Export failures since the last one logged (logged at most once a minute).
     failures_unlogged: u64,
-    last_logged: Option<std::time::Instant>,
+    log: crate::util::LogEvery,
 }
 
 impl Exporter {
@@ -195,7 +195,7 @@ impl Exporter {
             due: false,
             metrics,
             failures_unlogged: 0,
-            last_logged: None,
+            log: crate::util::LogEvery::new(Duration::from_secs(60)),
         }
     }
 
@@ -283,11 +283,7 @@ impl Exporter {
         self.metrics.failed.inc();
         self.metrics.dropped.inc_by(spans as u64);
         self.failures_unlogged += 1;
-        let now = std::time::Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
-        {
+        if self.log.due() {
             tracing::warn!(
                 failures = self.failures_unlogged,
                 spans_dropped = spans,
@@ -295,7 +291,6 @@ impl Exporter {
                 "tracing: span export failed"
             );
             self.failures_unlogged = 0;
-            self.last_logged = Some(now);
         }
     }
 

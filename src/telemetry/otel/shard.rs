@@ -3,9 +3,10 @@
 //! [`BATCH`] spans, not per request, and never waited on: a full queue drops the batch and
 //! counts it.
 
-use std::cell::{Cell, RefCell};
-use std::task::{Poll, Waker};
+use std::cell::RefCell;
 use std::time::Duration;
+
+use crate::util::{flush_periodically, FlushSignal};
 
 use super::export;
 use super::record::SpanRecord;
@@ -18,8 +19,8 @@ pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
 #[derive(Default)]
 pub struct ShardSpans {
     buf: RefCell<Vec<SpanRecord>>,
-    /// The flush task, waiting for a first span.
-    waiting: Cell<Option<Waker>>,
+    /// Wakes the flush task at a first span.
+    signal: FlushSignal,
 }
 
 impl ShardSpans {
@@ -27,9 +28,7 @@ impl ShardSpans {
         let full = {
             let mut buf = self.buf.borrow_mut();
             if buf.is_empty() {
-                if let Some(w) = self.waiting.take() {
-                    w.wake();
-                }
+                self.signal.wake();
             }
             buf.extend(spans);
             buf.len() >= BATCH
@@ -47,26 +46,15 @@ impl ShardSpans {
         }
     }
 
-    /// Resolves once a span is buffered.
-    async fn buffered(&self) {
-        std::future::poll_fn(|cx| {
-            if self.buf.borrow().is_empty() {
-                self.waiting.set(Some(cx.waker().clone()));
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await
-    }
-
     /// The shard's flush task: spans of light traffic leave within [`FLUSH_AFTER`]. It sleeps
     /// on no timer while nothing is buffered (tracing off costs no wake-ups).
     pub async fn flush_loop(&self) {
-        loop {
-            self.buffered().await;
-            monoio::time::sleep(FLUSH_AFTER).await;
-            self.flush();
-        }
+        flush_periodically(
+            &self.signal,
+            || self.buf.borrow().is_empty(),
+            FLUSH_AFTER,
+            || self.flush(),
+        )
+        .await
     }
 }
