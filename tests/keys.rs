@@ -1078,3 +1078,96 @@ fn redis_unreachable_costs_the_traffic_nothing() {
         .sql("SELECT count(*) FROM \"LiteLLM_SpendLogs\"")
         == "10"));
 }
+
+#[test]
+fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
+    let ns = format!("llmux-cache-{}-{}", std::process::id(), fastrand_u32());
+    let mock = Mock::start();
+    let gw = Gateway::start(&config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n    ttl: 600\nllmux:\n  virtual_keys:\n    - key: sk-cache-team-a-0001\n      team_id: a\n    - key: sk-cache-team-a-0002\n      team_id: a\n    - key: sk-cache-team-b-0003\n      team_id: b\n"
+        ),
+    ));
+    let entries = || {
+        redis_cli(&["--scan", "--pattern", &format!("{ns}:llmux:cache:*")])
+            .lines()
+            .count()
+    };
+    let upstream_calls = || mock.stats()["requests"].as_u64().unwrap();
+    let ask = |key: &str, stream: bool, extra: &[(&str, &str)]| {
+        let body = format!(
+            r#"{{"model":"m","stream":{stream},"messages":[{{"role":"user","content":"cache me"}}]}}"#
+        );
+        let auth = format!("Bearer {key}");
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        request(
+            &gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            &headers,
+            body.as_bytes(),
+        )
+    };
+
+    // Non-stream: a miss, kept, then a hit that costs nothing and calls no upstream.
+    let first = ask("sk-cache-team-a-0001", false, &[]);
+    assert_eq!(first.status, 200);
+    assert!(first.header("x-llmux-cache-hit").is_none());
+    assert!(eventually(WAIT, || entries() == 1), "the answer is kept");
+    let calls = upstream_calls();
+    // Another key of the same team shares the team's entries.
+    let hit = ask("sk-cache-team-a-0002", false, &[]);
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.header("x-llmux-cache-hit"), Some("true"));
+    assert_eq!(hit.body, first.body);
+    assert!(hit.header("x-llmux-response-cost").is_none());
+    assert_eq!(upstream_calls(), calls);
+    let line = gw.proc.wait_line("cache_hit=true", WAIT);
+    assert!(line.contains("cost_usd=0"), "{line}");
+
+    // Another team does not see team a's answers.
+    let other = ask("sk-cache-team-b-0003", false, &[]);
+    assert!(other.header("x-llmux-cache-hit").is_none());
+    assert_eq!(upstream_calls(), calls + 1);
+
+    // no-cache skips the lookup.
+    let fresh = ask(
+        "sk-cache-team-a-0001",
+        false,
+        &[("cache-control", "no-cache")],
+    );
+    assert!(fresh.header("x-llmux-cache-hit").is_none());
+    assert_eq!(upstream_calls(), calls + 2);
+
+    // A stream is kept as its events and replayed as them.
+    let before = entries();
+    let streamed = ask("sk-cache-team-a-0001", true, &[]);
+    assert_eq!(streamed.status, 200);
+    assert!(eventually(WAIT, || entries() == before + 1));
+    let calls = upstream_calls();
+    let replay = ask("sk-cache-team-a-0002", true, &[]);
+    assert_eq!(replay.header("x-llmux-cache-hit"), Some("true"));
+    assert!(
+        replay
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream")),
+        "{:?}",
+        replay.header("content-type")
+    );
+    assert_eq!(data_events(&replay.body), data_events(&streamed.body));
+    assert!(data_events(&replay.body)
+        .last()
+        .is_some_and(|e| e == "[DONE]"));
+    assert_eq!(upstream_calls(), calls);
+
+    let keys = redis_cli(&["--scan", "--pattern", &format!("{ns}:*")]);
+    for k in keys.lines() {
+        redis_cli(&["DEL", k]);
+    }
+}

@@ -30,6 +30,8 @@ pub struct KeySettings {
     pub spend_logs: bool,
     /// The Redis shared with LiteLLM, if any.
     pub redis: Option<RedisSettings>,
+    /// The exact-match response cache (`litellm_settings.cache: true` with a Redis).
+    pub cache: Option<CacheSettings>,
     /// Run the budget reset job, every `budget_reset_every` (a range: jittered as LiteLLM).
     pub budget_reset: bool,
     pub budget_reset_every: (Duration, Duration),
@@ -46,6 +48,7 @@ impl Default for KeySettings {
             batch_write: Duration::from_secs(10),
             spend_logs: true,
             redis: None,
+            cache: None,
             budget_reset: false,
             budget_reset_every: (Duration::from_secs(597), Duration::from_secs(605)),
         }
@@ -57,6 +60,19 @@ impl KeySettings {
     pub fn enabled(&self) -> bool {
         !self.static_keys.is_empty() || self.database_url.is_some()
     }
+
+    /// The key control plane has work: keys, or the response cache (its Redis lives there).
+    pub fn needs_control_plane(&self) -> bool {
+        self.enabled() || self.cache.is_some()
+    }
+}
+
+/// The response cache's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    pub ttl: Duration,
+    /// One entry for every caller (else per team, or key without a team).
+    pub global: bool,
 }
 
 pub fn build(
@@ -206,6 +222,7 @@ pub fn build(
         },
         spend_logs: !g.disable_spend_logs.unwrap_or(false),
         redis: redis(file, env, base_dir, diag, secrets_seen),
+        cache: None,
         budget_reset: file.llmux.budget_reset.unwrap_or(false),
         budget_reset_every: {
             let min = match &g.proxy_budget_rescheduler_min_time {
@@ -229,6 +246,29 @@ pub fn build(
             (min, max.max(min))
         },
     };
+    let mut settings = settings;
+    if file.litellm_settings.cache == Some(true) {
+        match &settings.redis {
+            Some(_) => {
+                let ttl = file
+                    .litellm_settings
+                    .cache_params
+                    .as_ref()
+                    .and_then(|c| c.ttl.as_ref())
+                    .map_or(Duration::from_secs(60), |n| {
+                        secs(diag, "litellm_settings.cache_params.ttl", n, Duration::from_secs(60))
+                    });
+                settings.cache = Some(CacheSettings {
+                    ttl,
+                    global: file.llmux.cache_global.unwrap_or(false),
+                });
+            }
+            None => diag.warn(
+                KeyPath::keys("litellm_settings.cache"),
+                "the response cache needs Redis (litellm_settings.cache_params with type: redis); it is off",
+            ),
+        }
+    }
     if settings.budget_reset && settings.database_url.is_none() {
         diag.warn(
             KeyPath::keys("llmux.budget_reset"),

@@ -260,6 +260,9 @@ pub struct CacheParams {
     /// Prefix of the keys LiteLLM writes through its cache helpers (`<namespace>:<key>`).
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Seconds a cached response is kept (LiteLLM's default 60).
+    #[serde(default)]
+    pub ttl: Option<Num>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +318,10 @@ pub struct LlmuxSettings {
     /// LiteLLM runs it (leader-locked); turn it on when LLMux serves the database alone.
     #[serde(default)]
     pub budget_reset: Option<bool>,
+    /// The response cache serves every caller alike (default: each team, or key without a
+    /// team, has its own entries).
+    #[serde(default)]
+    pub cache_global: Option<bool>,
 }
 
 /// A virtual key of the config file: what a `LiteLLM_VerificationToken` row holds, for

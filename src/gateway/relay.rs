@@ -81,6 +81,22 @@ pub struct RelayOutcome {
     /// The answer's id, model and finish reasons, read only for a sampled request's spans
     /// (the relay fills it when it is `Some`).
     pub meta: Option<Box<crate::telemetry::otel::ResponseMeta>>,
+    /// The bytes sent, kept for the response cache when it is to store this answer (dropped
+    /// past its size bound).
+    pub capture: Option<Vec<u8>>,
+}
+
+impl RelayOutcome {
+    /// Keeps what was sent, for the response cache.
+    pub fn capture(&mut self, bytes: &[u8]) {
+        if let Some(c) = self.capture.as_mut() {
+            if c.len() + bytes.len() > crate::gateway::chat::MAX_CACHED_BYTES {
+                self.capture = None;
+            } else {
+                c.extend_from_slice(bytes);
+            }
+        }
+    }
 }
 
 /// How a relay ended: `Ok` once anything went to the client (whatever followed, recorded in
@@ -297,6 +313,7 @@ async fn forward_events<IO: ServerIo>(
     if sent.is_err() {
         return client_gone(w, out);
     }
+    out.capture(&events);
     Ok(())
 }
 
@@ -431,6 +448,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         if sent.is_err() {
             return client_gone(w, out);
         }
+        out.capture(buf);
         if done {
             return Ok(());
         }

@@ -57,6 +57,16 @@ pub enum KeyMsg {
         op: Box<super::admin::AdminOp>,
         reply: flume::Sender<Result<super::admin::AdminAnswer, super::admin::AdminError>>,
     },
+    /// A cached response, if Redis has one (`None` also when Redis cannot be asked).
+    CacheGet {
+        key: String,
+        reply: flume::Sender<Option<Vec<u8>>>,
+    },
+    CacheSet {
+        key: String,
+        value: Vec<u8>,
+        ttl_secs: u64,
+    },
     /// Write everything now, then answer (shutdown, tests).
     Flush(std::sync::mpsc::SyncSender<()>),
 }
@@ -86,6 +96,8 @@ struct Batch {
 }
 
 type WriteDone = (Option<tokio_postgres::Client>, Batch, Result<(), String>);
+/// A cache lookup or store waits this long for Redis.
+const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Counter deltas kept while Redis is being connected to, at most.
 const MAX_PENDING_COUNTERS: usize = 100_000;
 /// LiteLLM's default TTL for keys written without one (`BaseCache(default_ttl=60)`).
@@ -103,7 +115,7 @@ pub fn sender() -> Option<&'static flume::Sender<KeyMsg>> {
 /// Starts the thread when keys are first enabled; later calls hand it new settings.
 pub fn configure(settings: &Arc<KeySettings>, metrics: &KeyMetrics) -> std::io::Result<()> {
     if SENDER.get().is_none() {
-        if !settings.enabled() {
+        if !settings.needs_control_plane() {
             return Ok(());
         }
         let (tx, rx) = flume::unbounded();
@@ -167,6 +179,10 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                         }
                     }
                     Ok(KeyMsg::Configure(s)) => c.configure(s),
+                    Ok(KeyMsg::CacheGet { key, reply }) => c.cache_get(key, reply).await,
+                    Ok(KeyMsg::CacheSet { key, value, ttl_secs }) => {
+                        c.cache_set(key, value, ttl_secs).await;
+                    }
                     Ok(KeyMsg::Admin { op, reply }) => {
                         let answer = c.admin(*op).await;
                         let _ = reply.send(answer);
@@ -442,6 +458,54 @@ impl Control {
                     errors.inc();
                     tracing::debug!(error = %e, "keys: a Redis spend counter was not updated");
                 }
+            }
+        });
+    }
+
+    /// Looks a cached response up, beside the loop (a slow Redis holds up no lookup): a miss
+    /// when Redis is down or slower than [`CACHE_TIMEOUT`].
+    async fn cache_get(&mut self, key: String, reply: flume::Sender<Option<Vec<u8>>>) {
+        let Some(settings) = self.settings.redis.clone() else {
+            let _ = reply.send(None);
+            return;
+        };
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            let _ = reply.send(None);
+            return;
+        };
+        let errors = self.metrics.redis_errors.clone();
+        tokio::spawn(async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(settings.key(&key));
+            let get = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
+            let got = match tokio::time::timeout(CACHE_TIMEOUT, get).await {
+                Ok(Ok(v)) => v,
+                _ => {
+                    errors.inc();
+                    None
+                }
+            };
+            let _ = reply.send(got);
+        });
+    }
+
+    async fn cache_set(&mut self, key: String, value: Vec<u8>, ttl_secs: u64) {
+        let Some(settings) = self.settings.redis.clone() else {
+            return;
+        };
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            return;
+        };
+        let errors = self.metrics.redis_errors.clone();
+        tokio::spawn(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(settings.key(&key))
+                .arg(value)
+                .arg("EX")
+                .arg(ttl_secs.max(1));
+            let set = cmd.query_async::<()>(&mut conn);
+            if !matches!(tokio::time::timeout(CACHE_TIMEOUT, set).await, Ok(Ok(()))) {
+                errors.inc();
             }
         });
     }

@@ -34,6 +34,10 @@ pub struct SpendRow {
     pub session_id: String,
     /// `success` or `failure`.
     pub status: &'static str,
+    /// Answered from the response cache (`cache_hit` "True").
+    pub cache_hit: bool,
+    /// The response cache's key, or `None` when the cache is off ("Cache OFF").
+    pub cache_key: Option<String>,
     pub error: Option<String>,
 }
 
@@ -397,8 +401,8 @@ fn write_csv_row(out: &mut Vec<u8>, r: &SpendRow) {
     field(out, Some(&r.api_base));
     field(out, r.user.as_deref());
     field(out, Some(&metadata));
-    field(out, Some("False"));
-    field(out, Some("Cache OFF"));
+    field(out, Some(if r.cache_hit { "True" } else { "False" }));
+    field(out, Some(r.cache_key.as_deref().unwrap_or("Cache OFF")));
     field(out, r.team_id.as_deref());
     field(out, Some(&r.session_id));
     field(out, Some(r.status));

@@ -211,6 +211,9 @@ async fn stream<IO: ServerIo>(
     if call.spans.is_some() {
         call.out.meta = Some(Box::default());
     }
+    if call.cache.as_ref().is_some_and(|c| c.store) {
+        call.out.capture = Some(Vec::new());
+    }
     let relayed = if provider.stream_is_identity() {
         Box::pin(relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await
     } else {
@@ -327,6 +330,9 @@ async fn send_answer<IO: ServerIo>(
     dep: &Deployment,
 ) -> AttemptEnd {
     call.out.status = 200;
+    if call.cache.as_ref().is_some_and(|c| c.store) {
+        call.out.capture = Some(body.to_vec());
+    }
     // The cost, in LLMux's header and LiteLLM's; none when the model's price is unknown.
     let cost = dep
         .price

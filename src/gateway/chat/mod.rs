@@ -15,6 +15,7 @@
 //! can be retried; a stream is retried only before its first byte.
 
 mod admit;
+mod cache;
 mod call;
 mod headers;
 mod key_limits;
@@ -23,6 +24,8 @@ mod preflight;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use self::cache::MAX_CACHED_BYTES;
 
 use self::admit::Picked;
 use self::call::{AttemptEnd, PreparedCache};
@@ -77,6 +80,10 @@ pub struct Call<'r> {
     pub spans: Option<Box<RequestSpans>>,
     /// Who is calling (the key whose budget and spend this request counts against).
     pub caller: &'r Caller,
+    /// What the response cache does for this request, when it is on.
+    pub cache: Option<cache::CachePlan>,
+    /// The answer came from the response cache.
+    pub cache_hit: bool,
 }
 
 pub async fn chat_completions<IO: ServerIo>(
@@ -132,6 +139,11 @@ pub async fn chat_completions<IO: ServerIo>(
         },
         _ => None,
     };
+    let cache = cache::CachePlan::new(snap.keys.cache.as_ref(), caller, req, &view.model);
+    let hit = match &cache {
+        Some(plan) => plan.get().await,
+        None => None,
+    };
     let mut trace = TraceContext::from_request(req.header("traceparent").map(str::as_bytes));
     let spans = if snap.tracing.enabled {
         let sampled = otel::sampled(snap.tracing.sampling_ratio, &trace);
@@ -159,7 +171,15 @@ pub async fn chat_completions<IO: ServerIo>(
         trace,
         spans,
         caller,
+        cache,
+        cache_hit: false,
     };
+    if let Some(body) = hit {
+        call.serve_cached(&body, w).await;
+        call.finish(w);
+        drop(key_admission);
+        return;
+    }
     call.run(w).await;
     if let Some(dep) = call
         .attempts
@@ -508,7 +528,17 @@ impl<'r> Call<'r> {
         let duration = self.started.elapsed().as_secs_f64();
         let answered_by = self.attempts.last().map(|a| &a.deployment);
         let price = answered_by.and_then(|d| d.price.as_ref());
-        let cost = price.map(|p| crate::usage::cost_usd(p, &out.usage));
+        // A cached answer costs nothing.
+        let cost = if self.cache_hit {
+            Some(0.0)
+        } else {
+            price.map(|p| crate::usage::cost_usd(p, &out.usage))
+        };
+        if let (Some(plan), Some(bytes)) = (&self.cache, out.capture.take()) {
+            if out.status == 200 && out.failure.is_none() && out.error.is_none() {
+                plan.put(bytes);
+            }
+        }
         if let Some(dep) = answered_by {
             self.gw.metrics.record_request(&RequestRecord {
                 deployment: dep,
@@ -554,6 +584,7 @@ impl<'r> Call<'r> {
             cache_write_tokens = (out.usage.cache_write > 0).then_some(out.usage.cache_write),
             usage_estimated = out.usage.estimated.then_some(true),
             cost_usd = cost,
+            cache_hit = self.cache_hit.then_some(true),
             // Never a silent 0: a deployment without a known price says so.
             cost = (answered_by.is_some() && cost.is_none()).then_some("unknown"),
             attempts = %attempts,
@@ -625,6 +656,34 @@ impl Call<'_> {
 }
 
 impl Call<'_> {
+    /// Answers from the response cache: the answer as it was sent the first time.
+    async fn serve_cached<IO: ServerIo>(&mut self, body: &[u8], w: &mut ResponseWriter<'_, IO>) {
+        self.cache_hit = true;
+        let key = self
+            .cache
+            .as_ref()
+            .map_or("", |c| c.key.as_str())
+            .to_owned();
+        let content_type = if self.view.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let headers = [
+            ("x-llmux-cache-hit", "true"),
+            ("x-litellm-cache-key", key.as_str()),
+        ];
+        let sent = w
+            .send(http::StatusCode::OK, content_type, &headers, body)
+            .await;
+        self.out.status = if sent.is_ok() { 200 } else { 499 };
+        if !self.view.stream {
+            if let Some(u) = crate::usage::extract(body) {
+                self.out.usage = u;
+            }
+        }
+    }
+
     /// The request's spend: against the caller's key (its budget), and as a
     /// `LiteLLM_SpendLogs` row when a key database is configured.
     fn record_spend(&self, cost: Option<f64>, duration_secs: f64) {
@@ -669,6 +728,8 @@ impl Call<'_> {
                 team_id: key.and_then(|k| k.record.team.as_ref().map(|t| t.team_id.clone())),
                 key_alias: key.and_then(|k| k.record.key_alias.clone()),
                 session_id: self.trace.trace_id_hex(),
+                cache_hit: self.cache_hit,
+                cache_key: self.cache.as_ref().map(|c| c.key.clone()),
                 status: if failed { "failure" } else { "success" },
                 error: out
                     .error
