@@ -1171,3 +1171,57 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
         redis_cli(&["DEL", k]);
     }
 }
+
+#[test]
+fn a_cooldown_one_gateway_sets_is_honoured_by_another() {
+    let ns = format!("llmux-cool-{}-{}", std::process::id(), fastrand_u32());
+    let bad = hostile::Hostile::start(|_| {
+        hostile::response(
+            429,
+            "application/json",
+            br#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#,
+        )
+    });
+    let mock = Mock::start();
+    let config = format!(
+        "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}/v1\n      api_key: sk-up-0001\n      order: 1\n    model_info:\n      id: g-bad\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}/v1\n      api_key: sk-up-0002\n      order: 2\n    model_info:\n      id: g-good\nrouter_settings:\n  cooldown_time: 60\nlitellm_settings:\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n",
+        bad.base(),
+        mock.base()
+    );
+    let a = Gateway::start(&config);
+    // One shard: the view below is the view every request of B gets.
+    let b = Gateway::start_with(
+        &config,
+        GatewayOpts {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let body = r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#;
+    // A tries the preferred deployment, gets a 429, cools it down and answers from the other.
+    assert_eq!(a.chat(body).status, 200);
+    assert_eq!(bad.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The cooldown is LiteLLM's key, in LiteLLM's shape.
+    let key = format!("{ns}:deployment:g-bad:cooldown");
+    assert!(eventually(WAIT, || redis_cli(&["EXISTS", &key]) == "1"));
+    let v: serde_json::Value = serde_json::from_str(&redis_cli(&["GET", &key])).unwrap();
+    assert_eq!(v["status_code"], "429");
+    assert!(v["cooldown_time"].as_f64().unwrap() > 50.0, "{v}");
+    // B learns it and does not call the cooled-down deployment.
+    assert!(
+        eventually(WAIT, || {
+            let r = b.get("/health/deployments");
+            r.json()["deployments"]
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["deployment"] == "g-bad").cloned())
+                .is_some_and(|d| d["cooldown_remaining_ms"].as_u64().unwrap_or(0) > 0)
+        }),
+        "{}",
+        b.get("/health/deployments").text()
+    );
+    for _ in 0..5 {
+        assert_eq!(b.chat(body).status, 200);
+    }
+    assert_eq!(bad.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
+    redis_cli(&["DEL", &key]);
+}

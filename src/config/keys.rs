@@ -32,6 +32,9 @@ pub struct KeySettings {
     pub redis: Option<RedisSettings>,
     /// The exact-match response cache (`litellm_settings.cache: true` with a Redis).
     pub cache: Option<CacheSettings>,
+    /// Every deployment's id, for the cooldowns shared through Redis (filled in by the
+    /// snapshot, which makes the ids).
+    pub deployment_ids: Vec<String>,
     /// Run the budget reset job, every `budget_reset_every` (a range: jittered as LiteLLM).
     pub budget_reset: bool,
     pub budget_reset_every: (Duration, Duration),
@@ -49,6 +52,7 @@ impl Default for KeySettings {
             spend_logs: true,
             redis: None,
             cache: None,
+            deployment_ids: Vec::new(),
             budget_reset: false,
             budget_reset_every: (Duration::from_secs(597), Duration::from_secs(605)),
         }
@@ -63,7 +67,7 @@ impl KeySettings {
 
     /// The key control plane has work: keys, or the response cache (its Redis lives there).
     pub fn needs_control_plane(&self) -> bool {
-        self.enabled() || self.cache.is_some()
+        self.enabled() || self.redis.is_some()
     }
 }
 
@@ -223,6 +227,7 @@ pub fn build(
         spend_logs: !g.disable_spend_logs.unwrap_or(false),
         redis: redis(file, env, base_dir, diag, secrets_seen),
         cache: None,
+        deployment_ids: Vec::new(),
         budget_reset: file.llmux.budget_reset.unwrap_or(false),
         budget_reset_every: {
             let min = match &g.proxy_budget_rescheduler_min_time {

@@ -439,14 +439,20 @@ pub(super) fn build(
     }
 
     let router = Arc::new(super::router::settings(&file, &group_names, diag));
-    let keys = Arc::new(super::keys::build(
+    let mut keys = super::keys::build(
         &file,
         master_key.is_some(),
         &env,
         base_dir,
         diag,
         &mut secrets_seen,
-    ));
+    );
+    keys.deployment_ids = groups
+        .values()
+        .flat_map(|g| g.deployments.iter().map(|d| d.id.clone()))
+        .collect();
+    keys.deployment_ids.sort();
+    let keys = Arc::new(keys);
     let tracing = Arc::new(super::tracing::build(
         &file.llmux.tracing,
         &file.litellm_settings,

@@ -67,6 +67,14 @@ pub enum KeyMsg {
         value: Vec<u8>,
         ttl_secs: u64,
     },
+    /// A shard cooled a deployment down: shared with the other gateways (and LiteLLM) as
+    /// LiteLLM's `deployment:<id>:cooldown`.
+    Cooldown {
+        deployment: String,
+        secs: f64,
+        status: u16,
+        reason: String,
+    },
     /// Write everything now, then answer (shutdown, tests).
     Flush(std::sync::mpsc::SyncSender<()>),
 }
@@ -96,6 +104,14 @@ struct Batch {
 }
 
 type WriteDone = (Option<tokio_postgres::Client>, Batch, Result<(), String>);
+/// How often the cooldowns other gateways set are read from Redis.
+const COOLDOWN_POLL: Duration = Duration::from_secs(1);
+
+/// Cooldowns read from Redis (set by any gateway, LiteLLM's included): deployment id → until
+/// (unix ms), with a version that changes when the map does. Shards read it once a second.
+pub static SHARED_COOLDOWNS: std::sync::LazyLock<arc_swap::ArcSwap<(u64, HashMap<String, u64>)>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee((0, HashMap::new())));
+
 /// A cache lookup or store waits this long for Redis.
 const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Counter deltas kept while Redis is being connected to, at most.
@@ -163,6 +179,8 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
         }
         let mut next_write = tokio::time::Instant::now() + c.write_interval();
         let mut next_reset = tokio::time::Instant::now() + c.reset_interval();
+        let mut cooldown_poll = tokio::time::interval(COOLDOWN_POLL);
+        cooldown_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = rx.recv_async() => match msg {
@@ -180,6 +198,9 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                     }
                     Ok(KeyMsg::Configure(s)) => c.configure(s),
                     Ok(KeyMsg::CacheGet { key, reply }) => c.cache_get(key, reply).await,
+                    Ok(KeyMsg::Cooldown { deployment, secs, status, reason }) => {
+                        c.share_cooldown(deployment, secs, status, reason).await;
+                    }
                     Ok(KeyMsg::CacheSet { key, value, ttl_secs }) => {
                         c.cache_set(key, value, ttl_secs).await;
                     }
@@ -206,6 +227,7 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                     c.start_write().await;
                     next_write = tokio::time::Instant::now() + c.write_interval();
                 }
+                _ = cooldown_poll.tick(), if c.settings.redis.is_some() => c.poll_cooldowns().await,
                 _ = tokio::time::sleep_until(next_reset) => {
                     c.reset_budgets().await;
                     next_reset = tokio::time::Instant::now() + c.reset_interval();
@@ -487,6 +509,85 @@ impl Control {
             };
             let _ = reply.send(got);
         });
+    }
+
+    /// Writes a cooldown as LiteLLM does (`cooldown_cache.py`): JSON with the first 50
+    /// characters of the (masked) reason, the status as a string, the time and the length, for
+    /// as long as it lasts.
+    async fn share_cooldown(&mut self, deployment: String, secs: f64, status: u16, reason: String) {
+        let Some(settings) = self.settings.redis.clone() else {
+            return;
+        };
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            return;
+        };
+        let value = serde_json::json!({
+            "exception_received": reason.chars().take(50).collect::<String>(),
+            "status_code": status.to_string(),
+            "timestamp": crate::util::unix_ms() as f64 / 1000.0,
+            "cooldown_time": secs,
+        })
+        .to_string();
+        let errors = self.metrics.redis_errors.clone();
+        tokio::spawn(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(settings.key(&format!("deployment:{deployment}:cooldown")))
+                .arg(value)
+                .arg("PX")
+                .arg(((secs * 1000.0) as u64).max(1));
+            if !matches!(
+                tokio::time::timeout(CACHE_TIMEOUT, cmd.query_async::<()>(&mut conn)).await,
+                Ok(Ok(()))
+            ) {
+                errors.inc();
+            }
+        });
+    }
+
+    /// Reads every deployment's shared cooldown (its remaining time) and publishes them to
+    /// the shards.
+    async fn poll_cooldowns(&mut self) {
+        let ids = self.settings.deployment_ids.clone();
+        let Some(settings) = self.settings.redis.clone() else {
+            return;
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("PTTL")
+                .arg(settings.key(&format!("deployment:{id}:cooldown")));
+        }
+        let left: Vec<i64> =
+            match tokio::time::timeout(CACHE_TIMEOUT, pipe.query_async(&mut conn)).await {
+                Ok(Ok(v)) => v,
+                _ => {
+                    self.metrics.redis_errors.inc();
+                    return;
+                }
+            };
+        let now = crate::util::unix_ms();
+        let map: HashMap<String, u64> = ids
+            .into_iter()
+            .zip(left)
+            .filter(|(_, ms)| *ms > 0)
+            .map(|(id, ms)| (id, now + ms as u64))
+            .collect();
+        let current = SHARED_COOLDOWNS.load();
+        let same = current.1.len() == map.len()
+            && map.iter().all(|(k, until)| {
+                current
+                    .1
+                    .get(k)
+                    .is_some_and(|u| u.abs_diff(*until) < COOLDOWN_POLL.as_millis() as u64)
+            });
+        if !same {
+            SHARED_COOLDOWNS.store(std::sync::Arc::new((current.0 + 1, map)));
+        }
     }
 
     async fn cache_set(&mut self, key: String, value: Vec<u8>, ttl_secs: u64) {

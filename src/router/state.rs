@@ -95,6 +95,14 @@ impl DeploymentState {
         self.latency_ms.get()
     }
 
+    /// A cooldown another gateway set (shared through Redis): extends this shard's, never
+    /// shortens it.
+    pub fn cool_until(&self, until: Millis) {
+        if until > self.cooldown_until.get() {
+            self.cooldown_until.set(until);
+        }
+    }
+
     pub fn cooling_until(&self, now: Millis) -> Option<Millis> {
         let until = self.cooldown_until.get();
         (until > now).then_some(until)

@@ -109,6 +109,7 @@ pub fn run(spec: ShardSpec) {
         monoio::spawn(async move { spans_ctx.gateway.spans.flush_loop().await });
         let keys_ctx = ctx.clone();
         monoio::spawn(async move { keys_ctx.gateway.keys.flush_loop().await });
+        monoio::spawn(apply_shared_cooldowns(ctx.clone()));
         let stopping = Rc::new(LocalEvent::default());
         match TcpListener::from_std(tcp) {
             Ok(l) => {
@@ -140,6 +141,31 @@ pub fn run(spec: ShardSpec) {
         ctx.gateway.spans.flush();
         ctx.gateway.keys.flush();
     });
+}
+
+/// Cooldowns other gateways set (read from Redis by the key control plane) applied to this
+/// shard's view of the deployments, once a second and only when they changed.
+async fn apply_shared_cooldowns(ctx: Rc<ShardCtx>) {
+    let mut seen = 0;
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let shared = crate::keys::control::SHARED_COOLDOWNS.load();
+        if shared.0 == seen {
+            continue;
+        }
+        seen = shared.0;
+        let snap = ctx.snapshot();
+        for name in &snap.group_names {
+            let Some(group) = snap.group(name) else {
+                continue;
+            };
+            for d in &group.deployments {
+                if let Some(until) = shared.1.get(&d.id) {
+                    ctx.gateway.router.state(d).cool_until(*until);
+                }
+            }
+        }
+    }
 }
 
 /// Answers the control plane's questions about this shard's state.

@@ -488,6 +488,9 @@ impl<'r> Call<'r> {
             }
         });
         for c in changes {
+            if let (HealthChange::CooledDown { until }, Some(class)) = (&c, class) {
+                share_cooldown(self.snap, dep, until.saturating_sub(now), class);
+            }
             log_change(dep, c, now, &self.req.request_id, &self.trace);
         }
     }
@@ -795,6 +798,33 @@ impl Drop for InFlight {
         self.state.end();
         self.gauge.dec();
     }
+}
+
+/// A cooldown goes to the other gateways through Redis (LiteLLM's `deployment:<id>:cooldown`),
+/// when there is one.
+fn share_cooldown(snap: &Snapshot, dep: &Deployment, ms: u64, class: FailureClass) {
+    if snap.keys.redis.is_none() {
+        return;
+    }
+    let Some(tx) = crate::keys::control::sender() else {
+        return;
+    };
+    let status = match class {
+        FailureClass::RateLimit => 429,
+        FailureClass::Timeout => 408,
+        FailureClass::Authentication => 401,
+        FailureClass::PermissionDenied => 403,
+        FailureClass::NotFound => 404,
+        FailureClass::BadGateway => 502,
+        FailureClass::ServiceUnavailable => 503,
+        _ => 500,
+    };
+    let _ = tx.send(crate::keys::control::KeyMsg::Cooldown {
+        deployment: dep.id.clone(),
+        secs: ms as f64 / 1000.0,
+        status,
+        reason: class.as_str().to_owned(),
+    });
 }
 
 /// A deployment's health changed during a request: logged with the request that saw it.
