@@ -1225,3 +1225,40 @@ fn a_cooldown_one_gateway_sets_is_honoured_by_another() {
     assert_eq!(bad.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
     redis_cli(&["DEL", &key]);
 }
+
+#[test]
+fn the_key_database_can_be_reached_over_tls_as_sslmode_says() {
+    let db = TestDb::new("tls");
+    assert!(migrate(&db).status.success());
+    let key = "sk-tls-key-0001";
+    db.sql(&format!(
+        "INSERT INTO \"LiteLLM_VerificationToken\" (token, models, spend) VALUES ('{}', ARRAY[]::TEXT[], 0)",
+        sha256_hex(key)
+    ));
+    let mock = Mock::start();
+    let gateway = |sslmode: &str| {
+        Gateway::start(&config_for(
+            &mock,
+            &[("m", "gpt-4o-mini")],
+            &format!(
+                "general_settings:\n  master_key: {MASTER}\n  database_url: {}?sslmode={sslmode}\n",
+                db.url()
+            ),
+        ))
+    };
+    // require: encrypted (the project's PostgreSQL has TLS on, with a self-signed certificate).
+    let gw = gateway("require");
+    assert_eq!(chat_as(&gw, key, "m").status, 200);
+    let encrypted = db.sql(&format!(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = '{}' AND s.ssl AND a.pid <> pg_backend_pid()",
+        db.name
+    ));
+    assert_ne!(encrypted, "0", "the gateway's connection is encrypted");
+    drop(gw);
+    // verify-full: a certificate no root vouches for is refused; the key cannot be checked.
+    let gw = gateway("verify-full");
+    let r = chat_as(&gw, key, "m");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(metric(&gw.metrics(), "llmux_keys_db_errors_total").unwrap_or(0.0) >= 1.0);
+}

@@ -82,6 +82,8 @@ pub enum DbError {
         "the database already holds LiteLLM tables ({0}); their schema belongs to LiteLLM's migrations, and `llmux db migrate` never alters one"
     )]
     NotEmpty(String),
+    #[error("database TLS: {0}")]
+    Tls(String),
 }
 
 /// The tables `llmux db migrate` creates, from LiteLLM 1.110.2's `schema.prisma`
@@ -198,15 +200,149 @@ pub async fn missing_columns(client: &Client) -> Result<Vec<String>, DbError> {
     Ok(missing)
 }
 
-/// Connects, and runs the connection on the current (control-plane) runtime.
+/// Connects, and runs the connection on the current (control-plane) runtime. TLS follows the
+/// URL's `sslmode` as libpq reads it: `require` encrypts without checking the server's
+/// certificate; `verify-ca` and `verify-full` check it (against `sslrootcert` when given,
+/// else the webpki roots; the host name is checked in both); anything else is plain TCP.
 pub async fn connect(url: &str) -> Result<Client, DbError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "keys: database connection closed");
+    // A URL's query, or a `key=value key=value` connection string.
+    let param = |name: &str| {
+        let pairs: Box<dyn Iterator<Item = &str>> = match url.split_once("://") {
+            Some(_) => Box::new(url.split_once('?').map(|(_, q)| q).unwrap_or("").split('&')),
+            None => Box::new(url.split_whitespace()),
+        };
+        pairs.into_iter().find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| crate::util::percent_decode(v, false))
+        })
+    };
+    let mode = param("sslmode").unwrap_or_default();
+    let tls = match mode.as_str() {
+        "require" => Some(tls::unverified()?),
+        "verify-ca" | "verify-full" => Some(tls::verified(param("sslrootcert").as_deref())?),
+        _ => None,
+    };
+    let client = match tls {
+        Some(config) => {
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+            let (client, connection) = tokio_postgres::connect(url, connector).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "keys: database connection closed");
+                }
+            });
+            client
         }
-    });
+        None => {
+            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "keys: database connection closed");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
+}
+
+/// TLS settings for PostgreSQL (rustls; no OpenSSL).
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+    use super::DbError;
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// `sslmode=verify-*`: the server's certificate checked against `root` (a PEM file) or
+    /// the webpki roots.
+    pub fn verified(root: Option<&str>) -> Result<ClientConfig, DbError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match root {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| DbError::Tls(format!("sslrootcert {path}: {e}")))?;
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert =
+                        cert.map_err(|e| DbError::Tls(format!("sslrootcert {path}: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| DbError::Tls(format!("sslrootcert {path}: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        Ok(ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| DbError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// `sslmode=require`: encrypted, the certificate not checked — libpq's meaning of it.
+    pub fn unverified() -> Result<ClientConfig, DbError> {
+        Ok(ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| DbError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth())
+    }
+
+    /// Accepts any certificate (the signatures of the handshake are still checked).
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 }
 
 const LOOKUP: &str = r#"
