@@ -1262,3 +1262,65 @@ fn the_key_database_can_be_reached_over_tls_as_sslmode_says() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(metric(&gw.metrics(), "llmux_keys_db_errors_total").unwrap_or(0.0) >= 1.0);
 }
+
+#[test]
+fn a_key_s_rpm_limit_holds_across_two_gateways_through_redis() {
+    let db = TestDb::new("rpm2");
+    assert!(migrate(&db).status.success());
+    // LiteLLM's v3 limiter keys carry no namespace: a key of the test's own keeps them apart.
+    let key = format!("sk-rpm-two-{}-{}", std::process::id(), fastrand_u32());
+    let token = sha256_hex(&key);
+    db.sql(&format!(
+        "INSERT INTO \"LiteLLM_VerificationToken\" (token, models, spend, rpm_limit) VALUES ('{token}', ARRAY[]::TEXT[], 0, 10)"
+    ));
+    let mock = Mock::start();
+    let config = config_for(
+        &mock,
+        &[("m", "gpt-4o-mini")],
+        &format!(
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\nrouter_settings:\n  redis_host: 127.0.0.1\n  redis_port: 6379\n",
+            db.url()
+        ),
+    );
+    // One shard each: a gateway's own limiter then hands out exactly the limit (with more
+    // shards, leases make it stricter: docs/routing.md).
+    let one_shard = || GatewayOpts {
+        workers: 1,
+        ..Default::default()
+    };
+    let a = Gateway::start_with(&config, one_shard());
+    let b = Gateway::start_with(&config, one_shard());
+    // A uses the key's whole minute (its own limiter allows 10).
+    for _ in 0..10 {
+        assert_eq!(chat_as(&a, &key, "m").status, 200);
+    }
+    // Once A's requests are in LiteLLM's window in Redis ...
+    let requests = format!("{{api_key:{token}}}:requests");
+    assert!(
+        eventually(WAIT, || redis_cli(&["GET", &requests]) == "10"),
+        "window count {}",
+        redis_cli(&["GET", &requests])
+    );
+    // ... B, whose own limiter would allow 10 more, refuses within the documented overshoot
+    // (what it serves before its next sync: about a second's requests).
+    let mut served = 0;
+    loop {
+        let r = chat_as(&b, &key, "m");
+        if r.status == 429 {
+            assert!(r.text().contains("Rate limit exceeded"), "{}", r.text());
+            assert!(r.header("retry-after").is_some());
+            break;
+        }
+        assert_eq!(r.status, 200);
+        served += 1;
+        assert!(
+            served < 10,
+            "B served its own full minute: the limit is not shared"
+        );
+    }
+    // And A, once its sync has seen the window full, refuses too.
+    assert!(eventually(WAIT, || chat_as(&a, &key, "m").status == 429));
+    for suffix in ["window", "requests", "tokens"] {
+        redis_cli(&["DEL", &format!("{{api_key:{token}}}:{suffix}")]);
+    }
+}

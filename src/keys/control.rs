@@ -43,6 +43,12 @@ pub struct SpendDelta {
     pub team_id: Option<String>,
     pub user_id: Option<String>,
     pub usd: f64,
+    /// Requests and tokens since the last report, for the key's rate limits across gateways
+    /// (counted only when the key has an rpm or tpm limit).
+    pub requests: u64,
+    pub tokens: u64,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
 }
 
 pub enum KeyMsg {
@@ -111,6 +117,48 @@ const COOLDOWN_POLL: Duration = Duration::from_secs(1);
 /// (unix ms), with a version that changes when the map does. Shards read it once a second.
 pub static SHARED_COOLDOWNS: std::sync::LazyLock<arc_swap::ArcSwap<(u64, HashMap<String, u64>)>> =
     std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee((0, HashMap::new())));
+
+/// Virtual keys over their rpm/tpm limit across every gateway sharing the Redis (LiteLLM's
+/// included): key hash → until (unix ms, the end of the key's window).
+pub static SHARED_KEY_LIMITS: std::sync::LazyLock<arc_swap::ArcSwap<HashMap<String, u64>>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee(HashMap::new()));
+
+/// A rate-limited key's requests and tokens since the last sync, and its limits.
+#[derive(Debug, Default)]
+struct RateDelta {
+    requests: u64,
+    tokens: u64,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+}
+
+/// LiteLLM's v3 limiter window (`parallel_request_limiter_v3.py`), with a batch of requests
+/// at once: the window starts at the first request and lasts 60 s; a new one resets the
+/// counters. KEYS: window, requests, tokens; ARGV: now (s), window (s), requests, tokens.
+/// Returns the window's start and its counts.
+const RATE_SCRIPT: &str = r#"
+local now = tonumber(ARGV[1])
+local ws = redis.call('GET', KEYS[1])
+local fresh = (not ws) or (now - tonumber(ws) >= tonumber(ARGV[2]))
+if fresh and tonumber(ARGV[3]) == 0 and tonumber(ARGV[4]) == 0 then
+  -- Only reading: no window is started without a request.
+  return {ARGV[1], '0', '0'}
+end
+if fresh then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
+  redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[2])
+  ws = ARGV[1]
+else
+  if tonumber(ARGV[3]) > 0 then redis.call('INCRBY', KEYS[2], ARGV[3]) end
+  if tonumber(ARGV[4]) > 0 then redis.call('INCRBYFLOAT', KEYS[3], ARGV[4]) end
+  if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+  if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[2]) end
+end
+return {tostring(ws), redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0'}
+"#;
+/// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`.
+const RATE_WINDOW_SECS: u64 = 60;
 
 /// A cache lookup or store waits this long for Redis.
 const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -227,7 +275,10 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                     c.start_write().await;
                     next_write = tokio::time::Instant::now() + c.write_interval();
                 }
-                _ = cooldown_poll.tick(), if c.settings.redis.is_some() => c.poll_cooldowns().await,
+                _ = cooldown_poll.tick(), if c.settings.redis.is_some() => {
+                    c.poll_cooldowns().await;
+                    c.sync_rates().await;
+                }
                 _ = tokio::time::sleep_until(next_reset) => {
                     c.reset_budgets().await;
                     next_reset = tokio::time::Instant::now() + c.reset_interval();
@@ -244,6 +295,12 @@ struct Control {
     /// The connection spend is written on (a write never holds up lookups).
     writer: Option<tokio_postgres::Client>,
     writing: Option<tokio::task::JoinHandle<WriteDone>>,
+    /// Requests and tokens of rate-limited keys not yet added to LiteLLM's v3 rate-limit
+    /// windows in Redis.
+    rates: HashMap<String, RateDelta>,
+    /// Rate-limited keys seen lately (looked up or used): their windows are read every sync,
+    /// so that what other gateways used is seen here before this one uses the key again.
+    limited: HashMap<String, (Option<u64>, Option<u64>, std::time::Instant)>,
     /// Spend not yet added to LiteLLM's Redis counters (`spend:key:<hash>` & co.).
     counters: Vec<(String, f64)>,
     redis: Option<(String, redis::aio::ConnectionManager)>,
@@ -275,6 +332,8 @@ impl Control {
             writer: None,
             writing: None,
             counters: Vec::new(),
+            rates: HashMap::new(),
+            limited: HashMap::new(),
             redis: None,
             redis_connecting: None,
             redis_retry_at: None,
@@ -334,6 +393,7 @@ impl Control {
             if let Some(t) = k.team.as_mut() {
                 t.spend += self.static_teams.get(&t.team_id).copied().unwrap_or(0.0);
             }
+            self.read_window(&k).await;
             return Lookup::Found(Box::new(k));
         }
         if self.settings.database_url.is_none() {
@@ -353,6 +413,7 @@ impl Control {
                     t.spend +=
                         pending(&self.teams, &t.team_id) + pending(&self.writing_teams, &t.team_id);
                 }
+                self.read_window(&k).await;
                 Lookup::Found(k)
             }
             Ok(Ok(None)) => Lookup::NotFound,
@@ -395,6 +456,23 @@ impl Control {
 
     fn add(&mut self, batch: SpendBatch) {
         for d in batch.deltas {
+            if self.settings.redis.is_some()
+                && d.requests > 0
+                && (d.rpm_limit.is_some() || d.tpm_limit.is_some())
+            {
+                let r = self.rates.entry(d.token.clone()).or_default();
+                r.requests += d.requests;
+                r.tokens += d.tokens;
+                r.rpm = d.rpm_limit;
+                r.tpm = d.tpm_limit;
+                self.limited.insert(
+                    d.token.clone(),
+                    (d.rpm_limit, d.tpm_limit, std::time::Instant::now()),
+                );
+            }
+            if d.usd <= 0.0 {
+                continue;
+            }
             if self.settings.static_keys.contains_key(&d.token) {
                 *self.static_keys.entry(d.token).or_default() += d.usd;
                 if let Some(t) = d.team_id {
@@ -587,6 +665,70 @@ impl Control {
             });
         if !same {
             SHARED_COOLDOWNS.store(std::sync::Arc::new((current.0 + 1, map)));
+        }
+    }
+
+    /// Adds this gateway's requests and tokens of rate-limited keys to LiteLLM's v3 windows
+    /// (`{api_key:<hash>}:window|requests|tokens`; keys of Lua scripts carry no namespace, as
+    /// in LiteLLM) and marks the keys whose window is full, for every shard to refuse until
+    /// the window ends.
+    async fn sync_rates(&mut self) {
+        // Keys seen within a window are read even without requests of this gateway's.
+        let window = Duration::from_secs(RATE_WINDOW_SECS);
+        self.limited
+            .retain(|_, (_, _, seen)| seen.elapsed() < window);
+        for (token, (rpm, tpm, _)) in &self.limited {
+            let r = self.rates.entry(token.clone()).or_default();
+            r.rpm = *rpm;
+            r.tpm = *tpm;
+        }
+        if self.rates.is_empty() {
+            return;
+        }
+        let Some(settings) = self.settings.redis.clone() else {
+            self.rates.clear();
+            return;
+        };
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            // Redis down: each gateway holds the keys to their limits on its own.
+            self.rates.clear();
+            return;
+        };
+        let rates = std::mem::take(&mut self.rates);
+        let errors = self.metrics.redis_errors.clone();
+        tokio::spawn(async move { apply_rates(&mut conn, rates, &errors).await });
+    }
+
+    /// A rate-limited key just looked up: its window is read before the shard gets the key,
+    /// so that a gateway that has not served it yet still sees what the others used.
+    async fn read_window(&mut self, k: &KeyRecord) {
+        if k.rpm_limit.is_none() && k.tpm_limit.is_none() {
+            return;
+        }
+        let Some(settings) = self.settings.redis.clone() else {
+            return;
+        };
+        self.limited.insert(
+            k.token.clone(),
+            (k.rpm_limit, k.tpm_limit, std::time::Instant::now()),
+        );
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            return;
+        };
+        let one = HashMap::from([(
+            k.token.clone(),
+            RateDelta {
+                rpm: k.rpm_limit,
+                tpm: k.tpm_limit,
+                ..Default::default()
+            },
+        )]);
+        let errors = self.metrics.redis_errors.clone();
+        if tokio::time::timeout(CACHE_TIMEOUT, apply_rates(&mut conn, one, &errors))
+            .await
+            .is_err()
+        {
+            errors.inc();
         }
     }
 
@@ -815,4 +957,50 @@ impl Control {
             );
         }
     }
+}
+
+/// Adds requests and tokens to LiteLLM's v3 windows and marks the keys whose window is full.
+async fn apply_rates(
+    conn: &mut redis::aio::ConnectionManager,
+    rates: HashMap<String, RateDelta>,
+    errors: &IntCounter,
+) {
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(RATE_SCRIPT));
+    let now_ms = crate::util::unix_ms();
+    let mut over: Vec<(String, u64)> = Vec::new();
+    for (token, r) in rates {
+        let d = format!("{{api_key:{token}}}");
+        let res: redis::RedisResult<(String, String, String)> = SCRIPT
+            .key(format!("{d}:window"))
+            .key(format!("{d}:requests"))
+            .key(format!("{d}:tokens"))
+            .arg(now_ms / 1000)
+            .arg(RATE_WINDOW_SECS)
+            .arg(r.requests)
+            .arg(r.tokens)
+            .invoke_async(conn)
+            .await;
+        let Ok((start, requests, tokens)) = res else {
+            errors.inc();
+            continue;
+        };
+        let start: u64 = start.parse().unwrap_or(now_ms / 1000);
+        let requests: f64 = requests.parse().unwrap_or(0.0);
+        let tokens: f64 = tokens.parse().unwrap_or(0.0);
+        let full = r.rpm.is_some_and(|l| requests >= l as f64)
+            || r.tpm.is_some_and(|l| tokens >= l as f64);
+        if full {
+            over.push((token, (start + RATE_WINDOW_SECS) * 1000));
+        }
+    }
+    SHARED_KEY_LIMITS.rcu(|m| {
+        let mut m: HashMap<String, u64> = m
+            .iter()
+            .filter(|(_, until)| **until > now_ms)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        m.extend(over.iter().cloned());
+        m
+    });
 }

@@ -171,10 +171,11 @@ impl ShardKeys {
     }
 
     /// Records a request's spend (and its spend row, when rows are written).
-    pub fn record(&self, key: Option<&CachedKey>, usd: f64, row: Option<SpendRow>) {
+    pub fn record(&self, key: Option<&CachedKey>, usd: f64, tokens: u64, row: Option<SpendRow>) {
         let mut p = self.pending.borrow_mut();
         let was_empty = p.is_empty();
-        if let Some(k) = key.filter(|_| usd > 0.0) {
+        let limited = |k: &CachedKey| k.record.rpm_limit.is_some() || k.record.tpm_limit.is_some();
+        if let Some(k) = key.filter(|k| usd > 0.0 || limited(k)) {
             k.spent_key.set(k.spent_key.get() + usd);
             k.spent_team.set(k.spent_team.get() + usd);
             let d = p
@@ -185,8 +186,16 @@ impl ShardKeys {
                     team_id: k.record.team.as_ref().map(|t| t.team_id.clone()),
                     user_id: k.record.user_id.clone(),
                     usd: 0.0,
+                    requests: 0,
+                    tokens: 0,
+                    rpm_limit: k.record.rpm_limit,
+                    tpm_limit: k.record.tpm_limit,
                 });
             d.usd += usd;
+            if limited(k) {
+                d.requests += 1;
+                d.tokens += tokens;
+            }
         }
         if let Some(r) = row {
             p.rows.push(&r);

@@ -39,6 +39,25 @@ pub async fn admit<'a>(
         _permit: None,
         estimated_tokens: 0,
     };
+    // Full across the gateways sharing the Redis (this one's counts reach it about every
+    // second; LiteLLM's go there on every call).
+    if r.rpm_limit.is_some() || r.tpm_limit.is_some() {
+        let shared = crate::keys::control::SHARED_KEY_LIMITS.load();
+        let now = crate::util::unix_ms();
+        if let Some(until) = shared.get(&r.token).filter(|u| **u > now) {
+            let (kind, limit) = match (r.rpm_limit, r.tpm_limit) {
+                (Some(rpm), _) => ("requests", rpm),
+                (None, Some(tpm)) => ("tokens", tpm),
+                (None, None) => ("requests", 0),
+            };
+            return Err(limited(
+                key,
+                kind,
+                limit,
+                (until - now).div_ceil(1000).max(1),
+            ));
+        }
+    }
     let limiter = &gw.router.limiter;
     if let Some(max) = r.max_parallel_requests {
         match limiter.permit(&key.limiter_id, max, PARALLEL_WAIT).await {

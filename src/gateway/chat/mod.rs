@@ -740,7 +740,8 @@ impl Call<'_> {
                     .map(|e| redact_str(e, &self.snap.secrets).into_owned()),
             }
         });
-        self.gw.keys.record(key, usd, row);
+        let tokens = self.out.usage.prompt + self.out.usage.completion;
+        self.gw.keys.record(key, usd, tokens, row);
     }
 }
 
