@@ -1324,3 +1324,33 @@ fn a_key_s_rpm_limit_holds_across_two_gateways_through_redis() {
         redis_cli(&["DEL", &format!("{{api_key:{token}}}:{suffix}")]);
     }
 }
+
+#[test]
+fn a_config_key_s_budget_starts_over_every_budget_duration() {
+    let mock = Mock::start();
+    let gw = Gateway::start_with(
+        &config_for(
+            &mock,
+            &[("m", "gpt-4o-mini")],
+            &format!(
+                "general_settings:\n  master_key: {MASTER}\n  user_api_key_cache_ttl: 0.2\nllmux:\n  virtual_keys:\n    - key: sk-budget-window-0001\n      max_budget: 0.0000001\n      budget_duration: 10s\n"
+            ),
+        ),
+        GatewayOpts {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let key = "sk-budget-window-0001";
+    // Spent past the budget...
+    assert_eq!(chat_as(&gw, key, "m").status, 200);
+    let r = chat_as(&gw, key, "m");
+    assert_eq!(
+        (r.status, error_type(&r).as_str()),
+        (422, "budget_exceeded")
+    );
+    // ... until the budget starts over (the event waited for; at most a duration and a TTL).
+    assert!(eventually(WAIT, || chat_as(&gw, key, "m").status == 200));
+    // And is spent again.
+    assert_eq!(chat_as(&gw, key, "m").status, 422);
+}

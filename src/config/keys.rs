@@ -163,6 +163,16 @@ pub fn build(
                 None
             }
         });
+        let budget_duration_ms = k.budget_duration.as_deref().and_then(|d| {
+            let ms = crate::keys::db::budget_duration_ms(d);
+            if ms.is_none_or(|ms| ms <= 0) {
+                diag.error(
+                    at("budget_duration"),
+                    format!("`{d}` is not a duration (30s, 30m, 30h, 30d or 1mo)"),
+                );
+            }
+            ms.filter(|ms| *ms > 0)
+        });
         let record = KeyRecord {
             token: token.clone(),
             key_alias: k.key_alias.clone(),
@@ -173,6 +183,7 @@ pub fn build(
             spend: 0.0,
             max_budget,
             budget_reset_at_ms: None,
+            budget_duration_ms,
             rpm_limit,
             tpm_limit,
             max_parallel_requests,

@@ -351,6 +351,10 @@ pub struct VirtualKeyEntry {
     pub user_id: Option<String>,
     #[serde(default)]
     pub team_id: Option<String>,
+    /// The budget starts over this often (`30s`, `30m`, `30h`, `30d`, `1mo`), counted from
+    /// the gateway's start.
+    #[serde(default)]
+    pub budget_duration: Option<String>,
 }
 
 /// `llmux.tracing`: OpenTelemetry spans exported over OTLP. Every key falls back to the

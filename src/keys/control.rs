@@ -310,6 +310,8 @@ struct Control {
     /// The key and team amounts of the write under way (still spent until it lands).
     writing_keys: HashMap<String, f64>,
     writing_teams: HashMap<String, f64>,
+    /// When each config key's budget starts over next (keys with a `budget_duration`).
+    static_resets: HashMap<String, i64>,
     /// Spend of the config's keys and their teams since start.
     static_keys: HashMap<String, f64>,
     static_teams: HashMap<String, f64>,
@@ -339,6 +341,7 @@ impl Control {
             redis_retry_at: None,
             writing_keys: HashMap::new(),
             writing_teams: HashMap::new(),
+            static_resets: HashMap::new(),
             static_keys: HashMap::new(),
             static_teams: HashMap::new(),
             keys: HashMap::new(),
@@ -389,6 +392,22 @@ impl Control {
         self.metrics.lookups.inc();
         if let Some(k) = self.settings.static_keys.get(token) {
             let mut k = k.clone();
+            // A config key's budget starts over every budget_duration (from the gateway's
+            // start): its spend is zeroed and the shards learn when the next reset is.
+            if let Some(every) = k.budget_duration_ms {
+                let now = crate::util::unix_ms() as i64;
+                let at = self
+                    .static_resets
+                    .entry(token.to_owned())
+                    .or_insert(now + every);
+                if now >= *at {
+                    while *at <= now {
+                        *at += every;
+                    }
+                    self.static_keys.remove(token);
+                }
+                k.budget_reset_at_ms = Some(*at);
+            }
             k.spend += self.static_keys.get(token).copied().unwrap_or(0.0);
             if let Some(t) = k.team.as_mut() {
                 t.spend += self.static_teams.get(&t.team_id).copied().unwrap_or(0.0);

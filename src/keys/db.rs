@@ -395,6 +395,7 @@ pub async fn lookup(client: &Client, token: &str) -> Result<Option<KeyRecord>, D
             .map(|ms| ms as i64),
         spend: row.try_get::<_, Option<f64>>("spend")?.unwrap_or(0.0),
         max_budget: row.try_get("max_budget")?,
+        budget_duration_ms: None,
         budget_reset_at_ms: row
             .try_get::<_, Option<f64>>("reset_ms")?
             .map(|ms| ms as i64),

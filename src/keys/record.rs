@@ -30,6 +30,8 @@ pub struct KeyRecord {
     /// When LiteLLM's budget reset is due (`budget_reset_at`, unix ms): from then on, the
     /// spend read before it no longer counts against the budget.
     pub budget_reset_at_ms: Option<i64>,
+    /// A config-file key's `budget_duration` (ms); the control plane resets its spend.
+    pub budget_duration_ms: Option<i64>,
     pub rpm_limit: Option<u64>,
     pub tpm_limit: Option<u64>,
     pub max_parallel_requests: Option<u32>,
