@@ -1354,3 +1354,85 @@ fn a_config_key_s_budget_starts_over_every_budget_duration() {
     // And is spent again.
     assert_eq!(chat_as(&gw, key, "m").status, 422);
 }
+
+#[test]
+fn a_deployment_s_rpm_holds_across_two_gateways_through_redis() {
+    let ns = format!("llmux-deprpm-{}-{}", std::process::id(), fastrand_u32());
+    let up = hostile::Hostile::start(|_| {
+        hostile::response(
+            200,
+            "application/json",
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+        )
+    });
+    let id = format!("lim-{}", fastrand_u32());
+    let config = format!(
+        "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}/v1\n      api_key: sk-up-0001\n      rpm: 5\n    model_info:\n      id: {id}\nrouter_settings:\n  redis_host: 127.0.0.1\n  redis_port: 6379\nlitellm_settings:\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n",
+        up.base()
+    );
+    let one_shard = || GatewayOpts {
+        workers: 1,
+        ..Default::default()
+    };
+    let a = Gateway::start_with(&config, one_shard());
+    let b = Gateway::start_with(&config, one_shard());
+    let body = r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#;
+    let minute = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 60
+    };
+    let calls = || up.requests.load(std::sync::atomic::Ordering::Relaxed);
+    // Calendar minutes, as LiteLLM's router keys: a run that straddles one is run again.
+    for _ in 0..3 {
+        let start = minute();
+        let before = calls();
+        let mut a_served = 0;
+        while a_served <= 5 && a.chat(body).status == 200 {
+            a_served += 1;
+        }
+        if minute() != start {
+            continue;
+        }
+        assert_eq!(a_served, 5, "A serves the deployment's rpm, then refuses");
+        // A's minute is in Redis; B learns it within a second or two and calls nobody.
+        let counted = eventually(WAIT, || {
+            let keys = redis_cli(&[
+                "--scan",
+                "--pattern",
+                &format!("{ns}:global_router:{id}:*:rpm:*"),
+            ]);
+            keys.lines()
+                .any(|k| redis_cli(&["GET", k]).parse::<f64>().unwrap_or(0.0) >= 5.0)
+        });
+        assert!(counted);
+        // B reports it (its view of the deployment) without a request of its own ...
+        let known = eventually(WAIT, || {
+            let r = b.get("/health/deployments");
+            r.json()["deployments"]
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["deployment"] == id.as_str()).cloned())
+                .is_some_and(|d| d["limited_across_gateways_ms"].as_u64().unwrap_or(0) > 0)
+        });
+        // ... and refuses without calling the upstream.
+        let r = b.chat(body);
+        if minute() != start {
+            continue;
+        }
+        assert!(known, "B never learned the deployment is at its rpm");
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert_eq!(
+            calls() - before,
+            5,
+            "upstream calls this minute for an rpm of 5"
+        );
+        let keys = redis_cli(&["--scan", "--pattern", &format!("{ns}:*")]);
+        for k in keys.lines() {
+            redis_cli(&["DEL", k]);
+        }
+        return;
+    }
+    panic!("three runs straddled a minute's end");
+}

@@ -35,6 +35,8 @@ pub struct KeySettings {
     /// Every deployment's id, for the cooldowns shared through Redis (filled in by the
     /// snapshot, which makes the ids).
     pub deployment_ids: Vec<String>,
+    /// Deployments with an rpm or tpm limit, held across gateways through Redis.
+    pub deployment_limits: Vec<DeploymentLimit>,
     /// Run the budget reset job, every `budget_reset_every` (a range: jittered as LiteLLM).
     pub budget_reset: bool,
     pub budget_reset_every: (Duration, Duration),
@@ -53,6 +55,7 @@ impl Default for KeySettings {
             redis: None,
             cache: None,
             deployment_ids: Vec::new(),
+            deployment_limits: Vec::new(),
             budget_reset: false,
             budget_reset_every: (Duration::from_secs(597), Duration::from_secs(605)),
         }
@@ -69,6 +72,16 @@ impl KeySettings {
     pub fn needs_control_plane(&self) -> bool {
         self.enabled() || self.redis.is_some()
     }
+}
+
+/// A deployment's rpm/tpm, as LiteLLM's router keys name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentLimit {
+    pub id: String,
+    /// `litellm_params.model` (`openai/gpt-4o`).
+    pub model: String,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 /// The response cache's settings.
@@ -239,6 +252,7 @@ pub fn build(
         redis: redis(file, env, base_dir, diag, secrets_seen),
         cache: None,
         deployment_ids: Vec::new(),
+        deployment_limits: Vec::new(),
         budget_reset: file.llmux.budget_reset.unwrap_or(false),
         budget_reset_every: {
             let min = match &g.proxy_budget_rescheduler_min_time {

@@ -452,6 +452,17 @@ pub(super) fn build(
         .flat_map(|g| g.deployments.iter().map(|d| d.id.clone()))
         .collect();
     keys.deployment_ids.sort();
+    keys.deployment_limits = groups
+        .values()
+        .flat_map(|g| g.deployments.iter())
+        .filter(|d| d.spec.rpm.is_some() || d.spec.tpm.is_some())
+        .map(|d| super::keys::DeploymentLimit {
+            id: d.id.clone(),
+            model: format!("{}/{}", d.provider, d.upstream_model),
+            rpm: d.spec.rpm,
+            tpm: d.spec.tpm,
+        })
+        .collect();
     let keys = Arc::new(keys);
     let tracing = Arc::new(super::tracing::build(
         &file.llmux.tracing,

@@ -27,6 +27,8 @@ pub struct DeploymentView {
     pub health: &'static str,
     pub breaker: &'static str,
     pub cooldown_remaining_ms: u64,
+    /// At its rpm/tpm for the rest of this minute across the gateways sharing a Redis.
+    pub limited_across_gateways_ms: u64,
     pub in_flight: u32,
     /// Requests waiting for a slot under `max_parallel_requests`.
     pub waiting: usize,
@@ -176,6 +178,10 @@ impl ShardRouter {
                         crate::router::BreakerPhase::HalfOpen { .. } => "half_open",
                     },
                     cooldown_remaining_ms: s.cooling_until(now).map_or(0, |u| u - now),
+                    limited_across_gateways_ms: crate::keys::control::SHARED_DEPLOYMENT_LIMITS
+                        .load()
+                        .get(&d.id)
+                        .map_or(0, |u| u.saturating_sub(now)),
                     in_flight: s.in_flight(),
                     waiting: self.waiting.borrow().get(&d.id).copied().unwrap_or(0),
                     latency_ms: s.latency_ms(),
@@ -249,6 +255,9 @@ pub fn merge(views: Vec<Vec<DeploymentView>>) -> Vec<DeploymentView> {
                         m.breaker = v.breaker;
                     }
                     m.cooldown_remaining_ms = m.cooldown_remaining_ms.max(v.cooldown_remaining_ms);
+                    m.limited_across_gateways_ms = m
+                        .limited_across_gateways_ms
+                        .max(v.limited_across_gateways_ms);
                     m.in_flight += v.in_flight;
                     m.waiting += v.waiting;
                     m.requests += v.requests;

@@ -34,6 +34,8 @@ pub enum Lookup {
 #[derive(Debug, Default)]
 pub struct SpendBatch {
     pub deltas: Vec<SpendDelta>,
+    /// Requests and tokens per rate-limited deployment (when a Redis shares the limits).
+    pub deployments: Vec<(String, u64, u64)>,
     pub rows: EncodedRows,
 }
 
@@ -121,6 +123,11 @@ pub static SHARED_COOLDOWNS: std::sync::LazyLock<arc_swap::ArcSwap<(u64, HashMap
 /// Virtual keys over their rpm/tpm limit across every gateway sharing the Redis (LiteLLM's
 /// included): key hash → until (unix ms, the end of the key's window).
 pub static SHARED_KEY_LIMITS: std::sync::LazyLock<arc_swap::ArcSwap<HashMap<String, u64>>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee(HashMap::new()));
+
+/// Deployments at their rpm/tpm for the current minute across every gateway sharing the
+/// Redis: deployment id → until (unix ms, the minute's end).
+pub static SHARED_DEPLOYMENT_LIMITS: std::sync::LazyLock<arc_swap::ArcSwap<HashMap<String, u64>>> =
     std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee(HashMap::new()));
 
 /// A rate-limited key's requests and tokens since the last sync, and its limits.
@@ -278,6 +285,7 @@ fn run(rx: flume::Receiver<KeyMsg>, settings: Arc<KeySettings>, metrics: KeyMetr
                 _ = cooldown_poll.tick(), if c.settings.redis.is_some() => {
                     c.poll_cooldowns().await;
                     c.sync_rates().await;
+                    c.sync_deployment_rates().await;
                 }
                 _ = tokio::time::sleep_until(next_reset) => {
                     c.reset_budgets().await;
@@ -298,6 +306,9 @@ struct Control {
     /// Requests and tokens of rate-limited keys not yet added to LiteLLM's v3 rate-limit
     /// windows in Redis.
     rates: HashMap<String, RateDelta>,
+    /// Requests and tokens of rate-limited deployments not yet added to LiteLLM's router
+    /// usage keys in Redis.
+    dep_rates: HashMap<String, (u64, u64)>,
     /// Rate-limited keys seen lately (looked up or used): their windows are read every sync,
     /// so that what other gateways used is seen here before this one uses the key again.
     limited: HashMap<String, (Option<u64>, Option<u64>, std::time::Instant)>,
@@ -335,6 +346,7 @@ impl Control {
             writing: None,
             counters: Vec::new(),
             rates: HashMap::new(),
+            dep_rates: HashMap::new(),
             limited: HashMap::new(),
             redis: None,
             redis_connecting: None,
@@ -474,6 +486,13 @@ impl Control {
     }
 
     fn add(&mut self, batch: SpendBatch) {
+        if self.settings.redis.is_some() {
+            for (id, requests, tokens) in batch.deployments {
+                let e = self.dep_rates.entry(id).or_default();
+                e.0 += requests;
+                e.1 += tokens;
+            }
+        }
         for d in batch.deltas {
             if self.settings.redis.is_some()
                 && d.requests > 0
@@ -716,6 +735,70 @@ impl Control {
         let rates = std::mem::take(&mut self.rates);
         let errors = self.metrics.redis_errors.clone();
         tokio::spawn(async move { apply_rates(&mut conn, rates, &errors).await });
+    }
+
+    /// Adds this gateway's attempts on rate-limited deployments to LiteLLM's router usage
+    /// keys (`global_router:<id>:<model>:rpm|tpm:<HH-MM UTC>`, a calendar minute, as this
+    /// gateway's own limiter counts) and reads every limited deployment's minute back: those
+    /// at their limit are held back by every shard until the minute ends.
+    async fn sync_deployment_rates(&mut self) {
+        let limits = self.settings.deployment_limits.clone();
+        let Some(settings) = self.settings.redis.clone() else {
+            self.dep_rates.clear();
+            return;
+        };
+        if limits.is_empty() {
+            self.dep_rates.clear();
+            return;
+        }
+        let Some(mut conn) = self.redis_conn(&settings.url).await else {
+            self.dep_rates.clear();
+            return;
+        };
+        let deltas = std::mem::take(&mut self.dep_rates);
+        let errors = self.metrics.redis_errors.clone();
+        tokio::spawn(async move {
+            let now = crate::util::unix_ms();
+            let minute = now / 60_000;
+            let end = (minute + 1) * 60_000;
+            let hh_mm = {
+                let t = crate::keys::record::iso8601(now as i64);
+                // `YYYY-MM-DD HH:MM:SS` → `HH-MM`
+                t.get(11..16).unwrap_or("00:00").replace(':', "-")
+            };
+            let mut pipe = redis::pipe();
+            for l in &limits {
+                let (requests, tokens) = deltas.get(&l.id).copied().unwrap_or((0, 0));
+                for (kind, add) in [("rpm", requests), ("tpm", tokens)] {
+                    let key = settings.key(&format!(
+                        "global_router:{}:{}:{kind}:{hh_mm}",
+                        l.id, l.model
+                    ));
+                    pipe.cmd("INCRBYFLOAT").arg(&key).arg(add);
+                    pipe.cmd("EXPIRE").arg(&key).arg(RATE_WINDOW_SECS).ignore();
+                }
+            }
+            let counts: Vec<f64> =
+                match tokio::time::timeout(CACHE_TIMEOUT, pipe.query_async(&mut conn)).await {
+                    Ok(Ok(v)) => v,
+                    _ => {
+                        errors.inc();
+                        return;
+                    }
+                };
+            let mut over = HashMap::new();
+            for (l, pair) in limits.iter().zip(counts.chunks(2)) {
+                let (rpm, tpm) = (
+                    pair.first().copied().unwrap_or(0.0),
+                    pair.get(1).copied().unwrap_or(0.0),
+                );
+                if l.rpm.is_some_and(|r| rpm >= r as f64) || l.tpm.is_some_and(|t| tpm >= t as f64)
+                {
+                    over.insert(l.id.clone(), end);
+                }
+            }
+            SHARED_DEPLOYMENT_LIMITS.store(std::sync::Arc::new(over));
+        });
     }
 
     /// A rate-limited key just looked up: its window is read before the shard gets the key,

@@ -75,11 +75,12 @@ pub struct ShardKeys {
 struct Pending {
     deltas: HashMap<String, SpendDelta>,
     rows: EncodedRows,
+    deployments: HashMap<String, (u64, u64)>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.deltas.is_empty() && self.rows.is_empty()
+        self.deltas.is_empty() && self.rows.is_empty() && self.deployments.is_empty()
     }
 }
 
@@ -163,6 +164,20 @@ impl ShardKeys {
         }
     }
 
+    /// An attempt on a deployment with an rpm/tpm limit, for the limit across gateways
+    /// (only called when a Redis shares it).
+    pub fn record_deployment(&self, id: &str, tokens: u64) {
+        let mut p = self.pending.borrow_mut();
+        let was_empty = p.is_empty();
+        let e = p.deployments.entry(id.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += tokens;
+        drop(p);
+        if was_empty {
+            self.signal.wake();
+        }
+    }
+
     /// Drops the cached entries of these keys (by hash).
     pub fn invalidate(&self, tokens: &[String]) {
         self.cache
@@ -220,6 +235,11 @@ impl ShardKeys {
             let _ = tx.send(KeyMsg::Spend(SpendBatch {
                 deltas: p.deltas.into_values().collect(),
                 rows: p.rows,
+                deployments: p
+                    .deployments
+                    .into_iter()
+                    .map(|(id, (r, t))| (id, r, t))
+                    .collect(),
             }));
         }
     }

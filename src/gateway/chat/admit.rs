@@ -151,6 +151,17 @@ pub async fn admit<'r, IO: ServerIo>(
         };
     }
     if dep.spec.rpm.is_some() || dep.spec.tpm.is_some() {
+        // At its limit across the gateways sharing the Redis (read about every second).
+        let shared = crate::keys::control::SHARED_DEPLOYMENT_LIMITS.load();
+        let now = router.now();
+        if let Some(until) = shared.get(&dep.id).filter(|u| **u > now) {
+            reject(call, dep, Rejection::RateLimit);
+            return Err(failure::held_back(
+                &dep.id,
+                "is at its rpm/tpm limit for this minute across the gateways",
+                Some((until - now).max(1)),
+            ));
+        }
         if dep.spec.tpm.is_some() {
             admitted.estimated_tokens = prompt_tokens(call, dep);
         }

@@ -464,6 +464,10 @@ impl<'r> Call<'r> {
             state.observe_latency(elapsed.as_secs_f64() * 1000.0, ttft);
         }
         let actual = self.out.usage.prompt + self.out.usage.completion;
+        if (dep.spec.rpm.is_some() || dep.spec.tpm.is_some()) && self.snap.keys.redis.is_some() {
+            let tokens = if class.is_none() { actual } else { 0 };
+            self.gw.keys.record_deployment(&dep.id, tokens);
+        }
         if class.is_none() && actual > 0 {
             state.correct_tokens(now, estimated_tokens, actual);
             if dep.spec.tpm.is_some() {
