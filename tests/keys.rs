@@ -166,6 +166,25 @@ fn virtual_keys_need_a_master_key() {
     assert!(err.contains("master key"), "{err}");
 }
 
+/// The calendar minute now (LiteLLM's and LLMux's rate windows for deployments and the
+/// gateway's own limiter count in them).
+fn minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+}
+
+/// One shard: a gateway's own limiter then hands out exactly a limit (with more shards, leases
+/// make it stricter: docs/routing.md).
+fn one_shard() -> GatewayOpts<'static> {
+    GatewayOpts {
+        workers: 1,
+        ..Default::default()
+    }
+}
+
 /// A database of the test's own, dropped when the test ends.
 struct TestDb {
     name: String,
@@ -510,13 +529,6 @@ fn a_key_s_rpm_limit_holds_for_the_minute() {
         ));
     }
     let gw = Gateway::start(&config);
-    let minute = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 60
-    };
     for i in 1..=3 {
         let key = format!("sk-limited-key-000{i}");
         let before = minute();
@@ -1282,12 +1294,6 @@ fn a_key_s_rpm_limit_holds_across_two_gateways_through_redis() {
             db.url()
         ),
     );
-    // One shard each: a gateway's own limiter then hands out exactly the limit (with more
-    // shards, leases make it stricter: docs/routing.md).
-    let one_shard = || GatewayOpts {
-        workers: 1,
-        ..Default::default()
-    };
     let a = Gateway::start_with(&config, one_shard());
     let b = Gateway::start_with(&config, one_shard());
     // A uses the key's whole minute (its own limiter allows 10).
@@ -1370,20 +1376,9 @@ fn a_deployment_s_rpm_holds_across_two_gateways_through_redis() {
         "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}/v1\n      api_key: sk-up-0001\n      rpm: 5\n    model_info:\n      id: {id}\nrouter_settings:\n  redis_host: 127.0.0.1\n  redis_port: 6379\nlitellm_settings:\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n",
         up.base()
     );
-    let one_shard = || GatewayOpts {
-        workers: 1,
-        ..Default::default()
-    };
     let a = Gateway::start_with(&config, one_shard());
     let b = Gateway::start_with(&config, one_shard());
     let body = r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#;
-    let minute = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 60
-    };
     let calls = || up.requests.load(std::sync::atomic::Ordering::Relaxed);
     // Calendar minutes, as LiteLLM's router keys: a run that straddles one is run again.
     for _ in 0..3 {
