@@ -222,27 +222,26 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
         "verify-ca" | "verify-full" => Some(tls::verified(param("sslrootcert").as_deref())?),
         _ => None,
     };
-    let client = match tls {
+    match tls {
         Some(config) => {
-            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(config);
-            let (client, connection) = tokio_postgres::connect(url, connector).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "keys: database connection closed");
-                }
-            });
-            client
+            spawn_connection(url, tokio_postgres_rustls::MakeRustlsConnect::new(config)).await
         }
-        None => {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "keys: database connection closed");
-                }
-            });
-            client
+        None => spawn_connection(url, NoTls).await,
+    }
+}
+
+/// Connects with `tls` and drives the connection on the current runtime.
+async fn spawn_connection<T>(url: &str, tls: T) -> Result<Client, DbError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = tokio_postgres::connect(url, tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "keys: database connection closed");
         }
-    };
+    });
     Ok(client)
 }
 
