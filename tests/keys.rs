@@ -169,11 +169,27 @@ fn virtual_keys_need_a_master_key() {
 /// The calendar minute now (LiteLLM's and LLMux's rate windows for deployments and the
 /// gateway's own limiter count in them).
 fn minute() -> u64 {
+    unix_secs() / 60
+}
+
+fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        / 60
+}
+
+/// Waits (on the clock's own event, a minute's end) until the current minute has not been
+/// touched by an earlier try (`dirty`: that try's last minute) and has `room` seconds left.
+fn a_clean_minute(dirty: Option<u64>, room: u64) {
+    loop {
+        let now = unix_secs();
+        let clean = dirty.is_none_or(|d| now / 60 > d);
+        if clean && 60 - now % 60 >= room {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// One shard: a gateway's own limiter then hands out exactly a limit (with more shards, leases
@@ -1381,7 +1397,10 @@ fn a_deployment_s_rpm_holds_across_two_gateways_through_redis() {
     let body = r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#;
     let calls = || up.requests.load(std::sync::atomic::Ordering::Relaxed);
     // Calendar minutes, as LiteLLM's router keys: a run that straddles one is run again.
+    // A try that straddles one leaves counts in the next, so a retry waits for a clean minute.
+    let mut dirty = None;
     for _ in 0..3 {
+        a_clean_minute(dirty, 20);
         let start = minute();
         let before = calls();
         let mut a_served = 0;
@@ -1389,6 +1408,7 @@ fn a_deployment_s_rpm_holds_across_two_gateways_through_redis() {
             a_served += 1;
         }
         if minute() != start {
+            dirty = Some(minute());
             continue;
         }
         assert_eq!(a_served, 5, "A serves the deployment's rpm, then refuses");
@@ -1414,6 +1434,7 @@ fn a_deployment_s_rpm_holds_across_two_gateways_through_redis() {
         // ... and refuses without calling the upstream.
         let r = b.chat(body);
         if minute() != start {
+            dirty = Some(minute());
             continue;
         }
         assert!(known, "B never learned the deployment is at its rpm");

@@ -35,8 +35,18 @@ pub enum Lookup {
 pub struct SpendBatch {
     pub deltas: Vec<SpendDelta>,
     /// Requests and tokens per rate-limited deployment (when a Redis shares the limits).
-    pub deployments: Vec<(String, u64, u64)>,
+    pub deployments: Vec<DeploymentUse>,
     pub rows: EncodedRows,
+}
+
+/// A shard's attempts on one rate-limited deployment in one calendar minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentUse {
+    pub id: String,
+    /// UNIX time / 60 s: the minute the attempts began in.
+    pub minute: u64,
+    pub requests: u64,
+    pub tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +176,12 @@ return {tostring(ws), redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[
 "#;
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`.
 const RATE_WINDOW_SECS: u64 = 60;
+
+/// `HH-MM` (UTC) of a UNIX minute: the suffix of LiteLLM's router usage keys.
+fn hh_mm(minute: u64) -> String {
+    let day_minute = minute % (24 * 60);
+    format!("{:02}-{:02}", day_minute / 60, day_minute % 60)
+}
 
 /// A cache lookup or store waits this long for Redis.
 const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -308,7 +324,7 @@ struct Control {
     rates: HashMap<String, RateDelta>,
     /// Requests and tokens of rate-limited deployments not yet added to LiteLLM's router
     /// usage keys in Redis.
-    dep_rates: HashMap<String, (u64, u64)>,
+    dep_rates: HashMap<(String, u64), (u64, u64)>,
     /// Rate-limited keys seen lately (looked up or used): their windows are read every sync,
     /// so that what other gateways used is seen here before this one uses the key again.
     limited: HashMap<String, (Option<u64>, Option<u64>, std::time::Instant)>,
@@ -487,10 +503,10 @@ impl Control {
 
     fn add(&mut self, batch: SpendBatch) {
         if self.settings.redis.is_some() {
-            for (id, requests, tokens) in batch.deployments {
-                let e = self.dep_rates.entry(id).or_default();
-                e.0 += requests;
-                e.1 += tokens;
+            for u in batch.deployments {
+                let e = self.dep_rates.entry((u.id, u.minute)).or_default();
+                e.0 += u.requests;
+                e.1 += u.tokens;
             }
         }
         for d in batch.deltas {
@@ -761,19 +777,35 @@ impl Control {
             let now = crate::util::unix_ms();
             let minute = now / 60_000;
             let end = (minute + 1) * 60_000;
-            let hh_mm = {
-                let t = crate::keys::record::iso8601(now as i64);
-                // `YYYY-MM-DD HH:MM:SS` → `HH-MM`
-                t.get(11..16).unwrap_or("00:00").replace(':', "-")
+            let key = |id: &str, model: &str, kind: &str, minute: u64| {
+                settings.key(&format!(
+                    "global_router:{id}:{model}:{kind}:{}",
+                    hh_mm(minute)
+                ))
             };
             let mut pipe = redis::pipe();
-            for l in &limits {
-                let (requests, tokens) = deltas.get(&l.id).copied().unwrap_or((0, 0));
+            // Attempts of a minute that has ended go to that minute's keys (while they live).
+            for ((id, m), (requests, tokens)) in &deltas {
+                let Some(l) = limits.iter().find(|l| &l.id == id) else {
+                    continue;
+                };
+                if *m >= minute || minute - m > RATE_WINDOW_SECS / 60 {
+                    continue;
+                }
                 for (kind, add) in [("rpm", requests), ("tpm", tokens)] {
-                    let key = settings.key(&format!(
-                        "global_router:{}:{}:{kind}:{hh_mm}",
-                        l.id, l.model
-                    ));
+                    let key = key(id, &l.model, kind, *m);
+                    pipe.cmd("INCRBYFLOAT").arg(&key).arg(add).ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(RATE_WINDOW_SECS).ignore();
+                }
+            }
+            // This minute's: added and read back.
+            for l in &limits {
+                let (requests, tokens) = deltas
+                    .get(&(l.id.clone(), minute))
+                    .copied()
+                    .unwrap_or((0, 0));
+                for (kind, add) in [("rpm", requests), ("tpm", tokens)] {
+                    let key = key(&l.id, &l.model, kind, minute);
                     pipe.cmd("INCRBYFLOAT").arg(&key).arg(add);
                     pipe.cmd("EXPIRE").arg(&key).arg(RATE_WINDOW_SECS).ignore();
                 }
@@ -1105,4 +1137,17 @@ async fn apply_rates(
         m.extend(over.iter().cloned());
         m
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hh_mm;
+
+    #[test]
+    fn router_usage_keys_name_the_utc_hour_and_minute() {
+        // 2026-12-06 00:09 UTC and 23:59 the day before.
+        let m = 1_796_515_740 / 60;
+        assert_eq!(hh_mm(m), "00-09");
+        assert_eq!(hh_mm(m - 10), "23-59");
+    }
 }

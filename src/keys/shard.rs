@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::control::{self, KeyMsg, Lookup, SpendBatch, SpendDelta};
+use super::control::{self, DeploymentUse, KeyMsg, Lookup, SpendBatch, SpendDelta};
 use super::credential::{abbreviate, hash_key};
 use super::db::{EncodedRows, SpendRow};
 use super::record::{KeyRecord, Refusal};
@@ -75,7 +75,8 @@ pub struct ShardKeys {
 struct Pending {
     deltas: HashMap<String, SpendDelta>,
     rows: EncodedRows,
-    deployments: HashMap<String, (u64, u64)>,
+    /// Requests and tokens per (deployment, UNIX minute the attempt began in).
+    deployments: HashMap<(String, u64), (u64, u64)>,
 }
 
 impl Pending {
@@ -164,12 +165,17 @@ impl ShardKeys {
         }
     }
 
-    /// An attempt on a deployment with an rpm/tpm limit, for the limit across gateways
-    /// (only called when a Redis shares it).
-    pub fn record_deployment(&self, id: &str, tokens: u64) {
+    /// An attempt on a deployment with an rpm/tpm limit, begun at `began_ms` (UNIX ms), for
+    /// the limit across gateways (only called when a Redis shares it). It counts in the
+    /// minute it began in, as the shard's own limiter counted it: one finished just after a
+    /// minute's end must not fill the next minute.
+    pub fn record_deployment(&self, id: &str, began_ms: u64, tokens: u64) {
         let mut p = self.pending.borrow_mut();
         let was_empty = p.is_empty();
-        let e = p.deployments.entry(id.to_owned()).or_default();
+        let e = p
+            .deployments
+            .entry((id.to_owned(), began_ms / 60_000))
+            .or_default();
         e.0 += 1;
         e.1 += tokens;
         drop(p);
@@ -238,7 +244,12 @@ impl ShardKeys {
                 deployments: p
                     .deployments
                     .into_iter()
-                    .map(|(id, (r, t))| (id, r, t))
+                    .map(|((id, minute), (r, t))| DeploymentUse {
+                        id,
+                        minute,
+                        requests: r,
+                        tokens: t,
+                    })
                     .collect(),
             }));
         }

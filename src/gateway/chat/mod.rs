@@ -466,7 +466,8 @@ impl<'r> Call<'r> {
         let actual = self.out.usage.prompt + self.out.usage.completion;
         if (dep.spec.rpm.is_some() || dep.spec.tpm.is_some()) && self.snap.keys.redis.is_some() {
             let tokens = if class.is_none() { actual } else { 0 };
-            self.gw.keys.record_deployment(&dep.id, tokens);
+            let began = now.saturating_sub(elapsed.as_millis() as u64);
+            self.gw.keys.record_deployment(&dep.id, began, tokens);
         }
         if class.is_none() && actual > 0 {
             state.correct_tokens(now, estimated_tokens, actual);
