@@ -307,11 +307,32 @@ impl LocalEvent {
     }
 }
 
-/// Milliseconds since the Unix epoch (wall clock; 0 if the clock is before 1970).
-pub fn unix_ms() -> u64 {
+/// How far the process's wall clock is moved from the system's, in ms: 0 except in tests,
+/// which move it through `POST /debug/clock` (debug routes only) so that rate windows, minute
+/// counters and budget resets can be tested without waiting for real minutes to pass.
+static CLOCK_SKEW_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The current clock skew (see [`set_clock_skew_ms`]).
+pub fn clock_skew_ms() -> i64 {
+    CLOCK_SKEW_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Moves the wall clock every shard and the control plane read (tests only).
+pub fn set_clock_skew_ms(skew: i64) {
+    CLOCK_SKEW_MS.store(skew, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Milliseconds since the Unix epoch, without the test skew (0 if the clock is before 1970).
+pub fn system_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds since the Unix epoch: the wall clock of rate windows, budgets and spend
+/// timestamps (the system's, plus the test skew).
+pub fn unix_ms() -> u64 {
+    system_unix_ms().saturating_add_signed(clock_skew_ms())
 }
 
 /// Lets a repeated warning through at most once per `every` (a dead database or collector

@@ -740,10 +740,10 @@ fn a_panicking_request_gets_500_and_the_next_is_served() {
 fn debug_routes_are_off_by_default() {
     let mock = Mock::start();
     let gw = Gateway::start(&config_for(&mock, &[("m", "up")], ""));
-    assert_eq!(
-        request(&gw.addr, "POST", "/debug/panic", &[], b"").status,
-        404
-    );
+    for path in ["/debug/panic", "/debug/clock"] {
+        let body = br#"{"advance_ms":60000}"#;
+        assert_eq!(request(&gw.addr, "POST", path, &[], body).status, 404);
+    }
 }
 
 #[test]

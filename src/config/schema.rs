@@ -449,7 +449,9 @@ pub struct ServerSection {
     pub shutdown_delay: Option<Num>,
     #[serde(default)]
     pub tls: Option<TlsSection>,
-    /// Enables `POST /debug/panic` (a request that panics on purpose), for tests.
+    /// Enables the routes tests drive the process with: `POST /debug/panic` (a request that
+    /// panics on purpose) and `POST /debug/clock` (moves the wall clock of rate windows and
+    /// budgets). Never in production.
     #[serde(default)]
     pub debug_routes: Option<bool>,
 }

@@ -55,9 +55,7 @@ pub struct ShardRouter {
 
 impl ShardRouter {
     pub fn new(limits: &LimitsHandle, seed: u64) -> Self {
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as Millis);
+        let unix_ms = crate::util::system_unix_ms();
         Self {
             origin: Instant::now(),
             origin_unix_ms: unix_ms,
@@ -69,9 +67,11 @@ impl ShardRouter {
         }
     }
 
-    /// Milliseconds on this shard's monotonic clock, as wall-clock time (since the UNIX epoch).
+    /// Milliseconds on this shard's monotonic clock, as wall-clock time (since the UNIX epoch;
+    /// with the test skew of `util::unix_ms`).
     pub fn now(&self) -> Millis {
-        self.origin_unix_ms + self.origin.elapsed().as_millis() as Millis
+        (self.origin_unix_ms + self.origin.elapsed().as_millis() as Millis)
+            .saturating_add_signed(crate::util::clock_skew_ms())
     }
 
     /// This shard's state of a deployment (made on first sight; kept across reloads by id).

@@ -38,6 +38,8 @@ enum Route {
     /// LiteLLM's `/health` shape, from the same view.
     Health,
     DebugPanic,
+    /// `POST /debug/clock`: moves the process's wall clock (rate windows, budgets), for tests.
+    DebugClock,
     /// The key management API (`/key/*`, `/team/*`): master key only.
     AdminGet,
     AdminPost,
@@ -53,14 +55,14 @@ impl Route {
             Route::Metrics => "metrics",
             Route::HealthDeployments => "health_deployments",
             Route::Health => "health",
-            Route::DebugPanic => "debug",
+            Route::DebugPanic | Route::DebugClock => "debug",
             Route::AdminGet | Route::AdminPost => "key_management",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Route::Chat | Route::DebugPanic | Route::AdminPost => Method::POST,
+            Route::Chat | Route::DebugPanic | Route::DebugClock | Route::AdminPost => Method::POST,
             _ => Method::GET,
         }
     }
@@ -74,6 +76,7 @@ impl Route {
                 | Route::Health
                 | Route::AdminGet
                 | Route::AdminPost
+                | Route::DebugClock
         )
     }
 }
@@ -88,6 +91,7 @@ fn route(path: &str) -> Option<Route> {
         "/health/deployments" => Route::HealthDeployments,
         "/health" => Route::Health,
         "/debug/panic" => Route::DebugPanic,
+        "/debug/clock" => Route::DebugClock,
         "/key/generate" | "/key/update" | "/key/delete" | "/key/block" | "/key/unblock"
         | "/team/new" => Route::AdminPost,
         "/key/info" | "/key/list" | "/team/info" => Route::AdminGet,
@@ -161,6 +165,46 @@ async fn deployment_views(
 
 /// A key management call: parsed here, carried out by the key control plane; the keys it
 /// changed are dropped from every shard's cache.
+/// `POST /debug/clock` with `{"unix_ms": T}` (the clock reads T now) or `{"advance_ms": D}`;
+/// master key only when one is set. Answers the clock's reading.
+fn move_clock(req: &Request, caller: &Caller) -> (u16, Vec<u8>) {
+    let error = |status: u16, kind: ErrorKind, message: &str| {
+        (status, ApiError::new(kind, message).to_json())
+    };
+    if matches!(caller, Caller::Key(_)) {
+        return error(
+            401,
+            ErrorKind::Authentication,
+            "Authentication Error, /debug/clock is only for the master key",
+        );
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Move {
+        unix_ms: Option<u64>,
+        advance_ms: Option<i64>,
+    }
+    let m: Move = match serde_json::from_slice(&req.body) {
+        Ok(m) => m,
+        Err(e) => return error(400, ErrorKind::BadRequest, &format!("bad clock move: {e}")),
+    };
+    let skew = crate::util::clock_skew_ms();
+    let new = match (m.unix_ms, m.advance_ms) {
+        (Some(t), None) => (t as i64).saturating_sub(crate::util::system_unix_ms() as i64),
+        (None, Some(d)) => skew.saturating_add(d),
+        _ => {
+            return error(
+                400,
+                ErrorKind::BadRequest,
+                "give one of unix_ms and advance_ms",
+            )
+        }
+    };
+    crate::util::set_clock_skew_ms(new);
+    let body = serde_json::json!({ "unix_ms": crate::util::unix_ms(), "skew_ms": new });
+    (200, body.to_string().into_bytes())
+}
+
 async fn admin(ctx: &ShardCtx, req: &Request, caller: &Caller) -> (u16, Vec<u8>) {
     use crate::keys::admin;
     let error = |status: u16, message: &str| {
@@ -255,8 +299,9 @@ impl Service for GatewayService {
         let ctx = &*self.ctx;
         let _inflight = InflightGuard::new(ctx);
         let snap = ctx.snapshot();
-        let route = route(req.path())
-            .filter(|r| !matches!(r, Route::DebugPanic) || snap.server.debug_routes);
+        let route = route(req.path()).filter(|r| {
+            !matches!(r, Route::DebugPanic | Route::DebugClock) || snap.server.debug_routes
+        });
         let Some(route) = route else {
             let e = ApiError::new(
                 ErrorKind::NotFound,
@@ -350,6 +395,12 @@ impl Service for GatewayService {
                     .await;
             }
             Route::DebugPanic => panic!("panic requested through /debug/panic"),
+            Route::DebugClock => {
+                let (status, body) = move_clock(req, &caller);
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let _ = w.send_json(status, &body).await;
+            }
         }
         let status = w.status().map(|s| s.as_u16()).unwrap_or(500);
         ctx.gateway.metrics.record_http(route.name(), status);

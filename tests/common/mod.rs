@@ -292,6 +292,35 @@ impl Gateway {
     pub fn metrics(&self) -> String {
         String::from_utf8(self.get("/metrics").body).unwrap()
     }
+
+    /// Moves the gateway's wall clock (`POST /debug/clock`; the config needs
+    /// `llmux.server.debug_routes: true`), as `bearer` (the master key, when one is set).
+    /// `body`: `{"unix_ms": T}` or `{"advance_ms": D}`.
+    pub fn move_clock(&self, bearer: Option<&str>, body: &str) {
+        let auth = bearer.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        let r = request(
+            &self.addr,
+            "POST",
+            "/debug/clock",
+            &headers,
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "moving the clock: {}", r.text());
+    }
+}
+
+/// A UNIX time (ms) one second into a minute that starts at least a minute from now: a test
+/// that moves its gateways' clocks there has 59 s of one calendar minute before it.
+pub fn a_minute_start() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    (now / 60_000 + 2) * 60_000 + 1_000
 }
 
 /// A config with one model group per (name, upstream model) against the mock.
