@@ -168,30 +168,6 @@ fn virtual_keys_need_a_master_key() {
 
 /// The calendar minute now (LiteLLM's and LLMux's rate windows for deployments and the
 /// gateway's own limiter count in them).
-fn minute() -> u64 {
-    unix_secs() / 60
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// Waits (on the clock's own event, a minute's end) until the current minute has not been
-/// touched by an earlier try (`dirty`: that try's last minute) and has `room` seconds left.
-fn a_clean_minute(dirty: Option<u64>, room: u64) {
-    loop {
-        let now = unix_secs();
-        let clean = dirty.is_none_or(|d| now / 60 > d);
-        if clean && 60 - now % 60 >= room {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 /// One shard: a gateway's own limiter then hands out exactly a limit (with more shards, leases
 /// make it stricter: docs/routing.md).
 fn one_shard() -> GatewayOpts<'static> {
@@ -537,35 +513,41 @@ fn key_limits_config(upstream: &str, limits: &str) -> String {
 #[test]
 fn a_key_s_rpm_limit_holds_for_the_minute() {
     let mock = Mock::start();
-    // Three keys of rpm 2: a run that straddles a minute's end is run again with a fresh key.
     let mut config = key_limits_config(&mock.base(), "rpm_limit: 2");
-    for i in 2..=3 {
-        config.push_str(&format!(
-            "    - key: sk-limited-key-000{i}\n      rpm_limit: 2\n"
-        ));
-    }
+    config.push_str("  server:\n    debug_routes: true\n");
     let gw = Gateway::start(&config);
-    for i in 1..=3 {
-        let key = format!("sk-limited-key-000{i}");
-        let before = minute();
-        let answers: Vec<Response> = (0..3).map(|_| chat_as(&gw, &key, "m")).collect();
-        if minute() != before {
-            continue;
-        }
-        let codes: Vec<u16> = answers.iter().map(|r| r.status).collect();
-        assert_eq!(codes, [200, 200, 429]);
-        let r = &answers[2];
-        assert!(
-            r.text().contains("Rate limit exceeded for api_key"),
-            "{}",
-            r.text()
-        );
-        assert!(r.header("retry-after").is_some());
-        // The master key is not held to the virtual key's limit.
-        assert_eq!(chat_as(&gw, MASTER, "m").status, 200);
-        return;
-    }
-    panic!("three runs straddled a minute's end");
+    // One second into a calendar minute (the gateway's clock, moved): 59 s before it ends.
+    gw.move_clock(
+        Some(MASTER),
+        &format!(r#"{{"unix_ms":{}}}"#, a_minute_start()),
+    );
+    let key = "sk-limited-key-0001";
+    let codes: Vec<u16> = (0..3).map(|_| chat_as(&gw, key, "m").status).collect();
+    assert_eq!(codes, [200, 200, 429]);
+    let r = chat_as(&gw, key, "m");
+    assert!(
+        r.text().contains("Rate limit exceeded for api_key"),
+        "{}",
+        r.text()
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    // The master key is not held to the virtual key's limit.
+    assert_eq!(chat_as(&gw, MASTER, "m").status, 200);
+    // A virtual key cannot move the clock past its own limit.
+    let by_key = request(
+        &gw.addr,
+        "POST",
+        "/debug/clock",
+        &[("authorization", &format!("Bearer {key}"))],
+        br#"{"advance_ms":60000}"#,
+    );
+    assert_eq!(by_key.status, 401, "{}", by_key.text());
+    assert_eq!(chat_as(&gw, key, "m").status, 429);
+    // The next minute, the key has its two requests again.
+    gw.move_clock(Some(MASTER), r#"{"advance_ms":60000}"#);
+    let codes: Vec<u16> = (0..3).map(|_| chat_as(&gw, key, "m").status).collect();
+    assert_eq!(codes, [200, 200, 429]);
 }
 
 #[test]
@@ -912,7 +894,7 @@ fn budget_resets_are_honoured_and_run_when_asked() {
         &mock,
         &[("m", "gpt-4o-mini")],
         &format!(
-            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_budget_rescheduler_min_time: 0.2\n  proxy_budget_rescheduler_max_time: 0.3\nllmux:\n  budget_reset: true\n",
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_budget_rescheduler_min_time: 0.2\n  proxy_budget_rescheduler_max_time: 0.3\nllmux:\n  budget_reset: true\n  server:\n    debug_routes: true\n",
             db.url()
         ),
     ));
@@ -947,6 +929,16 @@ fn budget_resets_are_honoured_and_run_when_asked() {
         )),
         "5"
     );
+    // Two days on (the gateway's clock, moved), the other key's reset is due as well: it is
+    // served at once and its reset job runs.
+    gw.move_clock(Some(MASTER), r#"{"advance_ms":172800000}"#);
+    assert_eq!(chat_as(&gw, later, "m").status, 200);
+    let later_token = sha256_hex(later);
+    assert!(eventually(WAIT, || {
+        db.sql(&format!(
+            "SELECT spend < 1 FROM \"LiteLLM_VerificationToken\" WHERE token = '{later_token}'"
+        )) == "t"
+    }));
 }
 
 #[test]
@@ -1115,7 +1107,7 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
         &mock,
         &[("m", "gpt-4o-mini")],
         &format!(
-            "general_settings:\n  master_key: {MASTER}\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n    ttl: 600\nllmux:\n  virtual_keys:\n    - key: sk-cache-team-a-0001\n      team_id: a\n    - key: sk-cache-team-a-0002\n      team_id: a\n    - key: sk-cache-team-b-0003\n      team_id: b\n"
+            "general_settings:\n  master_key: {MASTER}\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n    ttl: 600\nllmux:\n  server:\n    debug_routes: true\n  virtual_keys:\n    - key: sk-cache-team-a-0001\n      team_id: a\n    - key: sk-cache-team-a-0002\n      team_id: a\n    - key: sk-cache-team-b-0003\n      team_id: b\n"
         ),
     ));
     let entries = || {
@@ -1124,9 +1116,9 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
             .count()
     };
     let upstream_calls = || mock.stats()["requests"].as_u64().unwrap();
-    let ask = |key: &str, stream: bool, extra: &[(&str, &str)]| {
+    let ask_with = |key: &str, stream: bool, extra: &[(&str, &str)], member: &str| {
         let body = format!(
-            r#"{{"model":"m","stream":{stream},"messages":[{{"role":"user","content":"cache me"}}]}}"#
+            r#"{{"model":"m","stream":{stream}{member},"messages":[{{"role":"user","content":"cache me"}}]}}"#
         );
         let auth = format!("Bearer {key}");
         let mut headers = vec![
@@ -1142,6 +1134,7 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
             body.as_bytes(),
         )
     };
+    let ask = |key: &str, stream: bool, extra: &[(&str, &str)]| ask_with(key, stream, extra, "");
 
     // Non-stream: a miss, kept, then a hit that costs nothing and calls no upstream.
     let first = ask("sk-cache-team-a-0001", false, &[]);
@@ -1193,6 +1186,44 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
         .last()
         .is_some_and(|e| e == "[DONE]"));
     assert_eq!(upstream_calls(), calls);
+
+    // LiteLLM's body controls: the same entry (the member is not part of the request) ...
+    let with = |m: &str| ask_with("sk-cache-team-a-0001", false, &[], m);
+    let hit = with(r#","cache":{"ttl":300}"#);
+    assert_eq!(hit.header("x-llmux-cache-hit"), Some("true"));
+    // ... `no-cache` goes upstream, without the member (it is the gateway's, not OpenAI's) ...
+    let calls = upstream_calls();
+    let fresh = with(r#","cache":{"no-cache":true}"#);
+    assert!(fresh.header("x-llmux-cache-hit").is_none());
+    assert_eq!(upstream_calls(), calls + 1);
+    let sent: serde_json::Value =
+        serde_json::from_slice(&request(&mock.addr, "GET", "/mock/last-request", &[], b"").body)
+            .unwrap();
+    assert!(sent.get("cache").is_none(), "{sent}");
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    // ... a namespace keeps its own entries ...
+    let before = entries();
+    assert!(with(r#","cache":{"namespace":"ns-1"}"#)
+        .header("x-llmux-cache-hit")
+        .is_none());
+    assert!(eventually(WAIT, || entries() == before + 1));
+    assert_eq!(
+        with(r#","cache":{"namespace":"ns-1"}"#).header("x-llmux-cache-hit"),
+        Some("true")
+    );
+    // ... `s-maxage` refuses an entry older than it (the gateway's clock, moved 10 s) ...
+    gw.move_clock(Some(MASTER), r#"{"advance_ms":10000}"#);
+    assert!(with(r#","cache":{"s-maxage":5}"#)
+        .header("x-llmux-cache-hit")
+        .is_none());
+    assert_eq!(
+        with(r#","cache":{"s-maxage":60}"#).header("x-llmux-cache-hit"),
+        Some("true")
+    );
+    // ... and a control it does not know is a 400 naming it.
+    let bad = with(r#","cache":{"no_cache":true}"#);
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("cache.no_cache"), "{}", bad.text());
 
     let keys = redis_cli(&["--scan", "--pattern", &format!("{ns}:*")]);
     for k in keys.lines() {
@@ -1355,7 +1386,7 @@ fn a_config_key_s_budget_starts_over_every_budget_duration() {
             &mock,
             &[("m", "gpt-4o-mini")],
             &format!(
-                "general_settings:\n  master_key: {MASTER}\n  user_api_key_cache_ttl: 0.2\nllmux:\n  virtual_keys:\n    - key: sk-budget-window-0001\n      max_budget: 0.0000001\n      budget_duration: 10s\n"
+                "general_settings:\n  master_key: {MASTER}\n  user_api_key_cache_ttl: 0.2\nllmux:\n  virtual_keys:\n    - key: sk-budget-window-0001\n      max_budget: 0.0000001\n      budget_duration: 1h\n  server:\n    debug_routes: true\n"
             ),
         ),
         GatewayOpts {
@@ -1371,7 +1402,11 @@ fn a_config_key_s_budget_starts_over_every_budget_duration() {
         (r.status, error_type(&r).as_str()),
         (422, "budget_exceeded")
     );
-    // ... until the budget starts over (the event waited for; at most a duration and a TTL).
+    // ... for the rest of the hour (the gateway's clock, moved) ...
+    gw.move_clock(Some(MASTER), r#"{"advance_ms":3500000}"#);
+    assert_eq!(chat_as(&gw, key, "m").status, 422);
+    // ... until the budget starts over (seen once the key's cached entry is looked up again).
+    gw.move_clock(Some(MASTER), r#"{"advance_ms":100000}"#);
     assert!(eventually(WAIT, || chat_as(&gw, key, "m").status == 200));
     // And is spent again.
     assert_eq!(chat_as(&gw, key, "m").status, 422);
@@ -1389,66 +1424,56 @@ fn a_deployment_s_rpm_holds_across_two_gateways_through_redis() {
     });
     let id = format!("lim-{}", fastrand_u32());
     let config = format!(
-        "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}/v1\n      api_key: sk-up-0001\n      rpm: 5\n    model_info:\n      id: {id}\nrouter_settings:\n  redis_host: 127.0.0.1\n  redis_port: 6379\nlitellm_settings:\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n",
+        "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}/v1\n      api_key: sk-up-0001\n      rpm: 5\n    model_info:\n      id: {id}\nrouter_settings:\n  redis_host: 127.0.0.1\n  redis_port: 6379\nlitellm_settings:\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\nllmux:\n  server:\n    debug_routes: true\n",
         up.base()
     );
     let a = Gateway::start_with(&config, one_shard());
     let b = Gateway::start_with(&config, one_shard());
+    // Both clocks one second into the same calendar minute (LiteLLM's router keys count
+    // calendar minutes): 59 s before it ends.
+    let start = a_minute_start();
+    for gw in [&a, &b] {
+        gw.move_clock(None, &format!(r#"{{"unix_ms":{start}}}"#));
+    }
     let body = r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#;
     let calls = || up.requests.load(std::sync::atomic::Ordering::Relaxed);
-    // Calendar minutes, as LiteLLM's router keys: a run that straddles one is run again.
-    // A try that straddles one leaves counts in the next, so a retry waits for a clean minute.
-    let mut dirty = None;
-    for _ in 0..3 {
-        a_clean_minute(dirty, 20);
-        let start = minute();
-        let before = calls();
-        let mut a_served = 0;
-        while a_served <= 5 && a.chat(body).status == 200 {
-            a_served += 1;
-        }
-        if minute() != start {
-            dirty = Some(minute());
-            continue;
-        }
-        assert_eq!(a_served, 5, "A serves the deployment's rpm, then refuses");
-        // A's minute is in Redis; B learns it within a second or two and calls nobody.
-        let counted = eventually(WAIT, || {
-            let keys = redis_cli(&[
-                "--scan",
-                "--pattern",
-                &format!("{ns}:global_router:{id}:*:rpm:*"),
-            ]);
-            keys.lines()
-                .any(|k| redis_cli(&["GET", k]).parse::<f64>().unwrap_or(0.0) >= 5.0)
-        });
-        assert!(counted);
-        // B reports it (its view of the deployment) without a request of its own ...
-        let known = eventually(WAIT, || {
-            let r = b.get("/health/deployments");
-            r.json()["deployments"]
-                .as_array()
-                .and_then(|a| a.iter().find(|d| d["deployment"] == id.as_str()).cloned())
-                .is_some_and(|d| d["limited_across_gateways_ms"].as_u64().unwrap_or(0) > 0)
-        });
-        // ... and refuses without calling the upstream.
-        let r = b.chat(body);
-        if minute() != start {
-            dirty = Some(minute());
-            continue;
-        }
-        assert!(known, "B never learned the deployment is at its rpm");
-        assert_eq!(r.status, 429, "{}", r.text());
-        assert_eq!(
-            calls() - before,
-            5,
-            "upstream calls this minute for an rpm of 5"
-        );
-        let keys = redis_cli(&["--scan", "--pattern", &format!("{ns}:*")]);
-        for k in keys.lines() {
-            redis_cli(&["DEL", k]);
-        }
-        return;
+    let mut a_served = 0;
+    while a_served <= 5 && a.chat(body).status == 200 {
+        a_served += 1;
     }
-    panic!("three runs straddled a minute's end");
+    assert_eq!(a_served, 5, "A serves the deployment's rpm, then refuses");
+    // A's minute is in Redis; B learns it within a second or two and calls nobody.
+    let counted = eventually(WAIT, || {
+        let keys = redis_cli(&[
+            "--scan",
+            "--pattern",
+            &format!("{ns}:global_router:{id}:*:rpm:*"),
+        ]);
+        keys.lines()
+            .any(|k| redis_cli(&["GET", k]).parse::<f64>().unwrap_or(0.0) >= 5.0)
+    });
+    assert!(counted);
+    // B reports it (its view of the deployment) without a request of its own ...
+    let known = eventually(WAIT, || {
+        let r = b.get("/health/deployments");
+        r.json()["deployments"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["deployment"] == id.as_str()).cloned())
+            .is_some_and(|d| d["limited_across_gateways_ms"].as_u64().unwrap_or(0) > 0)
+    });
+    assert!(known, "B never learned the deployment is at its rpm");
+    // ... and refuses without calling the upstream.
+    let r = b.chat(body);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(calls(), 5, "upstream calls this minute for an rpm of 5");
+    // The next minute is a fresh one for both.
+    for gw in [&a, &b] {
+        gw.move_clock(None, r#"{"advance_ms":60000}"#);
+    }
+    assert_eq!(b.chat(body).status, 200);
+    assert_eq!(a.chat(body).status, 200);
+    let keys = redis_cli(&["--scan", "--pattern", &format!("{ns}:*")]);
+    for k in keys.lines() {
+        redis_cli(&["DEL", k]);
+    }
 }

@@ -66,13 +66,13 @@ async fn prepared<'c, 'r>(
         let raw = if fetched {
             serde_json::to_vec(&body).unwrap_or_default()
         } else {
-            call.req.body.to_vec()
+            call.raw().to_vec()
         };
         cache.inlined = Some((policy, body, raw));
     }
     let (body, raw) = match &cache.inlined {
         Some((p, body, raw)) if *p == policy && policy != FetchImages::None => (body, &raw[..]),
-        _ => (&call.body, &call.req.body[..]),
+        _ => (&call.body, call.raw()),
     };
     let built = prepare(provider, dep, &call.view, body, raw, &call.req.request_id)?;
     cache.built.push((dep, built));

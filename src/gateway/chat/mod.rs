@@ -65,6 +65,8 @@ pub struct Call<'r> {
     pub view: ChatRequestView,
     /// The client's body, parsed once.
     pub body: serde_json::Value,
+    /// The client's body bytes without the gateway's own members (`cache`), when it had any.
+    pub raw_override: Option<Vec<u8>>,
     pub started: Instant,
     pub attempts: Vec<Attempt<'r>>,
     /// Groups tried (the requested one first) and attempts in the current one.
@@ -95,8 +97,16 @@ pub async fn chat_completions<IO: ServerIo>(
 ) {
     let started = Instant::now();
     // resolve
-    let (view, body) = match ChatRequestView::parse(&req.body, snap.server.max_json_depth) {
+    let (view, mut body) = match ChatRequestView::parse(&req.body, snap.server.max_json_depth) {
         Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = w.send_error(&e).await;
+            return;
+        }
+    };
+    let (cache_controls, raw_override) = match cache::take_body_controls(&mut body, &req.body) {
+        Ok(Some((c, raw))) => (Some(c), Some(raw)),
+        Ok(None) => (None, None),
         Err(e) => {
             let _ = w.send_error(&e).await;
             return;
@@ -139,7 +149,14 @@ pub async fn chat_completions<IO: ServerIo>(
         },
         _ => None,
     };
-    let cache = cache::CachePlan::new(snap.keys.cache.as_ref(), caller, req, &view.model);
+    let cache = cache::CachePlan::new(
+        snap.keys.cache.as_ref(),
+        caller,
+        req,
+        raw_override.as_deref().unwrap_or(&req.body),
+        cache_controls.as_ref(),
+        &view.model,
+    );
     let hit = match &cache {
         Some(plan) => plan.get().await,
         None => None,
@@ -163,6 +180,7 @@ pub async fn chat_completions<IO: ServerIo>(
         },
         view,
         body,
+        raw_override,
         started,
         attempts: Vec::new(),
         retries: 0,
@@ -664,6 +682,11 @@ impl Call<'_> {
 }
 
 impl Call<'_> {
+    /// The client's body bytes as they go upstream (without the gateway's own members).
+    pub fn raw(&self) -> &[u8] {
+        self.raw_override.as_deref().unwrap_or(&self.req.body)
+    }
+
     /// Answers from the response cache: the answer as it was sent the first time.
     async fn serve_cached<IO: ServerIo>(&mut self, body: &[u8], w: &mut ResponseWriter<'_, IO>) {
         self.cache_hit = true;
