@@ -296,7 +296,8 @@ fn a_key_row_written_as_litellm_writes_it_authenticates_and_spend_is_written_bac
         &[("m", "gpt-4o-mini")],
         &format!(
             "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\n",
-            db.url()
+            // A host name: resolved by the gateway's own resolver (/etc/hosts), not libc's.
+            db.url().replace("127.0.0.1", "localhost")
         ),
     ));
     for _ in 0..5 {
@@ -1030,7 +1031,7 @@ fn litellm_s_redis_spend_counters_see_llmux_spend() {
         &mock,
         &[("m", "gpt-4o-mini")],
         &format!(
-            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n",
+            "general_settings:\n  master_key: {MASTER}\n  database_url: {}\n  proxy_batch_write_at: 1\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: localhost\n    port: 6379\n    namespace: {ns}\n",
             db.url()
         ),
     ));
@@ -1107,7 +1108,7 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
         &mock,
         &[("m", "gpt-4o-mini")],
         &format!(
-            "general_settings:\n  master_key: {MASTER}\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: 127.0.0.1\n    port: 6379\n    namespace: {ns}\n    ttl: 600\nllmux:\n  server:\n    debug_routes: true\n  virtual_keys:\n    - key: sk-cache-team-a-0001\n      team_id: a\n    - key: sk-cache-team-a-0002\n      team_id: a\n    - key: sk-cache-team-b-0003\n      team_id: b\n"
+            "general_settings:\n  master_key: {MASTER}\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: localhost\n    port: 6379\n    namespace: {ns}\n    ttl: 600\nllmux:\n  server:\n    debug_routes: true\n  virtual_keys:\n    - key: sk-cache-team-a-0001\n      team_id: a\n    - key: sk-cache-team-a-0002\n      team_id: a\n    - key: sk-cache-team-b-0003\n      team_id: b\n"
         ),
     ));
     let entries = || {

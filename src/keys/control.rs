@@ -914,7 +914,7 @@ impl Control {
         if self.redis_connecting.is_none() && may_try {
             let url = url.to_owned();
             self.redis_connecting = Some(tokio::spawn(async move {
-                let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                let client = redis_client(&url).await?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_number_of_retries(2)
                     .set_connection_timeout(Duration::from_secs(2))
@@ -1137,6 +1137,22 @@ async fn apply_rates(
         m.extend(over.iter().cloned());
         m
     });
+}
+
+/// A Redis client for `url`, its host name resolved by LLMux's resolver (redis-rs would ask
+/// the C library, which a static binary cannot). A reconnect after a failure resolves again.
+async fn redis_client(url: &str) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo;
+    let mut info = url.into_connection_info().map_err(|e| e.to_string())?;
+    if let redis::ConnectionAddr::Tcp(host, port) = &info.addr {
+        let addrs = crate::upstream::dns::lookup(host, *port)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(a) = addrs.first() {
+            info.addr = redis::ConnectionAddr::Tcp(a.ip().to_string(), a.port());
+        }
+    }
+    redis::Client::open(info).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ pub enum DbError {
     NotEmpty(String),
     #[error("database TLS: {0}")]
     Tls(String),
+    #[error("database host: {0}")]
+    Resolve(String),
 }
 
 /// The tables `llmux db migrate` creates, from LiteLLM 1.110.2's `schema.prisma`
@@ -236,13 +238,40 @@ where
     T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
     T::Stream: Send + 'static,
 {
-    let (client, connection) = tokio_postgres::connect(url, tls).await?;
+    let config = resolved_config(url).await?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "keys: database connection closed");
         }
     });
     Ok(client)
+}
+
+/// The URL's settings, each TCP host name resolved by LLMux's resolver into `hostaddr` (the
+/// name stays the TLS server name): tokio-postgres would otherwise ask the C library, which a
+/// static binary cannot.
+async fn resolved_config(url: &str) -> Result<tokio_postgres::Config, DbError> {
+    use tokio_postgres::config::Host;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    let hosts = config.get_hosts().to_vec();
+    if !config.get_hostaddrs().is_empty() || !hosts.iter().all(|h| matches!(h, Host::Tcp(_))) {
+        return Ok(config);
+    }
+    let ports = config.get_ports().to_vec();
+    for (i, host) in hosts.iter().enumerate() {
+        let Host::Tcp(name) = host else { continue };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let addrs = crate::upstream::dns::lookup(name, port)
+            .await
+            .map_err(|e| DbError::Resolve(format!("{name}: {e}")))?;
+        let ip = addrs
+            .first()
+            .map(|a| a.ip())
+            .ok_or_else(|| DbError::Resolve(format!("{name} has no addresses")))?;
+        config.hostaddr(ip);
+    }
+    Ok(config)
 }
 
 /// TLS settings for PostgreSQL (rustls; no OpenSSL).

@@ -2,7 +2,7 @@
 //! optional Unix domain socket shared by all shards.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -22,9 +22,23 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Binds `count` listeners on `addr`. With port 0 the first picks the port and the others
 /// join it.
 pub fn bind_tcp_group(addr: &str, count: usize) -> io::Result<Vec<TcpListener>> {
-    let mut resolved = addr.to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
-    })?;
+    let mut resolved = match addr.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"))?;
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad port"))?;
+            crate::upstream::dns::lookup_blocking(host, port)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
+                })?
+        }
+    };
     let first = bind_one(resolved)?;
     resolved = first.local_addr()?;
     let mut all = vec![first];

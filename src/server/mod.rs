@@ -17,7 +17,6 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::config::{self, ConfigSource, Snapshot};
 use crate::telemetry::logging::{self, LogFormat};
 use crate::telemetry::metrics::{GlobalMetrics, ShardMetrics};
-use crate::upstream::ResolverPool;
 pub use runtime::IoDriver;
 
 /// Options of `llmux serve`.
@@ -177,8 +176,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
     })?;
 
-    let resolver = ResolverPool::start(2).map_err(|source| ServeError::Start {
-        what: "DNS resolver threads".into(),
+    let resolver = crate::upstream::dns::service().map_err(|source| ServeError::Start {
+        what: "DNS resolver thread".into(),
         source,
     })?;
     let (driver_tx, driver_rx) = std::sync::mpsc::channel();
@@ -199,7 +198,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             tcp: listener,
             uds,
             metrics,
-            resolver: resolver.clone(),
+            resolver,
             driver: opts.io_driver,
             driver_report: driver_tx.clone(),
             stop: stop_rx,

@@ -16,7 +16,7 @@ use crate::gateway::GatewayShard;
 use crate::http1::{conn, ConnLimits};
 use crate::telemetry::metrics::ShardMetrics;
 use crate::telemetry::request_id::RequestIds;
-use crate::upstream::{ResolverPool, UpstreamClient};
+use crate::upstream::{DnsService, UpstreamClient};
 use crate::util::LocalEvent;
 
 pub struct ShardSpec {
@@ -25,7 +25,7 @@ pub struct ShardSpec {
     pub tcp: std::net::TcpListener,
     pub uds: Option<std::os::unix::net::UnixListener>,
     pub metrics: ShardMetrics,
-    pub resolver: ResolverPool,
+    pub resolver: &'static DnsService,
     pub driver: IoDriver,
     pub driver_report: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
     pub stop: flume::Receiver<()>,

@@ -25,7 +25,7 @@ use crate::http1::head::{parse_response, Headers};
 use crate::http1::response::push_header;
 use crate::util::write_authority;
 pub use conn::UpstreamConn;
-pub use dns::{Resolver, ResolverPool};
+pub use dns::{DnsService, Resolver};
 use pool::{Pool, PoolKeyRef, PooledConn};
 
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;

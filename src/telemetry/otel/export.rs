@@ -352,24 +352,22 @@ fn build(
                 .with_endpoint(&s.endpoint)
                 .with_timeout(s.timeout)
                 .with_headers(headers);
-            if https {
-                // The upstream client's TLS settings (webpki roots plus `llmux.upstream.ca_file`),
-                // over rustls: no OpenSSL anywhere.
-                let mut config = (**tls).clone();
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(config)
-                    .https_or_http()
-                    .enable_http1()
-                    .build();
-                builder
-                    .with_http_client(opentelemetry_http::hyper::HyperClient::new(
-                        connector, s.timeout, None,
-                    ))
-                    .build()?
-            } else {
-                builder.build()?
-            }
+            // The upstream client's TLS settings (webpki roots plus `llmux.upstream.ca_file`),
+            // over rustls (no OpenSSL anywhere), on LLMux's resolver (no C library), for
+            // `http://` endpoints too.
+            let mut config = (**tls).clone();
+            // The connector sets ALPN from the enabled versions (and refuses a preset one).
+            config.alpn_protocols.clear();
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(crate::upstream::dns::hyper_connector());
+            builder
+                .with_http_client(opentelemetry_http::hyper::HyperClient::new(
+                    connector, s.timeout, None,
+                ))
+                .build()?
         }
         OtlpProtocol::Grpc => {
             let mut map = http::HeaderMap::new();
@@ -381,20 +379,32 @@ fn build(
                     map.insert(k, v);
                 }
             }
-            let mut builder = SpanExporter::builder()
+            let invalid = |e: tonic::transport::Error| {
+                opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
+                    "OTLP gRPC endpoint {}: {e}",
+                    s.endpoint
+                ))
+            };
+            let mut endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
+                .map_err(invalid)?
+                .timeout(s.timeout)
+                .connect_timeout(s.timeout);
+            if https {
+                endpoint = endpoint
+                    .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
+                    .map_err(invalid)?;
+            }
+            // On LLMux's resolver (no C library); connected on first export.
+            let channel =
+                endpoint.connect_with_connector_lazy(crate::upstream::dns::hyper_connector());
+            SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(&s.endpoint)
+                .with_channel(channel)
                 .with_timeout(s.timeout)
                 .with_metadata(
                     opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map),
-                );
-            if https {
-                builder = builder.with_tls_config(
-                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                        .with_webpki_roots(),
-                );
-            }
-            builder.build()?
+                )
+                .build()?
         }
     };
     let resource = Resource::builder()
@@ -403,4 +413,43 @@ fn build(
         .build();
     exporter.set_resource(&resource);
     Ok(exporter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every protocol and scheme builds an exporter (building connects nothing).
+    #[test]
+    fn exporters_build_for_http_and_https_endpoints() {
+        // As the upstream client's config comes: with its own ALPN set.
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = Arc::new(config);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+                for endpoint in [
+                    "http://collector.invalid:4318",
+                    "https://collector.invalid:4318",
+                ] {
+                    let s = TracingSettings {
+                        protocol,
+                        endpoint: endpoint.into(),
+                        ..TracingSettings::default()
+                    };
+                    assert!(build(&s, &tls).is_ok(), "{protocol:?} {endpoint}");
+                }
+            }
+        });
+    }
 }
