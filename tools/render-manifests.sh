@@ -125,4 +125,5 @@ MD
 mkdir -p "$out"
 rm -f "$out"/*.yaml "$out"/README.md
 cp "$work"/*.yaml "$work"/README.md "$out"/
-echo "render-manifests: wrote $(ls "$work"/*.yaml | wc -l) manifests to $out"
+n=$(find "$work" -name "*.yaml" | wc -l)
+echo "render-manifests: wrote $n manifests and README.md to $out"
