@@ -36,13 +36,16 @@ impl Drop for Proc {
 impl Proc {
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("LLMUX_LOG", "info");
+        cmd.args(args).env("LLMUX_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Proc::spawn_command(cmd)
+    }
+
+    /// Runs `cmd` (any program) with its output collected line by line.
+    pub fn spawn_command(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn llmux");
         let (tx, rx) = mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -113,7 +116,7 @@ impl Proc {
 }
 
 /// The listen address from the startup line, in text (`addr=…`) or JSON (`"addr":"…"`) form.
-fn addr_from(line: &str) -> String {
+pub fn addr_from(line: &str) -> String {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
         return v["addr"]
             .as_str()
