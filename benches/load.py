@@ -329,7 +329,11 @@ def start_gateway(work, name, cfg_text, port=PORT_GW, workers=GW_WORKERS):
     with open(cfg, "w") as f:
         f.write(cfg_text)
     t0 = time.monotonic()
-    p = Proc(name, [BIN, "serve", "--config", cfg, "--listen", f"127.0.0.1:{port}", "--workers", str(workers)], work)
+    args = [BIN, "serve", "--config", cfg, "--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
+    # BENCH_IO_DRIVER=epoll measures the fallback containers run on (docs/deployment.md).
+    if env("BENCH_IO_DRIVER", ""):
+        args += ["--io-driver", env("BENCH_IO_DRIVER", "")]
+    p = Proc(name, args, work)
     return p, t0
 
 
