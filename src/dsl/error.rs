@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::ast::Span;
 
@@ -312,7 +312,21 @@ pub struct MappedError {
     pub retryable: bool,
     pub fallback: bool,
     pub provider: String,
+    /// The provider's own error code (`insufficient_quota`, `content_filter`, an error type),
+    /// for the OpenAI error's `code`; `None`: the status sent, as text.
+    pub code: Option<String>,
+    /// The request parameter the provider blamed, for the OpenAI error's `param`.
+    pub param: Option<String>,
+    /// Further fields the provider file keeps in the OpenAI error object (Azure's
+    /// `innererror`); never `message`, `type`, `param` or `code`.
+    pub details: Map<String, Value>,
 }
+
+/// Longest `code` and `param` kept from an upstream error, in characters.
+pub const MAX_CODE_CHARS: usize = 200;
+
+/// Largest `details` kept from an upstream error, as JSON text; a larger set is dropped whole.
+pub const MAX_DETAILS_BYTES: usize = 16 * 1024;
 
 impl MappedError {
     pub fn new(provider: &str, upstream_status: u16, class: ErrorClass, message: String) -> Self {
@@ -324,7 +338,38 @@ impl MappedError {
             retryable: class.default_retryable(),
             fallback: class.default_fallback(),
             provider: provider.to_string(),
+            code: None,
+            param: None,
+            details: Map::new(),
         }
+    }
+
+    /// Keeps the provider's `code`, `param` and further fields of an error object the file
+    /// declared (`message = { code: ..., param: ..., innererror: ... }`). A code or param that
+    /// is a number or boolean is kept as text; null and nested values are ignored. `message`
+    /// and `type` are not details: the message is read separately, the type is the class's.
+    pub fn keep_fields(&mut self, mut fields: Map<String, Value>) {
+        fn text(v: Option<Value>) -> Option<String> {
+            let s = match v? {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            let s = s.trim();
+            (!s.is_empty()).then(|| crate::util::clip_to(s, MAX_CODE_CHARS).into_owned())
+        }
+        self.code = text(fields.remove("code"));
+        self.param = text(fields.remove("param"));
+        fields.remove("message");
+        fields.remove("type");
+        fields.retain(|_, v| !v.is_null());
+        let size = serde_json::to_vec(&fields).map_or(usize::MAX, |b| b.len());
+        self.details = if size <= MAX_DETAILS_BYTES {
+            fields
+        } else {
+            Map::new()
+        };
     }
 
     /// The upstream answered something that cannot be read (not JSON, nested past the bound,
@@ -338,17 +383,33 @@ impl MappedError {
     }
 
     /// OpenAI-format error body, with LiteLLM's message convention
-    /// (`litellm.<Class>: <Provider>Exception - <message>`), which clients grep for.
+    /// (`litellm.<Class>: <Provider>Exception - <message>`), which clients grep for. `code` is
+    /// the provider's own code when the file kept one, else the status as text; `param` the
+    /// parameter the provider blamed, else null; the kept details sit beside them.
     pub fn to_openai_body(&self) -> Value {
         let mut prov = self.provider.clone();
         if let Some(first) = prov.get_mut(..1) {
             first.make_ascii_uppercase();
         }
-        json!({"error": {
-            "message": format!("litellm.{}: {}Exception - {}", self.class.litellm_name(), prov, self.message),
-            "type": self.class.openai_type(),
-            "param": null,
-            "code": self.status.to_string(),
-        }})
+        let mut error = self.details.clone();
+        error.insert(
+            "message".into(),
+            Value::String(format!(
+                "litellm.{}: {}Exception - {}",
+                self.class.litellm_name(),
+                prov,
+                self.message
+            )),
+        );
+        error.insert("type".into(), self.class.openai_type().into());
+        error.insert("param".into(), self.param.clone().into());
+        error.insert(
+            "code".into(),
+            self.code
+                .clone()
+                .unwrap_or_else(|| self.status.to_string())
+                .into(),
+        );
+        json!({ "error": error })
     }
 }

@@ -522,15 +522,28 @@ impl Provider {
             }
         }
         let class = hit.map_or_else(|| ErrorClass::from_status(status), |r| r.class);
-        let message = prog
+        let declared = prog
             .errors
             .message
             .as_ref()
             .and_then(|m| env.eval_top(m).ok())
-            .and_then(|v| v.into_value())
+            .and_then(|v| v.into_value());
+        // `message = { message: ..., code: ..., param: ..., innererror: ... }`: the OpenAI
+        // error object's fields; `message = EXPR` otherwise: the message alone.
+        let (message, fields) = match declared {
+            Some(Value::Object(mut m)) => {
+                let message = m.remove("message").filter(|v| !v.is_null());
+                (message, Some(m))
+            }
+            other => (other, None),
+        };
+        let message = message
             .map(|v| scalar_text(&v))
             .unwrap_or_else(|| default_message(status, res, text));
         let mut e = MappedError::new(&prog.name, status, class, message);
+        if let Some(fields) = fields {
+            e.keep_fields(fields);
+        }
         if let Some(r) = hit {
             if let Some(x) = r.retry {
                 e.retryable = x;

@@ -1009,3 +1009,75 @@ fn genai_provider_names_only_its_own_provider() {
     );
     assert!(twice.contains("genai_provider"), "{twice}");
 }
+
+#[test]
+fn an_error_object_keeps_the_providers_code_param_and_details() {
+    let set = load(
+        r#"provider p { base_url "https://x.test"
+             errors {
+               message = { message: res.err.text, code: res.err.code, param: res.err.param,
+                           inner: res.err.inner, type: "ignored", nothing: res.err.missing }
+               when status == 418 => rate_limit
+             } }
+           provider q extends p { }
+           provider plain { base_url "https://x.test" errors { message = res.msg } }"#,
+    );
+    let p = set.get("p").expect("p");
+    let e = p.map_error(
+        400,
+        br#"{"err": {"text": "no", "code": "content_filter", "param": "prompt", "inner": {"a": [1]}}}"#,
+    );
+    assert_eq!(e.message, "no");
+    assert_eq!(e.code.as_deref(), Some("content_filter"));
+    assert_eq!(e.param.as_deref(), Some("prompt"));
+    let body = e.to_openai_body();
+    assert_eq!(
+        body,
+        json!({"error": {
+            "message": "litellm.BadRequestError: PException - no",
+            "type": "invalid_request_error",
+            "param": "prompt",
+            "code": "content_filter",
+            "inner": {"a": [1]},
+        }})
+    );
+
+    // A numeric code is kept as text; an object code is not a code; no message field: the
+    // default message. The child inherits the declaration.
+    let e = set.get("q").expect("q").map_error(
+        418,
+        br#"{"err": {"code": 3051, "param": {"x": 1}}, "message": "m"}"#,
+    );
+    assert_eq!(e.class, ErrorClass::RateLimit);
+    assert_eq!(e.message, "m");
+    assert_eq!(e.code.as_deref(), Some("3051"));
+    assert_eq!(e.param, None);
+    assert_eq!(e.to_openai_body()["error"]["code"], "3051");
+    assert_eq!(e.to_openai_body()["error"]["param"], Value::Null);
+
+    // Absent code: the status; details past the size bound are dropped whole.
+    let big = "x".repeat(error::MAX_DETAILS_BYTES);
+    let e = p.map_error(
+        500,
+        format!(r#"{{"err": {{"text": "t", "inner": "{big}"}}}}"#).as_bytes(),
+    );
+    assert_eq!(e.code, None);
+    assert!(e.details.is_empty());
+    assert_eq!(e.to_openai_body()["error"]["code"], "500");
+
+    // A plain message declaration keeps the old shape.
+    let e = set
+        .get("plain")
+        .expect("plain")
+        .map_error(429, br#"{"msg": "slow down", "error": {"code": "x"}}"#);
+    assert_eq!(e.message, "slow down");
+    assert_eq!(
+        e.to_openai_body(),
+        json!({"error": {
+            "message": "litellm.RateLimitError: PlainException - slow down",
+            "type": "rate_limit_error",
+            "param": null,
+            "code": "429",
+        }})
+    );
+}
