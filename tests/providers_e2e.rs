@@ -350,3 +350,62 @@ fn remote_images_are_fetched_inlined_and_guarded() {
         r.text()
     );
 }
+
+/// Every `model` of a stream's chunks.
+fn chunk_models(r: &Response) -> Vec<String> {
+    r.text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["model"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// LiteLLM answers with the model group the client asked for — in whole answers, in every
+/// chunk, relayed (OpenAI) and translated (Anthropic) alike, and after a fallback too — and
+/// so does LLMux unless `llmux.response_model: provider`.
+#[test]
+fn answers_name_the_group_asked_for_unless_the_provider_s_name_is_wanted() {
+    let mock = Mock::start();
+    let b = mock.base();
+    let groups = format!(
+        "model_list:\n  - model_name: oa\n    litellm_params:\n      model: openai/up-mock-chunks-3\n      api_base: {b}/v1\n      api_key: sk-e2e-openai\n  - model_name: an\n    litellm_params:\n      model: anthropic/up-mock-chunks-3\n      api_base: {b}\n      api_key: sk-e2e-anthropic\n  - model_name: down\n    litellm_params:\n      model: openai/up-mock-status-500\n      api_base: {b}/v1\n      api_key: sk-e2e-openai\nrouter_settings:\n  num_retries: 0\n  fallbacks: [{{\"down\": [\"oa\"]}}]\n"
+    );
+    let gw = Gateway::start(&groups);
+    for group in ["oa", "an"] {
+        let r = chat(&gw, text_request(group, false));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["model"], group);
+        let r = chat(&gw, text_request(group, true));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let models = chunk_models(&r);
+        assert!(models.len() >= 3, "{}", r.text());
+        assert!(models.iter().all(|m| m == group), "{group}: {models:?}");
+    }
+    // After a fallback: the group the client asked for, not the one that answered.
+    let r = chat(&gw, text_request("down", false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-llmux-fallback-from"), Some("down"));
+    assert_eq!(r.json()["model"], "down");
+    let r = chat(&gw, text_request("down", true));
+    assert!(chunk_models(&r).iter().all(|m| m == "down"), "{}", r.text());
+
+    // The provider's own names, when asked for.
+    let gw = Gateway::start(&format!("{groups}llmux:\n  response_model: provider\n"));
+    for group in ["oa", "an"] {
+        let r = chat(&gw, text_request(group, false));
+        let model = r.json()["model"].as_str().unwrap().to_owned();
+        assert!(model.starts_with("up-mock-chunks-3"), "{group}: {model}");
+        let r = chat(&gw, text_request(group, true));
+        let models = chunk_models(&r);
+        assert!(
+            models.iter().all(|m| m.starts_with("up-mock-chunks-3")),
+            "{group}: {models:?}"
+        );
+    }
+}

@@ -303,6 +303,10 @@ pub struct LlmuxSettings {
     pub mock: Option<MockSection>,
     #[serde(default)]
     pub providers_dir: Option<String>,
+    /// The `model` answers carry: `requested` (the model group the client asked for, as
+    /// LiteLLM answers; the default) or `provider` (the provider's own model name).
+    #[serde(default)]
+    pub response_model: Option<String>,
     #[serde(default)]
     pub media: MediaSection,
     #[serde(default)]

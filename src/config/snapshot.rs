@@ -122,6 +122,9 @@ pub struct Snapshot {
     /// Address of the built-in mock to start beside the gateway, if configured.
     pub mock_listen: Option<String>,
     pub providers_dir: Option<String>,
+    /// Answers carry the model group the client asked for (`llmux.response_model: requested`,
+    /// the default, as LiteLLM), not the provider's model name.
+    pub response_model_requested: bool,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     /// `llmux.logging.redact_pii`.
@@ -385,6 +388,17 @@ pub(super) fn build(
             diag.error(KeyPath::keys("llmux.mock.listen"), e);
         }
     }
+    let response_model_requested = match file.llmux.response_model.as_deref() {
+        None | Some("requested") => true,
+        Some("provider") => false,
+        Some(other) => {
+            diag.error(
+                KeyPath::keys("llmux.response_model"),
+                format!("`{other}` is not a response model setting (requested or provider)"),
+            );
+            true
+        }
+    };
     if let Some(f) = &file.llmux.logging.format {
         if !matches!(f.as_str(), "json" | "text") {
             diag.error(
@@ -488,6 +502,7 @@ pub(super) fn build(
         media,
         mock_listen,
         providers_dir: file.llmux.providers_dir,
+        response_model_requested,
         log_format: file.llmux.logging.format,
         log_level: file.llmux.logging.level,
         log_redact_pii: file.llmux.logging.redact_pii.unwrap_or(false),

@@ -59,6 +59,8 @@ pub struct RelayCtx<'a> {
     /// upstream was not asked for usage (when it was, a stream that ends without it was cut,
     /// and its events are counted instead: about a token each).
     pub collect_text: bool,
+    /// The model group every chunk names (`llmux.response_model: requested`), if any.
+    pub response_model: Option<&'a crate::gateway::response_model::ResponseModel>,
 }
 
 /// What the relay saw, for metrics and the access log.
@@ -298,6 +300,10 @@ async fn forward_events<IO: ServerIo>(
     } else {
         events
     };
+    let events: Cow<'_, [u8]> = match cx.response_model.and_then(|m| m.apply_events(&events)) {
+        Some(named) => Cow::Owned(named),
+        None => events,
+    };
     begin(w, cx, out)?;
     if cx.collect_text {
         out.completion.take_from(&events);
@@ -335,6 +341,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     let mut frames = Vec::new();
     let mut mapped = Mapped {
         buf: Vec::with_capacity(1024),
+        model: cx.response_model.map(|m| m.value().clone()),
         ..Mapped::default()
     };
     loop {
@@ -431,6 +438,9 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
                     m.observe_chunk(&data);
                 }
             }
+            if let Some(provider_model) = mapped.provider_model.take() {
+                m.model = Some(provider_model);
+            }
         }
         begin(w, cx, out)?;
         if cx.collect_text {
@@ -463,6 +473,11 @@ struct Mapped {
     chunks: Vec<serde_json::Value>,
     buf: Vec<u8>,
     usage: Option<Usage>,
+    /// The model group every chunk names, when answers name the requested group.
+    model: Option<serde_json::Value>,
+    /// The provider's model name the first chunk carried before it was replaced (for the
+    /// spans' `gen_ai.response.model`).
+    provider_model: Option<String>,
 }
 
 impl Mapped {
@@ -488,9 +503,15 @@ impl Mapped {
 
     /// Writes the chunks as SSE events, noting a usage object one of them carries.
     fn push_chunks(&mut self) {
-        for c in &self.chunks {
+        for c in &mut self.chunks {
             if let Some(u) = c.get("usage").filter(|u| u.is_object()) {
                 self.usage = Some(Usage::from_value(u));
+            }
+            if let (Some(m), Some(slot)) = (&self.model, c.get_mut("model")) {
+                if self.provider_model.is_none() {
+                    self.provider_model = slot.as_str().map(str::to_owned);
+                }
+                slot.clone_from(m);
             }
             self.buf.extend_from_slice(b"data: ");
             let _ = sonic_rs::to_writer(&mut self.buf, c);

@@ -207,6 +207,7 @@ async fn stream<IO: ServerIo>(
         collect_text: !provider.stream_is_identity()
             || memchr::memmem::find(&prepared.body, b"\"include_usage\":true").is_none()
             || (call.spans.is_some() && snap.tracing.capture_content),
+        response_model: call.response_model.as_ref(),
     };
     if call.spans.is_some() {
         call.out.meta = Some(Box::default());
@@ -330,6 +331,8 @@ async fn send_answer<IO: ServerIo>(
     dep: &Deployment,
 ) -> AttemptEnd {
     call.out.status = 200;
+    let named = call.response_model.as_ref().and_then(|m| m.apply(body));
+    let body = named.as_deref().unwrap_or(body);
     if call.cache.as_ref().is_some_and(|c| c.store) {
         call.out.capture = Some(body.to_vec());
     }

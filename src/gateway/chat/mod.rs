@@ -86,6 +86,8 @@ pub struct Call<'r> {
     pub cache: Option<cache::CachePlan>,
     /// The answer came from the response cache.
     pub cache_hit: bool,
+    /// The model group answers name (`llmux.response_model: requested`, the default).
+    pub response_model: Option<crate::gateway::response_model::ResponseModel>,
 }
 
 pub async fn chat_completions<IO: ServerIo>(
@@ -170,6 +172,9 @@ pub async fn chat_completions<IO: ServerIo>(
     } else {
         None
     };
+    let response_model = snap
+        .response_model_requested
+        .then(|| crate::gateway::response_model::ResponseModel::new(&view.model));
     let mut call = Call {
         gw,
         snap,
@@ -189,6 +194,7 @@ pub async fn chat_completions<IO: ServerIo>(
         trace,
         spans,
         caller,
+        response_model,
         cache,
         cache_hit: false,
     };

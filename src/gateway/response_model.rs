@@ -1,0 +1,111 @@
+//! The `model` an answer carries. LiteLLM answers with the model group the client asked for
+//! (after a fallback too), in a whole answer and in every stream chunk, so that is LLMux's
+//! default (`llmux.response_model: requested`); `provider` keeps the provider's model name.
+//! Relayed bytes stay as the provider sent them apart from that one value.
+
+use crate::gateway::sse::event_payloads;
+use crate::usage::top_level_member;
+
+/// The requested model group, ready to be written into answers.
+#[derive(Debug, Clone)]
+pub struct ResponseModel {
+    /// The group's name as a JSON string (quoted, escaped).
+    json: Vec<u8>,
+    value: serde_json::Value,
+}
+
+impl ResponseModel {
+    pub fn new(group: &str) -> Self {
+        let value = serde_json::Value::String(group.to_owned());
+        Self {
+            json: serde_json::to_vec(&value).unwrap_or_default(),
+            value,
+        }
+    }
+
+    /// The group's name as a JSON value (for chunks built as values).
+    pub fn value(&self) -> &serde_json::Value {
+        &self.value
+    }
+
+    /// `json` (one object) with its top-level `model` string replaced; `None` when it has
+    /// none (an error object) or already says the group.
+    pub fn apply(&self, json: &[u8]) -> Option<Vec<u8>> {
+        let (start, end) = self.model_span(json, 0)?;
+        let mut out = Vec::with_capacity(json.len() + self.json.len());
+        out.extend_from_slice(&json[..start]);
+        out.extend_from_slice(&self.json);
+        out.extend_from_slice(&json[end..]);
+        Some(out)
+    }
+
+    /// A batch of SSE events with each event's `model` replaced (framing kept byte for byte);
+    /// `None` when no event needed it.
+    pub fn apply_events(&self, events: &[u8]) -> Option<Vec<u8>> {
+        let base = events.as_ptr() as usize;
+        let mut spans = Vec::new();
+        for (_, data) in event_payloads(events) {
+            // A payload split over several `data:` lines is joined (owned): left as it is.
+            let std::borrow::Cow::Borrowed(data) = data else {
+                continue;
+            };
+            if let Some(span) = self.model_span(data, data.as_ptr() as usize - base) {
+                spans.push(span);
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(events.len() + spans.len() * self.json.len());
+        let mut at = 0;
+        for (start, end) in spans {
+            out.extend_from_slice(&events[at..start]);
+            out.extend_from_slice(&self.json);
+            at = end;
+        }
+        out.extend_from_slice(&events[at..]);
+        Some(out)
+    }
+
+    /// Where the top-level `model` string's value is in `json`, offset by `offset`.
+    fn model_span(&self, json: &[u8], offset: usize) -> Option<(usize, usize)> {
+        let value = top_level_member(json, b"model")?;
+        if !value.starts_with(b"\"") || value == self.json.as_slice() {
+            return None;
+        }
+        let start = value.as_ptr() as usize - json.as_ptr() as usize;
+        Some((offset + start, offset + start + value.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_answer_says_the_group_and_keeps_every_other_byte() {
+        let m = ResponseModel::new("my \"group\"");
+        let body = br#"{"id":"c1", "model" : "gpt-4o-2024-08-06","choices":[{"message":{"content":"model: x","model":"inner"}}]}"#;
+        let out = m.apply(body).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"id":"c1", "model" : "my \"group\"","choices":[{"message":{"content":"model: x","model":"inner"}}]}"#
+        );
+        // Nothing to do: no model (an error), a model that is not a string, the group already.
+        assert!(m.apply(br#"{"error":{"message":"m"}}"#).is_none());
+        assert!(m.apply(br#"{"model":null}"#).is_none());
+        assert!(m.apply(br#"{"model":"my \"group\""}"#).is_none());
+    }
+
+    #[test]
+    fn every_event_of_a_batch_says_the_group() {
+        let m = ResponseModel::new("g");
+        let events = b"data: {\"id\":\"a\",\"model\":\"up-1\",\"choices\":[]}\n\n: comment\r\ndata:{\"model\":\"up-22\"}\r\n\r\ndata: {\"error\":{}}\n\ndata: [DONE]\n\n";
+        let out = m.apply_events(events).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "data: {\"id\":\"a\",\"model\":\"g\",\"choices\":[]}\n\n: comment\r\ndata:{\"model\":\"g\"}\r\n\r\ndata: {\"error\":{}}\n\ndata: [DONE]\n\n"
+        );
+        assert!(m.apply_events(b"data: [DONE]\n\n").is_none());
+    }
+}
