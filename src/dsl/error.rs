@@ -312,13 +312,22 @@ pub struct MappedError {
     pub retryable: bool,
     pub fallback: bool,
     pub provider: String,
+    /// What the provider file kept of the provider's own error object (boxed: most errors
+    /// keep nothing, and a `Result` carrying this error stays small).
+    pub kept: Option<Box<KeptFields>>,
+}
+
+/// The provider's own error fields the file keeps in the client's OpenAI error
+/// (`message = { code: ..., param: ..., innererror: ... }`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeptFields {
     /// The provider's own error code (`insufficient_quota`, `content_filter`, an error type),
     /// for the OpenAI error's `code`; `None`: the status sent, as text.
     pub code: Option<String>,
     /// The request parameter the provider blamed, for the OpenAI error's `param`.
     pub param: Option<String>,
-    /// Further fields the provider file keeps in the OpenAI error object (Azure's
-    /// `innererror`); never `message`, `type`, `param` or `code`.
+    /// Further fields kept in the OpenAI error object (Azure's `innererror`); never
+    /// `message`, `type`, `param` or `code`.
     pub details: Map<String, Value>,
 }
 
@@ -338,10 +347,23 @@ impl MappedError {
             retryable: class.default_retryable(),
             fallback: class.default_fallback(),
             provider: provider.to_string(),
-            code: None,
-            param: None,
-            details: Map::new(),
+            kept: None,
         }
+    }
+
+    /// The provider's own error code, when the file kept one.
+    pub fn code(&self) -> Option<&str> {
+        self.kept.as_ref()?.code.as_deref()
+    }
+
+    /// The parameter the provider blamed, when the file kept it.
+    pub fn param(&self) -> Option<&str> {
+        self.kept.as_ref()?.param.as_deref()
+    }
+
+    /// Further fields of the provider's error kept beside `code` and `param`.
+    pub fn details(&self) -> Option<&Map<String, Value>> {
+        self.kept.as_ref().map(|k| &k.details)
     }
 
     /// Keeps the provider's `code`, `param` and further fields of an error object the file
@@ -359,17 +381,22 @@ impl MappedError {
             let s = s.trim();
             (!s.is_empty()).then(|| crate::util::clip_to(s, MAX_CODE_CHARS).into_owned())
         }
-        self.code = text(fields.remove("code"));
-        self.param = text(fields.remove("param"));
+        let code = text(fields.remove("code"));
+        let param = text(fields.remove("param"));
         fields.remove("message");
         fields.remove("type");
         fields.retain(|_, v| !v.is_null());
         let size = serde_json::to_vec(&fields).map_or(usize::MAX, |b| b.len());
-        self.details = if size <= MAX_DETAILS_BYTES {
-            fields
-        } else {
-            Map::new()
-        };
+        if size > MAX_DETAILS_BYTES {
+            fields = Map::new();
+        }
+        self.kept = (code.is_some() || param.is_some() || !fields.is_empty()).then(|| {
+            Box::new(KeptFields {
+                code,
+                param,
+                details: fields,
+            })
+        });
     }
 
     /// The upstream answered something that cannot be read (not JSON, nested past the bound,
@@ -391,7 +418,7 @@ impl MappedError {
         if let Some(first) = prov.get_mut(..1) {
             first.make_ascii_uppercase();
         }
-        let mut error = self.details.clone();
+        let mut error = self.details().cloned().unwrap_or_default();
         error.insert(
             "message".into(),
             Value::String(format!(
@@ -402,12 +429,11 @@ impl MappedError {
             )),
         );
         error.insert("type".into(), self.class.openai_type().into());
-        error.insert("param".into(), self.param.clone().into());
+        error.insert("param".into(), self.param().into());
         error.insert(
             "code".into(),
-            self.code
-                .clone()
-                .unwrap_or_else(|| self.status.to_string())
+            self.code()
+                .map_or_else(|| self.status.to_string(), str::to_owned)
                 .into(),
         );
         json!({ "error": error })

@@ -1028,8 +1028,8 @@ fn an_error_object_keeps_the_providers_code_param_and_details() {
         br#"{"err": {"text": "no", "code": "content_filter", "param": "prompt", "inner": {"a": [1]}}}"#,
     );
     assert_eq!(e.message, "no");
-    assert_eq!(e.code.as_deref(), Some("content_filter"));
-    assert_eq!(e.param.as_deref(), Some("prompt"));
+    assert_eq!(e.code(), Some("content_filter"));
+    assert_eq!(e.param(), Some("prompt"));
     let body = e.to_openai_body();
     assert_eq!(
         body,
@@ -1050,8 +1050,8 @@ fn an_error_object_keeps_the_providers_code_param_and_details() {
     );
     assert_eq!(e.class, ErrorClass::RateLimit);
     assert_eq!(e.message, "m");
-    assert_eq!(e.code.as_deref(), Some("3051"));
-    assert_eq!(e.param, None);
+    assert_eq!(e.code(), Some("3051"));
+    assert_eq!(e.param(), None);
     assert_eq!(e.to_openai_body()["error"]["code"], "3051");
     assert_eq!(e.to_openai_body()["error"]["param"], Value::Null);
 
@@ -1061,8 +1061,11 @@ fn an_error_object_keeps_the_providers_code_param_and_details() {
         500,
         format!(r#"{{"err": {{"text": "t", "inner": "{big}"}}}}"#).as_bytes(),
     );
-    assert_eq!(e.code, None);
-    assert!(e.details.is_empty());
+    assert_eq!(e.code(), None);
+    assert_eq!(
+        e.kept, None,
+        "nothing kept: no code, details past the bound"
+    );
     assert_eq!(e.to_openai_body()["error"]["code"], "500");
 
     // A plain message declaration keeps the old shape.
