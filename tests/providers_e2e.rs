@@ -409,3 +409,39 @@ fn answers_name_the_group_asked_for_unless_the_provider_s_name_is_wanted() {
         );
     }
 }
+
+/// The provider's own error code, param and details reach the client beside the class:
+/// OpenAI's `insufficient_quota`, Azure's `content_filter` with its `innererror`.
+#[test]
+fn provider_error_codes_and_details_reach_the_client() {
+    let azure = br#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,"severity":"high"},"violence":{"filtered":false,"severity":"safe"}}}}}"#;
+    let quota = br#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+    let up_azure = common::hostile::Hostile::start(move |_| {
+        common::hostile::response(400, "application/json", azure)
+    });
+    let up_quota = common::hostile::Hostile::start(move |_| {
+        common::hostile::response(429, "application/json", quota)
+    });
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: az\n    litellm_params:\n      model: azure/my-deployment\n      api_base: {}\n      api_version: 2024-10-21\n      api_key: sk-e2e-azure\n  - model_name: oa\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: {}/v1\n      api_key: sk-e2e-openai\nrouter_settings:\n  num_retries: 0\n",
+        up_azure.base(),
+        up_quota.base()
+    ));
+    let r = chat(&gw, text_request("az", false));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "content_filter", "{e}");
+    assert_eq!(e["param"], "prompt", "{e}");
+    assert_eq!(
+        e["innererror"]["content_filter_result"]["hate"]["filtered"], true,
+        "{e}"
+    );
+    let r = chat(&gw, text_request("oa", false));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "insufficient_quota",
+        "{}",
+        r.text()
+    );
+}

@@ -44,8 +44,14 @@ pub fn from_mapped(e: &MappedError, retry_after_ms: Option<Millis>) -> Failure {
         status: e.status,
         error_type: e.class.openai_type(),
         message,
-        code: Some(e.status.to_string()),
-        param: None,
+        // The provider's own code and param when its file kept them (`insufficient_quota`,
+        // `content_filter`, ...), else the status, as OpenAI-compatible clients expect.
+        code: Some(e.code().map_or_else(|| e.status.to_string(), str::to_owned)),
+        param: e.param().map(str::to_owned),
+        details: e
+            .details()
+            .filter(|d| !d.is_empty())
+            .map(|d| Box::new(d.clone())),
         retry_after_ms,
     }
 }
@@ -70,6 +76,7 @@ pub fn from_upstream(e: &UpstreamError, deployment: &str) -> Failure {
         message: format!("Upstream deployment `{deployment}`: {e}"),
         code: None,
         param: None,
+        details: None,
         retry_after_ms: None,
     }
 }
@@ -112,6 +119,7 @@ impl From<ApiError> for Failure {
             ),
             message: e.message,
             param: e.param,
+            details: None,
             retry_after_ms: None,
         }
     }
@@ -144,6 +152,7 @@ impl From<&TranslateError> for Failure {
             message: e.to_string(),
             code: Some(e.status().to_string()),
             param: e.param().map(str::to_owned),
+            details: None,
             retry_after_ms: None,
         }
     }
@@ -161,6 +170,7 @@ pub fn cancelled() -> Failure {
         message: "The client closed the connection.".into(),
         code: None,
         param: None,
+        details: None,
         retry_after_ms: None,
     }
 }
@@ -178,6 +188,7 @@ pub fn held_back(deployment: &str, why: &str, retry_after_ms: Option<Millis>) ->
         message: format!("Deployment `{deployment}` {why}."),
         code: Some("429".into()),
         param: None,
+        details: None,
         retry_after_ms,
     }
 }
@@ -219,6 +230,7 @@ pub fn unavailable(group: &str, why: &str, retry_after_ms: Millis, status: u16) 
         ),
         code: Some(status.to_string()),
         param: None,
+        details: None,
         retry_after_ms: Some(retry_after_ms),
     }
 }
@@ -227,12 +239,21 @@ pub fn unavailable(group: &str, why: &str, retry_after_ms: Millis, status: u16) 
 /// `Retry-After` where there is one.
 pub fn render(f: &Failure, secrets: &[String]) -> (StatusCode, Vec<u8>, Option<String>) {
     let message = redact_str(&f.message, secrets);
-    let body = serde_json::json!({"error": {
+    let mut body = serde_json::json!({"error": {
         "message": message,
         "type": f.error_type,
         "param": f.param,
         "code": f.code.clone().unwrap_or_else(|| f.status.to_string()),
     }});
+    if let (Some(details), Some(error)) = (&f.details, body["error"].as_object_mut()) {
+        for (k, v) in details.iter() {
+            // Upstream text, redacted like the message; never over the four fields above.
+            let text = serde_json::to_string(v).unwrap_or_default();
+            let v = serde_json::from_str(&redact_str(&text, secrets))
+                .unwrap_or(serde_json::Value::Null);
+            error.entry(k.clone()).or_insert(v);
+        }
+    }
     let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let retry_after = f
         .retry_after_ms

@@ -92,6 +92,9 @@ pub struct Failure {
     pub message: String,
     pub code: Option<String>,
     pub param: Option<String>,
+    /// Further fields of the provider's error object its file kept (Azure's `innererror`
+    /// with `content_filter_result`), added to the client's error object.
+    pub details: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     /// How long the upstream asked to wait (`Retry-After`), if it did.
     pub retry_after_ms: Option<Millis>,
 }
@@ -246,6 +249,7 @@ mod tests {
             message: "x".into(),
             code: None,
             param: None,
+            details: None,
             retry_after_ms: None,
         }
     }

@@ -58,6 +58,7 @@ fn too_long(dep: &Deployment, window: u64, tokens: u64, exact: bool) -> Failure 
         ),
         code: Some("context_length_exceeded".into()),
         param: Some("messages".into()),
+        details: None,
         retry_after_ms: None,
     }
 }
