@@ -25,6 +25,54 @@ pub struct Reply {
     pub id: String,
     /// The tool to call, when the answer is a tool call.
     pub tool: Option<String>,
+    /// Thinking blocks come first (Messages format only).
+    pub thinking: bool,
+}
+
+/// The mock's thinking: its text (streamed in these pieces), the signature that comes with
+/// it, and a redacted_thinking block's data. Clients must send both back unchanged.
+const THINKING_PIECES: [&str; 2] = ["mock ", "thinking"];
+pub const MOCK_SIGNATURE: &str = "bW9jay1zaWduYXR1cmU=";
+pub const MOCK_REDACTED: &str = "bW9jay1yZWRhY3RlZA==";
+
+/// The thinking blocks of a Messages answer that thinks.
+fn thinking_blocks() -> Vec<Value> {
+    vec![
+        json!({"type": "thinking", "thinking": THINKING_PIECES.concat(), "signature": MOCK_SIGNATURE}),
+        json!({"type": "redacted_thinking", "data": MOCK_REDACTED}),
+    ]
+}
+
+/// The same blocks as Messages stream events (blocks 0 and 1): thinking_delta events, one
+/// signature_delta, and a redacted_thinking block that arrives whole.
+fn thinking_events() -> Vec<String> {
+    let mut out = vec![named(
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+    )];
+    for piece in THINKING_PIECES {
+        out.push(named(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}),
+        ));
+    }
+    out.push(named(
+        "content_block_delta",
+        &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": MOCK_SIGNATURE}}),
+    ));
+    out.push(named(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    out.push(named(
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": MOCK_REDACTED}}),
+    ));
+    out.push(named(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 1}),
+    ));
+    out
 }
 
 /// Arguments of the mock tool call, and how they are split across stream events.
@@ -50,6 +98,7 @@ impl Reply {
         chunks: usize,
         chunk_bytes: usize,
         tool_call: bool,
+        thinking: bool,
     ) -> Self {
         let words = (0..chunks)
             .map(|i| {
@@ -78,6 +127,7 @@ impl Reply {
             created,
             id: format!("mock-{:016x}", fastrand::u64(..)),
             tool: if tool_call { first_tool(body) } else { None },
+            thinking,
         }
     }
 
@@ -87,6 +137,26 @@ impl Reply {
 
     fn completion_tokens(&self) -> u64 {
         self.words.len() as u64
+    }
+
+    /// A Messages answer's content: the thinking blocks (when thinking), then `rest`.
+    fn messages_content(&self, rest: Value) -> Value {
+        let mut content = if self.thinking {
+            thinking_blocks()
+        } else {
+            Vec::new()
+        };
+        content.push(rest);
+        Value::Array(content)
+    }
+
+    /// The index of a Messages answer's first block after its thinking blocks.
+    fn first_block(&self) -> usize {
+        if self.thinking {
+            2
+        } else {
+            0
+        }
     }
 }
 
@@ -201,7 +271,7 @@ impl Format {
                 "type": "message",
                 "role": "assistant",
                 "model": r.model,
-                "content": [{"type": "text", "text": r.text()}],
+                "content": r.messages_content(json!({"type": "text", "text": r.text()})),
                 "stop_reason": "end_turn",
                 "stop_sequence": null,
                 "usage": {"input_tokens": p, "output_tokens": c},
@@ -226,7 +296,7 @@ impl Format {
             }),
             Format::Messages => json!({
                 "id": format!("msg_{}", r.id), "type": "message", "role": "assistant", "model": r.model,
-                "content": [{"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {"city": "Paris"}}],
+                "content": r.messages_content(json!({"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {"city": "Paris"}})),
                 "stop_reason": "tool_use", "stop_sequence": null,
                 "usage": {"input_tokens": p, "output_tokens": 5},
             }),
@@ -274,18 +344,22 @@ impl Format {
                     "id": format!("msg_{}", r.id), "type": "message", "role": "assistant", "model": r.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
                     "usage": {"input_tokens": p, "output_tokens": 1}}})));
-                out.push(named("content_block_start", &json!({"type": "content_block_start", "index": 0,
+                if r.thinking {
+                    out.extend(thinking_events());
+                }
+                let i = r.first_block();
+                out.push(named("content_block_start", &json!({"type": "content_block_start", "index": i,
                     "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {}}})));
                 for piece in TOOL_ARG_PIECES {
                     out.push(named(
                         "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": 0,
+                        &json!({"type": "content_block_delta", "index": i,
                         "delta": {"type": "input_json_delta", "partial_json": piece}}),
                     ));
                 }
                 out.push(named(
                     "content_block_stop",
-                    &json!({"type": "content_block_stop", "index": 0}),
+                    &json!({"type": "content_block_stop", "index": i}),
                 ));
                 out.push(named("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
                     "usage": {"output_tokens": 5}})));
@@ -344,14 +418,18 @@ impl Format {
                     "id": format!("msg_{}", r.id), "type": "message", "role": "assistant", "model": r.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
                     "usage": {"input_tokens": p, "output_tokens": 1}}})));
-                out.push(named("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+                if r.thinking {
+                    out.extend(thinking_events());
+                }
+                let i = r.first_block();
+                out.push(named("content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})));
                 out.push(named("ping", &json!({"type": "ping"})));
                 for w in &r.words {
-                    out.push(named("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
+                    out.push(named("content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": w}})));
                 }
                 out.push(named(
                     "content_block_stop",
-                    &json!({"type": "content_block_stop", "index": 0}),
+                    &json!({"type": "content_block_stop", "index": i}),
                 ));
                 out.push(named("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": c}})));
                 out.push(named("message_stop", &json!({"type": "message_stop"})));

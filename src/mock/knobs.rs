@@ -13,6 +13,9 @@ pub struct Knobs {
     pub chunk_bytes: usize,
     /// Answer with a call to the request's first tool instead of text.
     pub tool_call: bool,
+    /// Think first (Messages format): a thinking block with a signature and a
+    /// redacted_thinking block before the answer, in whole answers and streams.
+    pub thinking: bool,
     /// The error's `code` (`context_length_exceeded`, `content_policy_violation`, ...); with
     /// no status given, the error is a 400.
     pub error_code: Option<String>,
@@ -33,6 +36,7 @@ impl Default for Knobs {
             malformed: false,
             chunk_bytes: 0,
             tool_call: false,
+            thinking: false,
             error_code: None,
             retry_after: None,
             cut_after: None,
@@ -81,6 +85,7 @@ impl Knobs {
         }
         k.malformed = model.contains("mock-malformed");
         k.tool_call = model.contains("mock-tool");
+        k.thinking = model.contains("mock-thinking");
         k.error_code = word_after(model, "mock-error-");
         k.retry_after = number_after(model, "mock-retry-after-");
         k.cut_after = number_after(model, "mock-cut-").map(|n| n as usize);
@@ -107,6 +112,9 @@ impl Knobs {
         }
         if req.header("x-mock-tool").is_some() {
             k.tool_call = true;
+        }
+        if req.header("x-mock-thinking").is_some() {
+            k.thinking = true;
         }
         if let Some(v) = num("x-mock-chunk-bytes") {
             k.chunk_bytes = v as usize;
@@ -146,5 +154,8 @@ mod tests {
         assert_eq!(k.error_code.as_deref(), Some("context_length_exceeded"));
         assert_eq!(k.retry_after, Some(3));
         assert_eq!(k.cut_after, Some(2));
+        let k = Knobs::from_model("claude-mock-thinking-mock-tool");
+        assert!(k.thinking && k.tool_call);
+        assert!(!Knobs::from_model("claude-mock-tool").thinking);
     }
 }

@@ -3,13 +3,17 @@
 //! knobs for latency, chunking and failures. Tests and benchmarks run against it; users can too.
 //!
 //! Knobs come from request headers (`x-mock-delay-ms`, `x-mock-chunks`, `x-mock-chunk-delay-ms`,
-//! `x-mock-status`, `x-mock-malformed`, `x-mock-error-code`, `x-mock-retry-after`,
-//! `x-mock-cut-after`) or from the upstream model name (`…-mock-status-429`, `…-mock-delay-500`,
-//! `…-mock-chunks-20`, `…-mock-chunk-delay-10`, `…-mock-chunk-bytes-4096`, `…-mock-malformed`,
-//! `…-mock-tool`, `…-mock-error-context_length_exceeded`, `…-mock-retry-after-2`,
-//! `…-mock-cut-1`), because a gateway config selects failure modes per deployment and does not
-//! forward client headers. `POST /mock/faults` switches a model's failure on and off at run time
-//! (`{"model": "m", "status": 500}`, `{"model": "m", "status": null}`).
+//! `x-mock-status`, `x-mock-malformed`, `x-mock-tool`, `x-mock-thinking`, `x-mock-error-code`,
+//! `x-mock-retry-after`, `x-mock-cut-after`) or from the upstream model name
+//! (`…-mock-status-429`, `…-mock-delay-500`, `…-mock-chunks-20`, `…-mock-chunk-delay-10`,
+//! `…-mock-chunk-bytes-4096`, `…-mock-malformed`, `…-mock-tool`, `…-mock-thinking`,
+//! `…-mock-error-context_length_exceeded`, `…-mock-retry-after-2`, `…-mock-cut-1`), because a
+//! gateway config selects failure modes per deployment and does not forward client headers.
+//! `mock-thinking` (Messages format) puts a thinking block with a signature and a
+//! redacted_thinking block before the answer; `mock-status-529` answers the Messages format's
+//! `overloaded_error`. `POST /mock/faults` switches a model's failure on and off at run time
+//! (`{"model": "m", "status": 500}`, `{"model": "m", "status": null}`). `GET /mock/last-request`
+//! and `GET /mock/last-request-headers` return the last chat request's body and header fields.
 
 mod formats;
 mod knobs;
@@ -26,6 +30,7 @@ use crate::http1::{conn, ConnLimits, Request, ResponseWriter, ServerIo, Service}
 use crate::server::IoDriver;
 use crate::telemetry::request_id::RequestIds;
 use formats::Format;
+pub use formats::{MOCK_REDACTED, MOCK_SIGNATURE};
 pub use knobs::Knobs;
 
 /// Counters visible at `GET /mock/stats` (process-wide; the mock is a test tool, so plain
@@ -43,6 +48,9 @@ pub struct MockStats {
     pub otlp_bytes: AtomicU64,
     /// The body of the last chat request, at `GET /mock/last-request` (to check translations).
     pub last_request: arc_swap::ArcSwap<Vec<u8>>,
+    /// The header fields of the last chat request as a JSON object (lowercase names, the first
+    /// value of each), at `GET /mock/last-request-headers` (to check auth and version headers).
+    pub last_request_headers: arc_swap::ArcSwap<Vec<u8>>,
     /// Failures switched on at run time, by upstream model name (`POST /mock/faults`): every
     /// request for that model is answered with the status until the fault is cleared.
     pub faults: arc_swap::ArcSwap<std::collections::HashMap<String, u16>>,
@@ -56,6 +64,18 @@ pub const MOCK_PNG: &[u8] = &[
     0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
     0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
+
+/// A request's header fields as a JSON object: lowercase names, the first value of each.
+fn headers_json(req: &Request) -> Vec<u8> {
+    let mut m = serde_json::Map::new();
+    for (name, value) in req.head.headers.iter() {
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        m.entry(name).or_insert_with(|| {
+            serde_json::Value::String(String::from_utf8_lossy(value).into_owned())
+        });
+    }
+    serde_json::Value::Object(m).to_string().into_bytes()
+}
 
 struct MockService {
     stats: Arc<MockStats>,
@@ -186,6 +206,11 @@ impl Service for MockService {
                 let _ = w.send_json(StatusCode::OK, &body).await;
                 return;
             }
+            ("GET", "/mock/last-request-headers") => {
+                let body = self.stats.last_request_headers.load_full();
+                let _ = w.send_json(StatusCode::OK, &body).await;
+                return;
+            }
             ("GET", "/mock/image.png") => {
                 let _ = w.send(StatusCode::OK, "image/png", &[], MOCK_PNG).await;
                 return;
@@ -229,6 +254,9 @@ impl Service for MockService {
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.last_request.store(Arc::new(req.body.to_vec()));
+        self.stats
+            .last_request_headers
+            .store(Arc::new(headers_json(req)));
         let body: serde_json::Value = match serde_json::from_slice(&req.body) {
             Ok(v) => v,
             Err(e) => {
@@ -266,6 +294,7 @@ impl Service for MockService {
             knobs.chunks,
             knobs.chunk_bytes,
             knobs.tool_call,
+            knobs.thinking,
         );
         let stream = format.wants_stream(req.path(), req.query(), &body);
         if knobs.malformed && !stream {
