@@ -28,6 +28,46 @@ fn config(mock: &Mock) -> String {
     s
 }
 
+/// The body and the header fields of the last chat request the mock received.
+fn mock_last_request(mock: &Mock) -> (Value, Value) {
+    let get = |path: &str| -> Value {
+        let r = request(&mock.addr, "GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", r.text()))
+    };
+    (get("/mock/last-request"), get("/mock/last-request-headers"))
+}
+
+/// What Anthropic requires of every Messages request
+/// (https://docs.claude.com/en/api/messages): the key in `x-api-key`, an `anthropic-version`,
+/// and `model`, `max_tokens` and `messages` in the body.
+fn check_anthropic_upstream_request(mock: &Mock, stream: bool) {
+    let (body, headers) = mock_last_request(mock);
+    assert_eq!(headers["x-api-key"], "sk-e2e-anthropic", "{headers}");
+    assert_eq!(headers["anthropic-version"], "2023-06-01", "{headers}");
+    assert!(
+        headers.get("authorization").is_none(),
+        "the key goes in x-api-key only: {headers}"
+    );
+    assert_eq!(headers["content-type"], "application/json", "{headers}");
+    assert!(
+        body["model"].as_str().is_some_and(|m| m.starts_with("up-")),
+        "{body}"
+    );
+    assert_eq!(body["max_tokens"], 100, "{body}");
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}]),
+        "{body}"
+    );
+    assert_eq!(
+        body["system"],
+        json!([{"type": "text", "text": "Be brief."}]),
+        "{body}"
+    );
+    assert_eq!(body.get("stream").is_some(), stream, "{body}");
+}
+
 fn chat(gw: &Gateway, body: Value) -> Response {
     gw.chat(&body.to_string())
 }
@@ -180,6 +220,12 @@ fn anthropic_gemini_and_azure_through_the_gateway() {
     let gw = Gateway::start(&config(&mock));
     for provider in ["anthropic", "gemini", "azure"] {
         check_provider(&gw, provider);
+    }
+    // What the mock received from the anthropic file: auth, version and required fields.
+    for stream in [false, true] {
+        let r = chat(&gw, text_request("anthropic", stream));
+        assert_eq!(r.status, 200, "{}", r.text());
+        check_anthropic_upstream_request(&mock, stream);
     }
     // Everything the requests logged is in once a last request's access line is.
     let last = request(
@@ -444,4 +490,163 @@ fn provider_error_codes_and_details_reach_the_client() {
         "{}",
         r.text()
     );
+}
+
+/// Collects a stream's thinking as a client does: reasoning text, and the thinking blocks
+/// of its deltas joined (texts and signatures of `thinking` pieces concatenated, redacted
+/// blocks kept whole).
+fn streamed_thinking(cs: &[Value]) -> (String, Vec<Value>) {
+    let mut reasoning = String::new();
+    let mut thinking = String::new();
+    let mut signature = String::new();
+    let mut redacted = Vec::new();
+    for c in cs {
+        let delta = &c["choices"][0]["delta"];
+        if let Some(t) = delta["reasoning_content"].as_str() {
+            reasoning.push_str(t);
+        }
+        for b in delta["thinking_blocks"].as_array().into_iter().flatten() {
+            match b["type"].as_str() {
+                Some("thinking") => {
+                    thinking.push_str(b["thinking"].as_str().unwrap_or(""));
+                    signature.push_str(b["signature"].as_str().unwrap_or(""));
+                }
+                Some("redacted_thinking") => redacted.push(b.clone()),
+                _ => panic!("unexpected thinking block {b} in {c}"),
+            }
+        }
+    }
+    let mut blocks =
+        vec![json!({"type": "thinking", "thinking": thinking, "signature": signature})];
+    blocks.extend(redacted);
+    (reasoning, blocks)
+}
+
+/// Extended thinking end to end: the mock's thinking blocks (signed, and redacted) reach the
+/// client in whole answers and streams, and go back to Anthropic first in the assistant turn
+/// when the client sends them with its tool results. An overloaded Anthropic (529) is a 503.
+#[test]
+fn anthropic_thinking_round_trip_and_overload_through_the_gateway() {
+    let mock = Mock::start();
+    let b = mock.base();
+    let group = |name: &str, knobs: &str| {
+        format!("  - model_name: {name}\n    litellm_params:\n      model: anthropic/up-{knobs}\n      api_base: {b}\n      api_key: sk-e2e-anthropic\n")
+    };
+    let gw = Gateway::start(&format!(
+        "model_list:\n{}{}{}router_settings:\n  num_retries: 0\n",
+        group("think", "mock-thinking-mock-chunks-3"),
+        group("think-tool", "mock-thinking-mock-tool"),
+        group("overloaded", "mock-status-529"),
+    ));
+    let expected_blocks = json!([
+        {"type": "thinking", "thinking": "mock thinking", "signature": llmux::mock::MOCK_SIGNATURE},
+        {"type": "redacted_thinking", "data": llmux::mock::MOCK_REDACTED},
+    ]);
+    let ask = |model: &str, stream: bool| {
+        json!({
+            "model": model,
+            "stream": stream,
+            "max_tokens": 2000,
+            "reasoning_effort": "low",
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": [{"type": "function", "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+            }}]
+        })
+    };
+
+    // Whole answer: thinking blocks with the signature, reasoning_content, the text.
+    let r = chat(&gw, ask("think", false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let message = &v["choices"][0]["message"];
+    assert_eq!(message["thinking_blocks"], expected_blocks, "{v}");
+    assert_eq!(message["reasoning_content"], "mock thinking", "{v}");
+    assert_eq!(message["content"], "mock word1 word2", "{v}");
+    let (sent, _) = mock_last_request(&mock);
+    assert_eq!(
+        sent["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024}),
+        "{sent}"
+    );
+
+    // Stream: reasoning deltas, the signature in a thinking block, the redacted block.
+    let r = chat(&gw, ask("think", true));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (cs, done) = chunks(&r);
+    assert!(done, "{}", r.text());
+    let (reasoning, blocks) = streamed_thinking(&cs);
+    assert_eq!(reasoning, "mock thinking", "{}", r.text());
+    assert_eq!(Value::Array(blocks), expected_blocks, "{}", r.text());
+    assert!(
+        cs.iter().any(
+            |c| c["choices"][0]["delta"]["thinking_blocks"][0]["signature"]
+                == llmux::mock::MOCK_SIGNATURE
+        ),
+        "a delta carries the signature: {}",
+        r.text()
+    );
+    assert_eq!(stream_text(&cs), "mock word1 word2", "{}", r.text());
+
+    // Tool use with thinking, whole and streamed: the client sends the turn back with its
+    // thinking blocks, and Anthropic gets them first in the assistant turn.
+    for stream in [false, true] {
+        let r = chat(&gw, ask("think-tool", stream));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (blocks, calls) = if stream {
+            let (cs, done) = chunks(&r);
+            assert!(done, "{}", r.text());
+            let calls: Vec<Value> = cs
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["id"].as_str())
+                .map(|id| {
+                    json!({"id": id, "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}})
+                })
+                .collect();
+            (Value::Array(streamed_thinking(&cs).1), Value::Array(calls))
+        } else {
+            let v = r.json();
+            let m = &v["choices"][0]["message"];
+            (m["thinking_blocks"].clone(), m["tool_calls"].clone())
+        };
+        assert_eq!(blocks, expected_blocks, "stream {stream}: {}", r.text());
+        assert_eq!(
+            calls[0]["id"],
+            "toolu_mock1",
+            "stream {stream}: {}",
+            r.text()
+        );
+        let mut next = ask("think-tool", false);
+        next["messages"] = json!([
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "thinking_blocks": blocks, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "toolu_mock1", "content": "18C"}
+        ]);
+        let r = chat(&gw, next);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (sent, _) = mock_last_request(&mock);
+        assert_eq!(
+            sent["messages"][1],
+            json!({"role": "assistant", "content": [
+                expected_blocks[0], expected_blocks[1],
+                {"type": "tool_use", "id": "toolu_mock1", "name": "get_weather", "input": {"city": "Paris"}}
+            ]}),
+            "stream {stream}: {sent}"
+        );
+        assert_eq!(
+            sent["messages"][2]["content"][0]["type"], "tool_result",
+            "{sent}"
+        );
+    }
+
+    // 529 overloaded_error → 503 service_unavailable, the Anthropic type kept as the code.
+    for stream in [false, true] {
+        let r = chat(&gw, text_request("overloaded", stream));
+        assert_eq!(r.status, 503, "{}", r.text());
+        let e = &r.json()["error"];
+        assert_eq!(e["type"], "service_unavailable_error", "{e}");
+        assert_eq!(e["code"], "overloaded_error", "{e}");
+    }
 }
