@@ -141,7 +141,12 @@ fn ctx_of(c: &CaseCtx, stream_default: bool) -> RequestCtx {
     RequestCtx {
         model: c.model.clone().unwrap_or_else(|| "test-model".into()),
         api_base: c.api_base.clone(),
-        api_key: Some(c.api_key.clone().unwrap_or_else(|| "sk-test".into())),
+        // `api_key: ""` states that the deployment has no key (a keyless local server).
+        api_key: match c.api_key.as_deref() {
+            None => Some("sk-test".into()),
+            Some("") => None,
+            Some(k) => Some(k.to_owned()),
+        },
         api_version: c.api_version.clone(),
         drop_params: c.drop_params,
         stream: c.stream.unwrap_or(stream_default),
