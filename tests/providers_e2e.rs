@@ -650,3 +650,51 @@ fn anthropic_thinking_round_trip_and_overload_through_the_gateway() {
         assert_eq!(e["code"], "overloaded_error", "{e}");
     }
 }
+
+/// Mistral end to end: the request the mock received is Mistral's (its key as a bearer token,
+/// `random_seed` for `seed`, `"any"` for a required tool choice, no `stream_options`), and the
+/// answers come back in OpenAI's shape (tool calls typed `function`, content null beside them),
+/// whole and streamed.
+#[test]
+fn mistral_through_the_gateway() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: mi\n    litellm_params:\n      model: mistral/up-mock-tool\n      api_base: {}/v1\n      api_key: sk-e2e-mistral\n",
+        mock.base()
+    ));
+    let mut req = tool_request("mi", false);
+    req["seed"] = json!(7);
+    req["tool_choice"] = json!("required");
+    let r = chat(&gw, req);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (body, headers) = mock_last_request(&mock);
+    assert_eq!(
+        headers["authorization"], "Bearer sk-e2e-mistral",
+        "{headers}"
+    );
+    assert_eq!(body["model"], "up-mock-tool");
+    assert_eq!(body["random_seed"], 7, "{body}");
+    assert!(body.get("seed").is_none(), "{body}");
+    assert_eq!(body["tool_choice"], "any", "{body}");
+    let message = &r.json()["choices"][0]["message"];
+    assert_eq!(message["tool_calls"][0]["type"], "function", "{message}");
+    assert!(message["content"].is_null(), "{message}");
+
+    let r = chat(&gw, tool_request("mi", true));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("[DONE]"), "{}", r.text());
+    let (body, _) = mock_last_request(&mock);
+    assert_eq!(body["stream"], true);
+    assert!(body.get("stream_options").is_none(), "{body}");
+    let calls: Vec<Value> = r
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert!(!calls.is_empty(), "{}", r.text());
+    assert!(calls.iter().any(|c| c["type"] == "function"), "{calls:?}");
+}
