@@ -698,3 +698,55 @@ fn mistral_through_the_gateway() {
     assert!(!calls.is_empty(), "{}", r.text());
     assert!(calls.iter().any(|c| c["type"] == "function"), "{calls:?}");
 }
+
+/// Ollama end to end (`/api/chat`, NDJSON streams), from a deployment without a key: the mock
+/// receives Ollama's request and no authorization header; answers come back in OpenAI's shape.
+#[test]
+fn ollama_chat_through_the_gateway_without_a_key() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: ol\n    litellm_params:\n      model: ollama_chat/up-mock-chunks-3\n      api_base: {}\n  - model_name: ol-tool\n    litellm_params:\n      model: ollama_chat/up-mock-tool\n      api_base: {}\n",
+        mock.base(),
+        mock.base()
+    ));
+    let r = chat(&gw, text_request("ol", false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (body, headers) = mock_last_request(&mock);
+    assert!(headers.get("authorization").is_none(), "{headers}");
+    assert_eq!(body["model"], "up-mock-chunks-3");
+    assert_eq!(body["stream"], false, "{body}");
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("mock")));
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+
+    let r = chat(&gw, text_request("ol", true));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("[DONE]"), "{}", r.text());
+    assert_eq!(mock_last_request(&mock).0["stream"], true);
+    let text: String = r
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(text.starts_with("mock"), "{}", r.text());
+
+    let r = chat(&gw, tool_request("ol-tool", false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let call = &r.json()["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function", "{call}");
+    assert_eq!(
+        call["function"]["arguments"], "{\"city\":\"Paris\"}",
+        "{call}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The wire formats the mock answers in. Each is chosen by the request path, the way the real
 //! services are addressed: `/chat/completions` (also under `/openai/deployments/<name>/`),
-//! `/v1/messages`, and `/models/<model>:generateContent` / `:streamGenerateContent`.
+//! `/v1/messages`, `/models/<model>:generateContent` / `:streamGenerateContent`, and Ollama's
+//! `/api/chat` (JSON, or NDJSON lines when streamed, its default).
 
 use http::Method;
 use serde_json::{json, Value};
@@ -13,6 +14,24 @@ pub enum Format {
     Messages,
     /// generateContent / streamGenerateContent.
     Generate,
+    /// Ollama's `/api/chat`.
+    Ollama,
+}
+
+/// An Ollama answer line (the fields its docs give; times are fixed).
+fn ollama_line(r: &Reply, message: Value, done: Option<(&str, u64, u64)>) -> Value {
+    let mut v = json!({"model": r.model, "created_at": "2026-01-01T00:00:00Z", "message": message, "done": done.is_some()});
+    if let Some((reason, p, c)) = done {
+        v["done_reason"] = json!(reason);
+        v["total_duration"] = json!(1_000_000);
+        v["prompt_eval_count"] = json!(p);
+        v["eval_count"] = json!(c);
+    }
+    v
+}
+
+fn ndjson(v: &Value) -> String {
+    format!("{v}\n")
 }
 
 /// The content of one mock answer.
@@ -179,6 +198,8 @@ impl Format {
             Some(Self::Messages)
         } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
             Some(Self::Generate)
+        } else if path.ends_with("/api/chat") {
+            Some(Self::Ollama)
         } else {
             None
         }
@@ -204,7 +225,17 @@ impl Format {
                 path.contains(":streamGenerateContent")
                     || query.is_some_and(|q| q.contains("alt=sse"))
             }
+            // Ollama streams unless told not to.
+            Format::Ollama => body["stream"].as_bool().unwrap_or(true),
             _ => body["stream"].as_bool().unwrap_or(false),
+        }
+    }
+
+    /// The content type of a streamed answer.
+    pub fn stream_content_type(self) -> &'static str {
+        match self {
+            Format::Ollama => "application/x-ndjson",
+            _ => "text/event-stream",
         }
     }
 
@@ -248,6 +279,7 @@ impl Format {
                 };
                 json!({"error": {"code": status, "message": message, "status": st}})
             }
+            Format::Ollama => json!({"error": message}),
         };
         v.to_string().into_bytes()
     }
@@ -281,6 +313,11 @@ impl Format {
                 "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c},
                 "modelVersion": r.model,
             }),
+            Format::Ollama => ollama_line(
+                r,
+                json!({"role": "assistant", "content": r.text()}),
+                Some(("stop", p, c)),
+            ),
         };
         v.to_string().into_bytes()
     }
@@ -306,6 +343,12 @@ impl Format {
                 "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 5, "totalTokenCount": p + 5},
                 "modelVersion": r.model,
             }),
+            Format::Ollama => ollama_line(
+                r,
+                json!({"role": "assistant", "content": "",
+                    "tool_calls": [{"function": {"name": tool, "arguments": {"city": "Paris"}}}]}),
+                Some(("stop", p, 5)),
+            ),
         }
     }
 
@@ -372,6 +415,19 @@ impl Format {
                     "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": 5, "totalTokenCount": p + 5},
                     "modelVersion": r.model,
                 })));
+            }
+            Format::Ollama => {
+                out.push(ndjson(&ollama_line(
+                    r,
+                    json!({"role": "assistant", "content": "",
+                        "tool_calls": [{"function": {"name": tool, "arguments": {"city": "Paris"}}}]}),
+                    None,
+                )));
+                out.push(ndjson(&ollama_line(
+                    r,
+                    json!({"role": "assistant", "content": ""}),
+                    Some(("stop", p, 5)),
+                )));
             }
         }
         out
@@ -447,6 +503,20 @@ impl Format {
                     }
                     out.push(sse(&v));
                 }
+            }
+            Format::Ollama => {
+                for w in &r.words {
+                    out.push(ndjson(&ollama_line(
+                        r,
+                        json!({"role": "assistant", "content": w}),
+                        None,
+                    )));
+                }
+                out.push(ndjson(&ollama_line(
+                    r,
+                    json!({"role": "assistant", "content": ""}),
+                    Some(("stop", p, c)),
+                )));
             }
         }
         out

@@ -307,7 +307,7 @@ impl Service for MockService {
         }
         if w.start_stream(
             StatusCode::OK,
-            "text/event-stream",
+            format.stream_content_type(),
             &[("cache-control", "no-cache")],
         )
         .await
