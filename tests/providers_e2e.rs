@@ -227,6 +227,39 @@ fn anthropic_gemini_and_azure_through_the_gateway() {
         assert_eq!(r.status, 200, "{}", r.text());
         check_anthropic_upstream_request(&mock, stream);
     }
+    // What the mock received from the gemini and azure files: their auth headers, no bearer,
+    // and the body fields each API requires.
+    for stream in [false, true] {
+        let r = chat(&gw, text_request("gemini", stream));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (body, headers) = mock_last_request(&mock);
+        assert_eq!(headers["x-goog-api-key"], "sk-e2e-gemini", "{headers}");
+        assert!(headers.get("authorization").is_none(), "{headers}");
+        assert_eq!(body["contents"][0]["role"], "user", "{body}");
+        assert!(
+            body["contents"][0]["parts"][0]["text"].is_string(),
+            "{body}"
+        );
+        assert!(
+            body["systemInstruction"]["parts"][0]["text"].is_string(),
+            "{body}"
+        );
+        assert!(
+            body.get("model").is_none(),
+            "the model is in the URL: {body}"
+        );
+
+        let r = chat(&gw, text_request("azure", stream));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (body, headers) = mock_last_request(&mock);
+        assert_eq!(headers["api-key"], "sk-e2e-azure", "{headers}");
+        assert!(headers.get("authorization").is_none(), "{headers}");
+        assert!(
+            body["messages"].as_array().is_some_and(|m| m.len() == 2),
+            "{body}"
+        );
+        assert_eq!(body["stream"].as_bool().unwrap_or(false), stream, "{body}");
+    }
     // Everything the requests logged is in once a last request's access line is.
     let last = request(
         &gw.addr,
