@@ -263,6 +263,11 @@ mod tests {
             (json!({"no-cache": "yes"}), "cache.no-cache"),
             (json!({"ttl": -1}), "cache.ttl"),
             (json!({"namespace": "a\nb"}), "cache.namespace"),
+            (
+                json!({"namespace": "n".repeat(MAX_NAMESPACE + 1)}),
+                "cache.namespace",
+            ),
+            (json!({"namespace": ""}), "cache.namespace"),
             (json!({"use-cache": true}), "cache.use-cache"),
         ] {
             let e = BodyControls::parse(&bad).unwrap_err();
