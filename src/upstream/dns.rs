@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig};
-use hickory_resolver::TokioResolver;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use monoio::time::Instant;
 
 type Answer = io::Result<Vec<SocketAddr>>;
@@ -128,34 +129,35 @@ impl DnsService {
 /// hickory-resolver on the system's configuration (`/etc/resolv.conf`), `/etc/hosts` always
 /// read first. Without a readable resolv.conf only the hosts file answers (and says so).
 fn system_resolver() -> TokioResolver {
+    let with_options = |mut b: ResolverBuilder<TokioRuntimeProvider>| {
+        b.options_mut().use_hosts_file = ResolveHosts::Always;
+        // IPv4 first, IPv6 when a name has no IPv4 address: `localhost` is 127.0.0.1 (where
+        // local services listen), as the C library answers from a hosts file without `::1`.
+        b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+        b
+    };
     let no_servers = || {
-        TokioResolver::builder_with_config(
+        with_options(TokioResolver::builder_with_config(
             ResolverConfig::from_parts(None, vec![], vec![]),
             Default::default(),
-        )
+        ))
     };
-    let mut builder = TokioResolver::builder_tokio().unwrap_or_else(|e| {
-        tracing::warn!(
-            error = %e,
-            "dns: /etc/resolv.conf is unreadable; only /etc/hosts and localhost resolve"
-        );
-        no_servers()
-    });
-    builder.options_mut().use_hosts_file = ResolveHosts::Always;
-    // IPv4 first, IPv6 when a name has no IPv4 address: `localhost` is 127.0.0.1 (where local
-    // services listen), as the C library answers from a hosts file without `::1`.
-    builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
-    match builder.build() {
-        Ok(r) => r,
+    let builder = match TokioResolver::builder_tokio() {
+        Ok(b) => with_options(b),
         Err(e) => {
-            tracing::warn!(error = %e, "dns: the system's resolver configuration is refused; only /etc/hosts and localhost resolve");
-            let mut b = no_servers();
-            b.options_mut().use_hosts_file = ResolveHosts::Always;
-            b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
-            b.build()
-                .unwrap_or_else(|_| unreachable!("a resolver without name servers builds"))
+            tracing::warn!(
+                error = %e,
+                "dns: /etc/resolv.conf is unreadable; only /etc/hosts and localhost resolve"
+            );
+            no_servers()
         }
-    }
+    };
+    builder.build().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "dns: the system's resolver configuration is refused; only /etc/hosts and localhost resolve");
+        no_servers()
+            .build()
+            .unwrap_or_else(|_| unreachable!("a resolver without name servers builds"))
+    })
 }
 
 async fn resolve(resolver: &TokioResolver, host: &str, port: u16) -> Answer {
