@@ -1111,9 +1111,11 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
             "general_settings:\n  master_key: {MASTER}\nlitellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n    host: localhost\n    port: 6379\n    namespace: {ns}\n    ttl: 600\nllmux:\n  server:\n    debug_routes: true\n  virtual_keys:\n    - key: sk-cache-team-a-0001\n      team_id: a\n    - key: sk-cache-team-a-0002\n      team_id: a\n    - key: sk-cache-team-b-0003\n      team_id: b\n"
         ),
     ));
+    // Entries of the test proper (the warm-up below keeps its own namespace).
     let entries = || {
         redis_cli(&["--scan", "--pattern", &format!("{ns}:llmux:cache:*")])
             .lines()
+            .filter(|k| !k.contains(":warm-up:"))
             .count()
     };
     let upstream_calls = || mock.stats()["requests"].as_u64().unwrap();
@@ -1136,6 +1138,24 @@ fn the_response_cache_answers_repeats_for_nothing_and_keeps_tenants_apart() {
         )
     };
     let ask = |key: &str, stream: bool, extra: &[(&str, &str)]| ask_with(key, stream, extra, "");
+
+    // Storing is skipped until the gateway's Redis connection is up (it opens on first use):
+    // answers are asked for, under a namespace of their own, until one is kept.
+    let warm = || {
+        ask_with(
+            "sk-cache-team-b-0003",
+            false,
+            &[],
+            r#","cache":{"namespace":"warm-up"}"#,
+        );
+        !redis_cli(&[
+            "--scan",
+            "--pattern",
+            &format!("{ns}:llmux:cache:warm-up:*"),
+        ])
+        .is_empty()
+    };
+    assert!(eventually(WAIT, warm), "the gateway never reached Redis");
 
     // Non-stream: a miss, kept, then a hit that costs nothing and calls no upstream.
     let first = ask("sk-cache-team-a-0001", false, &[]);
