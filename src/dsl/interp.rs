@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::ast::BinOp;
 use super::builtins::{self as bi, Builtin};
 use super::ir::*;
+use super::key_order::{self, SourceOrder};
 use super::out::{self, Fields, Out};
 use super::schema::CtxField;
 use super::RequestCtx;
@@ -166,6 +167,8 @@ pub struct Env<'a, 's> {
     ctx_vals: [Option<&'a Value>; 8],
     /// Bound on JSON nesting for `parse_json` of request or response text.
     pub max_json_depth: usize,
+    /// The raw text of `res` or `ev`, for `to_json` to keep the provider's key order.
+    pub source: Option<SourceOrder<'a>>,
     stack: Vec<Val<'a>>,
     base: usize,
     depth: usize,
@@ -206,6 +209,7 @@ impl<'a, 's> Env<'a, 's> {
             passthrough: false,
             ctx_vals: [None; 8],
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
+            source: None,
             // Deep enough for the shipped files' nesting without regrowing.
             stack: Vec::with_capacity(64),
             base: 0,
@@ -1135,14 +1139,19 @@ impl<'a, 's> Env<'a, 's> {
                 }
             }
         }
-        let r = Self::pure_builtin(b, &mut self.stack[top..]);
+        let r = Self::pure_builtin(b, &mut self.stack[top..], self.source.as_ref());
         self.stack.truncate(top);
         r
     }
 
     /// Built-ins that only look at their evaluated arguments; results are
     /// moved out of `vals` where possible.
-    fn pure_builtin(b: Builtin, vals: &mut [Val<'a>]) -> R<Val<'a>> {
+    /// `source` is only for `to_json` (the provider's key order).
+    fn pure_builtin(
+        b: Builtin,
+        vals: &mut [Val<'a>],
+        source: Option<&SourceOrder<'_>>,
+    ) -> R<Val<'a>> {
         use Builtin::*;
         let v0 = vals.first().and_then(Val::get);
         let str_arg = |i: usize| vals.get(i).and_then(Val::get).and_then(Value::as_str);
@@ -1239,7 +1248,7 @@ impl<'a, 's> Env<'a, 's> {
             ParseJson | TryParseJson => mapping("parse_json is evaluated by `builtin`"),
             ToJson => match v0 {
                 None => Ok(Val::Absent),
-                Some(v) => own(Value::String(json_text(v))),
+                Some(v) => own(Value::String(key_order::json_text(v, source))),
             },
             DataUrl => Ok(str_arg(0)
                 .and_then(bi::data_url)
@@ -1647,14 +1656,6 @@ fn shift_slots(e: &mut CExpr, by: usize) {
         *i += by;
     }
     e.for_each_child(&mut |c| shift_slots(c, by));
-}
-
-/// Compact JSON text of a value (`to_json(b.input)` of every tool call).
-fn json_text(v: &Value) -> String {
-    let mut buf = Vec::with_capacity(64);
-    out::write_value(&mut buf, v);
-    // Only UTF-8 is written: strings come from `&str`s, everything else is ASCII.
-    String::from_utf8(buf).unwrap_or_default()
 }
 
 /// Move argument `i` out of an argument list, leaving `Absent`.

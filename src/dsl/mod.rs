@@ -29,6 +29,7 @@ pub mod framing;
 pub mod golden;
 pub mod interp;
 pub mod ir;
+pub mod key_order;
 pub mod out;
 pub mod params;
 pub mod parser;

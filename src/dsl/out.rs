@@ -227,7 +227,7 @@ pub fn write_value(buf: &mut Vec<u8>, v: &Value) {
 
 // Writing into a `Vec` cannot fail, hence the ignored results below.
 
-fn write_str(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
     let _ = CompactFormatter.write_string_fast(buf, s, true);
 }
 

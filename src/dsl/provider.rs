@@ -8,6 +8,7 @@ use super::error::{ErrorClass, MappedError, TranslateError};
 use super::framing::Framing;
 use super::interp::{Arena, Env, Flow, RtError, Sink};
 use super::ir::{Auth, CHandler, Program, TmplPart};
+use super::key_order::SourceOrder;
 use super::out::{self, Out};
 use super::passthrough;
 use super::schema::CtxField;
@@ -447,6 +448,7 @@ impl Provider {
         let arena = Arena::default();
         let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.res = Some(&parsed);
+        env.source = Some(SourceOrder::new(body));
         env.status = status;
         env.ctx = Some(ctx);
         let mut sink = Sink {
@@ -620,7 +622,7 @@ impl Provider {
         let flow = self.run_handler(
             &self.prog.stream.handlers,
             state,
-            ev.as_ref(),
+            ev.as_ref().map(|v| (v, trimmed)),
             event_name,
             out,
         )?;
@@ -695,7 +697,7 @@ impl Provider {
         &self,
         handlers: &[CHandler],
         state: &mut StreamState,
-        ev: Option<&Value>,
+        ev: Option<(&Value, &[u8])>,
         event_name: Option<&str>,
         out: &mut Vec<Value>,
     ) -> Result<Option<Flow>, MappedError> {
@@ -708,7 +710,8 @@ impl Provider {
         } = state;
         let arena = Arena::default();
         let mut env = self.env(&arena, vars, id_counter);
-        env.ev = ev;
+        env.ev = ev.map(|(v, _)| v);
+        env.source = ev.map(|(_, raw)| SourceOrder::new(raw));
         env.event = event_name;
         env.ctx = Some(&*ctx);
         let mut chosen = None;
