@@ -137,13 +137,44 @@ pub(super) fn build(
     });
     let api_version = secret("api_version", p.api_version.as_deref(), diag);
 
+    // The provider's own parameters, as the file declares them: strings with `os.environ/`
+    // references resolved (they are often secrets), other scalars and structures as given.
+    let mut provider_params = std::collections::BTreeMap::new();
+    if let Some(provider) = known_provider {
+        for name in c.catalog.provider_params(provider) {
+            let Some(v) = p.extra.get(name) else {
+                continue;
+            };
+            let value = match v {
+                serde_yaml::Value::String(s) => secret(name, Some(s), diag).map(|resolved| {
+                    // Redacted from logs by value, as API keys are (a region or a project
+                    // id is not: masking it would mask every log line that names it).
+                    if is_secret_param(name) {
+                        secrets_seen.push(resolved.clone());
+                    }
+                    serde_json::Value::String(resolved)
+                }),
+                serde_yaml::Value::Null => None,
+                other => match serde_json::to_value(other) {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        diag.error(params.key(name), format!("unreadable value: {e}"));
+                        None
+                    }
+                },
+            };
+            if let Some(value) = value {
+                provider_params.insert(name.to_owned(), value);
+            }
+        }
+    }
+
     if let Some(provider) = known_provider {
         for name in c.catalog.required_params(provider) {
             let given = match name {
                 "api_base" => p.api_base.is_some(),
                 "api_version" => p.api_version.is_some(),
-                // The provider compiler accepts no other names yet.
-                _ => true,
+                other => provider_params.contains_key(other),
             };
             if !given {
                 diag.error(
@@ -282,6 +313,7 @@ pub(super) fn build(
         api_base,
         api_key,
         api_version,
+        params: std::sync::Arc::new(provider_params),
         timeout: secs(timeout),
         stream_timeout: secs(stream_timeout),
         connect_timeout: connect_timeout.map(secs),
@@ -299,4 +331,12 @@ pub(super) fn build(
         max_input_tokens: pricing.max_input,
         max_output_tokens: pricing.max_output,
     })
+}
+
+/// Whether a provider parameter holds a secret, by its name (`aws_secret_access_key`,
+/// `aws_session_token`, `vertex_credentials`, `aws_web_identity_token`, ...).
+fn is_secret_param(name: &str) -> bool {
+    ["key", "secret", "token", "credential", "password"]
+        .iter()
+        .any(|w| name.contains(w))
 }

@@ -74,6 +74,9 @@ pub trait ProviderCatalog {
     /// The deployment parameters `provider`'s file declares `param NAME required` (empty for an
     /// unknown provider).
     fn required_params(&self, provider: &str) -> Vec<&str>;
+    /// Every parameter `provider`'s file declares other than `api_base` and `api_version`
+    /// (which have fields of their own).
+    fn provider_params(&self, provider: &str) -> Vec<&str>;
 }
 
 impl ProviderCatalog for ProviderSet {
@@ -84,6 +87,18 @@ impl ProviderCatalog for ProviderSet {
     fn required_params(&self, provider: &str) -> Vec<&str> {
         self.get(provider)
             .map(|p| p.required_params().collect())
+            .unwrap_or_default()
+    }
+
+    fn provider_params(&self, provider: &str) -> Vec<&str> {
+        self.get(provider)
+            .map(|p| {
+                p.params()
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .filter(|n| !crate::dsl::params::BUILT_IN.contains(n))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -81,6 +81,10 @@ pub struct LitellmParams {
     pub cache_read_input_token_cost: Option<Num>,
     #[serde(default)]
     pub cache_creation_input_token_cost: Option<Num>,
+    /// Every other key: provider parameters (`vertex_project`, `aws_region_name`, ...), passed
+    /// to the provider file when it declares them (`param NAME ...`).
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,8 @@ pub struct Deployment {
     pub api_base: Option<String>,
     pub api_key: Option<String>,
     pub api_version: Option<String>,
+    /// `litellm_params` values of the parameters the provider file declares (`ctx.params`).
+    pub params: Arc<std::collections::BTreeMap<String, serde_json::Value>>,
     pub timeout: Duration,
     pub stream_timeout: Duration,
     /// Overrides `llmux.upstream.connect_timeout` for this deployment.

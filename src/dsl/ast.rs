@@ -66,6 +66,11 @@ pub enum Item {
     /// A deployment parameter the provider needs (`api_base`, `api_version`).
     Param(ParamDecl),
     BaseUrl(Str),
+    /// `base_url when COND "TEMPLATE"`.
+    BaseUrlWhen {
+        cond: Expr,
+        template: Str,
+    },
     Url {
         cond: Option<Expr>,
         template: Str,

@@ -73,6 +73,8 @@ struct Merged<'a> {
     /// `param`, `base_url` and `api_version` items (see `params`).
     params: params::Merged<'a>,
     urls: Vec<(usize, Option<&'a Expr>, &'a Str)>,
+    /// `base_url when COND "..."` items.
+    bases: Vec<(usize, &'a Expr, &'a Str)>,
     method: Option<&'a Ident>,
     auth: Option<&'a AuthDecl>,
     headers: Vec<(usize, &'a Str, &'a Expr)>,
@@ -206,6 +208,7 @@ impl<'a> Compiler<'a> {
         for &(fi, decl) in chain {
             let mut seen_single: HashSet<&'static str> = HashSet::new();
             let mut own_urls = Vec::new();
+            let mut own_bases = Vec::new();
             let mut own_errors = None;
             let mut own_names: HashSet<(&str, &str)> = HashSet::new();
             let mut own_params = params::Own::default();
@@ -237,6 +240,7 @@ impl<'a> Compiler<'a> {
                     // Taken in by `m.params.declare` above.
                     Item::Param(_) | Item::BaseUrl(_) | Item::ApiVersion(_) => {}
                     Item::Url { cond, template } => own_urls.push((fi, cond.as_ref(), template)),
+                    Item::BaseUrlWhen { cond, template } => own_bases.push((fi, cond, template)),
                     Item::Method(i) => {
                         single("method", i.span, self, &mut seen_single);
                         m.method = Some(i);
@@ -319,6 +323,10 @@ impl<'a> Compiler<'a> {
             if !own_urls.is_empty() {
                 m.urls = own_urls;
             }
+            // Likewise for conditional bases.
+            if !own_bases.is_empty() {
+                m.bases = own_bases;
+            }
             if let Some(e) = own_errors {
                 m.errors.insert(0, e);
             }
@@ -328,10 +336,15 @@ impl<'a> Compiler<'a> {
 
     fn compile_provider(&mut self, name: &str, fi: usize, m: &Merged<'a>) -> Option<Program> {
         let before = self.errors.len();
+        let (params, problems) = m.params.compile();
+        for (f, span, msg) in problems {
+            self.err(f, span, msg);
+        }
         let mut pc = ProviderCx {
             tables: HashMap::new(),
             fns: HashMap::new(),
             state: Vec::new(),
+            params: params.iter().map(|p| p.name.clone()).collect(),
         };
         let mut tables = Vec::new();
         for (tfi, t) in &m.tables {
@@ -417,17 +430,28 @@ impl<'a> Compiler<'a> {
             );
         }
 
-        let (params, problems) = m.params.compile();
-        for (f, span, msg) in problems {
-            self.err(f, span, msg);
-        }
         let base_url = params::default_of(&params, "api_base")
             .map(|s| s.trim_end_matches('/').to_string())
             .unwrap_or_default();
+        let base_tmpl = match m.params.api_base_default() {
+            Some((bfi, s)) if !s.value.is_empty() => {
+                let mut parts = self.template(bfi, s, &pc.params);
+                trim_end_slash(&mut parts);
+                parts
+            }
+            _ => Vec::new(),
+        };
+        let mut bases = Vec::new();
+        for (bfi, cond, tmpl) in &m.bases {
+            let cond = Some(self.top(&pc, *bfi, Cx::Request, cond));
+            let mut parts = self.template(*bfi, tmpl, &pc.params);
+            trim_end_slash(&mut parts);
+            bases.push(CUrl { cond, parts });
+        }
         let mut urls = Vec::new();
         for (ufi, cond, tmpl) in &m.urls {
             let cond = cond.map(|e| self.top(&pc, *ufi, Cx::Request, e));
-            let parts = self.template(*ufi, tmpl);
+            let parts = self.template(*ufi, tmpl, &pc.params);
             urls.push(CUrl { cond, parts });
         }
         if urls.is_empty() {
@@ -556,6 +580,8 @@ impl<'a> Compiler<'a> {
             api_version: params::default_of(&params, "api_version").map(str::to_owned),
             params,
             base_url,
+            base_tmpl,
+            bases,
             urls,
             method,
             auth,
@@ -575,7 +601,8 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn template(&mut self, fi: usize, s: &Str) -> Vec<TmplPart> {
+    /// `{name}` holes: a `ctx` field or a declared parameter (`{+name}` keeps `/`).
+    fn template(&mut self, fi: usize, s: &Str, params: &[String]) -> Vec<TmplPart> {
         let mut parts = Vec::new();
         let mut rest = s.value.as_str();
         let mut offset = 0;
@@ -593,16 +620,26 @@ impl<'a> Compiler<'a> {
                 s.span.start + 1 + offset + open,
                 s.span.start + 2 + offset + open + close,
             );
-            match CtxField::parse(name) {
-                Some(f) => parts.push(TmplPart::Ctx(f)),
-                None => self.err(
+            let (raw, bare) = match name.strip_prefix('+') {
+                Some(n) => (true, n),
+                None => (false, name),
+            };
+            if let Some(f) = CtxField::parse(bare) {
+                parts.push(TmplPart::Ctx(f, raw));
+            } else if let Some(i) = params.iter().position(|p| p == bare) {
+                parts.push(TmplPart::Param(i, raw));
+            } else {
+                let mut known: Vec<&str> = CtxField::NAMES.to_vec();
+                known.extend(params.iter().map(String::as_str));
+                self.err(
                     fi,
                     hole,
                     format!(
-                        "unknown placeholder `{{{name}}}`; use one of {}",
+                        "unknown placeholder `{{{name}}}`{}; use a ctx field ({}) or a parameter the file declares with `param {bare} ...`",
+                        suggest(bare, &known),
                         CtxField::NAMES.join(", ")
                     ),
-                ),
+                );
             }
             offset += open + close + 1;
             rest = &rest[open + close + 1..];
@@ -714,6 +751,8 @@ fn builtin_state_init() -> Vec<CTop> {
 }
 
 struct ProviderCx {
+    /// Declared deployment parameters, in `Program::params` order.
+    params: Vec<String>,
     tables: HashMap<String, usize>,
     /// name → (index, arity)
     fns: HashMap<String, (usize, usize)>,
@@ -893,8 +932,35 @@ impl ExprCx<'_, '_> {
                         None => CExpr::Extra(name.clone()),
                     };
                 }
+                if let ExprKind::Field(inner, group) = &base.kind {
+                    if group == "params" && self.is_root_var(inner, "ctx") {
+                        if !self.root_allowed("ctx", inner.span) {
+                            return CExpr::Omit;
+                        }
+                        return match self.pc.params.iter().position(|p| p == name) {
+                            Some(i) => CExpr::CtxParam(i),
+                            None => {
+                                let known: Vec<&str> =
+                                    self.pc.params.iter().map(String::as_str).collect();
+                                let msg = format!(
+                                    "`ctx.params.{name}` is not declared{}: add `param {name} required` (or `default \"...\"`) to the provider",
+                                    suggest(name, &known)
+                                );
+                                self.err(e.span, msg);
+                                CExpr::Omit
+                            }
+                        };
+                    }
+                }
                 if self.is_root_var(base, "ctx") {
                     if !self.root_allowed("ctx", base.span) {
+                        return CExpr::Omit;
+                    }
+                    if name == "params" {
+                        self.err(
+                            e.span,
+                            "`ctx.params` is read by name: `ctx.params.NAME` of a declared `param NAME`",
+                        );
                         return CExpr::Omit;
                     }
                     return match CtxField::parse(name) {
@@ -1304,4 +1370,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// A base URL's template without a trailing `/` (URL templates start with one).
+fn trim_end_slash(parts: &mut [TmplPart]) {
+    if let Some(TmplPart::Lit(s)) = parts.last_mut() {
+        let n = s.trim_end_matches('/').len();
+        s.truncate(n);
+    }
 }

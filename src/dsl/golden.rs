@@ -38,6 +38,9 @@ pub struct CaseCtx {
     #[serde(default)]
     pub include_usage: bool,
     pub max_output_tokens: Option<u64>,
+    /// The deployment's declared parameters (`ctx.params.NAME`).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +155,7 @@ fn ctx_of(c: &CaseCtx, stream_default: bool) -> RequestCtx {
         stream: c.stream.unwrap_or(stream_default),
         include_usage: c.include_usage,
         max_output_tokens: c.max_output_tokens,
+        params: std::sync::Arc::new(c.params.clone()),
         request_id: "golden".into(),
         now: 1_700_000_000,
     }

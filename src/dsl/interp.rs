@@ -454,6 +454,7 @@ impl<'a, 's> Env<'a, 's> {
             }
             CExpr::Extra(k) => ref_or_absent(self.req.and_then(|r| r.get(k))),
             CExpr::Ctx(f) => self.ctx_field(*f),
+            CExpr::CtxParam(i) => self.ctx_param(*i),
             CExpr::Res => ref_or_absent(self.res),
             CExpr::Ev => ref_or_absent(self.ev),
             CExpr::Event => self
@@ -839,6 +840,28 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
+    /// A declared parameter: the deployment's value, else the declaration's default.
+    fn ctx_param(&self, i: usize) -> Val<'a> {
+        let prog: &'a Program = self.prog;
+        let Some(p) = prog.params.get(i) else {
+            return Val::Absent;
+        };
+        match p.name.as_str() {
+            "api_base" => return self.ctx_field_value(CtxField::ApiBase, p),
+            "api_version" => return self.ctx_field_value(CtxField::ApiVersion, p),
+            _ => {}
+        }
+        let given = self.ctx.and_then(|c| c.params.get(&p.name));
+        ref_or_absent(given.or(p.default_value.as_ref()))
+    }
+
+    fn ctx_field_value(&self, f: CtxField, p: &'a super::ir::Param) -> Val<'a> {
+        match self.build_ctx_field(f) {
+            Val::Absent => ref_or_absent(p.default_value.as_ref()),
+            v => v,
+        }
+    }
+
     fn build_ctx_field(&self, f: CtxField) -> Val<'a> {
         let Some(c) = self.ctx else {
             return Val::Absent;
@@ -860,6 +883,7 @@ impl<'a, 's> Env<'a, 's> {
                 .map_or(Val::Absent, |n| Val::Own(Value::from(n))),
             CtxField::IncludeUsage => Val::Own(Value::Bool(c.include_usage)),
             CtxField::DropParams => Val::Own(Value::Bool(c.drop_params)),
+            CtxField::ApiKey => s(&c.api_key),
         }
     }
 

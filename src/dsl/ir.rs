@@ -22,6 +22,8 @@ pub enum CExpr {
     /// compiled to `Omit`).
     Extra(String),
     Ctx(CtxField),
+    /// `ctx.params.NAME`: a declared deployment parameter, by its index in `Program::params`.
+    CtxParam(usize),
     Res,
     Ev,
     /// SSE event name of the current stream event.
@@ -56,6 +58,7 @@ impl CExpr {
             | CExpr::Req(_)
             | CExpr::Extra(_)
             | CExpr::Ctx(_)
+            | CExpr::CtxParam(_)
             | CExpr::Res
             | CExpr::Ev
             | CExpr::Event
@@ -236,7 +239,10 @@ pub enum Auth {
 #[derive(Debug, Clone)]
 pub enum TmplPart {
     Lit(String),
-    Ctx(CtxField),
+    /// `{field}`, or `{+field}` (`raw`: keeps `/`).
+    Ctx(CtxField, bool),
+    /// `{name}` / `{+name}` of a declared parameter, by its index in `Program::params`.
+    Param(usize, bool),
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +290,8 @@ pub struct Param {
     pub name: String,
     /// `None`: every deployment must give it.
     pub default: Option<String>,
+    /// `default` as a JSON string, for `ctx.params.NAME` to borrow.
+    pub default_value: Option<serde_json::Value>,
 }
 
 /// Everything the interpreter needs for one provider.
@@ -294,6 +302,11 @@ pub struct Program {
     /// the defaults of `api_base` and `api_version` taken from them.
     pub params: Vec<Param>,
     pub base_url: String,
+    /// `base_url` as a template (`{name}` placeholders); empty when there is none.
+    pub base_tmpl: Vec<TmplPart>,
+    /// `base_url when COND "..."`: the first whose condition holds is the base when the
+    /// deployment gives no `api_base`.
+    pub bases: Vec<CUrl>,
     pub urls: Vec<CUrl>,
     pub method: String,
     pub auth: Auth,
@@ -345,8 +358,7 @@ impl Program {
         out.extend(self.errors.rules.iter_mut().map(|r| top(&mut r.cond)));
         out.extend((self.headers.iter_mut().chain(self.queries.iter_mut())).map(|(_, t)| top(t)));
         out.extend(
-            self.urls
-                .iter_mut()
+            (self.urls.iter_mut().chain(self.bases.iter_mut()))
                 .filter_map(|u| u.cond.as_mut())
                 .map(top),
         );

@@ -9,16 +9,39 @@
 //! `api_version "V"` is `param api_version default "V"`. A child's declaration replaces its
 //! parent's of the same name.
 //!
-//! Names are limited to what the gateway can supply today ([`SUPPLIED`]); the provider-language
-//! work that opens `ctx.params.NAME` extends that list.
+//! Any `litellm_params` key can be declared (`param vertex_project required`), except the
+//! gateway's own settings ([`GATEWAY_SETTINGS`]: read by the gateway, never by a file). A
+//! declared parameter is `ctx.params.NAME` in expressions and `{NAME}` (or `{+NAME}`) in
+//! `base_url` and `url` templates; the config loader passes exactly the declared ones to the
+//! file, with `os.environ/` references resolved.
 
 use std::collections::HashMap;
 
 use super::ast::{Item, Span, Str};
 use super::ir::Param;
 
-/// Deployment parameters the gateway passes to provider files (`litellm_params.*`).
-pub const SUPPLIED: &[&str] = &["api_base", "api_version"];
+/// Parameters with a `ctx` field of their own (`ctx.api_base`, `ctx.api_version`).
+pub const BUILT_IN: &[&str] = &["api_base", "api_version"];
+
+/// `litellm_params` keys the gateway itself reads: a file cannot declare them.
+pub const GATEWAY_SETTINGS: &[&str] = &[
+    "model",
+    "api_key",
+    "rpm",
+    "tpm",
+    "timeout",
+    "stream_timeout",
+    "connect_timeout",
+    "weight",
+    "drop_params",
+    "max_retries",
+    "order",
+    "max_parallel_requests",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+];
 
 /// An error: the file it is in, where, and the message.
 pub(crate) type Problem = (usize, Span, String);
@@ -98,24 +121,44 @@ impl<'a> Merged<'a> {
         true
     }
 
+    /// The file and text of the `api_base` default in force (`base_url "..."`).
+    pub fn api_base_default(&self) -> Option<(usize, &'a Str)> {
+        self.decls
+            .iter()
+            .find(|d| d.name == "api_base")
+            .and_then(|d| d.default.map(|s| (d.file, s)))
+    }
+
     /// Checks the declarations in force and compiles them, in name order.
     pub fn compile(&self) -> (Vec<Param>, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut out = Vec::new();
         for d in &self.decls {
-            if !SUPPLIED.contains(&d.name) {
+            if GATEWAY_SETTINGS.contains(&d.name) {
+                let hint = if d.name == "api_key" {
+                    "; the key reaches the file through `auth` (and `ctx.api_key`)"
+                } else {
+                    ""
+                };
                 problems.push((
                     d.file,
                     d.span,
                     format!(
-                        "unknown deployment parameter `{}`{}; the gateway supplies {}",
-                        d.name,
-                        nearest(d.name),
-                        SUPPLIED
-                            .iter()
-                            .map(|s| format!("`{s}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "`{}` is a setting the gateway reads itself, not a provider parameter{hint}",
+                        d.name
+                    ),
+                ));
+                continue;
+            }
+            // A near miss of a built-in name is almost certainly a typo, which would otherwise
+            // declare a parameter no deployment sets.
+            if let Some(near) = nearest(d.name) {
+                problems.push((
+                    d.file,
+                    d.span,
+                    format!(
+                        "unknown deployment parameter `{}` (did you mean `{near}`?)",
+                        d.name
                     ),
                 ));
                 continue;
@@ -139,6 +182,9 @@ impl<'a> Merged<'a> {
             out.push(Param {
                 name: d.name.to_owned(),
                 default: d.default.map(|s| s.value.clone()),
+                default_value: d
+                    .default
+                    .map(|s| serde_json::Value::String(s.value.clone())),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -161,15 +207,14 @@ fn spelled(spelling: &str, name: &str) -> String {
     }
 }
 
-/// ` (did you mean `x`?)` for a supplied name within two edits.
-fn nearest(name: &str) -> String {
-    SUPPLIED
+/// The built-in name `name` is within two edits of, without being it.
+fn nearest(name: &str) -> Option<&'static str> {
+    BUILT_IN
         .iter()
         .map(|s| (distance(name, s), *s))
-        .filter(|(d, _)| *d <= 2)
+        .filter(|(d, _)| (1..=2).contains(d))
         .min()
-        .map(|(_, s)| format!(" (did you mean `{s}`?)"))
-        .unwrap_or_default()
+        .map(|(_, s)| s)
 }
 
 fn distance(a: &str, b: &str) -> usize {
@@ -234,5 +279,135 @@ mod tests {
         assert!(e.contains("param api_base required"), "{e}");
         let e = err(r#"provider p { param api_base default "ftp://x" }"#);
         assert!(e.contains("https://"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod deployment_parameter_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde_json::{json, Value};
+
+    use crate::dsl::{load_str, RequestCtx};
+
+    const VERTEX_LIKE: &str = r#"
+        provider v {
+          param project required
+          param location default "us-central1"
+          param route default "a/b"
+          base_url when ctx.params.location == "global" "https://api.test/v1/projects/{project}/locations/global"
+          base_url "https://{location}-api.test/v1/projects/{project}/locations/{location}/"
+          url when ctx.params.route != "a/b" "/raw/{+route}/{+model}"
+          url "/models/{model}:generate"
+          auth bearer
+          header "x-project" = ctx.params.project
+          request { model = ctx.model; where = ctx.params.location; key_seen = present(ctx.api_key) }
+        }"#;
+
+    fn ctx(params: Value) -> RequestCtx {
+        let map: BTreeMap<String, Value> = serde_json::from_value(params).unwrap();
+        RequestCtx {
+            model: "m-1".into(),
+            api_key: Some("k".into()),
+            params: Arc::new(map),
+            ..RequestCtx::default()
+        }
+    }
+
+    #[test]
+    fn parameters_fill_base_url_url_headers_and_expressions() {
+        let set = load_str("t.llmux", VERTEX_LIKE).unwrap();
+        let p = set.get("v").unwrap();
+        let up = p
+            .build_request(&ctx(json!({"project": "p 1"})), &json!({"model": "x"}))
+            .unwrap();
+        assert_eq!(
+            up.url,
+            "https://us-central1-api.test/v1/projects/p%201/locations/us-central1/models/m-1:generate"
+        );
+        assert!(up.headers.contains(&("x-project".into(), "p 1".into())));
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body["where"], "us-central1");
+        assert_eq!(body["key_seen"], true);
+        // The conditional base wins when its condition holds.
+        let up = p
+            .build_request(
+                &ctx(json!({"project": "p", "location": "global"})),
+                &json!({"model": "x"}),
+            )
+            .unwrap();
+        assert_eq!(
+            up.url,
+            "https://api.test/v1/projects/p/locations/global/models/m-1:generate"
+        );
+    }
+
+    #[test]
+    fn the_raw_form_keeps_slashes_but_not_dot_segments() {
+        let set = load_str("t.llmux", VERTEX_LIKE).unwrap();
+        let p = set.get("v").unwrap();
+        let mut c = ctx(json!({"project": "p", "route": "@cf/meta/x y"}));
+        c.model = "owner/../name".into();
+        let up = p.build_request(&c, &json!({"model": "x"})).unwrap();
+        assert!(
+            up.url.ends_with("/raw/@cf/meta/x%20y/owner/%2E%2E/name"),
+            "{}",
+            up.url
+        );
+    }
+
+    #[test]
+    fn a_missing_required_parameter_is_a_config_error_naming_it() {
+        let set = load_str("t.llmux", VERTEX_LIKE).unwrap();
+        let p = set.get("v").unwrap();
+        assert_eq!(p.required_params().collect::<Vec<_>>(), ["project"]);
+        let e = p
+            .build_request(&ctx(json!({})), &json!({"model": "x"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("`project`"), "{e}");
+    }
+
+    #[test]
+    fn undeclared_names_and_gateway_settings_are_load_errors() {
+        let e = |src: &str| match load_str("t.llmux", src) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => crate::dsl::format_errors(&e),
+        };
+        let msg = e(r#"provider p { param project required base_url "https://{projct}.test" }"#);
+        assert!(msg.contains("t.llmux:1:"), "{msg}");
+        assert!(msg.contains("unknown placeholder `{projct}`"), "{msg}");
+        assert!(msg.contains("did you mean `project`"), "{msg}");
+        let msg = e(r#"provider p { base_url "https://a" url "/{+nope}" }"#);
+        assert!(msg.contains("`{+nope}`"), "{msg}");
+        let msg = e(
+            r#"provider p { param region required base_url "https://a" request { r = ctx.params.regoin } }"#,
+        );
+        assert!(msg.contains("`ctx.params.regoin` is not declared"), "{msg}");
+        assert!(msg.contains("did you mean `region`"), "{msg}");
+        let msg = e(r#"provider p { param timeout default "3" base_url "https://a" }"#);
+        assert!(msg.contains("gateway reads itself"), "{msg}");
+        let msg = e(r#"provider p { base_url "https://a" request { r = ctx.params } }"#);
+        assert!(msg.contains("read by name"), "{msg}");
+    }
+
+    #[test]
+    fn a_child_inherits_parameters_and_may_override_defaults() {
+        let set = load_str(
+            "t.llmux",
+            &format!(
+                "{VERTEX_LIKE}\nprovider w extends v {{ param location default \"europe-west4\" }}"
+            ),
+        )
+        .unwrap();
+        let p = set.get("w").unwrap();
+        let up = p
+            .build_request(&ctx(json!({"project": "p"})), &json!({"model": "x"}))
+            .unwrap();
+        assert!(
+            up.url.starts_with("https://europe-west4-api.test/"),
+            "{}",
+            up.url
+        );
     }
 }

@@ -341,7 +341,17 @@ fn item(p: Pair<Rule>) -> Option<Item> {
                 span,
             })
         }
-        Rule::base_url_item => Item::BaseUrl(string(ps.next()?)),
+        Rule::base_url_item => {
+            let a = ps.next()?;
+            if a.as_rule() == Rule::expr {
+                Item::BaseUrlWhen {
+                    cond: expr(a),
+                    template: string(ps.next()?),
+                }
+            } else {
+                Item::BaseUrl(string(a))
+            }
+        }
         Rule::url_item => {
             let a = ps.next()?;
             if a.as_rule() == Rule::expr {

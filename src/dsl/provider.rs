@@ -29,6 +29,9 @@ pub struct RequestCtx {
     pub include_usage: bool,
     /// From the price table, where it knows the model.
     pub max_output_tokens: Option<u64>,
+    /// The deployment's values of the parameters the file declares (`ctx.params.NAME`),
+    /// `os.environ/` references already resolved.
+    pub params: std::sync::Arc<std::collections::BTreeMap<String, Value>>,
     /// Seeds generated ids (`new_id`), so they are unique per request and
     /// reproducible in tests.
     pub request_id: String,
@@ -309,12 +312,27 @@ impl Provider {
             out
         };
 
-        // URL: base, then the first template whose condition holds.
-        let base = match ctx.api_base.as_deref().filter(|b| !b.is_empty()) {
-            Some(b) => b.trim_end_matches('/'),
-            None => prog.base_url.as_str(),
-        };
-        if base.is_empty() {
+        // URL: the deployment's api_base, else the file's (the first conditional base whose
+        // condition holds, else `base_url`); then the first template whose condition holds.
+        let mut url = String::with_capacity(prog.base_url.len() + 64);
+        match ctx.api_base.as_deref().filter(|b| !b.is_empty()) {
+            Some(b) => url.push_str(b.trim_end_matches('/')),
+            None => {
+                let mut base = &prog.base_tmpl;
+                for b in &prog.bases {
+                    let holds = match &b.cond {
+                        None => true,
+                        Some(c) => truthy(env.eval_top(c).map_err(|e| self.terr(e))?.get()),
+                    };
+                    if holds {
+                        base = &b.parts;
+                        break;
+                    }
+                }
+                self.fill_template(&mut url, base, ctx)?;
+            }
+        }
+        if url.is_empty() {
             return Err(TranslateError::Config {
                 provider: prog.name.clone(),
                 message: "api_base is required".into(),
@@ -328,8 +346,6 @@ impl Provider {
                 message: "api_version is required".into(),
             });
         }
-        let mut url = String::with_capacity(base.len() + 64);
-        url.push_str(base);
         let mut chosen = None;
         for u in &prog.urls {
             let ok = match &u.cond {
@@ -342,21 +358,7 @@ impl Provider {
             }
         }
         if let Some(u) = chosen {
-            for part in &u.parts {
-                match part {
-                    TmplPart::Lit(s) => url.push_str(s),
-                    TmplPart::Ctx(f) => {
-                        let v = ctx_text(ctx, prog, *f).ok_or_else(|| TranslateError::Config {
-                            provider: prog.name.clone(),
-                            message: format!(
-                                "the URL needs `{}`, which this deployment does not set",
-                                ctx_name(*f)
-                            ),
-                        })?;
-                        encode_into(&mut url, &v, false);
-                    }
-                }
-            }
+            self.fill_template(&mut url, &u.parts, ctx)?;
         }
         let mut query: Vec<(&str, String)> = Vec::new();
         for (name, top) in &prog.queries {
@@ -473,6 +475,51 @@ impl Provider {
         let mut out = Vec::with_capacity(body.len() + 64);
         out::write_fields(&mut out, &sink.obj);
         Ok(Completion { body: out })
+    }
+
+    /// Appends a URL template with its holes filled from `ctx`, percent-encoded as path
+    /// text (`{+name}` keeps `/`).
+    fn fill_template(
+        &self,
+        url: &mut String,
+        parts: &[TmplPart],
+        ctx: &RequestCtx,
+    ) -> Result<(), TranslateError> {
+        let prog = &self.prog;
+        for part in parts {
+            let (text, name, raw) = match part {
+                TmplPart::Lit(s) => {
+                    url.push_str(s);
+                    continue;
+                }
+                TmplPart::Ctx(f, raw) => (ctx_text(ctx, prog, *f), ctx_name(*f), *raw),
+                TmplPart::Param(i, raw) => {
+                    let Some(p) = prog.params.get(*i) else {
+                        continue;
+                    };
+                    let text = match p.name.as_str() {
+                        "api_base" => ctx.api_base.clone(),
+                        "api_version" => ctx.api_version.clone(),
+                        _ => ctx.params.get(&p.name).map(|v| match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        }),
+                    }
+                    .or_else(|| p.default.clone());
+                    (text, p.name.as_str(), *raw)
+                }
+            };
+            let text = text.ok_or_else(|| TranslateError::Config {
+                provider: prog.name.clone(),
+                message: format!("the URL needs `{name}`, which this deployment does not set"),
+            })?;
+            if raw {
+                encode_path_into(url, &text);
+            } else {
+                encode_into(url, &text, false);
+            }
+        }
+        Ok(())
     }
 
     fn rt_mapped(&self, status: u16, e: RtError) -> MappedError {
@@ -811,6 +858,23 @@ fn ctx_text(ctx: &RequestCtx, prog: &Program, f: CtxField) -> Option<String> {
         CtxField::IncludeUsage => Some(ctx.include_usage.to_string()),
         CtxField::DropParams => Some(ctx.drop_params.to_string()),
         CtxField::MaxOutputTokens => ctx.max_output_tokens.map(|n| n.to_string()),
+        CtxField::ApiKey => ctx.api_key.clone(),
+    }
+}
+
+/// Percent-encode for several path segments: as a segment, but `/` stays (`{+name}`: a
+/// Cloudflare model `@cf/meta/llama-3`, a Replicate `owner/name`). Dot segments are encoded so
+/// that a value cannot climb out of the path the file wrote.
+fn encode_path_into(out: &mut String, s: &str) {
+    for (i, seg) in s.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match seg {
+            "." => out.push_str("%2E"),
+            ".." => out.push_str("%2E%2E"),
+            _ => encode_into(out, seg, false),
+        }
     }
 }
 

@@ -115,6 +115,7 @@ fn for_each_child<'e>(e: &'e CExpr, mut f: impl FnMut(&'e CExpr)) {
         | CExpr::Req(_)
         | CExpr::Extra(_)
         | CExpr::Ctx(_)
+        | CExpr::CtxParam(_)
         | CExpr::Res
         | CExpr::Ev
         | CExpr::Event

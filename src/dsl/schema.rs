@@ -59,6 +59,7 @@ pub enum CtxField {
     MaxOutputTokens,
     IncludeUsage,
     DropParams,
+    ApiKey,
 }
 
 impl CtxField {
@@ -70,6 +71,7 @@ impl CtxField {
         "max_output_tokens",
         "include_usage",
         "drop_params",
+        "api_key",
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -81,6 +83,7 @@ impl CtxField {
             "max_output_tokens" => CtxField::MaxOutputTokens,
             "include_usage" => CtxField::IncludeUsage,
             "drop_params" => CtxField::DropParams,
+            "api_key" => CtxField::ApiKey,
             _ => return None,
         })
     }

@@ -30,6 +30,7 @@ pub fn request_ctx(dep: &Deployment, view: &ChatRequestView, request_id: &str) -
         stream: view.stream,
         include_usage: view.include_usage,
         max_output_tokens: None,
+        params: dep.params.clone(),
         request_id: request_id.to_owned(),
         now: SystemTime::now()
             .duration_since(UNIX_EPOCH)
