@@ -36,10 +36,10 @@ impl Cx {
     fn roots(self) -> &'static str {
         match self {
             Cx::Request => "req.<field>, extra.<field>, ctx.<field>",
-            Cx::Response => "res, status, ctx.<field>",
+            Cx::Response => "res, status, headers, ctx.<field>",
             Cx::StreamInit => "ctx.<field>",
-            Cx::Stream => "ev, event, ctx.<field> and state variables",
-            Cx::Errors => "status, res, text",
+            Cx::Stream => "ev, event, headers, ctx.<field> and state variables",
+            Cx::Errors => "status, res, text, headers",
             Cx::Fn => "the function's parameters and ctx.<field>",
         }
     }
@@ -882,6 +882,7 @@ impl ExprCx<'_, '_> {
             "ctx" => self.cx != Cx::Errors,
             "res" => matches!(self.cx, Cx::Response | Cx::Errors),
             "status" => matches!(self.cx, Cx::Response | Cx::Errors),
+            "headers" => matches!(self.cx, Cx::Response | Cx::Errors | Cx::Stream),
             "ev" | "event" => self.cx == Cx::Stream,
             "text" => self.cx == Cx::Errors,
             _ => true,
@@ -1095,7 +1096,7 @@ impl ExprCx<'_, '_> {
                 }
                 CExpr::Omit
             }
-            "res" | "ev" | "event" | "status" | "text" => {
+            "res" | "ev" | "event" | "status" | "text" | "headers" => {
                 if !self.root_allowed(name, span) {
                     return CExpr::Omit;
                 }
@@ -1104,6 +1105,7 @@ impl ExprCx<'_, '_> {
                     "ev" => CExpr::Ev,
                     "event" => CExpr::Event,
                     "status" => CExpr::Status,
+                    "headers" => CExpr::Headers,
                     _ => CExpr::Text,
                 }
             }

@@ -50,6 +50,15 @@ pub struct Upstream {
     pub status: u16,
     /// JSON (as YAML) or, when a string, the raw body text.
     pub body: Value,
+    /// Response headers the file may read (`headers[...]`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+fn header_pairs(h: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
 }
 
 fn ok_status() -> u16 {
@@ -71,6 +80,9 @@ pub struct Case {
     pub response: Option<Upstream>,
     pub error: Option<Upstream>,
     pub stream: Option<String>,
+    /// The stream response's headers.
+    #[serde(default)]
+    pub stream_headers: std::collections::BTreeMap<String, String>,
     pub expect: Option<Value>,
     pub expect_chunks: Option<Vec<Value>>,
     pub expect_done: Option<bool>,
@@ -289,10 +301,11 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
         ran = true;
         let ctx = ctx_of(&c.ctx, false);
         let bytes = body_bytes(&r.body);
+        let headers = header_pairs(&r.headers);
         let result = if c.error.is_some() {
-            Err(p.map_error(r.status, &bytes))
+            Err(p.map_error_with_headers(r.status, &headers, &bytes))
         } else {
-            p.parse_response(r.status, &bytes, &ctx)
+            p.parse_response_with_headers(r.status, &headers, &bytes, &ctx)
         };
         match (result, &c.expect_error) {
             (Ok(done), None) => {
@@ -321,7 +334,7 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
         // The same transcript, cut at every size: framing must not matter.
         let mut first: Option<StreamResult> = None;
         for step in [bytes.len().max(1), 1, 7, 64] {
-            let got = run_stream(p, &ctx, bytes, step)?;
+            let got = run_stream(p, &ctx, &header_pairs(&c.stream_headers), bytes, step)?;
             match &first {
                 None => first = Some(got),
                 Some(f) if *f != got => {
@@ -375,11 +388,13 @@ type StreamResult = (Vec<Value>, bool, Option<Value>, Option<Value>);
 fn run_stream(
     p: &super::Provider,
     ctx: &RequestCtx,
+    headers: &[(String, String)],
     bytes: &[u8],
     step: usize,
 ) -> Result<StreamResult, String> {
     let mut dec = FrameDecoder::new(p.framing());
     let mut st = p.stream_state(ctx);
+    st.set_headers(headers.to_vec());
     let mut frames = Vec::new();
     let mut chunks = Vec::new();
     let mut stop = Stop::Eof;

@@ -156,6 +156,10 @@ pub struct Env<'a, 's> {
     pub ev: Option<&'a Value>,
     pub event: Option<&'a str>,
     pub status: u16,
+    /// The upstream response's headers (`headers`), names in lowercase.
+    pub headers: &'a [(String, String)],
+    /// `headers` as an object, built on first read.
+    headers_val: Option<&'a Value>,
     pub text: &'a str,
     pub ctx: Option<&'a RequestCtx>,
     /// Bit per request-field id: dropped by an `unsupported` rule.
@@ -201,6 +205,8 @@ impl<'a, 's> Env<'a, 's> {
             ev: None,
             event: None,
             status: 0,
+            headers: &[],
+            headers_val: None,
             text: "",
             ctx: None,
             dropped: 0,
@@ -461,6 +467,7 @@ impl<'a, 's> Env<'a, 's> {
                 .event
                 .map_or(Val::Absent, |e| Val::Own(Value::String(e.to_string()))),
             CExpr::Status => Val::Own(Value::from(self.status)),
+            CExpr::Headers => self.headers_value(),
             CExpr::Text => Val::Own(Value::String(self.text.to_string())),
             CExpr::Local(slot) => self.stack[self.base + slot].clone(),
             CExpr::State(i) => match self.state.get(*i) {
@@ -838,6 +845,30 @@ impl<'a, 's> Env<'a, 's> {
             }
             other => other,
         }
+    }
+
+    /// `headers`: an object built once per evaluation, only when a file reads it. A repeated
+    /// header's values are joined with `, ` (RFC 9110 §5.3).
+    fn headers_value(&mut self) -> Val<'a> {
+        if let Some(v) = self.headers_val {
+            return Val::Ref(v);
+        }
+        let mut m = Map::new();
+        for (k, v) in self.headers {
+            let k = k.to_ascii_lowercase();
+            match m.get_mut(&k) {
+                Some(Value::String(prev)) => {
+                    prev.push_str(", ");
+                    prev.push_str(v);
+                }
+                _ => {
+                    m.insert(k, Value::String(v.clone()));
+                }
+            }
+        }
+        let kept = self.keep(Value::Object(m));
+        self.headers_val = Some(kept);
+        Val::Ref(kept)
     }
 
     /// A declared parameter: the deployment's value, else the declaration's default.

@@ -24,6 +24,8 @@ pub enum CExpr {
     Ctx(CtxField),
     /// `ctx.params.NAME`: a declared deployment parameter, by its index in `Program::params`.
     CtxParam(usize),
+    /// The upstream response's headers, an object of lowercase names (`headers["retry-after"]`).
+    Headers,
     Res,
     Ev,
     /// SSE event name of the current stream event.
@@ -63,6 +65,7 @@ impl CExpr {
             | CExpr::Ev
             | CExpr::Event
             | CExpr::Status
+            | CExpr::Headers
             | CExpr::Text
             | CExpr::Local(_)
             | CExpr::State(_)
@@ -401,4 +404,14 @@ impl FetchImages {
             Self::All => lower.starts_with("http://") || lower.starts_with("https://"),
         }
     }
+}
+
+/// Whether `e` reads the response headers anywhere.
+pub fn mentions_headers(e: &mut CExpr) -> bool {
+    if matches!(e, CExpr::Headers) {
+        return true;
+    }
+    let mut found = false;
+    e.for_each_child(&mut |c| found |= mentions_headers(c));
+    found
 }

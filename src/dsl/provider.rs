@@ -83,6 +83,8 @@ pub struct StreamState {
     id_counter: u64,
     ctx: RequestCtx,
     usage: Option<Value>,
+    /// The upstream response's headers, when the file reads them.
+    headers: Vec<(String, String)>,
     /// The stream reached its end (`done`, `data: [DONE]`).
     done: bool,
     /// The stream stopped without reaching its end: a `raise`, or [`Provider::finish_stream`]
@@ -91,6 +93,12 @@ pub struct StreamState {
 }
 
 impl StreamState {
+    /// The upstream response's headers, for a file that reads them
+    /// ([`Provider::reads_headers`]).
+    pub fn set_headers(&mut self, headers: Vec<(String, String)>) {
+        self.headers = headers;
+    }
+
     /// The last usage the stream reported (for cost and metrics), whether or
     /// not it was sent to the client.
     pub fn usage(&self) -> Option<&Value> {
@@ -116,6 +124,8 @@ impl StreamState {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub(crate) prog: Program,
+    /// Some expression reads `headers`: callers pass the upstream's response headers.
+    reads_headers: bool,
     /// Deepest JSON nesting accepted in upstream bodies and events and in `parse_json`.
     max_json_depth: usize,
 }
@@ -127,8 +137,15 @@ impl Provider {
         for f in &mut prog.fns {
             f.depth = super::recursion::depth(&f.body);
         }
+        let mut reads_headers = false;
+        for (_, exprs) in prog.frames() {
+            for e in exprs {
+                reads_headers |= super::ir::mentions_headers(e);
+            }
+        }
         Provider {
             prog,
+            reads_headers,
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
         }
     }
@@ -161,6 +178,12 @@ impl Provider {
 
     pub fn name(&self) -> &str {
         &self.prog.name
+    }
+
+    /// Whether the file reads the upstream's response headers (`headers[...]`), so that the
+    /// caller collects them for [`Provider::parse_response_with_headers`] and friends.
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
     }
 
     /// The OpenTelemetry GenAI name of the provider (`gen_ai.provider.name`).
@@ -429,8 +452,20 @@ impl Provider {
         body: &[u8],
         ctx: &RequestCtx,
     ) -> Result<Completion, MappedError> {
+        self.parse_response_with_headers(status, &[], body, ctx)
+    }
+
+    /// [`Provider::parse_response`] with the upstream's response headers (`headers` in the
+    /// `response` block and the error rules).
+    pub fn parse_response_with_headers(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+        ctx: &RequestCtx,
+    ) -> Result<Completion, MappedError> {
         if status >= 400 {
-            return Err(self.map_error(status, body));
+            return Err(self.map_error_with_headers(status, headers, body));
         }
         let parsed: Value = self.parse_upstream(body).map_err(|e| {
             MappedError::bad_upstream(
@@ -451,6 +486,7 @@ impl Provider {
         let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.res = Some(&parsed);
         env.source = Some(SourceOrder::new(body));
+        env.headers = headers;
         env.status = status;
         env.ctx = Some(ctx);
         let mut sink = Sink {
@@ -469,7 +505,7 @@ impl Provider {
         if let Flow::Raise(st) = flow {
             let st = raised_status(st.as_ref(), status);
             let text = String::from_utf8_lossy(body);
-            return Err(self.classify(st, Some(&parsed), &text));
+            return Err(self.classify(st, headers, Some(&parsed), &text));
         }
         // The mapped body is about the size of the upstream one.
         let mut out = Vec::with_capacity(body.len() + 64);
@@ -536,6 +572,16 @@ impl Provider {
 
     /// Translate an upstream error response.
     pub fn map_error(&self, status: u16, body: &[u8]) -> MappedError {
+        self.map_error_with_headers(status, &[], body)
+    }
+
+    /// [`Provider::map_error`] with the upstream's response headers.
+    pub fn map_error_with_headers(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> MappedError {
         let parsed = match self.parse_upstream(body) {
             Ok(v) => Some(v),
             // An error body that nests past the bound is not read at all: its text could be
@@ -550,10 +596,16 @@ impl Provider {
             Err(_) => None,
         };
         let text = String::from_utf8_lossy(body);
-        self.classify(status, parsed.as_ref(), &text)
+        self.classify(status, headers, parsed.as_ref(), &text)
     }
 
-    fn classify(&self, status: u16, res: Option<&Value>, text: &str) -> MappedError {
+    fn classify(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        res: Option<&Value>,
+        text: &str,
+    ) -> MappedError {
         let prog = &self.prog;
         let mut no_state = Vec::new();
         let mut ids = 0u64;
@@ -561,6 +613,7 @@ impl Provider {
         let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.res = res;
         env.status = status;
+        env.headers = headers;
         env.text = text;
         let mut hit = None;
         for rule in &prog.errors.rules {
@@ -624,6 +677,7 @@ impl Provider {
             id_counter: ids,
             ctx: ctx.clone(),
             usage: None,
+            headers: Vec::new(),
             done: false,
             failed: false,
         }
@@ -682,7 +736,7 @@ impl Provider {
                 state.failed = true;
                 let st = raised_status(st.as_ref(), 500);
                 let text = String::from_utf8_lossy(data);
-                Err(self.classify(st, ev.as_ref(), &text))
+                Err(self.classify(st, &state.headers, ev.as_ref(), &text))
             }
             None | Some(Flow::Normal | Flow::Unsupported(_)) => Ok(StreamControl::Continue),
         }
@@ -719,7 +773,7 @@ impl Provider {
             Ok(Some(Flow::Done)) => Ok(StreamEnd::Complete),
             Ok(Some(Flow::Raise(st))) => {
                 let st = raised_status(st.as_ref(), 500);
-                Err(self.classify(st, None, ENDED_EARLY))
+                Err(self.classify(st, &state.headers, None, ENDED_EARLY))
             }
             Ok(None | Some(Flow::Normal | Flow::Unsupported(_))) => Ok(StreamEnd::Cut),
             Err(e) => Err(e),
@@ -753,11 +807,13 @@ impl Provider {
             id_counter,
             ctx,
             usage,
+            headers,
             ..
         } = state;
         let arena = Arena::default();
         let mut env = self.env(&arena, vars, id_counter);
         env.ev = ev.map(|(v, _)| v);
+        env.headers = headers;
         env.source = ev.map(|(_, raw)| SourceOrder::new(raw));
         env.event = event_name;
         env.ctx = Some(&*ctx);

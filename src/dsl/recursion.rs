@@ -120,6 +120,7 @@ fn for_each_child<'e>(e: &'e CExpr, mut f: impl FnMut(&'e CExpr)) {
         | CExpr::Ev
         | CExpr::Event
         | CExpr::Status
+        | CExpr::Headers
         | CExpr::Text
         | CExpr::Local(_)
         | CExpr::State(_)

@@ -1084,3 +1084,57 @@ fn an_error_object_keeps_the_providers_code_param_and_details() {
         }})
     );
 }
+
+#[test]
+fn response_headers_are_readable_in_responses_errors_and_streams() {
+    let set = load(
+        r#"provider p {
+             base_url "https://x.test" url "/c"
+             request { model = ctx.model }
+             response { request_id = headers["x-request-id"]; missing = headers["nope"] ?? "none" }
+             stream { on _ { emit delta { content: headers["x-trace"] } done } }
+             errors {
+               message = { code: headers["x-amzn-errortype"] }
+               when headers["x-amzn-errortype"] ~ "Throttling" => rate_limit
+             }
+           }"#,
+    );
+    let p = set.get("p").expect("p");
+    assert!(p.reads_headers());
+    let ctx = RequestCtx {
+        model: "m".into(),
+        ..RequestCtx::default()
+    };
+    let hs = vec![
+        ("X-Request-Id".to_string(), "r-1".to_string()),
+        (
+            "x-amzn-errortype".to_string(),
+            "ThrottlingException:http://internal".to_string(),
+        ),
+    ];
+    let done = p
+        .parse_response_with_headers(200, &hs, b"{}", &ctx)
+        .expect("mapped");
+    let v: Value = serde_json::from_slice(&done.body).expect("json");
+    assert_eq!(v, json!({"request_id": "r-1", "missing": "none"}));
+    // Classified by a header (the status alone would say bad request).
+    let e = p.map_error_with_headers(400, &hs, br#"{"message":"slow down"}"#);
+    assert_eq!(e.class, ErrorClass::RateLimit, "{e:?}");
+    assert_eq!(
+        e.kept.as_ref().and_then(|k| k.code.as_deref()),
+        Some("ThrottlingException:http://internal")
+    );
+    assert_eq!(p.map_error(400, b"{}").class, ErrorClass::BadRequest);
+    let mut st = p.stream_state(&ctx);
+    st.set_headers(vec![("x-trace".into(), "t-9".into())]);
+    let mut chunks = Vec::new();
+    p.map_event(&mut st, None, b"{}", &mut chunks)
+        .expect("event");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "t-9");
+    // A file that never reads headers does not ask for them.
+    let plain =
+        load(r#"provider q { base_url "https://x.test" url "/c" request { model = ctx.model } }"#);
+    assert!(!plain.get("q").expect("q").reads_headers());
+    let e = load_err(r#"provider r { base_url "https://x.test" request { a = headers["x"] } }"#);
+    assert!(e.contains("`headers` is not available here"), "{e}");
+}

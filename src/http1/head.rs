@@ -65,6 +65,19 @@ impl Headers {
     }
 
     /// All fields as (name, value).
+    /// Every field as owned text, names in lowercase (what a provider file reads as
+    /// `headers`); values that are not UTF-8 are read lossily.
+    pub fn to_lowercase_pairs(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).to_ascii_lowercase(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.fields
             .iter()

@@ -219,6 +219,9 @@ async fn stream<IO: ServerIo>(
         Box::pin(relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await
     } else {
         let mut state = provider.stream_state(&prepared.ctx);
+        if provider.reads_headers() {
+            state.set_headers(resp.headers.to_lowercase_pairs());
+        }
         Box::pin(relay_mapped_stream(
             w,
             &mut resp.body,
@@ -285,7 +288,17 @@ async fn whole<IO: ServerIo>(
         read_meta(call, &body);
         return send_answer(call, w, headers, &body, dep).await;
     }
-    match provider.parse_response(status.as_u16(), &body, &prepared.ctx) {
+    let upstream_headers = if provider.reads_headers() {
+        resp.headers.to_lowercase_pairs()
+    } else {
+        Vec::new()
+    };
+    match provider.parse_response_with_headers(
+        status.as_u16(),
+        &upstream_headers,
+        &body,
+        &prepared.ctx,
+    ) {
         Ok(completion) => {
             read_usage(call, &completion.body, dep).await;
             read_meta(call, &completion.body);
