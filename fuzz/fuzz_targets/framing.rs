@@ -31,10 +31,11 @@ fn decode<'a>(framing: Framing, pieces: impl Iterator<Item = &'a [u8]>) -> Outco
 
 fuzz_target!(|data: &[u8]| {
     let [sel, k, rest @ ..] = data else { return };
-    let framing = match sel % 3 {
+    let framing = match sel % 4 {
         0 => Framing::Sse,
         1 => Framing::Ndjson,
-        _ => Framing::JsonArray,
+        2 => Framing::JsonArray,
+        _ => Framing::AwsEventStream,
     };
     let k = usize::from(k % 8) + 1;
     if rest.len() < k {

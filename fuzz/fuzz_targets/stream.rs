@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let name = &names[usize::from(sel & 0x1f) % names.len()];
     let p = set.get(name).expect("listed provider exists");
     let framing = match sel >> 5 {
+        4 => Framing::AwsEventStream,
         5 => Framing::Sse,
         6 => Framing::Ndjson,
         7 => Framing::JsonArray,
@@ -53,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
             }
             // A mapping error ends the stream in the gateway; keep going here to reach more
             // states (after an error or `done`, map_event must keep answering `Done`).
-            match p.map_event(&mut state, f.event.as_deref(), &f.data, &mut chunks) {
+            match p.map_frame(&mut state, &f, &mut chunks) {
                 Ok(StreamControl::Done) => *done = true,
                 Ok(StreamControl::Continue) => {}
                 Err(_) => *failed = true,

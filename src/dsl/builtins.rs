@@ -36,6 +36,8 @@ pub enum Builtin {
     TryParseJson,
     ToJson,
     DataUrl,
+    Base64Decode,
+    Base64Encode,
     StartsWith,
     EndsWith,
     Contains,
@@ -120,6 +122,8 @@ pub const SPECS: &[Spec] = &[
     spec!("parse_json", ParseJson, 1, 1, None, false, "parse_json(s): parse a JSON string; invalid JSON is a 400"),
     spec!("try_parse_json", TryParseJson, 1, 1, None, false, "try_parse_json(s): parse, or absent if invalid"),
     spec!("to_json", ToJson, 1, 1, None, false, "to_json(v): serialise to a JSON string"),
+    spec!("base64_decode", Base64Decode, 1, 1, None, false, "base64_decode(s): the UTF-8 text standard base64 encodes, else absent"),
+    spec!("base64_encode", Base64Encode, 1, 1, None, false, "base64_encode(s): standard base64 of the string's UTF-8 bytes"),
     spec!("data_url", DataUrl, 1, 1, None, false, "data_url(s): {mime_type, data} of a base64 data: URL, else absent"),
     spec!("starts_with", StartsWith, 2, 2, None, false, "starts_with(s, prefix)"),
     spec!("ends_with", EndsWith, 2, 2, None, false, "ends_with(s, suffix)"),
@@ -351,4 +355,23 @@ mod tests {
             );
         }
     }
+}
+
+/// `base64_decode`: standard base64 (padding optional) holding UTF-8 text (an event-stream
+/// chunk's `bytes` is base64 JSON); `None` otherwise.
+pub fn base64_decode(s: &str) -> Option<String> {
+    use base64::Engine as _;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(s.trim_ascii()).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// `base64_encode`: standard base64 with padding.
+pub fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
 }

@@ -11,6 +11,8 @@ pub enum Framing {
     Ndjson,
     /// One JSON array whose elements arrive over time (`[{...},\r\n{...}]`).
     JsonArray,
+    /// AWS event-stream binary frames (see [`super::eventstream`]).
+    AwsEventStream,
 }
 
 impl Framing {
@@ -19,6 +21,7 @@ impl Framing {
             "sse" => Some(Framing::Sse),
             "ndjson" => Some(Framing::Ndjson),
             "json_array" => Some(Framing::JsonArray),
+            "aws_eventstream" => Some(Framing::AwsEventStream),
             _ => None,
         }
     }
@@ -29,6 +32,9 @@ impl Framing {
 pub struct Frame {
     pub event: Option<String>,
     pub data: Vec<u8>,
+    /// The framing marks the frame as the upstream's error (an event-stream exception):
+    /// classified by the provider's error rules, never mapped as an event.
+    pub exception: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +65,7 @@ pub enum FrameDecoder {
     Sse(SseDecoder),
     Ndjson(NdjsonDecoder),
     JsonArray(JsonArrayDecoder),
+    AwsEventStream(super::eventstream::EventStreamDecoder),
 }
 
 impl FrameDecoder {
@@ -78,6 +85,9 @@ impl FrameDecoder {
                 max_frame,
                 ..JsonArrayDecoder::default()
             }),
+            Framing::AwsEventStream => FrameDecoder::AwsEventStream(
+                super::eventstream::EventStreamDecoder::with_max_frame(max_frame),
+            ),
         }
     }
 
@@ -87,6 +97,7 @@ impl FrameDecoder {
             FrameDecoder::Sse(d) => d.feed(input, out),
             FrameDecoder::Ndjson(d) => d.feed(input, out),
             FrameDecoder::JsonArray(d) => d.feed(input, out),
+            FrameDecoder::AwsEventStream(d) => d.feed(input, out),
         }
     }
 
@@ -99,6 +110,7 @@ impl FrameDecoder {
             }
             FrameDecoder::Ndjson(d) => d.finish(out),
             FrameDecoder::JsonArray(d) => d.finish(out),
+            FrameDecoder::AwsEventStream(d) => d.finish(out),
         }
     }
 }
@@ -179,6 +191,7 @@ impl SseDecoder {
                 out.push(Frame {
                     event: self.event.take(),
                     data: std::mem::take(&mut self.data),
+                    exception: false,
                 });
             }
             self.event = None;
@@ -258,6 +271,7 @@ impl NdjsonDecoder {
             out.push(Frame {
                 event: None,
                 data: trimmed.to_vec(),
+                exception: false,
             });
         }
         self.buf.clear();
@@ -337,6 +351,7 @@ impl JsonArrayDecoder {
                         out.push(Frame {
                             event: None,
                             data: std::mem::take(&mut self.buf),
+                            exception: false,
                         });
                     }
                 }
@@ -410,7 +425,8 @@ mod tests {
             out,
             vec![Frame {
                 event: Some("x".to_string()),
-                data: b"a".to_vec()
+                data: b"a".to_vec(),
+                exception: false,
             }]
         );
     }

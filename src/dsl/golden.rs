@@ -80,6 +80,10 @@ pub struct Case {
     pub response: Option<Upstream>,
     pub error: Option<Upstream>,
     pub stream: Option<String>,
+    /// A binary stream (`framing aws_eventstream`) as a list of messages the harness encodes:
+    /// `{ event: NAME, data: ... }` or `{ exception: TYPE, data: ... }` (data: an object, or a
+    /// string used as the payload's text).
+    pub stream_frames: Option<Vec<FrameCase>>,
     /// The stream response's headers.
     #[serde(default)]
     pub stream_headers: std::collections::BTreeMap<String, String>,
@@ -88,6 +92,32 @@ pub struct Case {
     pub expect_done: Option<bool>,
     pub expect_usage: Option<Value>,
     pub expect_error: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameCase {
+    pub event: Option<String>,
+    pub exception: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// The bytes of a `stream_frames` list in the provider's binary framing.
+fn encode_frames(p: &super::Provider, frames: &[FrameCase]) -> Result<Vec<u8>, String> {
+    if p.framing() != super::Framing::AwsEventStream {
+        return Err("`stream_frames` is for `framing aws_eventstream`; write `stream` text".into());
+    }
+    let mut out = Vec::new();
+    for f in frames {
+        let payload = body_bytes(&f.data);
+        match (&f.event, &f.exception) {
+            (Some(e), None) => out.extend(super::eventstream::encode_event(e, &payload)),
+            (None, Some(x)) => out.extend(super::eventstream::encode_exception(x, &payload)),
+            _ => return Err("a stream frame has `event` or `exception`, not both".into()),
+        }
+    }
+    Ok(out)
 }
 
 /// A case with where it came from.
@@ -327,10 +357,16 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
         }
     }
 
-    if let Some(transcript) = &c.stream {
+    let transcript = match (&c.stream, &c.stream_frames) {
+        (Some(t), None) => Some(t.as_bytes().to_vec()),
+        (None, Some(frames)) => Some(encode_frames(p, frames)?),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err("a case has `stream` or `stream_frames`, not both".into()),
+    };
+    if let Some(transcript) = &transcript {
         ran = true;
         let ctx = ctx_of(&c.ctx, true);
-        let bytes = transcript.as_bytes();
+        let bytes = transcript.as_slice();
         // The same transcript, cut at every size: framing must not matter.
         let mut first: Option<StreamResult> = None;
         for step in [bytes.len().max(1), 1, 7, 64] {
@@ -447,7 +483,7 @@ fn drain(
     chunks: &mut Vec<Value>,
 ) -> Stop {
     for f in frames.drain(..) {
-        match p.map_event(st, f.event.as_deref(), &f.data, chunks) {
+        match p.map_frame(st, &f, chunks) {
             Ok(StreamControl::Continue) => {}
             Ok(StreamControl::Done) => return Stop::Done,
             Err(e) => return Stop::Failed(mapped_json(&e)),

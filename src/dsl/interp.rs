@@ -1132,9 +1132,13 @@ impl<'a, 's> Env<'a, 's> {
                 };
                 let k = self.eval(&args[1])?;
                 let prog = self.prog;
+                let table = &prog.tables[*t];
+                // An absent key takes the `_` default too: a table with `_` always answers.
                 return Ok(match k.get() {
-                    None | Some(Value::Null) => Val::Absent,
-                    Some(k) => prog.tables[*t].get(k).map_or(Val::Absent, Val::Ref),
+                    None | Some(Value::Null) => {
+                        table.default.as_ref().map_or(Val::Absent, Val::Ref)
+                    }
+                    Some(k) => table.get(k).map_or(Val::Absent, Val::Ref),
                 });
             }
             Now => {
@@ -1305,6 +1309,12 @@ impl<'a, 's> Env<'a, 's> {
                 None => Ok(Val::Absent),
                 Some(v) => own(Value::String(key_order::json_text(v, source))),
             },
+            Base64Decode => Ok(str_arg(0)
+                .and_then(bi::base64_decode)
+                .map_or(Val::Absent, |s| Val::Own(Value::String(s)))),
+            Base64Encode => Ok(str_arg(0)
+                .map(bi::base64_encode)
+                .map_or(Val::Absent, |s| Val::Own(Value::String(s)))),
             DataUrl => Ok(str_arg(0)
                 .and_then(bi::data_url)
                 .map_or(Val::Absent, Val::Own)),

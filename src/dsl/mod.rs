@@ -25,6 +25,7 @@ pub mod ast;
 pub mod builtins;
 pub mod compile;
 pub mod error;
+pub mod eventstream;
 pub mod framing;
 pub mod golden;
 pub mod interp;

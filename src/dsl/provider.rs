@@ -742,6 +742,33 @@ impl Provider {
         }
     }
 
+    /// Maps one decoded frame: an event as [`Provider::map_event`]; a frame the framing marked
+    /// as the upstream's error (an event-stream exception) is classified by the error rules,
+    /// with the frame's name as `headers[":exception-type"]`, its payload as `res` and
+    /// `text`, and status 500 unless a rule says otherwise.
+    pub fn map_frame(
+        &self,
+        state: &mut StreamState,
+        frame: &super::Frame,
+        out: &mut Vec<Value>,
+    ) -> Result<StreamControl, MappedError> {
+        if !frame.exception {
+            return self.map_event(state, frame.event.as_deref(), &frame.data, out);
+        }
+        if state.done || state.failed {
+            return Ok(StreamControl::Done);
+        }
+        state.failed = true;
+        let parsed = self.parse_upstream(frame.data.trim_ascii()).ok();
+        let mut headers = state.headers.clone();
+        headers.push((
+            ":exception-type".to_owned(),
+            frame.event.clone().unwrap_or_default(),
+        ));
+        let text = String::from_utf8_lossy(&frame.data);
+        Err(self.classify(500, &headers, parsed.as_ref(), &text))
+    }
+
     /// The verdict on a stream whose upstream body has ended (EOF), to call once when the
     /// body ends and no event returned [`StreamControl::Done`] or an error.
     ///

@@ -1138,3 +1138,77 @@ fn response_headers_are_readable_in_responses_errors_and_streams() {
     let e = load_err(r#"provider r { base_url "https://x.test" request { a = headers["x"] } }"#);
     assert!(e.contains("`headers` is not available here"), "{e}");
 }
+
+#[test]
+fn lookup_gives_the_default_for_an_absent_key_and_base64_round_trips() {
+    let set = load(
+        r#"provider p {
+             base_url "https://x.test" url "/c"
+             table reasons { "a" => "A", _ => "other" }
+             table bare { "a" => "A" }
+             request {
+               missing = lookup(reasons, extra.nope)
+               bare_missing = lookup(bare, extra.nope) ?? "none"
+               hit = lookup(reasons, "a")
+               decoded = base64_decode(extra.b64)
+               bad = base64_decode("%%%") ?? "invalid"
+               encoded = base64_encode("{\"k\":1}")
+             }
+           }"#,
+    );
+    let p = set.get("p").expect("p");
+    let up = p
+        .build_request(
+            &RequestCtx::default(),
+            &json!({"model": "m", "b64": "eyJrIjoxfQ"}),
+        )
+        .expect("built");
+    let body: Value = serde_json::from_slice(&up.body).expect("json");
+    assert_eq!(
+        body,
+        json!({"missing": "other", "bare_missing": "none", "hit": "A", "decoded": "{\"k\":1}",
+               "bad": "invalid", "encoded": "eyJrIjoxfQ=="})
+    );
+}
+
+#[test]
+fn an_event_stream_exception_frame_is_classified_by_the_error_rules() {
+    let set = load(
+        r#"provider p {
+             base_url "https://x.test" url "/c"
+             framing aws_eventstream
+             request { model = ctx.model }
+             stream { on "messageStop" { emit finish "stop" done } on _ { emit delta { content: ev.text } } }
+             errors {
+               when headers[":exception-type"] == "throttlingException" => rate_limit
+               when headers[":exception-type"] == "validationException" => bad_request
+             }
+           }"#,
+    );
+    let p = set.get("p").expect("p");
+    let mut bytes = eventstream::encode_event("delta", br#"{"text":"Hi"}"#);
+    bytes.extend(eventstream::encode_exception(
+        "throttlingException",
+        br#"{"message":"Too many requests, please wait"}"#,
+    ));
+    let mut dec = FrameDecoder::new(p.framing());
+    let mut frames = Vec::new();
+    dec.feed(&bytes, &mut frames).expect("frames");
+    let mut st = p.stream_state(&RequestCtx::default());
+    let mut chunks = Vec::new();
+    assert_eq!(
+        p.map_frame(&mut st, &frames[0], &mut chunks)
+            .expect("event"),
+        StreamControl::Continue
+    );
+    let e = p
+        .map_frame(&mut st, &frames[1], &mut chunks)
+        .expect_err("an exception");
+    assert_eq!(e.class, ErrorClass::RateLimit);
+    assert!(e.message.contains("Too many requests"), "{e:?}");
+    // The stream is over: later frames are not mapped.
+    assert_eq!(
+        p.map_frame(&mut st, &frames[0], &mut chunks).expect("done"),
+        StreamControl::Done
+    );
+}

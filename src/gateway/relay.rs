@@ -492,7 +492,7 @@ impl Mapped {
     ) -> Result<bool, MappedError> {
         for f in frames {
             self.chunks.clear();
-            let ctl = provider.map_event(state, f.event.as_deref(), &f.data, &mut self.chunks)?;
+            let ctl = provider.map_frame(state, f, &mut self.chunks)?;
             self.push_chunks();
             if ctl == StreamControl::Done {
                 return Ok(true);
