@@ -178,6 +178,8 @@ pub enum Stmt {
     Emit(Emit, Span),
     Done(Span),
     Raise(Expr, Span),
+    /// `super`: the parent's block of the same kind.
+    Super(Span),
 }
 
 #[derive(Debug, Clone)]

@@ -87,6 +87,9 @@ struct Merged<'a> {
     fns: Vec<(usize, &'a FnDecl)>,
     request: Option<(usize, bool, &'a [Stmt])>,
     response: Option<(usize, bool, &'a [Stmt])>,
+    /// Every `request` / `response` block of the chain, root first (for `super`).
+    request_chain: Vec<(usize, bool, &'a [Stmt])>,
+    response_chain: Vec<(usize, bool, &'a [Stmt])>,
     stream: Option<(usize, &'a StreamDecl)>,
     /// Child first: a child's rules are tried before its parent's.
     errors: Vec<(usize, &'a ErrorsDecl)>,
@@ -300,6 +303,7 @@ impl<'a> Compiler<'a> {
                     } => {
                         single("request", *span, self, &mut seen_single);
                         m.request = Some((fi, *passthrough, body));
+                        m.request_chain.push((fi, *passthrough, body));
                     }
                     Item::Response {
                         passthrough,
@@ -308,6 +312,7 @@ impl<'a> Compiler<'a> {
                     } => {
                         single("response", *span, self, &mut seen_single);
                         m.response = Some((fi, *passthrough, body));
+                        m.response_chain.push((fi, *passthrough, body));
                     }
                     Item::Stream(s) => {
                         single("stream", s.span, self, &mut seen_single);
@@ -394,6 +399,7 @@ impl<'a> Compiler<'a> {
                 file: *ffi,
                 cx: Cx::Fn,
                 scope: Scope::default(),
+                sup: Super::None,
             };
             for p in &f.params {
                 if ex.scope.get(&p.name).is_some() {
@@ -515,14 +521,17 @@ impl<'a> Compiler<'a> {
             },
         };
 
-        let (request, request_passthrough) = match m.request {
-            Some((rfi, pt, body)) => (self.block(&pc, rfi, Cx::Request, body), pt),
-            None => (CBlock::default(), true),
-        };
-        let (response, response_passthrough) = match m.response {
-            Some((rfi, pt, body)) => (Some(self.block(&pc, rfi, Cx::Response, body)), pt),
-            None => (None, true),
-        };
+        let mut supers = Vec::new();
+        let (request, request_passthrough) =
+            match self.block_chain(&pc, &m.request_chain, Cx::Request, &mut supers) {
+                Some((b, pt)) => (b, pt),
+                None => (CBlock::default(), true),
+            };
+        let (response, response_passthrough) =
+            match self.block_chain(&pc, &m.response_chain, Cx::Response, &mut supers) {
+                Some((b, pt)) => (Some(b), pt),
+                None => (None, true),
+            };
         let stream = match m.stream {
             Some((sfi, s)) => self.stream(&mut pc, sfi, s),
             None => CStream {
@@ -593,6 +602,7 @@ impl<'a> Compiler<'a> {
             tables,
             fns,
             request,
+            supers,
             request_passthrough,
             response,
             response_passthrough,
@@ -657,6 +667,7 @@ impl<'a> Compiler<'a> {
             file: fi,
             cx,
             scope: Scope::default(),
+            sup: Super::None,
         };
         let expr = ex.expr(e);
         CTop {
@@ -665,13 +676,49 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn block(&mut self, pc: &ProviderCx, fi: usize, cx: Cx, body: &[Stmt]) -> CBlock {
+    /// The last block of `chain` (the provider's own or inherited one), each block compiled
+    /// with its parent's as the target of `super` (kept in `supers`).
+    fn block_chain(
+        &mut self,
+        pc: &ProviderCx,
+        chain: &[(usize, bool, &[Stmt])],
+        cx: Cx,
+        supers: &mut Vec<CBlock>,
+    ) -> Option<(CBlock, bool)> {
+        let mut parent: Option<(usize, bool)> = None;
+        let mut last = None;
+        for (i, &(fi, pt, body)) in chain.iter().enumerate() {
+            let sup = match parent {
+                None => Super::None,
+                Some((at, ppt)) if ppt == pt => Super::Block(at),
+                Some(_) => Super::Mismatch,
+            };
+            let block = self.block_with(pc, fi, cx, body, sup);
+            if i + 1 < chain.len() {
+                supers.push(block);
+                parent = Some((supers.len() - 1, pt));
+            } else {
+                last = Some((block, pt));
+            }
+        }
+        last
+    }
+
+    fn block_with(
+        &mut self,
+        pc: &ProviderCx,
+        fi: usize,
+        cx: Cx,
+        body: &[Stmt],
+        sup: Super,
+    ) -> CBlock {
         let mut ex = ExprCx {
             c: self,
             pc,
             file: fi,
             cx,
             scope: Scope::default(),
+            sup,
         };
         let stmts = ex.stmts(body);
         CBlock {
@@ -721,6 +768,7 @@ impl<'a> Compiler<'a> {
             file: fi,
             cx: Cx::Stream,
             scope: Scope::default(),
+            sup: Super::None,
         };
         let cond = h.cond.as_ref().map(|c| ex.expr(c));
         let stmts = ex.stmts(&h.body);
@@ -760,7 +808,19 @@ struct ProviderCx {
     state: Vec<String>,
 }
 
+/// What a `super` statement in the block being compiled runs.
+#[derive(Debug, Clone, Copy)]
+enum Super {
+    /// No ancestor has a block of this kind (or this is not a request or response block).
+    None,
+    /// `Program::supers[i]`.
+    Block(usize),
+    /// The ancestor's block is `passthrough` and this one is not, or the other way round.
+    Mismatch,
+}
+
 struct ExprCx<'c, 'a> {
+    sup: Super,
     c: &'c mut Compiler<'a>,
     pc: &'c ProviderCx,
     file: usize,
@@ -858,6 +918,23 @@ impl ExprCx<'_, '_> {
                     Emit::Chunk(c) => CStmt::EmitChunk(self.expr(c)),
                 }
             }
+            Stmt::Super(span) => match self.sup {
+                Super::Block(i) => CStmt::Super(i),
+                Super::None => {
+                    self.err(
+                        *span,
+                        "`super` runs the parent provider's block of the same kind, and no ancestor has one (only `request` and `response` blocks have `super`)",
+                    );
+                    return None;
+                }
+                Super::Mismatch => {
+                    self.err(
+                        *span,
+                        "`super` needs the parent's block to be `passthrough` exactly when this one is",
+                    );
+                    return None;
+                }
+            },
             Stmt::Done(span) => {
                 if self.cx != Cx::Stream {
                     self.err(*span, "`done` is only allowed in stream handlers");

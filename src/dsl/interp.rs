@@ -316,6 +316,11 @@ impl<'a, 's> Env<'a, 's> {
                 let v = self.eval(e)?;
                 self.stack[self.base + slot] = self.pin(v);
             }
+            // `field = omit` written as such removes what an earlier statement (or `super`) set;
+            // an expression that merely comes out absent leaves it.
+            CStmt::Set(path, CExpr::Omit) if !self.passthrough => {
+                out::remove_path(&mut sink.obj, path);
+            }
             CStmt::Set(path, e) => match self.eval_out(e)? {
                 Out::Absent => {
                     if let (true, [key]) = (self.passthrough, path.as_slice()) {
@@ -402,6 +407,16 @@ impl<'a, 's> Env<'a, 's> {
                 }
             }
             CStmt::Done => return Ok(Flow::Done),
+            CStmt::Super(i) => {
+                let prog: &'a Program = self.prog;
+                let Some(block) = prog.supers.get(*i) else {
+                    return mapping("super without a parent block");
+                };
+                let base = self.enter(block.slots);
+                let r = self.exec(&block.stmts, sink);
+                self.leave(base);
+                return r;
+            }
             CStmt::Raise(e) => {
                 let v = self.eval(e)?.into_value();
                 return Ok(Flow::Raise(v));

@@ -143,6 +143,8 @@ pub enum CStmt {
     EmitChunk(CExpr),
     Done,
     Raise(CExpr),
+    /// `super`: run `Program::supers[i]` in a frame of its own, into the same output.
+    Super(usize),
 }
 
 impl CStmt {
@@ -172,7 +174,7 @@ impl CStmt {
                     f(fin);
                 }
             }
-            CStmt::Done => {}
+            CStmt::Done | CStmt::Super(_) => {}
         }
     }
 }
@@ -323,6 +325,8 @@ pub struct Program {
     pub tables: Vec<Table>,
     pub fns: Vec<CFn>,
     pub request: CBlock,
+    /// Ancestors' `request` and `response` blocks that a `super` runs.
+    pub supers: Vec<CBlock>,
     pub request_passthrough: bool,
     pub response: Option<CBlock>,
     pub response_passthrough: bool,
@@ -352,6 +356,9 @@ impl Program {
             .map(|f| (&mut f.slots, vec![&mut f.body]))
             .collect();
         out.push(block(&mut self.request, None));
+        for b in &mut self.supers {
+            out.push(block(b, None));
+        }
         out.extend(self.response.as_mut().map(|b| block(b, None)));
         for h in (self.stream.handlers.iter_mut()).chain(self.stream.end_handlers.iter_mut()) {
             out.push(block(&mut h.body, h.cond.as_mut()));

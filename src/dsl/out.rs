@@ -135,6 +135,20 @@ pub fn put<'a>(fields: &mut Fields<'a>, key: &'a str, v: Out<'a>) {
     }
 }
 
+/// Removes the field at `path` (nested through objects being built), if set.
+pub fn remove_path(fields: &mut Fields<'_>, path: &[String]) {
+    match path {
+        [] => {}
+        [key] => fields.retain(|(k, _)| *k != key.as_str()),
+        [key, rest @ ..] => {
+            if let Some((_, Out::Obj(inner))) = fields.iter_mut().find(|(k, _)| *k == key.as_str())
+            {
+                remove_path(inner, rest);
+            }
+        }
+    }
+}
+
 pub fn into_map(fields: Fields<'_>) -> Map<String, Value> {
     // Inserted one by one: for maps this small, collecting sorts and bulk-builds, which
     // costs more.

@@ -179,6 +179,7 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::unsupported_stmt
         | Rule::emit_stmt
         | Rule::done_stmt
+        | Rule::super_stmt
         | Rule::raise_stmt => "a statement",
         Rule::param_item
         | Rule::base_url_item
@@ -577,6 +578,7 @@ fn stmt(p: Pair<Rule>) -> Option<Stmt> {
             Stmt::Emit(emit, span)
         }
         Rule::done_stmt => Stmt::Done(span),
+        Rule::super_stmt => Stmt::Super(span),
         Rule::raise_stmt => Stmt::Raise(expr(ps.next()?), span),
         _ => return None,
     })

@@ -1212,3 +1212,56 @@ fn an_event_stream_exception_frame_is_classified_by_the_error_rules() {
         StreamControl::Done
     );
 }
+
+#[test]
+fn super_runs_the_parents_block_and_later_fields_override_it() {
+    let set = load(
+        r#"provider base {
+             base_url "https://x.test" url "/c"
+             request { model = ctx.model; messages = req.messages; keep = "base" }
+             response { text = res.a; from = "base" }
+           }
+           provider child extends base {
+             request { let pre = "child-" + ctx.model; super; model = omit; version = pre }
+             response { super; from = "child" }
+           }
+           provider grandchild extends child {
+             request { super; extra_field = 1 }
+           }"#,
+    );
+    let ctx = RequestCtx {
+        model: "m".into(),
+        ..RequestCtx::default()
+    };
+    let req = json!({"model": "x", "messages": [{"role": "user", "content": "hi"}]});
+    let body = |name: &str| -> Value {
+        let up = set
+            .get(name)
+            .expect(name)
+            .build_request(&ctx, &req)
+            .expect("built");
+        serde_json::from_slice(&up.body).expect("json")
+    };
+    assert_eq!(
+        body("child"),
+        json!({"messages": [{"role": "user", "content": "hi"}], "keep": "base", "version": "child-m"})
+    );
+    assert_eq!(
+        body("grandchild"),
+        json!({"messages": [{"role": "user", "content": "hi"}], "keep": "base", "version": "child-m", "extra_field": 1})
+    );
+    let done = set
+        .get("grandchild")
+        .expect("grandchild")
+        .parse_response(200, br#"{"a":"t"}"#, &ctx)
+        .expect("mapped");
+    let v: Value = serde_json::from_slice(&done.body).expect("json");
+    assert_eq!(v, json!({"text": "t", "from": "child"}));
+    let e = load_err(r#"provider p { base_url "https://x.test" request { super } }"#);
+    assert!(e.contains("no ancestor has one"), "{e}");
+    let e = load_err(
+        r#"provider p { base_url "https://x.test" request passthrough { model = ctx.model } }
+           provider q extends p { request { super } }"#,
+    );
+    assert!(e.contains("passthrough"), "{e}");
+}
