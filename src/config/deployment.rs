@@ -78,11 +78,19 @@ pub(super) fn build(
             None
         }
     };
-    let mut known_provider = None;
+    // The provider file that serves the model, and the model it is sent: the prefix's own file,
+    // or the one its `dispatch` rules pick.
+    let mut routed: Option<(String, String)> = None;
     if let Some(provider) = provider {
         let names = c.catalog.names();
         match provider_names::classify(provider, &names) {
-            Prefix::Available => known_provider = Some(provider),
+            Prefix::Available => {
+                let model = p.model.split_once('/').map_or("", |(_, m)| m);
+                match c.catalog.resolve(provider, model) {
+                    Ok(r) => routed = Some(r),
+                    Err(e) => diag.error(params.key("model"), e),
+                }
+            }
             Prefix::LiteLlmOnly => {
                 let why = match c.providers_source {
                     // The file was removed from (or never copied into) a providers directory.
@@ -110,6 +118,7 @@ pub(super) fn build(
         }
     }
 
+    let known_provider = routed.as_ref().map(|(file, _)| file.as_str());
     let mut secret = |key: &str, value: Option<&str>, diag: &mut Diagnostics| -> Option<String> {
         match secrets::resolve(value?, c.base_dir, c.env) {
             Ok(v) => Some(v),
@@ -141,7 +150,16 @@ pub(super) fn build(
     // references resolved (they are often secrets), other scalars and structures as given.
     let mut provider_params = std::collections::BTreeMap::new();
     if let Some(provider) = known_provider {
-        for name in c.catalog.provider_params(provider) {
+        let declared = c.catalog.provider_params(provider);
+        for key in p.extra.keys() {
+            if !declared.contains(&key.as_str()) {
+                diag.warn(
+                    params.key(key),
+                    format!("unknown key `{key}` ignored: provider `{provider}` declares no such parameter"),
+                );
+            }
+        }
+        for name in declared {
             let Some(v) = p.extra.get(name) else {
                 continue;
             };
@@ -244,6 +262,8 @@ pub(super) fn build(
         max_output: num("max_output_tokens", TOKENS).map(|v| v as u64),
     };
     let pricing = p.model.split_once('/').map(|(provider, model)| {
+        // Priced by the LiteLLM prefix and the model as sent (`converse/` and the like off).
+        let model = routed.as_ref().map_or(model, |(_, m)| m.as_str());
         crate::usage::prices::resolve(
             c.prices,
             provider,
@@ -297,7 +317,9 @@ pub(super) fn build(
         );
         return None;
     }
-    let (provider, upstream_model) = p.model.split_once('/')?;
+    let (provider, upstream_model) = routed
+        .as_ref()
+        .map(|(file, model)| (file.as_str(), model.as_str()))?;
     secrets_seen.extend(api_key.iter().cloned());
     let id = entry
         .model_info

@@ -77,6 +77,9 @@ pub trait ProviderCatalog {
     /// Every parameter `provider`'s file declares other than `api_base` and `api_version`
     /// (which have fields of their own).
     fn provider_params(&self, provider: &str) -> Vec<&str>;
+    /// The provider file that serves `model` under `prefix` and the model it is sent (a
+    /// dispatching file picks one by the model); `Err` lists the rules when none matches.
+    fn resolve(&self, prefix: &str, model: &str) -> Result<(String, String), String>;
 }
 
 impl ProviderCatalog for ProviderSet {
@@ -88,6 +91,27 @@ impl ProviderCatalog for ProviderSet {
         self.get(provider)
             .map(|p| p.required_params().collect())
             .unwrap_or_default()
+    }
+
+    fn resolve(&self, prefix: &str, model: &str) -> Result<(String, String), String> {
+        match ProviderSet::resolve(self, prefix, model) {
+            Some((file, m)) => Ok((file.to_owned(), m.to_owned())),
+            None => {
+                let rules: Vec<String> = self
+                    .get(prefix)
+                    .map(|p| {
+                        p.dispatch()
+                            .iter()
+                            .map(|r| format!("`{}`", r.pattern))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Err(format!(
+                    "provider `{prefix}` serves models by pattern ({}), and `{model}` matches none",
+                    rules.join(", ")
+                ))
+            }
+        }
     }
 
     fn provider_params(&self, provider: &str) -> Vec<&str> {
@@ -240,6 +264,75 @@ mod tests {
     fn load_text(t: &str) -> Result<Loaded, ConfigError> {
         let providers = Arc::new(providers::embedded().unwrap());
         load_str("test.yaml", t, Path::new("."), providers)
+    }
+
+    #[test]
+    fn dispatch_and_declared_parameters_reach_the_deployment() {
+        let providers = crate::dsl::load_str(
+            "t.llmux",
+            r#"provider cloud { dispatch { "claude-*" => cloud_claude, "converse/*" => cloud_main strip "converse/", "*" => cloud_main } }
+               provider cloud_main { param project required param region default "r1" param secret_token default "" base_url "https://{region}.test" url "/{project}" request { model = ctx.model } }
+               provider cloud_claude extends cloud_main { }"#,
+        )
+        .unwrap();
+        let text = "environment_variables: { LLMUX_TEST_CLOUD_TOKEN: tok-123 }\nmodel_list:
+  - model_name: a
+    litellm_params: { model: cloud/claude-x, project: p1, secret_token: os.environ/LLMUX_TEST_CLOUD_TOKEN, not_a_param: 1 }
+  - model_name: b
+    litellm_params: { model: cloud/converse/m-2, project: p2, region: r9 }
+  - model_name: c
+    litellm_params: { model: cloud/m-3, project: 7 }
+";
+        let l = load_str("test.yaml", text, Path::new("."), Arc::new(providers)).unwrap();
+        let a = &l.snapshot.group("a").unwrap().deployments[0];
+        assert_eq!(
+            (a.provider.as_str(), a.upstream_model.as_str()),
+            ("cloud_claude", "claude-x")
+        );
+        assert_eq!(a.params.get("project"), Some(&serde_json::json!("p1")));
+        assert_eq!(
+            a.params.get("secret_token"),
+            Some(&serde_json::json!("tok-123"))
+        );
+        assert!(l.snapshot.secrets.iter().any(|s| s == "tok-123"));
+        assert!(!l.snapshot.secrets.iter().any(|s| s == "p1"));
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.contains("unknown key `not_a_param` ignored")),
+            "{:?}",
+            l.warnings
+        );
+        let b = &l.snapshot.group("b").unwrap().deployments[0];
+        assert_eq!(
+            (b.provider.as_str(), b.upstream_model.as_str()),
+            ("cloud_main", "m-2")
+        );
+        assert_eq!(b.params.get("region"), Some(&serde_json::json!("r9")));
+        let c = &l.snapshot.group("c").unwrap().deployments[0];
+        assert_eq!(c.params.get("project"), Some(&serde_json::json!(7)));
+
+        let providers = crate::dsl::load_str(
+            "t.llmux",
+            r#"provider cloud { dispatch { "claude-*" => cloud_main } }
+               provider cloud_main { param project required base_url "https://x.test" request { model = ctx.model } }"#,
+        )
+        .unwrap();
+        let text = "model_list:\n  - model_name: a\n    litellm_params: { model: cloud/gpt-x, project: p }\n  - model_name: b\n    litellm_params: { model: cloud/claude-y }\n";
+        let e = match load_str(
+            "test.yaml",
+            &text.replace("\\n", "\n"),
+            Path::new("."),
+            Arc::new(providers),
+        ) {
+            Err(ConfigError::Invalid { errors, .. }) => errors.join("\n"),
+            other => panic!("expected errors, got {:?}", other.map(|_| ())),
+        };
+        assert!(e.contains("test.yaml:3:30: model_list[0].litellm_params.model: provider `cloud` serves models by pattern (`claude-*`), and `gpt-x` matches none"), "{e}");
+        assert!(
+            e.contains("`litellm_params.project` is required for provider `cloud_main`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -105,6 +105,17 @@ pub enum Item {
     },
     Stream(StreamDecl),
     Errors(ErrorsDecl),
+    /// `dispatch { "pattern" => provider [strip "prefix"], ... }`.
+    Dispatch(Vec<DispatchRule>, Span),
+}
+
+#[derive(Debug, Clone)]
+pub struct DispatchRule {
+    /// `*` matches any text (`claude-*`, `*`).
+    pub pattern: Str,
+    pub target: Ident,
+    /// Taken off the front of the model before it reaches the target.
+    pub strip: Option<Str>,
 }
 
 #[derive(Debug, Clone)]

@@ -93,6 +93,7 @@ struct Merged<'a> {
     stream: Option<(usize, &'a StreamDecl)>,
     /// Child first: a child's rules are tried before its parent's.
     errors: Vec<(usize, &'a ErrorsDecl)>,
+    dispatch: Option<(usize, &'a [DispatchRule])>,
 }
 
 pub struct Compiler<'a> {
@@ -151,6 +152,7 @@ impl<'a> Compiler<'a> {
                 order.push(p.name.name.as_str());
             }
         }
+        self.check_dispatchers(&decls);
         let mut out = Vec::new();
         for name in order {
             let Some(chain) = self.chain(name, &decls) else {
@@ -162,6 +164,58 @@ impl<'a> Compiler<'a> {
             }
         }
         out
+    }
+
+    /// A dispatching provider has its `dispatch` only, no parent, and rules naming providers
+    /// that exist and do not dispatch themselves.
+    fn check_dispatchers(&mut self, decls: &HashMap<&'a str, (usize, &'a ProviderDecl)>) {
+        let dispatches = |d: &ProviderDecl| d.items.iter().any(|i| matches!(i, Item::Dispatch(..)));
+        let mut names: Vec<&&str> = decls.keys().collect();
+        names.sort();
+        for name in names {
+            let (fi, d) = decls[*name];
+            let Some((rules, span)) = d.items.iter().find_map(|i| match i {
+                Item::Dispatch(r, s) => Some((r, *s)),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if d.items.len() > 1 || d.extends.is_some() {
+                self.err(
+                    fi,
+                    span,
+                    format!(
+                        "provider `{name}` dispatches: it can have no `extends` and no other items (they belong in the providers it dispatches to)"
+                    ),
+                );
+            }
+            if rules.is_empty() {
+                self.err(fi, span, "`dispatch` needs at least one rule");
+            }
+            let known: Vec<&str> = decls.keys().copied().collect();
+            for r in rules {
+                match decls.get(r.target.name.as_str()) {
+                    None => self.err(
+                        fi,
+                        r.target.span,
+                        format!(
+                            "unknown provider `{}`{}",
+                            r.target.name,
+                            suggest(&r.target.name, &known)
+                        ),
+                    ),
+                    Some((_, t)) if dispatches(t) => self.err(
+                        fi,
+                        r.target.span,
+                        format!(
+                            "`{}` dispatches too: a rule must name a provider that serves requests",
+                            r.target.name
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
     }
 
     /// The provider and its ancestors, root first.
@@ -318,6 +372,7 @@ impl<'a> Compiler<'a> {
                         single("stream", s.span, self, &mut seen_single);
                         m.stream = Some((fi, s));
                     }
+                    Item::Dispatch(rules, _) => m.dispatch = Some((fi, rules)),
                     Item::Errors(e) => {
                         single("errors", e.span, self, &mut seen_single);
                         own_errors = Some((fi, e));
@@ -608,6 +663,19 @@ impl<'a> Compiler<'a> {
             response_passthrough,
             stream,
             errors,
+            dispatch: m
+                .dispatch
+                .map(|(_, rules)| {
+                    rules
+                        .iter()
+                        .map(|r| DispatchRoute {
+                            pattern: r.pattern.value.clone(),
+                            target: r.target.name.clone(),
+                            strip: r.strip.as_ref().map(|s| s.value.clone()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 

@@ -332,6 +332,50 @@ pub struct Program {
     pub response_passthrough: bool,
     pub stream: CStream,
     pub errors: CErrors,
+    /// A dispatching provider's rules (and nothing else is used).
+    pub dispatch: Vec<DispatchRoute>,
+}
+
+/// One `dispatch` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRoute {
+    pub pattern: String,
+    pub target: String,
+    pub strip: Option<String>,
+}
+
+impl DispatchRoute {
+    /// The target and the model it receives, when `model` matches.
+    pub fn route<'m>(&self, model: &'m str) -> Option<(&str, &'m str)> {
+        if !glob_match(&self.pattern, model) {
+            return None;
+        }
+        let model = match &self.strip {
+            Some(p) => model.strip_prefix(p.as_str()).unwrap_or(model),
+            None => model,
+        };
+        Some((self.target.as_str(), model))
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 impl Program {

@@ -60,6 +60,17 @@ impl ProviderSet {
         self.providers.get(name)
     }
 
+    /// The provider that serves `model` under the prefix `name`, and the model it is sent:
+    /// `name` itself, or for a dispatching provider (`dispatch { ... }`) the first rule's
+    /// target whose pattern matches. `None`: no such provider, or no rule matches.
+    pub fn resolve<'m>(&self, name: &str, model: &'m str) -> Option<(&str, &'m str)> {
+        let (own, p) = self.providers.get_key_value(name)?;
+        if p.dispatch().is_empty() {
+            return Some((own.as_str(), model));
+        }
+        p.dispatch().iter().find_map(|r| r.route(model))
+    }
+
     /// Provider names in sorted order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.providers.keys().map(String::as_str)

@@ -192,6 +192,7 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::framing_item
         | Rule::fetch_images_item
         | Rule::genai_provider_item
+        | Rule::dispatch_item
         | Rule::table_item
         | Rule::fn_item
         | Rule::request_item
@@ -390,6 +391,21 @@ fn item(p: Pair<Rule>) -> Option<Item> {
         Rule::framing_item => Item::Framing(ident(ps.next()?)),
         Rule::fetch_images_item => Item::FetchImages(ident(ps.next()?)),
         Rule::genai_provider_item => Item::GenaiProvider(string(ps.next()?)),
+        Rule::dispatch_item => {
+            let mut rules = Vec::new();
+            for r in ps {
+                let mut rp = parts(r).into_iter();
+                let pattern = string(rp.next()?);
+                let target = ident(rp.next()?);
+                let strip = rp.next().map(string);
+                rules.push(DispatchRule {
+                    pattern,
+                    target,
+                    strip,
+                });
+            }
+            Item::Dispatch(rules, span)
+        }
         Rule::table_item => {
             let name = ident(ps.next()?);
             let entries = ps

@@ -180,6 +180,11 @@ impl Provider {
         &self.prog.name
     }
 
+    /// A dispatching provider's rules (empty for one that serves requests itself).
+    pub fn dispatch(&self) -> &[super::ir::DispatchRoute] {
+        &self.prog.dispatch
+    }
+
     /// Whether the file reads the upstream's response headers (`headers[...]`), so that the
     /// caller collects them for [`Provider::parse_response_with_headers`] and friends.
     pub fn reads_headers(&self) -> bool {

@@ -1265,3 +1265,32 @@ fn super_runs_the_parents_block_and_later_fields_override_it() {
     );
     assert!(e.contains("passthrough"), "{e}");
 }
+
+#[test]
+fn dispatch_picks_a_provider_by_model_and_is_checked_at_load() {
+    let set = load(
+        r#"provider cloud { dispatch { "claude-*" => claude_side, "invoke/*" => main_side strip "invoke/", "*" => main_side } }
+           provider main_side { base_url "https://x.test" request { model = ctx.model } }
+           provider claude_side extends main_side { }"#,
+    );
+    assert_eq!(
+        set.resolve("cloud", "claude-3"),
+        Some(("claude_side", "claude-3"))
+    );
+    assert_eq!(set.resolve("cloud", "invoke/m"), Some(("main_side", "m")));
+    assert_eq!(set.resolve("cloud", "other"), Some(("main_side", "other")));
+    assert_eq!(set.resolve("main_side", "x"), Some(("main_side", "x")));
+    assert_eq!(set.resolve("nope", "x"), None);
+    let e = load_err(
+        r#"provider cloud { dispatch { "a*" => mian } base_url "https://x.test" }
+           provider main { base_url "https://x.test" request { model = ctx.model } }
+           provider d2 { dispatch { "*" => cloud } }"#,
+    );
+    assert!(e.contains("unknown provider `mian`"), "{e}");
+    assert!(e.contains("did you mean `main`"), "{e}");
+    assert!(e.contains("no `extends` and no other items"), "{e}");
+    assert!(e.contains("`cloud` dispatches too"), "{e}");
+    assert!(crate::dsl::ir::glob_match("a*b*c", "axxbyyc"));
+    assert!(!crate::dsl::ir::glob_match("a*b*c", "axxc"));
+    assert!(!crate::dsl::ir::glob_match("ab*ba", "aba"));
+}
