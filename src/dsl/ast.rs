@@ -50,6 +50,14 @@ pub enum AuthDecl {
     Header(Str),
     Query(Str),
     None,
+    /// `aws_sigv4 "SERVICE"`.
+    AwsSigV4(Str),
+    GoogleOAuth,
+    /// `token_exchange "URL" grant "TYPE"`.
+    TokenExchange {
+        url: Str,
+        grant: Str,
+    },
 }
 
 /// `param NAME required` or `param NAME default "TEXT"`.

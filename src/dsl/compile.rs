@@ -77,6 +77,8 @@ struct Merged<'a> {
     bases: Vec<(usize, &'a Expr, &'a Str)>,
     method: Option<&'a Ident>,
     auth: Option<&'a AuthDecl>,
+    /// The file the `auth` item is in.
+    auth_file: usize,
     headers: Vec<(usize, &'a Str, &'a Expr)>,
     queries: Vec<(usize, &'a Str, &'a Expr)>,
     framing: Option<(usize, &'a Ident)>,
@@ -305,6 +307,7 @@ impl<'a> Compiler<'a> {
                     Item::Auth(a, span) => {
                         single("auth", *span, self, &mut seen_single);
                         m.auth = Some(a);
+                        m.auth_file = fi;
                     }
                     Item::Header { name, value } => {
                         let lname = name.value.to_ascii_lowercase();
@@ -536,6 +539,17 @@ impl<'a> Compiler<'a> {
             Some(AuthDecl::Header(s)) => Auth::Header(s.value.clone()),
             Some(AuthDecl::Query(s)) => Auth::Query(s.value.clone()),
             Some(AuthDecl::None) => Auth::None,
+            Some(AuthDecl::AwsSigV4(s)) => Auth::AwsSigV4 {
+                service: s.value.clone(),
+            },
+            Some(AuthDecl::GoogleOAuth) => Auth::GoogleOAuth,
+            Some(AuthDecl::TokenExchange { url, grant }) => {
+                let afi = m.auth_file;
+                Auth::TokenExchange {
+                    url: self.template(afi, url, &pc.params),
+                    grant: grant.value.clone(),
+                }
+            }
         };
         let headers = m
             .headers

@@ -238,10 +238,23 @@ pub enum Auth {
     Header(String),
     Query(String),
     None,
+    /// AWS Signature V4 for this service, over the exact body; a deployment with an
+    /// `api_key` (a Bedrock API key) is sent it as a bearer token instead.
+    AwsSigV4 {
+        service: String,
+    },
+    /// A Google OAuth2 access token (service account, metadata server) as a bearer token.
+    GoogleOAuth,
+    /// The deployment's `api_key` exchanged at `url` (a template over `ctx` fields and
+    /// parameters) for a bearer token, with this `grant_type`.
+    TokenExchange {
+        url: Vec<TmplPart>,
+        grant: String,
+    },
 }
 
 /// A URL template: literal text and `{placeholder}` holes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TmplPart {
     Lit(String),
     /// `{field}`, or `{+field}` (`raw`: keeps `/`).

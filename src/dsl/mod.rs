@@ -44,7 +44,7 @@ use std::path::Path;
 
 pub use error::{ErrorClass, LoadError, MappedError, TranslateError};
 pub use framing::{Frame, FrameDecoder, Framing, FramingError};
-pub use ir::{FetchImages, Param};
+pub use ir::{Auth, DispatchRoute, FetchImages, Param};
 pub use provider::{
     Completion, Provider, RequestCtx, StreamControl, StreamEnd, StreamState, UpstreamRequest,
 };

@@ -102,6 +102,17 @@ fn syntax_error(name: &str, source: &str, e: pest::error::Error<Rule>) -> LoadEr
     LoadError::at(name, source, Span::new(pos, pos + 1), msg)
 }
 
+const AUTH_FORMS: &str = "an auth scheme (bearer, header \"NAME\", query \"NAME\", none, aws_sigv4 \"SERVICE\", google_oauth, token_exchange \"URL\" grant \"TYPE\")";
+
+/// The keywords that start an auth scheme (pest reports them one by one).
+const AUTH_KEYWORDS: &[&str] = &[
+    "bearer",
+    "none",
+    "aws_sigv4",
+    "google_oauth",
+    "token_exchange",
+];
+
 const ITEM_KEYWORDS: &[&str] = &[
     "param",
     "base_url",
@@ -127,6 +138,9 @@ const STMT_KEYWORDS: &[&str] = &["let", "if", "unsupported", "emit", "done", "ra
 fn rule_name(r: Rule) -> String {
     let dbg = format!("{r:?}");
     if let Some(word) = dbg.strip_prefix("kw_") {
+        if AUTH_KEYWORDS.contains(&word) {
+            return AUTH_FORMS.into();
+        }
         if ITEM_KEYWORDS.contains(&word) {
             return "a provider item (base_url, url, auth, header, request, ...)".into();
         }
@@ -200,9 +214,13 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::stream_item
         | Rule::errors_item => "a provider item (base_url, url, auth, header, request, ...)",
         Rule::param_required | Rule::param_default => "`required` or `default \"...\"`",
-        Rule::auth_bearer | Rule::auth_header | Rule::auth_query | Rule::auth_none => {
-            "an auth scheme (bearer, header \"...\", query \"...\", none)"
-        }
+        Rule::auth_bearer
+        | Rule::auth_header
+        | Rule::auth_query
+        | Rule::auth_none
+        | Rule::auth_sigv4
+        | Rule::auth_google
+        | Rule::auth_exchange => AUTH_FORMS,
         Rule::table_entry | Rule::table_key => "a table entry (`\"key\" => value`)",
         Rule::const_value => "a constant",
         Rule::state_decl => "`state`",
@@ -375,6 +393,14 @@ fn item(p: Pair<Rule>) -> Option<Item> {
                 Rule::auth_bearer => AuthDecl::Bearer,
                 Rule::auth_header => AuthDecl::Header(string(parts(a).into_iter().next()?)),
                 Rule::auth_query => AuthDecl::Query(string(parts(a).into_iter().next()?)),
+                Rule::auth_sigv4 => AuthDecl::AwsSigV4(string(parts(a).into_iter().next()?)),
+                Rule::auth_google => AuthDecl::GoogleOAuth,
+                Rule::auth_exchange => {
+                    let mut xs = parts(a).into_iter();
+                    let url = string(xs.next()?);
+                    let grant = string(xs.next()?);
+                    AuthDecl::TokenExchange { url, grant }
+                }
                 _ => AuthDecl::None,
             };
             Item::Auth(decl, span)

@@ -180,6 +180,23 @@ impl Provider {
         &self.prog.name
     }
 
+    /// How requests authenticate. For the cloud schemes (`aws_sigv4` without an `api_key`,
+    /// `google_oauth`, `token_exchange`) the caller adds the credential after
+    /// [`Provider::build_request`].
+    pub fn auth(&self) -> &Auth {
+        &self.prog.auth
+    }
+
+    /// The token endpoint of `auth token_exchange`, filled from the deployment.
+    pub fn token_url(&self, ctx: &RequestCtx) -> Result<Option<String>, TranslateError> {
+        let Auth::TokenExchange { url, .. } = &self.prog.auth else {
+            return Ok(None);
+        };
+        let mut out = String::new();
+        self.fill_template(&mut out, url, ctx)?;
+        Ok(Some(out))
+    }
+
     /// A dispatching provider's rules (empty for one that serves requests itself).
     pub fn dispatch(&self) -> &[super::ir::DispatchRoute] {
         &self.prog.dispatch
@@ -413,7 +430,8 @@ impl Provider {
         let mut headers = Vec::with_capacity(prog.headers.len() + 2);
         headers.push(("content-type".to_string(), "application/json".to_string()));
         match (&prog.auth, &ctx.api_key) {
-            (Auth::Bearer, Some(key)) => {
+            // A Bedrock API key is a bearer token; without one the gateway signs.
+            (Auth::Bearer | Auth::AwsSigV4 { .. }, Some(key)) => {
                 headers.push(("authorization".into(), format!("Bearer {key}")))
             }
             (Auth::Header(name), Some(key)) => headers.push((name.clone(), key.clone())),

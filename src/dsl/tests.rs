@@ -1294,3 +1294,48 @@ fn dispatch_picks_a_provider_by_model_and_is_checked_at_load() {
     assert!(!crate::dsl::ir::glob_match("a*b*c", "axxc"));
     assert!(!crate::dsl::ir::glob_match("ab*ba", "aba"));
 }
+
+#[test]
+fn cloud_auth_schemes_parse_and_a_bedrock_style_key_is_a_bearer() {
+    let set = load(
+        r#"provider s { param aws_region_name required base_url "https://x.{aws_region_name}.test" auth aws_sigv4 "bedrock" request { model = ctx.model } }
+           provider g { base_url "https://x.test" auth google_oauth request { model = ctx.model } }
+           provider t { param token_host default "iam.test" base_url "https://x.test"
+                        auth token_exchange "https://{token_host}/identity/token" grant "urn:example:apikey"
+                        request { model = ctx.model } }"#,
+    );
+    let s = set.get("s").expect("s");
+    assert_eq!(
+        s.auth(),
+        &Auth::AwsSigV4 {
+            service: "bedrock".into()
+        }
+    );
+    let mut params = std::collections::BTreeMap::new();
+    params.insert("aws_region_name".to_string(), json!("us-east-1"));
+    let mut ctx = RequestCtx {
+        model: "m".into(),
+        params: std::sync::Arc::new(params),
+        ..RequestCtx::default()
+    };
+    let up = s
+        .build_request(&ctx, &json!({"model": "x"}))
+        .expect("built");
+    assert!(!up.headers.iter().any(|(k, _)| k == "authorization"));
+    ctx.api_key = Some("bedrock-api-key".into());
+    let up = s
+        .build_request(&ctx, &json!({"model": "x"}))
+        .expect("built");
+    assert!(up
+        .headers
+        .contains(&("authorization".into(), "Bearer bedrock-api-key".into())));
+    assert_eq!(set.get("g").expect("g").auth(), &Auth::GoogleOAuth);
+    let t = set.get("t").expect("t");
+    assert_eq!(
+        t.token_url(&ctx).expect("url").as_deref(),
+        Some("https://iam.test/identity/token")
+    );
+    let e = load_err(r#"provider p { base_url "https://x.test" auth kerberos }"#);
+    assert!(e.contains("header \"NAME\""), "{e}");
+    assert!(e.contains("aws_sigv4 \"SERVICE\""), "{e}");
+}
