@@ -64,9 +64,13 @@ pub enum ProvidersCommand {
     Test {
         /// Providers directory (default: ./providers).
         path: Option<PathBuf>,
-        /// Only cases whose name contains this text.
+        /// Only cases whose `provider/name` contains this text (a filter matching none fails).
         #[arg(long)]
         filter: Option<String>,
+        /// Show the whole expected and actual objects of a failing case, not only the paths
+        /// that differ.
+        #[arg(long)]
+        objects: bool,
     },
 }
 

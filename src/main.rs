@@ -138,7 +138,12 @@ fn providers_command(cmd: ProvidersCommand) -> ExitCode {
                 }
             }
         }
-        ProvidersCommand::Test { path, filter } => {
+        ProvidersCommand::Test {
+            path,
+            filter,
+            objects,
+        } => {
+            golden::show_objects(objects);
             let dir = path.unwrap_or_else(|| "providers".into());
             let set = match ProvidersSource::Dir(dir.clone()).load() {
                 Ok(s) => s,
@@ -155,10 +160,21 @@ fn providers_command(cmd: ProvidersCommand) -> ExitCode {
                 }
             };
             let (mut passed, mut failed) = (0usize, 0usize);
-            for c in cases
+            let full_name = |c: &golden::LoadedCase| format!("{}/{}", c.provider, c.name);
+            let chosen: Vec<&golden::LoadedCase> = cases
                 .iter()
-                .filter(|c| filter.as_deref().is_none_or(|f| c.name.contains(f)))
-            {
+                .filter(|c| filter.as_deref().is_none_or(|f| full_name(c).contains(f)))
+                .collect();
+            if chosen.is_empty() {
+                eprintln!(
+                    "error: no golden case matches {:?} (of {} under {})",
+                    filter.as_deref().unwrap_or(""),
+                    cases.len(),
+                    dir.join("tests").display()
+                );
+                return ExitCode::FAILURE;
+            }
+            for c in chosen {
                 match golden::run_case(&set, c) {
                     Ok(()) => {
                         passed += 1;

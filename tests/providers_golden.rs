@@ -9,6 +9,7 @@ use llmux::dsl::{self, golden};
 
 fn main() {
     let args = Arguments::from_args();
+    golden::show_objects(true);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("providers");
     let trials = match dsl::load_dir(&dir) {
         Err(errors) => {

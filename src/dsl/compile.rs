@@ -967,6 +967,15 @@ impl ExprCx<'_, '_> {
                 }
                 let mut ids = Vec::new();
                 for p in params {
+                    if p.name == "stream" {
+                        // Dropping `stream` under drop_params would answer a stream request
+                        // with a whole body the client cannot read as a stream.
+                        self.err(
+                            p.span,
+                            "`stream` cannot be `unsupported`: the client would still expect a stream; a provider without streaming must answer streams some other way",
+                        );
+                        continue;
+                    }
                     match schema::request_field(&p.name) {
                         Some(id) => ids.push((id, p.name.clone())),
                         None => {

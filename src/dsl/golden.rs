@@ -65,7 +65,7 @@ fn ok_status() -> u16 {
     200
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
     pub name: Option<String>,
@@ -127,9 +127,35 @@ pub struct LoadedCase {
     pub name: String,
     pub provider: String,
     pub case: Case,
+    /// The file could not be read as cases: reported as this case's failure, so one
+    /// malformed file does not stop the others.
+    pub problem: Option<String>,
 }
 
-/// Every case under `tests_dir` (`<tests_dir>/<provider>/*.yaml`).
+/// Whether a failing case shows the whole expected and actual objects after the paths that
+/// differ (`llmux providers test --objects`; the cargo test harness turns it on).
+static SHOW_OBJECTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn show_objects(on: bool) {
+    SHOW_OBJECTS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The cases of one file (a mapping or a list of them).
+fn read_cases(path: &Path) -> Result<Vec<Case>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if doc.is_sequence() {
+        serde_yaml::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        Ok(vec![
+            serde_yaml::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))?
+        ])
+    }
+}
+
+/// Every case under `tests_dir` (`<tests_dir>/<provider>/*.yaml`). A file that cannot be
+/// read as cases is one case whose `problem` says why.
 pub fn discover(tests_dir: &Path) -> Result<Vec<LoadedCase>, String> {
     let mut out = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(tests_dir)
@@ -150,18 +176,22 @@ pub fn discover(tests_dir: &Path) -> Result<Vec<LoadedCase>, String> {
             .collect();
         files.sort();
         for path in files {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let doc: serde_yaml::Value =
-                serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            let cases: Vec<Case> = if doc.is_sequence() {
-                serde_yaml::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))?
-            } else {
-                vec![serde_yaml::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))?]
+            let cases = match read_cases(&path) {
+                Ok(c) => c,
+                Err(problem) => {
+                    out.push(LoadedCase {
+                        path: path.clone(),
+                        name: format!("{stem} (unreadable)"),
+                        provider: provider.clone(),
+                        case: Case::default(),
+                        problem: Some(problem),
+                    });
+                    continue;
+                }
             };
             let many = cases.len() > 1;
             for (i, case) in cases.into_iter().enumerate() {
@@ -175,6 +205,7 @@ pub fn discover(tests_dir: &Path) -> Result<Vec<LoadedCase>, String> {
                     name,
                     provider: case.provider.clone().unwrap_or_else(|| provider.clone()),
                     case,
+                    problem: None,
                 });
             }
         }
@@ -215,11 +246,75 @@ fn pretty(v: &Value) -> String {
 }
 
 fn mismatch(what: &str, want: &Value, got: &Value) -> String {
-    format!(
-        "{what} differs\n--- expected\n{}\n--- got\n{}",
-        pretty(want),
-        pretty(got)
-    )
+    let mut paths = Vec::new();
+    diff_paths(want, got, &mut String::from("$"), &mut paths);
+    let mut msg = format!("{what} differs at:\n");
+    for p in &paths {
+        msg.push_str("  ");
+        msg.push_str(p);
+        msg.push('\n');
+    }
+    if SHOW_OBJECTS.load(std::sync::atomic::Ordering::Relaxed) {
+        msg.push_str(&format!(
+            "--- expected\n{}\n--- got\n{}",
+            pretty(want),
+            pretty(got)
+        ));
+    } else {
+        msg.push_str("(--objects shows both objects)");
+    }
+    msg
+}
+
+/// The JSON paths where `got` differs from `want` (at most 20), each with both values.
+fn diff_paths(want: &Value, got: &Value, at: &mut String, out: &mut Vec<String>) {
+    const MAX: usize = 20;
+    if out.len() >= MAX || want == got {
+        return;
+    }
+    let short = |v: &Value| {
+        let t = v.to_string();
+        if t.len() > 120 {
+            format!("{}…", &t[..t.floor_char_boundary(120)])
+        } else {
+            t
+        }
+    };
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (k, wv) in w {
+                let len = at.len();
+                at.push('.');
+                at.push_str(k);
+                match g.get(k) {
+                    Some(gv) => diff_paths(wv, gv, at, out),
+                    None => out.push(format!("{at}: expected {}, missing", short(wv))),
+                }
+                at.truncate(len);
+            }
+            for (k, gv) in g {
+                if !w.contains_key(k) && out.len() < MAX {
+                    out.push(format!("{at}.{k}: not expected, got {}", short(gv)));
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => {
+            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                let len = at.len();
+                at.push_str(&format!("[{i}]"));
+                diff_paths(wv, gv, at, out);
+                at.truncate(len);
+            }
+        }
+        (Value::Array(w), Value::Array(g)) => {
+            out.push(format!("{at}: expected {} items, got {}", w.len(), g.len()))
+        }
+        _ => out.push(format!(
+            "{at}: expected {}, got {}",
+            short(want),
+            short(got)
+        )),
+    }
 }
 
 /// Every key of `want` must be present in `got` with an equal value.
@@ -255,6 +350,9 @@ fn check_subset(what: &str, want: &Value, got: &Value) -> Result<(), String> {
 
 /// Run one case; `Err` describes the first difference.
 pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
+    if let Some(problem) = &lc.problem {
+        return Err(problem.clone());
+    }
     let p = set
         .get(&lc.provider)
         .ok_or_else(|| format!("no provider `{}`", lc.provider))?;

@@ -1339,3 +1339,11 @@ fn cloud_auth_schemes_parse_and_a_bedrock_style_key_is_a_bearer() {
     assert!(e.contains("header \"NAME\""), "{e}");
     assert!(e.contains("aws_sigv4 \"SERVICE\""), "{e}");
 }
+
+#[test]
+fn unsupported_stream_is_refused_at_load() {
+    let e = load_err(
+        r#"provider p { base_url "https://x.test" request { unsupported stream; model = ctx.model } }"#,
+    );
+    assert!(e.contains("`stream` cannot be `unsupported`"), "{e}");
+}

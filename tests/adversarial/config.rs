@@ -347,3 +347,59 @@ fn a_deleted_provider_file_disables_its_deployments_and_says_so() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("ok (2 model groups)"), "{stdout}");
 }
+
+/// `llmux providers test` on a directory of its own: a malformed case file fails alone, a
+/// failing case names the JSON paths that differ, and a filter that matches nothing fails.
+#[test]
+fn providers_test_reports_paths_runs_past_a_broken_file_and_refuses_an_empty_filter() {
+    let dir = TempDir::new("provtest");
+    let p = dir.0.join("providers");
+    std::fs::create_dir_all(p.join("tests/echo")).unwrap();
+    std::fs::write(
+        p.join("echo.llmux"),
+        r#"provider echo { base_url "https://x.test" url "/c" request { model = ctx.model } response { text = res.a } }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("tests/echo/good.yaml"),
+        "name: maps a\nresponse: { body: { a: x } }\nexpect: { text: x }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("tests/echo/wrong.yaml"),
+        "name: wrong text\nresponse: { body: { a: x } }\nexpect: { text: y }\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("tests/echo/broken.yaml"), "name: [unclosed\n").unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["providers", "test", p.to_str().unwrap()])
+            .args(extra)
+            .env_remove("LLMUX_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = run(&[]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("ok   echo/good: maps a"), "{text}");
+    assert!(text.contains("FAIL echo/broken (unreadable)"), "{text}");
+    assert!(text.contains("$.text: expected \"y\", got \"x\""), "{text}");
+    assert!(
+        !text.contains("--- expected"),
+        "objects only when asked: {text}"
+    );
+    assert!(text.contains("1 passed, 2 failed"), "{text}");
+    let (_, text) = run(&["--filter", "wrong", "--objects"]);
+    assert!(text.contains("--- expected"), "{text}");
+    let (ok, text) = run(&["--filter", "echo/good"]);
+    assert!(ok, "the filter matches provider/name: {text}");
+    assert!(text.contains("1 passed, 0 failed"), "{text}");
+    let (ok, text) = run(&["--filter", "no such case"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("no golden case matches"), "{text}");
+}
