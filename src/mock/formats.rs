@@ -1,7 +1,8 @@
 //! The wire formats the mock answers in. Each is chosen by the request path, the way the real
 //! services are addressed: `/chat/completions` (also under `/openai/deployments/<name>/`),
-//! `/v1/messages`, `/models/<model>:generateContent` / `:streamGenerateContent`, and Ollama's
-//! `/api/chat` (JSON, or NDJSON lines when streamed, its default).
+//! `/v1/messages`, `/models/<model>:generateContent` / `:streamGenerateContent`, Ollama's
+//! `/api/chat` (JSON, or NDJSON lines when streamed, its default), and Bedrock's
+//! `/model/<model>/converse` / `/converse-stream` (AWS event-stream frames).
 
 use http::Method;
 use serde_json::{json, Value};
@@ -16,6 +17,13 @@ pub enum Format {
     Generate,
     /// Ollama's `/api/chat`.
     Ollama,
+    /// Bedrock's Converse and ConverseStream.
+    Converse,
+}
+
+/// One Converse stream event as an AWS event-stream message.
+fn frame(event: &str, data: &Value) -> Vec<u8> {
+    crate::dsl::eventstream::encode_event(event, data.to_string().as_bytes())
 }
 
 /// An Ollama answer line (the fields its docs give; times are fixed).
@@ -200,6 +208,10 @@ impl Format {
             Some(Self::Generate)
         } else if path.ends_with("/api/chat") {
             Some(Self::Ollama)
+        } else if path.starts_with("/model/")
+            && (path.ends_with("/converse") || path.ends_with("/converse-stream"))
+        {
+            Some(Self::Converse)
         } else {
             None
         }
@@ -209,6 +221,11 @@ impl Format {
     pub fn model(self, path: &str, body: &Value) -> String {
         if let Some(m) = body["model"].as_str() {
             return m.to_owned();
+        }
+        if self == Format::Converse {
+            let rest = path.trim_start_matches("/model/");
+            let m = rest.rsplit_once('/').map_or(rest, |(m, _)| m);
+            return crate::util::percent_decode(m, false);
         }
         if let Some(rest) = path.split("/deployments/").nth(1) {
             return rest.split('/').next().unwrap_or("").to_owned();
@@ -227,6 +244,7 @@ impl Format {
             }
             // Ollama streams unless told not to.
             Format::Ollama => body["stream"].as_bool().unwrap_or(true),
+            Format::Converse => path.ends_with("/converse-stream"),
             _ => body["stream"].as_bool().unwrap_or(false),
         }
     }
@@ -235,8 +253,24 @@ impl Format {
     pub fn stream_content_type(self) -> &'static str {
         match self {
             Format::Ollama => "application/x-ndjson",
+            Format::Converse => "application/vnd.amazon.eventstream",
             _ => "text/event-stream",
         }
+    }
+
+    /// The error type header an AWS service sends with an error (`x-amzn-errortype`).
+    pub fn error_type(self, status: u16) -> Option<&'static str> {
+        if self != Format::Converse {
+            return None;
+        }
+        Some(match status {
+            400 => "ValidationException",
+            403 => "AccessDeniedException",
+            404 => "ResourceNotFoundException",
+            429 => "ThrottlingException",
+            503 => "ServiceUnavailableException",
+            _ => "InternalServerException",
+        })
     }
 
     pub fn error_body(self, status: u16, code: Option<&str>) -> Vec<u8> {
@@ -280,6 +314,7 @@ impl Format {
                 json!({"error": {"code": status, "message": message, "status": st}})
             }
             Format::Ollama => json!({"error": message}),
+            Format::Converse => json!({"message": message}),
         };
         v.to_string().into_bytes()
     }
@@ -318,6 +353,12 @@ impl Format {
                 json!({"role": "assistant", "content": r.text()}),
                 Some(("stop", p, c)),
             ),
+            Format::Converse => json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": r.text()}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": p, "outputTokens": c, "totalTokens": p + c},
+                "metrics": {"latencyMs": 1},
+            }),
         };
         v.to_string().into_bytes()
     }
@@ -349,7 +390,58 @@ impl Format {
                     "tool_calls": [{"function": {"name": tool, "arguments": {"city": "Paris"}}}]}),
                 Some(("stop", p, 5)),
             ),
+            Format::Converse => json!({
+                "output": {"message": {"role": "assistant", "content": [
+                    {"toolUse": {"toolUseId": "tooluse_mock1", "name": tool, "input": {"city": "Paris"}}}]}},
+                "stopReason": "tool_use",
+                "usage": {"inputTokens": p, "outputTokens": 5, "totalTokens": p + 5},
+                "metrics": {"latencyMs": 1},
+            }),
         }
+    }
+
+    /// A stream's messages as the bytes sent: text events, or AWS event-stream frames.
+    pub fn stream_messages(self, r: &Reply) -> Vec<Vec<u8>> {
+        if self != Format::Converse {
+            return self
+                .stream_events(r)
+                .into_iter()
+                .map(String::into_bytes)
+                .collect();
+        }
+        let p = r.prompt_tokens;
+        let mut out = vec![frame("messageStart", &json!({"role": "assistant"}))];
+        let (stop, c) = match &r.tool {
+            Some(tool) => {
+                out.push(frame(
+                    "contentBlockStart",
+                    &json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "tooluse_mock1", "name": tool}}}),
+                ));
+                for piece in TOOL_ARG_PIECES {
+                    out.push(frame(
+                        "contentBlockDelta",
+                        &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+                    ));
+                }
+                ("tool_use", 5)
+            }
+            None => {
+                for w in &r.words {
+                    out.push(frame(
+                        "contentBlockDelta",
+                        &json!({"contentBlockIndex": 0, "delta": {"text": w}}),
+                    ));
+                }
+                ("end_turn", r.completion_tokens())
+            }
+        };
+        out.push(frame("contentBlockStop", &json!({"contentBlockIndex": 0})));
+        out.push(frame("messageStop", &json!({"stopReason": stop})));
+        out.push(frame(
+            "metadata",
+            &json!({"usage": {"inputTokens": p, "outputTokens": c, "totalTokens": p + c}, "metrics": {"latencyMs": 1}}),
+        ));
+        out
     }
 
     fn tool_stream_events(self, r: &Reply, tool: &str) -> Vec<String> {
@@ -416,6 +508,8 @@ impl Format {
                     "modelVersion": r.model,
                 })));
             }
+            // Binary frames: see `stream_messages`.
+            Format::Converse => {}
             Format::Ollama => {
                 out.push(ndjson(&ollama_line(
                     r,
@@ -504,6 +598,8 @@ impl Format {
                     out.push(sse(&v));
                 }
             }
+            // Binary frames: see `stream_messages`.
+            Format::Converse => {}
             Format::Ollama => {
                 for w in &r.words {
                     out.push(ndjson(&ollama_line(

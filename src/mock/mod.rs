@@ -283,6 +283,7 @@ impl Service for MockService {
                 .as_deref()
                 .map(|v| ("retry-after", v))
                 .into_iter()
+                .chain(format.error_type(status).map(|t| ("x-amzn-errortype", t)))
                 .collect();
             let _ = w.send(code, "application/json", &headers, &body).await;
             return;
@@ -316,7 +317,7 @@ impl Service for MockService {
             self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let events = format.stream_events(&reply);
+        let events = format.stream_messages(&reply);
         for (i, ev) in events.iter().enumerate() {
             if knobs.cut_after == Some(i) {
                 // Gone without the end of the stream.
@@ -326,12 +327,12 @@ impl Service for MockService {
             if i > 0 && knobs.chunk_delay_ms > 0 {
                 monoio::time::sleep(Duration::from_millis(knobs.chunk_delay_ms)).await;
             }
-            let ev = if knobs.malformed && i == 1 {
-                "data: {\"broken\n\n".to_owned()
+            let ev: &[u8] = if knobs.malformed && i == 1 {
+                b"data: {\"broken\n\n"
             } else {
-                ev.clone()
+                ev
             };
-            if w.send_chunk(ev.as_bytes()).await.is_err() {
+            if w.send_chunk(ev).await.is_err() {
                 self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 w.abort();
                 return;
