@@ -783,3 +783,60 @@ fn ollama_chat_through_the_gateway_without_a_key() {
         "{call}"
     );
 }
+
+#[test]
+fn a_fake_stream_provider_answers_a_stream_request_from_one_whole_call() {
+    let mock = Mock::start();
+    let dir = TempDir::new("fakestream");
+    let pdir = dir.0.join("providers");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(
+        pdir.join("replayed.llmux"),
+        r#"provider replayed {
+  base_url "https://unused.test"
+  url "/chat/completions"
+  fake_stream
+  request { model = ctx.model; messages = req.messages; stream = ctx.stream }
+  response passthrough { }
+}
+"#,
+    )
+    .unwrap();
+    let cfg = format!(
+        "model_list:\n  - model_name: r\n    litellm_params: {{ model: replayed/up-mock-chunks-3, api_base: {}/v1, api_key: k }}\nllmux:\n  providers_dir: {}\n",
+        mock.base(),
+        pdir.display()
+    );
+    let gw = Gateway::start(&cfg);
+    let r = chat(
+        &gw,
+        json!({"model": "r", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/event-stream")));
+    let events = data_events(&r.body);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["model"], "r", "the model group asked for");
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"]["content"],
+        "mock word1 word2"
+    );
+    assert_eq!(chunks[1]["choices"][0]["finish_reason"], "stop");
+    assert!(chunks[2]["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    // One whole upstream call, not a stream.
+    let (sent, _) = mock_last_request(&mock);
+    assert_eq!(sent["stream"], false, "{sent}");
+}

@@ -113,6 +113,8 @@ pub enum Item {
     },
     Stream(StreamDecl),
     Errors(ErrorsDecl),
+    /// `fake_stream`.
+    FakeStream(Span),
     /// `dispatch { "pattern" => provider [strip "prefix"], ... }`.
     Dispatch(Vec<DispatchRule>, Span),
 }

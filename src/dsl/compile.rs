@@ -96,6 +96,7 @@ struct Merged<'a> {
     /// Child first: a child's rules are tried before its parent's.
     errors: Vec<(usize, &'a ErrorsDecl)>,
     dispatch: Option<(usize, &'a [DispatchRule])>,
+    fake_stream: bool,
 }
 
 pub struct Compiler<'a> {
@@ -330,6 +331,10 @@ impl<'a> Compiler<'a> {
                     Item::GenaiProvider(s) => {
                         single("genai_provider", s.span, self, &mut seen_single);
                         m.genai_provider = Some(s);
+                    }
+                    Item::FakeStream(span) => {
+                        single("fake_stream", *span, self, &mut seen_single);
+                        m.fake_stream = true;
                     }
                     Item::Table(t) => {
                         if !own_names.insert(("table", t.name.name.as_str())) {
@@ -677,6 +682,7 @@ impl<'a> Compiler<'a> {
             response_passthrough,
             stream,
             errors,
+            fake_stream: m.fake_stream,
             dispatch: m
                 .dispatch
                 .map(|(_, rules)| {

@@ -345,6 +345,8 @@ pub struct Program {
     pub response_passthrough: bool,
     pub stream: CStream,
     pub errors: CErrors,
+    /// `fake_stream`: streams are one whole upstream call replayed as chunks.
+    pub fake_stream: bool,
     /// A dispatching provider's rules (and nothing else is used).
     pub dispatch: Vec<DispatchRoute>,
 }

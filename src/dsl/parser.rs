@@ -125,6 +125,8 @@ const ITEM_KEYWORDS: &[&str] = &[
     "framing",
     "fetch_images",
     "genai_provider",
+    "fake_stream",
+    "dispatch",
     "table",
     "fn",
     "request",
@@ -207,6 +209,7 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::fetch_images_item
         | Rule::genai_provider_item
         | Rule::dispatch_item
+        | Rule::fake_stream_item
         | Rule::table_item
         | Rule::fn_item
         | Rule::request_item
@@ -417,6 +420,7 @@ fn item(p: Pair<Rule>) -> Option<Item> {
         Rule::framing_item => Item::Framing(ident(ps.next()?)),
         Rule::fetch_images_item => Item::FetchImages(ident(ps.next()?)),
         Rule::genai_provider_item => Item::GenaiProvider(string(ps.next()?)),
+        Rule::fake_stream_item => Item::FakeStream(span),
         Rule::dispatch_item => {
             let mut rules = Vec::new();
             for r in ps {

@@ -197,6 +197,12 @@ impl Provider {
         Ok(Some(out))
     }
 
+    /// The provider cannot stream (`fake_stream`): build stream requests as whole ones and
+    /// replay the answer to the client as chunks.
+    pub fn fake_stream(&self) -> bool {
+        self.prog.fake_stream
+    }
+
     /// A dispatching provider's rules (empty for one that serves requests itself).
     pub fn dispatch(&self) -> &[super::ir::DispatchRoute] {
         &self.prog.dispatch

@@ -20,14 +20,20 @@ pub struct PreparedRequest {
     pub ctx: RequestCtx,
 }
 
-pub fn request_ctx(dep: &Deployment, view: &ChatRequestView, request_id: &str) -> RequestCtx {
+/// `stream` is what the upstream request asks for: false for a `fake_stream` provider.
+pub fn request_ctx(
+    dep: &Deployment,
+    view: &ChatRequestView,
+    stream: bool,
+    request_id: &str,
+) -> RequestCtx {
     RequestCtx {
         model: dep.upstream_model.clone(),
         api_base: dep.api_base.clone(),
         api_key: dep.api_key.clone(),
         api_version: dep.api_version.clone(),
         drop_params: dep.drop_params,
-        stream: view.stream,
+        stream,
         include_usage: view.include_usage,
         max_output_tokens: None,
         params: dep.params.clone(),
@@ -49,7 +55,12 @@ pub fn prepare(
     raw: &[u8],
     request_id: &str,
 ) -> Result<PreparedRequest, Failure> {
-    let ctx = request_ctx(dep, view, request_id);
+    let ctx = request_ctx(
+        dep,
+        view,
+        view.stream && !provider.fake_stream(),
+        request_id,
+    );
     let up = provider
         .build_request_raw(&ctx, req, raw)
         .map_err(|e| Failure::from(&e))?;

@@ -7,6 +7,7 @@ mod chat;
 pub mod failure;
 mod media;
 mod relay;
+mod replay;
 mod response_model;
 pub mod route;
 pub mod sse;

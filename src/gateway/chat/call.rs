@@ -132,7 +132,9 @@ pub async fn attempt<'r, IO: ServerIo>(
         body: &prepared.body,
         addrs: None,
     };
-    let timeouts = if call.view.stream {
+    // A `fake_stream` provider answers a stream request with one whole body.
+    let upstream_streams = call.view.stream && !provider.fake_stream();
+    let timeouts = if upstream_streams {
         Timeouts {
             first_byte: dep.stream_timeout,
             idle: dep.stream_timeout,
@@ -159,7 +161,7 @@ pub async fn attempt<'r, IO: ServerIo>(
         }
     };
     let pairs = headers.pairs();
-    let end = if resp.status.is_success() && call.view.stream {
+    let end = if resp.status.is_success() && upstream_streams {
         stream(call, dep, provider, prepared, resp, &pairs, w).await
     } else {
         whole(call, dep, provider, prepared, resp, &pairs, w).await
@@ -302,7 +304,11 @@ async fn whole<IO: ServerIo>(
         Ok(completion) => {
             read_usage(call, &completion.body, dep).await;
             read_meta(call, &completion.body);
-            send_answer(call, w, headers, &completion.body, dep).await
+            if call.view.stream {
+                send_replayed_stream(call, w, headers, &completion.body, dep).await
+            } else {
+                send_answer(call, w, headers, &completion.body, dep).await
+            }
         }
         Err(mapped) => AttemptEnd::Failed(failure::from_mapped(&mapped, retry_after)),
     }
@@ -331,6 +337,46 @@ fn read_meta(call: &mut Call<'_>, body: &[u8]) {
         meta.output = Some(text.text().to_owned());
     }
     call.out.meta = Some(Box::new(meta));
+}
+
+/// A whole answer sent as the stream the client asked for (`fake_stream` providers).
+async fn send_replayed_stream<IO: ServerIo>(
+    call: &mut Call<'_>,
+    w: &mut ResponseWriter<'_, IO>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    dep: &Deployment,
+) -> AttemptEnd {
+    let named = call.response_model.as_ref().and_then(|m| m.apply(body));
+    let body = named.as_deref().unwrap_or(body);
+    let text = match crate::gateway::replay::chunks(
+        body,
+        call.view.include_usage,
+        call.snap.server.max_json_depth,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            return AttemptEnd::Failed(Failure::from(ApiError::new(
+                ErrorKind::Internal,
+                format!(
+                    "Deployment `{}`: the mapped answer could not be replayed as a stream: {}",
+                    dep.id,
+                    clip(&e)
+                ),
+            )))
+        }
+    };
+    call.out.status = 200;
+    let sent = async {
+        w.start_stream(StatusCode::OK, "text/event-stream", headers)
+            .await?;
+        w.send_chunk(&text).await?;
+        w.finish_stream().await
+    };
+    if sent.await.is_err() {
+        call.out.status = 499;
+    }
+    AttemptEnd::Answered
 }
 
 /// Most headers an answer carries: the routing ones, a `retry-after`, and the two cost ones.
