@@ -5,6 +5,7 @@
 //! it is never returned to the pool. That is how a client disconnect cancels the upstream call.
 
 mod conn;
+pub mod credentials;
 pub mod dns;
 mod pool;
 pub mod proxy;
