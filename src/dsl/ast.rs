@@ -52,11 +52,13 @@ pub enum AuthDecl {
     None,
     /// `aws_sigv4 "SERVICE"`.
     AwsSigV4(Str),
-    GoogleOAuth,
-    /// `token_exchange "URL" grant "TYPE"`.
+    /// `google_oauth ["PARAM"]`: the parameter holding a service-account JSON (or its path).
+    GoogleOAuth(Option<Str>),
+    /// `token_exchange "URL" grant "TYPE" key "FIELD"`.
     TokenExchange {
         url: Str,
         grant: Str,
+        key: Str,
     },
 }
 

@@ -547,12 +547,29 @@ impl<'a> Compiler<'a> {
             Some(AuthDecl::AwsSigV4(s)) => Auth::AwsSigV4 {
                 service: s.value.clone(),
             },
-            Some(AuthDecl::GoogleOAuth) => Auth::GoogleOAuth,
-            Some(AuthDecl::TokenExchange { url, grant }) => {
+            Some(AuthDecl::GoogleOAuth(param)) => {
+                if let Some(p) = param {
+                    if !pc.params.contains(&p.value) {
+                        self.err(
+                            m.auth_file,
+                            p.span,
+                            format!(
+                                "`google_oauth` reads parameter `{}`, which the provider does not declare (`param {} default \"\"`)",
+                                p.value, p.value
+                            ),
+                        );
+                    }
+                }
+                Auth::GoogleOAuth {
+                    credentials_param: param.as_ref().map(|p| p.value.clone()),
+                }
+            }
+            Some(AuthDecl::TokenExchange { url, grant, key }) => {
                 let afi = m.auth_file;
                 Auth::TokenExchange {
                     url: self.template(afi, url, &pc.params),
                     grant: grant.value.clone(),
+                    key_field: key.value.clone(),
                 }
             }
         };

@@ -243,13 +243,17 @@ pub enum Auth {
     AwsSigV4 {
         service: String,
     },
-    /// A Google OAuth2 access token (service account, metadata server) as a bearer token.
-    GoogleOAuth,
+    /// A Google OAuth2 access token (service account, metadata server) as a bearer token;
+    /// `credentials_param` names the parameter holding a service-account JSON or its path.
+    GoogleOAuth {
+        credentials_param: Option<String>,
+    },
     /// The deployment's `api_key` exchanged at `url` (a template over `ctx` fields and
-    /// parameters) for a bearer token, with this `grant_type`.
+    /// parameters) for a bearer token: a form with this `grant_type` and the key in `key_field`.
     TokenExchange {
         url: Vec<TmplPart>,
         grant: String,
+        key_field: String,
     },
 }
 

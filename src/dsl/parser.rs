@@ -102,7 +102,7 @@ fn syntax_error(name: &str, source: &str, e: pest::error::Error<Rule>) -> LoadEr
     LoadError::at(name, source, Span::new(pos, pos + 1), msg)
 }
 
-const AUTH_FORMS: &str = "an auth scheme (bearer, header \"NAME\", query \"NAME\", none, aws_sigv4 \"SERVICE\", google_oauth, token_exchange \"URL\" grant \"TYPE\")";
+const AUTH_FORMS: &str = "an auth scheme (bearer, header \"NAME\", query \"NAME\", none, aws_sigv4 \"SERVICE\", google_oauth [\"PARAM\"], token_exchange \"URL\" grant \"TYPE\" key \"FIELD\")";
 
 /// The keywords that start an auth scheme (pest reports them one by one).
 const AUTH_KEYWORDS: &[&str] = &[
@@ -397,12 +397,13 @@ fn item(p: Pair<Rule>) -> Option<Item> {
                 Rule::auth_header => AuthDecl::Header(string(parts(a).into_iter().next()?)),
                 Rule::auth_query => AuthDecl::Query(string(parts(a).into_iter().next()?)),
                 Rule::auth_sigv4 => AuthDecl::AwsSigV4(string(parts(a).into_iter().next()?)),
-                Rule::auth_google => AuthDecl::GoogleOAuth,
+                Rule::auth_google => AuthDecl::GoogleOAuth(parts(a).into_iter().next().map(string)),
                 Rule::auth_exchange => {
                     let mut xs = parts(a).into_iter();
                     let url = string(xs.next()?);
                     let grant = string(xs.next()?);
-                    AuthDecl::TokenExchange { url, grant }
+                    let key = string(xs.next()?);
+                    AuthDecl::TokenExchange { url, grant, key }
                 }
                 _ => AuthDecl::None,
             };

@@ -1299,9 +1299,9 @@ fn dispatch_picks_a_provider_by_model_and_is_checked_at_load() {
 fn cloud_auth_schemes_parse_and_a_bedrock_style_key_is_a_bearer() {
     let set = load(
         r#"provider s { param aws_region_name required base_url "https://x.{aws_region_name}.test" auth aws_sigv4 "bedrock" request { model = ctx.model } }
-           provider g { base_url "https://x.test" auth google_oauth request { model = ctx.model } }
+           provider g { param creds default "" base_url "https://x.test" auth google_oauth "creds" request { model = ctx.model } }
            provider t { param token_host default "iam.test" base_url "https://x.test"
-                        auth token_exchange "https://{token_host}/identity/token" grant "urn:example:apikey"
+                        auth token_exchange "https://{token_host}/identity/token" grant "urn:example:apikey" key "apikey"
                         request { model = ctx.model } }"#,
     );
     let s = set.get("s").expect("s");
@@ -1329,7 +1329,12 @@ fn cloud_auth_schemes_parse_and_a_bedrock_style_key_is_a_bearer() {
     assert!(up
         .headers
         .contains(&("authorization".into(), "Bearer bedrock-api-key".into())));
-    assert_eq!(set.get("g").expect("g").auth(), &Auth::GoogleOAuth);
+    assert_eq!(
+        set.get("g").expect("g").auth(),
+        &Auth::GoogleOAuth {
+            credentials_param: Some("creds".into())
+        }
+    );
     let t = set.get("t").expect("t");
     assert_eq!(
         t.token_url(&ctx).expect("url").as_deref(),
@@ -1338,6 +1343,8 @@ fn cloud_auth_schemes_parse_and_a_bedrock_style_key_is_a_bearer() {
     let e = load_err(r#"provider p { base_url "https://x.test" auth kerberos }"#);
     assert!(e.contains("header \"NAME\""), "{e}");
     assert!(e.contains("aws_sigv4 \"SERVICE\""), "{e}");
+    let e = load_err(r#"provider p { base_url "https://x.test" auth google_oauth "creds" }"#);
+    assert!(e.contains("does not declare"), "{e}");
 }
 
 #[test]
