@@ -840,3 +840,257 @@ fn a_fake_stream_provider_answers_a_stream_request_from_one_whole_call() {
     let (sent, _) = mock_last_request(&mock);
     assert_eq!(sent["stream"], false, "{sent}");
 }
+
+// ---- cloud credentials (issue 12): SigV4 checked by the mock, tokens from local fakes ----
+
+use common::hostile::{self, Hostile};
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a UNIX time (STS and container credentials' `Expiration`).
+fn iso8601(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn bedrock_config(mock: &Mock, model: &str, creds: &str) -> String {
+    format!(
+        "model_list:\n  - model_name: br\n    litellm_params:\n      model: bedrock/{model}\n      api_base: {}\n      aws_region_name: us-west-2\n{creds}",
+        mock.base()
+    )
+}
+
+#[test]
+fn bedrock_requests_are_signed_with_sigv4_and_streams_arrive_as_an_event_stream() {
+    let mock = Mock::start_with_env(&[("LLMUX_MOCK_AWS_KEYS", "AKIDE2ETEST:e2e-secret-key")]);
+    let cfg = bedrock_config(
+        &mock,
+        "anthropic.claude-3-5-sonnet-mock-chunks-3",
+        "      aws_access_key_id: AKIDE2ETEST\n      aws_secret_access_key: e2e-secret-key\n  - model_name: wrong\n    litellm_params:\n      model: bedrock/anthropic.claude-x\n      api_base: BASE\n      aws_region_name: us-west-2\n      aws_access_key_id: AKIDE2ETEST\n      aws_secret_access_key: not-the-secret\n",
+    )
+    .replace("BASE", &mock.base());
+    let gw = Gateway::start(&cfg);
+    let r = chat(
+        &gw,
+        json!({"model": "br", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"], "mock word1 word2",
+        "{v}"
+    );
+    assert_eq!(v["model"], "br");
+    let (sent, headers) = mock_last_request(&mock);
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "hi", "{sent}");
+    assert!(
+        headers["authorization"].as_str().is_some_and(|a| a
+            .starts_with("AWS4-HMAC-SHA256 Credential=AKIDE2ETEST/")
+            && a.contains("/us-west-2/bedrock/aws4_request")),
+        "{headers}"
+    );
+    assert_eq!(mock.stats()["sigv4_valid"], 1);
+
+    // ConverseStream: binary event-stream frames in, OpenAI chunks out.
+    let r = chat(
+        &gw,
+        json!({"model": "br", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = data_events(&r.body);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "mock word1 word2");
+    assert!(events.iter().any(|e| e.contains("\"usage\"")), "{events:?}");
+    assert_eq!(mock.stats()["sigv4_valid"], 2);
+
+    // A wrong secret: AWS's 403 comes back as an authentication error, without the secret.
+    let r = chat(
+        &gw,
+        json!({"model": "wrong", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert!(matches!(r.status, 401 | 403), "{} {}", r.status, r.text());
+    assert!(r.text().contains("signature"), "{}", r.text());
+    assert!(!gw.proc.output().contains("e2e-secret-key"));
+    assert!(!r.text().contains("not-the-secret"));
+}
+
+#[test]
+fn assumed_role_credentials_are_refreshed_before_they_expire_without_a_failed_request() {
+    // The fake STS hands out a new key pair per call, each valid for 6 s.
+    let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sts = {
+        let issued = issued.clone();
+        Hostile::start(move |req| {
+            assert!(
+                String::from_utf8_lossy(&req.body).contains("Action=AssumeRole"),
+                "{}",
+                String::from_utf8_lossy(&req.body)
+            );
+            let n = issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let xml = format!(
+                "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult><Credentials><AccessKeyId>ASIAROLE{n}</AccessKeyId><SecretAccessKey>role-secret-{n}</SecretAccessKey><SessionToken>role-token-{n}</SessionToken><Expiration>{}</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>",
+                iso8601(now_unix() + 6)
+            );
+            hostile::response(200, "text/xml", xml.as_bytes())
+        })
+    };
+    let keys: Vec<String> = (1..=40)
+        .map(|n| format!("ASIAROLE{n}:role-secret-{n}"))
+        .collect();
+    let mock = Mock::start_with_env(&[("LLMUX_MOCK_AWS_KEYS", &keys.join(","))]);
+    let cfg = bedrock_config(
+        &mock,
+        "anthropic.claude-3-5-sonnet",
+        &format!(
+            "      aws_access_key_id: AKIDBASE\n      aws_secret_access_key: base-secret\n      aws_role_name: arn:aws:iam::123456789012:role/e2e\n      aws_session_name: e2e\n      aws_sts_endpoint: {}\n",
+            sts.base()
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let body = json!({"model": "br", "messages": [{"role": "user", "content": "hi"}]});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut sent = 0;
+    // Traffic until the role's credentials have been renewed and used, every answer a 200.
+    while mock.stats()["sigv4_keys"].as_array().map_or(0, Vec::len) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no renewal in 60 s: {} issued\n{}",
+            issued.load(std::sync::atomic::Ordering::SeqCst),
+            gw.proc.output()
+        );
+        let r = chat(&gw, body.clone());
+        assert_eq!(r.status, 200, "request {sent}: {}", r.text());
+        sent += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, headers) = mock_last_request(&mock);
+    assert!(
+        headers["x-amz-security-token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("role-token-")),
+        "{headers}"
+    );
+    assert!(
+        !gw.proc.output().contains("role-secret-"),
+        "secrets stay out of the logs"
+    );
+}
+
+#[test]
+fn vertex_gets_an_access_token_for_its_service_account_from_the_token_endpoint() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/credentials/google");
+    let key = std::fs::read_to_string(fixtures.join("TEST-ONLY-rsa-private-key.pem")).unwrap();
+    let token = Hostile::start(|req| {
+        let form = String::from_utf8_lossy(&req.body);
+        if !form.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer")
+            || !form.contains("assertion=")
+        {
+            return hostile::response(400, "application/json", br#"{"error":"invalid_grant"}"#);
+        }
+        hostile::response(
+            200,
+            "application/json",
+            br#"{"access_token":"ya29.e2e-access-token","expires_in":3600,"token_type":"Bearer"}"#,
+        )
+    });
+    let dir = TempDir::new("vertex-sa");
+    let sa = json!({
+        "type": "service_account", "project_id": "e2e-project", "private_key_id": "k1",
+        "private_key": key, "client_email": "e2e@e2e-project.iam.gserviceaccount.com",
+        "token_uri": format!("{}/token", token.base()),
+    });
+    let sa_path = dir.0.join("sa.json");
+    std::fs::write(&sa_path, sa.to_string()).unwrap();
+    let mock = Mock::start();
+    let cfg = format!(
+        "model_list:\n  - model_name: vx\n    litellm_params:\n      model: vertex_ai/gemini-2.5-flash-mock-chunks-2\n      api_base: {}\n      vertex_project: e2e-project\n      vertex_location: us-central1\n      vertex_credentials: {}\n",
+        mock.base(),
+        sa_path.display()
+    );
+    let gw = Gateway::start(&cfg);
+    let r = chat(
+        &gw,
+        json!({"model": "vx", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "mock word1");
+    let (_, headers) = mock_last_request(&mock);
+    assert_eq!(
+        headers["authorization"], "Bearer ya29.e2e-access-token",
+        "{headers}"
+    );
+    assert_eq!(token.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(!gw.proc.output().contains("ya29.e2e-access-token"));
+}
+
+#[test]
+fn watsonx_exchanges_its_api_key_at_the_iam_endpoint() {
+    let iam = Hostile::start(|req| {
+        let form = String::from_utf8_lossy(&req.body);
+        if form.contains("apikey=wx-e2e-key")
+            && form.contains("grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey")
+        {
+            hostile::response(
+                200,
+                "application/json",
+                br#"{"access_token":"iam-e2e-token","expires_in":3600,"token_type":"Bearer"}"#,
+            )
+        } else {
+            hostile::response(400, "application/json", br#"{"errorCode":"BXNIM0415E","errorMessage":"Provided API key could not be found."}"#)
+        }
+    });
+    let mock = Mock::start();
+    let cfg = format!(
+        "model_list:\n  - model_name: wx\n    litellm_params:\n      model: watsonx/ibm/granite-3-8b-instruct\n      api_base: {}\n      api_key: wx-e2e-key\n      project_id: e2e-project\n      watsonx_token_url: {}/identity/token\n",
+        mock.base(),
+        iam.base()
+    );
+    let gw = Gateway::start(&cfg);
+    let r = chat(
+        &gw,
+        json!({"model": "wx", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (sent, headers) = mock_last_request(&mock);
+    assert_eq!(
+        headers["authorization"], "Bearer iam-e2e-token",
+        "{headers}"
+    );
+    assert_eq!(sent["project_id"], "e2e-project", "{sent}");
+    assert!(!gw.proc.output().contains("wx-e2e-key"));
+}

@@ -205,6 +205,28 @@ pub(super) fn build(
         }
     }
 
+    // Cloud credentials, by the provider file's `auth` (a bad one is an error here, with its
+    // position; nothing is fetched until the config is live).
+    let mut credentials = None;
+    if let (Some(provider), Some((_, model))) = (known_provider, routed.as_ref()) {
+        if let Some(file) = c.catalog.provider(provider) {
+            match super::cloud::credentials(
+                file,
+                &provider_params,
+                api_key.as_deref(),
+                api_base.as_deref(),
+                model,
+                c.env,
+            ) {
+                Ok(found) => credentials = found.map(std::sync::Arc::new),
+                Err(e) => diag.error(
+                    params.clone(),
+                    format!("provider `{provider}`: cloud credentials: {e}"),
+                ),
+            }
+        }
+    }
+
     let info = KeyPath::keys("model_list").index(index).key("model_info");
     let mut num = |key: &str, limit: Limit| {
         let (v, path) = match key {
@@ -336,6 +358,7 @@ pub(super) fn build(
         api_key,
         api_version,
         params: std::sync::Arc::new(provider_params),
+        credentials,
         timeout: secs(timeout),
         stream_timeout: secs(stream_timeout),
         connect_timeout: connect_timeout.map(secs),

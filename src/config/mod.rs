@@ -1,6 +1,7 @@
 //! Configuration: the LiteLLM-compatible YAML file, secret references, validation, and the
 //! immutable [`Snapshot`] that the shards read through an `ArcSwap`.
 
+mod cloud;
 mod deployment;
 mod diag;
 pub mod env;
@@ -80,6 +81,8 @@ pub trait ProviderCatalog {
     /// The provider file that serves `model` under `prefix` and the model it is sent (a
     /// dispatching file picks one by the model); `Err` lists the rules when none matches.
     fn resolve(&self, prefix: &str, model: &str) -> Result<(String, String), String>;
+    /// The compiled provider (its `auth` decides the deployment's credentials).
+    fn provider(&self, name: &str) -> Option<&crate::dsl::Provider>;
 }
 
 impl ProviderCatalog for ProviderSet {
@@ -91,6 +94,10 @@ impl ProviderCatalog for ProviderSet {
         self.get(provider)
             .map(|p| p.required_params().collect())
             .unwrap_or_default()
+    }
+
+    fn provider(&self, name: &str) -> Option<&crate::dsl::Provider> {
+        self.get(name)
     }
 
     fn resolve(&self, prefix: &str, model: &str) -> Result<(String, String), String> {

@@ -40,6 +40,9 @@ pub struct Deployment {
     pub api_version: Option<String>,
     /// `litellm_params` values of the parameters the provider file declares (`ctx.params`).
     pub params: Arc<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Cloud credentials, when the provider file's `auth` is `aws_sigv4` (without an
+    /// `api_key`), `google_oauth` or `token_exchange`.
+    pub credentials: Option<Arc<crate::upstream::credentials::DeploymentCredentials>>,
     pub timeout: Duration,
     pub stream_timeout: Duration,
     /// Overrides `llmux.upstream.connect_timeout` for this deployment.
@@ -149,6 +152,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every deployment of every group.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.groups.values().flat_map(|g| g.deployments.iter())
+    }
+
     pub fn group(&self, name: &str) -> Option<&ModelGroup> {
         self.groups.get(name)
     }

@@ -300,6 +300,25 @@ pub fn num(f: f64) -> Option<Value> {
     }
 }
 
+/// `base64_decode`: standard base64 (padding optional) holding UTF-8 text (an event-stream
+/// chunk's `bytes` is base64 JSON); `None` otherwise.
+pub fn base64_decode(s: &str) -> Option<String> {
+    use base64::Engine as _;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(s.trim_ascii()).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// `base64_encode`: standard base64 with padding.
+pub fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,23 +374,4 @@ mod tests {
             );
         }
     }
-}
-
-/// `base64_decode`: standard base64 (padding optional) holding UTF-8 text (an event-stream
-/// chunk's `bytes` is base64 JSON); `None` otherwise.
-pub fn base64_decode(s: &str) -> Option<String> {
-    use base64::Engine as _;
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    let bytes = engine.decode(s.trim_ascii()).ok()?;
-    String::from_utf8(bytes).ok()
-}
-
-/// `base64_encode`: standard base64 with padding.
-pub fn base64_encode(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
 }

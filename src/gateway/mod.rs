@@ -4,6 +4,7 @@
 
 pub mod adapter;
 mod chat;
+mod cloud_auth;
 pub mod failure;
 mod media;
 mod relay;

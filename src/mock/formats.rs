@@ -200,7 +200,8 @@ impl Format {
         if method != Method::POST {
             return None;
         }
-        if path.ends_with("/chat/completions") {
+        // watsonx.ai's chat (`/ml/v1/text/chat`) answers in OpenAI's shape, near enough.
+        if path.ends_with("/chat/completions") || path.ends_with("/ml/v1/text/chat") {
             Some(Self::Chat)
         } else if path.ends_with("/messages") {
             Some(Self::Messages)

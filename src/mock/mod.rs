@@ -17,6 +17,7 @@
 
 mod formats;
 mod knobs;
+mod sigv4;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,12 @@ pub struct MockStats {
     /// for benchmarks of tracing), and their bytes.
     pub otlp_exports: AtomicU64,
     pub otlp_bytes: AtomicU64,
+    /// Requests whose AWS SigV4 signature the mock checked and found valid, and the key ids
+    /// they were signed with (see `sigv4`).
+    pub sigv4_valid: AtomicU64,
+    #[allow(clippy::disallowed_types)]
+    // the mock is a test tool; this lock is taken per signed request
+    pub sigv4_keys: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The body of the last chat request, at `GET /mock/last-request` (to check translations).
     pub last_request: arc_swap::ArcSwap<Vec<u8>>,
     /// The header fields of the last chat request as a JSON object (lowercase names, the first
@@ -170,6 +177,8 @@ impl Service for MockService {
                     "completed_streams": self.stats.completed_streams.load(Ordering::Relaxed),
                     "otlp_exports": self.stats.otlp_exports.load(Ordering::Relaxed),
                     "otlp_bytes": self.stats.otlp_bytes.load(Ordering::Relaxed),
+                    "sigv4_valid": self.stats.sigv4_valid.load(Ordering::Relaxed),
+                    "sigv4_keys": self.stats.sigv4_keys.lock().map(|k| k.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
                 });
                 let _ = w
                     .send_json(StatusCode::OK, body.to_string().as_bytes())
@@ -253,6 +262,27 @@ impl Service for MockService {
             return;
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        match sigv4::check(req) {
+            sigv4::Verdict::Unchecked => {}
+            sigv4::Verdict::Valid(key) => {
+                self.stats.sigv4_valid.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut keys) = self.stats.sigv4_keys.lock() {
+                    keys.insert(key);
+                }
+            }
+            sigv4::Verdict::Refused(kind, message) => {
+                let body = serde_json::json!({ "message": message }).to_string();
+                let _ = w
+                    .send(
+                        StatusCode::FORBIDDEN,
+                        "application/json",
+                        &[("x-amzn-errortype", kind)],
+                        body.as_bytes(),
+                    )
+                    .await;
+                return;
+            }
+        }
         self.stats.last_request.store(Arc::new(req.body.to_vec()));
         self.stats
             .last_request_headers

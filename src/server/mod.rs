@@ -298,6 +298,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 const FLUSH_ON_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn configure_control_plane(snap: &config::Snapshot, metrics: &GlobalMetrics) {
+    // Credential fetches use the upstream TLS settings (CA file); deployments' credentials
+    // are opened now, so the first requests find them fetched.
+    crate::upstream::credentials::set_tls(snap.upstream.tls.clone());
+    for dep in snap.deployments() {
+        if let Some(c) = &dep.credentials {
+            c.handle();
+        }
+    }
     if let Err(e) =
         crate::telemetry::otel::export::configure(&snap.tracing, &snap.upstream.tls, &metrics.otel)
     {

@@ -143,7 +143,7 @@ fn lower_hex(s: &str) -> bool {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !lower_hex(s) {
+    if !s.len().is_multiple_of(2) || !lower_hex(s) {
         return None;
     }
     (0..s.len())

@@ -142,6 +142,11 @@ pub struct Mock {
 
 impl Mock {
     pub fn start() -> Mock {
+        Mock::start_with_env(&[])
+    }
+
+    /// A mock with environment variables (`LLMUX_MOCK_AWS_KEYS` makes it check SigV4).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Mock {
         let proc = Proc::spawn(
             &[
                 "mock",
@@ -150,7 +155,7 @@ impl Mock {
                 "--io-driver",
                 &default_driver(),
             ],
-            &[],
+            env,
         );
         let line = proc.wait_line("mock listening on", Duration::from_secs(20));
         let addr = line.rsplit(' ').next().unwrap().to_owned();

@@ -99,12 +99,18 @@ pub async fn attempt<'r, IO: ServerIo>(
         Ok(p) => p,
         Err(f) => return AttemptEnd::Failed(f),
     };
+    // Cloud credentials go on per attempt: a signature is dated, and a token may be renewed.
+    let cloud_auth = match crate::gateway::cloud_auth::headers(dep, provider, prepared).await {
+        Ok(h) => h,
+        Err(f) => return AttemptEnd::Failed(f),
+    };
     // exchange
     let mut up_headers: Vec<(&str, &str)> = prepared
         .headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    up_headers.extend(cloud_auth.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     up_headers.push(("x-request-id", call.req.request_id.as_str()));
     // The trace goes on to the provider, in this attempt's own span.
     let span_id = crate::telemetry::trace_context::new_span_id();

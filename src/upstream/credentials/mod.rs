@@ -14,6 +14,7 @@
 mod aws;
 mod client;
 mod container;
+mod deployment;
 mod error;
 mod exchange;
 mod google;
@@ -34,11 +35,13 @@ use std::time::{Duration, SystemTime};
 
 pub use aws::{AwsSource, AwsSpec, StsEndpoint, TokenSource};
 pub use client::https_connector;
+pub use deployment::DeploymentCredentials;
 pub use error::CredentialError;
 pub use exchange::{ExchangeConfig, ExchangeSpec};
 pub use google::{GoogleSource, GoogleSpec, CLOUD_PLATFORM_SCOPE};
 pub use service::{handle, set_tls, CredentialHandle};
 pub use sigv4::{sign_aws, sign_aws_with, SignOptions};
+pub(crate) use time::parse_rfc3339;
 
 /// Where a credential comes from, built from a deployment's parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
