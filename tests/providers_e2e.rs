@@ -1094,3 +1094,82 @@ fn watsonx_exchanges_its_api_key_at_the_iam_endpoint() {
     assert_eq!(sent["project_id"], "e2e-project", "{sent}");
     assert!(!gw.proc.output().contains("wx-e2e-key"));
 }
+
+/// A Python with botocore: the system's, else a virtualenv under target/tools made for it.
+fn python_with_botocore() -> String {
+    let has = |py: &str| {
+        std::process::Command::new(py)
+            .args(["-c", "import botocore"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has("python3") {
+        return "python3".into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/botocore-venv");
+    let py = venv.join("bin/python3").display().to_string();
+    if !has(&py) {
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv", &venv.display().to_string()])
+            .status()
+            .expect("python3 -m venv");
+        assert!(made.success(), "cannot make a virtualenv for botocore");
+        let pip = std::process::Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "botocore"])
+            .status()
+            .expect("pip install botocore");
+        assert!(pip.success(), "cannot install botocore from PyPI");
+    }
+    py
+}
+
+#[test]
+fn sigv4_signatures_agree_with_botocore_over_the_bytes_received() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/credentials/botocore_sigv4_fake.py");
+    let mut cmd = std::process::Command::new(python_with_botocore());
+    cmd.arg(&script)
+        .args(["AKIDBOTOCORE", "botocore-secret/with+chars"]);
+    let fake = Proc::spawn_command(cmd);
+    let port = fake
+        .wait_line("listening on", std::time::Duration::from_secs(30))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let cfg = format!(
+        "model_list:
+  - model_name: plain
+    litellm_params: {{ model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0, api_base: http://127.0.0.1:{port}, aws_region_name: eu-west-3, aws_access_key_id: AKIDBOTOCORE, aws_secret_access_key: botocore-secret/with+chars }}
+  - model_name: arn
+    litellm_params: {{ model: 'bedrock/converse/arn:aws:bedrock:eu-west-3:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0', api_base: http://127.0.0.1:{port}, aws_region_name: eu-west-3, aws_access_key_id: AKIDBOTOCORE, aws_secret_access_key: botocore-secret/with+chars, aws_session_token: session/token=with+chars }}
+  - model_name: wrong
+    litellm_params: {{ model: bedrock/anthropic.claude-x, api_base: http://127.0.0.1:{port}, aws_region_name: eu-west-3, aws_access_key_id: AKIDBOTOCORE, aws_secret_access_key: another-secret }}
+"
+    );
+    let gw = Gateway::start(&cfg);
+    for (group, model) in [
+        ("plain", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+        (
+            "arn",
+            "arn:aws:bedrock:eu-west-3:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
+        ),
+    ] {
+        let r = chat(
+            &gw,
+            json!({"model": group, "messages": [{"role": "user", "content": "héllo \"quoted\" ☃"}]}),
+        );
+        assert_eq!(r.status, 200, "{group}: {}\n{}", r.text(), fake.output());
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            format!("botocore agrees: {model}"),
+            "{group}"
+        );
+    }
+    // And botocore does refuse a signature made with another secret.
+    let r = chat(
+        &gw,
+        json!({"model": "wrong", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert!(matches!(r.status, 401 | 403), "{} {}", r.status, r.text());
+}
