@@ -241,6 +241,126 @@ fn benches(c: &mut Criterion) {
     g.bench_function("stream event (JSON parse only)", |b| {
         b.iter(|| black_box(dsl::parse_json(black_box(EVENT), 128).unwrap()))
     });
+    // The same event as it arrives: SSE framing decoded first (the yardstick of the
+    // event-stream row below).
+    let sse = [
+        b"event: content_block_delta\ndata: ".as_slice(),
+        EVENT,
+        b"\n\n",
+    ]
+    .concat();
+    let mut frames = Vec::with_capacity(2);
+    g.bench_function("SSE event (decode + map + serialise)", |b| {
+        b.iter(|| {
+            frames.clear();
+            chunks.clear();
+            let mut dec = dsl::FrameDecoder::new(dsl::Framing::Sse);
+            dec.feed(black_box(&sse), &mut frames).unwrap();
+            anthropic
+                .map_frame(&mut state, &frames[0], &mut chunks)
+                .unwrap();
+            black_box(dsl::to_json_vec(&chunks[0]))
+        })
+    });
+    g.finish();
+
+    bedrock(c, &set, &req, &raw, &ctx);
+}
+
+/// A Converse answer with the same content as [`response`].
+fn converse_response() -> Vec<u8> {
+    json!({
+        "output": {"message": {"role": "assistant", "content": [
+            {"text": "Pack layers and an umbrella. Let me look for hotels."},
+            {"toolUse": {"toolUseId": "tooluse_01", "name": "find_hotel", "input": {"near": "Louvre", "max_price": 250}}}
+        ]}},
+        "stopReason": "tool_use",
+        "usage": {"inputTokens": 412, "outputTokens": 58, "totalTokens": 470, "cacheReadInputTokens": 128, "cacheWriteInputTokens": 0},
+        "metrics": {"latencyMs": 812}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Bedrock Converse: the same request and answer as the Anthropic rows, plus the SigV4
+/// signature over the upstream body; one ConverseStream frame decoded from the AWS event
+/// stream and mapped, against the SSE row above.
+fn bedrock(c: &mut Criterion, set: &dsl::ProviderSet, req: &Value, raw: &[u8], ctx: &RequestCtx) {
+    use llmux::upstream::credentials::{sign_aws, AwsCredentials};
+    let bedrock = set
+        .get("bedrock_converse")
+        .expect("providers/bedrock.llmux");
+    let mut ctx = ctx.clone();
+    ctx.model = "anthropic.claude-3-5-sonnet-20240620-v1:0".into();
+    let resp = converse_response();
+    let creds = AwsCredentials::new(
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        None,
+    );
+    let now = std::time::SystemTime::now();
+    bedrock.build_request_raw(&ctx, req, raw).unwrap();
+    bedrock.parse_response(200, &resp, &ctx).unwrap();
+
+    let mut g = c.benchmark_group("bedrock");
+    g.bench_function("request+response (dsl, incl. JSON parse, + SigV4)", |b| {
+        b.iter(|| {
+            let v: Value = dsl::parse_json(black_box(raw), 128).unwrap();
+            let up = bedrock.build_request_raw(&ctx, &v, raw).unwrap();
+            let signed = sign_aws(
+                &creds,
+                "us-east-1",
+                "bedrock",
+                &up.method,
+                &up.url,
+                &up.headers,
+                &up.body,
+                now,
+            )
+            .unwrap();
+            let out = bedrock.parse_response(200, black_box(&resp), &ctx).unwrap();
+            black_box((up, signed, dsl::to_json_vec(&out)))
+        })
+    });
+    g.bench_function("SigV4 signature alone", |b| {
+        let up = bedrock.build_request_raw(&ctx, req, raw).unwrap();
+        b.iter(|| {
+            black_box(
+                sign_aws(
+                    &creds,
+                    "us-east-1",
+                    "bedrock",
+                    &up.method,
+                    &up.url,
+                    &up.headers,
+                    black_box(&up.body),
+                    now,
+                )
+                .unwrap(),
+            )
+        })
+    });
+    let frame = dsl::eventstream::encode_event(
+        "contentBlockDelta",
+        br#"{"contentBlockIndex":0,"delta":{"text":"Pack layers and"}}"#,
+    );
+    let mut sctx = ctx.clone();
+    sctx.stream = true;
+    let mut state = bedrock.stream_state(&sctx);
+    let mut frames = Vec::with_capacity(2);
+    let mut chunks = Vec::with_capacity(4);
+    g.bench_function("event-stream frame (decode + map + serialise)", |b| {
+        b.iter(|| {
+            frames.clear();
+            chunks.clear();
+            let mut dec = dsl::FrameDecoder::new(dsl::Framing::AwsEventStream);
+            dec.feed(black_box(&frame), &mut frames).unwrap();
+            bedrock
+                .map_frame(&mut state, &frames[0], &mut chunks)
+                .unwrap();
+            black_box(dsl::to_json_vec(&chunks[0]))
+        })
+    });
     g.finish();
 }
 
