@@ -117,6 +117,8 @@ pub enum Item {
     Errors(ErrorsDecl),
     /// `fake_stream`.
     FakeStream(Span),
+    /// `error_name "NAME"`.
+    ErrorName(Str),
     /// `dispatch { "pattern" => provider [strip "prefix"], ... }`.
     Dispatch(Vec<DispatchRule>, Span),
 }

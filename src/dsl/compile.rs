@@ -97,6 +97,8 @@ struct Merged<'a> {
     errors: Vec<(usize, &'a ErrorsDecl)>,
     dispatch: Option<(usize, &'a [DispatchRule])>,
     fake_stream: bool,
+    /// Only the compiled provider's own.
+    error_name: Option<&'a Str>,
 }
 
 pub struct Compiler<'a> {
@@ -273,6 +275,7 @@ impl<'a> Compiler<'a> {
             let mut own_names: HashSet<(&str, &str)> = HashSet::new();
             let mut own_params = params::Own::default();
             m.genai_provider = None;
+            m.error_name = None;
             for item in &decl.items {
                 let mut problems = Vec::new();
                 let is_param =
@@ -331,6 +334,10 @@ impl<'a> Compiler<'a> {
                     Item::GenaiProvider(s) => {
                         single("genai_provider", s.span, self, &mut seen_single);
                         m.genai_provider = Some(s);
+                    }
+                    Item::ErrorName(s) => {
+                        single("error_name", s.span, self, &mut seen_single);
+                        m.error_name = Some(s);
                     }
                     Item::FakeStream(span) => {
                         single("fake_stream", *span, self, &mut seen_single);
@@ -700,6 +707,7 @@ impl<'a> Compiler<'a> {
             stream,
             errors,
             fake_stream: m.fake_stream,
+            error_name: m.error_name.map(|s| s.value.clone()),
             dispatch: m
                 .dispatch
                 .map(|(_, rules)| {

@@ -87,11 +87,22 @@ pub struct Case {
     /// The stream response's headers.
     #[serde(default)]
     pub stream_headers: std::collections::BTreeMap<String, String>,
+    /// A model a dispatching provider routes (`dispatch`): `expect_route` says to which
+    /// provider and with which model name.
+    pub route: Option<String>,
+    pub expect_route: Option<RouteCase>,
     pub expect: Option<Value>,
     pub expect_chunks: Option<Vec<Value>>,
     pub expect_done: Option<bool>,
     pub expect_usage: Option<Value>,
     pub expect_error: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCase {
+    pub provider: String,
+    pub model: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +369,29 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
         .ok_or_else(|| format!("no provider `{}`", lc.provider))?;
     let c = &lc.case;
     let mut ran = false;
+
+    if let Some(model) = &c.route {
+        ran = true;
+        let want = c
+            .expect_route
+            .as_ref()
+            .ok_or("a `route` case needs `expect_route`")?;
+        match set.resolve(&lc.provider, model) {
+            Some((provider, sent)) if provider == want.provider && sent == want.model => {}
+            Some((provider, sent)) => {
+                return Err(format!(
+                    "`{model}` routes to {provider} as `{sent}`, expected {} as `{}`",
+                    want.provider, want.model
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "no `dispatch` rule of `{}` matches `{model}`",
+                    lc.provider
+                ))
+            }
+        }
+    }
 
     if c.request.is_some() || c.raw_request.is_some() {
         ran = true;

@@ -349,6 +349,8 @@ pub struct Program {
     pub response_passthrough: bool,
     pub stream: CStream,
     pub errors: CErrors,
+    /// `error_name "NAME"`: the label of its errors (`NAMEException`).
+    pub error_name: Option<String>,
     /// `fake_stream`: streams are one whole upstream call replayed as chunks.
     pub fake_stream: bool,
     /// A dispatching provider's rules (and nothing else is used).

@@ -112,12 +112,24 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<ProviderSet, Vec<Loa
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(ProviderSet {
-        providers: programs
-            .into_iter()
-            .map(|p| (p.name.clone(), Provider::new(p)))
-            .collect(),
-    })
+    let mut providers: BTreeMap<String, Provider> = programs
+        .into_iter()
+        .map(|p| (p.name.clone(), Provider::new(p)))
+        .collect();
+    let routes: Vec<(String, String)> = providers
+        .values()
+        .flat_map(|p| {
+            p.dispatch()
+                .iter()
+                .map(|r| (r.target.clone(), p.name().to_owned()))
+        })
+        .collect();
+    for (target, dispatcher) in routes {
+        if let Some(t) = providers.get_mut(&target) {
+            t.label_as(&dispatcher);
+        }
+    }
+    Ok(ProviderSet { providers })
 }
 
 /// Load every `*.llmux` file in `dir` (not recursive), in name order.

@@ -126,6 +126,7 @@ const ITEM_KEYWORDS: &[&str] = &[
     "fetch_images",
     "genai_provider",
     "fake_stream",
+    "error_name",
     "dispatch",
     "table",
     "fn",
@@ -210,6 +211,7 @@ fn rule_label(r: Rule) -> &'static str {
         | Rule::genai_provider_item
         | Rule::dispatch_item
         | Rule::fake_stream_item
+        | Rule::error_name_item
         | Rule::table_item
         | Rule::fn_item
         | Rule::request_item
@@ -422,6 +424,7 @@ fn item(p: Pair<Rule>) -> Option<Item> {
         Rule::fetch_images_item => Item::FetchImages(ident(ps.next()?)),
         Rule::genai_provider_item => Item::GenaiProvider(string(ps.next()?)),
         Rule::fake_stream_item => Item::FakeStream(span),
+        Rule::error_name_item => Item::ErrorName(string(ps.next()?)),
         Rule::dispatch_item => {
             let mut rules = Vec::new();
             for r in ps {

@@ -126,6 +126,9 @@ pub struct Provider {
     pub(crate) prog: Program,
     /// Some expression reads `headers`: callers pass the upstream's response headers.
     reads_headers: bool,
+    /// The name its errors carry (`<label>Exception`): `error_name`, else the dispatching
+    /// provider's name (set by the provider set), else its own.
+    label: String,
     /// Deepest JSON nesting accepted in upstream bodies and events and in `parse_json`.
     max_json_depth: usize,
 }
@@ -143,9 +146,11 @@ impl Provider {
                 reads_headers |= super::ir::mentions_headers(e);
             }
         }
+        let label = prog.error_name.clone().unwrap_or_else(|| prog.name.clone());
         Provider {
             prog,
             reads_headers,
+            label,
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
         }
     }
@@ -178,6 +183,19 @@ impl Provider {
 
     pub fn name(&self) -> &str {
         &self.prog.name
+    }
+
+    /// The name in its error messages (`litellm.RateLimitError: <label>Exception - ...`).
+    pub fn error_label(&self) -> &str {
+        &self.label
+    }
+
+    /// A dispatch target without an `error_name` of its own is labelled as the prefix the
+    /// client's config names (`bedrock`, not `bedrock_converse`).
+    pub(crate) fn label_as(&mut self, dispatcher: &str) {
+        if self.prog.error_name.is_none() {
+            self.label = dispatcher.to_owned();
+        }
     }
 
     /// How requests authenticate. For the cloud schemes (`aws_sigv4` without an `api_key`,
@@ -498,7 +516,7 @@ impl Provider {
         }
         let parsed: Value = self.parse_upstream(body).map_err(|e| {
             MappedError::bad_upstream(
-                &self.prog.name,
+                &self.label,
                 status,
                 format!("upstream returned an unreadable body: {e}"),
             )
@@ -592,7 +610,7 @@ impl Provider {
             RtError::Invalid(m) | RtError::Mapping(m) => m,
         };
         MappedError::new(
-            &self.prog.name,
+            &self.label,
             status,
             ErrorClass::Internal,
             format!("could not map upstream response: {msg}"),
@@ -617,7 +635,7 @@ impl Provider {
             // anything, and the status alone says too little to relay it as that class.
             Err(e @ crate::json::JsonError::TooDeep { .. }) => {
                 return MappedError::bad_upstream(
-                    &self.prog.name,
+                    &self.label,
                     status,
                     format!("upstream returned status {status} with an unreadable body: {e}"),
                 )
@@ -671,7 +689,7 @@ impl Provider {
         let message = message
             .map(|v| scalar_text(&v))
             .unwrap_or_else(|| default_message(status, res, text));
-        let mut e = MappedError::new(&prog.name, status, class, message);
+        let mut e = MappedError::new(&self.label, status, class, message);
         if let Some(fields) = fields {
             e.keep_fields(fields);
         }
@@ -743,7 +761,7 @@ impl Provider {
         } else {
             Some(self.parse_upstream(trimmed).map_err(|e| {
                 MappedError::bad_upstream(
-                    &self.prog.name,
+                    &self.label,
                     0,
                     format!("upstream sent an unreadable stream event: {e}"),
                 )
