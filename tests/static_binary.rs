@@ -19,7 +19,7 @@ use common::*;
 /// The binary's budget: its size when the budget was set (16.8 MB, 2026-12-06) plus
 /// headroom. The image is this plus distroless/static (about 2 MB) and must stay under 20 MB
 /// (BENCHMARKS.md "Binary and image size").
-const BUDGET_BYTES: u64 = 17_500_000;
+const BUDGET_BYTES: u64 = 17_700_000;
 
 /// Builds (or finds up to date) the static release binary; its path.
 fn static_binary() -> &'static Path {

@@ -40,10 +40,15 @@ impl ProvidersSource {
         let res = match self {
             ProvidersSource::Dir(d) => dsl::load_dir(d),
             ProvidersSource::Embedded => {
-                let sources: Vec<(String, String)> = EMBEDDED_PROVIDERS
-                    .iter()
-                    .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
-                    .collect();
+                let mut sources = Vec::with_capacity(EMBEDDED_PROVIDERS.len());
+                for (name, packed) in EMBEDDED_PROVIDERS {
+                    // Written by build.rs from files that were UTF-8 text.
+                    let text = miniz_oxide::inflate::decompress_to_vec(packed)
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .ok_or_else(|| format!("{name}: the embedded copy is damaged"))?;
+                    sources.push(((*name).to_owned(), text));
+                }
                 dsl::load_sources(&sources)
             }
         };
