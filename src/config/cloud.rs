@@ -51,11 +51,13 @@ pub(super) fn credentials(
     let spec = match provider.auth() {
         Auth::AwsSigV4 { .. } if api_key.is_none() => {
             let spec = AwsSpec::from_params(&view, env).map_err(|e| e.to_string())?;
+            // The region the URL is built with (the deployment's, else the file's default)
+            // signs too; the environment's only when the file names none.
             let region = view
                 .get(REGION_PARAM)
                 .cloned()
-                .or_else(|| spec.region.clone())
-                .or_else(|| declared_default(REGION_PARAM));
+                .or_else(|| declared_default(REGION_PARAM))
+                .or_else(|| spec.region.clone());
             return Ok(Some(DeploymentCredentials::new(
                 CredentialSpec::Aws(spec),
                 region,

@@ -22,6 +22,16 @@ pub async fn headers(
     let Some(creds) = &dep.credentials else {
         return Ok(Vec::new());
     };
+    // A file that wrote its own authorization (a ready token the deployment gives) keeps it.
+    let bearer_kind = !matches!(provider.auth(), Auth::AwsSigV4 { .. });
+    if bearer_kind
+        && prepared
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        return Ok(Vec::new());
+    }
     let handle = creds.handle();
     let cred = match handle.current() {
         Some(c) => c,

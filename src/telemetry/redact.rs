@@ -68,6 +68,8 @@ const CREDENTIAL_HEADERS: &[&[u8]] = &[
     b"x-goog-api-key",
     b"proxy-authorization",
     b"cookie",
+    // An AWS session token (STS, container and instance credentials) beside a signature.
+    b"x-amz-security-token",
 ];
 
 fn has_credential_header(text: &[u8]) -> bool {
@@ -210,9 +212,14 @@ mod tests {
 
     #[test]
     fn echoed_request_heads_and_json_headers() {
-        let head = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: ant-secret-value\r\nAuthorization: Basic dXNlcjpwYXNz\r\napi-key: azure123\r\n\r\n";
+        let head = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: ant-secret-value\r\nAuthorization: Basic dXNlcjpwYXNz\r\napi-key: azure123\r\nX-Amz-Security-Token: IQoJb3JpZ2luX2VjEXAMPLE\r\n\r\n";
         let out = r(head, &[]);
-        for gone in ["ant-secret-value", "dXNlcjpwYXNz", "azure123"] {
+        for gone in [
+            "ant-secret-value",
+            "dXNlcjpwYXNz",
+            "azure123",
+            "IQoJb3JpZ2luX2VjEXAMPLE",
+        ] {
             assert!(!out.contains(gone), "{gone}: {out}");
         }
         assert!(out.contains("Host: x"));
