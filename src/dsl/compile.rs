@@ -89,6 +89,8 @@ struct Merged<'a> {
     fns: Vec<(usize, &'a FnDecl)>,
     request: Option<(usize, bool, &'a [Stmt])>,
     response: Option<(usize, bool, &'a [Stmt])>,
+    /// Every `stream` block of the chain, root first (for `super` in handlers).
+    stream_chain: Vec<(usize, &'a StreamDecl)>,
     /// Every `request` / `response` block of the chain, root first (for `super`).
     request_chain: Vec<(usize, bool, &'a [Stmt])>,
     response_chain: Vec<(usize, bool, &'a [Stmt])>,
@@ -386,6 +388,7 @@ impl<'a> Compiler<'a> {
                     Item::Stream(s) => {
                         single("stream", s.span, self, &mut seen_single);
                         m.stream = Some((fi, s));
+                        m.stream_chain.push((fi, s));
                     }
                     Item::Dispatch(rules, _) => m.dispatch = Some((fi, rules)),
                     Item::Errors(e) => {
@@ -630,14 +633,16 @@ impl<'a> Compiler<'a> {
                 Some((b, pt)) => (Some(b), pt),
                 None => (None, true),
             };
-        let stream = match m.stream {
-            Some((sfi, s)) => self.stream(&mut pc, sfi, s),
-            None => CStream {
+        let stream = if m.stream_chain.is_empty() {
+            CStream {
                 init: builtin_state_init(),
                 names: builtin_state_names(),
                 handlers: Vec::new(),
                 end_handlers: Vec::new(),
-            },
+                parents: Vec::new(),
+            }
+        } else {
+            self.stream(&mut pc, &m.stream_chain)
         };
         let mut errors = CErrors::default();
         for (efi, e) in &m.errors {
@@ -840,48 +845,77 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn stream(&mut self, pc: &mut ProviderCx, fi: usize, s: &StreamDecl) -> CStream {
+    /// The provider's stream block (the last of `chain`). Its state variables are those of
+    /// every block of the chain (a child's declaration of a parent's name gives its initial
+    /// value), so that the ancestors' handlers a `super` runs find theirs.
+    fn stream(&mut self, pc: &mut ProviderCx, chain: &[(usize, &StreamDecl)]) -> CStream {
         let mut names = builtin_state_names();
         let mut init = builtin_state_init();
-        for (name, e) in &s.state {
-            let top = self.top(pc, fi, Cx::StreamInit, e);
-            match names.iter().position(|n| *n == name.name) {
-                Some(i) if i < 3 => init[i] = top,
-                Some(_) => self.err(
-                    fi,
-                    name.span,
-                    format!("state `{}` is declared twice", name.name),
-                ),
-                None => {
-                    names.push(name.name.clone());
-                    init.push(top);
+        let mut inherited = names.len();
+        for &(fi, s) in chain {
+            for (name, e) in &s.state {
+                let top = self.top(pc, fi, Cx::StreamInit, e);
+                match names.iter().position(|n| *n == name.name) {
+                    Some(i) if i < 3 || i < inherited => init[i] = top,
+                    Some(_) => self.err(
+                        fi,
+                        name.span,
+                        format!("state `{}` is declared twice", name.name),
+                    ),
+                    None => {
+                        names.push(name.name.clone());
+                        init.push(top);
+                    }
                 }
             }
+            inherited = names.len();
         }
         pc.state = names.clone();
         // An `on end` hook compiles like any handler: the same roots and statements; at run
         // time its `ev` and `event` are absent.
-        let handlers = s.handlers.iter().map(|h| self.handler(pc, fi, h)).collect();
-        let end_handlers = (s.end_handlers.iter())
-            .map(|h| self.handler(pc, fi, h))
-            .collect();
+        let mut parents = Vec::new();
+        let mut last = (Vec::new(), Vec::new());
+        for (level, &(fi, s)) in chain.iter().enumerate() {
+            let sup = |end| {
+                if level == 0 {
+                    Super::None
+                } else {
+                    Super::Stream {
+                        level: level - 1,
+                        end,
+                    }
+                }
+            };
+            let handlers = (s.handlers.iter())
+                .map(|h| self.handler(pc, fi, h, sup(false)))
+                .collect();
+            let end_handlers = (s.end_handlers.iter())
+                .map(|h| self.handler(pc, fi, h, sup(true)))
+                .collect();
+            if level + 1 < chain.len() {
+                parents.push((handlers, end_handlers));
+            } else {
+                last = (handlers, end_handlers);
+            }
+        }
         pc.state.clear();
         CStream {
             init,
             names,
-            handlers,
-            end_handlers,
+            handlers: last.0,
+            end_handlers: last.1,
+            parents,
         }
     }
 
-    fn handler(&mut self, pc: &ProviderCx, fi: usize, h: &Handler) -> CHandler {
+    fn handler(&mut self, pc: &ProviderCx, fi: usize, h: &Handler, sup: Super) -> CHandler {
         let mut ex = ExprCx {
             c: self,
             pc,
             file: fi,
             cx: Cx::Stream,
             scope: Scope::default(),
-            sup: Super::None,
+            sup,
         };
         let cond = h.cond.as_ref().map(|c| ex.expr(c));
         let stmts = ex.stmts(&h.body);
@@ -930,6 +964,8 @@ enum Super {
     Block(usize),
     /// The ancestor's block is `passthrough` and this one is not, or the other way round.
     Mismatch,
+    /// In a stream handler: the handlers of `CStream::parents[level]`.
+    Stream { level: usize, end: bool },
 }
 
 struct ExprCx<'c, 'a> {
@@ -1042,10 +1078,11 @@ impl ExprCx<'_, '_> {
             }
             Stmt::Super(span) => match self.sup {
                 Super::Block(i) => CStmt::Super(i),
+                Super::Stream { level, end } => CStmt::SuperStream { level, end },
                 Super::None => {
                     self.err(
                         *span,
-                        "`super` runs the parent provider's block of the same kind, and no ancestor has one (only `request` and `response` blocks have `super`)",
+                        "`super` runs the parent provider's block of the same kind (`request`, `response`, or a stream handler), and no ancestor has one",
                     );
                     return None;
                 }

@@ -407,6 +407,36 @@ impl<'a, 's> Env<'a, 's> {
                 }
             }
             CStmt::Done => return Ok(Flow::Done),
+            CStmt::SuperStream { level, end } => {
+                let prog: &'a Program = self.prog;
+                let Some((handlers, end_handlers)) = prog.stream.parents.get(*level) else {
+                    return mapping("super without a parent stream block");
+                };
+                let list = if *end { end_handlers } else { handlers };
+                for h in list {
+                    if let Some(name) = &h.event {
+                        if self.event != Some(name.as_str()) {
+                            continue;
+                        }
+                    }
+                    let base = self.enter(h.body.slots);
+                    let ok = match &h.cond {
+                        None => Ok(true),
+                        Some(c) => self.eval(c).map(|v| bi::truthy(v.get())),
+                    };
+                    let r = match ok {
+                        Ok(true) => self.exec(&h.body.stmts, sink),
+                        Ok(false) => {
+                            self.leave(base);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    };
+                    self.leave(base);
+                    return r;
+                }
+                return Ok(Flow::Normal);
+            }
             CStmt::Super(i) => {
                 let prog: &'a Program = self.prog;
                 let Some(block) = prog.supers.get(*i) else {

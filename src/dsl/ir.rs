@@ -145,6 +145,12 @@ pub enum CStmt {
     Raise(CExpr),
     /// `super`: run `Program::supers[i]` in a frame of its own, into the same output.
     Super(usize),
+    /// `super` in a stream handler: the first handler of `CStream::parents[level]` that
+    /// matches the event (its end hooks when `end`).
+    SuperStream {
+        level: usize,
+        end: bool,
+    },
 }
 
 impl CStmt {
@@ -174,7 +180,7 @@ impl CStmt {
                     f(fin);
                 }
             }
-            CStmt::Done | CStmt::Super(_) => {}
+            CStmt::Done | CStmt::Super(_) | CStmt::SuperStream { .. } => {}
         }
     }
 }
@@ -289,6 +295,9 @@ pub struct CStream {
     pub handlers: Vec<CHandler>,
     /// `on end` hooks, tried in order at the upstream's EOF (`event` is always `None`).
     pub end_handlers: Vec<CHandler>,
+    /// Ancestors' stream blocks, root first, that `super` in a handler runs: the handler of
+    /// the level below that matches the same event (an end hook's `super`: its end hooks).
+    pub parents: Vec<(Vec<CHandler>, Vec<CHandler>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +436,11 @@ impl Program {
         out.extend(self.response.as_mut().map(|b| block(b, None)));
         for h in (self.stream.handlers.iter_mut()).chain(self.stream.end_handlers.iter_mut()) {
             out.push(block(&mut h.body, h.cond.as_mut()));
+        }
+        for (hs, ends) in &mut self.stream.parents {
+            for h in hs.iter_mut().chain(ends.iter_mut()) {
+                out.push(block(&mut h.body, h.cond.as_mut()));
+            }
         }
         out.extend(self.stream.init.iter_mut().map(top));
         out.extend(self.errors.message.as_mut().map(top));

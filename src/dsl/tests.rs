@@ -1354,3 +1354,62 @@ fn unsupported_stream_is_refused_at_load() {
     );
     assert!(e.contains("`stream` cannot be `unsupported`"), "{e}");
 }
+
+#[test]
+fn super_in_a_stream_handler_runs_the_parents_handler_for_the_event() {
+    let set = load(
+        r#"provider base {
+             base_url "https://x.test" request { model = ctx.model }
+             stream {
+               state seen = 0
+               on "text" { seen = seen + 1; emit delta { content: ev.t } }
+               on "stop" { emit finish "stop"; done }
+               on end when seen > 0 { done }
+             }
+           }
+           provider child extends base {
+             stream {
+               state tagged = 0
+               on "text" when ev.t == "secret" { tagged = tagged + 1; emit delta { content: "[hidden]" } }
+               on _ { super }
+               on end { super }
+             }
+           }"#,
+    );
+    let p = set.get("child").expect("child");
+    let ctx = RequestCtx {
+        model: "m".into(),
+        stream: true,
+        ..RequestCtx::default()
+    };
+    let mut st = p.stream_state(&ctx);
+    let mut chunks = Vec::new();
+    for (event, data) in [
+        ("text", r#"{"t":"a"}"#),
+        ("text", r#"{"t":"secret"}"#),
+        ("text", r#"{"t":"b"}"#),
+    ] {
+        p.map_event(&mut st, Some(event), data.as_bytes(), &mut chunks)
+            .expect("event");
+    }
+    let texts: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(texts, ["a", "[hidden]", "b"]);
+    // The parent's end hook, reached through the child's: the parent's state was counted.
+    assert_eq!(
+        p.finish_stream(&mut st, &mut chunks).expect("end"),
+        StreamEnd::Complete
+    );
+    let mut st = p.stream_state(&ctx);
+    assert_eq!(
+        p.map_event(&mut st, Some("stop"), b"{}", &mut chunks)
+            .expect("stop"),
+        StreamControl::Done
+    );
+    let e = load_err(
+        r#"provider p { base_url "https://x.test" request { model = ctx.model } stream { on _ { super } } }"#,
+    );
+    assert!(e.contains("no ancestor has one"), "{e}");
+}
