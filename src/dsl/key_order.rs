@@ -7,13 +7,15 @@
 //! `input` or Gemini's `args`, JSON-mode content from a forced tool — where sorted keys would
 //! reorder the model's own JSON answer.
 //!
-//! So the order is recovered only there, from the raw text: on the first such `to_json` of an
-//! evaluation the upstream document is parsed again into a `sonic_rs::Value` (whose objects
-//! keep the text's order), the object equal to `x` is found in it, and `x` is written
-//! following that object's key order, nested objects included. `x` may be a copy made by the
-//! mapping (`with_index` copies what it wraps): it is found by content, not by address. An
+//! So the order is recovered only there, from the raw text. When `x` is a part of the parsed
+//! document itself (the usual case: `b.input` borrows from `res`), its path is found by address
+//! in the parsed tree, only that part of the raw text is located (sonic-rs skips the rest
+//! without building anything) and parsed again into a `sonic_rs::Value`, whose objects keep the
+//! text's order; `x` is then written following that order, nested objects included. When `x`
+//! is a copy made by the mapping (`with_index` copies what it wraps), the whole document is
+//! parsed again, once per evaluation, and the first object equal to `x` gives the order. An
 //! object found nowhere in the document (built by the mapping, or altered) is written sorted,
-//! as before. Values without an object of two or more keys never trigger the second parse.
+//! as before. Values without an object of two or more keys never trigger any of this.
 
 use std::cell::OnceCell;
 
@@ -25,16 +27,32 @@ use super::out;
 /// The raw text of the upstream document an evaluation reads, parsed again on demand.
 pub struct SourceOrder<'a> {
     raw: &'a [u8],
+    /// The document parsed from `raw`, to find a borrowed value's path in.
+    parsed: Option<&'a Value>,
     tree: OnceCell<Option<sonic_rs::Value>>,
 }
 
 impl<'a> SourceOrder<'a> {
-    /// `raw` has already been parsed (and its depth checked) into the evaluation's document.
-    pub fn new(raw: &'a [u8]) -> Self {
+    /// `raw` has already been parsed (and its depth checked) into `parsed`.
+    pub fn new(raw: &'a [u8], parsed: Option<&'a Value>) -> Self {
         SourceOrder {
             raw,
+            parsed,
             tree: OnceCell::new(),
         }
+    }
+
+    /// The raw text of `v` re-parsed, when `v` is a part of the parsed document.
+    fn part_of(&self, v: &Value) -> Option<sonic_rs::Value> {
+        let mut path = Vec::new();
+        if !path_to(self.parsed?, v, &mut path) {
+            return None;
+        }
+        let lazy = sonic_rs::get_from_slice(self.raw, &path).ok()?;
+        // A repeated key can make the text's first member differ from the parse's last one.
+        sonic_rs::from_str(lazy.as_raw_str())
+            .ok()
+            .filter(|part| same(part, v))
     }
 
     fn tree(&self) -> Option<&sonic_rs::Value> {
@@ -47,13 +65,17 @@ impl<'a> SourceOrder<'a> {
 /// Compact JSON text of `v`, with the key order its source gave it where one is known.
 pub fn json_text(v: &Value, source: Option<&SourceOrder<'_>>) -> String {
     let mut buf = Vec::with_capacity(64);
-    match source
-        .filter(|_| order_can_differ(v))
-        .and_then(SourceOrder::tree)
-        .and_then(|t| find(t, v))
-    {
-        Some(guide) => write_guided(&mut buf, v, guide),
-        None => out::write_value(&mut buf, v),
+    let Some(source) = source.filter(|_| order_can_differ(v)) else {
+        out::write_value(&mut buf, v);
+        return String::from_utf8(buf).unwrap_or_default();
+    };
+    if let Some(part) = source.part_of(v) {
+        write_guided(&mut buf, v, &part);
+    } else {
+        match source.tree().and_then(|t| find(t, v)) {
+            Some(guide) => write_guided(&mut buf, v, guide),
+            None => out::write_value(&mut buf, v),
+        }
     }
     // Only UTF-8 is written: strings come from `&str`s, everything else is ASCII.
     String::from_utf8(buf).unwrap_or_default()
@@ -64,6 +86,40 @@ fn order_can_differ(v: &Value) -> bool {
     match v {
         Value::Object(m) => m.len() > 1 || m.values().any(order_can_differ),
         Value::Array(a) => a.iter().any(order_can_differ),
+        _ => false,
+    }
+}
+
+/// The path from `root` to the very value `target` (by address), as sonic-rs pointer nodes.
+fn path_to(root: &Value, target: &Value, path: &mut Vec<sonic_rs::PointerNode>) -> bool {
+    if std::ptr::eq(root, target) {
+        return true;
+    }
+    match root {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if matches!(v, Value::Object(_) | Value::Array(_)) {
+                    path.push(sonic_rs::PointerNode::Key(sonic_rs::FastStr::new(k)));
+                    if path_to(v, target, path) {
+                        return true;
+                    }
+                    path.pop();
+                }
+            }
+            false
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                if matches!(v, Value::Object(_) | Value::Array(_)) {
+                    path.push(sonic_rs::PointerNode::Index(i));
+                    if path_to(v, target, path) {
+                        return true;
+                    }
+                    path.pop();
+                }
+            }
+            false
+        }
         _ => false,
     }
 }
@@ -157,10 +213,26 @@ fn write_guided(buf: &mut Vec<u8>, v: &Value, guide: &sonic_rs::Value) {
 mod tests {
     use super::*;
 
+    /// `pick`'s value as a copy (found by content).
     fn text(raw: &str, pick: impl Fn(&Value) -> Value) -> String {
         let doc: Value = serde_json::from_str(raw).unwrap();
-        let src = SourceOrder::new(raw.as_bytes());
+        let src = SourceOrder::new(raw.as_bytes(), Some(&doc));
         json_text(&pick(&doc), Some(&src))
+    }
+
+    #[test]
+    fn a_borrowed_part_is_found_by_its_path() {
+        let raw = r#"{"content": [{"type":"text"}, {"input": {"zeta": [1, {"b": 2, "a": 1}], "alpha": "\u00e9"}}]}"#;
+        let doc: Value = serde_json::from_str(raw).unwrap();
+        let src = SourceOrder::new(raw.as_bytes(), Some(&doc));
+        let part = &doc["content"][1]["input"];
+        assert!(src.part_of(part).is_some());
+        assert_eq!(
+            json_text(part, Some(&src)),
+            "{\"zeta\":[1,{\"b\":2,\"a\":1}],\"alpha\":\"\u{e9}\"}"
+        );
+        // The whole document was not parsed again.
+        assert!(src.tree.get().is_none());
     }
 
     #[test]
@@ -199,6 +271,11 @@ mod tests {
     fn repeated_keys_fall_back_to_the_parse() {
         let raw = r#"{"x":{"b":1,"a":2,"b":3}}"#;
         assert_eq!(text(raw, |d| d["x"].clone()), r#"{"a":2,"b":3}"#);
+        // Borrowed: the text's first `x` is not the parse's (the last one wins there).
+        let raw = r#"{"x":{"q":1,"p":2},"x":{"n":1,"m":2}}"#;
+        let doc: Value = serde_json::from_str(raw).unwrap();
+        let src = SourceOrder::new(raw.as_bytes(), Some(&doc));
+        assert_eq!(json_text(&doc["x"], Some(&src)), r#"{"n":1,"m":2}"#);
     }
 
     #[test]
@@ -206,7 +283,7 @@ mod tests {
         let v = serde_json::json!({"b": [1, {"c": 2}], "a": 1});
         assert_eq!(json_text(&v, None), r#"{"a":1,"b":[1,{"c":2}]}"#);
         let raw = br#"not json"#;
-        let src = SourceOrder::new(raw);
+        let src = SourceOrder::new(raw, None);
         assert_eq!(json_text(&v, Some(&src)), r#"{"a":1,"b":[1,{"c":2}]}"#);
         let single = serde_json::json!({"k": {"j": 1}});
         assert!(!order_can_differ(&single));

@@ -532,7 +532,7 @@ impl Provider {
         let arena = Arena::default();
         let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.res = Some(&parsed);
-        env.source = Some(SourceOrder::new(body));
+        env.source = Some(SourceOrder::new(body, Some(&parsed)));
         env.headers = headers;
         env.status = status;
         env.ctx = Some(ctx);
@@ -888,7 +888,7 @@ impl Provider {
         let mut env = self.env(&arena, vars, id_counter);
         env.ev = ev.map(|(v, _)| v);
         env.headers = headers;
-        env.source = ev.map(|(_, raw)| SourceOrder::new(raw));
+        env.source = ev.map(|(v, raw)| SourceOrder::new(raw, Some(v)));
         env.event = event_name;
         env.ctx = Some(&*ctx);
         let mut chosen = None;
