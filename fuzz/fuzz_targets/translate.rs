@@ -46,6 +46,12 @@ fuzz_target!(|data: &[u8]| {
         stream: sel & 0x20 != 0,
         include_usage: sel & 0x80 != 0,
         max_output_tokens: Some(4096),
+        // Every parameter a file requires, so its URL and body can be built.
+        params: std::sync::Arc::new(
+            p.required_params()
+                .map(|n| (n.to_owned(), Value::String(format!("fuzz-{n}"))))
+                .collect(),
+        ),
         request_id: "fuzz-request".to_owned(),
         now: 1_700_000_000,
     };

@@ -381,7 +381,37 @@ pub(super) fn build(
 /// Whether a provider parameter holds a secret, by its name (`aws_secret_access_key`,
 /// `aws_session_token`, `vertex_credentials`, `aws_web_identity_token`, ...).
 fn is_secret_param(name: &str) -> bool {
-    ["key", "secret", "token", "credential", "password"]
+    // An endpoint is not a secret, even one for tokens (`watsonx_token_url`, `aws_sts_endpoint`).
+    let endpoint = ["_url", "_uri", "_endpoint", "_host"]
         .iter()
-        .any(|w| name.contains(w))
+        .any(|e| name.ends_with(e));
+    !endpoint
+        && ["key", "secret", "token", "credential", "password"]
+            .iter()
+            .any(|w| name.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_parameters_are_known_by_name_and_endpoints_are_not_secrets() {
+        for secret in [
+            "aws_secret_access_key",
+            "aws_session_token",
+            "vertex_credentials",
+            "zen_api_key",
+            "aws_web_identity_token",
+        ] {
+            assert!(super::is_secret_param(secret), "{secret}");
+        }
+        for plain in [
+            "watsonx_token_url",
+            "aws_sts_endpoint",
+            "gce_metadata_host",
+            "aws_region_name",
+            "vertex_project",
+        ] {
+            assert!(!super::is_secret_param(plain), "{plain}");
+        }
+    }
 }
