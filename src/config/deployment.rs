@@ -398,18 +398,18 @@ mod tests {
         for secret in [
             "aws_secret_access_key",
             "aws_session_token",
-            "vertex_credentials",
+            "service_account_credentials",
             "zen_api_key",
             "aws_web_identity_token",
         ] {
             assert!(super::is_secret_param(secret), "{secret}");
         }
         for plain in [
-            "watsonx_token_url",
+            "iam_token_url",
             "aws_sts_endpoint",
             "gce_metadata_host",
             "aws_region_name",
-            "vertex_project",
+            "project_id",
         ] {
             assert!(!super::is_secret_param(plain), "{plain}");
         }

@@ -196,7 +196,7 @@ model_list:
     litellm_params: { model: openai/x, timeout: -1 }
   - model_name: b
     litellm_params:
-      model: \"azure/y\"
+      model: \"other/y\"
 llmux:
   server:
     idle_timeout: .nan

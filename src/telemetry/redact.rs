@@ -205,19 +205,19 @@ mod tests {
             assert!(!out.contains(gone), "{gone}: {out}");
         }
         assert!(out.contains("[REDACTED]"));
-        // An Azure key has no prefix: only its exact value finds it.
-        let azure = "0123456789abcdef0123456789abcdef";
-        assert_eq!(r(&format!("k={azure}"), &[azure]), "k=[REDACTED]");
+        // A key of 32 hex characters has no prefix: only its exact value finds it.
+        let hex_key = "0123456789abcdef0123456789abcdef";
+        assert_eq!(r(&format!("k={hex_key}"), &[hex_key]), "k=[REDACTED]");
     }
 
     #[test]
     fn echoed_request_heads_and_json_headers() {
-        let head = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: ant-secret-value\r\nAuthorization: Basic dXNlcjpwYXNz\r\napi-key: azure123\r\nX-Amz-Security-Token: IQoJb3JpZ2luX2VjEXAMPLE\r\n\r\n";
+        let head = "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: ant-secret-value\r\nAuthorization: Basic dXNlcjpwYXNz\r\napi-key: hexkey123\r\nX-Amz-Security-Token: IQoJb3JpZ2luX2VjEXAMPLE\r\n\r\n";
         let out = r(head, &[]);
         for gone in [
             "ant-secret-value",
             "dXNlcjpwYXNz",
-            "azure123",
+            "hexkey123",
             "IQoJb3JpZ2luX2VjEXAMPLE",
         ] {
             assert!(!out.contains(gone), "{gone}: {out}");

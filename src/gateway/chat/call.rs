@@ -345,6 +345,12 @@ fn read_meta(call: &mut Call<'_>, body: &[u8]) {
     call.out.meta = Some(Box::new(meta));
 }
 
+/// The answer naming the model group the client asked for (`llmux.response_model`), when
+/// it must change.
+fn renamed(call: &Call<'_>, body: &[u8]) -> Option<Vec<u8>> {
+    call.response_model.as_ref().and_then(|m| m.apply(body))
+}
+
 /// A whole answer sent as the stream the client asked for (`fake_stream` providers).
 async fn send_replayed_stream<IO: ServerIo>(
     call: &mut Call<'_>,
@@ -353,7 +359,7 @@ async fn send_replayed_stream<IO: ServerIo>(
     body: &[u8],
     dep: &Deployment,
 ) -> AttemptEnd {
-    let named = call.response_model.as_ref().and_then(|m| m.apply(body));
+    let named = renamed(call, body);
     let body = named.as_deref().unwrap_or(body);
     let text = match crate::gateway::replay::chunks(
         body,
@@ -396,7 +402,7 @@ async fn send_answer<IO: ServerIo>(
     dep: &Deployment,
 ) -> AttemptEnd {
     call.out.status = 200;
-    let named = call.response_model.as_ref().and_then(|m| m.apply(body));
+    let named = renamed(call, body);
     let body = named.as_deref().unwrap_or(body);
     if call.cache.as_ref().is_some_and(|c| c.store) {
         call.out.capture = Some(body.to_vec());
