@@ -315,6 +315,43 @@ fn a_dead_collector_costs_the_requests_nothing() {
 }
 
 #[test]
+fn the_collector_gets_the_configured_headers_and_a_refusal_counts_as_a_failure() {
+    let c = Hostile::start(|_| hostile::response(503, "text/plain", b"overloaded"));
+    let mock = Mock::start();
+    let gw = Gateway::start(&format!(
+        "{}llmux:\n  tracing: {{ enabled: true, endpoint: \"{}\", headers: {{ x-collector-token: tok-4711 }} }}\n",
+        config_for(&mock, &[("m", "up")], ""),
+        c.base()
+    ));
+    let r = gw.chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+    assert_eq!(r.status, 200);
+    let req = c.next_request();
+    assert!(
+        req.head
+            .to_ascii_lowercase()
+            .contains("x-collector-token: tok-4711"),
+        "{}",
+        req.head
+    );
+    assert!(
+        eventually(WAIT, || {
+            let m = gw.metrics();
+            metric(&m, "llmux_otel_export_failures_total").unwrap_or(0.0) >= 1.0
+                && metric(&m, "llmux_otel_spans_dropped_total").unwrap_or(0.0) >= 2.0
+                && metric(&m, "llmux_otel_spans_exported_total").unwrap_or(0.0) == 0.0
+        }),
+        "{}",
+        gw.metrics()
+    );
+    // The header's value is a secret: never in a log line.
+    assert!(
+        !gw.proc.output().contains("tok-4711"),
+        "{}",
+        gw.proc.output()
+    );
+}
+
+#[test]
 fn a_stuck_collector_fills_a_bounded_queue_and_drops() {
     // Accepts connections and never answers.
     let stuck = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -33,6 +33,8 @@ pub struct TracingSettings {
     /// for the traces it continues).
     pub sampling_ratio: f64,
     pub service_name: String,
+    /// Further resource attributes (`OTEL_RESOURCE_ATTRIBUTES`).
+    pub resource_attributes: Vec<(String, String)>,
     /// Record messages and answers (redacted) in the spans.
     pub capture_content: bool,
     pub max_queue_spans: usize,
@@ -48,6 +50,7 @@ impl Default for TracingSettings {
             timeout: Duration::from_secs(10),
             sampling_ratio: 1.0,
             service_name: "llmux".into(),
+            resource_attributes: Vec::new(),
             capture_content: false,
             max_queue_spans: DEFAULT_QUEUE_SPANS,
         }
@@ -137,11 +140,21 @@ pub fn build(
         Some(n) => checked(diag, "llmux.tracing.sampling_ratio", n, RATIO, 1.0),
         None => ratio_from_env(env).unwrap_or(d.sampling_ratio),
     };
+    let resource_attributes = env
+        .get("OTEL_RESOURCE_ATTRIBUTES")
+        .map(parse_header_list)
+        .unwrap_or_default();
     let service_name = t
         .service_name
         .clone()
         .or_else(|| env.get("OTEL_SERVICE_NAME").map(str::to_owned))
         .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            resource_attributes
+                .iter()
+                .find(|(k, v)| k == "service.name" && !v.trim().is_empty())
+                .map(|(_, v)| v.clone())
+        })
         .unwrap_or(d.service_name);
     let max_queue_spans = match &t.max_queue_spans {
         Some(n) => checked(
@@ -161,6 +174,11 @@ pub fn build(
         timeout,
         sampling_ratio,
         service_name,
+        // `service.name` is the setting above (the list's is its last resort).
+        resource_attributes: resource_attributes
+            .into_iter()
+            .filter(|(k, _)| k != "service.name")
+            .collect(),
         capture_content: t.capture_content.unwrap_or(false),
         max_queue_spans,
     }
@@ -293,6 +311,30 @@ mod tests {
         assert!(s.enabled);
         let (s, _) = build_with(&t, &l, &env(&[("OTEL_SDK_DISABLED", "true")]));
         assert!(!s.enabled);
+    }
+
+    #[test]
+    fn resource_attributes_from_the_environment() {
+        let t = TracingSection::default();
+        let l = LitellmSettings::default();
+        let e = env(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=prod, service.name=from-list,team=a%2Cb",
+        )]);
+        let (s, _) = build_with(&t, &l, &e);
+        assert_eq!(s.service_name, "from-list");
+        assert_eq!(
+            s.resource_attributes,
+            vec![
+                ("deployment.environment".into(), "prod".into()),
+                ("team".into(), "a,b".into())
+            ]
+        );
+        let e = env(&[
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-list"),
+            ("OTEL_SERVICE_NAME", "from-variable"),
+        ]);
+        assert_eq!(build_with(&t, &l, &e).0.service_name, "from-variable");
     }
 
     #[test]

@@ -589,7 +589,7 @@ impl<'r> Call<'r> {
         }
         if let Some(spans) = self.spans.take() {
             let records = self.end_spans(*spans, cost);
-            self.gw.spans.push(records);
+            self.gw.spans.push(&records);
         }
         self.record_spend(cost, duration);
         let out = &self.out;
@@ -632,7 +632,7 @@ impl<'r> Call<'r> {
 impl Call<'_> {
     /// Ends a sampled request's spans: the answering attempt's (now that its usage is known),
     /// then the request's.
-    fn end_spans(&self, mut spans: RequestSpans, cost: Option<f64>) -> Vec<otel::SpanRecord> {
+    fn end_spans(&self, mut spans: RequestSpans, cost: Option<f64>) -> otel::EncodedSpans {
         static NO_META: std::sync::LazyLock<otel::ResponseMeta> =
             std::sync::LazyLock::new(Default::default);
         let out = &self.out;

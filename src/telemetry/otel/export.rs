@@ -1,28 +1,24 @@
 //! The span exporter: a thread of its own (`llmux-otel`) running a current-thread tokio
-//! runtime, never a shard. Shards hand it batches of ended spans through a bounded channel
-//! ([`submit`] never waits); it keeps at most `llmux.tracing.max_queue_spans` waiting, exports
-//! them with `opentelemetry-otlp` (HTTP/protobuf or gRPC, TLS by rustls) one batch at a time,
-//! and counts what it exported, what it dropped and what failed. A dead or slow collector
-//! only fills the queue: requests never wait on it.
+//! runtime, never a shard. Shards hand it batches of ended spans, already OTLP protobuf
+//! ([`super::proto`]), through a bounded channel ([`submit`] never waits); it keeps at most
+//! `llmux.tracing.max_queue_spans` waiting and exports them one request at a time, over
+//! OTLP/HTTP (protobuf; hyper, TLS by rustls) or OTLP/gRPC (tonic), counting what it exported,
+//! what it dropped and what failed. A dead or slow collector only fills the queue: requests
+//! never wait on it.
 //!
 //! The thread starts when tracing is first enabled (a gateway that never traces starts
-//! nothing); a reload that changes the settings rebuilds the exporter.
+//! nothing); a reload that changes the settings rebuilds the transport.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{
-    Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
-use opentelemetry_sdk::Resource;
+use bytes::{Buf, BufMut, Bytes};
+use opentelemetry_http::HttpClient;
 use prometheus::IntCounter;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use super::record::SpanRecord;
+use super::proto::{EncodedSpans, ExportHead};
 use crate::config::{OtlpProtocol, TracingSettings};
 
 /// The exporter's counters (process-wide: only the exporter and a full queue write them).
@@ -43,7 +39,7 @@ enum Control {
 }
 
 struct Handle {
-    spans: flume::Sender<Vec<SpanRecord>>,
+    spans: flume::Sender<EncodedSpans>,
     control: flume::Sender<Control>,
     metrics: ExportMetrics,
 }
@@ -93,7 +89,7 @@ pub fn configure(
 
 /// Hands ended spans to the exporter; never waits. When its queue is full (a slow or dead
 /// collector), the batch is dropped and counted.
-pub fn submit(batch: Vec<SpanRecord>) {
+pub fn submit(batch: EncodedSpans) {
     let Some(h) = HANDLE.get() else {
         return;
     };
@@ -114,7 +110,7 @@ pub fn flush(timeout: Duration) {
 }
 
 fn run(
-    spans: flume::Receiver<Vec<SpanRecord>>,
+    spans: flume::Receiver<EncodedSpans>,
     control: flume::Receiver<Control>,
     metrics: ExportMetrics,
 ) {
@@ -166,13 +162,18 @@ fn run(
     });
 }
 
-type ExportResult = (usize, Result<OTelSdkResult, tokio::time::error::Elapsed>);
+type ExportResult = (
+    usize,
+    Result<Result<(), String>, tokio::time::error::Elapsed>,
+);
 
 struct Exporter {
     settings: Option<Arc<TracingSettings>>,
-    exporter: Option<Arc<SpanExporter>>,
-    scope: InstrumentationScope,
-    pending: Vec<SpanRecord>,
+    transport: Option<Arc<Transport>>,
+    head: Option<Arc<ExportHead>>,
+    pending: VecDeque<EncodedSpans>,
+    /// Spans in `pending`.
+    pending_spans: usize,
     in_flight: Option<tokio::task::JoinHandle<ExportResult>>,
     /// A tick passed since the last export: send what waits, full batch or not.
     due: bool,
@@ -186,11 +187,10 @@ impl Exporter {
     fn new(metrics: ExportMetrics) -> Self {
         Self {
             settings: None,
-            exporter: None,
-            scope: InstrumentationScope::builder("llmux")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-            pending: Vec::new(),
+            transport: None,
+            head: None,
+            pending: VecDeque::new(),
+            pending_spans: 0,
             in_flight: None,
             due: false,
             metrics,
@@ -203,17 +203,18 @@ impl Exporter {
         if self.settings.as_deref() == Some(&*settings) {
             return;
         }
-        self.exporter = None;
+        self.transport = None;
         if settings.enabled {
-            match build(&settings, tls) {
-                Ok(e) => {
+            match Transport::build(&settings, tls) {
+                Ok(t) => {
                     tracing::info!(
                         endpoint = %settings.endpoint,
                         protocol = ?settings.protocol,
                         sampling_ratio = settings.sampling_ratio,
                         "tracing: exporting spans over OTLP"
                     );
-                    self.exporter = Some(Arc::new(e));
+                    self.transport = Some(Arc::new(t));
+                    self.head = Some(Arc::new(export_head(&settings)));
                 }
                 Err(e) => tracing::error!(
                     endpoint = %settings.endpoint,
@@ -227,39 +228,51 @@ impl Exporter {
         self.settings = Some(settings);
     }
 
-    fn enqueue(&mut self, mut batch: Vec<SpanRecord>) {
-        let (Some(s), Some(_)) = (&self.settings, &self.exporter) else {
+    fn enqueue(&mut self, mut batch: EncodedSpans) {
+        let (Some(s), Some(_)) = (&self.settings, &self.transport) else {
             self.metrics.dropped.inc_by(batch.len() as u64);
             return;
         };
-        let room = s.max_queue_spans.saturating_sub(self.pending.len());
+        let room = s.max_queue_spans.saturating_sub(self.pending_spans);
         if batch.len() > room {
             self.metrics.dropped.inc_by((batch.len() - room) as u64);
             batch.truncate(room);
         }
-        self.pending.append(&mut batch);
+        if !batch.is_empty() {
+            self.pending_spans += batch.len();
+            self.pending.push_back(batch);
+        }
     }
 
     fn drop_pending(&mut self) {
-        self.metrics.dropped.inc_by(self.pending.len() as u64);
+        self.metrics.dropped.inc_by(self.pending_spans as u64);
         self.pending.clear();
+        self.pending_spans = 0;
     }
 
     fn start_export(&mut self) {
-        let (Some(s), Some(exporter)) = (&self.settings, &self.exporter) else {
+        let (Some(s), Some(transport), Some(head)) = (&self.settings, &self.transport, &self.head)
+        else {
             self.drop_pending();
             return;
         };
-        let n = self.pending.len().min(MAX_EXPORT_BATCH);
-        let batch: Vec<SpanData> = self
-            .pending
-            .drain(..n)
-            .map(|r| span_data(r, &self.scope))
-            .collect();
-        let exporter = exporter.clone();
+        // Whole hand-offs (64 spans or so each) up to a full export batch.
+        let mut n = 0;
+        let mut take = 0;
+        for b in &self.pending {
+            if take > 0 && n + b.len() > MAX_EXPORT_BATCH {
+                break;
+            }
+            n += b.len();
+            take += 1;
+        }
+        let body = head.request(self.pending.iter().take(take));
+        self.pending.drain(..take);
+        self.pending_spans -= n;
+        let transport = transport.clone();
         let timeout = s.timeout;
         self.in_flight = Some(tokio::spawn(async move {
-            let res = tokio::time::timeout(timeout, exporter.export(batch)).await;
+            let res = tokio::time::timeout(timeout, transport.send(body)).await;
             (n, res)
         }));
     }
@@ -274,7 +287,7 @@ impl Exporter {
         };
         match res {
             Ok(Ok(())) => self.metrics.exported.inc_by(n as u64),
-            Ok(Err(e)) => self.failed(n, &e.to_string()),
+            Ok(Err(e)) => self.failed(n, &e),
             Err(_) => self.failed(n, "timed out"),
         }
     }
@@ -309,117 +322,189 @@ impl Exporter {
     }
 }
 
-fn span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from_bytes(r.trace_id),
-            SpanId::from_bytes(r.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: r.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
-        parent_span_is_remote: r.parent_is_remote,
-        span_kind: r.kind,
-        name: r.name.into(),
-        start_time: r.start,
-        end_time: r.end,
-        attributes: r.attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: match r.error {
-            Some(e) => Status::error(e),
-            None => Status::Unset,
-        },
-        instrumentation_scope: scope.clone(),
+/// The resource every span of this process belongs to, and LLMux as the instrumentation.
+fn export_head(s: &TracingSettings) -> ExportHead {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut resource: Vec<(&str, &str)> = vec![
+        ("service.name", &s.service_name),
+        ("service.version", version),
+        ("telemetry.sdk.name", "llmux"),
+        ("telemetry.sdk.language", "rust"),
+        ("telemetry.sdk.version", version),
+    ];
+    for (k, v) in &s.resource_attributes {
+        if !resource.iter().any(|(have, _)| have == k) {
+            resource.push((k, v));
+        }
+    }
+    ExportHead::new(&resource, "llmux", version)
+}
+
+/// The gRPC method of OTLP's trace service.
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// How export requests reach the collector.
+enum Transport {
+    Http {
+        client: Box<dyn HttpClient>,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+    },
+    Grpc {
+        grpc: tonic::client::Grpc<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+    },
+}
+
+impl Transport {
+    /// The transport for `s`; must run inside the exporter's runtime (its HTTP clients spawn
+    /// on it). Connects nothing yet.
+    fn build(s: &TracingSettings, tls: &Arc<rustls::ClientConfig>) -> Result<Self, String> {
+        let invalid = |e: &dyn std::fmt::Display| format!("OTLP endpoint {}: {e}", s.endpoint);
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &s.headers {
+            match (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
+                (Ok(k), Ok(v)) => {
+                    headers.insert(k, v);
+                }
+                // The value is a secret: only the name is said.
+                _ => return Err(format!("OTLP header `{k}` is not a valid HTTP header")),
+            }
+        }
+        match s.protocol {
+            OtlpProtocol::HttpProtobuf => {
+                let uri: http::Uri = s.endpoint.parse().map_err(|e| invalid(&e))?;
+                // The upstream client's TLS settings (webpki roots plus
+                // `llmux.upstream.ca_file`), over rustls (no OpenSSL anywhere), on LLMux's
+                // resolver (no C library), for `http://` endpoints too.
+                let mut config = (**tls).clone();
+                // The connector sets ALPN from the enabled versions (and refuses a preset one).
+                config.alpn_protocols.clear();
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(crate::upstream::dns::hyper_connector());
+                Ok(Transport::Http {
+                    client: Box::new(opentelemetry_http::hyper::HyperClient::new(
+                        connector, s.timeout, None,
+                    )),
+                    uri,
+                    headers,
+                })
+            }
+            OtlpProtocol::Grpc => {
+                let mut endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
+                    .map_err(|e| invalid(&e))?
+                    .timeout(s.timeout)
+                    .connect_timeout(s.timeout);
+                if s.endpoint.starts_with("https://") {
+                    endpoint = endpoint
+                        .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
+                        .map_err(|e| invalid(&e))?;
+                }
+                // On LLMux's resolver (no C library); connected on first export.
+                let channel =
+                    endpoint.connect_with_connector_lazy(crate::upstream::dns::hyper_connector());
+                Ok(Transport::Grpc {
+                    grpc: tonic::client::Grpc::new(channel),
+                    metadata: tonic::metadata::MetadataMap::from_headers(headers),
+                })
+            }
+        }
+    }
+
+    /// Sends one `ExportTraceServiceRequest`.
+    async fn send(&self, body: Vec<u8>) -> Result<(), String> {
+        match self {
+            Transport::Http {
+                client,
+                uri,
+                headers,
+            } => {
+                let mut req = http::Request::post(uri.clone())
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+                    .body(Bytes::from(body))
+                    .map_err(|e| e.to_string())?;
+                req.headers_mut()
+                    .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let resp = client.send_bytes(req).await.map_err(|e| e.to_string())?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the collector answered {}: {}",
+                        resp.status(),
+                        String::from_utf8_lossy(resp.body())
+                    ))
+                }
+            }
+            Transport::Grpc { grpc, metadata } => {
+                let mut grpc = grpc.clone();
+                grpc.ready().await.map_err(|e| e.to_string())?;
+                let mut req = tonic::Request::new(Bytes::from(body));
+                *req.metadata_mut() = metadata.clone();
+                grpc.unary::<Bytes, (), _>(
+                    req,
+                    http::uri::PathAndQuery::from_static(GRPC_EXPORT),
+                    RawCodec,
+                )
+                .await
+                .map(drop)
+                .map_err(|s| format!("gRPC status {:?}: {}", s.code(), s.message()))
+            }
+        }
     }
 }
 
-/// The OTLP exporter for `s`; must run inside the exporter's runtime (its HTTP clients spawn
-/// on it).
-fn build(
-    s: &TracingSettings,
-    tls: &Arc<rustls::ClientConfig>,
-) -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    let https = s.endpoint.starts_with("https://");
-    let mut exporter = match s.protocol {
-        OtlpProtocol::HttpProtobuf => {
-            let headers: HashMap<String, String> = s.headers.iter().cloned().collect();
-            let builder = SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(&s.endpoint)
-                .with_timeout(s.timeout)
-                .with_headers(headers);
-            // The upstream client's TLS settings (webpki roots plus `llmux.upstream.ca_file`),
-            // over rustls (no OpenSSL anywhere), on LLMux's resolver (no C library), for
-            // `http://` endpoints too.
-            let mut config = (**tls).clone();
-            // The connector sets ALPN from the enabled versions (and refuses a preset one).
-            config.alpn_protocols.clear();
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(config)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(crate::upstream::dns::hyper_connector());
-            builder
-                .with_http_client(opentelemetry_http::hyper::HyperClient::new(
-                    connector, s.timeout, None,
-                ))
-                .build()?
-        }
-        OtlpProtocol::Grpc => {
-            let mut map = http::HeaderMap::new();
-            for (k, v) in &s.headers {
-                if let (Ok(k), Ok(v)) = (
-                    http::HeaderName::from_bytes(k.as_bytes()),
-                    http::HeaderValue::from_str(v),
-                ) {
-                    map.insert(k, v);
-                }
-            }
-            let invalid = |e: tonic::transport::Error| {
-                opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
-                    "OTLP gRPC endpoint {}: {e}",
-                    s.endpoint
-                ))
-            };
-            let mut endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
-                .map_err(invalid)?
-                .timeout(s.timeout)
-                .connect_timeout(s.timeout);
-            if https {
-                endpoint = endpoint
-                    .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
-                    .map_err(invalid)?;
-            }
-            // On LLMux's resolver (no C library); connected on first export.
-            let channel =
-                endpoint.connect_with_connector_lazy(crate::upstream::dns::hyper_connector());
-            SpanExporter::builder()
-                .with_tonic()
-                .with_channel(channel)
-                .with_timeout(s.timeout)
-                .with_metadata(
-                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map),
-                )
-                .build()?
-        }
-    };
-    let resource = Resource::builder()
-        .with_service_name(s.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
-    exporter.set_resource(&resource);
-    Ok(exporter)
+/// A gRPC codec for messages that are already protobuf: the request goes as it is, the
+/// answer (`ExportTraceServiceResponse`, a partial success at most) is read and let go.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every protocol and scheme builds an exporter (building connects nothing).
+    /// Every protocol and scheme builds a transport (building connects nothing).
     #[test]
     fn exporters_build_for_http_and_https_endpoints() {
         // As the upstream client's config comes: with its own ALPN set.
@@ -447,7 +532,10 @@ mod tests {
                         endpoint: endpoint.into(),
                         ..TracingSettings::default()
                     };
-                    assert!(build(&s, &tls).is_ok(), "{protocol:?} {endpoint}");
+                    assert!(
+                        Transport::build(&s, &tls).is_ok(),
+                        "{protocol:?} {endpoint}"
+                    );
                 }
             }
         });

@@ -1,32 +1,14 @@
 //! A request's spans as the shard records them: one server span for the request and one
 //! client span per upstream attempt, with the OpenTelemetry GenAI attributes (semantic
-//! conventions v1.41, `gen_ai.*`). They are plain data: the exporter thread turns them into the
-//! SDK's span data, so a shard pays only for the attributes of the requests it samples.
+//! conventions v1.41, `gen_ai.*`). Each is written as OTLP protobuf as it ends ([`proto`]),
+//! so a shard pays only for the requests it samples, and the exporter only concatenates.
 
 use std::time::SystemTime;
 
-use opentelemetry::trace::SpanKind;
-use opentelemetry::{Array, KeyValue, StringValue, Value};
-
+use super::proto::{AttrValue, EncodedSpans, SpanIds, SpanKind, SpanWriter};
 use super::response::ResponseMeta;
 use crate::telemetry::trace_context::{new_span_id, TraceContext};
 use crate::usage::Usage;
-
-/// One ended span.
-#[derive(Debug, Clone)]
-pub struct SpanRecord {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent: Option<[u8; 8]>,
-    pub parent_is_remote: bool,
-    pub kind: SpanKind,
-    pub name: String,
-    pub start: SystemTime,
-    pub end: SystemTime,
-    pub attributes: Vec<KeyValue>,
-    /// The span's status is an error, described by this.
-    pub error: Option<String>,
-}
 
 /// What the client asked for, as the GenAI conventions name it.
 #[derive(Debug, Clone, Default)]
@@ -51,21 +33,21 @@ impl RequestParams {
         }
     }
 
-    fn push(&self, a: &mut Vec<KeyValue>) {
+    fn write(&self, a: &mut SpanWriter<'_>) {
         if let Some(v) = self.max_tokens {
-            a.push(KeyValue::new("gen_ai.request.max_tokens", v));
+            a.int("gen_ai.request.max_tokens", v);
         }
         if let Some(v) = self.temperature {
-            a.push(KeyValue::new("gen_ai.request.temperature", v));
+            a.float("gen_ai.request.temperature", v);
         }
         if let Some(v) = self.top_p {
-            a.push(KeyValue::new("gen_ai.request.top_p", v));
+            a.float("gen_ai.request.top_p", v);
         }
         if let Some(v) = self.choices {
-            a.push(KeyValue::new("gen_ai.request.choice.count", v));
+            a.int("gen_ai.request.choice.count", v);
         }
         if let Some(v) = self.seed {
-            a.push(KeyValue::new("gen_ai.request.seed", v));
+            a.int("gen_ai.request.seed", v);
         }
     }
 }
@@ -118,7 +100,9 @@ pub struct RequestSpans {
     params: RequestParams,
     attempt: Option<OpenAttempt>,
     /// Ended spans (the attempts', then the request's).
-    pub ended: Vec<SpanRecord>,
+    ended: EncodedSpans,
+    /// The span being written.
+    scratch: Vec<u8>,
 }
 
 struct OpenAttempt {
@@ -144,7 +128,8 @@ impl RequestSpans {
             stream,
             params: RequestParams::from_body(body),
             attempt: None,
-            ended: Vec::with_capacity(2),
+            ended: EncodedSpans::with_capacity(1024),
+            scratch: Vec::with_capacity(512),
         }
     }
 
@@ -163,28 +148,34 @@ impl RequestSpans {
         let Some(open) = self.attempt.take() else {
             return;
         };
-        let mut a = Vec::with_capacity(24);
-        a.push(KeyValue::new("gen_ai.operation.name", "chat"));
-        a.push(KeyValue::new("gen_ai.provider.name", r.provider.to_owned()));
-        // The name before v1.37, still what many back ends key on.
-        a.push(KeyValue::new("gen_ai.system", r.provider.to_owned()));
-        a.push(KeyValue::new(
-            "gen_ai.request.model",
-            r.upstream_model.to_owned(),
-        ));
-        a.push(KeyValue::new("gen_ai.request.stream", self.stream));
-        self.params.push(&mut a);
-        a.push(KeyValue::new("server.address", open.address));
-        a.push(KeyValue::new("server.port", i64::from(open.port)));
-        a.push(KeyValue::new("llmux.deployment", r.deployment.to_owned()));
+        let ids = SpanIds {
+            trace_id: self.trace_id,
+            span_id: open.span_id,
+            parent: Some(self.server_span_id),
+            parent_is_remote: false,
+        };
+        let mut a = SpanWriter::begin(
+            &mut self.scratch,
+            &ids,
+            SpanKind::Client,
+            "chat",
+            r.upstream_model,
+        );
+        a.str("gen_ai.operation.name", "chat")
+            .str("gen_ai.provider.name", r.provider)
+            // The name before v1.37, still what many back ends key on.
+            .str("gen_ai.system", r.provider)
+            .str("gen_ai.request.model", r.upstream_model)
+            .bool("gen_ai.request.stream", self.stream);
+        self.params.write(&mut a);
+        a.str("server.address", &open.address)
+            .int("server.port", i64::from(open.port))
+            .str("llmux.deployment", r.deployment);
         if r.status > 0 {
-            a.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(r.status),
-            ));
+            a.int("http.response.status_code", i64::from(r.status));
         }
         if let Some(e) = r.error_type {
-            a.push(KeyValue::new("error.type", e.to_owned()));
+            a.str("error.type", e);
         }
         if let Some(ans) = &r.answer {
             // The answer's first chunk is timed from the request's arrival; the span's own
@@ -193,126 +184,100 @@ impl RequestSpans {
                 .start
                 .duration_since(self.start)
                 .map_or(0.0, |d| d.as_secs_f64());
-            push_answer(&mut a, ans, offset);
+            write_answer(&mut a, ans, offset);
         }
-        self.ended.push(SpanRecord {
-            trace_id: self.trace_id,
-            span_id: open.span_id,
-            parent: Some(self.server_span_id),
-            parent_is_remote: false,
-            kind: SpanKind::Client,
-            name: ["chat ", r.upstream_model].concat(),
-            start: open.start,
-            end: SystemTime::now(),
-            attributes: a,
-            error: r.error_type.map(str::to_owned),
-        });
+        a.end(open.start, SystemTime::now(), r.error_type);
+        self.ended.push(&self.scratch);
     }
 
     /// The request has ended: its server span closes the set.
-    pub fn finish(mut self, r: RequestReport<'_>) -> Vec<SpanRecord> {
+    pub fn finish(mut self, r: RequestReport<'_>) -> EncodedSpans {
         // The inference attributes (parameters, response, cache split, time to first chunk)
         // are the client spans'; the request's span says what was asked of the gateway and
         // what the whole request used and cost.
-        let mut a = Vec::with_capacity(16);
-        a.push(KeyValue::new("gen_ai.operation.name", "chat"));
-        a.push(KeyValue::new(
-            "gen_ai.request.model",
-            self.model_group.clone(),
-        ));
-        a.push(KeyValue::new("gen_ai.request.stream", self.stream));
-        a.push(KeyValue::new("http.request.method", "POST"));
-        a.push(KeyValue::new("http.route", "/v1/chat/completions"));
-        a.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(r.status),
-        ));
-        a.push(KeyValue::new("llmux.request_id", r.request_id.to_owned()));
-        if r.retries > 0 {
-            a.push(KeyValue::new("llmux.retries", i64::from(r.retries)));
-        }
-        if let Some(g) = r.fallback_group {
-            a.push(KeyValue::new("llmux.fallback_group", g.to_owned()));
-        }
-        if let Some(c) = r.cost_usd {
-            a.push(KeyValue::new("llmux.usage.cost_usd", c));
-        }
-        if let Some(e) = r.error_type {
-            a.push(KeyValue::new("error.type", e.to_owned()));
-        }
-        if let Some(ans) = &r.answer {
-            push_usage(&mut a, ans.usage);
-        }
-        if let Some(m) = r.input_messages {
-            a.push(KeyValue::new("gen_ai.input.messages", m));
-        }
-        if let Some(m) = r.output_messages {
-            a.push(KeyValue::new("gen_ai.output.messages", m));
-        }
-        self.ended.push(SpanRecord {
+        let ids = SpanIds {
             trace_id: self.trace_id,
             span_id: self.server_span_id,
             parent: self.remote_parent,
             parent_is_remote: self.remote_parent.is_some(),
-            kind: SpanKind::Server,
-            name: ["chat ", self.model_group.as_str()].concat(),
-            start: self.start,
-            end: SystemTime::now(),
-            attributes: a,
-            error: r.error_type.map(str::to_owned),
-        });
+        };
+        let mut a = SpanWriter::begin(
+            &mut self.scratch,
+            &ids,
+            SpanKind::Server,
+            "chat",
+            &self.model_group,
+        );
+        a.str("gen_ai.operation.name", "chat")
+            .str("gen_ai.request.model", &self.model_group)
+            .bool("gen_ai.request.stream", self.stream)
+            .str("http.request.method", "POST")
+            .str("http.route", "/v1/chat/completions")
+            .int("http.response.status_code", i64::from(r.status))
+            .str("llmux.request_id", r.request_id);
+        if r.retries > 0 {
+            a.int("llmux.retries", i64::from(r.retries));
+        }
+        if let Some(g) = r.fallback_group {
+            a.str("llmux.fallback_group", g);
+        }
+        if let Some(c) = r.cost_usd {
+            a.float("llmux.usage.cost_usd", c);
+        }
+        if let Some(e) = r.error_type {
+            a.str("error.type", e);
+        }
+        if let Some(ans) = &r.answer {
+            write_usage(&mut a, ans.usage);
+        }
+        if let Some(m) = &r.input_messages {
+            a.str("gen_ai.input.messages", m);
+        }
+        if let Some(m) = &r.output_messages {
+            a.str("gen_ai.output.messages", m);
+        }
+        a.end(self.start, SystemTime::now(), r.error_type);
+        self.ended.push(&self.scratch);
         self.ended
     }
 }
 
-fn push_answer(a: &mut Vec<KeyValue>, ans: &AnswerReport<'_>, started_after: f64) {
+fn write_answer(a: &mut SpanWriter<'_>, ans: &AnswerReport<'_>, started_after: f64) {
     let m = ans.meta;
     if let Some(id) = &m.id {
-        a.push(KeyValue::new("gen_ai.response.id", id.clone()));
+        a.str("gen_ai.response.id", id);
     }
     if let Some(model) = &m.model {
-        a.push(KeyValue::new("gen_ai.response.model", model.clone()));
+        a.str("gen_ai.response.model", model);
     }
-    let reasons: Vec<StringValue> = m
-        .reasons()
-        .map(|r| StringValue::from(r.to_owned()))
-        .collect();
+    let reasons: Vec<&str> = m.reasons().collect();
     if !reasons.is_empty() {
-        a.push(KeyValue::new(
-            "gen_ai.response.finish_reasons",
-            Value::Array(Array::String(reasons)),
-        ));
+        a.attr("gen_ai.response.finish_reasons", AttrValue::Strs(&reasons));
     }
-    push_usage(a, ans.usage);
+    write_usage(a, ans.usage);
     if let Some(t) = ans.time_to_first_chunk {
-        a.push(KeyValue::new(
+        a.float(
             "gen_ai.response.time_to_first_chunk",
             (t - started_after).max(0.0),
-        ));
+        );
     }
 }
 
-fn push_usage(a: &mut Vec<KeyValue>, u: &Usage) {
+fn write_usage(a: &mut SpanWriter<'_>, u: &Usage) {
     if !u.is_empty() {
-        a.push(KeyValue::new("gen_ai.usage.input_tokens", u.prompt as i64));
-        a.push(KeyValue::new(
-            "gen_ai.usage.output_tokens",
-            u.completion as i64,
-        ));
+        a.int("gen_ai.usage.input_tokens", u.prompt as i64)
+            .int("gen_ai.usage.output_tokens", u.completion as i64);
         if u.cached > 0 {
-            a.push(KeyValue::new(
-                "gen_ai.usage.cache_read.input_tokens",
-                u.cached as i64,
-            ));
+            a.int("gen_ai.usage.cache_read.input_tokens", u.cached as i64);
         }
         if u.cache_write > 0 {
-            a.push(KeyValue::new(
+            a.int(
                 "gen_ai.usage.cache_creation.input_tokens",
                 u.cache_write as i64,
-            ));
+            );
         }
         if u.estimated {
-            a.push(KeyValue::new("llmux.usage.estimated", true));
+            a.bool("llmux.usage.estimated", true);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::util::{flush_periodically, FlushSignal};
 
 use super::export;
-use super::record::SpanRecord;
+use super::proto::EncodedSpans;
 
 /// Spans handed over at once.
 const BATCH: usize = 64;
@@ -18,19 +18,19 @@ pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct ShardSpans {
-    buf: RefCell<Vec<SpanRecord>>,
+    buf: RefCell<EncodedSpans>,
     /// Wakes the flush task at a first span.
     signal: FlushSignal,
 }
 
 impl ShardSpans {
-    pub fn push(&self, spans: Vec<SpanRecord>) {
+    pub fn push(&self, spans: &EncodedSpans) {
         let full = {
             let mut buf = self.buf.borrow_mut();
             if buf.is_empty() {
                 self.signal.wake();
             }
-            buf.extend(spans);
+            buf.append(spans);
             buf.len() >= BATCH
         };
         if full {

@@ -1,0 +1,516 @@
+//! Spans written straight into OTLP's protobuf (`opentelemetry/proto/trace/v1/trace.proto`,
+//! `common/v1/common.proto`), on the shard, as they end.
+//!
+//! Why not the OpenTelemetry SDK's span data and `opentelemetry-otlp`'s encoder: measured
+//! under load (BENCHMARKS.md, "Traces"), turning the SDK's data into the generated protobuf
+//! structs and encoding those cost about 24k instructions per request (two spans), with a key
+//! `String` allocated per attribute and every nested length computed at every level; the
+//! attributes as `KeyValue`s cost the shard most of another 13k. Written here, a span is one
+//! buffer: every length is known before its bytes are written (attribute values are small and
+//! their sizes are computed, not back-patched), and an export request is the spans' bytes
+//! concatenated under a resource and a scope written once.
+//!
+//! Only what the gateway's spans use is here: scalar and string-array attribute values, a
+//! status, no events or links. The unit tests decode what is written with the official
+//! generated types (`opentelemetry-proto`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A protobuf wire type.
+#[derive(Clone, Copy)]
+enum Wire {
+    Varint = 0,
+    Fixed64 = 1,
+    Len = 2,
+    Fixed32 = 5,
+}
+
+const fn tag(field: u32, wire: Wire) -> u8 {
+    // Every field written here has a number below 16: its tag is one byte.
+    ((field << 3) | wire as u32) as u8
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field's size on the wire: tag, length, payload.
+fn len_field(payload: usize) -> usize {
+    1 + varint_len(payload as u64) + payload
+}
+
+fn put_len_header(out: &mut Vec<u8>, field: u32, payload: usize) {
+    out.push(tag(field, Wire::Len));
+    put_varint(out, payload as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+    put_len_header(out, field, b.len());
+    out.extend_from_slice(b);
+}
+
+/// `Span.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Server = 2,
+    Client = 3,
+}
+
+/// An attribute's value (`AnyValue`), as the gateway's spans use them.
+#[derive(Debug, Clone, Copy)]
+pub enum AttrValue<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// An array of strings (`ArrayValue` of `string_value`s).
+    Strs(&'a [&'a str]),
+}
+
+impl AttrValue<'_> {
+    /// The `AnyValue` message's size.
+    fn size(&self) -> usize {
+        match *self {
+            AttrValue::Str(s) => len_field(s.len()),
+            AttrValue::Int(i) => 1 + varint_len(i as u64),
+            AttrValue::Float(_) => 1 + 8,
+            AttrValue::Bool(_) => 2,
+            AttrValue::Strs(v) => len_field(array_size(v)),
+        }
+    }
+
+    fn put(&self, out: &mut Vec<u8>) {
+        match *self {
+            AttrValue::Str(s) => put_bytes(out, 1, s.as_bytes()),
+            AttrValue::Bool(b) => {
+                out.push(tag(2, Wire::Varint));
+                out.push(u8::from(b));
+            }
+            AttrValue::Int(i) => {
+                out.push(tag(3, Wire::Varint));
+                // int64: two's complement, ten bytes for a negative number.
+                put_varint(out, i as u64);
+            }
+            AttrValue::Float(f) => {
+                out.push(tag(4, Wire::Fixed64));
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            AttrValue::Strs(v) => {
+                put_len_header(out, 5, array_size(v));
+                for s in v {
+                    // ArrayValue.values: AnyValue { string_value }.
+                    put_len_header(out, 1, len_field(s.len()));
+                    put_bytes(out, 1, s.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// `ArrayValue { values: [AnyValue { string_value }] }`'s size.
+fn array_size(v: &[&str]) -> usize {
+    v.iter().map(|s| len_field(len_field(s.len()))).sum()
+}
+
+/// Writes one `KeyValue` as field `field` of the enclosing message (`Span.attributes` is 9,
+/// `Resource.attributes` 1).
+fn put_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: AttrValue<'_>) {
+    let any = value.size();
+    put_len_header(out, field, len_field(key.len()) + len_field(any));
+    put_bytes(out, 1, key.as_bytes());
+    put_len_header(out, 2, any);
+    value.put(out);
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The identity of a span being written.
+pub struct SpanIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub parent_is_remote: bool,
+}
+
+/// One `Span` message being written: its identity first, then its attributes, then
+/// [`SpanWriter::end`].
+pub struct SpanWriter<'b> {
+    out: &'b mut Vec<u8>,
+}
+
+/// `Span.flags`: the W3C trace flags (always sampled: only sampled spans are written) and
+/// whether the parent is known to be remote (the `SPAN_FLAGS_CONTEXT_*` bits).
+fn span_flags(parent_is_remote: bool) -> u32 {
+    const SAMPLED: u32 = 0x01;
+    const HAS_IS_REMOTE: u32 = 0x100;
+    const IS_REMOTE: u32 = 0x200;
+    SAMPLED | HAS_IS_REMOTE | if parent_is_remote { IS_REMOTE } else { 0 }
+}
+
+impl<'b> SpanWriter<'b> {
+    /// Starts a span named `{operation} {target}` (as the GenAI conventions name spans) in
+    /// `out` (cleared first).
+    pub fn begin(
+        out: &'b mut Vec<u8>,
+        ids: &SpanIds,
+        kind: SpanKind,
+        operation: &str,
+        target: &str,
+    ) -> Self {
+        out.clear();
+        put_bytes(out, 1, &ids.trace_id);
+        put_bytes(out, 2, &ids.span_id);
+        if let Some(p) = &ids.parent {
+            put_bytes(out, 4, p);
+        }
+        put_len_header(out, 5, operation.len() + 1 + target.len());
+        out.extend_from_slice(operation.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.push(tag(6, Wire::Varint));
+        out.push(kind as u8);
+        // Field 16 needs a two-byte tag.
+        put_varint(out, (16 << 3) | Wire::Fixed32 as u64);
+        out.extend_from_slice(&span_flags(ids.parent_is_remote).to_le_bytes());
+        Self { out }
+    }
+
+    pub fn attr(&mut self, key: &str, value: AttrValue<'_>) -> &mut Self {
+        put_key_value(self.out, 9, key, value);
+        self
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.attr(key, AttrValue::Str(value))
+    }
+
+    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+        self.attr(key, AttrValue::Int(value))
+    }
+
+    pub fn float(&mut self, key: &str, value: f64) -> &mut Self {
+        self.attr(key, AttrValue::Float(value))
+    }
+
+    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        self.attr(key, AttrValue::Bool(value))
+    }
+
+    /// Ends the span: its times and, when it failed, an error status described by `error`.
+    pub fn end(self, start: SystemTime, end: SystemTime, error: Option<&str>) {
+        self.out.push(tag(7, Wire::Fixed64));
+        self.out.extend_from_slice(&unix_nanos(start).to_le_bytes());
+        self.out.push(tag(8, Wire::Fixed64));
+        self.out.extend_from_slice(&unix_nanos(end).to_le_bytes());
+        if let Some(message) = error {
+            // Status { message = 2; code = 3 (STATUS_CODE_ERROR = 2) }.
+            put_len_header(self.out, 15, len_field(message.len()) + 2);
+            put_bytes(self.out, 2, message.as_bytes());
+            self.out.push(tag(3, Wire::Varint));
+            self.out.push(2);
+        }
+    }
+}
+
+/// Ended spans, each framed as a `ScopeSpans.spans` entry, ready to be concatenated into an
+/// export request.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedSpans {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl EncodedSpans {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Adds a span written by a [`SpanWriter`].
+    pub fn push(&mut self, span: &[u8]) {
+        put_bytes(&mut self.bytes, 2, span);
+        self.count += 1;
+    }
+
+    pub fn append(&mut self, other: &EncodedSpans) {
+        self.bytes.extend_from_slice(&other.bytes);
+        self.count += other.count;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Keeps the first `n` spans.
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.count {
+            return;
+        }
+        let mut at = 0;
+        for _ in 0..n {
+            at = self.frame_end(at);
+        }
+        self.bytes.truncate(at);
+        self.count = n;
+    }
+
+    /// Where the frame starting at `at` ends (frames are only ever written by `push`).
+    fn frame_end(&self, at: usize) -> usize {
+        let mut len = 0u64;
+        let mut shift = 0;
+        let mut i = at + 1;
+        while let Some(&b) = self.bytes.get(i) {
+            len |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b < 0x80 {
+                break;
+            }
+        }
+        (i + len as usize).min(self.bytes.len())
+    }
+}
+
+/// The part of every export request that does not change: the resource (`service.name` and
+/// the other resource attributes) and the instrumentation scope.
+pub struct ExportHead {
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+}
+
+impl ExportHead {
+    pub fn new(resource: &[(&str, &str)], scope_name: &str, scope_version: &str) -> Self {
+        let mut r = Vec::new();
+        for (k, v) in resource {
+            put_key_value(&mut r, 1, k, AttrValue::Str(v));
+        }
+        let mut s = Vec::new();
+        put_bytes(&mut s, 1, scope_name.as_bytes());
+        put_bytes(&mut s, 2, scope_version.as_bytes());
+        Self {
+            resource: r,
+            scope: s,
+        }
+    }
+
+    /// An `ExportTraceServiceRequest` carrying `batches`' spans under one resource and scope.
+    pub fn request<'a>(&self, batches: impl Iterator<Item = &'a EncodedSpans> + Clone) -> Vec<u8> {
+        let spans: usize = batches.clone().map(EncodedSpans::byte_len).sum();
+        let scope_spans = len_field(self.scope.len()) + spans;
+        let resource_spans = len_field(self.resource.len()) + len_field(scope_spans);
+        let mut out = Vec::with_capacity(len_field(resource_spans));
+        put_len_header(&mut out, 1, resource_spans);
+        put_bytes(&mut out, 1, &self.resource);
+        put_len_header(&mut out, 2, scope_spans);
+        put_bytes(&mut out, 1, &self.scope);
+        for b in batches {
+            out.extend_from_slice(&b.bytes);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind as ProtoKind;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    use prost::Message;
+    use std::time::Duration;
+
+    fn span(
+        spans: &mut EncodedSpans,
+        parent: Option<[u8; 8]>,
+        remote: bool,
+        error: Option<&str>,
+        attrs: &[(&str, AttrValue<'_>)],
+    ) {
+        let mut buf = Vec::new();
+        let ids = SpanIds {
+            trace_id: *b"0123456789abcdef",
+            span_id: *b"spanid01",
+            parent,
+            parent_is_remote: remote,
+        };
+        let mut w = SpanWriter::begin(&mut buf, &ids, SpanKind::Client, "chat", "gpt-4o");
+        for (k, v) in attrs {
+            w.attr(k, *v);
+        }
+        let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        w.end(start, start + Duration::from_millis(250), error);
+        spans.push(&buf);
+    }
+
+    fn decode(head: &ExportHead, spans: &[EncodedSpans]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest::decode(&head.request(spans.iter())[..]).expect("decodes")
+    }
+
+    #[test]
+    fn spans_decode_as_the_official_types_read_them() {
+        let long = "x".repeat(300);
+        let reasons = ["stop", "length"];
+        let mut spans = EncodedSpans::default();
+        span(
+            &mut spans,
+            Some(*b"parent01"),
+            true,
+            Some("timeout"),
+            &[
+                ("gen_ai.request.model", AttrValue::Str("gpt-4o")),
+                ("long", AttrValue::Str(&long)),
+                ("empty", AttrValue::Str("")),
+                ("gen_ai.usage.input_tokens", AttrValue::Int(1234567)),
+                ("negative", AttrValue::Int(-5)),
+                ("zero", AttrValue::Int(0)),
+                ("gen_ai.request.temperature", AttrValue::Float(0.7)),
+                ("gen_ai.request.stream", AttrValue::Bool(true)),
+                ("off", AttrValue::Bool(false)),
+                ("gen_ai.response.finish_reasons", AttrValue::Strs(&reasons)),
+                ("none", AttrValue::Strs(&[])),
+            ],
+        );
+        span(&mut spans, None, false, None, &[]);
+        let head = ExportHead::new(
+            &[
+                ("service.name", "llmux-test"),
+                ("deployment.environment", "ci"),
+            ],
+            "llmux",
+            "1.2.3",
+        );
+        let req = decode(&head, &[spans]);
+        assert_eq!(req.resource_spans.len(), 1);
+        let rs = &req.resource_spans[0];
+        let resource = rs.resource.as_ref().expect("resource");
+        let keys: Vec<_> = resource.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["service.name", "deployment.environment"]);
+        let ss = &rs.scope_spans[0];
+        let scope = ss.scope.as_ref().expect("scope");
+        assert_eq!(
+            (scope.name.as_str(), scope.version.as_str()),
+            ("llmux", "1.2.3")
+        );
+        assert_eq!(ss.spans.len(), 2);
+
+        let s = &ss.spans[0];
+        assert_eq!(s.trace_id, b"0123456789abcdef");
+        assert_eq!(s.span_id, b"spanid01");
+        assert_eq!(s.parent_span_id, b"parent01");
+        assert_eq!(s.name, "chat gpt-4o");
+        assert_eq!(s.kind, ProtoKind::Client as i32);
+        assert_eq!(s.flags, 0x301);
+        assert_eq!(s.start_time_unix_nano, 1_700_000_000_123_456_789);
+        assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 250_000_000);
+        let status = s.status.as_ref().expect("status");
+        assert_eq!(status.code, StatusCode::Error as i32);
+        assert_eq!(status.message, "timeout");
+        let value = |k: &str| {
+            s.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| v.value.clone())
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        assert_eq!(
+            value("gen_ai.request.model"),
+            Value::StringValue("gpt-4o".into())
+        );
+        assert_eq!(value("long"), Value::StringValue(long.clone()));
+        assert_eq!(value("empty"), Value::StringValue(String::new()));
+        assert_eq!(value("gen_ai.usage.input_tokens"), Value::IntValue(1234567));
+        assert_eq!(value("negative"), Value::IntValue(-5));
+        assert_eq!(value("zero"), Value::IntValue(0));
+        assert_eq!(value("gen_ai.request.temperature"), Value::DoubleValue(0.7));
+        assert_eq!(value("gen_ai.request.stream"), Value::BoolValue(true));
+        assert_eq!(value("off"), Value::BoolValue(false));
+        let Value::ArrayValue(a) = value("gen_ai.response.finish_reasons") else {
+            panic!("not an array")
+        };
+        let got: Vec<_> = a
+            .values
+            .iter()
+            .map(|v| v.value.clone().expect("value"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Value::StringValue("stop".into()),
+                Value::StringValue("length".into())
+            ]
+        );
+        let Value::ArrayValue(a) = value("none") else {
+            panic!("not an array")
+        };
+        assert!(a.values.is_empty());
+        assert_eq!(s.attributes.len(), 11);
+
+        let root = &ss.spans[1];
+        assert!(root.parent_span_id.is_empty());
+        assert_eq!(root.flags, 0x101);
+        assert!(root.status.is_none());
+        assert!(root.attributes.is_empty());
+    }
+
+    #[test]
+    fn batches_concatenate_and_truncate_at_span_boundaries() {
+        let mut a = EncodedSpans::default();
+        let mut b = EncodedSpans::default();
+        for i in 0..5 {
+            let big = "y".repeat(i * 100);
+            span(&mut a, None, false, None, &[("i", AttrValue::Str(&big))]);
+        }
+        span(&mut b, None, false, None, &[]);
+        let head = ExportHead::new(&[("service.name", "s")], "llmux", "0");
+        let req = decode(&head, &[a.clone(), b.clone()]);
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 6);
+
+        let mut c = a.clone();
+        c.append(&b);
+        assert_eq!(c.len(), 6);
+        c.truncate(3);
+        assert_eq!(c.len(), 3);
+        let req = decode(&head, &[c]);
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 3);
+        assert_eq!(
+            spans[2].attributes[0]
+                .value
+                .as_ref()
+                .and_then(|v| v.value.clone()),
+            Some(Value::StringValue("y".repeat(200)))
+        );
+        let mut d = a;
+        d.truncate(0);
+        assert!(d.is_empty());
+        assert_eq!(d.byte_len(), 0);
+    }
+}
