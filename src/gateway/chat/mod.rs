@@ -168,7 +168,10 @@ pub async fn chat_completions<IO: ServerIo>(
         let sampled = otel::sampled(snap.tracing.sampling_ratio, &trace);
         // The decision travels on in the `traceparent` sent upstream.
         trace.flags = (trace.flags & !1) | u8::from(sampled);
-        sampled.then(|| Box::new(RequestSpans::begin(&trace, &view.model, view.stream, &body)))
+        sampled.then(|| {
+            gw.spans.fit_queue(snap.tracing.max_queue_spans);
+            Box::new(RequestSpans::begin(&trace, &view.model, view.stream, &body))
+        })
     } else {
         None
     };
@@ -361,14 +364,17 @@ impl<'r> Call<'r> {
                 AttemptEnd::Failed(f) => f,
             };
             if let Some(spans) = self.spans.as_deref_mut() {
-                spans.attempt_ended(&AttemptReport {
-                    deployment: &dep.id,
-                    provider: genai_provider(self.snap, dep),
-                    upstream_model: &dep.upstream_model,
-                    status,
-                    error_type: Some(f.class.as_str()),
-                    answer: None,
-                });
+                spans.attempt_ended(
+                    &self.gw.spans,
+                    &AttemptReport {
+                        deployment: &dep.id,
+                        provider: genai_provider(self.snap, dep),
+                        upstream_model: &dep.upstream_model,
+                        status,
+                        error_type: Some(f.class.as_str()),
+                        answer: None,
+                    },
+                );
             }
             if f.class == FailureClass::Cancelled {
                 return self.cancelled(w);
@@ -588,8 +594,7 @@ impl<'r> Call<'r> {
             });
         }
         if let Some(spans) = self.spans.take() {
-            let records = self.end_spans(*spans, cost);
-            self.gw.spans.push(&records);
+            self.end_spans(*spans, cost);
         }
         self.record_spend(cost, duration);
         let out = &self.out;
@@ -632,7 +637,7 @@ impl<'r> Call<'r> {
 impl Call<'_> {
     /// Ends a sampled request's spans: the answering attempt's (now that its usage is known),
     /// then the request's.
-    fn end_spans(&self, mut spans: RequestSpans, cost: Option<f64>) -> otel::EncodedSpans {
+    fn end_spans(&self, mut spans: RequestSpans, cost: Option<f64>) {
         static NO_META: std::sync::LazyLock<otel::ResponseMeta> =
             std::sync::LazyLock::new(Default::default);
         let out = &self.out;
@@ -645,14 +650,17 @@ impl Call<'_> {
         };
         let last = self.attempts.last();
         if let Some(a) = last {
-            spans.attempt_ended(&AttemptReport {
-                deployment: &a.deployment.id,
-                provider: genai_provider(self.snap, a.deployment),
-                upstream_model: &a.deployment.upstream_model,
-                status: a.status,
-                error_type: a.class.map(|c| c.as_str()),
-                answer: answered.then(answer),
-            });
+            spans.attempt_ended(
+                &self.gw.spans,
+                &AttemptReport {
+                    deployment: &a.deployment.id,
+                    provider: genai_provider(self.snap, a.deployment),
+                    upstream_model: &a.deployment.upstream_model,
+                    status: a.status,
+                    error_type: a.class.map(|c| c.as_str()),
+                    answer: answered.then(answer),
+                },
+            );
         }
         let status_text;
         let error_type = match out.failure.or_else(|| last.and_then(|a| a.class)) {
@@ -665,25 +673,26 @@ impl Call<'_> {
         };
         let capture = self.snap.tracing.capture_content;
         let secrets = &self.snap.secrets;
-        spans.finish(RequestReport {
-            request_id: &self.req.request_id,
-            status: out.status,
-            error_type,
-            answer: answered.then(answer),
-            cost_usd: cost,
-            retries: self.retries,
-            fallback_group: (self.progress.groups.len() > 1)
-                .then(|| self.progress.groups.last().map(String::as_str))
-                .flatten(),
-            input_messages: capture
-                .then(|| otel::content::input_messages(&self.body, secrets))
-                .flatten(),
-            output_messages: meta
-                .output
-                .as_deref()
-                .filter(|_| capture)
-                .map(|text| otel::content::output_messages(text, meta.reasons().next(), secrets)),
-        })
+        spans.finish(
+            &self.gw.spans,
+            RequestReport {
+                request_id: &self.req.request_id,
+                status: out.status,
+                error_type,
+                answer: answered.then(answer),
+                cost_usd: cost,
+                retries: self.retries,
+                fallback_group: (self.progress.groups.len() > 1)
+                    .then(|| self.progress.groups.last().map(String::as_str))
+                    .flatten(),
+                input_messages: capture
+                    .then(|| otel::content::input_messages(&self.body, secrets))
+                    .flatten(),
+                output_messages: meta.output.as_deref().filter(|_| capture).map(|text| {
+                    otel::content::output_messages(text, meta.reasons().next(), secrets)
+                }),
+            },
+        )
     }
 }
 

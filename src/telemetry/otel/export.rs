@@ -46,9 +46,9 @@ struct Handle {
 
 static HANDLE: OnceLock<Handle> = OnceLock::new();
 
-/// Batches in the hand-off channel: shards flush at most every 64 spans, so this holds a few
-/// seconds of heavy traffic while the exporter is busy; the queue proper is `pending`.
-const CHANNEL_BATCHES: usize = 64;
+/// Batches in the hand-off channel: shards flush at most every 256 spans, so this holds a
+/// few seconds of heavy traffic while the exporter is busy; the queue proper is `pending`.
+const CHANNEL_BATCHES: usize = 16;
 /// Spans sent in one export request (the batch processor's default).
 const MAX_EXPORT_BATCH: usize = 512;
 /// How often waiting spans are exported when fewer than a full batch wait.
@@ -149,12 +149,7 @@ fn run(
                 },
                 _ = tick.tick() => ex.due = true,
             }
-            // Full batches as soon as they are full, the rest once a tick: fewer, larger
-            // export requests cost the collector and this thread less per span.
-            if ex.in_flight.is_none()
-                && !ex.pending.is_empty()
-                && (ex.due || ex.pending.len() >= MAX_EXPORT_BATCH)
-            {
+            if ex.export_due() {
                 ex.due = false;
                 ex.start_export();
             }
@@ -228,6 +223,23 @@ impl Exporter {
         self.settings = Some(settings);
     }
 
+    /// Whether to send an export request now: full batches as soon as they are full, the
+    /// rest once a tick (fewer, larger requests cost the collector and this thread less per
+    /// span), one request at a time.
+    fn export_due(&self) -> bool {
+        // A small queue is sent when half full, so that what comes while it is sent fits.
+        let full = self
+            .settings
+            .as_ref()
+            .map_or(MAX_EXPORT_BATCH, |s| {
+                MAX_EXPORT_BATCH.min(s.max_queue_spans / 2)
+            })
+            .max(1);
+        self.in_flight.is_none()
+            && self.pending_spans > 0
+            && (self.due || self.pending_spans >= full)
+    }
+
     fn enqueue(&mut self, mut batch: EncodedSpans) {
         let (Some(s), Some(_)) = (&self.settings, &self.transport) else {
             self.metrics.dropped.inc_by(batch.len() as u64);
@@ -256,7 +268,7 @@ impl Exporter {
             self.drop_pending();
             return;
         };
-        // Whole hand-offs (64 spans or so each) up to a full export batch.
+        // Whole hand-offs (up to 256 spans each) up to a full export batch.
         let mut n = 0;
         let mut take = 0;
         for b in &self.pending {
@@ -503,6 +515,88 @@ impl Decoder for RawCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::otel::proto::{SpanIds, SpanKind, SpanWriter};
+
+    fn metrics() -> ExportMetrics {
+        ExportMetrics {
+            exported: IntCounter::new("e", "e").unwrap(),
+            dropped: IntCounter::new("d", "d").unwrap(),
+            failed: IntCounter::new("f", "f").unwrap(),
+        }
+    }
+
+    fn spans(n: usize) -> EncodedSpans {
+        let mut out = EncodedSpans::default();
+        let mut buf = Vec::new();
+        let ids = SpanIds {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent: None,
+            parent_is_remote: false,
+        };
+        for _ in 0..n {
+            let w = SpanWriter::begin(&mut buf, &ids, SpanKind::Server, "chat", "m");
+            w.end(std::time::UNIX_EPOCH, std::time::UNIX_EPOCH, None);
+            out.push(&buf);
+        }
+        out
+    }
+
+    /// A full batch goes at once, counted in spans (hand-offs hold 64 or so each), less than
+    /// one waits for the tick; the queue holds `max_queue_spans` spans and drops the rest.
+    #[test]
+    fn full_batches_go_at_once_and_the_queue_is_counted_in_spans() {
+        let mut ex = Exporter::new(metrics());
+        let settings = TracingSettings {
+            enabled: true,
+            max_queue_spans: 1000,
+            ..TracingSettings::default()
+        };
+        ex.settings = Some(Arc::new(settings.clone()));
+        ex.head = Some(Arc::new(export_head(&settings)));
+        // A transport is needed for spans to be queued at all (built, never used here).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        );
+        ex.transport = Some(Arc::new(
+            rt.block_on(async { Transport::build(&settings, &tls) })
+                .unwrap(),
+        ));
+        for _ in 0..7 {
+            ex.enqueue(spans(64));
+        }
+        assert_eq!(ex.pending_spans, 448);
+        assert!(!ex.export_due(), "448 spans wait for the tick");
+        ex.enqueue(spans(64));
+        assert!(ex.export_due(), "512 spans are a full batch");
+        ex.enqueue(spans(600));
+        assert_eq!(ex.pending_spans, 1000);
+        assert_eq!(ex.metrics.dropped.get(), 112);
+        // A queue smaller than two batches is sent when half full.
+        let mut small = TracingSettings::clone(ex.settings.as_deref().unwrap());
+        small.max_queue_spans = 200;
+        ex.settings = Some(Arc::new(small));
+        ex.pending.clear();
+        ex.pending_spans = 0;
+        ex.enqueue(spans(64));
+        assert!(!ex.export_due());
+        ex.enqueue(spans(64));
+        assert!(ex.export_due(), "128 of 200");
+        ex.due = true;
+        let mut few = Exporter::new(metrics());
+        few.due = true;
+        assert!(!few.export_due(), "nothing to send");
+    }
 
     /// Every protocol and scheme builds a transport (building connects nothing).
     #[test]

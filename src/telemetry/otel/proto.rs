@@ -30,22 +30,95 @@ const fn tag(field: u32, wire: Wire) -> u8 {
     ((field << 3) | wire as u32) as u8
 }
 
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
+fn varint_len(v: u64) -> usize {
+    // 1 + floor(log128(v)), without a loop.
+    (((64 - (v | 1).leading_zeros()) * 9 + 64) / 64) as usize
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// A few bytes (tags, lengths, a scalar) assembled on the stack and written with one copy:
+/// most of a span's bytes come in such runs between its strings.
+struct Head {
+    b: [u8; 48],
+    n: usize,
 }
+
+impl Head {
+    fn new() -> Self {
+        Self { b: [0; 48], n: 0 }
+    }
+
+    fn byte(&mut self, x: u8) {
+        self.b[self.n] = x;
+        self.n += 1;
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    fn len_header(&mut self, field: u32, payload: usize) {
+        self.byte(tag(field, Wire::Len));
+        self.varint(payload as u64);
+    }
+
+    fn fixed(&mut self, x: &[u8]) {
+        self.b[self.n..self.n + x.len()].copy_from_slice(x);
+        self.n += x.len();
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+
+    /// Appends the bytes to `out`. A run of up to [`Head::FIXED`] bytes goes as one copy of
+    /// that constant size, cut back after: a constant-size copy is a few moves, where a
+    /// variable one is a call to `memcpy` (most runs are 2 to 12 bytes).
+    #[inline(always)]
+    fn write(&self, out: &mut Vec<u8>) {
+        if self.n <= Self::FIXED {
+            let len = out.len();
+            out.extend_from_slice(&self.b[..Self::FIXED]);
+            out.truncate(len + self.n);
+        } else {
+            out.extend_from_slice(self.bytes());
+        }
+    }
+
+    const FIXED: usize = 24;
+}
+
+/// An attribute's key as its `KeyValue.key` field (tag, length, text), laid out at compile
+/// time by [`key!`]: written as one constant-size copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Key(pub &'static [u8]);
+
+/// The `KeyValue.key` field of `key` (shorter than 128 bytes; `N` is its length + 2).
+pub const fn key_field<const N: usize>(key: &str) -> [u8; N] {
+    let k = key.as_bytes();
+    assert!(k.len() < 128 && N == k.len() + 2);
+    let mut b = [0u8; N];
+    b[0] = tag(1, Wire::Len);
+    b[1] = k.len() as u8;
+    let mut i = 0;
+    while i < k.len() {
+        b[i + 2] = k[i];
+        i += 1;
+    }
+    b
+}
+
+/// A [`Key`] for an attribute name known when compiling.
+macro_rules! key {
+    ($k:literal) => {{
+        const FIELD: [u8; $k.len() + 2] = $crate::telemetry::otel::proto::key_field($k);
+        $crate::telemetry::otel::proto::Key(&FIELD)
+    }};
+}
+pub(crate) use key;
 
 /// A length-delimited field's size on the wire: tag, length, payload.
 fn len_field(payload: usize) -> usize {
@@ -53,8 +126,9 @@ fn len_field(payload: usize) -> usize {
 }
 
 fn put_len_header(out: &mut Vec<u8>, field: u32, payload: usize) {
-    out.push(tag(field, Wire::Len));
-    put_varint(out, payload as u64);
+    let mut h = Head::new();
+    h.len_header(field, payload);
+    h.write(out);
 }
 
 fn put_bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
@@ -92,31 +166,45 @@ impl AttrValue<'_> {
         }
     }
 
-    fn put(&self, out: &mut Vec<u8>) {
+    /// Writes the `AnyValue`'s fields after the bytes in `h`: scalars into `h`, then `h` is
+    /// written; a string's header into `h`, then `h`, then its text.
+    #[inline(always)]
+    fn put(&self, h: &mut Head, out: &mut Vec<u8>) {
         match *self {
-            AttrValue::Str(s) => put_bytes(out, 1, s.as_bytes()),
+            AttrValue::Str(s) => {
+                h.len_header(1, s.len());
+                h.write(out);
+                out.extend_from_slice(s.as_bytes());
+                return;
+            }
             AttrValue::Bool(b) => {
-                out.push(tag(2, Wire::Varint));
-                out.push(u8::from(b));
+                h.byte(tag(2, Wire::Varint));
+                h.byte(u8::from(b));
             }
             AttrValue::Int(i) => {
-                out.push(tag(3, Wire::Varint));
+                h.byte(tag(3, Wire::Varint));
                 // int64: two's complement, ten bytes for a negative number.
-                put_varint(out, i as u64);
+                h.varint(i as u64);
             }
             AttrValue::Float(f) => {
-                out.push(tag(4, Wire::Fixed64));
-                out.extend_from_slice(&f.to_le_bytes());
+                h.byte(tag(4, Wire::Fixed64));
+                h.fixed(&f.to_le_bytes());
             }
             AttrValue::Strs(v) => {
-                put_len_header(out, 5, array_size(v));
+                h.len_header(5, array_size(v));
+                h.write(out);
                 for s in v {
                     // ArrayValue.values: AnyValue { string_value }.
-                    put_len_header(out, 1, len_field(s.len()));
-                    put_bytes(out, 1, s.as_bytes());
+                    let mut h = Head::new();
+                    h.len_header(1, len_field(s.len()));
+                    h.len_header(1, s.len());
+                    h.write(out);
+                    out.extend_from_slice(s.as_bytes());
                 }
+                return;
             }
         }
+        h.write(out);
     }
 }
 
@@ -127,12 +215,25 @@ fn array_size(v: &[&str]) -> usize {
 
 /// Writes one `KeyValue` as field `field` of the enclosing message (`Span.attributes` is 9,
 /// `Resource.attributes` 1).
-fn put_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: AttrValue<'_>) {
+#[inline(always)]
+fn put_key_value(out: &mut Vec<u8>, field: u32, key: &[u8], value: AttrValue<'_>) {
     let any = value.size();
-    put_len_header(out, field, len_field(key.len()) + len_field(any));
-    put_bytes(out, 1, key.as_bytes());
-    put_len_header(out, 2, any);
-    value.put(out);
+    let kv = key.len() + len_field(any);
+    out.reserve(len_field(kv));
+    let mut h = Head::new();
+    h.len_header(field, kv);
+    h.write(out);
+    out.extend_from_slice(key);
+    let mut h = Head::new();
+    h.len_header(2, any);
+    value.put(&mut h, out);
+}
+
+/// The `KeyValue.key` field of a key known only at run time.
+fn dynamic_key_field(key: &str) -> Vec<u8> {
+    let mut f = Vec::with_capacity(key.len() + 11);
+    put_bytes(&mut f, 1, key.as_bytes());
+    f
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -174,50 +275,64 @@ impl<'b> SpanWriter<'b> {
         target: &str,
     ) -> Self {
         out.clear();
-        put_bytes(out, 1, &ids.trace_id);
-        put_bytes(out, 2, &ids.span_id);
+        let mut h = Head::new();
+        h.len_header(1, 16);
+        h.fixed(&ids.trace_id);
+        h.len_header(2, 8);
+        h.fixed(&ids.span_id);
         if let Some(p) = &ids.parent {
-            put_bytes(out, 4, p);
+            h.len_header(4, 8);
+            h.fixed(p);
         }
+        h.write(out);
         put_len_header(out, 5, operation.len() + 1 + target.len());
         out.extend_from_slice(operation.as_bytes());
         out.push(b' ');
         out.extend_from_slice(target.as_bytes());
-        out.push(tag(6, Wire::Varint));
-        out.push(kind as u8);
+        let mut h = Head::new();
+        h.byte(tag(6, Wire::Varint));
+        h.byte(kind as u8);
         // Field 16 needs a two-byte tag.
-        put_varint(out, (16 << 3) | Wire::Fixed32 as u64);
-        out.extend_from_slice(&span_flags(ids.parent_is_remote).to_le_bytes());
+        h.varint((16 << 3) | Wire::Fixed32 as u64);
+        h.fixed(&span_flags(ids.parent_is_remote).to_le_bytes());
+        h.write(out);
         Self { out }
     }
 
-    pub fn attr(&mut self, key: &str, value: AttrValue<'_>) -> &mut Self {
-        put_key_value(self.out, 9, key, value);
+    #[inline(always)]
+    pub fn attr(&mut self, key: Key, value: AttrValue<'_>) -> &mut Self {
+        put_key_value(self.out, 9, key.0, value);
         self
     }
 
-    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+    #[inline(always)]
+    pub fn str(&mut self, key: Key, value: &str) -> &mut Self {
         self.attr(key, AttrValue::Str(value))
     }
 
-    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+    #[inline(always)]
+    pub fn int(&mut self, key: Key, value: i64) -> &mut Self {
         self.attr(key, AttrValue::Int(value))
     }
 
-    pub fn float(&mut self, key: &str, value: f64) -> &mut Self {
+    #[inline(always)]
+    pub fn float(&mut self, key: Key, value: f64) -> &mut Self {
         self.attr(key, AttrValue::Float(value))
     }
 
-    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+    #[inline(always)]
+    pub fn bool(&mut self, key: Key, value: bool) -> &mut Self {
         self.attr(key, AttrValue::Bool(value))
     }
 
     /// Ends the span: its times and, when it failed, an error status described by `error`.
     pub fn end(self, start: SystemTime, end: SystemTime, error: Option<&str>) {
-        self.out.push(tag(7, Wire::Fixed64));
-        self.out.extend_from_slice(&unix_nanos(start).to_le_bytes());
-        self.out.push(tag(8, Wire::Fixed64));
-        self.out.extend_from_slice(&unix_nanos(end).to_le_bytes());
+        let mut h = Head::new();
+        h.byte(tag(7, Wire::Fixed64));
+        h.fixed(&unix_nanos(start).to_le_bytes());
+        h.byte(tag(8, Wire::Fixed64));
+        h.fixed(&unix_nanos(end).to_le_bytes());
+        h.write(self.out);
         if let Some(message) = error {
             // Status { message = 2; code = 3 (STATUS_CODE_ERROR = 2) }.
             put_len_header(self.out, 15, len_field(message.len()) + 2);
@@ -248,11 +363,6 @@ impl EncodedSpans {
     pub fn push(&mut self, span: &[u8]) {
         put_bytes(&mut self.bytes, 2, span);
         self.count += 1;
-    }
-
-    pub fn append(&mut self, other: &EncodedSpans) {
-        self.bytes.extend_from_slice(&other.bytes);
-        self.count += other.count;
     }
 
     pub fn len(&self) -> usize {
@@ -308,7 +418,7 @@ impl ExportHead {
     pub fn new(resource: &[(&str, &str)], scope_name: &str, scope_version: &str) -> Self {
         let mut r = Vec::new();
         for (k, v) in resource {
-            put_key_value(&mut r, 1, k, AttrValue::Str(v));
+            put_key_value(&mut r, 1, &dynamic_key_field(k), AttrValue::Str(v));
         }
         let mut s = Vec::new();
         put_bytes(&mut s, 1, scope_name.as_bytes());
@@ -362,7 +472,8 @@ mod tests {
         };
         let mut w = SpanWriter::begin(&mut buf, &ids, SpanKind::Client, "chat", "gpt-4o");
         for (k, v) in attrs {
-            w.attr(k, *v);
+            let field: &'static [u8] = Box::leak(dynamic_key_field(k).into_boxed_slice());
+            w.attr(Key(field), *v);
         }
         let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
         w.end(start, start + Duration::from_millis(250), error);
@@ -481,6 +592,35 @@ mod tests {
     }
 
     #[test]
+    fn keys_laid_out_when_compiling_equal_those_of_run_time() {
+        assert_eq!(
+            key!("gen_ai.usage.input_tokens").0,
+            dynamic_key_field("gen_ai.usage.input_tokens")
+        );
+        assert_eq!(key!("").0, dynamic_key_field(""));
+    }
+
+    #[test]
+    fn varint_sizes_agree_with_the_encoding() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            1 << 35,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut h = Head::new();
+            h.varint(v);
+            assert_eq!(varint_len(v), h.bytes().len(), "{v}");
+        }
+    }
+
+    #[test]
     fn batches_concatenate_and_truncate_at_span_boundaries() {
         let mut a = EncodedSpans::default();
         let mut b = EncodedSpans::default();
@@ -494,7 +634,7 @@ mod tests {
         assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 6);
 
         let mut c = a.clone();
-        c.append(&b);
+        span(&mut c, None, false, None, &[]);
         assert_eq!(c.len(), 6);
         c.truncate(3);
         assert_eq!(c.len(), 3);

@@ -5,8 +5,9 @@
 
 use std::time::SystemTime;
 
-use super::proto::{AttrValue, EncodedSpans, SpanIds, SpanKind, SpanWriter};
+use super::proto::{key, AttrValue, SpanIds, SpanKind, SpanWriter};
 use super::response::ResponseMeta;
+use super::shard::ShardSpans;
 use crate::telemetry::trace_context::{new_span_id, TraceContext};
 use crate::usage::Usage;
 
@@ -35,19 +36,19 @@ impl RequestParams {
 
     fn write(&self, a: &mut SpanWriter<'_>) {
         if let Some(v) = self.max_tokens {
-            a.int("gen_ai.request.max_tokens", v);
+            a.int(key!("gen_ai.request.max_tokens"), v);
         }
         if let Some(v) = self.temperature {
-            a.float("gen_ai.request.temperature", v);
+            a.float(key!("gen_ai.request.temperature"), v);
         }
         if let Some(v) = self.top_p {
-            a.float("gen_ai.request.top_p", v);
+            a.float(key!("gen_ai.request.top_p"), v);
         }
         if let Some(v) = self.choices {
-            a.int("gen_ai.request.choice.count", v);
+            a.int(key!("gen_ai.request.choice.count"), v);
         }
         if let Some(v) = self.seed {
-            a.int("gen_ai.request.seed", v);
+            a.int(key!("gen_ai.request.seed"), v);
         }
     }
 }
@@ -99,10 +100,6 @@ pub struct RequestSpans {
     stream: bool,
     params: RequestParams,
     attempt: Option<OpenAttempt>,
-    /// Ended spans (the attempts', then the request's).
-    ended: EncodedSpans,
-    /// The span being written.
-    scratch: Vec<u8>,
 }
 
 struct OpenAttempt {
@@ -128,8 +125,6 @@ impl RequestSpans {
             stream,
             params: RequestParams::from_body(body),
             attempt: None,
-            ended: EncodedSpans::with_capacity(1024),
-            scratch: Vec::with_capacity(512),
         }
     }
 
@@ -143,8 +138,8 @@ impl RequestSpans {
         });
     }
 
-    /// The upstream call that started last has ended.
-    pub fn attempt_ended(&mut self, r: &AttemptReport<'_>) {
+    /// The upstream call that started last has ended: its span goes to the shard's buffer.
+    pub fn attempt_ended(&mut self, shard: &ShardSpans, r: &AttemptReport<'_>) {
         let Some(open) = self.attempt.take() else {
             return;
         };
@@ -154,28 +149,29 @@ impl RequestSpans {
             parent: Some(self.server_span_id),
             parent_is_remote: false,
         };
+        let mut scratch = shard.scratch();
         let mut a = SpanWriter::begin(
-            &mut self.scratch,
+            &mut scratch,
             &ids,
             SpanKind::Client,
             "chat",
             r.upstream_model,
         );
-        a.str("gen_ai.operation.name", "chat")
-            .str("gen_ai.provider.name", r.provider)
+        a.str(key!("gen_ai.operation.name"), "chat")
+            .str(key!("gen_ai.provider.name"), r.provider)
             // The name before v1.37, still what many back ends key on.
-            .str("gen_ai.system", r.provider)
-            .str("gen_ai.request.model", r.upstream_model)
-            .bool("gen_ai.request.stream", self.stream);
+            .str(key!("gen_ai.system"), r.provider)
+            .str(key!("gen_ai.request.model"), r.upstream_model)
+            .bool(key!("gen_ai.request.stream"), self.stream);
         self.params.write(&mut a);
-        a.str("server.address", &open.address)
-            .int("server.port", i64::from(open.port))
-            .str("llmux.deployment", r.deployment);
+        a.str(key!("server.address"), &open.address)
+            .int(key!("server.port"), i64::from(open.port))
+            .str(key!("llmux.deployment"), r.deployment);
         if r.status > 0 {
-            a.int("http.response.status_code", i64::from(r.status));
+            a.int(key!("http.response.status_code"), i64::from(r.status));
         }
         if let Some(e) = r.error_type {
-            a.str("error.type", e);
+            a.str(key!("error.type"), e);
         }
         if let Some(ans) = &r.answer {
             // The answer's first chunk is timed from the request's arrival; the span's own
@@ -187,11 +183,11 @@ impl RequestSpans {
             write_answer(&mut a, ans, offset);
         }
         a.end(open.start, SystemTime::now(), r.error_type);
-        self.ended.push(&self.scratch);
+        shard.push(&scratch);
     }
 
     /// The request has ended: its server span closes the set.
-    pub fn finish(mut self, r: RequestReport<'_>) -> EncodedSpans {
+    pub fn finish(self, shard: &ShardSpans, r: RequestReport<'_>) {
         // The inference attributes (parameters, response, cache split, time to first chunk)
         // are the client spans'; the request's span says what was asked of the gateway and
         // what the whole request used and cost.
@@ -201,63 +197,72 @@ impl RequestSpans {
             parent: self.remote_parent,
             parent_is_remote: self.remote_parent.is_some(),
         };
+        let mut scratch = shard.scratch();
         let mut a = SpanWriter::begin(
-            &mut self.scratch,
+            &mut scratch,
             &ids,
             SpanKind::Server,
             "chat",
             &self.model_group,
         );
-        a.str("gen_ai.operation.name", "chat")
-            .str("gen_ai.request.model", &self.model_group)
-            .bool("gen_ai.request.stream", self.stream)
-            .str("http.request.method", "POST")
-            .str("http.route", "/v1/chat/completions")
-            .int("http.response.status_code", i64::from(r.status))
-            .str("llmux.request_id", r.request_id);
+        a.str(key!("gen_ai.operation.name"), "chat")
+            .str(key!("gen_ai.request.model"), &self.model_group)
+            .bool(key!("gen_ai.request.stream"), self.stream)
+            .str(key!("http.request.method"), "POST")
+            .str(key!("http.route"), "/v1/chat/completions")
+            .int(key!("http.response.status_code"), i64::from(r.status))
+            .str(key!("llmux.request_id"), r.request_id);
         if r.retries > 0 {
-            a.int("llmux.retries", i64::from(r.retries));
+            a.int(key!("llmux.retries"), i64::from(r.retries));
         }
         if let Some(g) = r.fallback_group {
-            a.str("llmux.fallback_group", g);
+            a.str(key!("llmux.fallback_group"), g);
         }
         if let Some(c) = r.cost_usd {
-            a.float("llmux.usage.cost_usd", c);
+            a.float(key!("llmux.usage.cost_usd"), c);
         }
         if let Some(e) = r.error_type {
-            a.str("error.type", e);
+            a.str(key!("error.type"), e);
         }
         if let Some(ans) = &r.answer {
             write_usage(&mut a, ans.usage);
         }
         if let Some(m) = &r.input_messages {
-            a.str("gen_ai.input.messages", m);
+            a.str(key!("gen_ai.input.messages"), m);
         }
         if let Some(m) = &r.output_messages {
-            a.str("gen_ai.output.messages", m);
+            a.str(key!("gen_ai.output.messages"), m);
         }
         a.end(self.start, SystemTime::now(), r.error_type);
-        self.ended.push(&self.scratch);
-        self.ended
+        shard.push(&scratch);
     }
 }
 
 fn write_answer(a: &mut SpanWriter<'_>, ans: &AnswerReport<'_>, started_after: f64) {
     let m = ans.meta;
     if let Some(id) = &m.id {
-        a.str("gen_ai.response.id", id);
+        a.str(key!("gen_ai.response.id"), id);
     }
     if let Some(model) = &m.model {
-        a.str("gen_ai.response.model", model);
+        a.str(key!("gen_ai.response.model"), model);
     }
-    let reasons: Vec<&str> = m.reasons().collect();
-    if !reasons.is_empty() {
-        a.attr("gen_ai.response.finish_reasons", AttrValue::Strs(&reasons));
+    // One per choice: rarely more than a few.
+    let mut reasons = [""; 8];
+    let mut n = 0;
+    for (slot, r) in reasons.iter_mut().zip(m.reasons()) {
+        *slot = r;
+        n += 1;
+    }
+    if n > 0 {
+        a.attr(
+            key!("gen_ai.response.finish_reasons"),
+            AttrValue::Strs(&reasons[..n]),
+        );
     }
     write_usage(a, ans.usage);
     if let Some(t) = ans.time_to_first_chunk {
         a.float(
-            "gen_ai.response.time_to_first_chunk",
+            key!("gen_ai.response.time_to_first_chunk"),
             (t - started_after).max(0.0),
         );
     }
@@ -265,19 +270,22 @@ fn write_answer(a: &mut SpanWriter<'_>, ans: &AnswerReport<'_>, started_after: f
 
 fn write_usage(a: &mut SpanWriter<'_>, u: &Usage) {
     if !u.is_empty() {
-        a.int("gen_ai.usage.input_tokens", u.prompt as i64)
-            .int("gen_ai.usage.output_tokens", u.completion as i64);
+        a.int(key!("gen_ai.usage.input_tokens"), u.prompt as i64)
+            .int(key!("gen_ai.usage.output_tokens"), u.completion as i64);
         if u.cached > 0 {
-            a.int("gen_ai.usage.cache_read.input_tokens", u.cached as i64);
+            a.int(
+                key!("gen_ai.usage.cache_read.input_tokens"),
+                u.cached as i64,
+            );
         }
         if u.cache_write > 0 {
             a.int(
-                "gen_ai.usage.cache_creation.input_tokens",
+                key!("gen_ai.usage.cache_creation.input_tokens"),
                 u.cache_write as i64,
             );
         }
         if u.estimated {
-            a.bool("llmux.usage.estimated", true);
+            a.bool(key!("llmux.usage.estimated"), true);
         }
     }
 }

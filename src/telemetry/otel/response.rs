@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use sonic_rs::JsonValueTrait;
 
 /// At most this many finish reasons are kept (one per choice).
 const MAX_CHOICES: usize = 16;
@@ -80,26 +79,18 @@ impl ResponseMeta {
         }
     }
 
-    /// `id` and `model`, in one lazy pass over the top-level members (values are skipped,
-    /// not parsed), stopping once both are found.
+    /// `id` and `model`, walking the top-level members from the first (OpenAI's bodies and
+    /// chunks lead with them), stopping once both are found.
     fn read_names(&mut self, json: &[u8]) {
-        for member in sonic_rs::to_object_iter(json) {
-            let Ok((key, value)) = member else {
-                return;
+        leading_members(json, |key, value| {
+            let slot = match key {
+                b"id" if self.id.is_none() => &mut self.id,
+                b"model" if self.model.is_none() => &mut self.model,
+                _ => return true,
             };
-            let slot = match key.as_ref() {
-                "id" if self.id.is_none() => &mut self.id,
-                "model" if self.model.is_none() => &mut self.model,
-                _ => continue,
-            };
-            *slot = value
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(|s| bounded(Cow::Borrowed(s)));
-            if self.id.is_some() && self.model.is_some() {
-                return;
-            }
-        }
+            *slot = string_value(value).filter(|s| !s.is_empty());
+            self.id.is_none() || self.model.is_none()
+        });
     }
 
     /// The finish reasons of the choices that have one.
@@ -139,6 +130,117 @@ fn finish_reasons(json: &[u8]) -> impl Iterator<Item = String> + '_ {
     })
 }
 
+/// Calls `f(raw name, raw value)` for the members of the top-level object in `json`, first to
+/// last, while it returns true. Values are skipped, not parsed (strings by their quotes, objects
+/// and arrays by counting brackets outside strings): the walk costs what it passes over, and
+/// stops silently at anything that is not JSON. Names are not unescaped.
+fn leading_members<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool) {
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(json, i);
+        if json.get(i) != Some(&b'"') {
+            return; // `}` of `{}`, or not JSON
+        }
+        let Some(key_end) = string_end(json, i) else {
+            return;
+        };
+        let key = &json[i + 1..key_end - 1];
+        i = skip_ws(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return;
+        }
+        let start = skip_ws(json, i + 1);
+        let Some(end) = value_end(json, start) else {
+            return;
+        };
+        if !f(key, &json[start..end]) {
+            return;
+        }
+        i = skip_ws(json, end);
+        if json.get(i) != Some(&b',') {
+            return;
+        }
+        i += 1;
+    }
+}
+
+/// The index just past the string whose opening quote is at `open`. The first bytes by a
+/// plain loop (names and ids are short: a vectorised search costs more to set up than it
+/// saves there), the rest of a long string (content) by `memchr`.
+fn string_end(json: &[u8], open: usize) -> Option<usize> {
+    const SHORT: usize = 48;
+    let mut i = open + 1;
+    let short_end = json.len().min(i + SHORT);
+    while i < short_end {
+        match json[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    loop {
+        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
+}
+
+/// The index just past the value starting at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    let (open, close) = match *json.get(start)? {
+        b'"' => return string_end(json, start),
+        b'{' => (b'{', b'}'),
+        b'[' => (b'[', b']'),
+        _ => {
+            let len = json[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(json.len() - start);
+            return (len > 0).then_some(start + len);
+        }
+    };
+    // Only this bracket kind is counted: the other kind nests evenly inside it (in JSON), and
+    // brackets inside strings are skipped with the strings.
+    let mut depth = 0usize;
+    let mut i = start;
+    loop {
+        i += memchr::memchr3(b'"', open, close, json.get(i..)?)?;
+        match json[i] {
+            b'"' => {
+                i = string_end(json, i)?;
+                continue;
+            }
+            b if b == open => depth += 1,
+            _ => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+/// A JSON string value's text, at most [`MAX_NAME`] bytes; `None` for anything else.
+fn string_value(raw: &[u8]) -> Option<String> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if memchr::memchr(b'\\', inner).is_none() {
+        return std::str::from_utf8(inner)
+            .ok()
+            .map(|s| bounded(Cow::Borrowed(s)));
+    }
+    serde_json::from_slice::<String>(raw)
+        .ok()
+        .map(|s| bounded(Cow::Owned(s)))
+}
+
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
     while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
@@ -147,6 +249,10 @@ fn skip_ws(json: &[u8], mut i: usize) -> usize {
 }
 
 fn bounded(s: Cow<'_, str>) -> String {
+    if s.len() <= MAX_NAME {
+        // No more characters than bytes: nothing to cut.
+        return s.into_owned();
+    }
     crate::util::clip_to(&s, MAX_NAME).into_owned()
 }
 
@@ -186,6 +292,41 @@ mod tests {
         assert_eq!(m.reasons().count(), 0);
         let m = ResponseMeta::from_body(br#"{"choices":[{"finish_reason" : "length"}]}"#);
         assert_eq!(m.reasons().collect::<Vec<_>>(), ["length"]);
+    }
+
+    #[test]
+    fn names_are_found_past_nested_values_and_escapes() {
+        let m = ResponseMeta::from_body(
+            br#" { "object" : "x", "nested": {"id": "no", "a": [1, {"model": "no"}, "]}"]}, "n": -1.5e3,
+                 "t": true, "id" : "c\u0031", "model":"m}\"" , "choices": []}"#,
+        );
+        assert_eq!(m.id.as_deref(), Some("c1"));
+        assert_eq!(m.model.as_deref(), Some("m}\""));
+        // Not JSON, cut short, or names that are not strings: nothing, and no panic.
+        for bad in [
+            &br#"{"id":"a"#[..],
+            br#"{"id" "a"}"#,
+            br#"{"nested":{"#,
+            br#"["id","a"]"#,
+            br#"{"id":1,"model":null}"#,
+            br#"{"x":"\"#,
+            b"",
+            b"{",
+        ] {
+            let m = ResponseMeta::from_body(bad);
+            assert!(
+                m.id.is_none() && m.model.is_none(),
+                "{:?}",
+                std::str::from_utf8(bad)
+            );
+        }
+        let long = format!(r#"{{"id":"{}"}}"#, "x".repeat(1000));
+        assert_eq!(
+            ResponseMeta::from_body(long.as_bytes())
+                .id
+                .map(|s| s.chars().count()),
+            Some(MAX_NAME + 1) // with the `…`
+        );
     }
 
     #[test]

@@ -11,27 +11,54 @@ use crate::util::{flush_periodically, FlushSignal};
 use super::export;
 use super::proto::EncodedSpans;
 
-/// Spans handed over at once.
-const BATCH: usize = 64;
+/// Spans handed over at once: each hand-off wakes the exporter thread (a futex wake and a
+/// context switch, on both sides), so fewer, larger ones cost less per span (about 128 KB).
+const BATCH: usize = 256;
 /// Longest a span waits on its shard when traffic is light.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
 
-#[derive(Default)]
 pub struct ShardSpans {
     buf: RefCell<EncodedSpans>,
+    /// The span being written (one at a time on a shard), reused.
+    scratch: RefCell<Vec<u8>>,
     /// Wakes the flush task at a first span.
     signal: FlushSignal,
+    /// Spans handed over at once: [`BATCH`], or less for a small exporter queue.
+    hand_off: std::cell::Cell<usize>,
+}
+
+impl Default for ShardSpans {
+    fn default() -> Self {
+        Self {
+            buf: RefCell::default(),
+            scratch: RefCell::default(),
+            signal: FlushSignal::default(),
+            hand_off: std::cell::Cell::new(BATCH),
+        }
+    }
 }
 
 impl ShardSpans {
-    pub fn push(&self, spans: &EncodedSpans) {
+    /// Sizes hand-offs for an exporter queue of `max_queue_spans`: at most half of it, so a
+    /// hand-off fits while the exporter sends what it holds.
+    pub fn fit_queue(&self, max_queue_spans: usize) {
+        self.hand_off.set(BATCH.min(max_queue_spans / 2).max(1));
+    }
+
+    /// The buffer a span is written in before [`ShardSpans::push`].
+    pub fn scratch(&self) -> std::cell::RefMut<'_, Vec<u8>> {
+        self.scratch.borrow_mut()
+    }
+
+    /// Buffers one ended span (a `Span` message).
+    pub fn push(&self, span: &[u8]) {
         let full = {
             let mut buf = self.buf.borrow_mut();
             if buf.is_empty() {
                 self.signal.wake();
             }
-            buf.append(spans);
-            buf.len() >= BATCH
+            buf.push(span);
+            buf.len() >= self.hand_off.get().max(1)
         };
         if full {
             self.flush();
@@ -40,7 +67,13 @@ impl ShardSpans {
 
     /// Hands what is buffered to the exporter (or drops and counts it if its queue is full).
     pub fn flush(&self) {
-        let batch = std::mem::take(&mut *self.buf.borrow_mut());
+        let batch = {
+            let mut buf = self.buf.borrow_mut();
+            // The next batch is likely the size of this one: room for it now, rather than
+            // growing (and copying) it a dozen times as spans come.
+            let room = EncodedSpans::with_capacity(buf.byte_len());
+            std::mem::replace(&mut *buf, room)
+        };
         if !batch.is_empty() {
             export::submit(batch);
         }
@@ -56,5 +89,29 @@ impl ShardSpans {
             || self.flush(),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_offs_fit_half_the_exporter_queue() {
+        let shard = ShardSpans::default();
+        let held = || shard.buf.borrow().len();
+        for _ in 0..BATCH - 1 {
+            shard.push(b"span");
+        }
+        assert_eq!(held(), BATCH - 1);
+        shard.push(b"span");
+        assert_eq!(held(), 0, "a full batch is handed over");
+        shard.fit_queue(64);
+        for _ in 0..31 {
+            shard.push(b"span");
+        }
+        assert_eq!(held(), 31);
+        shard.push(b"span");
+        assert_eq!(held(), 0, "32 spans: half of a 64-span queue");
     }
 }
