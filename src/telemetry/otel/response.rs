@@ -107,7 +107,10 @@ const FINISH_KEY: &[u8] = b"\"finish_reason\"";
 /// The string values of `"finish_reason"` members, in the order they appear. A match inside
 /// a string value is told apart by its escaped quote; `null` values are skipped.
 fn finish_reasons(json: &[u8]) -> impl Iterator<Item = String> + '_ {
-    memchr::memmem::find_iter(json, FINISH_KEY).filter_map(move |at| {
+    // The searcher is built once: building one costs more than searching a chunk.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(FINISH_KEY));
+    FINDER.find_iter(json).filter_map(move |at| {
         let backslashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
         if backslashes % 2 == 1 {
             return None;
