@@ -123,11 +123,7 @@ fn finish_reasons(json: &[u8]) -> impl Iterator<Item = String> + '_ {
         if json.get(i) != Some(&b'"') {
             return None;
         }
-        let mut end = i + 1;
-        while end < json.len() && json[end] != b'"' {
-            end += if json[end] == b'\\' { 2 } else { 1 };
-        }
-        let quoted = json.get(i..=end)?;
+        let quoted = json.get(i..string_end(json, i)?)?;
         let s: String = serde_json::from_slice(quoted).ok()?;
         Some(bounded(Cow::Owned(s)))
     })
