@@ -28,10 +28,11 @@ impl ResponseModel {
         &self.value
     }
 
-    /// `json` (one object) with its top-level `model` string replaced; `None` when it has
-    /// none (an error object) or already says the group.
-    pub fn apply(&self, json: &[u8]) -> Option<Vec<u8>> {
-        let (start, end) = self.model_span(json, 0)?;
+    /// `json` (one object) with its top-level `model` string replaced, `value` being that
+    /// member's raw value as found in `json` (by the walk that also found the answer's usage);
+    /// `None` when it already says the group or is not a string.
+    pub fn apply_to_member(&self, json: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+        let (start, end) = self.value_span(json, value, 0)?;
         let mut out = Vec::with_capacity(json.len() + self.json.len());
         out.extend_from_slice(&json[..start]);
         out.extend_from_slice(&self.json);
@@ -69,11 +70,18 @@ impl ResponseModel {
 
     /// Where the top-level `model` string's value is in `json`, offset by `offset`.
     fn model_span(&self, json: &[u8], offset: usize) -> Option<(usize, usize)> {
-        let value = top_level_member(json, b"model")?;
+        self.value_span(json, top_level_member(json, b"model")?, offset)
+    }
+
+    /// Where `value` (a string that must change) is in `json`, offset by `offset`.
+    fn value_span(&self, json: &[u8], value: &[u8], offset: usize) -> Option<(usize, usize)> {
         if !value.starts_with(b"\"") || value == self.json.as_slice() {
             return None;
         }
-        let start = value.as_ptr() as usize - json.as_ptr() as usize;
+        let start = (value.as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
+        if start + value.len() > json.len() {
+            return None;
+        }
         Some((offset + start, offset + start + value.len()))
     }
 }
@@ -82,19 +90,26 @@ impl ResponseModel {
 mod tests {
     use super::*;
 
+    fn apply(m: &ResponseModel, json: &[u8]) -> Option<Vec<u8>> {
+        m.apply_to_member(json, top_level_member(json, b"model")?)
+    }
+
     #[test]
     fn a_whole_answer_says_the_group_and_keeps_every_other_byte() {
         let m = ResponseModel::new("my \"group\"");
         let body = br#"{"id":"c1", "model" : "gpt-4o-2024-08-06","choices":[{"message":{"content":"model: x","model":"inner"}}]}"#;
-        let out = m.apply(body).unwrap();
+        let out = apply(&m, body).unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"c1", "model" : "my \"group\"","choices":[{"message":{"content":"model: x","model":"inner"}}]}"#
         );
         // Nothing to do: no model (an error), a model that is not a string, the group already.
-        assert!(m.apply(br#"{"error":{"message":"m"}}"#).is_none());
-        assert!(m.apply(br#"{"model":null}"#).is_none());
-        assert!(m.apply(br#"{"model":"my \"group\""}"#).is_none());
+        assert!(apply(&m, br#"{"error":{"message":"m"}}"#).is_none());
+        assert!(apply(&m, br#"{"model":null}"#).is_none());
+        assert!(apply(&m, br#"{"model":"my \"group\""}"#).is_none());
+        // A value that is not within the answer changes nothing.
+        let elsewhere = br#"{"model":"x"}"#;
+        assert!(m.apply_to_member(body, &elsewhere[9..12]).is_none());
     }
 
     #[test]

@@ -7,9 +7,13 @@
 //! check here is a linear byte scan without recursion: strings are skipped with `memchr`,
 //! and only brackets outside strings count.
 //!
+//! `members` finds a top-level object's members without parsing it (usage, model and id of
+//! answers relayed as they came).
+//!
 //! This is a leaf module (std, memchr, serde_json, sonic-rs): the provider language uses it
 //! too and stays independent of the gateway.
 
+pub mod members;
 mod structure;
 
 use serde_json::Value;

@@ -7,6 +7,8 @@
 use std::sync::LazyLock;
 
 use super::Usage;
+pub use crate::json::members::top_level_member;
+use crate::json::members::{for_each_member, skip_ws};
 
 /// Reads the top-level `usage` object if the body has one (cheap when absent: a substring
 /// check comes first): `prompt_tokens`, `completion_tokens`, and the cache split of the prompt
@@ -24,7 +26,12 @@ pub fn extract(json: &[u8]) -> Option<Usage> {
     {
         return None;
     }
-    let usage = top_level_member(json, b"usage")?;
+    from_value(top_level_member(json, b"usage")?)
+}
+
+/// The usage object `usage` (the raw value of a `usage` member); `None` when it is not an
+/// object.
+pub fn from_value(usage: &[u8]) -> Option<Usage> {
     if usage.first() != Some(&b'{') {
         return None;
     }
@@ -65,150 +72,6 @@ fn object_follows(json: &[u8], at: usize) -> bool {
 
 fn parse_u64(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// The raw value of member `key` of the top-level JSON object in `json`, or `None` if there is
-/// none or the text is not an object. Escaped member names are not unescaped: OpenAI-shaped
-/// bodies never escape theirs.
-///
-/// The members are walked from the last to the first, because `usage` comes last in OpenAI's
-/// bodies and events: the scan then touches only the usage object, not the whole completion.
-/// Going backwards is unambiguous in valid JSON: outside strings, every unescaped quote met
-/// is a closing one. Invalid JSON yields `None` or some value, never a panic.
-pub fn top_level_member<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let mut found = None;
-    for_each_member(json, |k, v| {
-        if k == key {
-            found = Some(v);
-            false
-        } else {
-            true
-        }
-    });
-    found
-}
-
-/// Calls `f(name, raw value)` for the members of the top-level object in `json`, from the last
-/// to the first, while it returns true. Stops silently at anything that is not valid JSON.
-/// Member names are not unescaped; a repeated name is seen once per occurrence (the last
-/// first).
-fn for_each_member<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool) {
-    let open = skip_ws(json, 0);
-    if json.get(open) != Some(&b'{') {
-        return;
-    }
-    // `at` is the index of the `}` or `,` that follows the member to look at next.
-    let Some(mut at) = back_ws(json, json.len()) else {
-        return;
-    };
-    if json[at] != b'}' || at <= open {
-        return;
-    }
-    loop {
-        let Some(v_last) = back_ws(json, at) else {
-            return;
-        };
-        if v_last <= open {
-            return; // `{}`
-        }
-        let Some(v_start) = value_start(json, v_last) else {
-            return;
-        };
-        let Some(colon) = back_ws(json, v_start) else {
-            return;
-        };
-        if json[colon] != b':' {
-            return;
-        }
-        let Some(k_last) = back_ws(json, colon) else {
-            return;
-        };
-        if json[k_last] != b'"' {
-            return;
-        }
-        let Some(k_open) = string_open(json, k_last) else {
-            return;
-        };
-        let Some(sep) = back_ws(json, k_open) else {
-            return;
-        };
-        // A member is only reported once its separator shows it is one of this object's.
-        if !matches!(json[sep], b',' | b'{') || (json[sep] == b'{' && sep != open) {
-            return;
-        }
-        if !f(&json[k_open + 1..k_last], &json[v_start..=v_last]) {
-            return;
-        }
-        match json[sep] {
-            b',' if sep > open => at = sep,
-            _ => return,
-        }
-    }
-}
-
-fn skip_ws(json: &[u8], mut i: usize) -> usize {
-    while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// The index of the last non-whitespace byte before `end`.
-fn back_ws(json: &[u8], end: usize) -> Option<usize> {
-    let mut i = end.min(json.len());
-    while i > 0 {
-        i -= 1;
-        if !matches!(json[i], b' ' | b'\t' | b'\n' | b'\r') {
-            return Some(i);
-        }
-    }
-    None
-}
-
-/// `json[close]` is the closing quote of a string: the index of its opening quote (the nearest
-/// quote before it that an odd run of backslashes does not escape).
-fn string_open(json: &[u8], close: usize) -> Option<usize> {
-    let mut i = close;
-    loop {
-        i = memchr::memrchr(b'"', json.get(..i)?)?;
-        let backslashes = json[..i].iter().rev().take_while(|&&b| b == b'\\').count();
-        if backslashes % 2 == 0 {
-            return Some(i);
-        }
-    }
-}
-
-/// `json[last]` is the last byte of a value: the index of its first byte.
-fn value_start(json: &[u8], last: usize) -> Option<usize> {
-    match json[last] {
-        b'"' => string_open(json, last),
-        close @ (b'}' | b']') => {
-            // Brackets of one kind balance inside a valid value; strings are skipped whole.
-            let open = if close == b'}' { b'{' } else { b'[' };
-            let mut depth = 0usize;
-            let mut i = last;
-            loop {
-                match json[i] {
-                    b'"' => i = string_open(json, i)?,
-                    b if b == close => depth += 1,
-                    b if b == open => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i);
-                        }
-                    }
-                    _ => {}
-                }
-                i = i.checked_sub(1)?;
-            }
-        }
-        _ => {
-            let before = json[..last]
-                .iter()
-                .rposition(|b| matches!(b, b':' | b',' | b'[' | b' ' | b'\t' | b'\n' | b'\r'))?;
-            Some(before + 1)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -263,33 +126,5 @@ mod tests {
             "note": "back\\slash\\",
             "usage" : { "completion_tokens" : 7 , "prompt_tokens" : 30 } } "#;
         assert_eq!(extract(body), Some(Usage::reported(30, 7)));
-        assert_eq!(
-            top_level_member(br#"{"a": [1, {"b": "]"}], "c": true }"#, b"c"),
-            Some(&b"true"[..])
-        );
-        assert_eq!(
-            top_level_member(br#"{"a": [1, {"b": "]"}], "c": true }"#, b"a"),
-            Some(&br#"[1, {"b": "]"}]"#[..])
-        );
-        assert_eq!(top_level_member(br#"{"a": 1"#, b"b"), None);
-        assert_eq!(
-            top_level_member(br#"{"a": "x\\", "b": "q\"}"}"#, b"a"),
-            Some(&br#""x\\""#[..])
-        );
-        assert_eq!(
-            top_level_member(br#"{"a": "x\\", "b": "q\"}"}"#, b"b"),
-            Some(&br#""q\"}""#[..])
-        );
-        assert_eq!(top_level_member(b"{}", b"a"), None);
-        assert_eq!(top_level_member(b"{ } ", b"a"), None);
-        assert_eq!(
-            top_level_member(br#"{"a":-1.5e3}"#, b"a"),
-            Some(&b"-1.5e3"[..])
-        );
-        assert_eq!(top_level_member(br#""a": 1}"#, b"a"), None);
-        assert_eq!(top_level_member(br#"{:1}"#, b"a"), None);
-        assert_eq!(top_level_member(br#"{"a" 1}"#, b"a"), None);
-        assert_eq!(top_level_member(br#"{"a": "unterminated"#, b"b"), None);
-        assert_eq!(top_level_member(br#"[{"a": 1}]"#, b"a"), None);
     }
 }

@@ -292,9 +292,10 @@ async fn whole<IO: ServerIo>(
                 ),
             )));
         }
-        read_usage(call, &body, dep).await;
-        read_meta(call, &body);
-        return send_answer(call, w, headers, &body, dep).await;
+        let top = AnswerMembers::find(&body);
+        read_usage(call, &body, top.usage, dep).await;
+        read_meta(call, &body, &top);
+        return send_answer(call, w, headers, &body, top.model, dep).await;
     }
     let upstream_headers = if provider.reads_headers() {
         resp.headers.to_lowercase_pairs()
@@ -308,21 +309,39 @@ async fn whole<IO: ServerIo>(
         &prepared.ctx,
     ) {
         Ok(completion) => {
-            read_usage(call, &completion.body, dep).await;
-            read_meta(call, &completion.body);
+            let body = &completion.body;
+            let top = AnswerMembers::find(body);
+            read_usage(call, body, top.usage, dep).await;
+            read_meta(call, body, &top);
             if call.view.stream {
-                send_replayed_stream(call, w, headers, &completion.body, dep).await
+                send_replayed_stream(call, w, headers, body, top.model, dep).await
             } else {
-                send_answer(call, w, headers, &completion.body, dep).await
+                send_answer(call, w, headers, body, top.model, dep).await
             }
         }
         Err(mapped) => AttemptEnd::Failed(failure::from_mapped(&mapped, retry_after)),
     }
 }
 
-/// The usage of a whole answer: as reported, or counted when the provider reported none.
-async fn read_usage(call: &mut Call<'_>, body: &[u8], dep: &Deployment) {
-    match usage::extract(body) {
+/// The top-level members of a whole answer that the gateway reads, found in one walk.
+struct AnswerMembers<'a> {
+    usage: Option<&'a [u8]>,
+    model: Option<&'a [u8]>,
+    id: Option<&'a [u8]>,
+}
+
+impl<'a> AnswerMembers<'a> {
+    fn find(body: &'a [u8]) -> Self {
+        let [usage, model, id] =
+            crate::json::members::top_level_members(body, [b"usage", b"model", b"id"]);
+        Self { usage, model, id }
+    }
+}
+
+/// The usage of a whole answer (`usage`: its `usage` member): as reported, or counted when
+/// the provider reported none.
+async fn read_usage(call: &mut Call<'_>, body: &[u8], usage: Option<&[u8]>, dep: &Deployment) {
+    match usage.and_then(usage::extract::from_value) {
         Some(u) if !u.is_empty() => call.out.usage = u,
         _ => {
             call.out.completion.take_from(body);
@@ -332,11 +351,11 @@ async fn read_usage(call: &mut Call<'_>, body: &[u8], dep: &Deployment) {
 }
 
 /// What a sampled request's spans say about a whole answer.
-fn read_meta(call: &mut Call<'_>, body: &[u8]) {
+fn read_meta(call: &mut Call<'_>, body: &[u8], top: &AnswerMembers<'_>) {
     if call.spans.is_none() {
         return;
     }
-    let mut meta = crate::telemetry::otel::ResponseMeta::from_body(body);
+    let mut meta = crate::telemetry::otel::ResponseMeta::from_members(body, top.id, top.model);
     if call.snap.tracing.capture_content {
         let mut text = usage::completion::CompletionText::default();
         text.take_from(body);
@@ -346,9 +365,11 @@ fn read_meta(call: &mut Call<'_>, body: &[u8]) {
 }
 
 /// The answer naming the model group the client asked for (`llmux.response_model`), when
-/// it must change.
-fn renamed(call: &Call<'_>, body: &[u8]) -> Option<Vec<u8>> {
-    call.response_model.as_ref().and_then(|m| m.apply(body))
+/// it must change (`model`: the answer's `model` member).
+fn renamed(call: &Call<'_>, body: &[u8], model: Option<&[u8]>) -> Option<Vec<u8>> {
+    call.response_model
+        .as_ref()
+        .and_then(|m| m.apply_to_member(body, model?))
 }
 
 /// A whole answer sent as the stream the client asked for (`fake_stream` providers).
@@ -357,9 +378,10 @@ async fn send_replayed_stream<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
     headers: &[(&str, &str)],
     body: &[u8],
+    model: Option<&[u8]>,
     dep: &Deployment,
 ) -> AttemptEnd {
-    let named = renamed(call, body);
+    let named = renamed(call, body, model);
     let body = named.as_deref().unwrap_or(body);
     let text = match crate::gateway::replay::chunks(
         body,
@@ -399,10 +421,11 @@ async fn send_answer<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
     headers: &[(&str, &str)],
     body: &[u8],
+    model: Option<&[u8]>,
     dep: &Deployment,
 ) -> AttemptEnd {
     call.out.status = 200;
-    let named = renamed(call, body);
+    let named = renamed(call, body, model);
     let body = named.as_deref().unwrap_or(body);
     if call.cache.as_ref().is_some_and(|c| c.store) {
         call.out.capture = Some(body.to_vec());

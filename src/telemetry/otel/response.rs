@@ -6,6 +6,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::json::members::{skip_ws, string_end, top_level_members};
+
 /// At most this many finish reasons are kept (one per choice).
 const MAX_CHOICES: usize = 16;
 /// Longest id or model name kept.
@@ -38,12 +40,19 @@ struct ChoiceHead<'a> {
 }
 
 impl ResponseMeta {
-    /// A whole (non-streamed) chat completion. `id` and `model` lead OpenAI's bodies, so
-    /// sonic-rs finds them without reading the rest; the finish reasons are found by a byte
-    /// search (choices in order), not by parsing the messages.
+    /// A whole (non-streamed) chat completion. `id` and `model` are read from the top-level
+    /// members around the messages, not by parsing them; the finish reasons are found by a
+    /// byte search (choices in order).
     pub fn from_body(body: &[u8]) -> Self {
+        let [id, model] = top_level_members(body, [b"id", b"model"]);
+        Self::from_members(body, id, model)
+    }
+
+    /// A whole chat completion whose `id` and `model` members (raw values) were already
+    /// found.
+    pub fn from_members(body: &[u8], id: Option<&[u8]>, model: Option<&[u8]>) -> Self {
         let mut m = Self::default();
-        m.read_names(body);
+        m.set_names(id, model);
         for reason in finish_reasons(body).take(MAX_CHOICES) {
             m.finish_reasons.push(reason);
         }
@@ -79,18 +88,16 @@ impl ResponseMeta {
         }
     }
 
-    /// `id` and `model`, walking the top-level members from the first (OpenAI's bodies and
-    /// chunks lead with them), stopping once both are found.
+    /// `id` and `model`, read from the top-level members around the messages.
     fn read_names(&mut self, json: &[u8]) {
-        leading_members(json, |key, value| {
-            let slot = match key {
-                b"id" if self.id.is_none() => &mut self.id,
-                b"model" if self.model.is_none() => &mut self.model,
-                _ => return true,
-            };
-            *slot = string_value(value).filter(|s| !s.is_empty());
-            self.id.is_none() || self.model.is_none()
-        });
+        let [id, model] = top_level_members(json, [b"id", b"model"]);
+        self.set_names(id, model);
+    }
+
+    /// The names from the raw values of the answer's `id` and `model` members.
+    fn set_names(&mut self, id: Option<&[u8]>, model: Option<&[u8]>) {
+        self.id = id.and_then(string_value).filter(|s| !s.is_empty());
+        self.model = model.and_then(string_value).filter(|s| !s.is_empty());
     }
 
     /// The finish reasons of the choices that have one.
@@ -123,108 +130,8 @@ fn finish_reasons(json: &[u8]) -> impl Iterator<Item = String> + '_ {
         if json.get(i) != Some(&b'"') {
             return None;
         }
-        let quoted = json.get(i..string_end(json, i)?)?;
-        let s: String = serde_json::from_slice(quoted).ok()?;
-        Some(bounded(Cow::Owned(s)))
+        string_value(json.get(i..string_end(json, i)?)?)
     })
-}
-
-/// Calls `f(raw name, raw value)` for the members of the top-level object in `json`, first to
-/// last, while it returns true. Values are skipped, not parsed (strings by their quotes, objects
-/// and arrays by counting brackets outside strings): the walk costs what it passes over, and
-/// stops silently at anything that is not JSON. Names are not unescaped.
-fn leading_members<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool) {
-    let mut i = skip_ws(json, 0);
-    if json.get(i) != Some(&b'{') {
-        return;
-    }
-    i += 1;
-    loop {
-        i = skip_ws(json, i);
-        if json.get(i) != Some(&b'"') {
-            return; // `}` of `{}`, or not JSON
-        }
-        let Some(key_end) = string_end(json, i) else {
-            return;
-        };
-        let key = &json[i + 1..key_end - 1];
-        i = skip_ws(json, key_end);
-        if json.get(i) != Some(&b':') {
-            return;
-        }
-        let start = skip_ws(json, i + 1);
-        let Some(end) = value_end(json, start) else {
-            return;
-        };
-        if !f(key, &json[start..end]) {
-            return;
-        }
-        i = skip_ws(json, end);
-        if json.get(i) != Some(&b',') {
-            return;
-        }
-        i += 1;
-    }
-}
-
-/// The index just past the string whose opening quote is at `open`. The first bytes by a
-/// plain loop (names and ids are short: a vectorised search costs more to set up than it
-/// saves there), the rest of a long string (content) by `memchr`.
-fn string_end(json: &[u8], open: usize) -> Option<usize> {
-    const SHORT: usize = 48;
-    let mut i = open + 1;
-    let short_end = json.len().min(i + SHORT);
-    while i < short_end {
-        match json[i] {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-    loop {
-        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
-        if json[i] == b'"' {
-            return Some(i + 1);
-        }
-        i += 2;
-    }
-}
-
-/// The index just past the value starting at `start`.
-fn value_end(json: &[u8], start: usize) -> Option<usize> {
-    let (open, close) = match *json.get(start)? {
-        b'"' => return string_end(json, start),
-        b'{' => (b'{', b'}'),
-        b'[' => (b'[', b']'),
-        _ => {
-            let len = json[start..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                .unwrap_or(json.len() - start);
-            return (len > 0).then_some(start + len);
-        }
-    };
-    // Only this bracket kind is counted: the other kind nests evenly inside it (in JSON), and
-    // brackets inside strings are skipped with the strings.
-    let mut depth = 0usize;
-    let mut i = start;
-    loop {
-        i += memchr::memchr3(b'"', open, close, json.get(i..)?)?;
-        match json[i] {
-            b'"' => {
-                i = string_end(json, i)?;
-                continue;
-            }
-            b if b == open => depth += 1,
-            _ => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-        }
-        i += 1;
-    }
 }
 
 /// A JSON string value's text, at most [`MAX_NAME`] bytes; `None` for anything else.
@@ -238,13 +145,6 @@ fn string_value(raw: &[u8]) -> Option<String> {
     serde_json::from_slice::<String>(raw)
         .ok()
         .map(|s| bounded(Cow::Owned(s)))
-}
-
-fn skip_ws(json: &[u8], mut i: usize) -> usize {
-    while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
 }
 
 fn bounded(s: Cow<'_, str>) -> String {
@@ -326,6 +226,28 @@ mod tests {
                 .map(|s| s.chars().count()),
             Some(MAX_NAME + 1) // with the `…`
         );
+    }
+
+    #[test]
+    fn names_after_the_messages_are_read_from_the_end() {
+        // Sorted keys, as some servers write them: `choices` comes first.
+        let m = ResponseMeta::from_body(
+            br#"{"choices":[{"finish_reason":"stop","index":0,"message":{"content":"{\"id\":\"no\"}"}}],
+               "created":1,"id":"c-9","model":"m-9","object":"chat.completion",
+               "usage":{"completion_tokens":1,"prompt_tokens":2}}"#,
+        );
+        assert_eq!(m.id.as_deref(), Some("c-9"));
+        assert_eq!(m.model.as_deref(), Some("m-9"));
+        assert_eq!(m.reasons().collect::<Vec<_>>(), ["stop"]);
+        // Names inside nested values are never taken, from either side.
+        let m = ResponseMeta::from_body(
+            br#"{"id":"c-1","choices":[{"id":"no","model":"no"}],"usage":{"model":"no"}}"#,
+        );
+        assert_eq!(m.id.as_deref(), Some("c-1"));
+        assert_eq!(m.model, None);
+        // The backward walk stops at the nested value the forward walk stopped at.
+        let m = ResponseMeta::from_body(br#"{"model":"m","a":{"id":"no"},"b":[1],"c":2}"#);
+        assert_eq!((m.id, m.model.as_deref()), (None, Some("m")));
     }
 
     #[test]

@@ -1,0 +1,335 @@
+//! The members of a top-level JSON object, found without parsing it: strings are skipped by
+//! their quotes and nested values by counting brackets outside strings, so a walk costs what
+//! it passes over and never recurses. OpenAI-shaped answers put their small members around the
+//! one large value (`choices`): `id`, `object`, `created` and `model` first, `usage` last (or,
+//! from servers that sort their keys, `choices` first). The walks here read from either end
+//! towards it, so the messages are not crossed to find what surrounds them.
+//!
+//! Invalid JSON yields `None` or some value, never a panic. Member names are not unescaped:
+//! OpenAI-shaped bodies never escape theirs.
+
+/// The raw values of the top-level members named in `keys` (`None` for one not found). The
+/// members are read from the first while their values are scalars, then from the last back to
+/// the first nested value: both ends of a chat completion (its names and its usage), without
+/// crossing the messages between them unless a key is only found there.
+pub fn top_level_members<'a, const N: usize>(
+    json: &'a [u8],
+    keys: [&[u8]; N],
+) -> [Option<&'a [u8]>; N] {
+    let mut found = [None; N];
+    let mut missing = N;
+    let mut take = |key: &[u8], value: &'a [u8]| {
+        for (k, slot) in keys.iter().zip(found.iter_mut()) {
+            if slot.is_none() && *k == key {
+                *slot = Some(value);
+                missing -= 1;
+            }
+        }
+        missing > 0
+    };
+    let Some(nested) = leading_scalars(json, &mut take) else {
+        return found;
+    };
+    let nested_at = json[nested..].as_ptr() as usize;
+    for_each_member(json, |key, value| {
+        value.as_ptr() as usize >= nested_at && take(key, value)
+    });
+    found
+}
+
+/// The raw value of member `key` of the top-level JSON object in `json`, or `None` if there is
+/// none or the text is not an object. Escaped member names are not unescaped: OpenAI-shaped
+/// bodies never escape theirs.
+///
+/// The members are walked from the last to the first, because `usage` comes last in OpenAI's
+/// bodies and events: the scan then touches only the usage object, not the whole completion.
+/// Going backwards is unambiguous in valid JSON: outside strings, every unescaped quote met
+/// is a closing one. Invalid JSON yields `None` or some value, never a panic.
+pub fn top_level_member<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    for_each_member(json, |k, v| {
+        if k == key {
+            found = Some(v);
+            false
+        } else {
+            true
+        }
+    });
+    found
+}
+
+/// Calls `f(name, raw value)` for the members of the top-level object in `json`, from the last
+/// to the first, while it returns true. Stops silently at anything that is not valid JSON.
+/// Member names are not unescaped; a repeated name is seen once per occurrence (the last
+/// first).
+pub fn for_each_member<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool) {
+    let open = skip_ws(json, 0);
+    if json.get(open) != Some(&b'{') {
+        return;
+    }
+    // `at` is the index of the `}` or `,` that follows the member to look at next.
+    let Some(mut at) = back_ws(json, json.len()) else {
+        return;
+    };
+    if json[at] != b'}' || at <= open {
+        return;
+    }
+    loop {
+        let Some(v_last) = back_ws(json, at) else {
+            return;
+        };
+        if v_last <= open {
+            return; // `{}`
+        }
+        let Some(v_start) = value_start(json, v_last) else {
+            return;
+        };
+        let Some(colon) = back_ws(json, v_start) else {
+            return;
+        };
+        if json[colon] != b':' {
+            return;
+        }
+        let Some(k_last) = back_ws(json, colon) else {
+            return;
+        };
+        if json[k_last] != b'"' {
+            return;
+        }
+        let Some(k_open) = string_open(json, k_last) else {
+            return;
+        };
+        let Some(sep) = back_ws(json, k_open) else {
+            return;
+        };
+        // A member is only reported once its separator shows it is one of this object's.
+        if !matches!(json[sep], b',' | b'{') || (json[sep] == b'{' && sep != open) {
+            return;
+        }
+        if !f(&json[k_open + 1..k_last], &json[v_start..=v_last]) {
+            return;
+        }
+        match json[sep] {
+            b',' if sep > open => at = sep,
+            _ => return,
+        }
+    }
+}
+
+pub fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the last non-whitespace byte before `end`.
+fn back_ws(json: &[u8], end: usize) -> Option<usize> {
+    let mut i = end.min(json.len());
+    while i > 0 {
+        i -= 1;
+        if !matches!(json[i], b' ' | b'\t' | b'\n' | b'\r') {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// `json[close]` is the closing quote of a string: the index of its opening quote (the nearest
+/// quote before it that an odd run of backslashes does not escape).
+fn string_open(json: &[u8], close: usize) -> Option<usize> {
+    let mut i = close;
+    loop {
+        i = memchr::memrchr(b'"', json.get(..i)?)?;
+        let backslashes = json[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(i);
+        }
+    }
+}
+
+/// `json[last]` is the last byte of a value: the index of its first byte.
+fn value_start(json: &[u8], last: usize) -> Option<usize> {
+    match json[last] {
+        b'"' => string_open(json, last),
+        close @ (b'}' | b']') => {
+            // Brackets of one kind balance inside a valid value; strings are skipped whole.
+            // Only the bytes that matter are visited (a vectorised search for the next one).
+            let open = if close == b'}' { b'{' } else { b'[' };
+            let mut depth = 0usize;
+            let mut end = last + 1;
+            loop {
+                let i = memchr::memrchr3(b'"', open, close, &json[..end])?;
+                match json[i] {
+                    b'"' => {
+                        end = string_open(json, i)?;
+                        continue;
+                    }
+                    b if b == close => depth += 1,
+                    _ => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                }
+                end = i;
+            }
+        }
+        _ => {
+            let before = json[..last]
+                .iter()
+                .rposition(|b| matches!(b, b':' | b',' | b'[' | b' ' | b'\t' | b'\n' | b'\r'))?;
+            Some(before + 1)
+        }
+    }
+}
+
+/// Calls `f(raw name, raw value)` for the members of the top-level object in `json`, first to
+/// last, while it returns true and the values are scalars (strings, numbers, literals). Returns
+/// where the first object or array value starts, if the walk stopped there: nested values are
+/// not passed over (they hold the messages). Stops silently at anything that is not JSON.
+/// Names are not unescaped.
+pub fn leading_scalars<'a>(
+    json: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+) -> Option<usize> {
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(json, i);
+        if json.get(i) != Some(&b'"') {
+            return None; // `}` of `{}`, or not JSON
+        }
+        let key_end = string_end(json, i)?;
+        let key = &json[i + 1..key_end - 1];
+        i = skip_ws(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(json, i + 1);
+        if matches!(json.get(start), Some(b'{' | b'[')) {
+            return Some(start);
+        }
+        let end = scalar_end(json, start)?;
+        if !f(key, &json[start..end]) {
+            return None;
+        }
+        i = skip_ws(json, end);
+        if json.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+/// The index just past the string whose opening quote is at `open`. The first bytes by a
+/// plain loop (names and ids are short: a vectorised search costs more to set up than it
+/// saves there), the rest of a long string (content) by `memchr`.
+pub fn string_end(json: &[u8], open: usize) -> Option<usize> {
+    const SHORT: usize = 48;
+    let mut i = open + 1;
+    let short_end = json.len().min(i + SHORT);
+    while i < short_end {
+        match json[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    loop {
+        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
+}
+
+/// The index just past the string, number or literal starting at `start`.
+fn scalar_end(json: &[u8], start: usize) -> Option<usize> {
+    if *json.get(start)? == b'"' {
+        return string_end(json, start);
+    }
+    let len = json[start..]
+        .iter()
+        .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(json.len() - start);
+    (len > 0).then_some(start + len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_members_on_either_side_of_the_messages() {
+        let openai = br#"{"id":"c-1","object":"chat.completion","created":1,"model":"m-1",
+            "choices":[{"index":0,"message":{"content":"\"usage\": {} \"model\": \"no\""}}],
+            "usage":{"prompt_tokens":1},"system_fingerprint":"fp"}"#;
+        let [usage, model, id] = top_level_members(openai, [b"usage", b"model", b"id"]);
+        assert_eq!(usage, Some(&br#"{"prompt_tokens":1}"#[..]));
+        assert_eq!(model, Some(&br#""m-1""#[..]));
+        assert_eq!(id, Some(&br#""c-1""#[..]));
+        let sorted = br#"{"choices":[{"model":"no","id":"no"}],"created":1,"id":"c-2","model":"m-2","usage":{"id":"no"}}"#;
+        let [usage, model, id, choices] =
+            top_level_members(sorted, [b"usage", b"model", b"id", b"choices"]);
+        assert_eq!(usage, Some(&br#"{"id":"no"}"#[..]));
+        assert_eq!(model, Some(&br#""m-2""#[..]));
+        assert_eq!(id, Some(&br#""c-2""#[..]));
+        assert_eq!(choices, Some(&br#"[{"model":"no","id":"no"}]"#[..]));
+        // A member between two nested values is found by crossing the last one.
+        let middle = br#"{"a":{"id":"no"},"id":"yes","b":[1]}"#;
+        assert_eq!(top_level_members(middle, [b"id"]), [Some(&br#""yes""#[..])]);
+        // Only scalars: the forward walk sees them all.
+        assert_eq!(
+            top_level_members(br#"{"a":1,"b":"x"}"#, [b"b", b"c"]),
+            [Some(&br#""x""#[..]), None]
+        );
+        for bad in [
+            &b""[..],
+            b"{",
+            b"[1]",
+            br#"{"a":{"#,
+            br#"{"a":"x"#,
+            br#"{"a" 1}"#,
+        ] {
+            assert_eq!(top_level_members(bad, [b"a"]), [None], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_top_level_member_counts() {
+        assert_eq!(
+            top_level_member(br#"{"a": [1, {"b": "]"}], "c": true }"#, b"c"),
+            Some(&b"true"[..])
+        );
+        assert_eq!(
+            top_level_member(br#"{"a": [1, {"b": "]"}], "c": true }"#, b"a"),
+            Some(&br#"[1, {"b": "]"}]"#[..])
+        );
+        assert_eq!(top_level_member(br#"{"a": 1"#, b"b"), None);
+        assert_eq!(
+            top_level_member(br#"{"a": "x\\", "b": "q\"}"}"#, b"a"),
+            Some(&br#""x\\""#[..])
+        );
+        assert_eq!(
+            top_level_member(br#"{"a": "x\\", "b": "q\"}"}"#, b"b"),
+            Some(&br#""q\"}""#[..])
+        );
+        assert_eq!(top_level_member(b"{}", b"a"), None);
+        assert_eq!(top_level_member(b"{ } ", b"a"), None);
+        assert_eq!(
+            top_level_member(br#"{"a":-1.5e3}"#, b"a"),
+            Some(&b"-1.5e3"[..])
+        );
+        assert_eq!(top_level_member(br#""a": 1}"#, b"a"), None);
+        assert_eq!(top_level_member(br#"{:1}"#, b"a"), None);
+        assert_eq!(top_level_member(br#"{"a" 1}"#, b"a"), None);
+        assert_eq!(top_level_member(br#"{"a": "unterminated"#, b"b"), None);
+        assert_eq!(top_level_member(br#"[{"a": 1}]"#, b"a"), None);
+    }
+}
