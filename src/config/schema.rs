@@ -396,6 +396,9 @@ pub struct TracingSection {
     /// Spans waiting for export, at most; beyond it new spans are dropped and counted.
     #[serde(default)]
     pub max_queue_spans: Option<Num>,
+    /// Spans sent in one export request, at most.
+    #[serde(default)]
+    pub max_export_batch: Option<Num>,
 }
 
 /// `llmux.pricing`: prices beyond the table shipped in the binary.

@@ -38,6 +38,8 @@ pub struct TracingSettings {
     /// Record messages and answers (redacted) in the spans.
     pub capture_content: bool,
     pub max_queue_spans: usize,
+    /// Spans sent in one export request, at most.
+    pub max_export_batch: usize,
 }
 
 impl Default for TracingSettings {
@@ -53,12 +55,15 @@ impl Default for TracingSettings {
             resource_attributes: Vec::new(),
             capture_content: false,
             max_queue_spans: DEFAULT_QUEUE_SPANS,
+            max_export_batch: DEFAULT_EXPORT_BATCH,
         }
     }
 }
 
 /// The OpenTelemetry batch processor's default queue.
 const DEFAULT_QUEUE_SPANS: usize = 2048;
+/// The batch processor's default export batch.
+const DEFAULT_EXPORT_BATCH: usize = 512;
 const HTTP_TRACES_PATH: &str = "/v1/traces";
 
 /// Resolves `llmux.tracing`. Header values are secrets: they are added to `secrets` for
@@ -156,16 +161,22 @@ pub fn build(
                 .map(|(_, v)| v.clone())
         })
         .unwrap_or(d.service_name);
-    let max_queue_spans = match &t.max_queue_spans {
-        Some(n) => checked(
-            diag,
-            "llmux.tracing.max_queue_spans",
-            n,
-            Limit::count(64, 1 << 20),
-            DEFAULT_QUEUE_SPANS as f64,
-        ) as usize,
-        None => d.max_queue_spans,
-    };
+    let max_queue_spans = count_setting(
+        diag,
+        "llmux.tracing.max_queue_spans",
+        t.max_queue_spans.as_ref(),
+        env.get("OTEL_BSP_MAX_QUEUE_SIZE"),
+        Limit::count(64, 1 << 20),
+        d.max_queue_spans,
+    );
+    let max_export_batch = count_setting(
+        diag,
+        "llmux.tracing.max_export_batch",
+        t.max_export_batch.as_ref(),
+        env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        Limit::count(1, 1 << 16),
+        d.max_export_batch,
+    );
     TracingSettings {
         enabled,
         protocol,
@@ -181,6 +192,26 @@ pub fn build(
             .collect(),
         capture_content: t.capture_content.unwrap_or(false),
         max_queue_spans,
+        max_export_batch,
+    }
+}
+
+/// A count from the file (checked against `limit`), else from the variable (ignored unless a
+/// whole number within it, as the SDKs do), else `default`.
+fn count_setting(
+    diag: &mut Diagnostics,
+    path: &str,
+    from_file: Option<&Num>,
+    from_env: Option<&str>,
+    limit: Limit,
+    default: usize,
+) -> usize {
+    match from_file {
+        Some(n) => checked(diag, path, n, limit, default as f64) as usize,
+        None => from_env
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|v| (limit.min..=limit.max).contains(&(*v as f64)))
+            .unwrap_or(default),
     }
 }
 
@@ -400,10 +431,38 @@ mod tests {
     }
 
     #[test]
+    fn batch_processor_sizes_from_config_then_variables() {
+        let l = LitellmSettings::default();
+        let (s, _) = build_with(&TracingSection::default(), &l, &env(&[]));
+        assert_eq!((s.max_queue_spans, s.max_export_batch), (2048, 512));
+        let e = env(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8192"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", " 1024 "),
+        ]);
+        let (s, _) = build_with(&TracingSection::default(), &l, &e);
+        assert_eq!((s.max_queue_spans, s.max_export_batch), (8192, 1024));
+        // The file wins; a variable that is not a whole number in range is ignored.
+        let t = TracingSection {
+            max_export_batch: Some(Num::Value(2048.0)),
+            ..Default::default()
+        };
+        let e = env(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
+        ]);
+        let (s, _) = build_with(&t, &l, &e);
+        assert_eq!((s.max_queue_spans, s.max_export_batch), (2048, 2048));
+        let e = env(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0")]);
+        let (s, _) = build_with(&TracingSection::default(), &l, &e);
+        assert_eq!(s.max_export_batch, 512);
+    }
+
+    #[test]
     fn bad_values_are_errors() {
         let t = TracingSection {
             protocol: Some("carrier-pigeon".into()),
             sampling_ratio: Some(Num::Value(1.5)),
+            max_export_batch: Some(Num::Value(0.0)),
             ..Default::default()
         };
         let mut diag = Diagnostics::default();
@@ -415,6 +474,6 @@ mod tests {
             &mut diag,
             &mut Vec::new(),
         );
-        assert_eq!(diag.error_count(), 2);
+        assert_eq!(diag.error_count(), 3);
     }
 }

@@ -49,8 +49,6 @@ static HANDLE: OnceLock<Handle> = OnceLock::new();
 /// Batches in the hand-off channel: shards flush at most every 256 spans, so this holds a
 /// few seconds of heavy traffic while the exporter is busy; the queue proper is `pending`.
 const CHANNEL_BATCHES: usize = 16;
-/// Spans sent in one export request (the batch processor's default).
-const MAX_EXPORT_BATCH: usize = 512;
 /// How often waiting spans are exported when fewer than a full batch wait.
 const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -231,9 +229,7 @@ impl Exporter {
         let full = self
             .settings
             .as_ref()
-            .map_or(MAX_EXPORT_BATCH, |s| {
-                MAX_EXPORT_BATCH.min(s.max_queue_spans / 2)
-            })
+            .map_or(1, |s| s.max_export_batch.min(s.max_queue_spans / 2))
             .max(1);
         self.in_flight.is_none()
             && self.pending_spans > 0
@@ -272,7 +268,7 @@ impl Exporter {
         let mut n = 0;
         let mut take = 0;
         for b in &self.pending {
-            if take > 0 && n + b.len() > MAX_EXPORT_BATCH {
+            if take > 0 && n + b.len() > s.max_export_batch {
                 break;
             }
             n += b.len();
