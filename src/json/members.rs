@@ -190,7 +190,7 @@ fn value_start(json: &[u8], last: usize) -> Option<usize> {
 /// where the first object or array value starts, if the walk stopped there: nested values are
 /// not passed over (they hold the messages). Stops silently at anything that is not JSON.
 /// Names are not unescaped.
-pub fn leading_scalars<'a>(
+fn leading_scalars<'a>(
     json: &'a [u8],
     mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool,
 ) -> Option<usize> {
