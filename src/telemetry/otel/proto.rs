@@ -377,6 +377,15 @@ impl EncodedSpans {
         self.bytes.len()
     }
 
+    /// Room for `bytes` more bytes of spans without growing.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
+    }
+
+    pub fn byte_capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Keeps the first `n` spans.
     pub fn truncate(&mut self, n: usize) {
         if n >= self.count {

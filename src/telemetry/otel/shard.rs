@@ -56,6 +56,11 @@ impl ShardSpans {
             let mut buf = self.buf.borrow_mut();
             if buf.is_empty() {
                 self.signal.wake();
+                if buf.byte_capacity() == 0 {
+                    // The first batch: sized from its first span, as later ones are from the
+                    // batch before them (see `flush`).
+                    buf.reserve(self.hand_off.get() * (span.len() + span.len() / 4 + 8));
+                }
             }
             buf.push(span);
             buf.len() >= self.hand_off.get().max(1)
@@ -69,9 +74,12 @@ impl ShardSpans {
     pub fn flush(&self) {
         let batch = {
             let mut buf = self.buf.borrow_mut();
-            // The next batch is likely the size of this one: room for it now, rather than
-            // growing (and copying) it a dozen times as spans come.
-            let room = EncodedSpans::with_capacity(buf.byte_len());
+            // The next batch is likely about the size of this one: room for it now (and a
+            // quarter more, as spans differ in size), rather than growing and copying it as
+            // spans come; exactly the last size would make a larger batch copy itself whole
+            // near its end.
+            let len = buf.byte_len();
+            let room = EncodedSpans::with_capacity(len + len / 4 + 64);
             std::mem::replace(&mut *buf, room)
         };
         if !batch.is_empty() {
