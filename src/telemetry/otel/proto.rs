@@ -35,16 +35,19 @@ fn varint_len(v: u64) -> usize {
     (((64 - (v | 1).leading_zeros()) * 9 + 64) / 64) as usize
 }
 
-/// A few bytes (tags, lengths, a scalar) assembled on the stack and written with one copy:
-/// most of a span's bytes come in such runs between its strings.
+/// A few bytes (tags, lengths, an attribute's key, a scalar) assembled on the stack and
+/// written with one copy: most of a span's bytes come in such runs between its strings.
 struct Head {
-    b: [u8; 48],
+    b: [u8; Head::CAPACITY],
     n: usize,
 }
 
 impl Head {
     fn new() -> Self {
-        Self { b: [0; 48], n: 0 }
+        Self {
+            b: [0; Head::CAPACITY],
+            n: 0,
+        }
     }
 
     fn byte(&mut self, x: u8) {
@@ -70,18 +73,29 @@ impl Head {
         self.n += x.len();
     }
 
+    /// An attribute's key field: its padded bytes as one constant-size copy, then only its
+    /// length counted.
+    fn key(&mut self, key: &Key) {
+        self.b[self.n..self.n + KEY_FIELD_MAX].copy_from_slice(&key.padded);
+        self.n += usize::from(key.len);
+    }
+
     fn bytes(&self) -> &[u8] {
         &self.b[..self.n]
     }
 
-    /// Appends the bytes to `out`. A run of up to [`Head::FIXED`] bytes goes as one copy of
-    /// that constant size, cut back after: a constant-size copy is a few moves, where a
-    /// variable one is a call to `memcpy` (most runs are 2 to 12 bytes).
+    /// Appends the bytes to `out`. A run of up to [`Head::FIXED`] (or [`Head::LONG`]) bytes
+    /// goes as one copy of that constant size, cut back after: a constant-size copy is a few
+    /// moves, where a variable one is a call to `memcpy` (most runs are 2 to 12 bytes; with
+    /// an attribute's key, up to 64).
     #[inline(always)]
     fn write(&self, out: &mut Vec<u8>) {
+        let len = out.len();
         if self.n <= Self::FIXED {
-            let len = out.len();
             out.extend_from_slice(&self.b[..Self::FIXED]);
+            out.truncate(len + self.n);
+        } else if self.n <= Self::LONG {
+            out.extend_from_slice(&self.b[..Self::LONG]);
             out.truncate(len + self.n);
         } else {
             out.extend_from_slice(self.bytes());
@@ -89,33 +103,55 @@ impl Head {
     }
 
     const FIXED: usize = 24;
+    const LONG: usize = 64;
+    /// The longest run: a `KeyValue`'s header and padded key (3 + 48), the `AnyValue`'s
+    /// header (3) and a scalar or a string's header (at most 11), with room to spare.
+    const CAPACITY: usize = 96;
 }
 
-/// An attribute's key as its `KeyValue.key` field (tag, length, text), laid out at compile
-/// time by [`key!`]: written as one constant-size copy.
-#[derive(Debug, Clone, Copy)]
-pub struct Key(pub &'static [u8]);
+/// The longest `KeyValue.key` field (tag, length, text) a [`Key`] holds: keys up to 46 bytes.
+const KEY_FIELD_MAX: usize = 48;
 
-/// The `KeyValue.key` field of `key` (shorter than 128 bytes; `N` is its length + 2).
-pub const fn key_field<const N: usize>(key: &str) -> [u8; N] {
+/// An attribute's key as its `KeyValue.key` field (tag, length, text), laid out at compile
+/// time by [`key!`] and zero-padded to a constant size: written with the bytes around it as
+/// one constant-size copy (a key of run-time length would cost a `memcpy` call).
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    padded: [u8; KEY_FIELD_MAX],
+    len: u8,
+}
+
+impl Key {
+    /// The field's bytes.
+    pub fn field(&self) -> &[u8] {
+        &self.padded[..usize::from(self.len)]
+    }
+}
+
+/// The [`Key`] of `key` (at most 46 bytes: checked when compiling).
+pub const fn key_field(key: &str) -> Key {
     let k = key.as_bytes();
-    assert!(k.len() < 128 && N == k.len() + 2);
-    let mut b = [0u8; N];
-    b[0] = tag(1, Wire::Len);
-    b[1] = k.len() as u8;
+    assert!(k.len() + 2 <= KEY_FIELD_MAX);
+    let mut padded = [0u8; KEY_FIELD_MAX];
+    padded[0] = tag(1, Wire::Len);
+    padded[1] = k.len() as u8;
     let mut i = 0;
     while i < k.len() {
-        b[i + 2] = k[i];
+        padded[i + 2] = k[i];
         i += 1;
     }
-    b
+    Key {
+        padded,
+        len: (k.len() + 2) as u8,
+    }
 }
 
 /// A [`Key`] for an attribute name known when compiling.
 macro_rules! key {
     ($k:literal) => {{
-        const FIELD: [u8; $k.len() + 2] = $crate::telemetry::otel::proto::key_field($k);
-        $crate::telemetry::otel::proto::Key(&FIELD)
+        const KEY: $crate::telemetry::otel::proto::Key =
+            $crate::telemetry::otel::proto::key_field($k);
+        KEY
     }};
 }
 pub(crate) use key;
@@ -213,16 +249,28 @@ fn array_size(v: &[&str]) -> usize {
     v.iter().map(|s| len_field(len_field(s.len()))).sum()
 }
 
-/// Writes one `KeyValue` as field `field` of the enclosing message (`Span.attributes` is 9,
-/// `Resource.attributes` 1).
+/// Writes one attribute (`KeyValue`) of a span (`Span.attributes`, field 9): its header, key
+/// and value header in one run.
 #[inline(always)]
+fn put_attribute(out: &mut Vec<u8>, key: &Key, value: AttrValue<'_>) {
+    let any = value.size();
+    let kv = usize::from(key.len) + len_field(any);
+    // Room for the constant-size copies too.
+    out.reserve(len_field(kv) + Head::LONG);
+    let mut h = Head::new();
+    h.len_header(9, kv);
+    h.key(key);
+    h.len_header(2, any);
+    value.put(&mut h, out);
+}
+
+/// Writes one `KeyValue` whose key field (`key`) was laid out at run time, as field `field`
+/// of the enclosing message (`Resource.attributes` is 1).
 fn put_key_value(out: &mut Vec<u8>, field: u32, key: &[u8], value: AttrValue<'_>) {
     let any = value.size();
     let kv = key.len() + len_field(any);
     out.reserve(len_field(kv));
-    let mut h = Head::new();
-    h.len_header(field, kv);
-    h.write(out);
+    put_len_header(out, field, kv);
     out.extend_from_slice(key);
     let mut h = Head::new();
     h.len_header(2, any);
@@ -301,7 +349,7 @@ impl<'b> SpanWriter<'b> {
 
     #[inline(always)]
     pub fn attr(&mut self, key: Key, value: AttrValue<'_>) -> &mut Self {
-        put_key_value(self.out, 9, key.0, value);
+        put_attribute(self.out, &key, value);
         self
     }
 
@@ -481,8 +529,7 @@ mod tests {
         };
         let mut w = SpanWriter::begin(&mut buf, &ids, SpanKind::Client, "chat", "gpt-4o");
         for (k, v) in attrs {
-            let field: &'static [u8] = Box::leak(dynamic_key_field(k).into_boxed_slice());
-            w.attr(Key(field), *v);
+            w.attr(Key::from_field(&dynamic_key_field(k)), *v);
         }
         let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
         w.end(start, start + Duration::from_millis(250), error);
@@ -600,13 +647,27 @@ mod tests {
         assert!(root.attributes.is_empty());
     }
 
+    impl Key {
+        fn from_field(field: &[u8]) -> Key {
+            let mut padded = [0u8; KEY_FIELD_MAX];
+            padded[..field.len()].copy_from_slice(field);
+            Key {
+                padded,
+                len: field.len() as u8,
+            }
+        }
+    }
+
     #[test]
     fn keys_laid_out_when_compiling_equal_those_of_run_time() {
         assert_eq!(
-            key!("gen_ai.usage.input_tokens").0,
+            key!("gen_ai.usage.input_tokens").field(),
             dynamic_key_field("gen_ai.usage.input_tokens")
         );
-        assert_eq!(key!("").0, dynamic_key_field(""));
+        assert_eq!(key!("").field(), dynamic_key_field(""));
+        // The longest key a `Key` holds (a longer one does not compile).
+        let longest = key!("gen_ai.usage.cache_creation.input_tokens.xxxxx");
+        assert_eq!(longest.field().len(), KEY_FIELD_MAX);
     }
 
     #[test]
