@@ -14,6 +14,9 @@ use super::proto::EncodedSpans;
 /// Spans handed over at once: each hand-off wakes the exporter thread (a futex wake and a
 /// context switch, on both sides), so fewer, larger ones cost less per span (about 128 KB).
 const BATCH: usize = 256;
+/// The most a shard reserves for its next batch up front: spans that carry messages
+/// (`capture_content`, up to 64 KiB each) would otherwise make it hold tens of MB idle.
+const MAX_RESERVED: usize = 1 << 20;
 /// Longest a span waits on its shard when traffic is light.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
 
@@ -59,7 +62,8 @@ impl ShardSpans {
                 if buf.byte_capacity() == 0 {
                     // The first batch: sized from its first span, as later ones are from the
                     // batch before them (see `flush`).
-                    buf.reserve(self.hand_off.get() * (span.len() + span.len() / 4 + 8));
+                    let guess = self.hand_off.get() * (span.len() + span.len() / 4 + 8);
+                    buf.reserve(guess.min(MAX_RESERVED));
                 }
             }
             buf.push(span);
@@ -79,7 +83,7 @@ impl ShardSpans {
             // spans come; exactly the last size would make a larger batch copy itself whole
             // near its end.
             let len = buf.byte_len();
-            let room = EncodedSpans::with_capacity(len + len / 4 + 64);
+            let room = EncodedSpans::with_capacity((len + len / 4 + 64).min(MAX_RESERVED));
             std::mem::replace(&mut *buf, room)
         };
         if !batch.is_empty() {
@@ -121,5 +125,29 @@ mod tests {
         assert_eq!(held(), 31);
         shard.push(b"span");
         assert_eq!(held(), 0, "32 spans: half of a 64-span queue");
+    }
+
+    #[test]
+    fn batches_reserve_a_bounded_room() {
+        fn room(shard: &ShardSpans) -> usize {
+            shard.buf.borrow().byte_capacity()
+        }
+        let small = ShardSpans::default();
+        small.push(b"span");
+        assert!(
+            room(&small) >= BATCH * 4,
+            "the first batch is sized from its first span"
+        );
+        // A span carrying messages (up to 64 KiB each) does not make the shard hold 16 MB.
+        let shard = ShardSpans::default();
+        let big = vec![0u8; 64 * 1024];
+        shard.push(&big);
+        assert!(room(&shard) < 2 * MAX_RESERVED);
+        for _ in 0..20 {
+            shard.push(&big);
+        }
+        assert!(room(&shard) > MAX_RESERVED, "grown as spans came");
+        shard.flush();
+        assert!(room(&shard) <= MAX_RESERVED);
     }
 }
