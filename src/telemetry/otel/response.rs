@@ -42,7 +42,9 @@ struct ChoiceHead<'a> {
 impl ResponseMeta {
     /// A whole (non-streamed) chat completion. `id` and `model` are read from the top-level
     /// members around the messages, not by parsing them; the finish reasons are found by a
-    /// byte search (choices in order).
+    /// byte search (choices in order). The gateway finds the members with the answer's usage
+    /// and calls [`ResponseMeta::from_members`]; this is the tests' way in.
+    #[cfg(test)]
     pub fn from_body(body: &[u8]) -> Self {
         let [id, model] = top_level_members(body, [b"id", b"model"]);
         Self::from_members(body, id, model)
