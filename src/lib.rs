@@ -3,6 +3,7 @@
 //! Module map (dependencies point downwards only; see `docs/ARCHITECTURE.md`):
 //! `cli` → `server` → `gateway` → `keys`, `upstream`, `telemetry`, `config`, `api`.
 
+pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod config;

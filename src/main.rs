@@ -8,7 +8,7 @@ use llmux::server::{self, ServeOptions};
 use llmux::telemetry::logging::{self, LogFormat};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: llmux::allocator::Allocator = llmux::allocator::Allocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
