@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use hashbrown::HashMap;
 
@@ -15,6 +14,7 @@ use crate::router::{
     health, DeploymentSpec, DeploymentState, FastRand, GroupState, HealthChange, Millis,
 };
 use crate::telemetry::redact::redact_str;
+use crate::util::clock::CoarseInstant;
 
 /// What one deployment looks like from this shard, for the admin view.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,7 +39,9 @@ pub struct DeploymentView {
 }
 
 pub struct ShardRouter {
-    origin: Instant,
+    /// Read coarsely: the router counts milliseconds for cooldowns and minute windows, and
+    /// reads its clock several times a request (`util::clock`).
+    origin: CoarseInstant,
     /// The wall clock at the origin (ms since the UNIX epoch): the router's clock is monotonic
     /// but reads as wall-clock time, so that its minutes (usage-based routing, cooldown counts)
     /// are the calendar minutes the limits owner counts `rpm` and `tpm` in.
@@ -57,7 +59,7 @@ impl ShardRouter {
     pub fn new(limits: &LimitsHandle, seed: u64) -> Self {
         let unix_ms = crate::util::system_unix_ms();
         Self {
-            origin: Instant::now(),
+            origin: CoarseInstant::now(),
             origin_unix_ms: unix_ms,
             states: RefCell::default(),
             groups: RefCell::default(),

@@ -197,7 +197,9 @@ async fn read_head<IO: ServerIo>(
             _ => return Err(Stop::Closed),
         }
     }
-    let deadline = Instant::now() + lim.header_timeout;
+    // Read only if the head is not all here already (the usual case on a keep-alive
+    // connection): a clock read costs more than parsing a short head.
+    let mut deadline = Deadline::after(lim.header_timeout);
     loop {
         if let Some(head) = parse_head(buf, lim)? {
             return Ok(head);
@@ -210,7 +212,7 @@ async fn read_head<IO: ServerIo>(
             .saturating_sub(buf.len())
             .max(1);
         let want = INITIAL_READ.max(buf.len()).min(room);
-        match monoio::time::timeout_at(deadline, read_at_most(io, buf, want)).await {
+        match monoio::time::timeout_at(deadline.at(), read_at_most(io, buf, want)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Closed),
             Ok(Ok(_)) => {}
             Err(_) => {
@@ -257,7 +259,9 @@ async fn admit_body<IO: ServerIo>(
     lim: &ConnLimits,
     request_id: &str,
 ) -> Result<Bytes, Stop> {
-    let deadline = Instant::now() + lim.body_timeout;
+    // Fixed now only if something must be waited for: a body that came with its head (the
+    // usual case) needs no clock read.
+    let mut deadline = Deadline::after(lim.body_timeout);
     check_host(head)?;
     let mut decoder = framing(head, lim)?;
     let expects_continue = head
@@ -265,13 +269,14 @@ async fn admit_body<IO: ServerIo>(
         .get("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     if expects_continue && !decoder.is_done() {
+        deadline.at();
         let mut no_watch = None;
         let mut w = ResponseWriter::new(io, &mut no_watch, request_id, true, false, false);
         if w.raw_write(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
             return Err(Stop::Closed);
         }
     }
-    read_body(io, buf, &mut decoder, lim, deadline).await
+    read_body(io, buf, &mut decoder, lim, &mut deadline).await
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field, and no request has two.
@@ -315,7 +320,7 @@ async fn read_body<IO: ServerIo>(
     buf: &mut BytesMut,
     d: &mut BodyDecoder,
     lim: &ConnLimits,
-    deadline: Instant,
+    deadline: &mut Deadline,
 ) -> Result<Bytes, Stop> {
     let mut body = Gathered::default();
     loop {
@@ -344,7 +349,7 @@ async fn read_body<IO: ServerIo>(
                     .known_length()
                     .unwrap_or(16 * 1024)
                     .clamp(INITIAL_READ, 256 * 1024);
-                match monoio::time::timeout_at(deadline, read_more(io, buf, want)).await {
+                match monoio::time::timeout_at(deadline.at(), read_more(io, buf, want)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Closed),
                     Ok(Ok(_)) => {}
                     Err(_) => {
@@ -359,6 +364,23 @@ async fn read_body<IO: ServerIo>(
                 }
             }
         }
+    }
+}
+
+/// A deadline `timeout` after the moment it is first asked for: the clock is read only when
+/// there is something to wait for.
+struct Deadline {
+    timeout: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Self {
+        Self { timeout, at: None }
+    }
+
+    fn at(&mut self) -> Instant {
+        *self.at.get_or_insert_with(|| Instant::now() + self.timeout)
     }
 }
 

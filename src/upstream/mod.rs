@@ -149,7 +149,12 @@ impl UpstreamClient {
         // on a fresh connection is safe because nothing of the response was seen.
         for attempt in 0..2 {
             let mut conn = self.pool.acquire(key, settings, attempt > 0).await;
+            // The first-byte timer starts now: a pooled connection on the first try comes at
+            // once unless the host was at its limit (then the clock read at `start` serves); a
+            // new one after its connect.
+            let mut sending = (attempt == 0 && !conn.waited).then_some(start);
             if conn.conn.is_none() {
+                sending = None;
                 // Boxed: only new connections take this path (TLS handshake state is large).
                 let c = within(
                     deadline,
@@ -172,7 +177,8 @@ impl UpstreamClient {
                 conn.conn = Some(c);
             }
             let reused = conn.reused;
-            match exchange(&mut conn, &mut wire, timeouts, deadline).await {
+            let sending = sending.unwrap_or_else(Instant::now);
+            match exchange(&mut conn, &mut wire, sending, timeouts, deadline).await {
                 Ok((status, headers, buf)) => {
                     let until_close = true;
                     let mut decoder = BodyDecoder::from_headers(&headers, until_close)
@@ -218,13 +224,14 @@ enum Exchange {
 async fn exchange(
     conn: &mut PooledConn,
     wire: &mut Vec<u8>,
+    sending: Instant,
     timeouts: Timeouts,
     deadline: Option<Instant>,
 ) -> Result<(StatusCode, Headers, BytesMut), Exchange> {
     let Some(c) = conn.conn.as_mut() else {
         return Err(Exchange::Stale);
     };
-    let mut head_deadline = Instant::now() + timeouts.first_byte;
+    let mut head_deadline = sending + timeouts.first_byte;
     if let Some(d) = deadline {
         head_deadline = head_deadline.min(d);
     }

@@ -8,10 +8,10 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use hashbrown::{Equivalent, HashMap};
-use monoio::time::Instant;
 
 use super::conn::UpstreamConn;
 use crate::config::UpstreamSettings;
+use crate::util::clock::CoarseInstant;
 
 /// Idle time after which a pooled connection is checked (one non-blocking peek) before reuse.
 const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(500);
@@ -51,7 +51,8 @@ impl PoolKeyRef<'_> {
 
 struct Idle {
     conn: UpstreamConn,
-    since: Instant,
+    /// Coarse (`util::clock`): idle times are compared with timeouts of seconds.
+    since: CoarseInstant,
     timeout: Duration,
 }
 
@@ -77,6 +78,8 @@ pub struct Pool {
 pub struct PooledConn {
     pub conn: Option<UpstreamConn>,
     pub reused: bool,
+    /// The host was at its connection limit: the slot came after a wait.
+    pub waited: bool,
     host: HostRef,
     idle_timeout: Duration,
 }
@@ -88,7 +91,7 @@ impl PooledConn {
             if host.idle.len() < host.max_idle && !self.idle_timeout.is_zero() {
                 host.idle.push(Idle {
                     conn,
-                    since: Instant::now(),
+                    since: CoarseInstant::now(),
                     timeout: self.idle_timeout,
                 });
             }
@@ -122,13 +125,14 @@ impl Pool {
         s: &UpstreamSettings,
         fresh: bool,
     ) -> PooledConn {
+        let mut waited = false;
         std::future::poll_fn(|cx| {
             // Looked up on every poll: a sweep may drop the host's state while this waits.
             let host_ref = self.host(key);
             let mut host = host_ref.borrow_mut();
             host.max_idle = s.max_idle_per_host;
             if !fresh {
-                let now = Instant::now();
+                let now = CoarseInstant::now();
                 while let Some(idle) = host.idle.pop() {
                     let idle_for = now.saturating_duration_since(idle.since);
                     // Servers close idle keep-alive connections after seconds, not
@@ -140,6 +144,7 @@ impl Pool {
                         return Poll::Ready(PooledConn {
                             conn: Some(idle.conn),
                             reused: true,
+                            waited,
                             host: host_ref.clone(),
                             idle_timeout: s.pool_idle_timeout,
                         });
@@ -155,11 +160,13 @@ impl Pool {
                 return Poll::Ready(PooledConn {
                     conn: None,
                     reused: false,
+                    waited,
                     host: host_ref.clone(),
                     idle_timeout: s.pool_idle_timeout,
                 });
             }
             host.waiters.push_back(cx.waker().clone());
+            waited = true;
             Poll::Pending
         })
         .await
@@ -178,7 +185,7 @@ impl Pool {
 
     /// Closes idle connections past their idle timeout.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = CoarseInstant::now();
         let mut hosts = self.hosts.borrow_mut();
         for host in hosts.values() {
             host.borrow_mut()

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub mod clock;
+
 /// An absolute http(s) URL split into what the upstream client needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {

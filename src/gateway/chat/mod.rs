@@ -68,6 +68,9 @@ pub struct Call<'r> {
     /// The client's body bytes without the gateway's own members (`cache`), when it had any.
     pub raw_override: Option<Vec<u8>>,
     pub started: Instant,
+    /// When the answering attempt ended, if nothing was awaited since: the request's end for
+    /// its duration (one clock read less).
+    answered_at: Option<Instant>,
     pub attempts: Vec<Attempt<'r>>,
     /// Groups tried (the requested one first) and attempts in the current one.
     pub progress: Progress,
@@ -190,6 +193,7 @@ pub async fn chat_completions<IO: ServerIo>(
         body,
         raw_override,
         started,
+        answered_at: None,
         attempts: Vec::new(),
         retries: 0,
         out: RelayOutcome::default(),
@@ -215,6 +219,7 @@ pub async fn chat_completions<IO: ServerIo>(
         .filter(|_| call.out.ttft_secs.is_some() && call.out.usage.is_empty())
     {
         // A stream went out and no usage came with it (cut, client gone, none sent).
+        call.answered_at = None;
         call.estimate_usage(dep).await;
     }
     if let Some((key, admitted)) = &key_admission {
@@ -331,7 +336,8 @@ impl<'r> Call<'r> {
             let estimated_tokens = admitted.estimated_tokens;
             drop(admitted);
             // record
-            let elapsed = attempt_started.elapsed();
+            let ended = Instant::now();
+            let elapsed = ended.saturating_duration_since(attempt_started);
             let class = match &end {
                 AttemptEnd::Answered => self.out.failure,
                 AttemptEnd::Failed(f) => Some(f.class),
@@ -360,7 +366,10 @@ impl<'r> Call<'r> {
             let f = match end {
                 // The answering attempt's span ends with the request (`finish`), once its
                 // usage is known.
-                AttemptEnd::Answered => return,
+                AttemptEnd::Answered => {
+                    self.answered_at = Some(ended);
+                    return;
+                }
                 AttemptEnd::Failed(f) => f,
             };
             if let Some(spans) = self.spans.as_deref_mut() {
@@ -563,7 +572,8 @@ impl<'r> Call<'r> {
         if out.status == 0 {
             out.status = w.status().map(|s| s.as_u16()).unwrap_or(500);
         }
-        let duration = self.started.elapsed().as_secs_f64();
+        let ended = self.answered_at.unwrap_or_else(Instant::now);
+        let duration = ended.saturating_duration_since(self.started).as_secs_f64();
         let answered_by = self.attempts.last().map(|a| &a.deployment);
         let price = answered_by.and_then(|d| d.price.as_ref());
         // A cached answer costs nothing.
