@@ -341,7 +341,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     let mut frames = Vec::new();
     let mut mapped = Mapped {
         buf: Vec::with_capacity(1024),
-        model: cx.response_model.map(|m| m.value().clone()),
+        model: cx.response_model.map(|m| m.value()),
         ..Mapped::default()
     };
     loop {

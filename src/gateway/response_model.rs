@@ -11,33 +11,32 @@ use crate::usage::top_level_member;
 pub struct ResponseModel {
     /// The group's name as a JSON string (quoted, escaped).
     json: Vec<u8>,
-    value: serde_json::Value,
 }
 
 impl ResponseModel {
     pub fn new(group: &str) -> Self {
-        let value = serde_json::Value::String(group.to_owned());
         Self {
-            json: serde_json::to_vec(&value).unwrap_or_default(),
-            value,
+            json: serde_json::to_vec(group).unwrap_or_default(),
         }
     }
 
-    /// The group's name as a JSON value (for chunks built as values).
-    pub fn value(&self) -> &serde_json::Value {
-        &self.value
+    /// The group's name as a JSON value (for chunks built as values; once a stream).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.json).unwrap_or_default()
     }
 
-    /// `json` (one object) with its top-level `model` string replaced, `value` being that
-    /// member's raw value as found in `json` (by the walk that also found the answer's usage);
-    /// `None` when it already says the group or is not a string.
-    pub fn apply_to_member(&self, json: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    /// `json` (one object) with its top-level `model` string replaced, as the three pieces to
+    /// write one after the other (no joined copy); `value` is that member's raw value as found
+    /// in `json` (by the walk that also found the answer's usage). `None` when it already says
+    /// the group or is not a string.
+    pub fn splice_member<'a>(&'a self, json: &'a [u8], value: &[u8]) -> Option<[&'a [u8]; 3]> {
         let (start, end) = self.value_span(json, value, 0)?;
-        let mut out = Vec::with_capacity(json.len() + self.json.len());
-        out.extend_from_slice(&json[..start]);
-        out.extend_from_slice(&self.json);
-        out.extend_from_slice(&json[end..]);
-        Some(out)
+        Some([&json[..start], &self.json, &json[end..]])
+    }
+
+    /// [`ResponseModel::splice_member`], joined.
+    pub fn apply_to_member(&self, json: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+        Some(self.splice_member(json, value)?.concat())
     }
 
     /// A batch of SSE events with each event's `model` replaced (framing kept byte for byte);

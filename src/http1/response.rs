@@ -167,10 +167,25 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         extra: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<()> {
+        self.send_pieces(status, content_type, extra, &[body]).await
+    }
+
+    /// Sends a complete response whose body is `pieces` one after the other (a body with one
+    /// value spliced in goes out without being joined first).
+    pub async fn send_pieces(
+        &mut self,
+        status: StatusCode,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        pieces: &[&[u8]],
+    ) -> io::Result<()> {
         self.ensure_fresh()?;
-        self.write_head(status, content_type, extra, Some(body.len()));
+        let len = pieces.iter().map(|p| p.len()).sum();
+        self.write_head(status, content_type, extra, Some(len));
         if !self.head_request {
-            self.buf.extend_from_slice(body);
+            for p in pieces {
+                self.buf.extend_from_slice(p);
+            }
         }
         self.flush_buf().await?;
         self.state = State::Done;

@@ -425,10 +425,18 @@ async fn send_answer<IO: ServerIo>(
     dep: &Deployment,
 ) -> AttemptEnd {
     call.out.status = 200;
-    let named = renamed(call, body, model);
-    let body = named.as_deref().unwrap_or(body);
+    // The answer with the group's name spliced in, written piece by piece.
+    let spliced = call
+        .response_model
+        .as_ref()
+        .zip(model)
+        .and_then(|(m, model)| m.splice_member(body, model));
+    let pieces: &[&[u8]] = match &spliced {
+        Some(pieces) => pieces,
+        None => &[body],
+    };
     if call.cache.as_ref().is_some_and(|c| c.store) {
-        call.out.capture = Some(body.to_vec());
+        call.out.capture = Some(pieces.concat());
     }
     // The cost, in LLMux's header and LiteLLM's; none when the model's price is unknown.
     let cost = dep
@@ -446,7 +454,7 @@ async fn send_answer<IO: ServerIo>(
         }
         None => &all[..n],
     };
-    if w.send(StatusCode::OK, "application/json", headers, body)
+    if w.send_pieces(StatusCode::OK, "application/json", headers, pieces)
         .await
         .is_err()
     {
