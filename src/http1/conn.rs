@@ -102,7 +102,7 @@ async fn respond<S: Service, IO: ServerIo>(
     let mut w = ResponseWriter::new(io, watch, &req.request_id, keep_alive, http10, head_request);
     // Boxed so that an idle keep-alive connection's task stays small: the handler's state
     // (upstream call, stream relay) exists only while a request is in flight.
-    let outcome = CatchUnwind(Box::pin(svc.call(req, &mut w))).await;
+    let outcome = CatchUnwind(crate::util::boxed_in_place(|| svc.call(req, &mut w))).await;
     if let Err(panic) = outcome {
         tracing::error!(request_id = %req.request_id, path = %req.path(), panic = %panic_message(&panic),
             "request handler panicked; answering 500");

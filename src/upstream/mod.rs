@@ -496,7 +496,7 @@ impl BodyStream {
         };
         let mut buf = std::mem::take(&mut self.buf);
         let (deadline, idle, want) = (self.deadline, self.idle, self.read_size);
-        self.reading = Some(Box::pin(async move {
+        self.reading = Some(crate::util::boxed_in_place(|| async move {
             let result = match conn.conn.as_mut() {
                 Some(c) => within(
                     deadline,

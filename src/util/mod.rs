@@ -206,6 +206,13 @@ pub fn release_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
+/// `make()`'s value on the heap, built where it will live. `Box::pin(make())` builds it on the
+/// stack and copies it over: for a future that is its whole size (a request handler's is
+/// 8 KiB, an upstream exchange's 2.4 KiB), every time.
+pub fn boxed_in_place<T>(make: impl FnOnce() -> T) -> std::pin::Pin<Box<T>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
 pub fn secs(f: f64) -> Duration {
     if f.is_finite() && f > 0.0 {
         Duration::from_secs_f64(f.min(1e9))

@@ -20,7 +20,7 @@ use crate::http1::{ResponseWriter, ServerIo};
 use crate::router::Failure;
 use crate::upstream::{Timeouts, UpstreamRequest, UpstreamResponse};
 use crate::usage;
-use crate::util::clip;
+use crate::util::{boxed_in_place, clip};
 
 /// How an attempt ended.
 pub enum AttemptEnd {
@@ -158,7 +158,7 @@ pub async fn attempt<'r, IO: ServerIo>(
     let up_started = Instant::now();
     // Boxed: the exchange's state is needed only until the response head, and a stream lives on
     // for minutes in the request's future (thousands of them at once).
-    let sent = Box::pin(call.gw.upstream.send(&up_req, &snap.upstream, timeouts)).await;
+    let sent = boxed_in_place(|| call.gw.upstream.send(&up_req, &snap.upstream, timeouts)).await;
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -224,20 +224,15 @@ async fn stream<IO: ServerIo>(
         call.out.capture = Some(Vec::new());
     }
     let relayed = if provider.stream_is_identity() {
-        Box::pin(relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await
+        boxed_in_place(|| relay_identity_stream(w, &mut resp.body, &cx, &mut call.out)).await
     } else {
         let mut state = provider.stream_state(&prepared.ctx);
         if provider.reads_headers() {
             state.set_headers(resp.headers.to_lowercase_pairs());
         }
-        Box::pin(relay_mapped_stream(
-            w,
-            &mut resp.body,
-            provider,
-            &mut state,
-            &cx,
-            &mut call.out,
-        ))
+        boxed_in_place(|| {
+            relay_mapped_stream(w, &mut resp.body, provider, &mut state, &cx, &mut call.out)
+        })
         .await
     };
     match relayed {
@@ -270,10 +265,11 @@ async fn whole<IO: ServerIo>(
     } else {
         failure::retry_after_ms(&resp.headers)
     };
-    let body = match Box::pin(resp.body.collect(snap.upstream.max_response_body_bytes)).await {
-        Ok(b) => b,
-        Err(e) => return AttemptEnd::Failed(failure::from_upstream(&e, &dep.id)),
-    };
+    let body =
+        match boxed_in_place(|| resp.body.collect(snap.upstream.max_response_body_bytes)).await {
+            Ok(b) => b,
+            Err(e) => return AttemptEnd::Failed(failure::from_upstream(&e, &dep.id)),
+        };
     call.out.large_buffers |= body.len() > LARGE_BUFFER;
     if status.is_success() && provider.response_is_identity() {
         // Relayed as it came, once it is known to be one JSON value within the bounds.
