@@ -4,8 +4,11 @@
 use serde_json::{Map, Value};
 
 /// `raw` with the top-level members in `set` replaced (or appended) and those
-/// in `remove` deleted. `None` when `raw` is not a well-formed JSON object, in
-/// which case the caller re-serialises instead.
+/// in `remove` deleted. `None` when `raw` is not an object, in which case the
+/// caller re-serialises instead. `raw` is the body the request's value was parsed
+/// from: the top level is checked, member values are crossed by their brackets and
+/// strings without being validated again (a byte-by-byte walk over the messages
+/// cost more than the rest of the request's translation).
 pub fn patch_top_level(raw: &[u8], set: &Map<String, Value>, remove: &[String]) -> Option<Vec<u8>> {
     let mut p = Scan { b: raw, i: 0 };
     p.ws();
@@ -27,8 +30,8 @@ pub fn patch_top_level(raw: &[u8], set: &Map<String, Value>, remove: &[String]) 
         p.expect(b':')?;
         p.ws();
         let val_start = p.i;
-        p.value(0)?;
-        let val_end = p.i;
+        let val_end = crate::json::members::value_end(raw, val_start)?;
+        p.i = val_end;
         let name = decode_key(&raw[key_start..key_end])?;
         let removed = remove.iter().any(|r| *r == name);
         if let Some((k, v)) = set.get_key_value(name.as_ref()) {
@@ -94,13 +97,11 @@ fn decode_key(quoted: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
         .map(std::borrow::Cow::Owned)
 }
 
-/// Structural scanner: finds value boundaries, trusting nothing.
+/// The top level's scanner (keys, separators).
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
 }
-
-const MAX_NESTING: usize = 256;
 
 impl Scan<'_> {
     fn peek(&self) -> Option<u8> {
@@ -125,50 +126,6 @@ impl Scan<'_> {
                 b'\\' => self.i += 2,
                 c if c < 0x20 => return None,
                 _ => self.i += 1,
-            }
-        }
-    }
-    fn value(&mut self, depth: usize) -> Option<()> {
-        if depth > MAX_NESTING {
-            return None;
-        }
-        match self.peek()? {
-            b'"' => self.string(),
-            open @ (b'{' | b'[') => {
-                let close = if open == b'{' { b'}' } else { b']' };
-                self.i += 1;
-                self.ws();
-                if self.peek()? == close {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    if open == b'{' {
-                        self.string()?;
-                        self.ws();
-                        self.expect(b':')?;
-                        self.ws();
-                    }
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        c if c == close => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-            _ => {
-                let start = self.i;
-                while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.'))
-                {
-                    self.i += 1;
-                }
-                (self.i > start).then_some(())
             }
         }
     }

@@ -250,6 +250,38 @@ pub fn string_end(json: &[u8], open: usize) -> Option<usize> {
 }
 
 /// The index just past the string, number or literal starting at `start`.
+/// The index just past the value that starts at `json[start]`. Nested values are crossed by
+/// their brackets and strings only (a vectorised search for the next quote or bracket of the
+/// value's kind), not validated: for bytes already known to be JSON, such as a body that
+/// parsed. Linear, no recursion; `None` when the value does not end.
+pub fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    let open = *json.get(start)?;
+    let close = match open {
+        b'{' => b'}',
+        b'[' => b']',
+        _ => return scalar_end(json, start),
+    };
+    let mut depth = 0usize;
+    let mut i = start;
+    loop {
+        let at = i + memchr::memchr3(b'"', open, close, json.get(i..)?)?;
+        match json[at] {
+            b'"' => {
+                i = string_end(json, at)?;
+                continue;
+            }
+            b if b == open => depth += 1,
+            _ => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+        }
+        i = at + 1;
+    }
+}
+
 fn scalar_end(json: &[u8], start: usize) -> Option<usize> {
     if *json.get(start)? == b'"' {
         return string_end(json, start);
@@ -264,6 +296,34 @@ fn scalar_end(json: &[u8], start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_end_past_their_strings_and_brackets() {
+        let json = br#"{"a":[{"b":"]}\"[{"},[1,{"c":[]}]],"d":"x\\","e":-1.5e3,"f":{}}"#;
+        let after =
+            |key: &[u8]| json.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        let ends: Vec<&[u8]> = [&b"\"a\":"[..], b"\"d\":", b"\"e\":", b"\"f\":"]
+            .iter()
+            .map(|key| {
+                let at = after(key);
+                &json[at..value_end(json, at).unwrap()]
+            })
+            .collect();
+        assert_eq!(ends[0], &br#"[{"b":"]}\"[{"},[1,{"c":[]}]]"#[..]);
+        assert_eq!(ends[1], &br#""x\\""#[..]);
+        assert_eq!(ends[2], &b"-1.5e3"[..]);
+        assert_eq!(ends[3], &b"{}"[..]);
+        assert_eq!(value_end(json, 0), Some(json.len()));
+        // Values that do not end.
+        for open in [&b"[1,[2]"[..], b"{\"a\":\"}", b"\"abc", b""] {
+            assert_eq!(
+                value_end(open, 0),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(open)
+            );
+        }
+    }
 
     #[test]
     fn finds_members_on_either_side_of_the_messages() {
