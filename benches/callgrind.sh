@@ -11,6 +11,11 @@
 #   BENCH_N=300               measured requests per kind
 #   BENCH_KEEP=1              keep the work directory (callgrind dumps for callgrind_annotate)
 #   BENCH_CHUNKS=20           events per streamed answer
+#   BENCH_KEEPALIVE=1         send over 8 keep-alive connections (oha) instead of one new
+#                             connection per request (curl): what a loaded gateway sees, without
+#                             the accept and connection set-up each curl request adds
+#   BENCH_BODY_FILE=path      the non-stream request body (default: one short message); its
+#                             `model` must be `m`
 #   BENCH_VARIANTS="name=yaml;name=yaml"  the `llmux:` section of each variant (YAML flow
 #                             style); default: relayed-JSON checks on and off. A variant may
 #                             add `|params|top`: deployment parameters (`rpm: 5, tpm: 9`) and
@@ -66,8 +71,21 @@ send() { # kind, count
   local body
   if [[ $1 == stream ]]; then
     body='{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+  elif [[ -n ${BENCH_BODY_FILE:-} ]]; then
+    body=$(cat "$BENCH_BODY_FILE")
   else
     body='{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+  fi
+  if [[ -n ${BENCH_KEEPALIVE:-} ]]; then
+    command -v oha >/dev/null || { echo "BENCH_KEEPALIVE needs oha" >&2; exit 1; }
+    local codes
+    codes=$(oha --no-tui --output-format json -n "$2" -c 8 -m POST \
+      -H 'content-type: application/json' -d "$body" \
+      "http://127.0.0.1:$GW_PORT/v1/chat/completions" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"])')
+    # Every answer must be a 200: a failing upstream would measure the error path instead.
+    [[ $codes == "{'200': $2}" ]] || { echo "not all 200: $codes" >&2; exit 1; }
+    return
   fi
   local i
   for i in $(seq 1 "$2"); do
