@@ -281,16 +281,19 @@ struct InflightGuard<'a>(&'a ShardCtx);
 
 impl<'a> InflightGuard<'a> {
     fn new(ctx: &'a ShardCtx) -> Self {
-        ctx.inflight.set(ctx.inflight.get() + 1);
-        ctx.gateway.metrics.inflight.inc();
+        let n = ctx.inflight.get() + 1;
+        ctx.inflight.set(n);
+        // The shard's gauge is the shard's count: a store, not a locked increment.
+        ctx.gateway.metrics.inflight.set(n as i64);
         Self(ctx)
     }
 }
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
-        self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
-        self.0.gateway.metrics.inflight.dec();
+        let n = self.0.inflight.get().saturating_sub(1);
+        self.0.inflight.set(n);
+        self.0.gateway.metrics.inflight.set(n as i64);
     }
 }
 

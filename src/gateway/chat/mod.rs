@@ -838,9 +838,11 @@ impl InFlight {
         if probe {
             state.probe_started();
         }
+        // The shard's gauge follows the shard's own count of the deployment's calls: stores,
+        // not locked increments.
         let gauge = call.gw.metrics.routing(dep, |h| {
             h.attempts.inc();
-            h.in_flight.inc();
+            h.in_flight.set(i64::from(state.in_flight()));
             h.in_flight.clone()
         });
         Self { state, gauge }
@@ -850,7 +852,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.state.end();
-        self.gauge.dec();
+        self.gauge.set(i64::from(self.state.in_flight()));
     }
 }
 
