@@ -169,6 +169,18 @@ mod tests {
     }
 
     #[test]
+    fn deep_member_values_are_crossed_without_recursion() {
+        let deep = format!(
+            r#"{{"model":"a","x":{}{}}}"#,
+            "[".repeat(200_000),
+            "]".repeat(200_000)
+        );
+        let got = patch(&deep, json!({"model": "b"}), &[]).expect("patched");
+        assert!(got.starts_with(r#"{"model":"b","x":[[["#));
+        assert_eq!(got.len(), deep.len());
+    }
+
+    #[test]
     fn rejects_malformed() {
         assert_eq!(patch(r#"{"a":1"#, json!({}), &[]), None);
         assert_eq!(patch(r#"[1]"#, json!({}), &[]), None);

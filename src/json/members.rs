@@ -314,6 +314,10 @@ mod tests {
         assert_eq!(ends[2], &b"-1.5e3"[..]);
         assert_eq!(ends[3], &b"{}"[..]);
         assert_eq!(value_end(json, 0), Some(json.len()));
+        // Nesting far past any parser's bound: counted, not recursed into.
+        let deep = [vec![b'['; 200_000], vec![b']'; 200_000]].concat();
+        assert_eq!(value_end(&deep, 0), Some(deep.len()));
+        assert_eq!(value_end(&deep[..deep.len() - 1], 0), None);
         // Values that do not end.
         for open in [&b"[1,[2]"[..], b"{\"a\":\"}", b"\"abc", b""] {
             assert_eq!(
