@@ -375,6 +375,7 @@ pub(super) fn build(
         price: pricing.price,
         max_input_tokens: pricing.max_input,
         max_output_tokens: pricing.max_output,
+        trace_attributes: std::sync::OnceLock::new(),
     })
 }
 

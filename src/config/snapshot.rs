@@ -62,6 +62,9 @@ pub struct Deployment {
     /// The context window (price table or `model_info`), for the pre-flight check.
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// The attributes of its client spans that depend only on the deployment (written by the
+    /// first shard that traces it; a snapshot's deployments are never reused by another).
+    pub trace_attributes: std::sync::OnceLock<crate::telemetry::otel::Attributes>,
 }
 
 /// Deployments in one model group, at most (the router's sets of deployments are 64-bit masks).

@@ -82,7 +82,7 @@ pub struct RelayOutcome {
     pub events: u64,
     /// The answer's id, model and finish reasons, read only for a sampled request's spans
     /// (the relay fills it when it is `Some`).
-    pub meta: Option<Box<crate::telemetry::otel::ResponseMeta>>,
+    pub meta: Option<crate::telemetry::otel::ResponseMeta>,
     /// The bytes sent, kept for the response cache when it is to store this answer (dropped
     /// past its size bound).
     pub capture: Option<Vec<u8>>,
@@ -260,7 +260,7 @@ async fn forward_events<IO: ServerIo>(
             *saw_done = true;
         } else {
             out.events += 1;
-            if let Some(m) = out.meta.as_deref_mut() {
+            if let Some(m) = out.meta.as_mut() {
                 m.observe_chunk(&data);
             }
         }
@@ -432,14 +432,14 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
         if buf.is_empty() {
             continue;
         }
-        if let Some(m) = out.meta.as_deref_mut() {
+        if let Some(m) = out.meta.as_mut() {
             for (_, data) in event_payloads(buf) {
                 if data.trim_ascii() != b"[DONE]" {
                     m.observe_chunk(&data);
                 }
             }
             if let Some(provider_model) = mapped.provider_model.take() {
-                m.model = Some(provider_model);
+                m.set_model(&provider_model);
             }
         }
         begin(w, cx, out)?;

@@ -191,6 +191,10 @@ pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
 /// `s` cut to `max` characters (not bytes: never inside a UTF-8 sequence), with `…` where it
 /// was cut.
 pub fn clip_to(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        // No more characters than bytes: nothing to count.
+        return std::borrow::Cow::Borrowed(s);
+    }
     match s.char_indices().nth(max) {
         None => std::borrow::Cow::Borrowed(s),
         Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..at])),

@@ -115,7 +115,12 @@ pub async fn attempt<'r, IO: ServerIo>(
     // The trace goes on to the provider, in this attempt's own span.
     let span_id = crate::telemetry::trace_context::new_span_id();
     if let Some(spans) = call.spans.as_deref_mut() {
-        spans.attempt_started(span_id, prepared.url.host(), prepared.url.port());
+        spans.attempt_started(
+            span_id,
+            prepared.url.host(),
+            prepared.url.port(),
+            call.attempt_started,
+        );
     }
     let traceparent = call.trace.traceparent_for(span_id);
     up_headers.push(("traceparent", traceparent.as_str()));
@@ -218,7 +223,7 @@ async fn stream<IO: ServerIo>(
         response_model: call.response_model.as_ref(),
     };
     if call.spans.is_some() {
-        call.out.meta = Some(Box::default());
+        call.out.meta = Some(Default::default());
     }
     if call.cache.as_ref().is_some_and(|c| c.store) {
         call.out.capture = Some(Vec::new());
@@ -357,7 +362,7 @@ fn read_meta(call: &mut Call<'_>, body: &[u8], top: &AnswerMembers<'_>) {
         text.take_from(body);
         meta.output = Some(text.text().to_owned());
     }
-    call.out.meta = Some(Box::new(meta));
+    call.out.meta = Some(meta);
 }
 
 /// The answer naming the model group the client asked for (`llmux.response_model`), when

@@ -68,6 +68,8 @@ pub struct Call<'r> {
     /// The client's body bytes without the gateway's own members (`cache`), when it had any.
     pub raw_override: Option<Vec<u8>>,
     pub started: Instant,
+    /// When the current attempt started (its client span's start).
+    pub attempt_started: Instant,
     /// When the answering attempt ended, if nothing was awaited since: the request's end for
     /// its duration (one clock read less).
     answered_at: Option<Instant>,
@@ -173,7 +175,7 @@ pub async fn chat_completions<IO: ServerIo>(
         trace.flags = (trace.flags & !1) | u8::from(sampled);
         sampled.then(|| {
             gw.spans.fit_queue(snap.tracing.max_queue_spans);
-            Box::new(RequestSpans::begin(&trace, &view.model, view.stream, &body))
+            Box::new(RequestSpans::begin(&trace, view.stream, &body, started))
         })
     } else {
         None
@@ -193,6 +195,7 @@ pub async fn chat_completions<IO: ServerIo>(
         body,
         raw_override,
         started,
+        attempt_started: started,
         answered_at: None,
         attempts: Vec::new(),
         retries: 0,
@@ -330,14 +333,14 @@ impl<'r> Call<'r> {
             let state = view.states[index].clone();
             let in_flight = InFlight::begin(self, dep, &state, admitted.estimated_tokens, probe);
             let headers = RouteHeaders::new(self, dep);
-            let attempt_started = Instant::now();
+            self.attempt_started = Instant::now();
             let end = call::attempt(self, dep, &headers, &mut prepared, w).await;
             drop(in_flight);
             let estimated_tokens = admitted.estimated_tokens;
             drop(admitted);
             // record
             let ended = Instant::now();
-            let elapsed = ended.saturating_duration_since(attempt_started);
+            let elapsed = ended.saturating_duration_since(self.attempt_started);
             let class = match &end {
                 AttemptEnd::Answered => self.out.failure,
                 AttemptEnd::Failed(f) => Some(f.class),
@@ -376,12 +379,12 @@ impl<'r> Call<'r> {
                 spans.attempt_ended(
                     &self.gw.spans,
                     &AttemptReport {
-                        deployment: &dep.id,
-                        provider: genai_provider(self.snap, dep),
+                        deployment: trace_attributes(self.snap, dep),
                         upstream_model: &dep.upstream_model,
                         status,
                         error_type: Some(f.class.as_str()),
                         answer: None,
+                        ended,
                     },
                 );
             }
@@ -604,7 +607,7 @@ impl<'r> Call<'r> {
             });
         }
         if let Some(spans) = self.spans.take() {
-            self.end_spans(*spans, cost);
+            self.end_spans(*spans, cost, ended);
         }
         self.record_spend(cost, duration);
         let out = &self.out;
@@ -647,12 +650,12 @@ impl<'r> Call<'r> {
 impl Call<'_> {
     /// Ends a sampled request's spans: the answering attempt's (now that its usage is known),
     /// then the request's.
-    fn end_spans(&self, mut spans: RequestSpans, cost: Option<f64>) {
+    fn end_spans(&self, mut spans: RequestSpans, cost: Option<f64>, ended: Instant) {
         static NO_META: std::sync::LazyLock<otel::ResponseMeta> =
             std::sync::LazyLock::new(Default::default);
         let out = &self.out;
         let answered = out.meta.is_some();
-        let meta = out.meta.as_deref().unwrap_or(&NO_META);
+        let meta = out.meta.as_ref().unwrap_or(&NO_META);
         let answer = || AnswerReport {
             meta,
             usage: &out.usage,
@@ -663,12 +666,12 @@ impl Call<'_> {
             spans.attempt_ended(
                 &self.gw.spans,
                 &AttemptReport {
-                    deployment: &a.deployment.id,
-                    provider: genai_provider(self.snap, a.deployment),
+                    deployment: trace_attributes(self.snap, a.deployment),
                     upstream_model: &a.deployment.upstream_model,
                     status: a.status,
                     error_type: a.class.map(|c| c.as_str()),
                     answer: answered.then(answer),
+                    ended,
                 },
             );
         }
@@ -686,10 +689,10 @@ impl Call<'_> {
         spans.finish(
             &self.gw.spans,
             RequestReport {
+                model_group: &self.view.model,
                 request_id: &self.req.request_id,
                 status: out.status,
                 error_type,
-                answer: answered.then(answer),
                 cost_usd: cost,
                 retries: self.retries,
                 fallback_group: (self.progress.groups.len() > 1)
@@ -701,6 +704,7 @@ impl Call<'_> {
                 output_messages: meta.output.as_deref().filter(|_| capture).map(|text| {
                     otel::content::output_messages(text, meta.reasons().next(), secrets)
                 }),
+                ended,
             },
         )
     }
@@ -803,6 +807,13 @@ fn genai_provider<'s>(snap: &'s Snapshot, dep: &'s Deployment) -> &'s str {
     snap.providers
         .get(&dep.provider)
         .map_or(dep.provider.as_str(), |p| p.genai_name())
+}
+
+/// The deployment's own client-span attributes, written when it is first traced.
+fn trace_attributes<'s>(snap: &Snapshot, dep: &'s Deployment) -> &'s otel::Attributes {
+    dep.trace_attributes.get_or_init(|| {
+        otel::record::deployment_attributes(&dep.id, genai_provider(snap, dep), &dep.upstream_model)
+    })
 }
 
 /// How one attempt went, for the record phase.

@@ -19,7 +19,7 @@ pub mod sampler;
 pub mod shard;
 
 pub use export::ExportMetrics;
-pub use proto::EncodedSpans;
+pub use proto::{Attributes, EncodedSpans};
 pub use record::{AnswerReport, AttemptReport, RequestReport, RequestSpans};
 pub use response::ResponseMeta;
 pub use sampler::sampled;

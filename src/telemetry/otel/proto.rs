@@ -14,8 +14,6 @@
 //! status, no events or links. The unit tests decode what is written with the official
 //! generated types (`opentelemetry-proto`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// A protobuf wire type.
 #[derive(Clone, Copy)]
 enum Wire {
@@ -284,9 +282,19 @@ fn dynamic_key_field(key: &str) -> Vec<u8> {
     f
 }
 
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+/// Attributes written once and copied into every span that carries them (those that depend
+/// only on a deployment, or on nothing): one copy instead of an encoding per attribute.
+#[derive(Debug, Clone, Default)]
+pub struct Attributes(Box<[u8]>);
+
+impl Attributes {
+    pub fn encode(attributes: &[(Key, AttrValue<'_>)]) -> Self {
+        let mut out = Vec::new();
+        for (key, value) in attributes {
+            put_attribute(&mut out, key, *value);
+        }
+        Self(out.into_boxed_slice())
+    }
 }
 
 /// The identity of a span being written.
@@ -347,6 +355,12 @@ impl<'b> SpanWriter<'b> {
         Self { out }
     }
 
+    /// Adds attributes written before.
+    pub fn attributes(&mut self, attributes: &Attributes) -> &mut Self {
+        self.out.extend_from_slice(&attributes.0);
+        self
+    }
+
     #[inline(always)]
     pub fn attr(&mut self, key: Key, value: AttrValue<'_>) -> &mut Self {
         put_attribute(self.out, &key, value);
@@ -373,13 +387,14 @@ impl<'b> SpanWriter<'b> {
         self.attr(key, AttrValue::Bool(value))
     }
 
-    /// Ends the span: its times and, when it failed, an error status described by `error`.
-    pub fn end(self, start: SystemTime, end: SystemTime, error: Option<&str>) {
+    /// Ends the span: its times (nanoseconds since the Unix epoch) and, when it failed, an
+    /// error status described by `error`.
+    pub fn end(self, start: u64, end: u64, error: Option<&str>) {
         let mut h = Head::new();
         h.byte(tag(7, Wire::Fixed64));
-        h.fixed(&unix_nanos(start).to_le_bytes());
+        h.fixed(&start.to_le_bytes());
         h.byte(tag(8, Wire::Fixed64));
-        h.fixed(&unix_nanos(end).to_le_bytes());
+        h.fixed(&end.to_le_bytes());
         h.write(self.out);
         if let Some(message) = error {
             // Status { message = 2; code = 3 (STATUS_CODE_ERROR = 2) }.
@@ -511,7 +526,6 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind as ProtoKind;
     use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
     use prost::Message;
-    use std::time::Duration;
 
     fn span(
         spans: &mut EncodedSpans,
@@ -531,8 +545,8 @@ mod tests {
         for (k, v) in attrs {
             w.attr(Key::from_field(&dynamic_key_field(k)), *v);
         }
-        let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
-        w.end(start, start + Duration::from_millis(250), error);
+        let start = 1_700_000_000_123_456_789;
+        w.end(start, start + 250_000_000, error);
         spans.push(&buf);
     }
 
@@ -722,5 +736,52 @@ mod tests {
         d.truncate(0);
         assert!(d.is_empty());
         assert_eq!(d.byte_len(), 0);
+    }
+
+    #[test]
+    fn attributes_written_before_decode_with_the_span_own() {
+        let block = Attributes::encode(&[
+            (key!("gen_ai.provider.name"), AttrValue::Str("openai")),
+            (key!("server.port"), AttrValue::Int(443)),
+        ]);
+        let mut buf = Vec::new();
+        let ids = SpanIds {
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            parent: None,
+            parent_is_remote: false,
+        };
+        let mut w = SpanWriter::begin(&mut buf, &ids, SpanKind::Server, "chat", "m");
+        w.attributes(&block)
+            .str(key!("llmux.request_id"), "r-1")
+            .attributes(&Attributes::default());
+        w.end(1, 2, None);
+        let mut spans = EncodedSpans::default();
+        spans.push(&buf);
+        let head = ExportHead::new(&[("service.name", "s")], "llmux", "0");
+        let req = decode(&head, &[spans]);
+        let s = &req.resource_spans[0].scope_spans[0].spans[0];
+        let attrs: Vec<_> = s
+            .attributes
+            .iter()
+            .map(|a| {
+                (
+                    a.key.as_str(),
+                    a.value.as_ref().and_then(|v| v.value.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            attrs,
+            [
+                (
+                    "gen_ai.provider.name",
+                    Some(Value::StringValue("openai".into()))
+                ),
+                ("server.port", Some(Value::IntValue(443))),
+                ("llmux.request_id", Some(Value::StringValue("r-1".into()))),
+            ]
+        );
+        assert_eq!((s.start_time_unix_nano, s.end_time_unix_nano), (1, 2));
     }
 }

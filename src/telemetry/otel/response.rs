@@ -12,13 +12,22 @@ use crate::json::members::{skip_ws, string_end, top_level_members};
 const MAX_CHOICES: usize = 16;
 /// Longest id or model name kept.
 const MAX_NAME: usize = 256;
+/// The most text a [`ResponseMeta`] holds: both names and every reason at their longest (cut
+/// with an ellipsis), with room for a stream that restates some; what comes after is dropped.
+const MAX_TEXT: usize = 8 * 1024;
+
+/// Where a value is in [`ResponseMeta::text`].
+type Place = (u16, u16);
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ResponseMeta {
-    pub id: Option<String>,
-    pub model: Option<String>,
-    /// By choice index.
-    pub finish_reasons: Vec<String>,
+    /// The id, the model and the finish reasons, one after the other: one allocation for all
+    /// of them (a sampled request used to make four).
+    text: String,
+    id: Option<Place>,
+    model: Option<Place>,
+    /// Where each choice's finish reason is, by choice index (empty: none).
+    reasons: [Place; MAX_CHOICES],
     /// The answer's text, when content is captured (`llmux.tracing.capture_content`).
     pub output: Option<String>,
     /// The names were looked for (in a stream's first chunk).
@@ -55,8 +64,8 @@ impl ResponseMeta {
     pub fn from_members(body: &[u8], id: Option<&[u8]>, model: Option<&[u8]>) -> Self {
         let mut m = Self::default();
         m.set_names(id, model);
-        for reason in finish_reasons(body).take(MAX_CHOICES) {
-            m.finish_reasons.push(reason);
+        for (index, raw) in finish_reasons(body).take(MAX_CHOICES).enumerate() {
+            m.reasons[index] = m.push_string(raw).unwrap_or_default();
         }
         m
     }
@@ -83,11 +92,39 @@ impl ResponseMeta {
             if index >= MAX_CHOICES {
                 continue;
             }
-            if self.finish_reasons.len() <= index {
-                self.finish_reasons.resize(index + 1, String::new());
+            if let Some(place) = self.push_text(reason) {
+                self.reasons[index] = place;
             }
-            self.finish_reasons[index] = bounded(reason.clone());
         }
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.id.map(|p| self.at(p))
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.map(|p| self.at(p))
+    }
+
+    /// The answer's model, as the provider named it before the gateway renamed the chunks.
+    pub fn set_model(&mut self, model: &str) {
+        if let Some(place) = self.push_text(model) {
+            self.model = Some(place);
+        }
+    }
+
+    /// The finish reasons of the choices that have one, by choice index.
+    pub fn reasons(&self) -> impl Iterator<Item = &str> {
+        self.reasons
+            .iter()
+            .filter(|(start, end)| start < end)
+            .map(|p| self.at(*p))
+    }
+
+    fn at(&self, (start, end): Place) -> &str {
+        self.text
+            .get(usize::from(start)..usize::from(end))
+            .unwrap_or("")
     }
 
     /// `id` and `model`, read from the top-level members around the messages.
@@ -98,24 +135,47 @@ impl ResponseMeta {
 
     /// The names from the raw values of the answer's `id` and `model` members.
     fn set_names(&mut self, id: Option<&[u8]>, model: Option<&[u8]>) {
-        self.id = id.and_then(string_value).filter(|s| !s.is_empty());
-        self.model = model.and_then(string_value).filter(|s| !s.is_empty());
+        self.id = id.and_then(|raw| self.push_string(raw));
+        self.model = model.and_then(|raw| self.push_string(raw));
     }
 
-    /// The finish reasons of the choices that have one.
-    pub fn reasons(&self) -> impl Iterator<Item = &str> {
-        self.finish_reasons
-            .iter()
-            .filter(|r| !r.is_empty())
-            .map(String::as_str)
+    /// Keeps a JSON string value's text (raw, with its quotes): `None` for anything else or
+    /// an empty string.
+    fn push_string(&mut self, raw: &[u8]) -> Option<Place> {
+        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        if memchr::memchr(b'\\', inner).is_none() {
+            return self.push_text(std::str::from_utf8(inner).ok()?);
+        }
+        let decoded = serde_json::from_slice::<String>(raw).ok()?;
+        self.push_text(&decoded)
+    }
+
+    /// Keeps `s`, cut at [`MAX_NAME`] bytes: `None` when it is empty or there is no room.
+    fn push_text(&mut self, s: &str) -> Option<Place> {
+        if s.is_empty() {
+            return None;
+        }
+        let s = crate::util::clip_to(s, MAX_NAME);
+        if self.text.len() + s.len() > MAX_TEXT {
+            return None;
+        }
+        if self.text.capacity() == 0 {
+            // An id, a model and a reason, usually: one allocation for them.
+            self.text.reserve(128);
+        }
+        let start = self.text.len();
+        self.text.push_str(&s);
+        // Both fit: the text is at most `MAX_TEXT` long.
+        Some((start as u16, self.text.len() as u16))
     }
 }
 
 const FINISH_KEY: &[u8] = b"\"finish_reason\"";
 
-/// The string values of `"finish_reason"` members, in the order they appear. A match inside
-/// a string value is told apart by its escaped quote; `null` values are skipped.
-fn finish_reasons(json: &[u8]) -> impl Iterator<Item = String> + '_ {
+/// The raw string values (with their quotes) of `"finish_reason"` members, in the order they
+/// appear. A match inside a string value is told apart by its escaped quote; `null` values are
+/// skipped.
+fn finish_reasons(json: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     // The searcher is built once: building one costs more than searching a chunk.
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(FINISH_KEY));
@@ -132,29 +192,8 @@ fn finish_reasons(json: &[u8]) -> impl Iterator<Item = String> + '_ {
         if json.get(i) != Some(&b'"') {
             return None;
         }
-        string_value(json.get(i..string_end(json, i)?)?)
+        json.get(i..string_end(json, i)?)
     })
-}
-
-/// A JSON string value's text, at most [`MAX_NAME`] bytes; `None` for anything else.
-fn string_value(raw: &[u8]) -> Option<String> {
-    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if memchr::memchr(b'\\', inner).is_none() {
-        return std::str::from_utf8(inner)
-            .ok()
-            .map(|s| bounded(Cow::Borrowed(s)));
-    }
-    serde_json::from_slice::<String>(raw)
-        .ok()
-        .map(|s| bounded(Cow::Owned(s)))
-}
-
-fn bounded(s: Cow<'_, str>) -> String {
-    if s.len() <= MAX_NAME {
-        // No more characters than bytes: nothing to cut.
-        return s.into_owned();
-    }
-    crate::util::clip_to(&s, MAX_NAME).into_owned()
 }
 
 #[cfg(test)]
@@ -169,8 +208,8 @@ mod tests {
                           {"index":1,"message":{"role":"assistant","content":"ho"},"finish_reason":"length"}],
                "usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
         );
-        assert_eq!(m.id.as_deref(), Some("chatcmpl-1"));
-        assert_eq!(m.model.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(m.id(), Some("chatcmpl-1"));
+        assert_eq!(m.model(), Some("gpt-4o-2024-08-06"));
         assert_eq!(m.reasons().collect::<Vec<_>>(), ["stop", "length"]);
     }
 
@@ -181,7 +220,7 @@ mod tests {
         m.observe_chunk(br#"{"id":"c1","model":"m1","choices":[{"index":1,"delta":{},"finish_reason":"stop"}]}"#);
         m.observe_chunk(br#"{"id":"c1","model":"m1","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#);
         m.observe_chunk(b"not json");
-        assert_eq!(m.id.as_deref(), Some("c1"));
+        assert_eq!(m.id(), Some("c1"));
         assert_eq!(m.reasons().collect::<Vec<_>>(), ["tool_calls", "stop"]);
     }
 
@@ -201,8 +240,8 @@ mod tests {
             br#" { "object" : "x", "nested": {"id": "no", "a": [1, {"model": "no"}, "]}"]}, "n": -1.5e3,
                  "t": true, "id" : "c\u0031", "model":"m}\"" , "choices": []}"#,
         );
-        assert_eq!(m.id.as_deref(), Some("c1"));
-        assert_eq!(m.model.as_deref(), Some("m}\""));
+        assert_eq!(m.id(), Some("c1"));
+        assert_eq!(m.model(), Some("m}\""));
         // Not JSON, cut short, or names that are not strings: nothing, and no panic.
         for bad in [
             &br#"{"id":"a"#[..],
@@ -216,7 +255,7 @@ mod tests {
         ] {
             let m = ResponseMeta::from_body(bad);
             assert!(
-                m.id.is_none() && m.model.is_none(),
+                m.id().is_none() && m.model().is_none(),
                 "{:?}",
                 std::str::from_utf8(bad)
             );
@@ -224,7 +263,7 @@ mod tests {
         let long = format!(r#"{{"id":"{}"}}"#, "x".repeat(1000));
         assert_eq!(
             ResponseMeta::from_body(long.as_bytes())
-                .id
+                .id()
                 .map(|s| s.chars().count()),
             Some(MAX_NAME + 1) // with the `…`
         );
@@ -238,24 +277,46 @@ mod tests {
                "created":1,"id":"c-9","model":"m-9","object":"chat.completion",
                "usage":{"completion_tokens":1,"prompt_tokens":2}}"#,
         );
-        assert_eq!(m.id.as_deref(), Some("c-9"));
-        assert_eq!(m.model.as_deref(), Some("m-9"));
+        assert_eq!(m.id(), Some("c-9"));
+        assert_eq!(m.model(), Some("m-9"));
         assert_eq!(m.reasons().collect::<Vec<_>>(), ["stop"]);
         // Names inside nested values are never taken, from either side.
         let m = ResponseMeta::from_body(
             br#"{"id":"c-1","choices":[{"id":"no","model":"no"}],"usage":{"model":"no"}}"#,
         );
-        assert_eq!(m.id.as_deref(), Some("c-1"));
-        assert_eq!(m.model, None);
+        assert_eq!(m.id(), Some("c-1"));
+        assert_eq!(m.model(), None);
         // The backward walk stops at the nested value the forward walk stopped at.
         let m = ResponseMeta::from_body(br#"{"model":"m","a":{"id":"no"},"b":[1],"c":2}"#);
-        assert_eq!((m.id, m.model.as_deref()), (None, Some("m")));
+        assert_eq!((m.id, m.model()), (None, Some("m")));
+    }
+
+    #[test]
+    fn a_stream_that_restates_its_reasons_is_held_to_a_bound() {
+        let mut m = ResponseMeta::default();
+        let reason = "r".repeat(MAX_NAME);
+        let chunk = format!(
+            r#"{{"id":"c","model":"m","choices":[{{"index":0,"finish_reason":"{reason}"}}]}}"#
+        );
+        for _ in 0..1000 {
+            m.observe_chunk(chunk.as_bytes());
+        }
+        assert!(m.text.len() <= MAX_TEXT, "{}", m.text.len());
+        assert_eq!(m.reasons().collect::<Vec<_>>(), [reason.as_str()]);
+        assert_eq!((m.id(), m.model()), (Some("c"), Some("m")));
+        // Once full, a later name is not taken; the earlier stays.
+        m.set_model(&"x".repeat(MAX_NAME));
+        assert_eq!(m.model(), Some("m"));
+        let mut fresh = ResponseMeta::default();
+        fresh.observe_chunk(br#"{"id":"c","model":"group","choices":[]}"#);
+        fresh.set_model("provider-model");
+        assert_eq!(fresh.model(), Some("provider-model"));
     }
 
     #[test]
     fn hostile_indexes_are_bounded() {
         let mut m = ResponseMeta::default();
         m.observe_chunk(br#"{"choices":[{"index":18446744073709551615,"finish_reason":"stop"}]}"#);
-        assert!(m.finish_reasons.is_empty());
+        assert_eq!(m.reasons().count(), 0);
     }
 }
