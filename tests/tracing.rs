@@ -190,7 +190,10 @@ fn a_request_s_spans_reach_the_collector_with_the_genai_attributes() {
     // The usage is the answering attempt's (on its client span) only: back ends that add up
     // a trace's `gen_ai.usage.*` would count it twice.
     assert_eq!(a.get("gen_ai.usage.input_tokens"), None, "{a:?}");
-    assert_eq!(a.get("http.request.method").map(String::as_str), Some("POST"));
+    assert_eq!(
+        a.get("http.request.method").map(String::as_str),
+        Some("POST")
+    );
     assert_eq!(
         a.get("http.route").map(String::as_str),
         Some("/v1/chat/completions")
@@ -316,6 +319,23 @@ fn a_dead_collector_costs_the_requests_nothing() {
         "{}",
         gw.metrics()
     );
+    // The exporter thread runs below the shards' priority (nice 10), so a busy machine does not
+    // preempt a shard for it.
+    let task = std::path::PathBuf::from(format!("/proc/{}/task", gw.proc.pid()));
+    let nice_of = |name: &str| {
+        std::fs::read_dir(&task).ok()?.flatten().find_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // Field 19 of stat, counted after the parenthesised command name.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().nth(16)?.parse::<i32>().ok()
+        })
+    };
+    assert_eq!(nice_of("llmux-otel"), Some(10));
+    assert_eq!(nice_of("llmux-shard-0"), Some(0));
 }
 
 #[test]

@@ -169,7 +169,7 @@ impl Http {
 }
 
 /// An error with its causes (hyper's top-level message alone is "client error (Connect)").
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     // Bounded: a cycle in a source chain must not loop.

@@ -12,7 +12,7 @@
 //! uses and, where a parameter or endpoint is provider-specific, pass its name or URL in.
 
 mod aws;
-mod client;
+pub(crate) mod client;
 mod container;
 mod deployment;
 mod error;
