@@ -116,6 +116,33 @@ pub fn for_each_member<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])
     }
 }
 
+/// Calls `f(raw element)` for the elements of the array in `json`, first to last, while it
+/// returns true. Elements are crossed by [`value_end`] (for bytes known to be JSON: linear, no
+/// recursion); stops silently at anything that is not an array.
+pub fn for_each_element<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8]) -> bool) {
+    let open = skip_ws(json, 0);
+    if json.get(open) != Some(&b'[') {
+        return;
+    }
+    let mut i = skip_ws(json, open + 1);
+    if json.get(i) == Some(&b']') {
+        return;
+    }
+    loop {
+        let Some(end) = value_end(json, i).filter(|end| *end > i) else {
+            return;
+        };
+        if !f(&json[i..end]) {
+            return;
+        }
+        i = skip_ws(json, end);
+        match json.get(i) {
+            Some(b',') => i = skip_ws(json, i + 1),
+            _ => return,
+        }
+    }
+}
+
 pub fn skip_ws(json: &[u8], mut i: usize) -> usize {
     while matches!(json.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
@@ -395,5 +422,37 @@ mod tests {
         assert_eq!(top_level_member(br#"{"a" 1}"#, b"a"), None);
         assert_eq!(top_level_member(br#"{"a": "unterminated"#, b"b"), None);
         assert_eq!(top_level_member(br#"[{"a": 1}]"#, b"a"), None);
+    }
+
+    #[test]
+    fn elements_are_crossed_whole_and_in_order() {
+        let elements = |json: &[u8]| {
+            let mut out = Vec::new();
+            for_each_element(json, |e| {
+                out.push(String::from_utf8_lossy(e).into_owned());
+                true
+            });
+            out
+        };
+        assert_eq!(
+            elements(br#" [ {"a": [1, "],"]}, "x,]" , 3, null, [ [] ] ] "#),
+            [r#"{"a": [1, "],"]}"#, r#""x,]""#, "3", "null", "[ [] ]"]
+        );
+        assert!(elements(b"[]").is_empty());
+        assert!(elements(b"[ ]").is_empty());
+        // Not an array, cut short, or a missing separator: what came before, then nothing.
+        assert!(elements(br#"{"a": 1}"#).is_empty());
+        assert_eq!(elements(br#"[1, {"a": 2"#), ["1"]);
+        assert_eq!(elements(b"[1 2]"), ["1"]);
+        // Nested 100,000 deep: no recursion.
+        let deep = format!("[{}{}, 7]", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(elements(deep.as_bytes()).len(), 2);
+        // Stopping early.
+        let mut seen = 0;
+        for_each_element(b"[1, 2, 3]", |_| {
+            seen += 1;
+            false
+        });
+        assert_eq!(seen, 1);
     }
 }

@@ -81,17 +81,18 @@ impl ShardSpans {
     pub fn flush(&self) {
         let batch = {
             let mut buf = self.buf.borrow_mut();
-            // The next batch is likely about the size of this one: room for it now (and a
-            // quarter more, as spans differ in size), rather than growing and copying it as
-            // spans come; exactly the last size would make a larger batch copy itself whole
-            // near its end.
-            let len = buf.byte_len();
-            let room = EncodedSpans::with_capacity((len + len / 4 + 64).min(MAX_RESERVED));
+            if buf.is_empty() {
+                return;
+            }
+            // The next batch is likely a full hand-off of spans the size of these: room for it
+            // now (and a quarter more, as spans differ in size), rather than growing and
+            // copying it as spans come. (Sized from this batch's length alone, a batch the
+            // timer handed over part-full left the next one too small.)
+            let full = buf.byte_len() / buf.len() * self.hand_off.get();
+            let room = EncodedSpans::with_capacity((full + full / 4 + 64).min(MAX_RESERVED));
             std::mem::replace(&mut *buf, room)
         };
-        if !batch.is_empty() {
-            export::submit(batch);
-        }
+        export::submit(batch);
     }
 
     /// The shard's flush task: spans of light traffic leave within [`FLUSH_AFTER`]. It sleeps
@@ -152,5 +153,16 @@ mod tests {
         assert!(room(&shard) > MAX_RESERVED, "grown as spans came");
         shard.flush();
         assert!(room(&shard) <= MAX_RESERVED);
+        // A part-full batch (the timer's) sizes the next one for a full hand-off.
+        let part = ShardSpans::default();
+        for _ in 0..3 {
+            part.push(&[0u8; 100]);
+        }
+        part.flush();
+        assert!(room(&part) >= BATCH * 100, "{}", room(&part));
+        // Nothing buffered: nothing handed over, the room kept.
+        let before = room(&part);
+        part.flush();
+        assert_eq!(room(&part), before);
     }
 }
