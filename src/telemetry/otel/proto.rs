@@ -797,7 +797,7 @@ mod tests {
     #[test]
     fn attributes_written_before_decode_with_the_span_own() {
         let block = Attributes::encode(&[
-            (key!("gen_ai.provider.name"), AttrValue::Str("openai")),
+            (key!("gen_ai.provider.name"), AttrValue::Str("acme")),
             (key!("server.port"), AttrValue::Int(443)),
         ]);
         let mut buf = Vec::new();
@@ -832,7 +832,7 @@ mod tests {
             [
                 (
                     "gen_ai.provider.name",
-                    Some(Value::StringValue("openai".into()))
+                    Some(Value::StringValue("acme".into()))
                 ),
                 ("server.port", Some(Value::IntValue(443))),
                 ("llmux.request_id", Some(Value::StringValue("r-1".into()))),
