@@ -174,7 +174,8 @@ pub async fn chat_completions<IO: ServerIo>(
         // The decision travels on in the `traceparent` sent upstream.
         trace.flags = (trace.flags & !1) | u8::from(sampled);
         sampled.then(|| {
-            gw.spans.fit_queue(snap.tracing.max_queue_spans);
+            gw.spans
+                .fit_queue(snap.tracing.max_queue_spans, snap.tracing.max_export_batch);
             Box::new(RequestSpans::begin(&trace, view.stream, &body, started))
         })
     } else {

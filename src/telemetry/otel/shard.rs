@@ -46,9 +46,11 @@ impl Default for ShardSpans {
 
 impl ShardSpans {
     /// Sizes hand-offs for an exporter queue of `max_queue_spans`: at most half of it, so a
-    /// hand-off fits while the exporter sends what it holds.
-    pub fn fit_queue(&self, max_queue_spans: usize) {
-        self.hand_off.set(BATCH.min(max_queue_spans / 2).max(1));
+    /// hand-off fits while the exporter sends what it holds; and at most an export batch
+    /// (`max_export_batch`), as the exporter never splits a hand-off.
+    pub fn fit_queue(&self, max_queue_spans: usize, max_export_batch: usize) {
+        self.hand_off
+            .set(BATCH.min(max_queue_spans / 2).min(max_export_batch).max(1));
     }
 
     /// The buffer a span is written in before [`ShardSpans::push`].
@@ -122,13 +124,20 @@ mod tests {
         assert_eq!(held(), BATCH - 1);
         shard.push(b"span");
         assert_eq!(held(), 0, "a full batch is handed over");
-        shard.fit_queue(64);
+        shard.fit_queue(64, 512);
         for _ in 0..31 {
             shard.push(b"span");
         }
         assert_eq!(held(), 31);
         shard.push(b"span");
         assert_eq!(held(), 0, "32 spans: half of a 64-span queue");
+        shard.fit_queue(2048, 10);
+        for _ in 0..9 {
+            shard.push(b"span");
+        }
+        assert_eq!(held(), 9);
+        shard.push(b"span");
+        assert_eq!(held(), 0, "10 spans: an export batch");
     }
 
     #[test]
