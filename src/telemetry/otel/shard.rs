@@ -114,30 +114,25 @@ impl ShardSpans {
 mod tests {
     use super::*;
 
+    /// Pushes spans until `shard` hands them over: after exactly `n` of them.
+    fn hands_off_after(shard: &ShardSpans, n: usize, why: &str) {
+        let held = || shard.buf.borrow().len();
+        for _ in 0..n - 1 {
+            shard.push(b"span");
+        }
+        assert_eq!(held(), n - 1, "{why}");
+        shard.push(b"span");
+        assert_eq!(held(), 0, "{why}");
+    }
+
     #[test]
     fn hand_offs_fit_half_the_exporter_queue() {
         let shard = ShardSpans::default();
-        let held = || shard.buf.borrow().len();
-        for _ in 0..BATCH - 1 {
-            shard.push(b"span");
-        }
-        assert_eq!(held(), BATCH - 1);
-        shard.push(b"span");
-        assert_eq!(held(), 0, "a full batch is handed over");
+        hands_off_after(&shard, BATCH, "a full batch is handed over");
         shard.fit_queue(64, 512);
-        for _ in 0..31 {
-            shard.push(b"span");
-        }
-        assert_eq!(held(), 31);
-        shard.push(b"span");
-        assert_eq!(held(), 0, "32 spans: half of a 64-span queue");
+        hands_off_after(&shard, 32, "32 spans: half of a 64-span queue");
         shard.fit_queue(2048, 10);
-        for _ in 0..9 {
-            shard.push(b"span");
-        }
-        assert_eq!(held(), 9);
-        shard.push(b"span");
-        assert_eq!(held(), 0, "10 spans: an export batch");
+        hands_off_after(&shard, 10, "10 spans: an export batch");
     }
 
     #[test]
