@@ -356,7 +356,8 @@ fn read_meta(call: &mut Call<'_>, body: &[u8], top: &AnswerMembers<'_>) {
     if call.spans.is_none() {
         return;
     }
-    let mut meta = crate::telemetry::otel::ResponseMeta::from_members(body, top.id, top.model);
+    let mut meta =
+        crate::telemetry::otel::ResponseMeta::from_members(body, top.id, top.model, top.usage);
     if call.snap.tracing.capture_content {
         let mut text = usage::completion::CompletionText::default();
         text.take_from(body);

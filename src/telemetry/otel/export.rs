@@ -607,7 +607,6 @@ mod tests {
 
     fn spans(n: usize) -> EncodedSpans {
         let mut out = EncodedSpans::default();
-        let mut buf = Vec::new();
         let ids = SpanIds {
             trace_id: [1; 16],
             span_id: [2; 8],
@@ -615,9 +614,8 @@ mod tests {
             parent_is_remote: false,
         };
         for _ in 0..n {
-            let w = SpanWriter::begin(&mut buf, &ids, SpanKind::Server, "chat", "m");
+            let w = SpanWriter::begin(&mut out, &ids, SpanKind::Server, "chat", "m");
             w.end(0, 0, None);
-            out.push(&buf);
         }
         out
     }

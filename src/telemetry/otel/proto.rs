@@ -15,6 +15,7 @@
 //! generated types (`opentelemetry-proto`).
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes};
 
@@ -37,26 +38,24 @@ fn varint_len(v: u64) -> usize {
     (((64 - (v | 1).leading_zeros()) * 9 + 64) / 64) as usize
 }
 
-/// A few bytes (tags, lengths, an attribute's key, a scalar) assembled on the stack and
-/// written with one copy: most of a span's bytes come in such runs between its strings.
-struct Head {
-    b: [u8; Head::CAPACITY],
+/// A run of a span's bytes written straight into the spare capacity of the buffer it goes to,
+/// reserved once for the whole run ([`append`]): each tag, length and scalar is one store,
+/// where a `Vec` push checks the capacity and updates the length every time (a span's
+/// attributes are mostly such runs of 2 to 12 bytes between their strings).
+struct Run<'a> {
+    room: &'a mut [MaybeUninit<u8>],
+    /// Bytes written: the first `n` of `room` are initialised.
     n: usize,
 }
 
-impl Head {
-    fn new() -> Self {
-        Self {
-            b: [0; Head::CAPACITY],
-            n: 0,
-        }
-    }
-
+impl Run<'_> {
+    #[inline(always)]
     fn byte(&mut self, x: u8) {
-        self.b[self.n] = x;
+        self.room[self.n].write(x);
         self.n += 1;
     }
 
+    #[inline(always)]
     fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.byte((v as u8) | 0x80);
@@ -65,51 +64,53 @@ impl Head {
         self.byte(v as u8);
     }
 
+    #[inline(always)]
     fn len_header(&mut self, field: u32, payload: usize) {
         self.byte(tag(field, Wire::Len));
         self.varint(payload as u64);
     }
 
-    fn fixed(&mut self, x: &[u8]) {
-        self.b[self.n..self.n + x.len()].copy_from_slice(x);
+    #[inline(always)]
+    fn bytes(&mut self, x: &[u8]) {
+        self.room[self.n..self.n + x.len()].write_copy_of_slice(x);
         self.n += x.len();
     }
 
-    /// An attribute's key field: its padded bytes as one constant-size copy, then only its
-    /// length counted.
+    /// An attribute's key field: its padded bytes as one constant-size copy (a run-time
+    /// length would be a call to `memcpy`), then only its length counted. The run's room
+    /// has [`KEY_FIELD_MAX`] bytes to spare for it.
+    #[inline(always)]
     fn key(&mut self, key: &Key) {
-        self.b[self.n..self.n + KEY_FIELD_MAX].copy_from_slice(&key.padded);
+        self.room[self.n..self.n + KEY_FIELD_MAX].write_copy_of_slice(&key.padded);
         self.n += usize::from(key.len);
     }
-
-    fn bytes(&self) -> &[u8] {
-        &self.b[..self.n]
-    }
-
-    /// Appends the bytes to `out`. A run of up to [`Head::FIXED`] (or [`Head::LONG`]) bytes
-    /// goes as one copy of that constant size, cut back after: a constant-size copy is a few
-    /// moves, where a variable one is a call to `memcpy` (most runs are 2 to 12 bytes; with
-    /// an attribute's key, up to 64).
-    #[inline(always)]
-    fn write(&self, out: &mut Vec<u8>) {
-        let len = out.len();
-        if self.n <= Self::FIXED {
-            out.extend_from_slice(&self.b[..Self::FIXED]);
-            out.truncate(len + self.n);
-        } else if self.n <= Self::LONG {
-            out.extend_from_slice(&self.b[..Self::LONG]);
-            out.truncate(len + self.n);
-        } else {
-            out.extend_from_slice(self.bytes());
-        }
-    }
-
-    const FIXED: usize = 24;
-    const LONG: usize = 64;
-    /// The longest run: a `KeyValue`'s header and padded key (3 + 48), the `AnyValue`'s
-    /// header (3) and a scalar or a string's header (at most 11), with room to spare.
-    const CAPACITY: usize = 96;
 }
+
+/// Appends what `$body` writes in a [`Run`] `$r` of at most `$max` bytes to `$out`. A macro,
+/// not a function taking a closure: the closure of an attribute's write was not inlined (a
+/// call per attribute, and its value's kind no longer known where it was written).
+macro_rules! append {
+    ($out:expr, $max:expr, |$r:ident| $body:expr) => {{
+        let out: &mut Vec<u8> = $out;
+        let max: usize = $max;
+        out.reserve(max);
+        let len = out.len();
+        let mut run = Run {
+            room: &mut out.spare_capacity_mut()[..max],
+            n: 0,
+        };
+        let $r = &mut run;
+        $body;
+        let n = run.n;
+        // SAFETY: a `Run` counts only bytes it has written (`n` never passes a byte it did
+        // not store), so the first `n` bytes of the spare capacity are initialised; `n <= max`
+        // and `max` bytes were reserved.
+        unsafe { out.set_len(len + n) };
+    }};
+}
+
+/// The most bytes a varint takes.
+const VARINT_MAX: usize = 10;
 
 /// The longest `KeyValue.key` field (tag, length, text) a [`Key`] holds: keys up to 46 bytes.
 const KEY_FIELD_MAX: usize = 48;
@@ -164,14 +165,14 @@ fn len_field(payload: usize) -> usize {
 }
 
 fn put_len_header(out: &mut Vec<u8>, field: u32, payload: usize) {
-    let mut h = Head::new();
-    h.len_header(field, payload);
-    h.write(out);
+    append!(out, 1 + VARINT_MAX, |r| r.len_header(field, payload));
 }
 
 fn put_bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-    put_len_header(out, field, b.len());
-    out.extend_from_slice(b);
+    append!(out, 1 + VARINT_MAX + b.len(), |r| {
+        r.len_header(field, b.len());
+        r.bytes(b);
+    });
 }
 
 /// `Span.kind`.
@@ -194,6 +195,7 @@ pub enum AttrValue<'a> {
 
 impl AttrValue<'_> {
     /// The `AnyValue` message's size.
+    #[inline(always)]
     fn size(&self) -> usize {
         match *self {
             AttrValue::Str(s) => len_field(s.len()),
@@ -204,45 +206,37 @@ impl AttrValue<'_> {
         }
     }
 
-    /// Writes the `AnyValue`'s fields after the bytes in `h`: scalars into `h`, then `h` is
-    /// written; a string's header into `h`, then `h`, then its text.
+    /// Writes the `AnyValue`'s fields (`size` bytes).
     #[inline(always)]
-    fn put(&self, h: &mut Head, out: &mut Vec<u8>) {
+    fn put(&self, r: &mut Run<'_>) {
         match *self {
             AttrValue::Str(s) => {
-                h.len_header(1, s.len());
-                h.write(out);
-                out.extend_from_slice(s.as_bytes());
-                return;
+                r.len_header(1, s.len());
+                r.bytes(s.as_bytes());
             }
             AttrValue::Bool(b) => {
-                h.byte(tag(2, Wire::Varint));
-                h.byte(u8::from(b));
+                r.byte(tag(2, Wire::Varint));
+                r.byte(u8::from(b));
             }
             AttrValue::Int(i) => {
-                h.byte(tag(3, Wire::Varint));
+                r.byte(tag(3, Wire::Varint));
                 // int64: two's complement, ten bytes for a negative number.
-                h.varint(i as u64);
+                r.varint(i as u64);
             }
             AttrValue::Float(f) => {
-                h.byte(tag(4, Wire::Fixed64));
-                h.fixed(&f.to_le_bytes());
+                r.byte(tag(4, Wire::Fixed64));
+                r.bytes(&f.to_le_bytes());
             }
             AttrValue::Strs(v) => {
-                h.len_header(5, array_size(v));
-                h.write(out);
+                r.len_header(5, array_size(v));
                 for s in v {
                     // ArrayValue.values: AnyValue { string_value }.
-                    let mut h = Head::new();
-                    h.len_header(1, len_field(s.len()));
-                    h.len_header(1, s.len());
-                    h.write(out);
-                    out.extend_from_slice(s.as_bytes());
+                    r.len_header(1, len_field(s.len()));
+                    r.len_header(1, s.len());
+                    r.bytes(s.as_bytes());
                 }
-                return;
             }
         }
-        h.write(out);
     }
 }
 
@@ -251,19 +245,19 @@ fn array_size(v: &[&str]) -> usize {
     v.iter().map(|s| len_field(len_field(s.len()))).sum()
 }
 
-/// Writes one attribute (`KeyValue`) of a span (`Span.attributes`, field 9): its header, key
-/// and value header in one run.
+/// Writes one attribute (`KeyValue`) of a span (`Span.attributes`, field 9) in one run: its
+/// header, key, value header and value.
 #[inline(always)]
 fn put_attribute(out: &mut Vec<u8>, key: &Key, value: AttrValue<'_>) {
     let any = value.size();
     let kv = usize::from(key.len) + len_field(any);
-    // Room for the constant-size copies too.
-    out.reserve(len_field(kv) + Head::LONG);
-    let mut h = Head::new();
-    h.len_header(9, kv);
-    h.key(key);
-    h.len_header(2, any);
-    value.put(&mut h, out);
+    // The key's constant-size copy may write past the attribute's end.
+    append!(out, len_field(kv) + KEY_FIELD_MAX, |r| {
+        r.len_header(9, kv);
+        r.key(key);
+        r.len_header(2, any);
+        value.put(r);
+    });
 }
 
 /// Writes one `KeyValue` whose key field (`key`) was laid out at run time, as field `field`
@@ -271,12 +265,12 @@ fn put_attribute(out: &mut Vec<u8>, key: &Key, value: AttrValue<'_>) {
 fn put_key_value(out: &mut Vec<u8>, field: u32, key: &[u8], value: AttrValue<'_>) {
     let any = value.size();
     let kv = key.len() + len_field(any);
-    out.reserve(len_field(kv));
-    put_len_header(out, field, kv);
-    out.extend_from_slice(key);
-    let mut h = Head::new();
-    h.len_header(2, any);
-    value.put(&mut h, out);
+    append!(out, len_field(kv), |r| {
+        r.len_header(field, kv);
+        r.bytes(key);
+        r.len_header(2, any);
+        value.put(r);
+    });
 }
 
 /// The `KeyValue.key` field of a key known only at run time.
@@ -309,10 +303,14 @@ pub struct SpanIds {
     pub parent_is_remote: bool,
 }
 
-/// One `Span` message being written: its identity first, then its attributes, then
-/// [`SpanWriter::end`].
+/// One `Span` message being written straight into a batch ([`EncodedSpans`]), framed as a
+/// `ScopeSpans.spans` entry: its identity first, then its attributes, then
+/// [`SpanWriter::end`], which writes the frame's length. (Written in a buffer of its own and
+/// copied into the batch, a span cost a copy of its bytes and a second length header.)
 pub struct SpanWriter<'b> {
-    out: &'b mut Vec<u8>,
+    spans: &'b mut EncodedSpans,
+    /// Where the span's own bytes begin, after its frame's tag and length.
+    start: usize,
 }
 
 /// `Span.flags`: the W3C trace flags (always sampled: only sampled spans are written) and
@@ -324,50 +322,57 @@ fn span_flags(parent_is_remote: bool) -> u32 {
     SAMPLED | HAS_IS_REMOTE | if parent_is_remote { IS_REMOTE } else { 0 }
 }
 
+/// Room left for a span's frame length before its bytes: two bytes, a length of 128 to
+/// 16,383 (every span the gateway writes without message content). Others are moved to fit.
+const FRAME_LEN_ROOM: usize = 2;
+
 impl<'b> SpanWriter<'b> {
-    /// Starts a span named `{operation} {target}` (as the GenAI conventions name spans) in
-    /// `out` (cleared first).
+    /// Starts a span named `{operation} {target}` (as the GenAI conventions name spans) at the
+    /// end of `spans`.
     pub fn begin(
-        out: &'b mut Vec<u8>,
+        spans: &'b mut EncodedSpans,
         ids: &SpanIds,
         kind: SpanKind,
         operation: &str,
         target: &str,
     ) -> Self {
-        out.clear();
-        let mut h = Head::new();
-        h.len_header(1, 16);
-        h.fixed(&ids.trace_id);
-        h.len_header(2, 8);
-        h.fixed(&ids.span_id);
-        if let Some(p) = &ids.parent {
-            h.len_header(4, 8);
-            h.fixed(p);
-        }
-        h.write(out);
-        put_len_header(out, 5, operation.len() + 1 + target.len());
-        out.extend_from_slice(operation.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(target.as_bytes());
-        let mut h = Head::new();
-        h.byte(tag(6, Wire::Varint));
-        h.byte(kind as u8);
-        // Field 16 needs a two-byte tag.
-        h.varint((16 << 3) | Wire::Fixed32 as u64);
-        h.fixed(&span_flags(ids.parent_is_remote).to_le_bytes());
-        h.write(out);
-        Self { out }
+        let name = operation.len() + 1 + target.len();
+        let out = &mut spans.bytes;
+        let start = out.len() + 1 + FRAME_LEN_ROOM;
+        append!(out, 1 + FRAME_LEN_ROOM + 64 + VARINT_MAX + name, |r| {
+            // `ScopeSpans.spans`; the length is written by `end`.
+            r.byte(tag(2, Wire::Len));
+            r.bytes(&[0; FRAME_LEN_ROOM]);
+            r.len_header(1, 16);
+            r.bytes(&ids.trace_id);
+            r.len_header(2, 8);
+            r.bytes(&ids.span_id);
+            if let Some(p) = &ids.parent {
+                r.len_header(4, 8);
+                r.bytes(p);
+            }
+            r.len_header(5, name);
+            r.bytes(operation.as_bytes());
+            r.byte(b' ');
+            r.bytes(target.as_bytes());
+            r.byte(tag(6, Wire::Varint));
+            r.byte(kind as u8);
+            // Field 16 needs a two-byte tag.
+            r.varint((16 << 3) | Wire::Fixed32 as u64);
+            r.bytes(&span_flags(ids.parent_is_remote).to_le_bytes());
+        });
+        Self { spans, start }
     }
 
     /// Adds attributes written before.
     pub fn attributes(&mut self, attributes: &Attributes) -> &mut Self {
-        self.out.extend_from_slice(&attributes.0);
+        self.spans.bytes.extend_from_slice(&attributes.0);
         self
     }
 
     #[inline(always)]
     pub fn attr(&mut self, key: Key, value: AttrValue<'_>) -> &mut Self {
-        put_attribute(self.out, &key, value);
+        put_attribute(&mut self.spans.bytes, &key, value);
         self
     }
 
@@ -392,21 +397,48 @@ impl<'b> SpanWriter<'b> {
     }
 
     /// Ends the span: its times (nanoseconds since the Unix epoch) and, when it failed, an
-    /// error status described by `error`.
+    /// error status described by `error`; then its frame's length.
     pub fn end(self, start: u64, end: u64, error: Option<&str>) {
-        let mut h = Head::new();
-        h.byte(tag(7, Wire::Fixed64));
-        h.fixed(&start.to_le_bytes());
-        h.byte(tag(8, Wire::Fixed64));
-        h.fixed(&end.to_le_bytes());
-        h.write(self.out);
-        if let Some(message) = error {
-            // Status { message = 2; code = 3 (STATUS_CODE_ERROR = 2) }.
-            put_len_header(self.out, 15, len_field(message.len()) + 2);
-            put_bytes(self.out, 2, message.as_bytes());
-            self.out.push(tag(3, Wire::Varint));
-            self.out.push(2);
-        }
+        let out = &mut self.spans.bytes;
+        let status = error.map_or(0, |m| len_field(len_field(m.len()) + 2));
+        append!(out, 18 + status + VARINT_MAX, |r| {
+            r.byte(tag(7, Wire::Fixed64));
+            r.bytes(&start.to_le_bytes());
+            r.byte(tag(8, Wire::Fixed64));
+            r.bytes(&end.to_le_bytes());
+            if let Some(message) = error {
+                // Status { message = 2; code = 3 (STATUS_CODE_ERROR = 2) }.
+                r.len_header(15, len_field(message.len()) + 2);
+                r.len_header(2, message.len());
+                r.bytes(message.as_bytes());
+                r.byte(tag(3, Wire::Varint));
+                r.byte(2);
+            }
+        });
+        frame(out, self.start);
+        self.spans.count += 1;
+    }
+}
+
+/// Writes the length of the span that starts at `start` (and runs to the end of `out`) in
+/// the [`FRAME_LEN_ROOM`] bytes before it, moving the span when its length takes more or
+/// fewer bytes.
+fn frame(out: &mut Vec<u8>, start: usize) {
+    let len = out.len() - start;
+    let need = varint_len(len as u64);
+    if need < FRAME_LEN_ROOM {
+        out.copy_within(start.., start - 1);
+        out.truncate(out.len() - 1);
+    } else if need > FRAME_LEN_ROOM {
+        let grow = need - FRAME_LEN_ROOM;
+        out.resize(out.len() + grow, 0);
+        out.copy_within(start..start + len, start + grow);
+    }
+    let at = start - FRAME_LEN_ROOM;
+    let mut v = len as u64;
+    for (i, slot) in out[at..at + need].iter_mut().enumerate() {
+        *slot = (v as u8 & 0x7f) | if i + 1 < need { 0x80 } else { 0 };
+        v >>= 7;
     }
 }
 
@@ -426,7 +458,7 @@ impl EncodedSpans {
         }
     }
 
-    /// Adds a span written by a [`SpanWriter`].
+    /// Adds a span (a `Span` message) written elsewhere.
     pub fn push(&mut self, span: &[u8]) {
         put_bytes(&mut self.bytes, 2, span);
         self.count += 1;
@@ -590,20 +622,18 @@ mod tests {
         error: Option<&str>,
         attrs: &[(&str, AttrValue<'_>)],
     ) {
-        let mut buf = Vec::new();
         let ids = SpanIds {
             trace_id: *b"0123456789abcdef",
             span_id: *b"spanid01",
             parent,
             parent_is_remote: remote,
         };
-        let mut w = SpanWriter::begin(&mut buf, &ids, SpanKind::Client, "chat", "gpt-4o");
+        let mut w = SpanWriter::begin(spans, &ids, SpanKind::Client, "chat", "gpt-4o");
         for (k, v) in attrs {
             w.attr(Key::from_field(&dynamic_key_field(k)), *v);
         }
         let start = 1_700_000_000_123_456_789;
         w.end(start, start + 250_000_000, error);
-        spans.push(&buf);
     }
 
     fn decode(head: &ExportHead, spans: &[EncodedSpans]) -> ExportTraceServiceRequest {
@@ -754,9 +784,9 @@ mod tests {
             u64::MAX - 1,
             u64::MAX,
         ] {
-            let mut h = Head::new();
-            h.varint(v);
-            assert_eq!(varint_len(v), h.bytes().len(), "{v}");
+            let mut out = Vec::new();
+            append!(&mut out, VARINT_MAX, |r| r.varint(v));
+            assert_eq!(varint_len(v), out.len(), "{v}");
         }
     }
 
@@ -794,26 +824,60 @@ mod tests {
         assert_eq!(d.byte_len(), 0);
     }
 
+    /// A span's frame length is written after it, in the two bytes left for it: spans whose
+    /// length takes one byte or three are moved to fit, between spans that are not.
+    #[test]
+    fn spans_of_every_frame_length_size_decode_in_sequence() {
+        let sizes = [0, 5_000, 20_000, 0, 70, 300_000, 10];
+        let mut spans = EncodedSpans::default();
+        for n in sizes {
+            let text = "z".repeat(n);
+            let attrs: &[(&str, AttrValue<'_>)] = if n == 0 {
+                &[]
+            } else {
+                &[("t", AttrValue::Str(&text))]
+            };
+            span(&mut spans, None, false, None, attrs);
+        }
+        assert_eq!(spans.len(), sizes.len());
+        let head = ExportHead::new(&[("service.name", "s")], "llmux", "0");
+        let req = decode(&head, &[spans.clone()]);
+        let got = &req.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(got.len(), sizes.len());
+        for (s, n) in got.iter().zip(sizes) {
+            assert_eq!(s.name, "chat gpt-4o");
+            assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 250_000_000);
+            let text = s.attributes.first().and_then(|a| a.value.clone());
+            let len = match text.and_then(|v| v.value) {
+                Some(Value::StringValue(t)) => t.len(),
+                _ => 0,
+            };
+            assert_eq!(len, n);
+        }
+        // Frames are found again where they were written.
+        spans.truncate(4);
+        let req = decode(&head, &[spans]);
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 4);
+    }
+
     #[test]
     fn attributes_written_before_decode_with_the_span_own() {
         let block = Attributes::encode(&[
             (key!("gen_ai.provider.name"), AttrValue::Str("acme")),
             (key!("server.port"), AttrValue::Int(443)),
         ]);
-        let mut buf = Vec::new();
         let ids = SpanIds {
             trace_id: [7; 16],
             span_id: [8; 8],
             parent: None,
             parent_is_remote: false,
         };
-        let mut w = SpanWriter::begin(&mut buf, &ids, SpanKind::Server, "chat", "m");
+        let mut spans = EncodedSpans::default();
+        let mut w = SpanWriter::begin(&mut spans, &ids, SpanKind::Server, "chat", "m");
         w.attributes(&block)
             .str(key!("llmux.request_id"), "r-1")
             .attributes(&Attributes::default());
         w.end(1, 2, None);
-        let mut spans = EncodedSpans::default();
-        spans.push(&buf);
         let head = ExportHead::new(&[("service.name", "s")], "llmux", "0");
         let req = decode(&head, &[spans]);
         let s = &req.resource_spans[0].scope_spans[0].spans[0];

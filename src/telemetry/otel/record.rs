@@ -190,40 +190,34 @@ impl RequestSpans {
             parent: Some(self.server_span_id),
             parent_is_remote: false,
         };
-        let mut scratch = shard.scratch();
-        let mut a = SpanWriter::begin(
-            &mut scratch,
-            &ids,
-            SpanKind::Client,
-            "chat",
-            r.upstream_model,
-        );
-        a.attributes(r.deployment)
-            .bool(key!("gen_ai.request.stream"), self.stream);
-        self.params.write(&mut a);
-        a.str(key!("server.address"), &open.address)
-            .int(key!("server.port"), i64::from(open.port));
-        if r.status > 0 {
-            a.int(key!("http.response.status_code"), i64::from(r.status));
-        }
-        if let Some(e) = r.error_type {
-            a.str(key!("error.type"), e);
-        }
-        if let Some(ans) = &r.answer {
-            // The answer's first chunk is timed from the request's arrival; the span's own
-            // time to first chunk starts with the attempt.
-            let offset = open
-                .start
-                .saturating_duration_since(self.start)
-                .as_secs_f64();
-            write_answer(&mut a, ans, offset);
-        }
-        a.end(
-            unix_nanos_at(open.start),
-            unix_nanos_at(r.ended),
-            r.error_type,
-        );
-        shard.push(&scratch);
+        shard.write(|spans| {
+            let mut a = SpanWriter::begin(spans, &ids, SpanKind::Client, "chat", r.upstream_model);
+            a.attributes(r.deployment)
+                .bool(key!("gen_ai.request.stream"), self.stream);
+            self.params.write(&mut a);
+            a.str(key!("server.address"), &open.address)
+                .int(key!("server.port"), i64::from(open.port));
+            if r.status > 0 {
+                a.int(key!("http.response.status_code"), i64::from(r.status));
+            }
+            if let Some(e) = r.error_type {
+                a.str(key!("error.type"), e);
+            }
+            if let Some(ans) = &r.answer {
+                // The answer's first chunk is timed from the request's arrival; the span's
+                // own time to first chunk starts with the attempt.
+                let offset = open
+                    .start
+                    .saturating_duration_since(self.start)
+                    .as_secs_f64();
+                write_answer(&mut a, ans, offset);
+            }
+            a.end(
+                unix_nanos_at(open.start),
+                unix_nanos_at(r.ended),
+                r.error_type,
+            );
+        });
     }
 
     /// The request has ended: its server span closes the set.
@@ -237,37 +231,37 @@ impl RequestSpans {
             parent: self.remote_parent,
             parent_is_remote: self.remote_parent.is_some(),
         };
-        let mut scratch = shard.scratch();
-        let mut a = SpanWriter::begin(&mut scratch, &ids, SpanKind::Server, "chat", r.model_group);
-        a.attributes(&SERVER_ATTRIBUTES)
-            .str(key!("gen_ai.request.model"), r.model_group)
-            .bool(key!("gen_ai.request.stream"), self.stream)
-            .int(key!("http.response.status_code"), i64::from(r.status))
-            .str(key!("llmux.request_id"), r.request_id);
-        if r.retries > 0 {
-            a.int(key!("llmux.retries"), i64::from(r.retries));
-        }
-        if let Some(g) = r.fallback_group {
-            a.str(key!("llmux.fallback_group"), g);
-        }
-        if let Some(c) = r.cost_usd {
-            a.float(key!("llmux.usage.cost_usd"), c);
-        }
-        if let Some(e) = r.error_type {
-            a.str(key!("error.type"), e);
-        }
-        if let Some(m) = &r.input_messages {
-            a.str(key!("gen_ai.input.messages"), m);
-        }
-        if let Some(m) = &r.output_messages {
-            a.str(key!("gen_ai.output.messages"), m);
-        }
-        a.end(
-            unix_nanos_at(self.start),
-            unix_nanos_at(r.ended),
-            r.error_type,
-        );
-        shard.push(&scratch);
+        shard.write(|spans| {
+            let mut a = SpanWriter::begin(spans, &ids, SpanKind::Server, "chat", r.model_group);
+            a.attributes(&SERVER_ATTRIBUTES)
+                .str(key!("gen_ai.request.model"), r.model_group)
+                .bool(key!("gen_ai.request.stream"), self.stream)
+                .int(key!("http.response.status_code"), i64::from(r.status))
+                .str(key!("llmux.request_id"), r.request_id);
+            if r.retries > 0 {
+                a.int(key!("llmux.retries"), i64::from(r.retries));
+            }
+            if let Some(g) = r.fallback_group {
+                a.str(key!("llmux.fallback_group"), g);
+            }
+            if let Some(c) = r.cost_usd {
+                a.float(key!("llmux.usage.cost_usd"), c);
+            }
+            if let Some(e) = r.error_type {
+                a.str(key!("error.type"), e);
+            }
+            if let Some(m) = &r.input_messages {
+                a.str(key!("gen_ai.input.messages"), m);
+            }
+            if let Some(m) = &r.output_messages {
+                a.str(key!("gen_ai.output.messages"), m);
+            }
+            a.end(
+                unix_nanos_at(self.start),
+                unix_nanos_at(r.ended),
+                r.error_type,
+            );
+        });
     }
 }
 

@@ -39,16 +39,24 @@ impl ResponseMeta {
     /// and calls [`ResponseMeta::from_members`]; this is the tests' way in.
     #[cfg(test)]
     pub fn from_body(body: &[u8]) -> Self {
-        let [id, model] = top_level_members(body, [b"id", b"model"]);
-        Self::from_members(body, id, model)
+        let [id, model, usage] = top_level_members(body, [b"id", b"model", b"usage"]);
+        Self::from_members(body, id, model, usage)
     }
 
-    /// A whole chat completion whose `id` and `model` members (raw values) were already
-    /// found.
-    pub fn from_members(body: &[u8], id: Option<&[u8]>, model: Option<&[u8]>) -> Self {
+    /// A whole chat completion whose `id`, `model` and `usage` members (raw values, slices
+    /// of `body`) were already found. The finish reasons are searched for around the usage
+    /// (its token counts are most of the body's `_`s, each a candidate to check).
+    pub fn from_members(
+        body: &[u8],
+        id: Option<&[u8]>,
+        model: Option<&[u8]>,
+        usage: Option<&[u8]>,
+    ) -> Self {
         let mut m = Self::default();
         m.set_names(id, model);
-        for (index, raw) in finish_reasons(body).take(MAX_CHOICES).enumerate() {
+        let (before, after) = around(body, usage);
+        let reasons = finish_reasons(before).chain(finish_reasons(after));
+        for (index, raw) in reasons.take(MAX_CHOICES).enumerate() {
             m.reasons[index] = m.push_string(raw).unwrap_or_default();
         }
         m
@@ -141,8 +149,8 @@ impl ResponseMeta {
     /// an empty string.
     fn push_string(&mut self, raw: &[u8]) -> Option<Place> {
         let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-        if memchr::memchr(b'\\', inner).is_none() {
-            return self.push_text(std::str::from_utf8(inner).ok()?);
+        if let Some(text) = plain_text(inner) {
+            return self.push_text(text);
         }
         let decoded = serde_json::from_slice::<String>(raw).ok()?;
         self.push_text(&decoded)
@@ -166,6 +174,40 @@ impl ResponseMeta {
         // Both fit: the text is at most `MAX_TEXT` long.
         Some((start as u16, self.text.len() as u16))
     }
+}
+
+/// `body` before and after `part` (a slice of it); all of `body` and nothing when `part` is
+/// `None` or not a part of it.
+fn around<'a>(body: &'a [u8], part: Option<&[u8]>) -> (&'a [u8], &'a [u8]) {
+    let range = body.as_ptr_range();
+    match part {
+        Some(p) if range.start <= p.as_ptr() && p.as_ptr_range().end <= range.end => {
+            let start = p.as_ptr() as usize - range.start as usize;
+            (&body[..start], &body[start + p.len()..])
+        }
+        _ => (body, &[]),
+    }
+}
+
+/// A JSON string's content as it is, when it has no escape and is ASCII (ids, model names
+/// and finish reasons are): one pass the compiler vectorises, where a search for `\` and a
+/// UTF-8 check were two calls each longer than such a string.
+fn plain_text(inner: &[u8]) -> Option<&str> {
+    const SHORT: usize = 128;
+    if inner.len() <= SHORT {
+        // Without an early exit: the loop is vectorised.
+        let special = inner
+            .iter()
+            .fold(false, |acc, &b| acc | (b >= 0x80) | (b == b'\\'));
+        if !special {
+            // SAFETY: every byte is below 0x80: ASCII, which is UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(inner) });
+        }
+    }
+    if memchr::memchr(b'\\', inner).is_some() {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()
 }
 
 const FINISH_KEY: &[u8] = b"\"finish_reason\"";
@@ -226,6 +268,33 @@ mod tests {
         m.observe_chunk(b"not json");
         assert_eq!(m.id(), Some("c1"));
         assert_eq!(m.reasons().collect::<Vec<_>>(), ["tool_calls", "stop"]);
+    }
+
+    #[test]
+    fn reasons_are_found_on_both_sides_of_the_usage() {
+        // Choices after the usage, and a usage that names a finish reason (not a choice's).
+        let m = ResponseMeta::from_body(
+            br#"{"id":"c","usage":{"prompt_tokens":1,"x":{"finish_reason":"no"}},"choices":[{"finish_reason":"stop"}]}"#,
+        );
+        assert_eq!(m.reasons().collect::<Vec<_>>(), ["stop"]);
+        let body = b"0123456789";
+        assert_eq!(around(body, Some(&body[2..5])), (&b"01"[..], &b"56789"[..]));
+        assert_eq!(around(body, Some(&body[..0])), (&b""[..], &body[..]));
+        assert_eq!(around(body, Some(b"elsewhere")), (&body[..], &b""[..]));
+        assert_eq!(around(body, None), (&body[..], &b""[..]));
+    }
+
+    #[test]
+    fn plain_strings_are_taken_as_they_are_and_others_decoded() {
+        assert_eq!(plain_text(b"chatcmpl-1"), Some("chatcmpl-1"));
+        assert_eq!(plain_text("modèle".as_bytes()), Some("modèle"));
+        let long = "m".repeat(300);
+        assert_eq!(plain_text(long.as_bytes()), Some(long.as_str()));
+        assert_eq!(plain_text(br"a\nb"), None);
+        assert_eq!(plain_text(&[b'a', 0xff]), None);
+        let mut m = ResponseMeta::default();
+        let place = m.push_string(br#""a\u00e9\"b""#);
+        assert_eq!(place.map(|p| m.at(p)), Some("a\u{e9}\"b"));
     }
 
     #[test]

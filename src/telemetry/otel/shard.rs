@@ -23,10 +23,12 @@ const MAX_RESERVED: usize = 1 << 20;
 /// Longest a span waits on its shard when traffic is light.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
 
+/// Room for each span of a shard's first batch: a traced request writes two spans of about
+/// 300 and 600 bytes.
+const FIRST_SPAN_ROOM: usize = 512;
+
 pub struct ShardSpans {
     buf: RefCell<EncodedSpans>,
-    /// The span being written (one at a time on a shard), reused.
-    scratch: RefCell<Vec<u8>>,
     /// Wakes the flush task at a first span.
     signal: FlushSignal,
     /// Spans handed over at once: [`BATCH`], or less for a small exporter queue.
@@ -37,7 +39,6 @@ impl Default for ShardSpans {
     fn default() -> Self {
         Self {
             buf: RefCell::default(),
-            scratch: RefCell::default(),
             signal: FlushSignal::default(),
             hand_off: std::cell::Cell::new(BATCH),
         }
@@ -53,25 +54,20 @@ impl ShardSpans {
             .set(BATCH.min(max_queue_spans / 2).min(max_export_batch).max(1));
     }
 
-    /// The buffer a span is written in before [`ShardSpans::push`].
-    pub fn scratch(&self) -> std::cell::RefMut<'_, Vec<u8>> {
-        self.scratch.borrow_mut()
-    }
-
-    /// Buffers one ended span (a `Span` message).
-    pub fn push(&self, span: &[u8]) {
+    /// Buffers the span(s) that `write` writes at the end of the batch being filled
+    /// (`SpanWriter::begin` on it: spans are written where they are handed over from).
+    pub fn write(&self, write: impl FnOnce(&mut EncodedSpans)) {
         let full = {
             let mut buf = self.buf.borrow_mut();
             if buf.is_empty() {
                 self.signal.wake();
                 if buf.byte_capacity() == 0 {
-                    // The first batch: sized from its first span, as later ones are from the
-                    // batch before them (see `flush`).
-                    let guess = self.hand_off.get() * (span.len() + span.len() / 4 + 8);
-                    buf.reserve(guess.min(MAX_RESERVED));
+                    // The first batch; later ones are sized from the batch before them (see
+                    // `flush`).
+                    buf.reserve((self.hand_off.get() * FIRST_SPAN_ROOM).min(MAX_RESERVED));
                 }
             }
-            buf.push(span);
+            write(&mut buf);
             buf.len() >= self.hand_off.get().max(1)
         };
         if full {
@@ -118,10 +114,10 @@ mod tests {
     fn hands_off_after(shard: &ShardSpans, n: usize, why: &str) {
         let held = || shard.buf.borrow().len();
         for _ in 0..n - 1 {
-            shard.push(b"span");
+            shard.write(|b| b.push(b"span"));
         }
         assert_eq!(held(), n - 1, "{why}");
-        shard.push(b"span");
+        shard.write(|b| b.push(b"span"));
         assert_eq!(held(), 0, "{why}");
     }
 
@@ -141,18 +137,18 @@ mod tests {
             shard.buf.borrow().byte_capacity()
         }
         let small = ShardSpans::default();
-        small.push(b"span");
+        small.write(|b| b.push(b"span"));
         assert!(
-            room(&small) >= BATCH * 4,
-            "the first batch is sized from its first span"
+            room(&small) >= BATCH * FIRST_SPAN_ROOM,
+            "the first batch has room for a hand-off"
         );
         // A span carrying messages (up to 64 KiB each) does not make the shard hold 16 MB.
         let shard = ShardSpans::default();
         let big = vec![0u8; 64 * 1024];
-        shard.push(&big);
+        shard.write(|b| b.push(&big));
         assert!(room(&shard) < 2 * MAX_RESERVED);
         for _ in 0..20 {
-            shard.push(&big);
+            shard.write(|b| b.push(&big));
         }
         assert!(room(&shard) > MAX_RESERVED, "grown as spans came");
         shard.flush();
@@ -160,7 +156,7 @@ mod tests {
         // A part-full batch (the timer's) sizes the next one for a full hand-off.
         let part = ShardSpans::default();
         for _ in 0..3 {
-            part.push(&[0u8; 100]);
+            part.write(|b| b.push(&[0u8; 100]));
         }
         part.flush();
         assert!(room(&part) >= BATCH * 100, "{}", room(&part));
