@@ -376,6 +376,7 @@ pub(super) fn build(
         max_input_tokens: pricing.max_input,
         max_output_tokens: pricing.max_output,
         trace_attributes: std::sync::OnceLock::new(),
+        dsl_memo: std::sync::OnceLock::new(),
     })
 }
 

@@ -65,6 +65,9 @@ pub struct Deployment {
     /// The attributes of its client spans that depend only on the deployment (written by the
     /// first shard that traces it; a snapshot's deployments are never reused by another).
     pub trace_attributes: std::sync::OnceLock<crate::telemetry::otel::Attributes>,
+    /// The values of its provider file's calls that depend only on the deployment (`dsl::memo`),
+    /// kept by the first request that needs each.
+    pub dsl_memo: std::sync::OnceLock<crate::dsl::Memo>,
 }
 
 /// Deployments in one model group, at most (the router's sets of deployments are 64-bit masks).

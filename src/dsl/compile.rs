@@ -712,6 +712,7 @@ impl<'a> Compiler<'a> {
             stream,
             errors,
             fake_stream: m.fake_stream,
+            memo_slots: 0,
             error_name: m.error_name.map(|s| s.value.clone()),
             dispatch: m
                 .dispatch

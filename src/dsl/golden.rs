@@ -403,10 +403,29 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
             }
             (None, None) => Value::Null,
         };
-        let built = match &c.raw_request {
-            Some(raw) => p.build_request_raw(&ctx, &req, raw.as_bytes()),
+        let raw = c.raw_request.as_deref().map(str::as_bytes);
+        let built = match raw {
+            Some(raw) => p.build_request_raw(&ctx, &req, raw),
             None => p.build_request(&ctx, &req),
         };
+        // The deployment's kept values (`dsl::memo`) change nothing: neither the first
+        // request, which keeps them, nor the next, which reads them.
+        let memo = p.new_memo();
+        for pass in ["keeping", "reading"] {
+            let again = p.build_request_memo(&ctx, &memo, &req, raw);
+            let same = match (&built, &again) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a.to_string() == b.to_string(),
+                _ => false,
+            };
+            if !same {
+                return Err(format!(
+                    "with the deployment's memo ({pass} it), the request differs: {:?} against {:?}",
+                    again.map(|u| String::from_utf8_lossy(&u.body).into_owned()),
+                    built.as_ref().map(|u| String::from_utf8_lossy(&u.body).into_owned()),
+                ));
+            }
+        }
         match (built, &c.expect_error) {
             (Ok(up), None) => {
                 let want = c.expect.as_ref().ok_or("request case without `expect`")?;

@@ -171,6 +171,9 @@ pub struct Env<'a, 's> {
     ctx_vals: [Option<&'a Value>; 8],
     /// Bound on JSON nesting for `parse_json` of request or response text.
     pub max_json_depth: usize,
+    /// The deployment's kept values of `CExpr::Memo` calls; without one they are evaluated
+    /// every time.
+    pub memo: Option<&'a super::memo::Memo>,
     /// The raw text of `res` or `ev`, for `to_json` to keep the provider's key order.
     pub source: Option<SourceOrder<'a>>,
     stack: Vec<Val<'a>>,
@@ -215,6 +218,7 @@ impl<'a, 's> Env<'a, 's> {
             passthrough: false,
             ctx_vals: [None; 8],
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
+            memo: None,
             source: None,
             // Deep enough for the shipped files' nesting without regrowing.
             stack: Vec::with_capacity(64),
@@ -577,8 +581,24 @@ impl<'a, 's> Env<'a, 's> {
             }
             CExpr::Object(entries) => return self.object(entries),
             CExpr::Array(entries) => return self.array(entries),
+            CExpr::Memo(slot, call) => return self.memoized(*slot, call),
         };
         Ok(v)
+    }
+
+    /// A call whose value is the deployment's: kept the first time, borrowed afterwards.
+    #[inline(never)]
+    fn memoized(&mut self, slot: usize, call: &'a CExpr) -> R<Val<'a>> {
+        let Some(cell) = self.memo.and_then(|m| m.cell(slot)) else {
+            return self.eval(call);
+        };
+        if let Some(kept) = cell.get() {
+            return Ok(kept.as_ref().map_or(Val::Absent, Val::Ref));
+        }
+        let value = self.eval(call)?.into_value();
+        // Another shard may have kept it meanwhile: the same value.
+        let kept = cell.get_or_init(|| value);
+        Ok(kept.as_ref().map_or(Val::Absent, Val::Ref))
     }
 
     /// An object literal computed inside an expression (a `let`, an argument, a condition)

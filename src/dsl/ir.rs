@@ -49,6 +49,8 @@ pub enum CExpr {
     Match(Box<CExpr>, Vec<(Vec<CPattern>, CExpr)>),
     Object(Vec<CObj>),
     Array(Vec<CArr>),
+    /// A call whose value is the deployment's, kept in its `Memo` slot (see `memo`).
+    Memo(usize, Box<CExpr>),
 }
 
 impl CExpr {
@@ -71,7 +73,11 @@ impl CExpr {
             | CExpr::State(_)
             | CExpr::FnRef(_)
             | CExpr::TableRef(_) => {}
-            CExpr::Path(x, _) | CExpr::Neg(x) | CExpr::Not(x) | CExpr::Lambda(_, x) => f(x),
+            CExpr::Path(x, _)
+            | CExpr::Neg(x)
+            | CExpr::Not(x)
+            | CExpr::Lambda(_, x)
+            | CExpr::Memo(_, x) => f(x),
             CExpr::Index(a, b) | CExpr::Bin(_, a, b, _) => {
                 f(a);
                 f(b);
@@ -364,6 +370,8 @@ pub struct Program {
     pub fake_stream: bool,
     /// A dispatching provider's rules (and nothing else is used).
     pub dispatch: Vec<DispatchRoute>,
+    /// Slots of a deployment's `Memo` (`CExpr::Memo`), set by `memo::memoize`.
+    pub memo_slots: usize,
 }
 
 /// One `dispatch` rule.

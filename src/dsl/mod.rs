@@ -31,6 +31,7 @@ pub mod golden;
 pub mod interp;
 pub mod ir;
 pub mod key_order;
+pub mod memo;
 pub mod out;
 pub mod params;
 pub mod parser;
@@ -45,6 +46,7 @@ use std::path::Path;
 pub use error::{ErrorClass, LoadError, MappedError, TranslateError};
 pub use framing::{Frame, FrameDecoder, Framing, FramingError};
 pub use ir::{Auth, DispatchRoute, FetchImages, Param};
+pub use memo::Memo;
 pub use provider::{
     Completion, Provider, RequestCtx, StreamControl, StreamEnd, StreamState, UpstreamRequest,
 };

@@ -1,22 +1,34 @@
 //! Passthrough: rewrite a few top-level members of the client's JSON body in
 //! place, copying every other byte verbatim (no full re-serialisation).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use super::out::Out;
 
 /// `raw` with the top-level members in `set` replaced (or appended) and those
-/// in `remove` deleted. `None` when `raw` is not an object, in which case the
-/// caller re-serialises instead. `raw` is the body the request's value was parsed
-/// from: the top level is checked, member values are crossed by their brackets and
-/// strings without being validated again (a byte-by-byte walk over the messages
-/// cost more than the rest of the request's translation).
-pub fn patch_top_level(raw: &[u8], set: &Map<String, Value>, remove: &[String]) -> Option<Vec<u8>> {
+/// in `remove` deleted. `None` when `raw` is not an object (or `set` has more than 64
+/// members), in which case the caller re-serialises instead. `raw` is the body the
+/// request's value was parsed from: the top level is checked, member values are crossed by
+/// their brackets and strings without being validated again (a byte-by-byte walk over the
+/// messages cost more than the rest of the request's translation).
+///
+/// `set` is the request block's output as it was built (each key once, in the order first
+/// set; an absent value sets nothing): looked up by a scan, where a map built from it cost
+/// a hash of every key on both sides.
+pub fn patch_top_level(raw: &[u8], set: &[(&str, Out<'_>)], remove: &[String]) -> Option<Vec<u8>> {
+    if set.len() > 64 {
+        return None;
+    }
     let mut p = Scan { b: raw, i: 0 };
     p.ws();
     p.expect(b'{')?;
     let mut out = Vec::with_capacity(raw.len() + 64);
     out.push(b'{');
     let mut first = true;
-    let mut written: Vec<&str> = Vec::new();
+    // Bit per member of `set`: written already.
+    let mut written = 0u64;
     loop {
         p.ws();
         if p.peek()? == b'}' {
@@ -34,12 +46,15 @@ pub fn patch_top_level(raw: &[u8], set: &Map<String, Value>, remove: &[String]) 
         p.i = val_end;
         let name = decode_key(&raw[key_start..key_end])?;
         let removed = remove.iter().any(|r| *r == name);
-        if let Some((k, v)) = set.get_key_value(name.as_ref()) {
+        let overridden = set
+            .iter()
+            .position(|(k, v)| *k == name.as_ref() && !matches!(v, Out::Absent));
+        if let Some(i) = overridden {
             // A duplicate key is written once, with the override.
-            if !written.contains(&k.as_str()) {
+            if written & (1 << i) == 0 {
                 sep(&mut out, &mut first);
-                write_member(&mut out, k, v);
-                written.push(k.as_str());
+                write_member(&mut out, set[i].0, &set[i].1);
+                written |= 1 << i;
             }
         } else if !removed {
             sep(&mut out, &mut first);
@@ -61,8 +76,8 @@ pub fn patch_top_level(raw: &[u8], set: &Map<String, Value>, remove: &[String]) 
     if p.i != raw.len() {
         return None;
     }
-    for (k, v) in set {
-        if !written.contains(&k.as_str()) {
+    for (i, (k, v)) in set.iter().enumerate() {
+        if written & (1 << i) == 0 && !matches!(v, Out::Absent) {
             sep(&mut out, &mut first);
             write_member(&mut out, k, v);
         }
@@ -78,11 +93,17 @@ fn sep(out: &mut Vec<u8>, first: &mut bool) {
     *first = false;
 }
 
-fn write_member(out: &mut Vec<u8>, k: &str, v: &Value) {
+fn write_member(out: &mut Vec<u8>, k: &str, v: &Out<'_>) {
+    let v = match v {
+        Out::Absent => return,
+        Out::Ref(v) => Cow::Borrowed(*v),
+        Out::Own(v) => Cow::Borrowed(v),
+        built => Cow::Owned(built.clone().into_value().unwrap_or(Value::Null)),
+    };
     // Serialising a String or a Value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, k);
     out.push(b':');
-    let _ = serde_json::to_writer(&mut *out, v);
+    let _ = serde_json::to_writer(&mut *out, &*v);
 }
 
 fn decode_key(quoted: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
@@ -138,6 +159,8 @@ mod tests {
 
     fn patch(raw: &str, set: Value, remove: &[&str]) -> Option<String> {
         let set = set.as_object().cloned().unwrap_or_default();
+        let set: Vec<(&str, Out<'_>)> =
+            set.iter().map(|(k, v)| (k.as_str(), Out::Ref(v))).collect();
         let remove: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
         patch_top_level(raw.as_bytes(), &set, &remove).map(|b| String::from_utf8(b).expect("utf8"))
     }
@@ -178,6 +201,28 @@ mod tests {
         let got = patch(&deep, json!({"model": "b"}), &[]).expect("patched");
         assert!(got.starts_with(r#"{"model":"b","x":[[["#));
         assert_eq!(got.len(), deep.len());
+    }
+
+    /// Absent values set nothing; a member built by the block (an object) is written whole;
+    /// a key the body repeats is written once.
+    #[test]
+    fn absent_values_keep_the_member_and_built_ones_are_written() {
+        let obj = Out::Obj(vec![("include_usage", Out::Own(json!(true)))]);
+        let set = [("max_tokens", Out::Absent), ("stream_options", obj)];
+        let got = patch_top_level(br#"{"max_tokens":5,"a":1,"a":2}"#, &set, &[]).expect("patched");
+        assert_eq!(
+            String::from_utf8(got).expect("utf8"),
+            r#"{"max_tokens":5,"a":1,"a":2,"stream_options":{"include_usage":true}}"#
+        );
+        let set = [("a", Out::Own(json!(3)))];
+        let got = patch_top_level(br#"{"a":1,"b":0,"a":2}"#, &set, &[]).expect("patched");
+        assert_eq!(String::from_utf8(got).expect("utf8"), r#"{"a":3,"b":0}"#);
+        let many: Vec<(&str, Out<'_>)> = (0..65).map(|_| ("k", Out::Absent)).collect();
+        assert_eq!(
+            patch_top_level(b"{}", &many, &[]),
+            None,
+            "re-serialised instead"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::framing::Framing;
 use super::interp::{Arena, Env, Flow, RtError, Sink};
 use super::ir::{Auth, CHandler, Program, TmplPart};
 use super::key_order::SourceOrder;
+use super::memo::Memo;
 use super::out::{self, Out};
 use super::passthrough;
 use super::schema::CtxField;
@@ -137,6 +138,7 @@ impl Provider {
     pub(crate) fn new(mut prog: Program) -> Self {
         super::interp::fold_constants(&mut prog);
         super::interp::lambdas_for_fn_refs(&mut prog);
+        prog.memo_slots = super::memo::memoize(&mut prog);
         for f in &mut prog.fns {
             f.depth = super::recursion::depth(&f.body);
         }
@@ -310,7 +312,7 @@ impl Provider {
         ctx: &RequestCtx,
         req: &Value,
     ) -> Result<UpstreamRequest, TranslateError> {
-        self.build(ctx, req, None)
+        self.build(ctx, None, req, None)
     }
 
     /// Like [`Provider::build_request`], but a passthrough provider copies `raw`
@@ -322,12 +324,31 @@ impl Provider {
         req: &Value,
         raw: &[u8],
     ) -> Result<UpstreamRequest, TranslateError> {
-        self.build(ctx, req, Some(raw))
+        self.build(ctx, None, req, Some(raw))
+    }
+
+    /// Like [`Provider::build_request_raw`], keeping the values of the calls that depend only
+    /// on the deployment in `memo` (one per deployment, from [`Provider::new_memo`]; see
+    /// `dsl::memo`).
+    pub fn build_request_memo(
+        &self,
+        ctx: &RequestCtx,
+        memo: &Memo,
+        req: &Value,
+        raw: Option<&[u8]>,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        self.build(ctx, Some(memo), req, raw)
+    }
+
+    /// The memo of one deployment of this provider.
+    pub fn new_memo(&self) -> Memo {
+        Memo::new(self.prog.memo_slots)
     }
 
     fn build(
         &self,
         ctx: &RequestCtx,
+        memo: Option<&Memo>,
         req: &Value,
         raw: Option<&[u8]>,
     ) -> Result<UpstreamRequest, TranslateError> {
@@ -338,6 +359,7 @@ impl Provider {
         let mut env = self.env(&arena, &mut no_state, &mut ids);
         env.set_request(req);
         env.ctx = Some(ctx);
+        env.memo = memo;
         env.passthrough = prog.request_passthrough;
         let mut sink = Sink {
             // Mostly one top-level field per statement: no regrowing as they are set.
@@ -358,11 +380,12 @@ impl Provider {
         }
 
         let body = if prog.request_passthrough {
-            let set = out::into_map(std::mem::take(&mut sink.obj));
-            let patched = raw.and_then(|r| passthrough::patch_top_level(r, &set, &sink.removed));
+            let patched =
+                raw.and_then(|r| passthrough::patch_top_level(r, &sink.obj, &sink.removed));
             match patched {
                 Some(b) => b,
                 None => {
+                    let set = out::into_map(std::mem::take(&mut sink.obj));
                     let mut obj = match req {
                         Value::Object(m) => m.clone(),
                         _ => Map::new(),

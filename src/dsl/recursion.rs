@@ -126,7 +126,11 @@ fn for_each_child<'e>(e: &'e CExpr, mut f: impl FnMut(&'e CExpr)) {
         | CExpr::State(_)
         | CExpr::FnRef(_)
         | CExpr::TableRef(_) => {}
-        CExpr::Path(x, _) | CExpr::Neg(x) | CExpr::Not(x) | CExpr::Lambda(_, x) => f(x),
+        CExpr::Path(x, _)
+        | CExpr::Neg(x)
+        | CExpr::Not(x)
+        | CExpr::Lambda(_, x)
+        | CExpr::Memo(_, x) => f(x),
         CExpr::Index(a, b) | CExpr::Bin(_, a, b, _) => {
             f(a);
             f(b);

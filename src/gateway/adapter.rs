@@ -57,8 +57,9 @@ pub fn prepare(
         view.stream && !provider.fake_stream(),
         request_id,
     );
+    let memo = dep.dsl_memo.get_or_init(|| provider.new_memo());
     let up = provider
-        .build_request_raw(&ctx, req, raw)
+        .build_request_memo(&ctx, memo, req, Some(raw))
         .map_err(|e| Failure::from(&e))?;
     let url = UpstreamUrl::parse(up.url).map_err(|e| {
         // The URL may carry the key (`auth query`): never echo it.

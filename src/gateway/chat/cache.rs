@@ -93,12 +93,8 @@ pub fn take_body_controls(
         return Ok(None);
     };
     let controls = BodyControls::parse(&member)?;
-    let without = crate::dsl::passthrough::patch_top_level(
-        raw,
-        &serde_json::Map::new(),
-        &["cache".to_owned()],
-    )
-    .unwrap_or_else(|| serde_json::to_vec(body).unwrap_or_default());
+    let without = crate::dsl::passthrough::patch_top_level(raw, &[], &["cache".to_owned()])
+        .unwrap_or_else(|| serde_json::to_vec(body).unwrap_or_default());
     Ok(Some((controls, without)))
 }
 
