@@ -105,12 +105,15 @@ pub async fn attempt<'r, IO: ServerIo>(
         Err(f) => return AttemptEnd::Failed(f),
     };
     // exchange
-    let mut up_headers: Vec<(&str, &str)> = prepared
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    up_headers.extend(cloud_auth.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    // Room for the request id, the trace context and its state too: pushed onto a vector
+    // collected to size, each grew it (a reallocation and a copy apiece).
+    let mut up_headers: Vec<(&str, &str)> =
+        Vec::with_capacity(prepared.headers.len() + cloud_auth.len() + 3);
+    up_headers.extend(
+        (prepared.headers.iter())
+            .chain(cloud_auth.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     up_headers.push(("x-request-id", call.req.request_id.as_str()));
     // The trace goes on to the provider, in this attempt's own span.
     let span_id = crate::telemetry::trace_context::new_span_id();
