@@ -39,7 +39,7 @@ fn varint_len(v: u64) -> usize {
 }
 
 /// A run of a span's bytes written straight into the spare capacity of the buffer it goes to,
-/// reserved once for the whole run ([`append`]): each tag, length and scalar is one store,
+/// reserved once for the whole run (`append!`): each tag, length and scalar is one store,
 /// where a `Vec` push checks the capacity and updates the length every time (a span's
 /// attributes are mostly such runs of 2 to 12 bytes between their strings).
 struct Run<'a> {
