@@ -20,7 +20,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use super::builtins::Builtin;
-use super::ir::{CArr, CExpr, CObj, Program};
+use super::ir::{CExpr, Program};
+use super::recursion::for_each_child;
 use super::schema::CtxField;
 
 /// The kept values of one deployment's marked calls, by the slot [`memoize`] gave each.
@@ -95,36 +96,12 @@ fn constant_in(e: &CExpr, scope: Scope<'_>) -> bool {
         | CExpr::Object(_)
         | CExpr::Array(_) => true,
     };
-    own && children(e).iter().all(|c| constant_in(c, scope))
-}
-
-fn children(e: &CExpr) -> Vec<&CExpr> {
-    let mut out = Vec::new();
-    match e {
-        CExpr::Memo(_, x)
-        | CExpr::Path(x, _)
-        | CExpr::Neg(x)
-        | CExpr::Not(x)
-        | CExpr::Lambda(_, x) => out.push(&**x),
-        CExpr::Index(a, b) | CExpr::Bin(_, a, b, _) => out.extend([&**a, &**b]),
-        CExpr::Builtin(_, args, _) | CExpr::UserFn(_, args) => out.extend(args.iter()),
-        CExpr::If(c, t, f) => {
-            out.extend([&**c, &**t]);
-            out.extend(f.as_deref());
-        }
-        CExpr::Match(x, arms) => {
-            out.push(&**x);
-            out.extend(arms.iter().map(|(_, v)| v));
-        }
-        CExpr::Object(entries) => out.extend(entries.iter().map(|en| match en {
-            CObj::Field(_, v) | CObj::Spread(v) => v,
-        })),
-        CExpr::Array(entries) => out.extend(entries.iter().map(|en| match en {
-            CArr::Item(v) | CArr::Spread(v) => v,
-        })),
-        _ => {}
+    if !own {
+        return false;
     }
-    out
+    let mut all = true;
+    for_each_child(e, |c| all = all && constant_in(c, scope));
+    all
 }
 
 /// Which fns are pure: found by iterating to a fixed point (a fn calling an impure one is
@@ -269,5 +246,42 @@ mod tests {
         };
         let small = super::Memo::new(1);
         assert_eq!(body(&p, &ctx, Some(&small)), body(&p, &ctx, None));
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use crate::dsl::load_str;
+
+    fn nested_calls(depth: usize, inner: &str) -> String {
+        format!(
+            "provider p {{\n  base_url \"https://x.test\"\n  url \"/c\"\n  fn f(m) = m\n  request {{ model = {}{inner}{} }}\n}}",
+            "f(".repeat(depth),
+            ")".repeat(depth)
+        )
+    }
+
+    /// The pass walks expressions as deep as the parser lets a file nest them (its bounds:
+    /// `MAX_NESTING` and pest's own call limit, which stops nested calls first): a deep chain
+    /// of calls loads, marked whole or not at all, and one past the bounds is refused by the
+    /// parser before any pass runs.
+    #[test]
+    fn calls_nested_to_the_parser_limit_load_and_deeper_ones_are_refused() {
+        for inner in ["ctx.model", "req.model"] {
+            let set = load_str("p.llmux", &nested_calls(40, inner))
+                .unwrap_or_else(|e| panic!("{inner}: {e:?}"));
+            let p = set.get("p").unwrap_or_else(|| panic!("no provider"));
+            // Kept whole when it is the deployment's; otherwise nothing in it is.
+            let want = usize::from(inner == "ctx.model");
+            assert_eq!(p.prog.memo_slots, want, "{inner}");
+        }
+        let err = load_str("p.llmux", &nested_calls(2_000, "ctx.model"))
+            .err()
+            .unwrap_or_else(|| panic!("a file nested past the limit loaded"));
+        let err = format!("{err:?}");
+        assert!(
+            err.contains("nested too deeply") || err.contains("stack limit reached"),
+            "{err}"
+        );
     }
 }

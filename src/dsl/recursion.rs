@@ -108,7 +108,9 @@ fn must_call(e: &CExpr, out: &mut Vec<usize>) {
     }
 }
 
-fn for_each_child<'e>(e: &'e CExpr, mut f: impl FnMut(&'e CExpr)) {
+/// Calls `f` on each direct sub-expression of `e` (`CExpr::for_each_child`, for a shared
+/// borrow).
+pub(crate) fn for_each_child<'e>(e: &'e CExpr, mut f: impl FnMut(&'e CExpr)) {
     match e {
         CExpr::Const(_)
         | CExpr::Omit
