@@ -56,7 +56,7 @@ fn response() -> Vec<u8> {
 
 const EVENT: &[u8] = br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Pack layers and"}}"#;
 
-fn ctx() -> RequestCtx {
+fn ctx() -> RequestCtx<'static> {
     RequestCtx {
         model: "claude-sonnet-4".into(),
         api_key: Some("sk-ant-bench".into()),

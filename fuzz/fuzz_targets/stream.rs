@@ -32,11 +32,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let piece = usize::from(opts & 0x3f) + 1;
     let ctx = RequestCtx {
-        model: "fuzz-model".to_owned(),
-        api_key: Some("sk-fuzz".to_owned()),
+        model: "fuzz-model".into(),
+        api_key: Some("sk-fuzz".into()),
         stream: true,
         include_usage: opts & 0x40 != 0,
-        request_id: "fuzz-request".to_owned(),
+        request_id: "fuzz-request".into(),
         now: 1_700_000_000,
         ..RequestCtx::default()
     };

@@ -34,25 +34,25 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or("fuzz-model")
         .to_owned();
     let ctx = RequestCtx {
-        model,
+        model: model.into(),
         // Providers without a default base URL (azure, openai_compatible, ...) need one.
         api_base: p
             .base_url()
             .is_empty()
-            .then(|| "https://fuzz.example.com/v1".to_owned()),
-        api_key: Some("sk-fuzz".to_owned()),
+            .then(|| "https://fuzz.example.com/v1".into()),
+        api_key: Some("sk-fuzz".into()),
         api_version: None,
         drop_params: sel & 0x40 != 0,
         stream: sel & 0x20 != 0,
         include_usage: sel & 0x80 != 0,
         max_output_tokens: Some(4096),
         // Every parameter a file requires, so its URL and body can be built.
-        params: std::sync::Arc::new(
+        params: std::borrow::Cow::Owned(
             p.required_params()
                 .map(|n| (n.to_owned(), Value::String(format!("fuzz-{n}"))))
                 .collect(),
         ),
-        request_id: "fuzz-request".to_owned(),
+        request_id: "fuzz-request".into(),
         now: 1_700_000_000,
     };
 

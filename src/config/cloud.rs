@@ -76,9 +76,9 @@ pub(super) fn credentials(
                 return Ok(None);
             };
             let ctx = RequestCtx {
-                model: model.to_owned(),
-                api_base: api_base.map(str::to_owned),
-                params: std::sync::Arc::new(params.clone()),
+                model: model.into(),
+                api_base: api_base.map(Into::into),
+                params: std::borrow::Cow::Borrowed(params),
                 ..RequestCtx::default()
             };
             let url = provider

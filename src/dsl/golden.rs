@@ -224,22 +224,22 @@ pub fn discover(tests_dir: &Path) -> Result<Vec<LoadedCase>, String> {
     Ok(out)
 }
 
-fn ctx_of(c: &CaseCtx, stream_default: bool) -> RequestCtx {
+fn ctx_of(c: &CaseCtx, stream_default: bool) -> RequestCtx<'_> {
     RequestCtx {
-        model: c.model.clone().unwrap_or_else(|| "test-model".into()),
-        api_base: c.api_base.clone(),
+        model: c.model.as_deref().unwrap_or("test-model").into(),
+        api_base: c.api_base.as_deref().map(Into::into),
         // `api_key: ""` states that the deployment has no key (a keyless local server).
         api_key: match c.api_key.as_deref() {
             None => Some("sk-test".into()),
             Some("") => None,
-            Some(k) => Some(k.to_owned()),
+            Some(k) => Some(k.into()),
         },
-        api_version: c.api_version.clone(),
+        api_version: c.api_version.as_deref().map(Into::into),
         drop_params: c.drop_params,
         stream: c.stream.unwrap_or(stream_default),
         include_usage: c.include_usage,
         max_output_tokens: c.max_output_tokens,
-        params: std::sync::Arc::new(c.params.clone()),
+        params: std::borrow::Cow::Borrowed(&c.params),
         request_id: "golden".into(),
         now: 1_700_000_000,
     }
@@ -434,7 +434,7 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
                 let headers: serde_json::Map<String, Value> = up
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
+                    .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.to_string())))
                     .collect();
                 if let Some(m) = want.get("method") {
                     check_subset("method", m, &json!(up.method))?;
@@ -629,7 +629,7 @@ enum Stop {
 /// Map the pending frames until one ends the stream.
 fn drain(
     p: &super::Provider,
-    st: &mut super::StreamState,
+    st: &mut super::StreamState<'_>,
     frames: &mut Vec<super::Frame>,
     chunks: &mut Vec<Value>,
 ) -> Stop {

@@ -161,7 +161,7 @@ pub struct Env<'a, 's> {
     /// `headers` as an object, built on first read.
     headers_val: Option<&'a Value>,
     pub text: &'a str,
-    pub ctx: Option<&'a RequestCtx>,
+    pub ctx: Option<&'a RequestCtx<'a>>,
     /// Bit per request-field id: dropped by an `unsupported` rule.
     pub dropped: u64,
     pub state: &'s mut Vec<Value>,
@@ -962,24 +962,21 @@ impl<'a, 's> Env<'a, 's> {
         let Some(c) = self.ctx else {
             return Val::Absent;
         };
-        let s = |s: &Option<String>| {
-            s.as_ref()
-                .map_or(Val::Absent, |s| Val::Own(Value::String(s.clone())))
-        };
+        let s = |s: Option<&str>| s.map_or(Val::Absent, |s| Val::Own(Value::String(s.to_owned())));
         match f {
-            CtxField::Model => Val::Own(Value::String(c.model.clone())),
+            CtxField::Model => Val::Own(Value::String(c.model.to_string())),
             CtxField::Stream => Val::Own(Value::Bool(c.stream)),
-            CtxField::ApiVersion => match &c.api_version {
-                Some(v) => Val::Own(Value::String(v.clone())),
-                None => s(&self.prog.api_version),
-            },
-            CtxField::ApiBase => s(&c.api_base),
+            CtxField::ApiVersion => s(c
+                .api_version
+                .as_deref()
+                .or(self.prog.api_version.as_deref())),
+            CtxField::ApiBase => s(c.api_base.as_deref()),
             CtxField::MaxOutputTokens => c
                 .max_output_tokens
                 .map_or(Val::Absent, |n| Val::Own(Value::from(n))),
             CtxField::IncludeUsage => Val::Own(Value::Bool(c.include_usage)),
             CtxField::DropParams => Val::Own(Value::Bool(c.drop_params)),
-            CtxField::ApiKey => s(&c.api_key),
+            CtxField::ApiKey => s(c.api_key.as_deref()),
         }
     }
 
@@ -1245,7 +1242,7 @@ impl<'a, 's> Env<'a, 's> {
                 let prefix = p.get().and_then(Value::as_str).unwrap_or_default();
                 let mut id = String::with_capacity(prefix.len() + 24);
                 id.push_str(prefix);
-                let seed = self.ctx.map_or("", |c| c.request_id.as_str());
+                let seed = self.ctx.map_or("", |c| &*c.request_id);
                 bi::push_id_hex(&mut id, seed, *self.id_counter);
                 *self.id_counter += 1;
                 return Ok(Val::Own(Value::String(id)));

@@ -48,7 +48,8 @@ pub use framing::{Frame, FrameDecoder, Framing, FramingError};
 pub use ir::{Auth, DispatchRoute, FetchImages, Param};
 pub use memo::Memo;
 pub use provider::{
-    Completion, Provider, RequestCtx, StreamControl, StreamEnd, StreamState, UpstreamRequest,
+    Completion, Provider, RequestCtx, RequestText, StreamControl, StreamEnd, StreamState,
+    UpstreamRequest,
 };
 
 /// All compiled providers of a directory (or of a set of sources), by name.

@@ -285,7 +285,6 @@ mod tests {
 #[cfg(test)]
 mod deployment_parameter_tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use serde_json::{json, Value};
 
@@ -305,12 +304,12 @@ mod deployment_parameter_tests {
           request { model = ctx.model; where = ctx.params.location; key_seen = present(ctx.api_key) }
         }"#;
 
-    fn ctx(params: Value) -> RequestCtx {
+    fn ctx(params: Value) -> RequestCtx<'static> {
         let map: BTreeMap<String, Value> = serde_json::from_value(params).unwrap();
         RequestCtx {
             model: "m-1".into(),
             api_key: Some("k".into()),
-            params: Arc::new(map),
+            params: std::borrow::Cow::Owned(map),
             ..RequestCtx::default()
         }
     }

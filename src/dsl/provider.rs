@@ -1,6 +1,8 @@
 //! The run-time face of a compiled provider: build the upstream request, map
 //! the response, each stream event and each error.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::builtins::truthy;
@@ -14,16 +16,17 @@ use super::out::{self, Out};
 use super::passthrough;
 use super::schema::CtxField;
 
-/// Per-request facts from the deployment and the gateway.
+/// Per-request facts from the deployment and the gateway. The gateway lends the deployment's
+/// and the request's text (`Cow::Borrowed`: no copy per request); tests and tools may own it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestCtx {
+pub struct RequestCtx<'a> {
     /// Upstream model (or deployment) name, the provider prefix already stripped.
-    pub model: String,
+    pub model: Cow<'a, str>,
     /// Deployment `api_base`; replaces the file's `base_url`.
-    pub api_base: Option<String>,
-    pub api_key: Option<String>,
+    pub api_base: Option<Cow<'a, str>>,
+    pub api_key: Option<Cow<'a, str>>,
     /// Deployment `api_version`; the file's `api_version` is the default.
-    pub api_version: Option<String>,
+    pub api_version: Option<Cow<'a, str>>,
     pub drop_params: bool,
     pub stream: bool,
     /// The client asked for `stream_options.include_usage`.
@@ -32,21 +35,35 @@ pub struct RequestCtx {
     pub max_output_tokens: Option<u64>,
     /// The deployment's values of the parameters the file declares (`ctx.params.NAME`),
     /// `os.environ/` references already resolved.
-    pub params: std::sync::Arc<std::collections::BTreeMap<String, Value>>,
+    pub params: Cow<'a, std::collections::BTreeMap<String, Value>>,
     /// Seeds generated ids (`new_id`), so they are unique per request and
     /// reproducible in tests.
-    pub request_id: String,
+    pub request_id: Cow<'a, str>,
     /// Unix time in seconds (`now()`).
     pub now: u64,
 }
 
+/// A header name or value, or a method, of an upstream request: the constant ones (a standard
+/// method, `content-type: application/json`, `authorization`) are borrowed, not allocated for
+/// every request.
+pub type RequestText = Cow<'static, str>;
+
 /// A fully built upstream HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamRequest {
-    pub method: String,
+    pub method: RequestText,
     pub url: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(RequestText, RequestText)>,
     pub body: Vec<u8>,
+}
+
+/// The method as static text when it is a standard one (as every provider's is).
+fn method_text(method: &str) -> RequestText {
+    const STANDARD: [&str; 5] = ["POST", "GET", "PUT", "PATCH", "DELETE"];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => RequestText::Borrowed(m),
+        None => RequestText::Owned(method.to_owned()),
+    }
 }
 
 /// A mapped upstream response: the OpenAI ChatCompletion as JSON text, ready to send. The
@@ -79,10 +96,10 @@ pub enum StreamEnd {
 
 /// Per-stream variables, created by [`Provider::stream_state`].
 #[derive(Debug, Clone)]
-pub struct StreamState {
+pub struct StreamState<'a> {
     vars: Vec<Value>,
     id_counter: u64,
-    ctx: RequestCtx,
+    ctx: RequestCtx<'a>,
     usage: Option<Value>,
     /// The upstream response's headers, when the file reads them.
     headers: Vec<(String, String)>,
@@ -93,7 +110,7 @@ pub struct StreamState {
     failed: bool,
 }
 
-impl StreamState {
+impl StreamState<'_> {
     /// The upstream response's headers, for a file that reads them
     /// ([`Provider::reads_headers`]).
     pub fn set_headers(&mut self, headers: Vec<(String, String)>) {
@@ -461,7 +478,7 @@ impl Provider {
             }
         }
         if let (Auth::Query(name), Some(key)) = (&prog.auth, &ctx.api_key) {
-            query.push((name, key.clone()));
+            query.push((name, key.to_string()));
         }
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 && !url.contains('?') {
@@ -474,8 +491,9 @@ impl Provider {
             encode_into(&mut url, v, true);
         }
 
-        let mut headers = Vec::with_capacity(prog.headers.len() + 2);
-        headers.push(("content-type".to_string(), "application/json".to_string()));
+        let mut headers: Vec<(RequestText, RequestText)> =
+            Vec::with_capacity(prog.headers.len() + 2);
+        headers.push(("content-type".into(), "application/json".into()));
         match (&prog.auth, &ctx.api_key) {
             // A Bedrock API key is a bearer token; without one the gateway signs.
             (Auth::Bearer | Auth::AwsSigV4 { .. }, Some(key)) => {
@@ -483,9 +501,11 @@ impl Provider {
                 let mut value = String::with_capacity(7 + key.len());
                 value.push_str("Bearer ");
                 value.push_str(key);
-                headers.push(("authorization".into(), value))
+                headers.push(("authorization".into(), value.into()))
             }
-            (Auth::Header(name), Some(key)) => headers.push((name.clone(), key.clone())),
+            (Auth::Header(name), Some(key)) => {
+                headers.push((name.clone().into(), key.to_string().into()))
+            }
             _ => {}
         }
         for (name, top) in &prog.headers {
@@ -498,7 +518,7 @@ impl Provider {
                         message: format!("header `{name}` would contain a line break"),
                     });
                 }
-                headers.push((name.clone(), text));
+                headers.push((name.clone().into(), text.into()));
             }
         }
         if headers
@@ -511,7 +531,7 @@ impl Provider {
             });
         }
         Ok(UpstreamRequest {
-            method: prog.method.clone(),
+            method: method_text(&prog.method),
             url,
             headers,
             body,
@@ -608,14 +628,14 @@ impl Provider {
                         continue;
                     };
                     let text = match p.name.as_str() {
-                        "api_base" => ctx.api_base.clone(),
-                        "api_version" => ctx.api_version.clone(),
+                        "api_base" => ctx.api_base.as_deref().map(Cow::Borrowed),
+                        "api_version" => ctx.api_version.as_deref().map(Cow::Borrowed),
                         _ => ctx.params.get(&p.name).map(|v| match v {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
+                            Value::String(s) => Cow::Borrowed(s.as_str()),
+                            other => Cow::Owned(other.to_string()),
                         }),
                     }
-                    .or_else(|| p.default.clone());
+                    .or_else(|| p.default.as_deref().map(Cow::Borrowed));
                     (text, p.name.as_str(), *raw)
                 }
             };
@@ -732,7 +752,7 @@ impl Provider {
     }
 
     /// Fresh per-stream state (ids, model, counters declared with `state`).
-    pub fn stream_state(&self, ctx: &RequestCtx) -> StreamState {
+    pub fn stream_state<'a>(&self, ctx: &RequestCtx<'a>) -> StreamState<'a> {
         let prog = &self.prog;
         let mut vars = Vec::with_capacity(prog.stream.init.len());
         let mut ids = 0u64;
@@ -749,6 +769,7 @@ impl Provider {
         StreamState {
             vars,
             id_counter: ids,
+            // Borrowed text stays borrowed: a pointer copy, not a copy of the text.
             ctx: ctx.clone(),
             usage: None,
             headers: Vec::new(),
@@ -770,7 +791,7 @@ impl Provider {
     /// not mapped and the answer is `Done`: the caller has already stopped reading.
     pub fn map_event(
         &self,
-        state: &mut StreamState,
+        state: &mut StreamState<'_>,
         event_name: Option<&str>,
         data: &[u8],
         out: &mut Vec<Value>,
@@ -822,7 +843,7 @@ impl Provider {
     /// `text`, and status 500 unless a rule says otherwise.
     pub fn map_frame(
         &self,
-        state: &mut StreamState,
+        state: &mut StreamState<'_>,
         frame: &super::Frame,
         out: &mut Vec<Value>,
     ) -> Result<StreamControl, MappedError> {
@@ -859,7 +880,7 @@ impl Provider {
     /// is recorded in `state` either way.
     pub fn finish_stream(
         &self,
-        state: &mut StreamState,
+        state: &mut StreamState<'_>,
         out: &mut Vec<Value>,
     ) -> Result<StreamEnd, MappedError> {
         if state.done {
@@ -898,7 +919,7 @@ impl Provider {
     fn run_handler(
         &self,
         handlers: &[CHandler],
-        state: &mut StreamState,
+        state: &mut StreamState<'_>,
         ev: Option<(&Value, &[u8])>,
         event_name: Option<&str>,
         out: &mut Vec<Value>,
@@ -1006,16 +1027,20 @@ fn ctx_name(f: CtxField) -> &'static str {
         .unwrap_or("?")
 }
 
-fn ctx_text(ctx: &RequestCtx, prog: &Program, f: CtxField) -> Option<String> {
+/// A context field as URL text: borrowed where it is text already.
+fn ctx_text<'c>(ctx: &'c RequestCtx<'_>, prog: &'c Program, f: CtxField) -> Option<Cow<'c, str>> {
+    let flag = |b: bool| Some(Cow::Borrowed(if b { "true" } else { "false" }));
     match f {
-        CtxField::Model => Some(ctx.model.clone()).filter(|m| !m.is_empty()),
-        CtxField::ApiVersion => ctx.api_version.clone().or_else(|| prog.api_version.clone()),
-        CtxField::ApiBase => ctx.api_base.clone(),
-        CtxField::Stream => Some(ctx.stream.to_string()),
-        CtxField::IncludeUsage => Some(ctx.include_usage.to_string()),
-        CtxField::DropParams => Some(ctx.drop_params.to_string()),
-        CtxField::MaxOutputTokens => ctx.max_output_tokens.map(|n| n.to_string()),
-        CtxField::ApiKey => ctx.api_key.clone(),
+        CtxField::Model => Some(Cow::Borrowed(&*ctx.model)).filter(|m| !m.is_empty()),
+        CtxField::ApiVersion => (ctx.api_version.as_deref())
+            .or(prog.api_version.as_deref())
+            .map(Cow::Borrowed),
+        CtxField::ApiBase => ctx.api_base.as_deref().map(Cow::Borrowed),
+        CtxField::Stream => flag(ctx.stream),
+        CtxField::IncludeUsage => flag(ctx.include_usage),
+        CtxField::DropParams => flag(ctx.drop_params),
+        CtxField::MaxOutputTokens => ctx.max_output_tokens.map(|n| Cow::Owned(n.to_string())),
+        CtxField::ApiKey => ctx.api_key.as_deref().map(Cow::Borrowed),
     }
 }
 

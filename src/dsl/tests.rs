@@ -721,7 +721,7 @@ fn run_to_eof(
     (out, verdict)
 }
 
-fn stream_ctx() -> RequestCtx {
+fn stream_ctx() -> RequestCtx<'static> {
     RequestCtx {
         model: "m".into(),
         stream: true,
@@ -1315,7 +1315,7 @@ fn cloud_auth_schemes_parse_and_a_bedrock_style_key_is_a_bearer() {
     params.insert("aws_region_name".to_string(), json!("us-east-1"));
     let mut ctx = RequestCtx {
         model: "m".into(),
-        params: std::sync::Arc::new(params),
+        params: std::borrow::Cow::Owned(params),
         ..RequestCtx::default()
     };
     let up = s

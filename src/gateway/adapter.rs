@@ -3,39 +3,42 @@
 //! [`Failure`] like any other. No provider is known to Rust: everything provider-specific lives in
 //! the mapping files.
 
+use std::borrow::Cow;
+
 use crate::api::{ApiError, ChatRequestView, ErrorKind};
 use crate::config::Deployment;
-use crate::dsl::{Provider, RequestCtx};
+use crate::dsl::{Provider, RequestCtx, RequestText};
 use crate::router::Failure;
 use crate::util::UpstreamUrl;
 
 /// An upstream request ready to send.
-pub struct PreparedRequest {
+pub struct PreparedRequest<'a> {
     pub url: UpstreamUrl,
-    pub method: String,
-    pub headers: Vec<(String, String)>,
+    pub method: RequestText,
+    pub headers: Vec<(RequestText, RequestText)>,
     pub body: Vec<u8>,
-    pub ctx: RequestCtx,
+    pub ctx: RequestCtx<'a>,
 }
 
 /// `stream` is what the upstream request asks for: false for a `fake_stream` provider.
-pub fn request_ctx(
-    dep: &Deployment,
+/// Borrows the deployment's text and the request id: nothing is copied.
+pub fn request_ctx<'a>(
+    dep: &'a Deployment,
     view: &ChatRequestView,
     stream: bool,
-    request_id: &str,
-) -> RequestCtx {
+    request_id: &'a str,
+) -> RequestCtx<'a> {
     RequestCtx {
-        model: dep.upstream_model.clone(),
-        api_base: dep.api_base.clone(),
-        api_key: dep.api_key.clone(),
-        api_version: dep.api_version.clone(),
+        model: Cow::Borrowed(&dep.upstream_model),
+        api_base: dep.api_base.as_deref().map(Cow::Borrowed),
+        api_key: dep.api_key.as_deref().map(Cow::Borrowed),
+        api_version: dep.api_version.as_deref().map(Cow::Borrowed),
         drop_params: dep.drop_params,
         stream,
         include_usage: view.include_usage,
         max_output_tokens: None,
-        params: dep.params.clone(),
-        request_id: request_id.to_owned(),
+        params: Cow::Borrowed(&dep.params),
+        request_id: Cow::Borrowed(request_id),
         // Seconds: a coarse read (`util::clock`) is exact enough and a fifth of the cost.
         now: crate::util::clock::coarse_unix_secs(),
     }
@@ -43,14 +46,14 @@ pub fn request_ctx(
 
 /// Builds the upstream request for `dep` from the client's body.
 /// `req` is the parsed client body and `raw` its bytes (a passthrough provider forwards them).
-pub fn prepare(
+pub fn prepare<'a>(
     provider: &Provider,
-    dep: &Deployment,
+    dep: &'a Deployment,
     view: &ChatRequestView,
     req: &serde_json::Value,
     raw: &[u8],
-    request_id: &str,
-) -> Result<PreparedRequest, Failure> {
+    request_id: &'a str,
+) -> Result<PreparedRequest<'a>, Failure> {
     let ctx = request_ctx(
         dep,
         view,

@@ -17,7 +17,7 @@ use crate::upstream::credentials::{self, CredentialError};
 pub async fn headers(
     dep: &Deployment,
     provider: &Provider,
-    prepared: &PreparedRequest,
+    prepared: &PreparedRequest<'_>,
 ) -> Result<Vec<(String, String)>, Failure> {
     let Some(creds) = &dep.credentials else {
         return Ok(Vec::new());

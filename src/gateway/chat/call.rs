@@ -35,17 +35,17 @@ pub enum AttemptEnd {
 /// images inlined is kept too, per fetch policy (fetched once).
 #[derive(Default)]
 pub struct PreparedCache<'r> {
-    built: Vec<(&'r Arc<Deployment>, PreparedRequest)>,
+    built: Vec<(&'r Arc<Deployment>, PreparedRequest<'r>)>,
     inlined: Option<(FetchImages, serde_json::Value, Vec<u8>)>,
 }
 
 /// The prepare phase: the upstream request for `dep`, from the cache or built now.
 async fn prepared<'c, 'r>(
-    call: &Call<'_>,
+    call: &Call<'r>,
     provider: &Provider,
     dep: &'r Arc<Deployment>,
     cache: &'c mut PreparedCache<'r>,
-) -> Result<&'c PreparedRequest, Failure> {
+) -> Result<&'c PreparedRequest<'r>, Failure> {
     if let Some(i) = cache.built.iter().position(|(d, _)| Arc::ptr_eq(d, dep)) {
         return Ok(&cache.built[i].1);
     }
@@ -109,11 +109,8 @@ pub async fn attempt<'r, IO: ServerIo>(
     // collected to size, each grew it (a reallocation and a copy apiece).
     let mut up_headers: Vec<(&str, &str)> =
         Vec::with_capacity(prepared.headers.len() + cloud_auth.len() + 3);
-    up_headers.extend(
-        (prepared.headers.iter())
-            .chain(cloud_auth.iter())
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    up_headers.extend(prepared.headers.iter().map(|(k, v)| (&**k, &**v)));
+    up_headers.extend(cloud_auth.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     up_headers.push(("x-request-id", call.req.request_id.as_str()));
     // The trace goes on to the provider, in this attempt's own span.
     let span_id = crate::telemetry::trace_context::new_span_id();
@@ -189,7 +186,7 @@ async fn stream<IO: ServerIo>(
     call: &mut Call<'_>,
     dep: &Deployment,
     provider: &Provider,
-    prepared: &PreparedRequest,
+    prepared: &PreparedRequest<'_>,
     mut resp: UpstreamResponse,
     headers: &[(&str, &str)],
     w: &mut ResponseWriter<'_, IO>,
@@ -261,7 +258,7 @@ async fn whole<IO: ServerIo>(
     call: &mut Call<'_>,
     dep: &Deployment,
     provider: &Provider,
-    prepared: &PreparedRequest,
+    prepared: &PreparedRequest<'_>,
     mut resp: UpstreamResponse,
     headers: &[(&str, &str)],
     w: &mut ResponseWriter<'_, IO>,
