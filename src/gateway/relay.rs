@@ -247,6 +247,9 @@ async fn forward_events<IO: ServerIo>(
     // The usage-only chunk to leave out: where it starts, and where the next event starts.
     let mut cut: Option<(usize, usize)> = None;
     let mut cut_from: Option<usize> = None;
+    // Where each event's `model` is, found in this one pass over the events (a second pass
+    // cost as much again as the first).
+    let mut model_spans: Vec<(usize, usize)> = Vec::new();
     for (at, data) in event_payloads(events) {
         if let Some(from) = cut_from.take() {
             cut = Some((from, at));
@@ -275,6 +278,9 @@ async fn forward_events<IO: ServerIo>(
         }
         has_error |=
             ERROR_KEY.find(&data).is_some() && usage::top_level_member(&data, b"error").is_some();
+        if let Some(span) = cx.response_model.and_then(|m| m.event_span(events, &data)) {
+            model_spans.push(span);
+        }
     }
     if last && !*saw_done {
         let before = redact(events, cx.secrets).into_owned();
@@ -290,6 +296,12 @@ async fn forward_events<IO: ServerIo>(
     if let Some(from) = cut_from {
         cut = Some((from, events.len()));
     }
+    // The batch is relayed as it came but for its models, spliced from the spans found above
+    // (those of a chunk left out go with it, those after it move up); a redaction moves the
+    // bytes unpredictably, and the models are then found again.
+    if let Some((from, to)) = cut {
+        crate::gateway::response_model::spans_without(&mut model_spans, from, to);
+    }
     let events: Cow<'_, [u8]> = match cut {
         Some((from, to)) => Cow::Owned([&events[..from], &events[to..]].concat()),
         None => Cow::Borrowed(events),
@@ -300,7 +312,14 @@ async fn forward_events<IO: ServerIo>(
     } else {
         events
     };
-    let events: Cow<'_, [u8]> = match cx.response_model.and_then(|m| m.apply_events(&events)) {
+    let named = cx.response_model.and_then(|m| {
+        if has_error {
+            m.apply_events(&events)
+        } else {
+            m.splice_spans(&events, &model_spans)
+        }
+    });
+    let events: Cow<'_, [u8]> = match named {
         Some(named) => Cow::Owned(named),
         None => events,
     };
@@ -330,7 +349,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
     w: &mut ResponseWriter<'_, IO>,
     body: &mut BodyStream,
     provider: &Provider,
-    state: &mut StreamState,
+    state: &mut StreamState<'_>,
     cx: &RelayCtx<'_>,
     out: &mut RelayOutcome,
 ) -> Relayed {
@@ -487,7 +506,7 @@ impl Mapped {
     fn map(
         &mut self,
         provider: &Provider,
-        state: &mut StreamState,
+        state: &mut StreamState<'_>,
         frames: &[crate::dsl::Frame],
     ) -> Result<bool, MappedError> {
         for f in frames {

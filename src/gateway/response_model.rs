@@ -4,6 +4,12 @@
 //! Relayed bytes stay as the provider sent them apart from that one value.
 
 use crate::gateway::sse::event_payloads;
+use crate::json::members::{leading_member, top_level_members};
+
+/// Finds a chunk's `model` member where OpenAI writes it (before `choices`) in one search.
+static MODEL_NAME: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"model\":"));
+#[cfg(test)]
 use crate::usage::top_level_member;
 
 /// The requested model group, ready to be written into answers.
@@ -42,23 +48,38 @@ impl ResponseModel {
     /// A batch of SSE events with each event's `model` replaced (framing kept byte for byte);
     /// `None` when no event needed it.
     pub fn apply_events(&self, events: &[u8]) -> Option<Vec<u8>> {
-        let base = events.as_ptr() as usize;
         let mut spans = Vec::new();
         for (_, data) in event_payloads(events) {
-            // A payload split over several `data:` lines is joined (owned): left as it is.
-            let std::borrow::Cow::Borrowed(data) = data else {
-                continue;
-            };
-            if let Some(span) = self.model_span(data, data.as_ptr() as usize - base) {
+            if let Some(span) = self.event_span(events, &data) {
                 spans.push(span);
             }
         }
+        self.splice_spans(events, &spans)
+    }
+
+    /// Where the `model` value of one event's payload `data` (as `event_payloads` gave it for
+    /// `events`) is in `events`, when it must change. A payload split over several `data:`
+    /// lines is joined (a copy, not within `events`): left as it is.
+    pub fn event_span(&self, events: &[u8], data: &[u8]) -> Option<(usize, usize)> {
+        let offset = (data.as_ptr() as usize).checked_sub(events.as_ptr() as usize)?;
+        if offset.checked_add(data.len())? > events.len() {
+            return None;
+        }
+        self.model_span(data, offset)
+    }
+
+    /// `events` with each span (in order, from [`ResponseModel::event_span`]) replaced by the
+    /// group's name; `None` when there is none.
+    pub fn splice_spans(&self, events: &[u8], spans: &[(usize, usize)]) -> Option<Vec<u8>> {
         if spans.is_empty() {
             return None;
         }
         let mut out = Vec::with_capacity(events.len() + spans.len() * self.json.len());
         let mut at = 0;
-        for (start, end) in spans {
+        for &(start, end) in spans {
+            if start < at || end > events.len() {
+                return None; // not spans of these events, in order
+            }
             out.extend_from_slice(&events[at..start]);
             out.extend_from_slice(&self.json);
             at = end;
@@ -67,9 +88,15 @@ impl ResponseModel {
         Some(out)
     }
 
-    /// Where the top-level `model` string's value is in `json`, offset by `offset`.
+    /// Where the top-level `model` string's value is in `json`, offset by `offset`. Read from
+    /// the front first: a chunk names its model before its `choices`, and walking back to it
+    /// from the end crossed every string of the choices (about 900 instructions an event).
     fn model_span(&self, json: &[u8], offset: usize) -> Option<(usize, usize)> {
-        self.value_span(json, top_level_member(json, b"model")?, offset)
+        let model = leading_member(json, &MODEL_NAME).or_else(|| {
+            let [model] = top_level_members(json, [b"model"]);
+            model
+        });
+        self.value_span(json, model?, offset)
     }
 
     /// Where `value` (a string that must change) is in `json`, offset by `offset`.
@@ -82,6 +109,16 @@ impl ResponseModel {
             return None;
         }
         Some((offset + start, offset + start + value.len()))
+    }
+}
+
+/// Spans of a batch of events (from [`ResponseModel::event_span`]) made spans of the batch with
+/// `from..to` (whole events) left out: those within it go, those after it move up.
+pub fn spans_without(spans: &mut Vec<(usize, usize)>, from: usize, to: usize) {
+    let gone = to.saturating_sub(from);
+    spans.retain(|&(start, _)| start < from || start >= to);
+    for span in spans.iter_mut().filter(|s| s.0 >= to) {
+        *span = (span.0 - gone, span.1 - gone);
     }
 }
 
@@ -121,5 +158,40 @@ mod tests {
             "data: {\"id\":\"a\",\"model\":\"g\",\"choices\":[]}\n\n: comment\r\ndata:{\"model\":\"g\"}\r\n\r\ndata: {\"error\":{}}\n\ndata: [DONE]\n\n"
         );
         assert!(m.apply_events(b"data: [DONE]\n\n").is_none());
+    }
+
+    #[test]
+    fn a_model_after_the_choices_is_found_from_the_end() {
+        // Servers that sort their keys put `choices` first; an inner `model` is not the answer's.
+        let m = ResponseModel::new("g");
+        let events =
+            b"data: {\"choices\":[{\"delta\":{\"model\":\"inner\"}}],\"model\":\"up\",\"x\":1}\n\n";
+        let out = m.apply_events(events).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "data: {\"choices\":[{\"delta\":{\"model\":\"inner\"}}],\"model\":\"g\",\"x\":1}\n\n"
+        );
+        // A payload over two `data:` lines is a joined copy: left as the upstream sent it.
+        assert!(m
+            .apply_events(b"data: {\"model\":\ndata: \"up\"}\n\n")
+            .is_none());
+        // An event left out of the batch: the spans found before match the rest.
+        let events = b"data: {\"model\":\"a\"}\n\ndata: {\"model\":\"bb\",\"choices\":[]}\n\ndata: {\"model\":\"ccc\"}\n\n";
+        let mut spans: Vec<_> = event_payloads(events)
+            .filter_map(|(_, d)| m.event_span(events, &d))
+            .collect();
+        assert_eq!(spans.len(), 3);
+        let (from, to) = (21, 56);
+        assert!(events[to..].starts_with(b"data: {\"model\":\"ccc\""));
+        let kept = [&events[..from], &events[to..]].concat();
+        spans_without(&mut spans, from, to);
+        assert_eq!(m.splice_spans(&kept, &spans), m.apply_events(&kept));
+        assert_eq!(
+            std::str::from_utf8(&m.splice_spans(&kept, &spans).unwrap()).unwrap(),
+            "data: {\"model\":\"g\"}\n\ndata: {\"model\":\"g\"}\n\n"
+        );
+        // Spans out of order or past the end are not spliced.
+        assert!(m.splice_spans(b"abc", &[(2, 3), (0, 1)]).is_none());
+        assert!(m.splice_spans(b"abc", &[(1, 9)]).is_none());
     }
 }

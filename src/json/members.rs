@@ -37,6 +37,32 @@ pub fn top_level_members<'a, const N: usize>(
     found
 }
 
+/// The raw value of the top-level member that `name` finds (a searcher for the quoted name and
+/// its colon, `"model":`) when it is one of the members before the object's first nested value:
+/// found by one vectorised search, not by walking the members. `None` when the search finds no
+/// such member (the name is absent, spaced differently, or first met after a bracket: nested,
+/// or only maybe so), and the caller then walks. Read from valid JSON, the name found is a
+/// member's: outside strings every quote is unescaped, and inside them every quote is escaped.
+pub fn leading_member<'a>(json: &'a [u8], name: &memchr::memmem::Finder<'_>) -> Option<&'a [u8]> {
+    let open = skip_ws(json, 0);
+    if json.get(open) != Some(&b'{') {
+        return None;
+    }
+    // Depth one: searched for only before the first bracket after the object's own (a bracket
+    // in a string makes this give up early; the walk then judges).
+    let nested =
+        memchr::memchr2(b'{', b'[', &json[open + 1..]).map_or(json.len(), |i| open + 1 + i);
+    let at = open + name.find(&json[open..nested])?;
+    // A name's opening quote comes after the object's `{` or a member's `,`: not a closing
+    // quote (escaped or not) of some string.
+    if !matches!(back_ws(json, at).map(|i| json[i]), Some(b'{' | b',')) {
+        return None;
+    }
+    let start = skip_ws(json, at + name.needle().len());
+    let end = scalar_end(json, start)?;
+    Some(&json[start..end])
+}
+
 /// The raw value of member `key` of the top-level JSON object in `json`, or `None` if there is
 /// none or the text is not an object. Escaped member names are not unescaped: OpenAI-shaped
 /// bodies never escape theirs.
@@ -253,14 +279,26 @@ fn leading_scalars<'a>(
     }
 }
 
-/// The index just past the string whose opening quote is at `open`. The first bytes by a
-/// plain loop (names and ids are short: a vectorised search costs more to set up than it
-/// saves there), the rest of a long string (content) by `memchr`.
+/// The index just past the string whose opening quote is at `open`. The first bytes eight at
+/// a time in a machine word (names and ids are short: a vectorised search costs more to set
+/// up than it saves there, and a byte at a time cost about ten instructions a byte), the rest
+/// of a long string (content) by `memchr`.
 pub fn string_end(json: &[u8], open: usize) -> Option<usize> {
     const SHORT: usize = 48;
     let mut i = open + 1;
     let short_end = json.len().min(i + SHORT);
     while i < short_end {
+        if let Some(word) = json.get(i..i + 8) {
+            let word = u64::from_le_bytes(word.try_into().ok()?);
+            let special = has_byte(word, b'"') | has_byte(word, b'\\');
+            if special == 0 {
+                i += 8;
+                continue;
+            }
+            // The lowest flag marks the first quote or backslash exactly (a borrow can only
+            // flag bytes after a true one).
+            i += (special.trailing_zeros() / 8) as usize;
+        }
         match json[i] {
             b'"' => return Some(i + 1),
             b'\\' => i += 2,
@@ -309,6 +347,14 @@ pub fn value_end(json: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// The high bit of each byte of `word` that equals `byte` (and possibly of bytes above the
+/// first such one); zero when none does.
+const fn has_byte(word: u64, byte: u8) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let x = word ^ (ONES * byte as u64);
+    x.wrapping_sub(ONES) & !x & (ONES << 7)
+}
+
 fn scalar_end(json: &[u8], start: usize) -> Option<usize> {
     if *json.get(start)? == b'"' {
         return string_end(json, start);
@@ -323,6 +369,88 @@ fn scalar_end(json: &[u8], start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A byte at a time: what `string_end` must agree with.
+    fn naive_string_end(json: &[u8], open: usize) -> Option<usize> {
+        let mut i = open + 1;
+        while i < json.len() {
+            match json[i] {
+                b'"' => return Some(i + 1),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_leading_member_is_found_by_one_search_or_left_to_the_walk() {
+        let name = memchr::memmem::Finder::new(b"\"model\":");
+        let find = |json: &str| leading_member(json.as_bytes(), &name).map(|v| v.to_vec());
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        assert_eq!(
+            find(r#"{"id":"a","model":"m-1","choices":[]}"#),
+            v(r#""m-1""#)
+        );
+        assert_eq!(find(r#" { "model":null}"#), v("null"));
+        // A quoted name inside a string is escaped: the real member after it is found.
+        assert_eq!(find(r#"{"id":"x\"model\":\"y","model":"m"}"#), v(r#""m""#));
+        // Nested, after a bracket, or after a bracket in a string: the walk's to judge.
+        assert_eq!(
+            find(r#"{"choices":[{"model":"inner"}],"model":"up"}"#),
+            None
+        );
+        assert_eq!(find(r#"{"a":"[","model":"m"}"#), None);
+        // Not found this way: spaced, absent, not an object, not in a name's place.
+        assert_eq!(find(r#"{"model" : "m"}"#), None);
+        assert_eq!(find(r#"{"id":"m"}"#), None);
+        assert_eq!(find(r#"["model":"m"]"#), None);
+        assert_eq!(find(r#"{"a":"b""model":"m"}"#), None);
+        assert_eq!(find(r#"{"model":"#), None);
+        // Whatever it finds, the walk finds too.
+        for json in [
+            r#"{"id":"a","model":"m-1","choices":[]}"#,
+            r#"{"id":"x\"model\":\"y","model":"m"}"#,
+        ] {
+            let [walked] = top_level_members(json.as_bytes(), [b"model"]);
+            assert_eq!(find(json).as_deref(), walked);
+        }
+    }
+
+    #[test]
+    fn strings_end_where_a_byte_at_a_time_says() {
+        // Every placement of escapes and the closing quote across word boundaries, in strings
+        // shorter and longer than the word-at-a-time stretch, and strings that never end.
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for len in 0..80 {
+            let fill = b"abc\xe9\x80 {}[]:,";
+            let body: Vec<u8> = (0..len).map(|i| fill[i % fill.len()]).collect();
+            for at in 0..=len {
+                for ins in [&b"\\\""[..], b"\\\\", b"\"", b"\\", b"\xff\"", b"\x7f\\\""] {
+                    let mut s = vec![b'"'];
+                    s.extend_from_slice(&body[..at]);
+                    s.extend_from_slice(ins);
+                    s.extend_from_slice(&body[at..]);
+                    cases.push(s.clone());
+                    s.push(b'"');
+                    s.extend_from_slice(b",\"next\":1}");
+                    cases.push(s);
+                }
+            }
+        }
+        for c in &cases {
+            assert_eq!(
+                string_end(c, 0),
+                naive_string_end(c, 0),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        assert_eq!(
+            has_byte(u64::from_le_bytes(*b"ab\"cd\\ef"), b'"').trailing_zeros() / 8,
+            2
+        );
+    }
 
     #[test]
     fn values_end_past_their_strings_and_brackets() {
