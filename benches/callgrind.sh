@@ -8,6 +8,8 @@
 # Knobs (environment):
 #   BENCH_SKIP_BUILD=1        use the existing binary (default: cargo build --release)
 #   BENCH_BIN=path            the llmux binary (default: target/release/llmux)
+#   BENCH_MOCK_BIN=path       the binary that runs the mock (default: BENCH_BIN): two builds
+#                             measured against the same upstream
 #   BENCH_N=300               measured requests per kind
 #   BENCH_KEEP=1              keep the work directory (callgrind dumps for callgrind_annotate)
 #   BENCH_CHUNKS=20           events per streamed answer
@@ -63,7 +65,7 @@ wait_http() { # url, attempts of 100 ms
   return 1
 }
 
-"$BIN" mock --listen 127.0.0.1:$MOCK_PORT --workers 1 >"$WORK/mock.log" 2>&1 &
+"${BENCH_MOCK_BIN:-$BIN}" mock --listen 127.0.0.1:$MOCK_PORT --workers 1 >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$MOCK_PORT/health" 100
 

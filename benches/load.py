@@ -45,6 +45,8 @@ def env(name, default):
 
 
 BIN = env("BENCH_BIN", os.path.join(ROOT, "target/release/llmux"))
+# The mock's binary: another build's gateway is measured against the same upstream.
+MOCK_BIN = env("BENCH_MOCK_BIN", BIN)
 HOLD_BIN = env("BENCH_HOLD_BIN", os.path.join(ROOT, "target/release/examples/stream_hold"))
 DURATION = env("BENCH_DURATION", "8s")
 ROUNDS = int(env("BENCH_ROUNDS", "5"))
@@ -363,7 +365,7 @@ def run(work, nginx, nofile, R):
     ng_url = f"http://127.0.0.1:{PORT_NGINX}/v1/chat/completions"
 
     log(f"mock ({MOCK_WORKERS} worker), gateway ({GW_WORKERS} workers), nginx ({NGINX_WORKERS} workers)")
-    mock = Proc("mock", [BIN, "mock", "--listen", f"127.0.0.1:{PORT_MOCK}", "--workers", MOCK_WORKERS], work)
+    mock = Proc("mock", [MOCK_BIN, "mock", "--listen", f"127.0.0.1:{PORT_MOCK}", "--workers", MOCK_WORKERS], work)
     wait_ok("mock", mock, mock_url, body("bench-model"), time.monotonic())
 
     gw, t0 = start_gateway(work, "gateway", gateway_config())

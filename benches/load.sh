@@ -24,6 +24,8 @@
 #   BENCH_NGINX=path                the nginx binary (default: nginx on PATH; skipped if none:
 #                                   apt-get install nginx-light)
 #   BENCH_KEEP=1                    keep the work directory (configs, logs)
+#   BENCH_MOCK_BIN=path             the binary that runs the mock (default: the gateway's), so
+#                                   that two builds are measured against the same upstream
 #   BENCH_IO_DRIVER=epoll           the gateway's I/O driver (default: auto, i.e. io_uring here)
 # All traffic goes to 127.0.0.1. Every run is bounded in time; every process started is
 # stopped on exit.

@@ -188,7 +188,45 @@ impl Reply {
 }
 
 fn sse(data: &Value) -> String {
-    format!("data: {data}\n\n")
+    format!("data: {}\n\n", openai_ordered(data))
+}
+
+/// The order OpenAI writes a completion's and a chunk's members in (as its API reference shows
+/// them and its servers send them). `json!` sorts keys by name, which would put `choices` before
+/// `id` and `model`: a proxy that reads a chunk's names from its front would then meet the
+/// choices first, as it never does with the real service.
+const OPENAI_ORDER: [&str; 7] = [
+    "id",
+    "object",
+    "created",
+    "model",
+    "system_fingerprint",
+    "choices",
+    "usage",
+];
+
+/// `v` as JSON text with its top-level members in [`OPENAI_ORDER`] (others after them, by
+/// name); nested values as `json!` made them.
+fn openai_ordered(v: &Value) -> String {
+    let Some(members) = v.as_object() else {
+        return v.to_string();
+    };
+    let first = OPENAI_ORDER
+        .iter()
+        .copied()
+        .filter(|k| members.contains_key(*k));
+    let rest = (members.keys().map(String::as_str)).filter(|k| !OPENAI_ORDER.contains(k));
+    let mut out = String::from("{");
+    for (i, key) in first.chain(rest).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(key).to_string());
+        out.push(':');
+        out.push_str(&members[key].to_string());
+    }
+    out.push('}');
+    out
 }
 
 fn named(event: &str, data: &Value) -> String {
@@ -323,7 +361,7 @@ impl Format {
     pub fn complete(self, r: &Reply) -> Vec<u8> {
         let (p, c) = (r.prompt_tokens, r.completion_tokens());
         if let Some(tool) = &r.tool {
-            return self.complete_tool(r, tool).to_string().into_bytes();
+            return openai_ordered(&self.complete_tool(r, tool)).into_bytes();
         }
         let v = match self {
             Format::Chat => json!({
@@ -361,7 +399,10 @@ impl Format {
                 "metrics": {"latencyMs": 1},
             }),
         };
-        v.to_string().into_bytes()
+        match self {
+            Format::Chat => openai_ordered(&v).into_bytes(),
+            _ => v.to_string().into_bytes(),
+        }
     }
 
     fn complete_tool(self, r: &Reply, tool: &str) -> Value {
@@ -617,5 +658,57 @@ impl Format {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply() -> Reply {
+        Reply {
+            model: "m".into(),
+            words: vec!["a".into(), "b".into()],
+            prompt_tokens: 3,
+            include_usage: true,
+            created: 1,
+            id: "x".into(),
+            tool: None,
+            thinking: false,
+        }
+    }
+
+    /// Where each name first appears in `text`.
+    fn order(text: &str, names: &[&str]) -> Vec<usize> {
+        names
+            .iter()
+            .map(|n| text.find(&format!("\"{n}\":")).expect(n))
+            .collect()
+    }
+
+    #[test]
+    fn chat_answers_and_chunks_name_their_members_in_openai_s_order() {
+        let names = ["id", "object", "created", "model", "choices", "usage"];
+        let whole = String::from_utf8(Format::Chat.complete(&reply())).unwrap();
+        let at = order(&whole, &names);
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{whole}");
+        for event in Format::Chat.stream_events(&reply()) {
+            let Some(data) = event.strip_prefix("data: {") else {
+                continue; // [DONE]
+            };
+            let at = order(data, &["id", "object", "created", "model", "choices"]);
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{event}");
+            // Still one JSON object, the same as `json!` made it.
+            let v: Value = serde_json::from_str(&event[6..]).unwrap();
+            assert_eq!(v["model"], "m");
+        }
+        assert_eq!(
+            openai_ordered(&json!([1, {"b": 1, "a": 2}])),
+            r#"[1,{"a":2,"b":1}]"#
+        );
+        assert_eq!(
+            openai_ordered(&json!({"z": 1, "id": "i"})),
+            r#"{"id":"i","z":1}"#
+        );
     }
 }
