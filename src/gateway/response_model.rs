@@ -9,8 +9,6 @@ use crate::json::members::{leading_member, top_level_members};
 /// Finds a chunk's `model` member where OpenAI writes it (before `choices`) in one search.
 static MODEL_NAME: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"model\":"));
-#[cfg(test)]
-use crate::usage::top_level_member;
 
 /// The requested model group, ready to be written into answers.
 #[derive(Debug, Clone)]
@@ -125,6 +123,7 @@ pub fn spans_without(spans: &mut Vec<(usize, usize)>, from: usize, to: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::top_level_member;
 
     fn apply(m: &ResponseModel, json: &[u8]) -> Option<Vec<u8>> {
         m.apply_to_member(json, top_level_member(json, b"model")?)

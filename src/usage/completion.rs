@@ -39,11 +39,11 @@ impl CompletionText {
                 if json.get(at) != Some(&b'"') {
                     continue; // `null`, an array of parts, ...
                 }
-                let Some(end) = string_end(json, at + 1) else {
+                let Some(end) = crate::json::members::string_end(json, at) else {
                     return; // unterminated: nothing more to read here
                 };
-                self.push(&json[at..=end]);
-                from = end + 1;
+                self.push(&json[at..end]);
+                from = end;
             }
         }
     }
@@ -79,17 +79,6 @@ impl CompletionText {
     /// The text kept, and the bytes seen beyond it.
     pub fn into_parts(self) -> (String, usize) {
         (self.text, self.overflow)
-    }
-}
-
-/// The index of the closing quote of the string whose content starts at `from`.
-fn string_end(json: &[u8], mut from: usize) -> Option<usize> {
-    loop {
-        let i = from + memchr::memchr2(b'"', b'\\', json.get(from..)?)?;
-        if json[i] == b'"' {
-            return Some(i);
-        }
-        from = i + 2;
     }
 }
 
