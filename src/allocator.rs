@@ -10,8 +10,13 @@
 //!
 //! Every mimalloc block is aligned to at least a machine word (block sizes are multiples of 8
 //! and a page's blocks start 16-byte aligned), so layouts aligned to 8 or less take
-//! `mi_malloc` / `mi_zalloc` / `mi_realloc`; stricter ones go to `MiMalloc` as before. Frees
-//! are the same call either way.
+//! `mi_malloc` / `mi_zalloc` / `mi_realloc`. Stricter ones (up to a page) ask `mi_malloc` for
+//! the size rounded up to a multiple of the alignment and keep the block when it is aligned,
+//! which is what mimalloc gives in practice (its pages start aligned and its block sizes
+//! above 1 KiB are multiples of 128): monoio's timer entry is padded to 128 bytes, so every
+//! future holding a timeout is 128-aligned, and boxing one took the over-allocating aligned
+//! path twice a request. A block that is not aligned is freed and the layout goes to
+//! `MiMalloc` as before. Frees are the same call either way.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -20,6 +25,34 @@ use libmimalloc_sys as mi;
 
 /// The alignment every mimalloc block has.
 const WORD: usize = std::mem::size_of::<usize>();
+/// The strictest alignment tried on the plain path first.
+const PLAIN_FIRST_MAX_ALIGN: usize = 4096;
+
+/// A block of `layout` from the plain path when it happens to be aligned (see the module
+/// comment), else null.
+#[inline]
+unsafe fn plain_if_aligned(layout: Layout, zeroed: bool) -> *mut u8 {
+    let align = layout.align();
+    if align > PLAIN_FIRST_MAX_ALIGN {
+        return std::ptr::null_mut();
+    }
+    // A size that is a multiple of the alignment lands in a size class whose blocks, laid out
+    // from an aligned page start, are aligned; rounding cannot overflow for a valid layout
+    // (its size rounded up to its alignment fits in isize).
+    let size = layout.size().next_multiple_of(align);
+    let p: *mut u8 = unsafe {
+        if zeroed {
+            mi::mi_zalloc(size).cast()
+        } else {
+            mi::mi_malloc(size).cast()
+        }
+    };
+    if p.is_null() || (p as usize) & (align - 1) == 0 {
+        return p;
+    }
+    unsafe { mi::mi_free(p.cast::<c_void>()) };
+    std::ptr::null_mut()
+}
 
 pub struct Allocator;
 
@@ -30,18 +63,26 @@ unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= WORD {
-            unsafe { mi::mi_malloc(layout.size()).cast() }
-        } else {
+            return unsafe { mi::mi_malloc(layout.size()).cast() };
+        }
+        let p = unsafe { plain_if_aligned(layout, false) };
+        if p.is_null() {
             unsafe { mimalloc::MiMalloc.alloc(layout) }
+        } else {
+            p
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= WORD {
-            unsafe { mi::mi_zalloc(layout.size()).cast() }
-        } else {
+            return unsafe { mi::mi_zalloc(layout.size()).cast() };
+        }
+        let p = unsafe { plain_if_aligned(layout, true) };
+        if p.is_null() {
             unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        } else {
+            p
         }
     }
 
@@ -88,7 +129,7 @@ mod tests {
     #[test]
     fn every_layout_is_aligned_and_keeps_its_bytes() {
         for size in [1, 7, 8, 24, 40, 100, 1000, 1025, 5000, 70_000, 3 << 20] {
-            for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
+            for align in [1, 2, 4, 8, 16, 32, 64, 128, 256, 4096, 8192] {
                 check(size, align);
             }
         }
