@@ -166,11 +166,11 @@ pub async fn relay_identity_stream<IO: ServerIo>(
             Next::End => break,
             Next::Failed(e) => return upstream_failed(w, cx, out, &e).await,
         };
-        splitter.append(&piece);
+        splitter.append_bytes(piece);
         // Whatever else has already arrived, or arrives within a turn of the runtime, leaves
         // with it in the same write.
         loop {
-            match drain_buffered(body, |p| splitter.append(p)) {
+            match drain_buffered(body, |p| splitter.append_bytes(p)) {
                 Ok(true) => {
                     ended = true;
                     break;
@@ -220,11 +220,11 @@ pub async fn relay_identity_stream<IO: ServerIo>(
 /// Hands every piece of the body that is already here to `take`. True when the body is over.
 fn drain_buffered(
     body: &mut BodyStream,
-    mut take: impl FnMut(&[u8]),
+    mut take: impl FnMut(bytes::Bytes),
 ) -> Result<bool, UpstreamError> {
     loop {
         match body.next_buffered()? {
-            Buffered::Data(p) => take(&p),
+            Buffered::Data(p) => take(p),
             Buffered::End => return Ok(true),
             Buffered::Nothing => return Ok(false),
         }
@@ -378,7 +378,7 @@ pub async fn relay_mapped_stream<IO: ServerIo>(
                     let drained = drain_buffered(body, |p| {
                         batch += p.len();
                         if fed.is_ok() {
-                            fed = decoder.feed(p, &mut frames);
+                            fed = decoder.feed(&p, &mut frames);
                         }
                     });
                     match drained {

@@ -5,8 +5,13 @@ use bytes::{Bytes, BytesMut};
 
 /// See [`SseSplitter::push`].
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// The room `pending` is given when it grows: a batch of a few events.
+const MIN_CAPACITY: usize = 4 * 1024;
 
 pub struct SseSplitter {
+    /// A piece kept as it came while nothing else is pending: when it ends with whole events
+    /// (a read usually does) they are handed out without being copied.
+    whole: Option<Bytes>,
     pending: BytesMut,
     max_event: usize,
     /// `pending[..scanned]` holds no event boundary: a large event that arrives in many reads
@@ -21,6 +26,7 @@ pub struct EventTooLarge(pub usize);
 impl SseSplitter {
     pub fn new(max_event: usize) -> Self {
         Self {
+            whole: None,
             pending: BytesMut::new(),
             max_event,
             scanned: 0,
@@ -35,17 +41,63 @@ impl SseSplitter {
 
     /// Bytes held that have not been handed out yet.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.whole.as_ref().map_or(0, Bytes::len)
     }
 
     /// Adds bytes without looking for event boundaries yet (see [`SseSplitter::take`]).
     pub fn append(&mut self, data: &[u8]) {
+        self.spill();
+        self.reserve(data.len());
         self.pending.extend_from_slice(data);
+    }
+
+    /// Room for `more` bytes, at least [`MIN_CAPACITY`]: grown from nothing by each small
+    /// event, the buffer was reallocated (and, once events were split off it, allocated anew)
+    /// on nearly every append; with room for a batch, the space the relayed events held is
+    /// taken back in place once they are written.
+    fn reserve(&mut self, more: usize) {
+        if self.pending.capacity() - self.pending.len() < more {
+            self.pending.reserve(more.max(MIN_CAPACITY));
+        }
+    }
+
+    /// Like [`SseSplitter::append`], keeping a piece that comes when nothing is pending as it
+    /// is (no copy unless it ends inside an event).
+    pub fn append_bytes(&mut self, data: Bytes) {
+        if self.whole.is_none() && self.pending.is_empty() {
+            self.whole = Some(data);
+        } else {
+            self.append(&data);
+        }
+    }
+
+    /// Moves a kept piece into `pending`.
+    fn spill(&mut self) {
+        if let Some(whole) = self.whole.take() {
+            self.reserve(whole.len());
+            self.pending.extend_from_slice(&whole);
+        }
     }
 
     /// The complete events appended so far (possibly several, possibly none); a partial event
     /// over the bound is an error.
     pub fn take(&mut self) -> Result<Option<Bytes>, EventTooLarge> {
+        // A kept piece is all there is: its whole events go out as a slice of it, and only an
+        // unfinished event after them is copied.
+        if let Some(mut whole) = self.whole.take() {
+            match last_boundary(&whole) {
+                Some(end) => {
+                    let events = whole.split_to(end);
+                    if !whole.is_empty() {
+                        self.pending.extend_from_slice(&whole);
+                        // No boundary in the rest: the last one was found.
+                        self.scanned = self.pending.len();
+                    }
+                    return Ok(Some(events));
+                }
+                None => self.pending.extend_from_slice(&whole),
+            }
+        }
         // A boundary ends in `\n\n` or `\n\r\n`: the two bytes before the new ones may start it.
         let from = self.scanned.saturating_sub(2);
         match last_boundary(&self.pending[from..]).map(|end| from + end) {
@@ -69,6 +121,7 @@ impl SseSplitter {
 
     /// What is left when the stream ends (an unterminated last event).
     pub fn finish(&mut self) -> Option<Bytes> {
+        self.spill();
         self.scanned = 0;
         (!self.pending.is_empty()).then(|| self.pending.split().freeze())
     }
@@ -155,6 +208,56 @@ mod tests {
         let datas: Vec<&[u8]> = data_lines(&out).collect();
         assert_eq!(datas, vec![&b"{\"b\":2}"[..], &b"[DONE]"[..]]);
         assert!(s.finish().is_none());
+    }
+
+    #[test]
+    fn a_piece_of_whole_events_is_handed_out_without_a_copy() {
+        let mut s = SseSplitter::new(1024);
+        let piece = Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\n");
+        s.append_bytes(piece.clone());
+        assert_eq!(s.pending_len(), piece.len());
+        let out = s.take().unwrap().unwrap();
+        assert_eq!(out.as_ptr(), piece.as_ptr(), "the piece itself");
+        assert_eq!(out, piece);
+        assert_eq!(s.pending_len(), 0);
+        assert!(s.finish().is_none());
+    }
+
+    #[test]
+    fn kept_pieces_split_and_join_as_copied_ones_do() {
+        // Every way of cutting a stream into pieces gives the same events, whichever way the
+        // pieces are added.
+        let stream: &[u8] =
+            b"data: {\"a\":1}\n\n: ping\r\n\r\ndata: {\"b\":\n data: 2}\n\ndata: [DONE]\n\ntail";
+        for cut in 0..=stream.len() {
+            for cut2 in cut..=stream.len() {
+                let pieces = [&stream[..cut], &stream[cut..cut2], &stream[cut2..]];
+                let mut kept = SseSplitter::new(1024);
+                let mut copied = SseSplitter::new(1024);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for p in pieces {
+                    kept.append_bytes(Bytes::copy_from_slice(p));
+                    copied.append(p);
+                    assert_eq!(kept.pending_len(), copied.pending_len());
+                    if let Some(e) = kept.take().unwrap() {
+                        a.extend_from_slice(&e);
+                    }
+                    if let Some(e) = copied.take().unwrap() {
+                        b.extend_from_slice(&e);
+                    }
+                    assert_eq!(a, b, "cut at {cut}, {cut2}");
+                }
+                assert_eq!(kept.finish(), copied.finish());
+                assert_eq!(a, &stream[..stream.len() - 4]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_kept_piece_without_a_boundary_counts_against_the_bound() {
+        let mut s = SseSplitter::new(8);
+        s.append_bytes(Bytes::from_static(b"data: 123456789"));
+        assert!(s.take().is_err());
     }
 
     #[test]

@@ -23,6 +23,9 @@ enum State {
     Broken,
 }
 
+/// The room a stream's write buffer starts with: a batch of a few events.
+const STREAM_WRITE_BUF: usize = 4 * 1024;
+
 /// Writes the response to one request. Handlers get `&mut ResponseWriter`.
 pub struct ResponseWriter<'a, IO: ServerIo> {
     io: &'a mut IO,
@@ -276,6 +279,12 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         };
         if !head_pending {
             self.buf.clear();
+        }
+        // Room for a batch of events at once: grown from the head's size by doubling, the
+        // buffer was reallocated (and copied) a few times in every stream.
+        let need = data.len() + 32;
+        if self.buf.capacity() - self.buf.len() < need {
+            self.buf.reserve(need.max(STREAM_WRITE_BUF));
         }
         if !data.is_empty() {
             if chunked {

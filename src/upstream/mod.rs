@@ -495,7 +495,16 @@ impl BodyStream {
             return false;
         };
         let mut buf = std::mem::take(&mut self.buf);
-        let (deadline, idle, want) = (self.deadline, self.idle, self.read_size);
+        // Read into what is left of the buffer while that is at least a quarter of a read: the
+        // pieces handed out share the buffer, so making room for a whole read took a new
+        // buffer (an allocation and a copy) on nearly every read of a stream's small events.
+        let spare = buf.capacity() - buf.len();
+        let want = if spare >= self.read_size / 4 {
+            spare.min(self.read_size)
+        } else {
+            self.read_size
+        };
+        let (deadline, idle) = (self.deadline, self.idle);
         self.reading = Some(crate::util::boxed_in_place(|| async move {
             let result = match conn.conn.as_mut() {
                 Some(c) => within(
