@@ -23,8 +23,9 @@ enum State {
     Broken,
 }
 
-/// The room a stream's write buffer starts with: a batch of a few events.
-const STREAM_WRITE_BUF: usize = 4 * 1024;
+/// The room a stream's write buffer starts with: a batch of a few events. It is held for the
+/// stream's life, so thousands of slow streams each keep one: small.
+const STREAM_WRITE_BUF: usize = 1024;
 
 /// Writes the response to one request. Handlers get `&mut ResponseWriter`.
 pub struct ResponseWriter<'a, IO: ServerIo> {
