@@ -10,7 +10,7 @@
 //!
 //! Every mimalloc block is aligned to at least a machine word (block sizes are multiples of 8
 //! and a page's blocks start 16-byte aligned), so layouts aligned to 8 or less take
-//! `mi_malloc` / `mi_zalloc` / `mi_realloc`. Stricter ones (up to a page) ask `mi_malloc` for
+//! `mi_malloc` / `mi_zalloc` / `mi_realloc`. Stricter ones (up to 128 bytes) ask `mi_malloc` for
 //! the size rounded up to a multiple of the alignment and keep the block when it is aligned,
 //! which is what mimalloc gives in practice (its pages start aligned and its block sizes
 //! above 1 KiB are multiples of 128): monoio's timer entry is padded to 128 bytes, so every
@@ -25,8 +25,10 @@ use libmimalloc_sys as mi;
 
 /// The alignment every mimalloc block has.
 const WORD: usize = std::mem::size_of::<usize>();
-/// The strictest alignment tried on the plain path first.
-const PLAIN_FIRST_MAX_ALIGN: usize = 4096;
+/// The strictest alignment tried on the plain path first: the one measured (every size tried
+/// from 1 KiB to 16 KiB, rounded to 128, came aligned); stricter layouts are rare and go
+/// straight to the aligned path.
+const PLAIN_FIRST_MAX_ALIGN: usize = 128;
 
 /// A block of `layout` from the plain path when it happens to be aligned (see the module
 /// comment), else null.
