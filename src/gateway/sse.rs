@@ -89,13 +89,17 @@ impl SseSplitter {
                 Some(end) => {
                     let events = whole.split_to(end);
                     if !whole.is_empty() {
+                        self.reserve(whole.len());
                         self.pending.extend_from_slice(&whole);
                         // No boundary in the rest: the last one was found.
                         self.scanned = self.pending.len();
                     }
                     return Ok(Some(events));
                 }
-                None => self.pending.extend_from_slice(&whole),
+                None => {
+                    self.reserve(whole.len());
+                    self.pending.extend_from_slice(&whole);
+                }
             }
         }
         // A boundary ends in `\n\n` or `\n\r\n`: the two bytes before the new ones may start it.
