@@ -5,7 +5,10 @@
 //! unbalanced, bad UTF-8), its SSE2 block version agreeing with its scalar reference.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmux::json::{check_depth, check_structure, check_structure_scalar, parse, validate, JsonError};
+use llmux::json::{
+    check_depth, check_structure, check_structure_members, check_structure_members_scalar,
+    check_structure_scalar, parse, validate, JsonError,
+};
 
 /// A bound small enough for the fuzzer to cross it often, well under serde_json's own 128.
 const MAX: usize = 24;
@@ -53,6 +56,11 @@ fuzz_target!(|data: &[u8]| {
         structure.as_ref().err().map(JsonError::is_too_deep),
         scalar.as_ref().err().map(JsonError::is_too_deep)
     );
+    // And they find the same top-level members.
+    const NAMES: [&[u8]; 3] = [b"usage", b"error", b"model"];
+    let members = check_structure_members(data, MAX, &NAMES);
+    assert_eq!(members.is_ok(), structure.is_ok());
+    assert_eq!(members.ok(), check_structure_members_scalar(data, MAX, &NAMES).ok());
     if deep {
         assert!(matches!(parsed, Err(JsonError::TooDeep { .. })));
         assert!(matches!(valid, Err(JsonError::TooDeep { .. })));

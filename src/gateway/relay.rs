@@ -29,6 +29,7 @@ use crate::api::{ApiError, ErrorKind};
 use crate::dsl::{FrameDecoder, MappedError, Provider, StreamControl, StreamEnd, StreamState};
 use crate::http1::io::DisconnectWatch;
 use crate::http1::{ResponseWriter, ServerIo};
+use crate::json::members;
 use crate::router::{Failure, FailureClass};
 use crate::telemetry::redact::redact;
 use crate::upstream::{BodyStream, Buffered, UpstreamError};
@@ -127,23 +128,72 @@ impl RelayCtx<'_> {
         redact(&body, self.secrets).into_owned()
     }
 
-    /// Checks one event's payload: `[DONE]`, or one complete JSON value.
-    fn check_event(&self, data: &[u8]) -> Result<(), ApiError> {
-        if !self.check_json || data.trim_ascii() == b"[DONE]" {
-            return Ok(());
+    /// Checks one event's payload (`[DONE]`, or one complete JSON value) and reads the
+    /// members the relay needs from it: found by the check itself in the same pass, or, when
+    /// relayed JSON is not checked, by searches for each.
+    fn check_event<'d>(&self, data: &'d [u8]) -> Result<EventMembers<'d>, ApiError> {
+        if data.trim_ascii() == b"[DONE]" {
+            return Ok(EventMembers::default());
         }
-        crate::json::check_structure(data, self.max_json_depth).map_err(|e| {
-            self.bad_upstream(format_args!(
-                "the stream carried an invalid event: {}",
-                clip(&e.to_string())
-            ))
+        if !self.check_json {
+            return Ok(EventMembers::search(data, self.response_model.is_some()));
+        }
+        let [usage, error, model] =
+            crate::json::check_structure_members(data, self.max_json_depth, &EVENT_MEMBERS)
+                .map_err(|e| {
+                    self.bad_upstream(format_args!(
+                        "the stream carried an invalid event: {}",
+                        clip(&e.to_string())
+                    ))
+                })?;
+        // A value is read only when it is of the kind wanted (most chunks say `"usage":null`).
+        let value = |at: Option<usize>, name: &[u8], kind: u8| {
+            let start = members::member_value_start(data, at?, name.len())?;
+            if data.get(start) != Some(&kind) {
+                return None;
+            }
+            Some(&data[start..members::value_end(data, start)?])
+        };
+        Ok(EventMembers {
+            usage: value(usage, EVENT_MEMBERS[0], b'{'),
+            error: error.is_some(),
+            model: value(model, EVENT_MEMBERS[2], b'"'),
         })
     }
 }
 
-/// Building a searcher costs more than searching one event: built once.
-static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+/// The top-level members of an OpenAI-shaped stream event that the identity relay reads, in
+/// the order of [`EventMembers`]'s fields.
+const EVENT_MEMBERS: [&[u8]; 3] = [b"usage", b"error", b"model"];
+
+/// What the identity relay reads from one event: its usage object, whether it is an error
+/// event, and its `model` value (each a raw slice of the event).
+#[derive(Default)]
+struct EventMembers<'d> {
+    usage: Option<&'d [u8]>,
+    error: bool,
+    model: Option<&'d [u8]>,
+}
+
+impl<'d> EventMembers<'d> {
+    /// The members found by a search for each (an event not checked); the `model` only when
+    /// `model` is asked for.
+    fn search(data: &'d [u8], model: bool) -> Self {
+        // Building a searcher costs more than searching one event: built once.
+        static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+        Self {
+            usage: usage::extract::usage_value(data),
+            error: ERROR_KEY.find(data).is_some()
+                && usage::top_level_member(data, b"error").is_some(),
+            model: if model {
+                crate::gateway::response_model::model_value(data)
+            } else {
+                None
+            },
+        }
+    }
+}
 
 /// Relays an upstream SSE stream that is already in OpenAI's shape: split at event boundaries,
 /// each batch of whole events checked and forwarded as one chunk, flushed at once.
@@ -254,11 +304,14 @@ async fn forward_events<IO: ServerIo>(
         if let Some(from) = cut_from.take() {
             cut = Some((from, at));
         }
-        if let Err(e) = cx.check_event(&data) {
-            // The whole events before the bad one still go out, then the error event.
-            let before = redact(&events[..at], cx.secrets).into_owned();
-            return fail(w, out, e.message.clone(), &e, &before).await;
-        }
+        let members = match cx.check_event(&data) {
+            Ok(members) => members,
+            Err(e) => {
+                // The whole events before the bad one still go out, then the error event.
+                let before = redact(&events[..at], cx.secrets).into_owned();
+                return fail(w, out, e.message.clone(), &e, &before).await;
+            }
+        };
         if data.trim_ascii() == b"[DONE]" {
             *saw_done = true;
         } else {
@@ -267,7 +320,7 @@ async fn forward_events<IO: ServerIo>(
                 m.observe_chunk(&data);
             }
         }
-        if let Some(u) = usage::extract(&data) {
+        if let Some(u) = members.usage.and_then(usage::extract::from_value) {
             out.usage = u;
             if cx.drop_usage_chunk
                 && cut.is_none()
@@ -276,9 +329,12 @@ async fn forward_events<IO: ServerIo>(
                 cut_from = Some(at);
             }
         }
-        has_error |=
-            ERROR_KEY.find(&data).is_some() && usage::top_level_member(&data, b"error").is_some();
-        if let Some(span) = cx.response_model.and_then(|m| m.event_span(events, &data)) {
+        has_error |= members.error;
+        let model_span = cx
+            .response_model
+            .zip(members.model)
+            .and_then(|(m, value)| m.event_value_span(events, &data, value));
+        if let Some(span) = model_span {
             model_spans.push(span);
         }
     }

@@ -59,11 +59,18 @@ impl ResponseModel {
     /// `events`) is in `events`, when it must change. A payload split over several `data:`
     /// lines is joined (a copy, not within `events`): left as it is.
     pub fn event_span(&self, events: &[u8], data: &[u8]) -> Option<(usize, usize)> {
-        let offset = (data.as_ptr() as usize).checked_sub(events.as_ptr() as usize)?;
-        if offset.checked_add(data.len())? > events.len() {
-            return None;
-        }
-        self.model_span(data, offset)
+        self.model_span(data, event_offset(events, data)?)
+    }
+
+    /// [`ResponseModel::event_span`] for a payload whose `model` value is known (`value`, a
+    /// slice of `data`: found by the relay's structure check).
+    pub fn event_value_span(
+        &self,
+        events: &[u8],
+        data: &[u8],
+        value: &[u8],
+    ) -> Option<(usize, usize)> {
+        self.value_span(data, value, event_offset(events, data)?)
     }
 
     /// `events` with each span (in order, from [`ResponseModel::event_span`]) replaced by the
@@ -86,15 +93,9 @@ impl ResponseModel {
         Some(out)
     }
 
-    /// Where the top-level `model` string's value is in `json`, offset by `offset`. Read from
-    /// the front first: a chunk names its model before its `choices`, and walking back to it
-    /// from the end crossed every string of the choices (about 900 instructions an event).
+    /// Where the top-level `model` string's value is in `json`, offset by `offset`.
     fn model_span(&self, json: &[u8], offset: usize) -> Option<(usize, usize)> {
-        let model = leading_member(json, &MODEL_NAME).or_else(|| {
-            let [model] = top_level_members(json, [b"model"]);
-            model
-        });
-        self.value_span(json, model?, offset)
+        self.value_span(json, model_value(json)?, offset)
     }
 
     /// Where `value` (a string that must change) is in `json`, offset by `offset`.
@@ -108,6 +109,23 @@ impl ResponseModel {
         }
         Some((offset + start, offset + start + value.len()))
     }
+}
+
+/// The raw value of the top-level `model` member of `json`. Read from the front first: a chunk
+/// names its model before its `choices`, and walking back to it from the end crossed every
+/// string of the choices (about 900 instructions an event).
+pub fn model_value(json: &[u8]) -> Option<&[u8]> {
+    leading_member(json, &MODEL_NAME).or_else(|| {
+        let [model] = top_level_members(json, [b"model"]);
+        model
+    })
+}
+
+/// Where `data` starts in `events`; `None` when it is not a slice of them (a payload joined
+/// from several `data:` lines).
+fn event_offset(events: &[u8], data: &[u8]) -> Option<usize> {
+    let offset = (data.as_ptr() as usize).checked_sub(events.as_ptr() as usize)?;
+    (offset.checked_add(data.len())? <= events.len()).then_some(offset)
 }
 
 /// Spans of a batch of events (from [`ResponseModel::event_span`]) made spans of the batch with

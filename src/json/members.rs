@@ -63,6 +63,14 @@ pub fn leading_member<'a>(json: &'a [u8], name: &memchr::memmem::Finder<'_>) -> 
     Some(&json[start..end])
 }
 
+/// Where the value of a member starts, given where its name's opening quote is and the
+/// name's length as written (as [`crate::json::check_structure_members`] found it); `None`
+/// when no colon follows the name.
+pub fn member_value_start(json: &[u8], quote: usize, name_len: usize) -> Option<usize> {
+    let colon = skip_ws(json, quote + name_len + 2);
+    (json.get(colon) == Some(&b':')).then(|| skip_ws(json, colon + 1))
+}
+
 /// The raw value of member `key` of the top-level JSON object in `json`, or `None` if there is
 /// none or the text is not an object. Escaped member names are not unescaped: OpenAI-shaped
 /// bodies never escape theirs.

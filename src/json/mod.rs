@@ -17,7 +17,10 @@ pub mod members;
 mod structure;
 
 use serde_json::Value;
-pub use structure::{check_structure, check_structure_scalar, MAX_STRUCTURE_DEPTH};
+pub use structure::{
+    check_structure, check_structure_members, check_structure_members_scalar,
+    check_structure_scalar, MAX_STRUCTURE_DEPTH,
+};
 
 /// The default bound (`llmux.server.max_json_depth`): serde_json's own default, far above
 /// what any API body needs (a chat request with tools nests about 10 deep).

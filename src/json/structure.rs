@@ -17,24 +17,52 @@ use super::{validate, JsonError};
 /// gateway forwards without parsing. A document that is not an object or array gets the full
 /// check ([`validate`]).
 pub fn check_structure(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check_structure_members(bytes, max_depth, &[]).map(|_: [Option<usize>; 0]| ())
+}
+
+/// [`check_structure`], and in the same pass where the top-level object's members of the
+/// given `names` are: for each name, the index of the opening quote of the last member so
+/// named (`None` when there is none, or the document is not an object). A relay reads an
+/// event's `usage`, `error` and `model` this way instead of searching for each. A name is
+/// matched as written (no escapes) and must hold no quote or backslash; a member is one when
+/// its name is followed by a colon at the object's own level.
+pub fn check_structure_members<const N: usize>(
+    bytes: &[u8],
+    max_depth: usize,
+    names: &[&[u8]; N],
+) -> Result<[Option<usize>; N], JsonError> {
+    debug_assert!(names
+        .iter()
+        .all(|n| !n.is_empty() && !n.contains(&b'"') && !n.contains(&b'\\')));
     #[cfg(target_arch = "x86_64")]
     {
-        blocks::check(bytes, max_depth)
+        blocks::check(bytes, max_depth, names)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        check_structure_scalar(bytes, max_depth)
+        check_structure_members_scalar(bytes, max_depth, names)
     }
 }
 
 /// [`check_structure`] one byte at a time: the reference the block version is fuzzed
 /// against, and the implementation where SSE2 is not available.
 pub fn check_structure_scalar(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    check_structure_members_scalar(bytes, max_depth, &[]).map(|_: [Option<usize>; 0]| ())
+}
+
+/// [`check_structure_members`] one byte at a time (the reference, as for
+/// [`check_structure_scalar`]).
+pub fn check_structure_members_scalar<const N: usize>(
+    bytes: &[u8],
+    max_depth: usize,
+    names: &[&[u8]; N],
+) -> Result<[Option<usize>; N], JsonError> {
+    let mut found = [None; N];
     let max = max_depth.min(MAX_STRUCTURE_DEPTH);
     let n = bytes.len();
     let mut i = skip_ws(bytes, 0);
     if !matches!(bytes.get(i), Some(b'{' | b'[')) {
-        return validate(bytes, max_depth);
+        return validate(bytes, max_depth).map(|()| found);
     }
     // One bit per open level: set for `{`, clear for `[`.
     let mut open = [0u64; MAX_STRUCTURE_DEPTH / 64];
@@ -75,7 +103,12 @@ pub fn check_structure_scalar(bytes: &[u8], max_depth: usize) -> Result<(), Json
         }
         match CLASS[usize::from(bytes[i])] {
             PLAIN => {}
-            QUOTE => in_string = true,
+            QUOTE => {
+                in_string = true;
+                if N > 0 && depth == 1 && open[0] & 1 != 0 {
+                    member_name(bytes, i, names, &mut found);
+                }
+            }
             c @ (OPEN_OBJECT | OPEN_ARRAY) => {
                 if depth == max {
                     return Err(JsonError::TooDeep {
@@ -106,7 +139,7 @@ pub fn check_structure_scalar(bytes: &[u8], max_depth: usize) -> Result<(), Json
                         return invalid("trailing characters after the value", end);
                     }
                     return std::str::from_utf8(bytes)
-                        .map(|_| ())
+                        .map(|_| found)
                         .map_err(|e| JsonError::Invalid(format!("invalid UTF-8 ({e})")));
                 }
             }
@@ -119,6 +152,28 @@ pub fn check_structure_scalar(bytes: &[u8], max_depth: usize) -> Result<(), Json
         return invalid("unterminated string", n);
     }
     invalid("document ends inside a value", n)
+}
+
+/// The string that opens at `bytes[quote]` (inside the top-level object): when it is one of
+/// `names` followed by a colon, that name's member is here.
+#[inline]
+fn member_name<const N: usize>(
+    bytes: &[u8],
+    quote: usize,
+    names: &[&[u8]; N],
+    found: &mut [Option<usize>; N],
+) {
+    let text = &bytes[quote + 1..];
+    for (name, slot) in names.iter().zip(found.iter_mut()) {
+        if text.first() == name.first()
+            && text.starts_with(name)
+            && text.get(name.len()) == Some(&b'"')
+            && bytes.get(skip_ws(bytes, quote + name.len() + 2)) == Some(&b':')
+        {
+            *slot = Some(quote);
+            return;
+        }
+    }
 }
 
 const PLAIN: u8 = 0;
@@ -177,7 +232,7 @@ mod blocks {
         _mm_set1_epi8,
     };
 
-    use super::{skip_ws, validate, JsonError, MAX_STRUCTURE_DEPTH};
+    use super::{member_name, skip_ws, validate, JsonError, MAX_STRUCTURE_DEPTH};
 
     const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
 
@@ -187,12 +242,17 @@ mod blocks {
         backslash: u64,
         bracket: u64,
         high: u64,
+        /// Bytes equal to the first letter of a member name looked for.
+        first: u64,
     }
 
     /// The masks of 64 bytes with AVX2 (two 32-byte halves).
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn masks_avx2(block: &[u8]) -> Masks {
+    fn masks_avx2<const N: usize>(
+        block: &[u8],
+        letters: &[std::arch::x86_64::__m256i; N],
+    ) -> Masks {
         use std::arch::x86_64::{
             __m256i, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
             _mm256_or_si256, _mm256_set1_epi8,
@@ -210,6 +270,7 @@ mod blocks {
             backslash: 0,
             bracket: 0,
             high: 0,
+            first: 0,
         };
         for k in 0..2 {
             // SAFETY: an unaligned 32-byte load inside `block`, which holds at least 64 bytes.
@@ -220,13 +281,22 @@ mod blocks {
             let folded = _mm256_and_si256(_mm256_or_si256(v, case), bits12);
             m.bracket |= bits(_mm256_cmpeq_epi8(folded, brace));
             m.high |= bits(v);
+            if N > 0 {
+                let mut any = _mm256_cmpeq_epi8(v, letters[0]);
+                for &letter in &letters[1..] {
+                    any = _mm256_or_si256(any, _mm256_cmpeq_epi8(v, letter));
+                }
+                // Opaque: seen through, LLVM kept this mask as a vector of 64 booleans, taken
+                // apart and put together bit by bit (ten times the whole check's cost).
+                m.first |= std::hint::black_box(bits(any));
+            }
         }
         m
     }
 
     /// The masks of 64 bytes with SSE2 (four 16-byte quarters).
     #[inline(always)]
-    fn masks_sse2(block: &[u8]) -> Masks {
+    fn masks_sse2<const N: usize>(block: &[u8], letters: &[__m128i; N]) -> Masks {
         debug_assert!(block.len() >= 64);
         // SAFETY: SSE2 is part of the x86_64 baseline; the loads are unaligned loads of 16 bytes
         // within the 64-byte array.
@@ -246,6 +316,7 @@ mod blocks {
                 backslash: 0,
                 bracket: 0,
                 high: 0,
+                first: 0,
             };
             for k in 0..4 {
                 let v: __m128i = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
@@ -255,6 +326,13 @@ mod blocks {
                 let folded = _mm_and_si128(_mm_or_si128(v, case), bits12);
                 m.bracket |= bits(_mm_cmpeq_epi8(folded, brace));
                 m.high |= bits(v);
+                if N > 0 {
+                    let mut any = _mm_cmpeq_epi8(v, letters[0]);
+                    for &letter in &letters[1..] {
+                        any = _mm_or_si128(any, _mm_cmpeq_epi8(v, letter));
+                    }
+                    m.first |= std::hint::black_box(bits(any));
+                }
             }
             m
         }
@@ -290,36 +368,52 @@ mod blocks {
         x
     }
 
-    pub(super) fn check(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
+    pub(super) fn check<const N: usize>(
+        bytes: &[u8],
+        max_depth: usize,
+        names: &[&[u8]; N],
+    ) -> Result<[Option<usize>; N], JsonError> {
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above; the answer is cached).
-            unsafe { check_avx2(bytes, max_depth) }
+            unsafe { check_avx2(bytes, max_depth, names) }
         } else {
-            check_with(bytes, max_depth, masks_sse2)
+            check_sse2(bytes, max_depth, names)
         }
     }
 
-    /// The SSE2 path on any x86_64 (tests run it where AVX2 would be chosen).
-    #[cfg(test)]
-    pub(super) fn check_sse2(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
-        check_with(bytes, max_depth, masks_sse2)
+    /// The SSE2 path, on any x86_64 (tests run it where AVX2 would be chosen).
+    pub(super) fn check_sse2<const N: usize>(
+        bytes: &[u8],
+        max_depth: usize,
+        names: &[&[u8]; N],
+    ) -> Result<[Option<usize>; N], JsonError> {
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        let letters = names.map(|n| unsafe { _mm_set1_epi8(n[0] as i8) });
+        check_with(bytes, max_depth, names, |b| masks_sse2(b, &letters))
     }
 
     #[target_feature(enable = "avx2")]
-    fn check_avx2(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
-        check_with(bytes, max_depth, |b| masks_avx2(b))
+    fn check_avx2<const N: usize>(
+        bytes: &[u8],
+        max_depth: usize,
+        names: &[&[u8]; N],
+    ) -> Result<[Option<usize>; N], JsonError> {
+        let letters = names.map(|n| std::arch::x86_64::_mm256_set1_epi8(n[0] as i8));
+        check_with(bytes, max_depth, names, |b| masks_avx2(b, &letters))
     }
 
     #[inline(always)]
-    fn check_with(
+    fn check_with<const N: usize>(
         bytes: &[u8],
         max_depth: usize,
+        names: &[&[u8]; N],
         masks: impl Fn(&[u8]) -> Masks,
-    ) -> Result<(), JsonError> {
+    ) -> Result<[Option<usize>; N], JsonError> {
+        let mut found = [None; N];
         let max = max_depth.min(MAX_STRUCTURE_DEPTH);
         let n = bytes.len();
         if !matches!(bytes.get(skip_ws(bytes, 0)), Some(b'{' | b'[')) {
-            return validate(bytes, max_depth);
+            return validate(bytes, max_depth).map(|()| found);
         }
         let invalid =
             |what: &str, at: usize| Err(JsonError::Invalid(format!("{what} at byte {at}")));
@@ -327,6 +421,8 @@ mod blocks {
         let mut depth = 0usize;
         let mut escape_carry = 0u64;
         let mut in_string_carry = 0u64;
+        // An opening quote in the last byte of the previous block.
+        let mut opening_carry = 0u64;
         let mut non_ascii = false;
         let mut base = 0usize;
         while base < n {
@@ -346,6 +442,15 @@ mod blocks {
             let quotes = m.quote & !escaped;
             let in_string = prefix_xor(quotes) ^ in_string_carry;
             in_string_carry = 0u64.wrapping_sub(in_string >> 63);
+            // The first letters of strings that may be member names looked for: right after
+            // an opening quote (a quote inside the string it opens).
+            let (names_at, opening) = if N == 0 {
+                (0, 0)
+            } else {
+                let opening = quotes & in_string;
+                (((opening << 1) | opening_carry) & m.first, opening)
+            };
+            opening_carry = opening >> 63;
             // Outside strings (closing quotes count as outside: in_string is 0 there).
             let outside = !in_string & !quotes;
             non_ascii |= m.high != 0;
@@ -356,10 +461,19 @@ mod blocks {
             } else {
                 (1u64 << stray.trailing_zeros()) - 1
             };
-            let mut brackets = m.bracket & outside & before_stray;
-            while brackets != 0 {
-                let at = base + brackets.trailing_zeros() as usize;
-                brackets &= brackets - 1;
+            let names_at = names_at & before_stray;
+            // Brackets and names in the order they come, so that a name's depth is known.
+            let mut visit = (m.bracket & outside & before_stray) | names_at;
+            while visit != 0 {
+                let bit = visit & visit.wrapping_neg();
+                let at = base + visit.trailing_zeros() as usize;
+                visit &= visit - 1;
+                if names_at & bit != 0 {
+                    if depth == 1 && open[0] & 1 != 0 {
+                        member_name(bytes, at - 1, names, &mut found);
+                    }
+                    continue;
+                }
                 let c = bytes[at];
                 if !matches!(c, b'{' | b'[' | b'}' | b']') {
                     continue;
@@ -398,7 +512,7 @@ mod blocks {
                             return Err(JsonError::Invalid(format!("invalid UTF-8 ({e})")));
                         }
                     }
-                    return Ok(());
+                    return Ok(found);
                 }
             }
             if stray != 0 {
@@ -423,7 +537,7 @@ mod tests {
     /// boundaries.
     #[test]
     fn block_and_scalar_agree() {
-        let alphabet: [&[u8]; 14] = [
+        let alphabet: [&[u8]; 16] = [
             b"\"",
             b"\\",
             b"\\\\",
@@ -438,7 +552,10 @@ mod tests {
             "é".as_bytes(),
             b"\xff",
             b"\"k\":\"v\"",
+            b"\"usage\":",
+            b"\"model\" ",
         ];
+        let names: [&[u8]; 3] = [b"k", b"usage", b"model"];
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..200_000 {
             let mut doc = vec![if rng.bool() { b'{' } else { b'[' }];
@@ -446,15 +563,19 @@ mod tests {
                 doc.extend_from_slice(alphabet[rng.usize(..alphabet.len())]);
             }
             let max = rng.usize(1..12);
-            let a = check_structure(&doc, max);
-            let b = check_structure_scalar(&doc, max);
+            let a = check_structure_members(&doc, max, &names);
+            let b = check_structure_members_scalar(&doc, max, &names);
+            assert_eq!(check_structure(&doc, max).is_ok(), b.is_ok());
             #[cfg(target_arch = "x86_64")]
             assert_eq!(
-                blocks::check_sse2(&doc, max).is_ok(),
-                b.is_ok(),
+                blocks::check_sse2(&doc, max, &names).ok(),
+                b.as_ref().ok().copied(),
                 "sse2 path: {:?}",
                 String::from_utf8_lossy(&doc)
             );
+            if let (Ok(a), Ok(b)) = (&a, &b) {
+                assert_eq!(a, b, "{:?}", String::from_utf8_lossy(&doc));
+            }
             assert_eq!(
                 a.is_ok(),
                 b.is_ok(),
@@ -465,6 +586,79 @@ mod tests {
                 a.as_ref().err().map(JsonError::is_too_deep),
                 b.as_ref().err().map(JsonError::is_too_deep)
             );
+        }
+    }
+
+    /// The members found are the top-level object's own, named exactly, the last of a repeated
+    /// name; on valid JSON, what a walk of the members finds.
+    #[test]
+    fn finds_the_top_level_members_named() {
+        let names: [&[u8]; 3] = [b"usage", b"error", b"model"];
+        let find = |doc: &str| {
+            let a = check_structure_members(doc.as_bytes(), 16, &names).unwrap();
+            let b = check_structure_members_scalar(doc.as_bytes(), 16, &names).unwrap();
+            assert_eq!(a, b, "{doc}");
+            a
+        };
+        let doc = r#"{"id":"x","model":"m","choices":[{"delta":{"model":"in","usage":{}}}],"usage":null}"#;
+        assert_eq!(
+            find(doc),
+            [doc.rfind(r#""usage""#), None, doc.find(r#""model""#)]
+        );
+        // Values, nested members, escaped or longer names, and a top-level array: not members.
+        for doc in [
+            r#"{"a":"usage","b":["error"],"c":{"model":1},"modelx":1,"us\u0061ge":2}"#,
+            r#"[{"usage":{}},"model"]"#,
+            r#"{"a":"x"usage":{"}"#,
+            r#""usage""#,
+        ] {
+            assert_eq!(find(doc), [None, None, None], "{doc}");
+        }
+        let repeated = r#"{ "error" :1, "error"	: {"message":"b"} }"#;
+        assert_eq!(find(repeated)[1], repeated.rfind(r#""error""#));
+        // Across 64-byte blocks: a name's opening quote at every place around a boundary.
+        for pad in 40..80 {
+            let doc = format!(r#"{{"p":"{}","model":"m","usage":{{}}}}"#, "x".repeat(pad));
+            assert_eq!(
+                find(&doc),
+                [doc.find(r#""usage""#), None, doc.find(r#""model""#)],
+                "pad {pad}"
+            );
+        }
+        // Random valid objects: the same as the walk of the members.
+        let mut rng = fastrand::Rng::with_seed(11);
+        let words = ["usage", "error", "model", "x", "modelo", "é"];
+        for _ in 0..20_000 {
+            let mut doc = String::from("{");
+            for i in 0..rng.usize(0..6) {
+                let key = words[rng.usize(..words.len())];
+                let value = match rng.usize(0..4) {
+                    0 => serde_json::json!(words[rng.usize(..words.len())]),
+                    1 => serde_json::json!({ key: [key, {"usage": 1}] }),
+                    2 => serde_json::json!(rng.u32(..)),
+                    _ => serde_json::Value::Null,
+                };
+                if i > 0 {
+                    doc.push_str(if rng.bool() { "," } else { " ,\n" });
+                }
+                doc.push_str(&format!(
+                    "{}{}:{}",
+                    serde_json::json!(key),
+                    " ".repeat(rng.usize(0..3)),
+                    value
+                ));
+            }
+            doc.push('}');
+            let found = find(&doc);
+            for (name, at) in names.iter().zip(found) {
+                let walked = crate::json::members::top_level_member(doc.as_bytes(), name);
+                assert_eq!(at.is_some(), walked.is_some(), "{doc}");
+                if let (Some(at), Some(v)) = (at, walked) {
+                    let v_at = v.as_ptr() as usize - doc.as_ptr() as usize;
+                    let between = &doc[at + name.len() + 2..v_at];
+                    assert!(between.trim() == ":", "{doc}");
+                }
+            }
         }
     }
 

@@ -15,6 +15,12 @@ use crate::json::members::{for_each_member, skip_ws};
 /// (`prompt_tokens_details.cached_tokens`; cache writes from
 /// `prompt_tokens_details.cache_creation_tokens` or Anthropic's `cache_creation_input_tokens`).
 pub fn extract(json: &[u8]) -> Option<Usage> {
+    from_value(usage_value(json)?)
+}
+
+/// The raw value of the top-level `usage` member when it is an object (cheap when there is
+/// none: a substring search comes first).
+pub fn usage_value(json: &[u8]) -> Option<&[u8]> {
     // Building a searcher costs more than searching a typical event: build it once.
     static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
@@ -26,7 +32,7 @@ pub fn extract(json: &[u8]) -> Option<Usage> {
     {
         return None;
     }
-    from_value(top_level_member(json, b"usage")?)
+    top_level_member(json, b"usage")
 }
 
 /// The usage object `usage` (the raw value of a `usage` member); `None` when it is not an

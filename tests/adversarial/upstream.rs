@@ -442,3 +442,90 @@ fn a_burst_of_huge_events_does_not_stay_resident() {
         "RSS {rss} KiB after the burst (baseline {baseline} KiB, limit {limit_kib} KiB)"
     );
 }
+
+/// What the identity relay reads from each event (the usage, an error event, the `model` to
+/// rename) is the same whether the structure check finds it (relayed JSON checked, the
+/// default) or searches do (not checked): decoy names inside strings and nested objects
+/// included.
+#[test]
+fn a_stream_s_usage_error_and_model_are_read_with_and_without_the_check() {
+    let chunk = |extra: &str| {
+        format!(
+            r#"data: {{"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[{{"index":0,"delta":{{"content":"\"usage\":{{\"prompt_tokens\":99}} \"error\":1","model":"inner"}},"finish_reason":null}}]{extra}}}"#
+        ) + "\n\n"
+    };
+    let up = Hostile::start(move |req| {
+        let mut events = chunk(r#","usage":null"#);
+        if req.model().contains("err") {
+            let error = serde_json::json!({"error": {"message": format!("bad key {OPENAI_KEY}"), "type": "server_error"}});
+            events.push_str(&format!("data: {error}\n\n"));
+        } else {
+            events.push_str(r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#);
+            events.push_str("\n\n");
+        }
+        events.push_str("data: [DONE]\n\n");
+        hostile::sse(events.as_bytes())
+    });
+    for checked in [true, false] {
+        let base = format!("{}/v1", up.base());
+        let yaml = format!(
+            "model_list:\n{}{}llmux:\n  upstream:\n    check_relayed_json: {checked}\n",
+            deployment("g", "openai/plain", &base, OPENAI_KEY, ""),
+            deployment("e", "openai/err", &base, OPENAI_KEY, ""),
+        );
+        let gw = Gateway::start(&yaml);
+        let body = |group: &str, usage: bool| {
+            serde_json::json!({
+                "model": group, "stream": true,
+                "stream_options": {"include_usage": usage},
+                "messages": [{"role": "user", "content": "hi"}]
+            })
+            .to_string()
+        };
+        let events = |r: &Response| {
+            data_events(&r.body)
+                .into_iter()
+                .filter(|e| e != "[DONE]")
+                .map(|e| serde_json::from_str::<serde_json::Value>(&e).unwrap())
+                .collect::<Vec<_>>()
+        };
+        // Asked for usage: both chunks, renamed; the usage counted as reported.
+        let r = gw.chat(&body("g", true));
+        assert_eq!(r.status, 200, "checked {checked}");
+        let got = events(&r);
+        assert_eq!(got.len(), 2, "checked {checked}: {got:?}");
+        for v in &got {
+            assert_eq!(v["model"], "g", "checked {checked}: {v}");
+        }
+        assert_eq!(got[0]["choices"][0]["delta"]["model"], "inner");
+        assert_eq!(got[1]["usage"]["prompt_tokens"], 7);
+        let counted = |kind: &str| {
+            metric(
+                &gw.metrics(),
+                &format!(
+                    r#"llmux_tokens_total{{estimated="false",model_group="g",type="{kind}"}}"#
+                ),
+            )
+        };
+        eventually(std::time::Duration::from_secs(30), || {
+            counted("prompt") == Some(7.0)
+        });
+        assert_eq!(counted("completion"), Some(2.0), "checked {checked}");
+        // Not asked for usage: the usage-only chunk is left out.
+        let r = gw.chat(&body("g", false));
+        let got = events(&r);
+        assert_eq!(got.len(), 1, "checked {checked}: {got:?}");
+        assert_eq!(got[0]["model"], "g");
+        // An error event: relayed with the key redacted, and not renamed or taken for usage.
+        let r = gw.chat(&body("e", true));
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(!text.contains(OPENAI_KEY), "checked {checked}: {text}");
+        let got = events(&r);
+        assert_eq!(got.len(), 2, "checked {checked}: {got:?}");
+        assert!(got[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad key"));
+        assert_eq!(got[0]["model"], "e", "checked {checked}");
+    }
+}
