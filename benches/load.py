@@ -47,6 +47,9 @@ def env(name, default):
 BIN = env("BENCH_BIN", os.path.join(ROOT, "target/release/llmux"))
 # The mock's binary: another build's gateway is measured against the same upstream.
 MOCK_BIN = env("BENCH_MOCK_BIN", BIN)
+# A second build of the gateway, measured in the same rounds as the first ("gateway B"): two
+# builds compared on the same machine at the same moments, which a noisy machine needs.
+BIN_B = env("BENCH_BIN_B", "")
 HOLD_BIN = env("BENCH_HOLD_BIN", os.path.join(ROOT, "target/release/examples/stream_hold"))
 DURATION = env("BENCH_DURATION", "8s")
 ROUNDS = int(env("BENCH_ROUNDS", "5"))
@@ -69,7 +72,7 @@ VARIANTS = env(
     "json checks off={upstream: {check_relayed_json: false}};"
     "master key on={}|general_settings: {master_key: sk-bench-master}",
 )
-PORT_MOCK, PORT_GW, PORT_NGINX, PORT_GW2, PORT_GW3 = 18481, 18480, 18482, 18483, 18484
+PORT_MOCK, PORT_GW, PORT_NGINX, PORT_GW2, PORT_GW3, PORT_GW_B = 18481, 18480, 18482, 18483, 18484, 18485
 MSG = '"messages":[{"role":"user","content":"hi"}]'
 # Streams ask for usage (`stream_options.include_usage`), so that the gateway and nginx relay
 # the same upstream stream (the gateway asks OpenAI-shaped upstreams for usage either way).
@@ -326,12 +329,12 @@ def count_events(url, model, headers=()):
     return data.count(b"data: {") if status == 200 else 0
 
 
-def start_gateway(work, name, cfg_text, port=PORT_GW, workers=GW_WORKERS):
+def start_gateway(work, name, cfg_text, port=PORT_GW, workers=GW_WORKERS, binary=None):
     cfg = os.path.join(work, name + ".yaml")
     with open(cfg, "w") as f:
         f.write(cfg_text)
     t0 = time.monotonic()
-    args = [BIN, "serve", "--config", cfg, "--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
+    args = [binary or BIN, "serve", "--config", cfg, "--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
     # BENCH_IO_DRIVER=epoll measures the fallback containers run on (docs/deployment.md).
     if env("BENCH_IO_DRIVER", ""):
         args += ["--io-driver", env("BENCH_IO_DRIVER", "")]
@@ -397,12 +400,19 @@ def run(work, nginx, nofile, R):
     targets = [("direct", mock_url, "bench-model", None), ("gateway", gw_url, "bench", gw)]
     if ng:
         targets.insert(1, ("nginx", ng_url, "bench-model", ng))
+    if BIN_B:
+        gw_b, t0 = start_gateway(work, "gateway-b", gateway_config(), port=PORT_GW_B, binary=BIN_B)
+        gw_b_url = f"http://127.0.0.1:{PORT_GW_B}/v1/chat/completions"
+        wait_ok("gateway B", gw_b, gw_b_url, body("bench"), t0)
+        oha(gw_b_url, body("bench"), CONNS, "2s")
+        targets.append(("gateway B", gw_b_url, "bench", gw_b))
+        log(f"gateway B: {BIN_B}")
 
     if "tput" in PHASES:
         R["tput"] = alternate(targets, lambda url, m, proxy: measured(url, body(m), CONNS, DURATION, mock, proxy))
         R["hwm_kib"] = rss_kib(gw.p.pid, "VmHWM")
     if "stream" in PHASES:
-        st = [(n, u, (f"bench-model-mock-chunks-{CHUNKS}" if n != "gateway" else "bench-stream"), p)
+        st = [(n, u, (f"bench-model-mock-chunks-{CHUNKS}" if not n.startswith("gateway") else "bench-stream"), p)
               for n, u, _, p in targets]
         R["stream"] = alternate(st, lambda url, m, proxy: measured(url, body(m, True), STREAM_CONNS, DURATION, mock, proxy))
     if "mapped" in PHASES:
@@ -419,7 +429,7 @@ def run(work, nginx, nofile, R):
         R["events_mapped"] = count_events(gw_url, "bench-mapped")
     if "latency" in PHASES:
         R["latency"] = alternate(targets, lambda url, m, proxy: measured(url, body(m), CONNS, DURATION, mock, proxy, rate=RATE), rounds=3)
-        st = [(n, u, (f"bench-model-mock-chunks-{CHUNKS}" if n != "gateway" else "bench-stream"), p)
+        st = [(n, u, (f"bench-model-mock-chunks-{CHUNKS}" if not n.startswith("gateway") else "bench-stream"), p)
               for n, u, _, p in targets]
         R["stream_latency"] = alternate(st, lambda url, m, proxy: measured(url, body(m, True), STREAM_CONNS, DURATION, mock, proxy, rate=STREAM_RATE), rounds=3)
     if "features" in PHASES:
@@ -705,8 +715,15 @@ def table(rs, title, unit, ttlb):
     p = print
     n = len(next(iter(rs.values())))
     p(f"### {title} (median of {n} alternating rounds)\n")
-    head = f"| | {unit} | vs direct | vs nginx |"
-    sep = "| --- | ---: | ---: | ---: |"
+    # The machine's speed moves between rounds (other tenants on the same cores), and with it
+    # every process's CPU per request. The mock and oha do the same work behind either proxy,
+    # so their CPU per request measures how fast the machine was in that round: req/s times it
+    # is the throughput at a common speed, and the ratio of those compares nginx's and the
+    # gateway's throughput at equal machine speed. Neither reference is neutral: on loopback
+    # a receiver's wake-up runs in its sender's system call, so part of a proxy's receive
+    # cost is charged to the mock (upstream side) and to oha (client side); both are shown.
+    head = f"| | {unit} | vs direct | vs nginx | vs nginx, speed-adjusted by mock / oha |"
+    sep = "| --- | ---: | ---: | ---: | ---: |"
     if ttlb:
         head += " time to last byte p50 | TTLB vs nginx |"
         sep += " ---: | ---: |"
@@ -716,11 +733,21 @@ def table(rs, title, unit, ttlb):
     p(sep)
     direct = [r["rps"] for r in rs["direct"]]
     nginx = [r["rps"] for r in rs.get("nginx", [])]
+    nginx_adj = [r["rps"] * r["cpu_mock"] for r in rs.get("nginx", [])]
+    nginx_adj_oha = [r["rps"] * r["cpu_oha"] for r in rs.get("nginx", [])]
     for name, runs in rs.items():
         rps = [r["rps"] for r in runs]
         vs_direct = med(a / b for a, b in zip(rps, direct))
         vs_nginx = med(a / b for a, b in zip(rps, nginx)) if nginx else None
-        row = f"| {name} | {fmt(med(rps), 0)} | {fmt(vs_direct, 2)}x | {fmt(vs_nginx, 2) + 'x' if vs_nginx else '-'} |"
+        adj = [r["rps"] * r["cpu_mock"] for r in runs]
+        adj_oha = [r["rps"] * r["cpu_oha"] for r in runs]
+        adjusted = "-"
+        if nginx and name != "direct":
+            by_mock = med(a / b for a, b in zip(adj, nginx_adj))
+            by_oha = med(a / b for a, b in zip(adj_oha, nginx_adj_oha))
+            adjusted = f"{fmt(by_mock, 2)}x / {fmt(by_oha, 2)}x"
+        row = (f"| {name} | {fmt(med(rps), 0)} | {fmt(vs_direct, 2)}x | {fmt(vs_nginx, 2) + 'x' if vs_nginx else '-'} |"
+               f" {adjusted} |")
         if ttlb:
             p50 = [r["p50"] for r in runs]
             ng = [r["p50"] for r in rs.get("nginx", [])]
@@ -729,6 +756,16 @@ def table(rs, title, unit, ttlb):
         row += (f" {fmt(med(r['cpu_proxy'] for r in runs))} | {fmt(med(r['cpu_mock'] for r in runs))} | "
                 f"{fmt(med(r['cpu_oha'] for r in runs))} |")
         p(row)
+    if nginx and len(direct) > 1:
+        # How well the adjustment takes the machine's speed out: the direct call's spread over
+        # the rounds, raw and adjusted.
+        def spread(xs):
+            return (max(xs) - min(xs)) / med(xs) * 100
+        d_adj = [r["rps"] * r["cpu_mock"] for r in rs["direct"]]
+        d_oha = [r["rps"] * r["cpu_oha"] for r in rs["direct"]]
+        p(f"\nSpeed-adjusted: req/s × the mock's (or oha's) CPU µs per request in the same round. The direct "
+          f"call's spread over the rounds: {spread(direct):.0f} % raw, {spread(d_adj):.0f} % adjusted by the mock, "
+          f"{spread(d_oha):.0f} % by oha.")
     p()
 
 

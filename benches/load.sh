@@ -27,6 +27,9 @@
 #   BENCH_MOCK_BIN=path             the binary that runs the mock (default: the gateway's), so
 #                                   that two builds are measured against the same upstream
 #   BENCH_IO_DRIVER=epoll           the gateway's I/O driver (default: auto, i.e. io_uring here)
+#   BENCH_BIN_B=path                a second gateway build, measured in the same alternating
+#                                   rounds as the first ("gateway B"): two builds compared at
+#                                   the same moments of a noisy machine
 # All traffic goes to 127.0.0.1. Every run is bounded in time; every process started is
 # stopped on exit.
 set -euo pipefail

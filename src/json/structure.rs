@@ -25,7 +25,9 @@ pub fn check_structure(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> 
 /// named (`None` when there is none, or the document is not an object). A relay reads an
 /// event's `usage`, `error` and `model` this way instead of searching for each. A name is
 /// matched as written (no escapes) and must hold no quote or backslash; a member is one when
-/// its name is followed by a colon at the object's own level.
+/// its name is followed by a colon at the object's own level. Pass `names` as a constant: the
+/// check is then specialised to them (names known only at run time cost about 200
+/// instructions more an event, measured on a 22-event stream).
 pub fn check_structure_members<const N: usize>(
     bytes: &[u8],
     max_depth: usize,
