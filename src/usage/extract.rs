@@ -18,8 +18,9 @@ pub fn extract(json: &[u8]) -> Option<Usage> {
     from_value(usage_value(json)?)
 }
 
-/// The raw value of the top-level `usage` member when it is an object (cheap when there is
-/// none: a substring search comes first).
+/// The raw value of the top-level `usage` member, looked for only when some `"usage"` in the
+/// text is followed by an object (cheap when there is none: a substring search comes first);
+/// [`from_value`] refuses a value that is not an object.
 pub fn usage_value(json: &[u8]) -> Option<&[u8]> {
     // Building a searcher costs more than searching a typical event: build it once.
     static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
