@@ -389,6 +389,10 @@ impl ChunkedDecoder {
     /// Consumes a complete chunk-size line and returns the size; `None` if the line is not
     /// complete yet.
     fn size_line(&mut self, buf: &mut BytesMut) -> Result<Option<usize>, FramingError> {
+        if let Some((len, size)) = plain_size_line(buf) {
+            buf.advance(len);
+            return Ok(Some(size));
+        }
         let (len, size) = match httparse::parse_chunk_size(buf) {
             Ok(httparse::Status::Complete(v)) => v,
             // Partial means every byte so far belongs to the line.
@@ -463,6 +467,24 @@ impl ChunkedDecoder {
 }
 
 /// Consumes the CRLF that ends a chunk's data; false if it has not fully arrived.
+/// The chunk-size line almost every sender writes (hex digits, CRLF, no extension), parsed in
+/// one pass: its length with the CRLF, and the size. `None` for anything else (an extension,
+/// an incomplete line, more than 15 digits, a bad byte), which the general parse then takes.
+fn plain_size_line(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut size = 0usize;
+    for (i, &b) in buf.iter().enumerate().take(16) {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            b'\r' if i > 0 => return (buf.get(i + 1) == Some(&b'\n')).then_some((i + 2, size)),
+            _ => return None,
+        };
+        size = size << 4 | usize::from(digit);
+    }
+    None
+}
+
 fn take_crlf(buf: &mut BytesMut) -> Result<bool, FramingError> {
     if buf.starts_with(b"\r\n") {
         buf.advance(2);
@@ -506,6 +528,54 @@ mod tests {
                 Step::End => return (out, true),
             }
         }
+    }
+
+    #[test]
+    fn the_plain_size_line_reads_what_the_general_parse_reads() {
+        // Whatever the one-pass parse takes, httparse reads the same length and size, and the
+        // general path's own checks accept it (digits, no extension).
+        let alphabet = b"0123456789abcdefABCDEFgG;= \t\r\n\x00x";
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut taken = 0;
+        for _ in 0..100_000 {
+            let mut line: Vec<u8> = (0..rng.usize(0..24))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            if rng.bool() {
+                let at = rng.usize(..=line.len().min(17));
+                line.truncate(at);
+                line.extend_from_slice(b"\r\n");
+            }
+            let Some((len, size)) = plain_size_line(&line) else {
+                continue;
+            };
+            taken += 1;
+            let Ok(httparse::Status::Complete((hlen, hsize))) = httparse::parse_chunk_size(&line)
+            else {
+                panic!("httparse refuses {:?}", String::from_utf8_lossy(&line));
+            };
+            assert_eq!(
+                (len, size as u64),
+                (hlen, hsize),
+                "{:?}",
+                String::from_utf8_lossy(&line)
+            );
+            assert!(line[..len - 2].iter().all(u8::is_ascii_hexdigit));
+            assert!(len > 2);
+        }
+        assert!(taken > 1_000, "only {taken} lines took the one-pass parse");
+        assert_eq!(
+            plain_size_line(b"ffffffffffffffff\r\n"),
+            None,
+            "16 digits: the general path"
+        );
+        assert_eq!(
+            plain_size_line(b"fffffffffffffff\r\n"),
+            Some((17, 0x0fff_ffff_ffff_ffff))
+        );
+        assert_eq!(plain_size_line(b"1a;x=y\r\n"), None);
+        assert_eq!(plain_size_line(b"\r\n"), None);
+        assert_eq!(plain_size_line(b"1A\r"), None, "incomplete");
     }
 
     /// A decoded body and the bytes left after it.

@@ -322,7 +322,6 @@ pub fn string_end(json: &[u8], open: usize) -> Option<usize> {
     }
 }
 
-/// The index just past the string, number or literal starting at `start`.
 /// The index just past the value that starts at `json[start]`. Nested values are crossed by
 /// their brackets and strings only (a vectorised search for the next quote or bracket of the
 /// value's kind), not validated: for bytes already known to be JSON, such as a body that
