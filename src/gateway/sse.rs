@@ -2,6 +2,7 @@
 //! each forwarded batch can be inspected for usage), with a bound on a partial event's size.
 
 use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
 
 /// See [`SseSplitter::push`].
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -149,44 +150,70 @@ fn last_boundary(buf: &[u8]) -> Option<usize> {
 /// The `data:` payload of each complete event in `events` (several `data:` lines of one event
 /// joined with `\n`, as SSE defines), with the offset where that event starts; events without
 /// data (comments, keep-alives) are skipped.
-pub fn event_payloads(events: &[u8]) -> impl Iterator<Item = (usize, std::borrow::Cow<'_, [u8]>)> {
-    use std::borrow::Cow;
+pub fn event_payloads(events: &[u8]) -> impl Iterator<Item = (usize, Cow<'_, [u8]>)> {
     let mut at = 0usize;
     std::iter::from_fn(move || {
-        let mut payload: Option<Cow<'_, [u8]>> = None;
-        let mut start = at;
-        while at < events.len() {
-            let line_end = memchr::memchr(b'\n', &events[at..]).map_or(events.len(), |i| at + i);
-            let raw = &events[at..line_end];
-            let line_start = at;
-            at = (line_end + 1).min(events.len());
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if line.is_empty() {
-                if payload.is_some() {
-                    return payload.map(|p| (start, p));
-                }
-                start = at;
-                continue;
-            }
-            if payload.is_none() {
-                start = start.min(line_start);
-            }
-            let Some(rest) = line.strip_prefix(b"data:") else {
-                continue;
-            };
-            let data = rest.strip_prefix(b" ").unwrap_or(rest);
-            payload = Some(match payload {
-                None => Cow::Borrowed(data),
-                Some(prev) => {
-                    let mut joined = prev.into_owned();
-                    joined.push(b'\n');
-                    joined.extend_from_slice(data);
-                    Cow::Owned(joined)
-                }
-            });
+        if let Some((payload, next)) = plain_event(events, at) {
+            let start = at;
+            at = next;
+            return Some((start, Cow::Borrowed(payload)));
         }
-        payload.map(|p| (start, p))
+        next_event(events, &mut at)
     })
+}
+
+/// The event at `at` when it is what OpenAI-shaped servers send: one `data:` line and a blank
+/// line, both ended by a bare `\n` — its payload and where the next event starts. `None` for
+/// any other shape, which [`next_event`] reads (one search less an event than it needs).
+fn plain_event(events: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = events.get(at..)?.strip_prefix(b"data:")?;
+    let line_end = memchr::memchr(b'\n', rest)?;
+    if events.get(at + 5 + line_end + 1) != Some(&b'\n') {
+        return None;
+    }
+    let line = &rest[..line_end];
+    if line.last() == Some(&b'\r') {
+        return None;
+    }
+    let data = line.strip_prefix(b" ").unwrap_or(line);
+    Some((data, at + 5 + line_end + 2))
+}
+
+/// The next event with data from `at` on, any shape SSE allows; `at` moves past it.
+fn next_event<'e>(events: &'e [u8], at: &mut usize) -> Option<(usize, Cow<'e, [u8]>)> {
+    let mut payload: Option<Cow<'_, [u8]>> = None;
+    let mut start = *at;
+    while *at < events.len() {
+        let line_end = memchr::memchr(b'\n', &events[*at..]).map_or(events.len(), |i| *at + i);
+        let raw = &events[*at..line_end];
+        let line_start = *at;
+        *at = (line_end + 1).min(events.len());
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.is_empty() {
+            if payload.is_some() {
+                return payload.map(|p| (start, p));
+            }
+            start = *at;
+            continue;
+        }
+        if payload.is_none() {
+            start = start.min(line_start);
+        }
+        let Some(rest) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let data = rest.strip_prefix(b" ").unwrap_or(rest);
+        payload = Some(match payload {
+            None => Cow::Borrowed(data),
+            Some(prev) => {
+                let mut joined = prev.into_owned();
+                joined.push(b'\n');
+                joined.extend_from_slice(data);
+                Cow::Owned(joined)
+            }
+        });
+    }
+    payload.map(|p| (start, p))
 }
 
 /// Iterates the `data:` payloads of complete events.
@@ -262,6 +289,39 @@ mod tests {
         let mut s = SseSplitter::new(8);
         s.append_bytes(Bytes::from_static(b"data: 123456789"));
         assert!(s.take().is_err());
+    }
+
+    #[test]
+    fn the_plain_event_shape_reads_as_the_general_reading_does() {
+        // Events built from the lines and line ends that matter; every batch gives the same
+        // payloads and starts with the shortcut as by the general reading alone.
+        let parts: [&[u8]; 10] = [
+            b"data: {\"a\":1}",
+            b"data:x",
+            b"data: ",
+            b"event: e",
+            b": c",
+            b"\n",
+            b"\r\n",
+            b"\n\n",
+            b"\r",
+            b"data",
+        ];
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..50_000 {
+            let mut batch = Vec::new();
+            for _ in 0..rng.usize(0..12) {
+                batch.extend_from_slice(parts[rng.usize(..parts.len())]);
+            }
+            let fast: Vec<(usize, Vec<u8>)> = event_payloads(&batch)
+                .map(|(at, p)| (at, p.into_owned()))
+                .collect();
+            let mut at = 0;
+            let general: Vec<(usize, Vec<u8>)> = std::iter::from_fn(|| next_event(&batch, &mut at))
+                .map(|(at, p)| (at, p.into_owned()))
+                .collect();
+            assert_eq!(fast, general, "{:?}", String::from_utf8_lossy(&batch));
+        }
     }
 
     #[test]
