@@ -214,27 +214,26 @@ fn value_start(json: &[u8], last: usize) -> Option<usize> {
     match json[last] {
         b'"' => string_open(json, last),
         close @ (b'}' | b']') => {
-            // Brackets of one kind balance inside a valid value; strings are skipped whole.
-            // Only the bytes that matter are visited (a vectorised search for the next one).
+            // Brackets of one kind balance inside a valid value; strings are skipped whole,
+            // the few bytes between them looked at one by one (as in `value_end`).
             let open = if close == b'}' { b'{' } else { b'[' };
             let mut depth = 0usize;
-            let mut end = last + 1;
+            let mut i = last;
             loop {
-                let i = memchr::memrchr3(b'"', open, close, &json[..end])?;
-                match json[i] {
-                    b'"' => {
-                        end = string_open(json, i)?;
-                        continue;
-                    }
-                    b if b == close => depth += 1,
-                    _ => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i);
-                        }
+                let b = json[i];
+                if b == b'"' {
+                    i = string_open(json, i)?.checked_sub(1)?;
+                    continue;
+                }
+                if b == close {
+                    depth += 1;
+                } else if b == open {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(i);
                     }
                 }
-                end = i;
+                i = i.checked_sub(1)?;
             }
         }
         _ => {
@@ -323,9 +322,9 @@ pub fn string_end(json: &[u8], open: usize) -> Option<usize> {
 }
 
 /// The index just past the value that starts at `json[start]`. Nested values are crossed by
-/// their brackets and strings only (a vectorised search for the next quote or bracket of the
-/// value's kind), not validated: for bytes already known to be JSON, such as a body that
-/// parsed. Linear, no recursion; `None` when the value does not end.
+/// their brackets and strings only (strings skipped by [`string_end`], the bytes between them
+/// looked at one by one), not validated: for bytes already known to be JSON, such as a body
+/// that parsed. Linear, no recursion; `None` when the value does not end.
 pub fn value_end(json: &[u8], start: usize) -> Option<usize> {
     let open = *json.get(start)?;
     let close = match open {
@@ -333,24 +332,25 @@ pub fn value_end(json: &[u8], start: usize) -> Option<usize> {
         b'[' => b']',
         _ => return scalar_end(json, start),
     };
+    // Between one string and the next quote or bracket there are only a few bytes (`":"`,
+    // `","`, a number): a byte at a time beats a vectorised search's set-up on every stretch.
     let mut depth = 0usize;
     let mut i = start;
     loop {
-        let at = i + memchr::memchr3(b'"', open, close, json.get(i..)?)?;
-        match json[at] {
-            b'"' => {
-                i = string_end(json, at)?;
-                continue;
-            }
-            b if b == open => depth += 1,
-            _ => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(at + 1);
-                }
+        let b = *json.get(i)?;
+        if b == b'"' {
+            i = string_end(json, i)?;
+            continue;
+        }
+        if b == open {
+            depth += 1;
+        } else if b == close {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i + 1);
             }
         }
-        i = at + 1;
+        i += 1;
     }
 }
 
