@@ -299,7 +299,11 @@ async fn forward_events<IO: ServerIo>(
     let mut cut_from: Option<usize> = None;
     // Where each event's `model` is, found in this one pass over the events (a second pass
     // cost as much again as the first).
-    let mut model_spans: Vec<(usize, usize)> = Vec::new();
+    // Room for one a chunk (OpenAI's are longer than 128 bytes): no regrowing as they come.
+    let mut model_spans: Vec<(usize, usize)> = match cx.response_model {
+        Some(_) => Vec::with_capacity(events.len() / 128 + 1),
+        None => Vec::new(),
+    };
     for (at, data) in event_payloads(events) {
         if let Some(from) = cut_from.take() {
             cut = Some((from, at));
