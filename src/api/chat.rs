@@ -44,7 +44,8 @@ impl ChatRequestView {
                 "The request body must be a JSON object.",
             ));
         };
-        let model = match obj.get("model") {
+        let f = TopFields::of(obj);
+        let model = match f.model {
             None | Some(Value::Null) => {
                 return Err(
                     ApiError::bad_request("Missing required parameter: 'model'.")
@@ -57,7 +58,7 @@ impl ChatRequestView {
             }
             Some(other) => return Err(wrong_type("model", "a string", other)),
         };
-        match obj.get("messages") {
+        match f.messages {
             None | Some(Value::Null) => {
                 return Err(
                     ApiError::bad_request("Missing required parameter: 'messages'.")
@@ -77,8 +78,8 @@ impl ChatRequestView {
             }
             Some(other) => return Err(wrong_type("messages", "an array", other)),
         }
-        let stream = optional_bool(obj, "stream")?.unwrap_or(false);
-        let include_usage = match obj.get("stream_options") {
+        let stream = optional_bool(f.stream, "stream")?.unwrap_or(false);
+        let include_usage = match f.stream_options {
             None | Some(Value::Null) => false,
             Some(Value::Object(o)) => match o.get("include_usage") {
                 None | Some(Value::Null) => false,
@@ -93,10 +94,14 @@ impl ChatRequestView {
             },
             Some(other) => return Err(wrong_type("stream_options", "an object", other)),
         };
-        for (field, min) in [("n", 1), ("max_tokens", 1), ("max_completion_tokens", 1)] {
-            check_count(obj, field, min)?;
+        for (value, field, min) in [
+            (f.n, "n", 1),
+            (f.max_tokens, "max_tokens", 1),
+            (f.max_completion_tokens, "max_completion_tokens", 1),
+        ] {
+            check_count(value, field, min)?;
         }
-        match obj.get("tools") {
+        match f.tools {
             None | Some(Value::Null) => {}
             Some(Value::Array(tools)) => {
                 for (i, t) in tools.iter().enumerate() {
@@ -220,11 +225,43 @@ fn check_tool(i: usize, t: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn optional_bool(
-    obj: &serde_json::Map<String, Value>,
-    field: &str,
-) -> Result<Option<bool>, ApiError> {
-    match obj.get(field) {
+/// The top-level members the gateway checks, found in one pass over the object (a lookup
+/// each compared names again and again).
+#[derive(Default)]
+struct TopFields<'a> {
+    model: Option<&'a Value>,
+    messages: Option<&'a Value>,
+    stream: Option<&'a Value>,
+    stream_options: Option<&'a Value>,
+    n: Option<&'a Value>,
+    max_tokens: Option<&'a Value>,
+    max_completion_tokens: Option<&'a Value>,
+    tools: Option<&'a Value>,
+}
+
+impl<'a> TopFields<'a> {
+    fn of(obj: &'a serde_json::Map<String, Value>) -> Self {
+        let mut f = Self::default();
+        for (name, value) in obj {
+            let slot = match name.as_str() {
+                "model" => &mut f.model,
+                "messages" => &mut f.messages,
+                "stream" => &mut f.stream,
+                "stream_options" => &mut f.stream_options,
+                "n" => &mut f.n,
+                "max_tokens" => &mut f.max_tokens,
+                "max_completion_tokens" => &mut f.max_completion_tokens,
+                "tools" => &mut f.tools,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        f
+    }
+}
+
+fn optional_bool(value: Option<&Value>, field: &str) -> Result<Option<bool>, ApiError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(wrong_type(field, "a boolean", other)),
@@ -232,12 +269,8 @@ fn optional_bool(
 }
 
 /// An optional integer field that must be at least `min`.
-fn check_count(
-    obj: &serde_json::Map<String, Value>,
-    field: &str,
-    min: u64,
-) -> Result<(), ApiError> {
-    match obj.get(field) {
+fn check_count(value: Option<&Value>, field: &str, min: u64) -> Result<(), ApiError> {
+    match value {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) if v >= min => Ok(()),
