@@ -1,9 +1,10 @@
 //! The validated, immutable view of a config that requests read.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use hashbrown::HashMap;
 
 use super::deployment;
 use super::diag::Diagnostics;
@@ -123,6 +124,9 @@ pub struct MediaSettings {
 /// Everything a request needs from the config, swapped atomically on reload.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Looked up by the client's model name on every request: hashbrown's default hasher
+    /// (foldhash) costs a fraction of SipHash, and the keys come from the config, not from
+    /// clients, so there is nothing to flood.
     groups: HashMap<String, ModelGroup>,
     /// Group names in file order, for `/v1/models`.
     pub group_names: Vec<String>,
