@@ -1,8 +1,9 @@
 //! Splits an SSE byte stream at event boundaries so that only whole events are forwarded (and
 //! each forwarded batch can be inspected for usage), with a bound on a partial event's size.
 
-use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
 
 /// See [`SseSplitter::push`].
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -164,7 +165,7 @@ pub fn event_payloads(events: &[u8]) -> impl Iterator<Item = (usize, Cow<'_, [u8
 
 /// The event at `at` when it is what OpenAI-shaped servers send: one `data:` line and a blank
 /// line, both ended by a bare `\n` — its payload and where the next event starts. `None` for
-/// any other shape, which [`next_event`] reads (one search less an event than it needs).
+/// any other shape, which [`next_event`] reads (it searches twice an event, this once).
 fn plain_event(events: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let rest = events.get(at..)?.strip_prefix(b"data:")?;
     let line_end = memchr::memchr(b'\n', rest)?;

@@ -466,7 +466,6 @@ impl ChunkedDecoder {
     }
 }
 
-/// Consumes the CRLF that ends a chunk's data; false if it has not fully arrived.
 /// The chunk-size line almost every sender writes (hex digits, CRLF, no extension), parsed in
 /// one pass: its length with the CRLF, and the size. `None` for anything else (an extension,
 /// an incomplete line, more than 15 digits, a bad byte), which the general parse then takes.
@@ -485,6 +484,7 @@ fn plain_size_line(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// Consumes the CRLF that ends a chunk's data; false if it has not fully arrived.
 fn take_crlf(buf: &mut BytesMut) -> Result<bool, FramingError> {
     if buf.starts_with(b"\r\n") {
         buf.advance(2);
