@@ -426,6 +426,33 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
                 ));
             }
         }
+        // From the body's bytes (as the gateway builds it), parsed only as far as the program
+        // reads: the same request.
+        if let Some(raw) = raw {
+            let tree = std::cell::OnceCell::new();
+            let doc = crate::json::LazyDoc::new(raw, &tree, crate::json::DEFAULT_MAX_DEPTH);
+            // Which OpenAI fields the body has, as the gateway's check reports them.
+            let fields = req.as_object().map_or(0, |o| {
+                o.keys()
+                    .filter_map(|k| super::schema::request_field(k))
+                    .fold(0u64, |m, id| m | 1 << id)
+            });
+            let from_doc = p.build_request_doc(&ctx, Some(&memo), &doc, fields);
+            let same = match (&built, &from_doc) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a.to_string() == b.to_string(),
+                _ => false,
+            };
+            if !same {
+                return Err(format!(
+                    "from the body's bytes, the request differs: {:?} against {:?}",
+                    from_doc.map(|u| String::from_utf8_lossy(&u.body).into_owned()),
+                    built
+                        .as_ref()
+                        .map(|u| String::from_utf8_lossy(&u.body).into_owned()),
+                ));
+            }
+        }
         match (built, &c.expect_error) {
             (Ok(up), None) => {
                 let want = c.expect.as_ref().ok_or("request case without `expect`")?;

@@ -267,6 +267,14 @@ impl<'a, 's> Env<'a, 's> {
         }
     }
 
+    /// The request as some of its top-level OpenAI fields, by id (the program reads no
+    /// others): `extra.*` reads nothing.
+    pub fn set_request_fields(&mut self, fields: &'a [(u8, Value)]) {
+        for (id, v) in fields {
+            self.req_fields[usize::from(*id)] = Some(v);
+        }
+    }
+
     /// Evaluate a stand-alone expression in a fresh frame.
     pub fn eval_top(&mut self, top: &'a CTop) -> Result<Val<'a>, RtError> {
         let base = self.enter(top.slots);

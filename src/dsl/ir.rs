@@ -509,3 +509,59 @@ pub fn mentions_headers(e: &mut CExpr) -> bool {
     e.for_each_child(&mut |c| found |= mentions_headers(c));
     found
 }
+
+/// What a program reads of the client's request: top-level OpenAI fields by id (`req.*`, and
+/// those an `unsupported` rule checks), and whether it reads any other member (`extra.*`).
+/// With no `extra` read, the fields in `fields` are all the request it sees: the rest of the
+/// body need not be parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestReads {
+    pub fields: u64,
+    pub extra: bool,
+}
+
+impl RequestReads {
+    /// Every expression and `unsupported` rule of `prog` (the expressions of every frame, so
+    /// a read anywhere counts, whatever block it is in).
+    pub fn of(prog: &mut Program) -> Self {
+        fn expr(e: &CExpr, r: &mut RequestReads) {
+            match e {
+                CExpr::Req(id) => r.fields |= 1 << id,
+                CExpr::Extra(_) => r.extra = true,
+                _ => {}
+            }
+            super::recursion::for_each_child(e, |c| expr(c, r));
+        }
+        fn stmts(s: &[CStmt], r: &mut RequestReads) {
+            for s in s {
+                match s {
+                    CStmt::Unsupported(params, _) => {
+                        for (id, _) in params {
+                            r.fields |= 1 << id;
+                        }
+                    }
+                    CStmt::If(_, t, e) => {
+                        stmts(t, r);
+                        stmts(e, r);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut r = RequestReads::default();
+        stmts(&prog.request.stmts, &mut r);
+        for b in &prog.supers {
+            stmts(&b.stmts, &mut r);
+        }
+        for (_, exprs) in prog.frames() {
+            for e in exprs {
+                expr(e, &mut r);
+            }
+        }
+        r
+    }
+
+    pub fn reads(&self, id: u8) -> bool {
+        id < 64 && self.fields & (1 << id) != 0
+    }
+}

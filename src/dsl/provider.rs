@@ -9,7 +9,7 @@ use super::builtins::truthy;
 use super::error::{ErrorClass, MappedError, TranslateError};
 use super::framing::Framing;
 use super::interp::{Arena, Env, Flow, RtError, Sink};
-use super::ir::{Auth, CHandler, Program, TmplPart};
+use super::ir::{Auth, CHandler, Program, RequestReads, TmplPart};
 use super::key_order::SourceOrder;
 use super::memo::Memo;
 use super::out::{self, Out};
@@ -144,6 +144,8 @@ pub struct Provider {
     pub(crate) prog: Program,
     /// Some expression reads `headers`: callers pass the upstream's response headers.
     reads_headers: bool,
+    /// What of the client's request the program reads.
+    request_reads: RequestReads,
     /// The name its errors carry (`<label>Exception`): `error_name`, else the dispatching
     /// provider's name (set by the provider set), else its own.
     label: String,
@@ -165,10 +167,12 @@ impl Provider {
                 reads_headers |= super::ir::mentions_headers(e);
             }
         }
+        let request_reads = RequestReads::of(&mut prog);
         let label = prog.error_name.clone().unwrap_or_else(|| prog.name.clone());
         Provider {
             prog,
             reads_headers,
+            request_reads,
             label,
             max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
         }
@@ -329,7 +333,7 @@ impl Provider {
         ctx: &RequestCtx,
         req: &Value,
     ) -> Result<UpstreamRequest, TranslateError> {
-        self.build(ctx, None, req, None)
+        self.build(ctx, None, RequestInput::Tree(req, None))
     }
 
     /// Like [`Provider::build_request`], but a passthrough provider copies `raw`
@@ -341,7 +345,7 @@ impl Provider {
         req: &Value,
         raw: &[u8],
     ) -> Result<UpstreamRequest, TranslateError> {
-        self.build(ctx, None, req, Some(raw))
+        self.build(ctx, None, RequestInput::Tree(req, Some(raw)))
     }
 
     /// Like [`Provider::build_request_raw`], keeping the values of the calls that depend only
@@ -354,7 +358,30 @@ impl Provider {
         req: &Value,
         raw: Option<&[u8]>,
     ) -> Result<UpstreamRequest, TranslateError> {
-        self.build(ctx, Some(memo), req, raw)
+        self.build(ctx, Some(memo), RequestInput::Tree(req, raw))
+    }
+
+    /// Like [`Provider::build_request_memo`], from the client's checked body bytes: a
+    /// passthrough program that reads only OpenAI fields (`req.*`) gets just those members
+    /// parsed, and the rest of the body is copied as bytes; anything else asks `doc` for the
+    /// whole tree. `fields`: the OpenAI request fields at the body's top level, bit per id
+    /// (`schema::REQUEST_FIELDS`; all bits when unknown): a body with none the program reads
+    /// is not walked at all.
+    pub fn build_request_doc(
+        &self,
+        ctx: &RequestCtx,
+        memo: Option<&Memo>,
+        doc: &crate::json::LazyDoc<'_>,
+        fields: u64,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        self.build(ctx, memo, RequestInput::Doc(doc, fields))
+    }
+
+    /// Whether building a request reads the client's whole tree: a mapped provider (its
+    /// `request` block builds a new body), or one that reads non-OpenAI fields (`extra.*`).
+    /// Otherwise the body's bytes are forwarded and only the fields read are parsed.
+    pub fn reads_request_tree(&self) -> bool {
+        !self.prog.request_passthrough || self.request_reads.extra
     }
 
     /// The memo of one deployment of this provider.
@@ -366,15 +393,34 @@ impl Provider {
         &self,
         ctx: &RequestCtx,
         memo: Option<&Memo>,
-        req: &Value,
-        raw: Option<&[u8]>,
+        input: RequestInput<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
         let prog = &self.prog;
+        let raw = input.raw();
+        // Declared before the environment that borrows them.
+        let picked: Vec<(u8, Value)>;
         let mut no_state = Vec::new();
         let mut ids = 0u64;
         let arena = Arena::default();
         let mut env = self.env(&arena, &mut no_state, &mut ids);
-        env.set_request(req);
+        match input {
+            RequestInput::Tree(req, _) => env.set_request(req),
+            RequestInput::Doc(doc, fields) => {
+                let reads = self.request_reads;
+                if self.reads_request_tree() || doc.is_parsed() {
+                    env.set_request(doc.tree());
+                } else if fields & reads.fields != 0 {
+                    match pick_members(doc.bytes(), reads, self.max_json_depth) {
+                        Some(p) => {
+                            picked = p;
+                            env.set_request_fields(&picked);
+                        }
+                        None => env.set_request(doc.tree()),
+                    }
+                }
+                // Else none of the fields the program reads is in the body: it reads nothing.
+            }
+        }
         env.ctx = Some(ctx);
         env.memo = memo;
         env.passthrough = prog.request_passthrough;
@@ -403,7 +449,7 @@ impl Provider {
                 Some(b) => b,
                 None => {
                     let set = out::into_map(std::mem::take(&mut sink.obj));
-                    let mut obj = match req {
+                    let mut obj = match input.tree() {
                         Value::Object(m) => m.clone(),
                         _ => Map::new(),
                     };
@@ -1074,5 +1120,154 @@ fn encode_into(out: &mut String, s: &str, query: bool) {
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
+    }
+}
+
+/// The client's request as `build` is given it.
+#[derive(Clone, Copy)]
+enum RequestInput<'r> {
+    /// The parsed body, and its bytes when a passthrough program should copy them.
+    Tree(&'r Value, Option<&'r [u8]>),
+    /// The checked bytes, parsed only as far as the program needs, and the OpenAI fields at
+    /// their top level (bit per id).
+    Doc(&'r crate::json::LazyDoc<'r>, u64),
+}
+
+impl<'r> RequestInput<'r> {
+    fn raw(&self) -> Option<&'r [u8]> {
+        match self {
+            RequestInput::Tree(_, raw) => *raw,
+            RequestInput::Doc(doc, _) => Some(doc.bytes()),
+        }
+    }
+
+    fn tree(&self) -> &'r Value {
+        match self {
+            RequestInput::Tree(req, _) => req,
+            RequestInput::Doc(doc, _) => doc.tree(),
+        }
+    }
+}
+
+/// The top-level members of the request object `raw` (a checked JSON document) that `reads`
+/// names, each parsed alone (the last of a repeated name, as a parser keeps). `None` when the
+/// walk cannot vouch for the answer (a member name with an escape, which only a parser reads
+/// right; a walk that did not cross the whole object): the caller then parses the whole body.
+fn pick_members(raw: &[u8], reads: RequestReads, max_depth: usize) -> Option<Vec<(u8, Value)>> {
+    let mut picked: Vec<(u8, Value)> = Vec::new();
+    let mut escaped = false;
+    let complete = crate::json::members::for_each_member_forward(raw, |name, value| {
+        if name.contains(&b'\\') {
+            escaped = true;
+            return false;
+        }
+        let Some(id) = super::schema::request_field_bytes(name).filter(|id| reads.reads(*id))
+        else {
+            return true;
+        };
+        let Some(v) = member_value(value, max_depth) else {
+            return false;
+        };
+        // A repeated name: the last one stands.
+        match picked.iter_mut().find(|(seen, _)| *seen == id) {
+            Some(slot) => slot.1 = v,
+            None => picked.push((id, v)),
+        }
+        true
+    });
+    (complete && !escaped).then_some(picked)
+}
+
+/// A member's value: the literals directly (a flag such as `stream` is the usual read), the
+/// rest by the parser.
+fn member_value(bytes: &[u8], max_depth: usize) -> Option<Value> {
+    match bytes {
+        b"true" => Some(Value::Bool(true)),
+        b"false" => Some(Value::Bool(false)),
+        b"null" => Some(Value::Null),
+        _ => crate::json::parse(bytes, max_depth).ok(),
+    }
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+
+    fn reads(names: &[&str]) -> RequestReads {
+        let mut r = RequestReads::default();
+        for n in names {
+            r.fields |= 1 << super::super::schema::request_field(n).unwrap();
+        }
+        r
+    }
+
+    fn picked(raw: &str, names: &[&str]) -> Option<Vec<(String, Value)>> {
+        let p = pick_members(raw.as_bytes(), reads(names), 32)?;
+        let mut named: Vec<(String, Value)> = p
+            .into_iter()
+            .map(|(id, v)| {
+                (
+                    super::super::schema::REQUEST_FIELDS[usize::from(id)].to_owned(),
+                    v,
+                )
+            })
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(named)
+    }
+
+    #[test]
+    fn picks_only_the_fields_read_the_last_of_a_repeat() {
+        let got = picked(
+            r#" { "model":"m", "stream":false, "messages":[{"role":"user","content":"{\"stream\":1}"}],
+                 "stream":true, "temperature":0.5 } "#,
+            &["stream", "max_tokens"],
+        );
+        assert_eq!(got, Some(vec![("stream".to_owned(), Value::Bool(true))]));
+        assert_eq!(picked("{}", &["stream"]), Some(vec![]));
+        assert_eq!(picked(" { } ", &["stream"]), Some(vec![]));
+    }
+
+    #[test]
+    fn leaves_what_only_a_parser_reads_right_to_the_parser() {
+        // An escaped name may be a field read.
+        assert_eq!(picked(r#"{"stre\u0061m":true}"#, &["stream"]), None);
+        // Not an object (the bytes were checked as JSON, not as a request).
+        assert_eq!(picked("[1]", &["stream"]), None);
+        assert_eq!(picked("null", &["stream"]), None);
+        assert_eq!(picked(r#"{"a":1,}"#, &["stream"]), None);
+        assert_eq!(picked(r#"{"a":1} x"#, &["stream"]), None);
+    }
+
+    #[test]
+    fn a_program_reads_what_its_expressions_and_rules_name() {
+        let set = crate::dsl::load_str(
+            "p.llmux",
+            r#"provider p {
+  base_url "https://x.test/v1"
+  url "/chat"
+  request passthrough {
+    if req.stream == true { stream_options = req.stream_options }
+    unsupported temperature when ctx.model == "x"
+  }
+}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let p = set.get("p").unwrap_or_else(|| panic!("no provider"));
+        assert_eq!(
+            p.request_reads,
+            reads(&["stream", "stream_options", "temperature"])
+        );
+        let set = crate::dsl::load_str(
+            "q.llmux",
+            r#"provider q {
+  base_url "https://x.test/v1"
+  url "/chat"
+  request passthrough { top_k = extra.top_k }
+}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let q = set.get("q").unwrap_or_else(|| panic!("no provider"));
+        assert!(q.request_reads.extra);
     }
 }

@@ -43,10 +43,56 @@ pub const REQUEST_FIELDS: &[&str] = &[
 
 /// Id of a top-level request field.
 pub fn request_field(name: &str) -> Option<u8> {
-    REQUEST_FIELDS
-        .iter()
-        .position(|f| *f == name)
-        .and_then(|i| u8::try_from(i).ok())
+    request_field_bytes(name.as_bytes())
+}
+
+/// Longest field name, plus one: the size of the table by length.
+const BY_LEN_SLOTS: usize = 32;
+
+/// Field ids by the length of their names: a lookup compares a name with the two or three
+/// fields of its length (at most six), not all of them (it runs for each top-level member of each request).
+const BY_LEN: [[u8; 6]; BY_LEN_SLOTS] = {
+    let mut table = [[u8::MAX; 6]; BY_LEN_SLOTS];
+    let mut id = 0;
+    while id < REQUEST_FIELDS.len() {
+        let len = REQUEST_FIELDS[id].len();
+        let mut slot = 0;
+        while table[len][slot] != u8::MAX {
+            slot += 1;
+        }
+        table[len][slot] = id as u8;
+        id += 1;
+    }
+    table
+};
+
+/// Id of a top-level request field, by the name's bytes.
+pub fn request_field_bytes(name: &[u8]) -> Option<u8> {
+    let ids = BY_LEN.get(name.len())?;
+    ids.iter()
+        .take_while(|id| **id != u8::MAX)
+        .find(|id| REQUEST_FIELDS[usize::from(**id)].as_bytes() == name)
+        .copied()
+}
+
+/// Id of a field known to be in [`REQUEST_FIELDS`] (a compile-time error otherwise).
+pub const fn field_id(name: &str) -> u8 {
+    let mut id = 0;
+    while id < REQUEST_FIELDS.len() {
+        let f = REQUEST_FIELDS[id].as_bytes();
+        let n = name.as_bytes();
+        if f.len() == n.len() {
+            let mut i = 0;
+            while i < n.len() && f[i] == n[i] {
+                i += 1;
+            }
+            if i == n.len() {
+                return id as u8;
+            }
+        }
+        id += 1;
+    }
+    panic!("not a request field")
 }
 
 /// Fields of the per-deployment context (`ctx.<field>`).
@@ -94,5 +140,23 @@ mod tests {
     #[test]
     fn request_fields_fit_the_dropped_bitset() {
         assert!(super::REQUEST_FIELDS.len() <= 64);
+    }
+
+    #[test]
+    fn finds_each_field_by_its_name_only() {
+        for (id, name) in super::REQUEST_FIELDS.iter().enumerate() {
+            assert_eq!(super::request_field(name), Some(id as u8));
+            assert_eq!(super::field_id(name), id as u8);
+        }
+        for other in [
+            "",
+            "Model",
+            "stream_option",
+            "streams",
+            "cache",
+            &"x".repeat(40),
+        ] {
+            assert_eq!(super::request_field(other), None, "{other}");
+        }
     }
 }

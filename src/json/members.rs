@@ -150,6 +150,49 @@ pub fn for_each_member<'a>(json: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])
     }
 }
 
+/// Calls `f(name, raw value)` for the members of the top-level object in `json`, first to
+/// last, while it returns true; true when the walk crossed the whole object (and only
+/// whitespace follows). For bytes already known to be JSON (a body that parsed): values are
+/// crossed by [`value_end`]. Member names are not unescaped.
+pub fn for_each_member_forward<'a>(
+    json: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+) -> bool {
+    let open = skip_ws(json, 0);
+    if json.get(open) != Some(&b'{') {
+        return false;
+    }
+    let mut i = skip_ws(json, open + 1);
+    if json.get(i) == Some(&b'}') {
+        return skip_ws(json, i + 1) == json.len();
+    }
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return false;
+        }
+        let Some(name_end) = string_end(json, i) else {
+            return false;
+        };
+        let colon = skip_ws(json, name_end);
+        if json.get(colon) != Some(&b':') {
+            return false;
+        }
+        let start = skip_ws(json, colon + 1);
+        let Some(end) = value_end(json, start).filter(|end| *end > start) else {
+            return false;
+        };
+        if !f(&json[i + 1..name_end - 1], &json[start..end]) {
+            return false;
+        }
+        i = skip_ws(json, end);
+        match json.get(i) {
+            Some(b',') => i = skip_ws(json, i + 1),
+            Some(b'}') => return skip_ws(json, i + 1) == json.len(),
+            _ => return false,
+        }
+    }
+}
+
 /// Calls `f(raw element)` for the elements of the array in `json`, first to last, while it
 /// returns true. Elements are crossed by [`value_end`] (for bytes known to be JSON: linear, no
 /// recursion); stops silently at anything that is not an array.

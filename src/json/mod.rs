@@ -10,11 +10,16 @@
 //! `members` finds a top-level object's members without parsing it (usage, model and id of
 //! answers relayed as they came).
 //!
-//! This is a leaf module (std, memchr, serde_json, sonic-rs): the provider language uses it
+//! `LazyDoc` holds a checked document's bytes and builds its tree only on first use.
+//!
+//! This is a leaf module (std, memchr, serde_json, sonic-rs, tracing): the provider language uses it
 //! too and stays independent of the gateway.
 
+mod lazy;
 pub mod members;
 mod structure;
+
+pub use lazy::LazyDoc;
 
 use serde_json::Value;
 pub use structure::{
