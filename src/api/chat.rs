@@ -16,7 +16,57 @@ pub struct ChatRequestView {
     pub include_usage: bool,
 }
 
+/// A request body that passed the checks.
+#[derive(Debug)]
+pub struct CheckedBody {
+    pub view: ChatRequestView,
+    /// It has a top-level `cache` member (the gateway's own controls, taken out before the
+    /// body goes upstream).
+    pub has_cache: bool,
+    /// Its tree, when the check built one.
+    pub tree: Option<Value>,
+    /// The OpenAI request fields at its top level, bit per id (`dsl::schema::REQUEST_FIELDS`;
+    /// all set when the check built the tree).
+    pub fields: u64,
+}
+
 impl ChatRequestView {
+    /// Checks the request body without building its tree (`chat_shape`); a body that fails is
+    /// checked again by [`ChatRequestView::parse`], which words the error. Errors are 400s in
+    /// the OpenAI shape.
+    pub fn check(body: &[u8], max_depth: usize) -> Result<CheckedBody, ApiError> {
+        if !body.is_empty() && crate::json::check_depth(body, max_depth).is_ok() {
+            if let Some(shape) = super::chat_shape::check(body) {
+                return Ok(CheckedBody {
+                    view: Self {
+                        model: shape.model,
+                        stream: shape.stream,
+                        include_usage: shape.include_usage,
+                    },
+                    has_cache: shape.has_cache,
+                    tree: None,
+                    fields: shape.fields,
+                });
+            }
+        }
+        let checked = Self::check_with_tree(body, max_depth)?;
+        // The two checks disagree (they should not): the tree's verdict stands.
+        tracing::warn!("a chat request passed only the tree-building check");
+        Ok(checked)
+    }
+
+    /// Checks the request body by building its tree (kept in the answer): for a gateway whose
+    /// providers all read the tree anyway.
+    pub fn check_with_tree(body: &[u8], max_depth: usize) -> Result<CheckedBody, ApiError> {
+        let (view, tree) = Self::parse(body, max_depth)?;
+        Ok(CheckedBody {
+            view,
+            has_cache: tree.get("cache").is_some(),
+            tree: Some(tree),
+            fields: u64::MAX,
+        })
+    }
+
     /// Parses and validates the request body, returning the view and the parsed body. Errors
     /// are 400s in the OpenAI shape. Nesting deeper than `max_depth` is refused before the
     /// body is parsed.
@@ -119,7 +169,7 @@ impl ChatRequestView {
 }
 
 /// The roles OpenAI's chat API accepts (`function` is deprecated but still sent by old clients).
-const ROLES: [&str; 6] = [
+pub(super) const ROLES: [&str; 6] = [
     "system",
     "developer",
     "user",
