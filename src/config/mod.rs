@@ -343,6 +343,27 @@ mod tests {
     }
 
     #[test]
+    fn requests_are_checked_without_their_tree_when_a_provider_forwards_bytes() {
+        let with = |models: &[&str]| {
+            let list: String = models
+                .iter()
+                .map(|m| {
+                    format!(
+                        "  - model_name: g\n    litellm_params: {{ model: {m}, api_key: k, api_base: http://127.0.0.1:9 }}\n"
+                    )
+                })
+                .collect();
+            load_text(&format!("model_list:\n{list}"))
+                .unwrap()
+                .snapshot
+                .check_without_tree
+        };
+        assert!(with(&["openai/a"]));
+        assert!(with(&["anthropic/a", "openai/b"]));
+        assert!(!with(&["anthropic/a"]));
+    }
+
+    #[test]
     fn loads_litellm_shape_with_warnings() {
         let l = load_text(
             r#"

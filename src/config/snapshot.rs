@@ -148,6 +148,10 @@ pub struct Snapshot {
     pub secrets: Vec<String>,
     /// The compiled provider adapters.
     pub providers: Arc<ProviderSet>,
+    /// Chat requests are checked without building their tree: some deployment's provider
+    /// forwards the client's bytes and reads only OpenAI fields (`Provider::reads_request_tree`
+    /// is false). When every provider maps the request, the check builds the tree they read.
+    pub check_without_tree: bool,
     /// Where they were loaded from (a directory is watched for reload).
     pub providers_source: ProvidersSource,
     /// Environment lookups for everything that needs one (`environment_variables` first, then
@@ -513,6 +517,11 @@ pub(super) fn build(
     secrets_seen.retain(|s| s.len() >= 4);
     secrets_seen.sort();
     secrets_seen.dedup();
+    let check_without_tree = groups.values().flat_map(|g| g.deployments.iter()).any(|d| {
+        providers
+            .get(&d.provider)
+            .is_some_and(|p| !p.reads_request_tree())
+    });
     Some(Snapshot {
         groups,
         group_names,
@@ -528,6 +537,7 @@ pub(super) fn build(
         log_redact_pii: file.llmux.logging.redact_pii.unwrap_or(false),
         secrets: secrets_seen,
         providers,
+        check_without_tree,
         providers_source,
         env,
         router,

@@ -44,14 +44,15 @@ pub fn request_ctx<'a>(
     }
 }
 
-/// Builds the upstream request for `dep` from the client's body.
-/// `req` is the parsed client body and `raw` its bytes (a passthrough provider forwards them).
+/// Builds the upstream request for `dep` from the client's body (a passthrough provider
+/// forwards its bytes; the tree is parsed only if the provider needs it). `fields`: the
+/// OpenAI request fields at the body's top level, bit per id.
 pub fn prepare<'a>(
     provider: &Provider,
     dep: &'a Deployment,
     view: &ChatRequestView,
-    req: &serde_json::Value,
-    raw: &[u8],
+    body: &crate::json::LazyDoc<'_>,
+    fields: u64,
     request_id: &'a str,
 ) -> Result<PreparedRequest<'a>, Failure> {
     let ctx = request_ctx(
@@ -62,7 +63,7 @@ pub fn prepare<'a>(
     );
     let memo = dep.dsl_memo.get_or_init(|| provider.new_memo());
     let up = provider
-        .build_request_memo(&ctx, memo, req, Some(raw))
+        .build_request_doc(&ctx, Some(memo), body, fields)
         .map_err(|e| Failure::from(&e))?;
     let url = UpstreamUrl::parse(up.url).map_err(|e| {
         // The URL may carry the key (`auth query`): never echo it.

@@ -129,7 +129,7 @@ fn prompt_tokens(call: &Call<'_>, dep: &Deployment) -> u64 {
     if call.req.body.len() < TPM_COUNT_MIN_BYTES {
         return Count::estimate(call.req.body.len()).tokens;
     }
-    prompt_tokens_now(&call.body, Encoding::for_model(&dep.tokenizer_model).0).tokens
+    prompt_tokens_now(call.body(), Encoding::for_model(&dep.tokenizer_model).0).tokens
 }
 
 /// Takes a slot and the rate tokens of `dep` for one attempt. A client that goes away while it

@@ -36,7 +36,7 @@ pub enum AttemptEnd {
 #[derive(Default)]
 pub struct PreparedCache<'r> {
     built: Vec<(&'r Arc<Deployment>, PreparedRequest<'r>)>,
-    inlined: Option<(FetchImages, serde_json::Value, Vec<u8>)>,
+    inlined: Option<(FetchImages, std::cell::OnceCell<serde_json::Value>, Vec<u8>)>,
 }
 
 /// The prepare phase: the upstream request for `dep`, from the cache or built now.
@@ -53,7 +53,7 @@ async fn prepared<'c, 'r>(
     // Image URLs the provider cannot take by reference are fetched here, before translation.
     // Boxed: a rarely-taken path should not grow every request's future.
     if policy != FetchImages::None && cache.inlined.as_ref().is_none_or(|(p, ..)| *p != policy) {
-        let mut body = call.body.clone();
+        let mut body = call.body().clone();
         let fetched = Box::pin(media::inline_images(
             &mut body,
             policy,
@@ -68,13 +68,22 @@ async fn prepared<'c, 'r>(
         } else {
             call.raw().to_vec()
         };
-        cache.inlined = Some((policy, body, raw));
+        cache.inlined = Some((policy, std::cell::OnceCell::from(body), raw));
     }
-    let (body, raw) = match &cache.inlined {
-        Some((p, body, raw)) if *p == policy && policy != FetchImages::None => (body, &raw[..]),
-        _ => (&call.body, call.raw()),
+    let doc = match &cache.inlined {
+        Some((p, body, raw)) if *p == policy && policy != FetchImages::None => {
+            crate::json::LazyDoc::new(raw, body, call.snap.server.max_json_depth)
+        }
+        _ => call.doc(),
     };
-    let built = prepare(provider, dep, &call.view, body, raw, &call.req.request_id)?;
+    let built = prepare(
+        provider,
+        dep,
+        &call.view,
+        &doc,
+        call.body_fields,
+        &call.req.request_id,
+    )?;
     cache.built.push((dep, built));
     Ok(&cache.built[cache.built.len() - 1].1)
 }

@@ -63,8 +63,11 @@ pub struct Call<'r> {
     pub snap: &'r Arc<Snapshot>,
     pub req: &'r Request,
     pub view: ChatRequestView,
-    /// The client's body, parsed once.
-    pub body: serde_json::Value,
+    /// The client's body's tree, built the first time something reads it (most requests go
+    /// upstream as their bytes, and nothing does): see [`Call::body`].
+    tree: std::cell::OnceCell<serde_json::Value>,
+    /// The OpenAI request fields at the body's top level, bit per id (`dsl::schema`).
+    pub body_fields: u64,
     /// The client's body bytes without the gateway's own members (`cache`), when it had any.
     pub raw_override: Option<Vec<u8>>,
     pub started: Instant,
@@ -104,21 +107,48 @@ pub async fn chat_completions<IO: ServerIo>(
 ) {
     let started = Instant::now();
     // resolve
-    let (view, mut body) = match ChatRequestView::parse(&req.body, snap.server.max_json_depth) {
-        Ok(parsed) => parsed,
+    let max_depth = snap.server.max_json_depth;
+    let checked = if snap.check_without_tree {
+        ChatRequestView::check(&req.body, max_depth)
+    } else {
+        ChatRequestView::check_with_tree(&req.body, max_depth)
+    };
+    let checked = match checked {
+        Ok(checked) => checked,
         Err(e) => {
             let _ = w.send_error(&e).await;
             return;
         }
     };
-    let (cache_controls, raw_override) = match cache::take_body_controls(&mut body, &req.body) {
-        Ok(Some((c, raw))) => (Some(c), Some(raw)),
-        Ok(None) => (None, None),
-        Err(e) => {
-            let _ = w.send_error(&e).await;
-            return;
+    let view = checked.view;
+    let body_fields = checked.fields;
+    let mut tree = checked.tree;
+    let (cache_controls, raw_override) = if checked.has_cache {
+        // The gateway's own member: taken out of the tree and of the bytes that go upstream.
+        let mut body = match tree.take() {
+            Some(t) => t,
+            None => match ChatRequestView::parse(&req.body, max_depth) {
+                Ok((_, t)) => t,
+                Err(e) => {
+                    let _ = w.send_error(&e).await;
+                    return;
+                }
+            },
+        };
+        let taken = cache::take_body_controls(&mut body, &req.body);
+        tree = Some(body);
+        match taken {
+            Ok(Some((c, raw))) => (Some(c), Some(raw)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                let _ = w.send_error(&e).await;
+                return;
+            }
         }
+    } else {
+        (None, None)
     };
+    let tree = tree.map_or_else(std::cell::OnceCell::new, std::cell::OnceCell::from);
     let Some(group) = snap.group(&view.model) else {
         let _ = w.send_error(&ApiError::model_not_found(&view.model)).await;
         return;
@@ -176,7 +206,14 @@ pub async fn chat_completions<IO: ServerIo>(
         sampled.then(|| {
             gw.spans
                 .fit_queue(snap.tracing.max_queue_spans, snap.tracing.max_export_batch);
-            Box::new(RequestSpans::begin(&trace, view.stream, &body, started))
+            let raw = raw_override.as_deref().unwrap_or(&req.body);
+            let body = crate::json::LazyDoc::new(raw, &tree, max_depth);
+            Box::new(RequestSpans::begin(
+                &trace,
+                view.stream,
+                body.tree(),
+                started,
+            ))
         })
     } else {
         None
@@ -193,7 +230,8 @@ pub async fn chat_completions<IO: ServerIo>(
             groups: vec![view.model.clone()],
         },
         view,
-        body,
+        tree,
+        body_fields,
         raw_override,
         started,
         attempt_started: started,
@@ -467,7 +505,7 @@ impl<'r> Call<'r> {
     pub(super) async fn estimate_usage(&mut self, dep: &Deployment) {
         use crate::usage::tokens::{self, Encoding};
         let (encoding, _) = Encoding::for_model(&dep.tokenizer_model);
-        let prompt = tokens::prompt_tokens(&self.body, encoding).await;
+        let prompt = tokens::prompt_tokens(self.body(), encoding).await;
         let collected = std::mem::take(&mut self.out.completion);
         let completion = if collected.is_empty() {
             // The text was not kept (usage was asked for and did not come: the stream was
@@ -700,7 +738,7 @@ impl Call<'_> {
                     .then(|| self.progress.groups.last().map(String::as_str))
                     .flatten(),
                 input_messages: capture
-                    .then(|| otel::content::input_messages(&self.body, secrets))
+                    .then(|| otel::content::input_messages(self.body(), secrets))
                     .flatten(),
                 output_messages: meta.output.as_deref().filter(|_| capture).map(|text| {
                     otel::content::output_messages(text, meta.reasons().next(), secrets)
@@ -715,6 +753,17 @@ impl Call<'_> {
     /// The client's body bytes as they go upstream (without the gateway's own members).
     pub fn raw(&self) -> &[u8] {
         self.raw_override.as_deref().unwrap_or(&self.req.body)
+    }
+
+    /// The client's body as it goes upstream: its bytes, and its tree on first use.
+    pub fn doc(&self) -> crate::json::LazyDoc<'_> {
+        crate::json::LazyDoc::new(self.raw(), &self.tree, self.snap.server.max_json_depth)
+    }
+
+    /// The client's body's tree (without the gateway's own members), parsed now if nothing
+    /// has read it yet.
+    pub fn body(&self) -> &serde_json::Value {
+        self.doc().tree()
     }
 
     /// Answers from the response cache: the answer as it was sent the first time.

@@ -27,10 +27,10 @@ pub async fn check(call: &Call<'_>, dep: &Deployment) -> Option<Failure> {
         return None;
     }
     let (encoding, known) = Encoding::for_model(&dep.tokenizer_model);
-    let counted = tokens::prompt_tokens(&call.body, encoding).await;
+    let counted = tokens::prompt_tokens(call.body(), encoding).await;
     // Exact only for a model tiktoken knows, counted by its own encoding, without tools (how
     // tool definitions become tokens is the provider's own, approximated here by their JSON).
-    let tools = call.body.get("tools").is_some_and(|t| !t.is_null());
+    let tools = call.body().get("tools").is_some_and(|t| !t.is_null());
     let exact = counted.exact && known && !tools;
     let limit = if exact {
         window as f64
