@@ -13,6 +13,8 @@
 #   BENCH_N=300               measured requests per kind
 #   BENCH_KEEP=1              keep the work directory (callgrind dumps for callgrind_annotate)
 #   BENCH_CHUNKS=20           events per streamed answer
+#   BENCH_MAPPED=1            the deployment is an Anthropic-format upstream (the mock's
+#                             /v1/messages): the mapped path instead of the OpenAI passthrough
 #   BENCH_KEEPALIVE=1         send over 8 keep-alive connections (oha) instead of one new
 #                             connection per request (curl): what a loaded gateway sees, without
 #                             the accept and connection set-up each curl request adds
@@ -35,6 +37,13 @@ N=${BENCH_N:-300}
 CHUNKS=${BENCH_CHUNKS:-20}
 MOCK_PORT=${BENCH_MOCK_PORT:-18191}
 GW_PORT=${BENCH_GW_PORT:-18190}
+if [[ -n ${BENCH_MAPPED:-} ]]; then
+  DEPLOYMENT_MODEL=anthropic/up-mock-chunks-$CHUNKS
+  DEPLOYMENT_BASE=http://127.0.0.1:$MOCK_PORT
+else
+  DEPLOYMENT_MODEL=openai/up-mock-chunks-$CHUNKS
+  DEPLOYMENT_BASE=http://127.0.0.1:$MOCK_PORT/v1
+fi
 VARIANTS=${BENCH_VARIANTS:-"checks-on={upstream: {check_relayed_json: true}};checks-off={upstream: {check_relayed_json: false}}"}
 
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
@@ -115,8 +124,8 @@ for v in "${variant_list[@]}"; do
 model_list:
   - model_name: m
     litellm_params:
-      model: openai/up-mock-chunks-$CHUNKS
-      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      model: $DEPLOYMENT_MODEL
+      api_base: $DEPLOYMENT_BASE
       api_key: sk-bench
 $params_lines
 llmux: $extra
