@@ -1,5 +1,6 @@
-//! The request view and the passthrough patch on arbitrary bytes: never panics, and a patched
-//! body is valid JSON carrying the new model.
+//! The request view and the passthrough patch on arbitrary bytes: never panics, the check
+//! without a tree agrees with the tree's, and a patched body is valid JSON carrying the new
+//! model.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use llmux::api::ChatRequestView;
@@ -7,9 +8,19 @@ use llmux::dsl::out::Out;
 use llmux::dsl::passthrough::patch_top_level;
 
 fuzz_target!(|data: &[u8]| {
-    if ChatRequestView::parse(data, 128).is_err() {
+    // The check without a tree accepts what the tree's check accepts, with the same view
+    // (`tree` is `None` when it alone decided).
+    let checked = ChatRequestView::check(data, 128);
+    let Ok((view, _)) = ChatRequestView::parse(data, 128) else {
+        assert!(checked.is_err(), "accepted without the tree only");
         return;
-    }
+    };
+    let checked = checked.expect("the tree's check accepts it");
+    assert!(checked.tree.is_none(), "refused without the tree only");
+    assert_eq!(
+        (&checked.view.model, checked.view.stream, checked.view.include_usage),
+        (&view.model, view.stream, view.include_usage)
+    );
     let model = serde_json::Value::String("fuzz-model".into());
     let set = [("model", Out::Ref(&model))];
     if let Some(out) = patch_top_level(data, &set, &["max_tokens".to_owned()]) {

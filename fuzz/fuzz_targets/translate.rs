@@ -8,7 +8,8 @@
 //! body for `map_error`.
 //!
 //! Checked besides "no panic": a built request has a parseable URL, header values without
-//! line breaks or NULs, and a JSON body.
+//! line breaks or NULs, and a JSON body; built from the body's bytes (`build_request_doc`),
+//! it is the same request.
 #![no_main]
 #[path = "common.rs"]
 mod common;
@@ -73,6 +74,23 @@ fuzz_target!(|data: &[u8]| {
                 serde_json::from_slice::<Value>(&up.body).is_ok(),
                 "{name}: built a body that is not JSON"
             );
+        }
+        // From the bytes (the gateway's way: only the fields the file reads parsed), the same
+        // request or the same error.
+        if llmux::json::parse(rest, 128).is_ok() {
+            let fields = req.as_object().map_or(0, |o| {
+                o.keys()
+                    .filter_map(|k| llmux::dsl::schema::request_field(k))
+                    .fold(0u64, |m, id| m | 1 << id)
+            });
+            let tree = std::cell::OnceCell::new();
+            let doc = llmux::json::LazyDoc::new(rest, &tree, 128);
+            let from_doc = p.build_request_doc(&ctx, None, &doc, fields);
+            match (p.build_request_raw(&ctx, req, rest), from_doc) {
+                (Ok(a), Ok(b)) => assert!(a == b, "{name}: built from the bytes, the request differs"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{name}"),
+                (a, b) => panic!("{name}: from the tree {:?}, from the bytes {:?}", a.is_ok(), b.is_ok()),
+            }
         }
     }
 
