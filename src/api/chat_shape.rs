@@ -7,14 +7,14 @@
 //! It answers "well-formed, with these routing fields" or "not": for any problem the caller
 //! runs the tree-building check, which words the error. Both must accept the same bodies, so
 //! every value goes through the parser's `deserialize_any` as the tree's does (strings are
-//! checked for UTF-8 and escapes, numbers for range), and each visitor mirrors what the tree
+//! checked for UTF-8 and escapes, numbers for range), and each judge mirrors what the tree
 //! would hold: a repeated member counts as its last occurrence, a non-negative integer read
-//! as signed is still a count, and a float past f64's range is a `null`. A test compares the
-//! two on generated bodies.
+//! as signed is still a count, and a float past f64's range is a `null` (all in [`Shaped`]).
+//! A test compares the two on generated bodies.
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::chat::ROLES;
 use crate::dsl::schema as field;
@@ -37,6 +37,115 @@ pub(super) fn check(body: &[u8]) -> Option<Shape> {
     top.judge()
 }
 
+/// What a check makes of one value, by the kind the tree would hold. A kind it does not
+/// override is [`Judge::other`] (arrays and objects read through first).
+trait Judge<'de>: Sized {
+    type Out;
+    /// Any kind the check does not take.
+    fn other(self) -> Self::Out;
+    /// `null`, and a float past f64's range (the tree holds it as `null`).
+    fn null(self) -> Self::Out {
+        self.other()
+    }
+    fn boolean(self, _: bool) -> Self::Out {
+        self.other()
+    }
+    /// A non-negative integer.
+    fn count(self, _: u64) -> Self::Out {
+        self.other()
+    }
+    fn string(self, _: &str) -> Self::Out {
+        self.other()
+    }
+    fn seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Out, A::Error> {
+        Skip::read_seq(seq).map(|_| self.other())
+    }
+    fn map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Out, A::Error> {
+        Skip::read_map(map).map(|_| self.other())
+    }
+}
+
+/// A [`Judge`] as serde's seed and visitor: the value read with `deserialize_any`, each kind
+/// handed over as the tree's visitor would have held it.
+struct Shaped<J>(J);
+
+impl<'de, J: Judge<'de>> DeserializeSeed<'de> for Shaped<J> {
+    type Value = J::Out;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<J::Out, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, J: Judge<'de>> Visitor<'de> for Shaped<J> {
+    type Value = J::Out;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<J::Out, E> {
+        Ok(self.0.null())
+    }
+    fn visit_none<E>(self) -> Result<J::Out, E> {
+        Ok(self.0.null())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<J::Out, E> {
+        Ok(self.0.boolean(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<J::Out, E> {
+        Ok(self.0.count(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<J::Out, E> {
+        Ok(match u64::try_from(v) {
+            Ok(n) => self.0.count(n),
+            Err(_) => self.0.other(),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<J::Out, E> {
+        Ok(if v.is_finite() {
+            self.0.other()
+        } else {
+            self.0.null()
+        })
+    }
+    fn visit_str<E>(self, v: &str) -> Result<J::Out, E> {
+        Ok(self.0.string(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<J::Out, A::Error> {
+        self.0.seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<J::Out, A::Error> {
+        self.0.map(map)
+    }
+}
+
+/// Any value, parsed and dropped.
+struct Skip;
+
+impl Skip {
+    fn read_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(())
+    }
+    fn read_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<Skip>()?.is_some() {
+            map.next_value::<Skip>()?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Judge<'de> for Skip {
+    type Out = Skip;
+    fn other(self) -> Skip {
+        Skip
+    }
+}
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        Shaped(Skip).deserialize(d)
+    }
+}
+
 /// What a member holds, as far as the checks look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -44,58 +153,31 @@ enum Kind {
     Bool(bool),
     /// A non-negative integer.
     Count(u64),
-    /// A string, and whether it passed the test the visitor was given.
+    /// A string, and whether it passed the test the judge was given.
     Str(bool),
     /// Anything else: a negative or fractional number, an array, an object.
     Other,
 }
 
-/// Reads one value as its [`Kind`]; a string is tested with `test`.
+/// A value as its [`Kind`]; a string is tested with the function.
 struct KindOf(fn(&str) -> bool);
 
-impl<'de> de::DeserializeSeed<'de> for KindOf {
-    type Value = Kind;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(self)
+impl<'de> Judge<'de> for KindOf {
+    type Out = Kind;
+    fn null(self) -> Kind {
+        Kind::Null
     }
-}
-
-impl<'de> Visitor<'de> for KindOf {
-    type Value = Kind;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
+    fn other(self) -> Kind {
+        Kind::Other
     }
-    fn visit_unit<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
+    fn boolean(self, v: bool) -> Kind {
+        Kind::Bool(v)
     }
-    fn visit_none<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
+    fn count(self, v: u64) -> Kind {
+        Kind::Count(v)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Kind, E> {
-        Ok(Kind::Bool(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Kind, E> {
-        Ok(Kind::Count(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Kind, E> {
-        Ok(u64::try_from(v).map_or(Kind::Other, Kind::Count))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Kind, E> {
-        // The tree holds a float it cannot represent as `null`.
-        Ok(if v.is_finite() {
-            Kind::Other
-        } else {
-            Kind::Null
-        })
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Kind, E> {
-        Ok(Kind::Str((self.0)(v)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Kind, A::Error> {
-        Skip::seq(seq).map(|_| Kind::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Kind, A::Error> {
-        Skip::map(map).map(|_| Kind::Other)
+    fn string(self, v: &str) -> Kind {
+        Kind::Str((self.0)(v))
     }
 }
 
@@ -111,70 +193,10 @@ fn is_function(s: &str) -> bool {
     s == "function"
 }
 
-/// Any value, parsed and dropped.
-struct Skip;
-
-impl Skip {
-    fn seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Skip, A::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        Ok(Skip)
-    }
-    fn map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Skip, A::Error> {
-        while map.next_key::<Skip>()?.is_some() {
-            map.next_value::<Skip>()?;
-        }
-        Ok(Skip)
-    }
-}
-
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
-        d.deserialize_any(SkipVisitor)
-    }
-}
-
-struct SkipVisitor;
-
-impl<'de> Visitor<'de> for SkipVisitor {
-    type Value = Skip;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_none<E>(self) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Skip, A::Error> {
-        Skip::seq(seq)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Skip, A::Error> {
-        Skip::map(map)
-    }
-}
-
-/// A member name, matched against the names a visitor looks for (after unescaping, as the
-/// tree's keys are).
+/// A member name (unescaped, as the tree's keys are): its index in the list, `N` for another.
 struct Name<const N: usize>(&'static [&'static str; N]);
 
-impl<'de, const N: usize> de::DeserializeSeed<'de> for Name<N> {
-    /// The index of the name in the list, `N` for any other.
+impl<'de, const N: usize> DeserializeSeed<'de> for Name<N> {
     type Value = usize;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
         d.deserialize_str(self)
@@ -191,93 +213,8 @@ impl<'de, const N: usize> Visitor<'de> for Name<N> {
     }
 }
 
-/// Whether an array (of messages, tools) is present, empty, and all its elements pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum List {
-    /// `null` (or a float out of range, which the tree holds as `null`).
-    Null,
-    Good {
-        empty: bool,
-    },
-    Bad,
-}
-
-/// Reads an array whose elements `elem` judges; anything but an array (or `null`) is bad.
-struct ListOf<E>(E);
-
-impl<'de, E: Fn() -> F, F: de::DeserializeSeed<'de, Value = bool>> de::DeserializeSeed<'de>
-    for ListOf<E>
-{
-    type Value = List;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<List, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, E: Fn() -> F, F: de::DeserializeSeed<'de, Value = bool>> Visitor<'de> for ListOf<E> {
-    type Value = List;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array")
-    }
-    fn visit_unit<Er>(self) -> Result<List, Er> {
-        Ok(List::Null)
-    }
-    fn visit_none<Er>(self) -> Result<List, Er> {
-        Ok(List::Null)
-    }
-    fn visit_bool<Er>(self, _: bool) -> Result<List, Er> {
-        Ok(List::Bad)
-    }
-    fn visit_u64<Er>(self, _: u64) -> Result<List, Er> {
-        Ok(List::Bad)
-    }
-    fn visit_i64<Er>(self, _: i64) -> Result<List, Er> {
-        Ok(List::Bad)
-    }
-    fn visit_f64<Er>(self, v: f64) -> Result<List, Er> {
-        Ok(if v.is_finite() { List::Bad } else { List::Null })
-    }
-    fn visit_str<Er>(self, _: &str) -> Result<List, Er> {
-        Ok(List::Bad)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<List, A::Error> {
-        Skip::map(map).map(|_| List::Bad)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List, A::Error> {
-        let mut empty = true;
-        let mut good = true;
-        // Every element is read (the parser checks them all), judged or not.
-        while let Some(ok) = seq.next_element_seed(ElementSeed {
-            judge: good.then(&self.0),
-        })? {
-            empty = false;
-            good &= ok;
-        }
-        Ok(if good {
-            List::Good { empty }
-        } else {
-            List::Bad
-        })
-    }
-}
-
-/// One element: judged by its seed, or skipped once the list is already bad.
-struct ElementSeed<F> {
-    judge: Option<F>,
-}
-
-impl<'de, F: de::DeserializeSeed<'de, Value = bool>> de::DeserializeSeed<'de> for ElementSeed<F> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        match self.judge {
-            Some(judge) => judge.deserialize(d),
-            None => Skip::deserialize(d).map(|_| false),
-        }
-    }
-}
-
-/// Reads an object member by member: `on(index of the name, map)` reads each value (index
-/// `N` for a name not in the list) and says whether the object is still fine.
+/// Reads an object member by member: `on(index of the name, map)` reads each value of a name
+/// in `names`; the others are read through.
 fn object_members<'de, A: MapAccess<'de>, const N: usize>(
     mut map: A,
     names: &'static [&'static str; N],
@@ -293,105 +230,150 @@ fn object_members<'de, A: MapAccess<'de>, const N: usize>(
     Ok(())
 }
 
-/// A visitor for values that must be objects: any other value is `false` (after it is read).
-macro_rules! object_visitor {
-    ($name:ident, $expecting:literal, |$map:ident| $body:block) => {
-        struct $name;
-        impl<'de> de::DeserializeSeed<'de> for $name {
-            type Value = bool;
-            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-                d.deserialize_any(self)
-            }
-        }
-        impl<'de> Visitor<'de> for $name {
-            type Value = bool;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str($expecting)
-            }
-            fn visit_unit<E>(self) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_none<E>(self) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
-                Skip::seq(seq).map(|_| false)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, $map: A) -> Result<bool, A::Error> {
-                $body
-            }
-        }
-    };
+/// The [`Kind`] of the next value of `map`, its strings tested with `test`.
+fn kind<'de, A: MapAccess<'de>>(map: &mut A, test: fn(&str) -> bool) -> Result<Kind, A::Error> {
+    map.next_value_seed(Shaped(KindOf(test)))
 }
 
-// A message: `role` one of the roles; `content` null, a string, or content parts.
-object_visitor!(Message, "a message object", |map| {
-    let mut role = None;
-    let mut content = Content::Absent;
-    object_members(map, &["role", "content"], |i, map| {
-        match i {
-            0 => role = Some(map.next_value_seed(KindOf(is_role))?),
-            _ => content = map.next_value_seed(ContentSeed)?,
+/// Whether an array (of messages, tools, content parts) is there, empty, and all its elements
+/// pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Null,
+    Good { empty: bool },
+    Bad,
+}
+
+/// An array whose elements the judges that `elem` makes must find `true`.
+struct ListOf<E>(E);
+
+impl<'de, E: Fn() -> F, F: Judge<'de, Out = bool>> Judge<'de> for ListOf<E> {
+    type Out = List;
+    fn null(self) -> List {
+        List::Null
+    }
+    fn other(self) -> List {
+        List::Bad
+    }
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List, A::Error> {
+        let mut empty = true;
+        let mut good = true;
+        // Every element is read (the parser checks them all), judged while all were good.
+        while let Some(ok) = seq.next_element_seed(Element(good.then(&self.0)))? {
+            empty = false;
+            good &= ok;
         }
-        Ok(())
-    })?;
-    Ok(role == Some(Kind::Str(true)) && content != Content::Bad)
-});
+        Ok(if good {
+            List::Good { empty }
+        } else {
+            List::Bad
+        })
+    }
+}
 
-// A content part: its `type` a string.
-object_visitor!(Part, "a content part", |map| {
-    let mut kind = None;
-    object_members(map, &["type"], |_, map| {
-        kind = Some(map.next_value_seed(KindOf(any_str))?);
-        Ok(())
-    })?;
-    Ok(matches!(kind, Some(Kind::Str(_))))
-});
+/// One element: judged, or read through once the list is already bad.
+struct Element<F>(Option<F>);
 
-// A tool: its `type` a string; a function tool's `function` an object with a string `name`.
-object_visitor!(Tool, "a tool", |map| {
-    let mut kind = None;
-    let mut function = None;
-    object_members(map, &["type", "function"], |i, map| {
-        match i {
-            0 => kind = Some(map.next_value_seed(KindOf(is_function))?),
-            _ => function = Some(map.next_value_seed(Function)?),
+impl<'de, F: Judge<'de, Out = bool>> DeserializeSeed<'de> for Element<F> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        match self.0 {
+            Some(judge) => Shaped(judge).deserialize(d),
+            None => Skip::deserialize(d).map(|_| false),
         }
-        Ok(())
-    })?;
-    Ok(match kind {
-        Some(Kind::Str(true)) => function == Some(true),
-        Some(Kind::Str(false)) => true,
-        _ => false,
-    })
-});
+    }
+}
 
-// A tool's `function`: its `name` a string.
-object_visitor!(Function, "a function", |map| {
-    let mut name = None;
-    object_members(map, &["name"], |_, map| {
-        name = Some(map.next_value_seed(KindOf(any_str))?);
-        Ok(())
-    })?;
-    Ok(matches!(name, Some(Kind::Str(_))))
-});
+/// A message: `role` one of the roles; `content` null, a string, or content parts.
+struct Message;
 
-// `stream_options`: its `include_usage` absent, null or a boolean (`Options` says which).
+impl<'de> Judge<'de> for Message {
+    type Out = bool;
+    fn other(self) -> bool {
+        false
+    }
+    fn map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        let mut role = None;
+        let mut content = true;
+        object_members(map, &["role", "content"], |i, map| {
+            match i {
+                0 => role = Some(kind(map, is_role)?),
+                _ => content = map.next_value_seed(Shaped(Content))?,
+            }
+            Ok(())
+        })?;
+        Ok(role == Some(Kind::Str(true)) && content)
+    }
+}
+
+/// A message's `content`: null, a string, or content parts.
+struct Content;
+
+impl<'de> Judge<'de> for Content {
+    type Out = bool;
+    fn other(self) -> bool {
+        false
+    }
+    fn null(self) -> bool {
+        true
+    }
+    fn string(self, _: &str) -> bool {
+        true
+    }
+    fn seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        Ok(ListOf(|| PART).seq(seq)? != List::Bad)
+    }
+}
+
+/// An object whose member of this name is a string: a content part (`type`), a tool's
+/// `function` (`name`).
+struct StringMember(&'static [&'static str; 1]);
+
+impl<'de> Judge<'de> for StringMember {
+    type Out = bool;
+    fn other(self) -> bool {
+        false
+    }
+    fn map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        let mut member = None;
+        object_members(map, self.0, |_, map| {
+            member = Some(kind(map, any_str)?);
+            Ok(())
+        })?;
+        Ok(matches!(member, Some(Kind::Str(_))))
+    }
+}
+
+const PART: StringMember = StringMember(&["type"]);
+const FUNCTION: StringMember = StringMember(&["name"]);
+
+/// A tool: its `type` a string; a function tool's `function` an object with a string `name`.
+struct Tool;
+
+impl<'de> Judge<'de> for Tool {
+    type Out = bool;
+    fn other(self) -> bool {
+        false
+    }
+    fn map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        let mut kind_of_type = None;
+        let mut function = None;
+        object_members(map, &["type", "function"], |i, map| {
+            match i {
+                0 => kind_of_type = Some(kind(map, is_function)?),
+                _ => function = Some(map.next_value_seed(Shaped(FUNCTION))?),
+            }
+            Ok(())
+        })?;
+        Ok(match kind_of_type {
+            Some(Kind::Str(true)) => function == Some(true),
+            Some(Kind::Str(false)) => true,
+            _ => false,
+        })
+    }
+}
+
+/// `stream_options`, by its `include_usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Options {
     Null,
@@ -399,116 +381,26 @@ enum Options {
     Bad,
 }
 
-struct OptionsSeed;
+struct StreamOptions;
 
-impl<'de> de::DeserializeSeed<'de> for OptionsSeed {
-    type Value = Options;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Options, D::Error> {
-        d.deserialize_any(self)
+impl<'de> Judge<'de> for StreamOptions {
+    type Out = Options;
+    fn null(self) -> Options {
+        Options::Null
     }
-}
-
-impl<'de> Visitor<'de> for OptionsSeed {
-    type Value = Options;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("stream options")
+    fn other(self) -> Options {
+        Options::Bad
     }
-    fn visit_unit<E>(self) -> Result<Options, E> {
-        Ok(Options::Null)
-    }
-    fn visit_none<E>(self) -> Result<Options, E> {
-        Ok(Options::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Options, E> {
-        Ok(Options::Bad)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Options, E> {
-        Ok(Options::Bad)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Options, E> {
-        Ok(Options::Bad)
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Options, E> {
-        Ok(if v.is_finite() {
-            Options::Bad
-        } else {
-            Options::Null
-        })
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Options, E> {
-        Ok(Options::Bad)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Options, A::Error> {
-        Skip::seq(seq).map(|_| Options::Bad)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Options, A::Error> {
+    fn map<A: MapAccess<'de>>(self, map: A) -> Result<Options, A::Error> {
         let mut include = None;
         object_members(map, &["include_usage"], |_, map| {
-            include = Some(map.next_value_seed(KindOf(any_str))?);
+            include = Some(kind(map, any_str)?);
             Ok(())
         })?;
         Ok(match include {
             None | Some(Kind::Null) => Options::IncludeUsage(false),
             Some(Kind::Bool(b)) => Options::IncludeUsage(b),
             Some(_) => Options::Bad,
-        })
-    }
-}
-
-/// A message's `content`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Content {
-    Absent,
-    Fine,
-    Bad,
-}
-
-struct ContentSeed;
-
-impl<'de> de::DeserializeSeed<'de> for ContentSeed {
-    type Value = Content;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Content, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ContentSeed {
-    type Value = Content;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("message content")
-    }
-    fn visit_unit<E>(self) -> Result<Content, E> {
-        Ok(Content::Fine)
-    }
-    fn visit_none<E>(self) -> Result<Content, E> {
-        Ok(Content::Fine)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Content, E> {
-        Ok(Content::Bad)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Content, E> {
-        Ok(Content::Bad)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Content, E> {
-        Ok(Content::Bad)
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Content, E> {
-        Ok(if v.is_finite() {
-            Content::Bad
-        } else {
-            Content::Fine
-        })
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Content, E> {
-        Ok(Content::Fine)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Content, A::Error> {
-        Skip::map(map).map(|_| Content::Bad)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Content, A::Error> {
-        Ok(match ListOf(|| Part).visit_seq(seq)? {
-            List::Null | List::Good { .. } => Content::Fine,
-            List::Bad => Content::Bad,
         })
     }
 }
@@ -521,54 +413,22 @@ enum Model {
     Bad,
 }
 
-struct ModelSeed;
+struct ModelName;
 
-impl<'de> de::DeserializeSeed<'de> for ModelSeed {
-    type Value = Model;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Model, D::Error> {
-        d.deserialize_any(self)
+impl<'de> Judge<'de> for ModelName {
+    type Out = Model;
+    fn null(self) -> Model {
+        Model::Null
     }
-}
-
-impl<'de> Visitor<'de> for ModelSeed {
-    type Value = Model;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a model name")
+    fn other(self) -> Model {
+        Model::Bad
     }
-    fn visit_unit<E>(self) -> Result<Model, E> {
-        Ok(Model::Null)
-    }
-    fn visit_none<E>(self) -> Result<Model, E> {
-        Ok(Model::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Model, E> {
-        Ok(Model::Bad)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Model, E> {
-        Ok(Model::Bad)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Model, E> {
-        Ok(Model::Bad)
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Model, E> {
-        Ok(if v.is_finite() {
-            Model::Bad
-        } else {
-            Model::Null
-        })
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Model, E> {
-        Ok(if v.is_empty() {
+    fn string(self, v: &str) -> Model {
+        if v.is_empty() {
             Model::Bad
         } else {
             Model::Named(v.to_owned())
-        })
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Model, A::Error> {
-        Skip::seq(seq).map(|_| Model::Bad)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Model, A::Error> {
-        Skip::map(map).map(|_| Model::Bad)
+        }
     }
 }
 
@@ -587,46 +447,6 @@ struct Top {
     /// The OpenAI request fields present, bit per id.
     fields: u64,
 }
-
-/// A top-level member's name: an OpenAI request field (by id), the gateway's `cache`, or
-/// another.
-enum TopKey {
-    Field(u8),
-    Cache,
-    Other,
-}
-
-struct TopKeySeed;
-
-impl<'de> de::DeserializeSeed<'de> for TopKeySeed {
-    type Value = TopKey;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<TopKey, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopKeySeed {
-    type Value = TopKey;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<TopKey, E> {
-        Ok(match field::request_field(v) {
-            Some(id) => TopKey::Field(id),
-            None if v == "cache" => TopKey::Cache,
-            None => TopKey::Other,
-        })
-    }
-}
-
-const MODEL: u8 = field::field_id("model");
-const MESSAGES: u8 = field::field_id("messages");
-const STREAM: u8 = field::field_id("stream");
-const STREAM_OPTIONS: u8 = field::field_id("stream_options");
-const N: u8 = field::field_id("n");
-const MAX_TOKENS: u8 = field::field_id("max_tokens");
-const MAX_COMPLETION_TOKENS: u8 = field::field_id("max_completion_tokens");
-const TOOLS: u8 = field::field_id("tools");
 
 impl Top {
     fn judge(self) -> Option<Shape> {
@@ -670,44 +490,55 @@ impl Top {
     }
 }
 
-impl<'de> Deserialize<'de> for Top {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Top, D::Error> {
-        d.deserialize_any(TopVisitor)
+/// A top-level member's name: an OpenAI request field (by id), the gateway's `cache`, or
+/// another.
+enum TopKey {
+    Field(u8),
+    Cache,
+    Other,
+}
+
+struct TopKeySeed;
+
+impl<'de> DeserializeSeed<'de> for TopKeySeed {
+    type Value = TopKey;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<TopKey, D::Error> {
+        d.deserialize_str(self)
     }
 }
 
-struct TopVisitor;
-
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top;
+impl<'de> Visitor<'de> for TopKeySeed {
+    type Value = TopKey;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a chat request")
+        f.write_str("a member name")
     }
-    fn visit_unit<E>(self) -> Result<Top, E> {
-        Ok(Top::default())
+    fn visit_str<E>(self, v: &str) -> Result<TopKey, E> {
+        Ok(match field::request_field(v) {
+            Some(id) => TopKey::Field(id),
+            None if v == "cache" => TopKey::Cache,
+            None => TopKey::Other,
+        })
     }
-    fn visit_none<E>(self) -> Result<Top, E> {
-        Ok(Top::default())
+}
+
+const MODEL: u8 = field::field_id("model");
+const MESSAGES: u8 = field::field_id("messages");
+const STREAM: u8 = field::field_id("stream");
+const STREAM_OPTIONS: u8 = field::field_id("stream_options");
+const N: u8 = field::field_id("n");
+const MAX_TOKENS: u8 = field::field_id("max_tokens");
+const MAX_COMPLETION_TOKENS: u8 = field::field_id("max_completion_tokens");
+const TOOLS: u8 = field::field_id("tools");
+
+/// The whole request: anything but an object is an empty [`Top`], which fails the check.
+struct Request;
+
+impl<'de> Judge<'de> for Request {
+    type Out = Top;
+    fn other(self) -> Top {
+        Top::default()
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Top, E> {
-        Ok(Top::default())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Top, E> {
-        Ok(Top::default())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Top, E> {
-        Ok(Top::default())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Top, E> {
-        Ok(Top::default())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Top, E> {
-        Ok(Top::default())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Top, A::Error> {
-        Skip::seq(seq).map(|_| Top::default())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
         let mut top = Top {
             object: true,
             ..Top::default()
@@ -727,22 +558,28 @@ impl<'de> Visitor<'de> for TopVisitor {
             };
             top.fields |= 1 << id;
             match id {
-                MODEL => top.model = Some(map.next_value_seed(ModelSeed)?),
-                MESSAGES => top.messages = Some(map.next_value_seed(ListOf(|| Message))?),
-                STREAM => top.stream = Some(map.next_value_seed(KindOf(any_str))?),
-                STREAM_OPTIONS => top.stream_options = Some(map.next_value_seed(OptionsSeed)?),
-                N => top.counts[0] = Some(map.next_value_seed(KindOf(any_str))?),
-                MAX_TOKENS => top.counts[1] = Some(map.next_value_seed(KindOf(any_str))?),
-                MAX_COMPLETION_TOKENS => {
-                    top.counts[2] = Some(map.next_value_seed(KindOf(any_str))?)
+                MODEL => top.model = Some(map.next_value_seed(Shaped(ModelName))?),
+                MESSAGES => top.messages = Some(map.next_value_seed(Shaped(ListOf(|| Message)))?),
+                STREAM => top.stream = Some(kind(&mut map, any_str)?),
+                STREAM_OPTIONS => {
+                    top.stream_options = Some(map.next_value_seed(Shaped(StreamOptions))?)
                 }
-                TOOLS => top.tools = Some(map.next_value_seed(ListOf(|| Tool))?),
+                N => top.counts[0] = Some(kind(&mut map, any_str)?),
+                MAX_TOKENS => top.counts[1] = Some(kind(&mut map, any_str)?),
+                MAX_COMPLETION_TOKENS => top.counts[2] = Some(kind(&mut map, any_str)?),
+                TOOLS => top.tools = Some(map.next_value_seed(Shaped(ListOf(|| Tool)))?),
                 _ => {
                     map.next_value::<Skip>()?;
                 }
             }
         }
         Ok(top)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Top, D::Error> {
+        Shaped(Request).deserialize(d)
     }
 }
 

@@ -413,18 +413,11 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
         let memo = p.new_memo();
         for pass in ["keeping", "reading"] {
             let again = p.build_request_memo(&ctx, &memo, &req, raw);
-            let same = match (&built, &again) {
-                (Ok(a), Ok(b)) => a == b,
-                (Err(a), Err(b)) => a.to_string() == b.to_string(),
-                _ => false,
-            };
-            if !same {
-                return Err(format!(
-                    "with the deployment's memo ({pass} it), the request differs: {:?} against {:?}",
-                    again.map(|u| String::from_utf8_lossy(&u.body).into_owned()),
-                    built.as_ref().map(|u| String::from_utf8_lossy(&u.body).into_owned()),
-                ));
-            }
+            same_request(
+                &built,
+                again,
+                &format!("with the deployment's memo ({pass} it)"),
+            )?;
         }
         // From the body's bytes (as the gateway builds it), parsed only as far as the program
         // reads: the same request.
@@ -438,20 +431,7 @@ pub fn run_case(set: &ProviderSet, lc: &LoadedCase) -> Result<(), String> {
                     .fold(0u64, |m, id| m | 1 << id)
             });
             let from_doc = p.build_request_doc(&ctx, Some(&memo), &doc, fields);
-            let same = match (&built, &from_doc) {
-                (Ok(a), Ok(b)) => a == b,
-                (Err(a), Err(b)) => a.to_string() == b.to_string(),
-                _ => false,
-            };
-            if !same {
-                return Err(format!(
-                    "from the body's bytes, the request differs: {:?} against {:?}",
-                    from_doc.map(|u| String::from_utf8_lossy(&u.body).into_owned()),
-                    built
-                        .as_ref()
-                        .map(|u| String::from_utf8_lossy(&u.body).into_owned()),
-                ));
-            }
+            same_request(&built, from_doc, "from the body's bytes")?;
         }
         match (built, &c.expect_error) {
             (Ok(up), None) => {
@@ -680,4 +660,26 @@ fn mapped_json(e: &super::MappedError) -> Value {
         "fallback": e.fallback,
         "body": e.to_openai_body(),
     })
+}
+
+/// The same upstream request (or the same error) as `built`, built another way (`how`).
+fn same_request(
+    built: &Result<super::UpstreamRequest, super::TranslateError>,
+    other: Result<super::UpstreamRequest, super::TranslateError>,
+    how: &str,
+) -> Result<(), String> {
+    let same = match (built, &other) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    };
+    if same {
+        return Ok(());
+    }
+    let body = |u: &super::UpstreamRequest| String::from_utf8_lossy(&u.body).into_owned();
+    Err(format!(
+        "{how}, the request differs: {:?} against {:?}",
+        other.as_ref().map(body),
+        built.as_ref().map(body),
+    ))
 }
