@@ -1155,10 +1155,9 @@ impl<'r> RequestInput<'r> {
 /// right; a walk that did not cross the whole object): the caller then parses the whole body.
 fn pick_members(raw: &[u8], reads: RequestReads, max_depth: usize) -> Option<Vec<(u8, Value)>> {
     let mut picked: Vec<(u8, Value)> = Vec::new();
-    let mut escaped = false;
+    // Stopping the walk (an escaped name, a value that does not parse) leaves it incomplete.
     let complete = crate::json::members::for_each_member_forward(raw, |name, value| {
         if name.contains(&b'\\') {
-            escaped = true;
             return false;
         }
         let Some(id) = super::schema::request_field_bytes(name).filter(|id| reads.reads(*id))
@@ -1175,7 +1174,7 @@ fn pick_members(raw: &[u8], reads: RequestReads, max_depth: usize) -> Option<Vec
         }
         true
     });
-    (complete && !escaped).then_some(picked)
+    complete.then_some(picked)
 }
 
 /// A member's value: the literals directly (a flag such as `stream` is the usual read), the
