@@ -107,6 +107,15 @@ impl Headers {
         }
     }
 
+    /// A copy that owns its bytes: parsed heads share the connection's read buffer, and a
+    /// head kept past its request would pin that buffer (the next read then allocates anew).
+    pub fn detached(&self) -> Self {
+        Self {
+            raw: Bytes::copy_from_slice(&self.raw),
+            fields: self.fields.clone(),
+        }
+    }
+
     fn slice(&self, (start, end): Span) -> &[u8] {
         &self.raw[start as usize..end as usize]
     }

@@ -68,6 +68,10 @@ fn number_after(name: &str, token: &str) -> Option<u64> {
 impl Knobs {
     pub fn from_model(model: &str) -> Self {
         let mut k = Self::default();
+        // Every knob's token starts so; most benchmark requests name none.
+        if !model.contains("mock-") {
+            return k;
+        }
         if let Some(v) = number_after(model, "mock-delay-") {
             k.delay_ms = v;
         }
@@ -94,6 +98,14 @@ impl Knobs {
 
     pub fn from_request(req: &Request, model: &str) -> Self {
         let mut k = Self::from_model(model);
+        let any_header = req
+            .head
+            .headers
+            .iter()
+            .any(|(name, _)| name.len() > 7 && name[..7].eq_ignore_ascii_case(b"x-mock-"));
+        if !any_header {
+            return k.bounded();
+        }
         let num = |h: &str| req.header(h).and_then(|v| v.trim().parse::<u64>().ok());
         if let Some(v) = num("x-mock-delay-ms") {
             k.delay_ms = v;
@@ -128,12 +140,16 @@ impl Knobs {
         if let Some(v) = num("x-mock-cut-after") {
             k.cut_after = Some(v as usize);
         }
-        if k.error_code.is_some() && k.status.is_none() {
-            k.status = Some(400);
+        k.bounded()
+    }
+
+    fn bounded(mut self) -> Self {
+        if self.error_code.is_some() && self.status.is_none() {
+            self.status = Some(400);
         }
-        k.chunks = k.chunks.clamp(1, 100_000);
-        k.chunk_bytes = k.chunk_bytes.min(1024 * 1024);
-        k
+        self.chunks = self.chunks.clamp(1, 100_000);
+        self.chunk_bytes = self.chunk_bytes.min(1024 * 1024);
+        self
     }
 }
 
