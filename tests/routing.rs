@@ -167,6 +167,54 @@ fn retries_move_to_another_deployment_on_retryable_failures_only() {
     assert!(log.contains("r500-ok 200"), "{log}");
 }
 
+/// `llmux.routing_headers: false`: answers and failures keep deployment ids and attempt counts
+/// to themselves (the access log still lists them); `retry-after` still goes out.
+#[test]
+fn routing_headers_can_be_left_out() {
+    let mock = Mock::start();
+    let mut yaml = String::from("model_list:\n");
+    yaml += &dep(
+        &mock,
+        "quiet",
+        "quiet-bad",
+        "q-mock-status-500",
+        "      order: 1\n",
+    );
+    yaml += &dep(&mock, "quiet", "quiet-ok", "ok", "      order: 2\n");
+    yaml += &dep(
+        &mock,
+        "busy",
+        "busy-0",
+        "b-mock-status-429-mock-retry-after-7",
+        "      max_retries: 0\n",
+    );
+    yaml += "router_settings:\n  num_retries: 1\nllmux:\n  routing_headers: false\n";
+    let gw = Gateway::start(&yaml);
+    let routing = [
+        "x-llmux-deployment",
+        "x-llmux-attempts",
+        "x-llmux-fallback-from",
+        "x-litellm-model-id",
+        "x-litellm-attempted-retries",
+        "x-litellm-attempted-fallbacks",
+    ];
+    for stream in [false, true] {
+        let r = gw.chat(&chat("quiet", stream));
+        assert_eq!(r.status, 200, "{}", r.text());
+        for name in routing {
+            assert_eq!(r.header(name), None, "{name} in {:?}", r.headers);
+        }
+    }
+    let log = gw.proc.wait_line("quiet-bad 500/internal", WAIT);
+    assert!(log.contains("quiet-ok 200"), "{log}");
+    let r = gw.chat(&chat("busy", false));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(header(&r, "retry-after"), "7");
+    for name in routing {
+        assert_eq!(r.header(name), None, "{name} in {:?}", r.headers);
+    }
+}
+
 #[test]
 fn retry_after_is_honoured_and_passed_on() {
     let mock = Mock::start();

@@ -311,6 +311,10 @@ pub struct LlmuxSettings {
     /// LiteLLM answers; the default) or `provider` (the provider's own model name).
     #[serde(default)]
     pub response_model: Option<String>,
+    /// Answers carry the routing headers (`x-llmux-*`, `x-litellm-model-id`,
+    /// `x-litellm-attempted-*`; default true). Off keeps deployment ids away from clients.
+    #[serde(default)]
+    pub routing_headers: Option<bool>,
     #[serde(default)]
     pub media: MediaSection,
     #[serde(default)]

@@ -140,6 +140,9 @@ pub struct Snapshot {
     /// Answers carry the model group the client asked for (`llmux.response_model: requested`,
     /// the default, as LiteLLM), not the provider's model name.
     pub response_model_requested: bool,
+    /// `llmux.routing_headers`: answers say which deployment answered and after how many
+    /// attempts (default on, as LiteLLM).
+    pub routing_headers: bool,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     /// `llmux.logging.redact_pii`.
@@ -532,6 +535,7 @@ pub(super) fn build(
         mock_listen,
         providers_dir: file.llmux.providers_dir,
         response_model_requested,
+        routing_headers: file.llmux.routing_headers.unwrap_or(true),
         log_format: file.llmux.logging.format,
         log_level: file.llmux.logging.level,
         log_redact_pii: file.llmux.logging.redact_pii.unwrap_or(false),

@@ -15,6 +15,8 @@ const MAX: usize = 8;
 pub struct RouteHeaders<'a> {
     fields: [(&'static str, Cow<'a, str>); MAX],
     len: usize,
+    /// `llmux.routing_headers`: off, only headers pushed by name (`retry-after`) go out.
+    routing: bool,
 }
 
 impl<'a> RouteHeaders<'a> {
@@ -39,7 +41,11 @@ impl<'a> RouteHeaders<'a> {
         let mut h = Self {
             fields: std::array::from_fn(|_| ("", Cow::Borrowed(""))),
             len: 0,
+            routing: call.snap.routing_headers,
         };
+        if !h.routing {
+            return h;
+        }
         h.push_cow("x-llmux-attempts", count(attempts));
         h.push_cow("x-litellm-attempted-retries", count(call.retries as usize));
         h.push_cow("x-litellm-attempted-fallbacks", count(fallbacks));
@@ -53,6 +59,9 @@ impl<'a> RouteHeaders<'a> {
     }
 
     fn deployment(&mut self, id: &'a str) {
+        if !self.routing {
+            return;
+        }
         self.push_cow("x-llmux-deployment", Cow::Borrowed(id));
         self.push_cow("x-litellm-model-id", Cow::Borrowed(id));
     }
