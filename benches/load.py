@@ -75,9 +75,13 @@ VARIANTS = env(
 )
 PORT_MOCK, PORT_GW, PORT_NGINX, PORT_GW2, PORT_GW3, PORT_GW_B = 18481, 18480, 18482, 18483, 18484, 18485
 MSG = '"messages":[{"role":"user","content":"hi"}]'
-# Streams ask for usage (`stream_options.include_usage`), so that the gateway and nginx relay
-# the same upstream stream (the gateway asks OpenAI-shaped upstreams for usage either way).
-STREAM_USAGE = env("BENCH_STREAM_USAGE", "0") == "1"
+# Streams ask for usage (`stream_options.include_usage`; the default, as the workload
+# "20 chunks + finish + usage + [DONE]"), so that the gateway, nginx and the direct call get the
+# same upstream stream: the gateway asks OpenAI-shaped upstreams for usage either way (spend
+# tracking), and without it the mock writes one event more a stream behind the gateway only
+# (13 % more of its instructions, benches/mock_callgrind.sh). `BENCH_STREAM_USAGE=0` measures
+# that case (the runs before 2026-12-07 midday).
+STREAM_USAGE = env("BENCH_STREAM_USAGE", "1") == "1"
 HZ = os.sysconf("SC_CLK_TCK")
 
 

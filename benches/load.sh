@@ -14,8 +14,9 @@
 #   BENCH_FAILOVER_RATE=500         the routing phase's fixed rate (one failing deployment)
 #   BENCH_DURATION=8s  BENCH_ROUNDS=5  BENCH_CONNS=64  BENCH_STREAM_CONNS=32  BENCH_CHUNKS=20
 #   BENCH_RATE=1000  BENCH_STREAM_RATE=200
-#   BENCH_STREAM_USAGE=1            streams ask for usage (stream_options.include_usage): the
-#                                   same upstream stream through nginx and the gateway
+#   BENCH_STREAM_USAGE=1            streams ask for usage (stream_options.include_usage; the
+#                                   default): the same upstream stream through nginx and the
+#                                   gateway. 0: clients do not ask (the gateway still does)
 #   BENCH_GATEWAY_WORKERS=<cores>  BENCH_MOCK_WORKERS=1  BENCH_NGINX_WORKERS=<gateway's>
 #   BENCH_VARIANTS="name={llmux: section}|top-level yaml;..."   features on/off (load.py)
 #   BENCH_IDLE_CONNS=10000
