@@ -13,6 +13,9 @@ Phases (BENCH_PHASES, comma-separated; default all):
   stream    20-event streams: direct, nginx, gateway (streams/s, time to last byte, CPU)
   mapped    the same streams through an Anthropic-format deployment (Messages -> OpenAI chunks)
   latency   fixed-rate latency, non-stream and stream: added p50/p99
+  ops       (not in the default set: needs perf and tracepoint access) system calls, io_uring
+            submissions, io_uring task additions and context switches per request and per
+            stream, of the proxy and of the mock, behind nginx and behind the gateway
   features  the same build with features on and off (BENCH_VARIANTS)
   idle      RSS with many idle connections
   hold      many slow streams held open at once: RSS and the inter-event delay added
@@ -437,6 +440,8 @@ def run(work, nginx, nofile, R):
         st = [(n, u, (f"bench-model-mock-chunks-{CHUNKS}" if not n.startswith("gateway") else "bench-stream"), p)
               for n, u, _, p in targets]
         R["stream_latency"] = alternate(st, lambda url, m, proxy: measured(url, body(m, True), STREAM_CONNS, DURATION, mock, proxy, rate=STREAM_RATE), rounds=3)
+    if "ops" in PHASES:
+        R["ops"] = ops(work, targets, mock)
     if "features" in PHASES:
         R["features"] = features(work, mock)
     if "idle" in PHASES:
@@ -460,6 +465,70 @@ def alternate(targets, fn, rounds=None):
             out[name].append(res)
             log(f"round {r + 1} {name}: {res['rps']:,.0f}/s p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms, "
                 f"CPU µs/req mock {res['cpu_mock']:.1f} proxy {fmt(res['cpu_proxy'])} oha {res['cpu_oha']:.1f}")
+    return out
+
+
+OPS_EVENTS = {
+    "task-clock": "CPU µs",
+    "raw_syscalls:sys_enter": "syscalls",
+    "io_uring:io_uring_submit_req": "io_uring ops",
+    "io_uring:io_uring_task_add": "task adds",
+    "context-switches": "switches",
+}
+
+
+def perf_stat(pids, path):
+    """`perf stat` on `pids` until stopped (SIGINT); counts land in `path`."""
+    events = ",".join(OPS_EVENTS)
+    return subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", ",".join(map(str, pids)), "-o", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_counts(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) > 3 and parts[2] in OPS_EVENTS:
+                try:
+                    counts[parts[2]] = float(parts[0])
+                except ValueError:
+                    counts[parts[2]] = None  # not supported or not counted
+    return counts
+
+
+def ops(work, targets, mock):
+    """Operations per request or stream, counted by perf over one run per path and kind. A task
+    addition runs in the context of the process whose send completed the other one's posted
+    receive: on loopback, a receiver's io_uring wake-ups are paid by its sender."""
+    if not shutil.which("perf"):
+        log("ops: perf not found (apt-get install linux-perf); skipped")
+        return None
+    out = {}
+    for name, url, model, proxy in targets:
+        if proxy is None or name == "gateway B":
+            continue
+        for kind, conns in (("non-stream", CONNS), ("stream", STREAM_CONNS)):
+            m = model
+            if kind == "stream":
+                m = "bench-stream" if name.startswith("gateway") else f"bench-model-mock-chunks-{CHUNKS}"
+            b = body(m, kind == "stream")
+            oha(url, b, conns, "1s")
+            files = {who: os.path.join(work, f"ops-{name}-{kind}-{who}.txt") for who in ("proxy", "mock")}
+            perfs = [perf_stat(proxy.pids(), files["proxy"]), perf_stat(mock.pids(), files["mock"])]
+            time.sleep(0.3)  # perf attached before the load starts
+            r = oha(url, b, conns, DURATION)
+            for p in perfs:
+                p.send_signal(signal.SIGINT)
+                p.wait(10)
+            n = max(r["ok"], 1)
+            row = {}
+            for who, path in files.items():
+                for ev, v in perf_counts(path).items():
+                    if v is not None:
+                        row[(who, ev)] = v * (1000 if ev == "task-clock" else 1) / n
+            out[(name, kind)] = row
+            log(f"ops {name} {kind}: " + ", ".join(f"{w} {OPS_EVENTS[e]} {v:.2f}" for (w, e), v in row.items()))
     return out
 
 
@@ -657,6 +726,19 @@ def report(R, nginx, nofile):
                 a50, a99 = med(r["p50"] for r in rs), med(r["p99"] for r in rs)
                 added = "" if name == "direct" else f"| {a50 - d50:+.3f} ms | {a99 - d99:+.3f} ms"
                 p(f"| {label}: {name} | {a50:.3f} ms | {a99:.3f} ms {added or '| - | -'} |")
+        p()
+    if R.get("ops"):
+        p("### Operations per request or stream (`perf stat` over one run each; `BENCH_PHASES=ops`)\n")
+        p("The proxy's and the mock's system calls, io_uring submissions, io_uring task additions run in "
+          "their context (on loopback a receiver's io_uring wake-up is paid by the sender) and context "
+          "switches, per request (non-stream) or stream; CPU µs includes perf's own cost of counting.\n")
+        evs = list(OPS_EVENTS)
+        head = " | ".join(f"proxy {OPS_EVENTS[e]}" for e in evs) + " | " + " | ".join(f"mock {OPS_EVENTS[e]}" for e in evs)
+        p(f"| path | {head} |")
+        p("| --- | " + " | ".join("---:" for _ in range(2 * len(evs))) + " |")
+        for (name, kind), row in R["ops"].items():
+            cells = [fmt(row.get((w, e)), 2) for w in ("proxy", "mock") for e in evs]
+            p(f"| {name}, {kind} | " + " | ".join(cells) + " |")
         p()
     if R.get("features"):
         p("### Features on and off (same build, alternating, median)\n")
