@@ -45,10 +45,10 @@ pub fn patch_top_level(raw: &[u8], set: &[(&str, Out<'_>)], remove: &[String]) -
         let val_end = crate::json::members::value_end(raw, val_start)?;
         p.i = val_end;
         let name = decode_key(&raw[key_start..key_end])?;
-        let removed = remove.iter().any(|r| *r == name);
+        let removed = remove.iter().any(|r| r.as_bytes() == name.as_ref());
         let overridden = set
             .iter()
-            .position(|(k, v)| *k == name.as_ref() && !matches!(v, Out::Absent));
+            .position(|(k, v)| k.as_bytes() == name.as_ref() && !matches!(v, Out::Absent));
         if let Some(i) = overridden {
             // A duplicate key is written once, with the override.
             if written & (1 << i) == 0 {
@@ -106,16 +106,17 @@ fn write_member(out: &mut Vec<u8>, k: &str, v: &Out<'_>) {
     let _ = serde_json::to_writer(&mut *out, &*v);
 }
 
-fn decode_key(quoted: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+/// A member name's bytes, unescaped. Compared with names as bytes: without escapes the raw
+/// bytes are the name (the body was checked as UTF-8 when it was parsed), so no second UTF-8
+/// check runs per member.
+fn decode_key(quoted: &[u8]) -> Option<Cow<'_, [u8]>> {
     let inner = quoted.get(1..quoted.len().checked_sub(1)?)?;
     if !inner.contains(&b'\\') {
-        return std::str::from_utf8(inner)
-            .ok()
-            .map(std::borrow::Cow::Borrowed);
+        return Some(Cow::Borrowed(inner));
     }
     serde_json::from_slice::<String>(quoted)
         .ok()
-        .map(std::borrow::Cow::Owned)
+        .map(|s| Cow::Owned(s.into_bytes()))
 }
 
 /// The top level's scanner (keys, separators).

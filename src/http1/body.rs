@@ -199,12 +199,8 @@ fn is_token(s: &[u8]) -> bool {
 }
 
 fn content_length(v: &[u8]) -> Result<usize, FramingError> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return Err(FramingError::BadLength);
-    }
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
+    crate::util::parse_decimal(v)
+        .and_then(|n| usize::try_from(n).ok())
         .ok_or(FramingError::BadLength)
 }
 

@@ -78,7 +78,7 @@ fn object_follows(json: &[u8], at: usize) -> bool {
 }
 
 fn parse_u64(v: &[u8]) -> Option<u64> {
-    std::str::from_utf8(v).ok()?.parse().ok()
+    crate::util::parse_decimal(v)
 }
 
 #[cfg(test)]

@@ -217,6 +217,22 @@ pub fn boxed_in_place<T>(make: impl FnOnce() -> T) -> std::pin::Pin<Box<T>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
+/// An unsigned decimal of ASCII digits only (no sign, no spaces), `None` when it is empty, holds
+/// anything else or does not fit. For lengths and counts read off the wire, where going through
+/// `str::parse` meant a UTF-8 check first.
+pub fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 pub fn secs(f: f64) -> Duration {
     if f.is_finite() && f > 0.0 {
         Duration::from_secs_f64(f.min(1e9))
@@ -240,6 +256,26 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_decimals() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"307"), Some(307));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"1e3",
+            b"\xd9\xa1",
+        ] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_base_urls() {
