@@ -3,8 +3,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
-
 use super::out::Out;
 
 /// `raw` with the top-level members in `set` replaced (or appended) and those
@@ -93,17 +91,14 @@ fn sep(out: &mut Vec<u8>, first: &mut bool) {
     *first = false;
 }
 
+/// Written as mapped bodies are (`out::write_out`): no value is built or cloned first.
 fn write_member(out: &mut Vec<u8>, k: &str, v: &Out<'_>) {
-    let v = match v {
-        Out::Absent => return,
-        Out::Ref(v) => Cow::Borrowed(*v),
-        Out::Own(v) => Cow::Borrowed(v),
-        built => Cow::Owned(built.clone().into_value().unwrap_or(Value::Null)),
-    };
-    // Serialising a String or a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, k);
+    if matches!(v, Out::Absent) {
+        return;
+    }
+    super::out::write_str(out, k);
     out.push(b':');
-    let _ = serde_json::to_writer(&mut *out, &*v);
+    super::out::write_out(out, v);
 }
 
 /// A member name's bytes, unescaped. Compared with names as bytes: without escapes the raw
@@ -157,6 +152,7 @@ impl Scan<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use serde_json::Value;
 
     fn patch(raw: &str, set: Value, remove: &[&str]) -> Option<String> {
         let set = set.as_object().cloned().unwrap_or_default();

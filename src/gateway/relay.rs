@@ -139,7 +139,7 @@ impl RelayCtx<'_> {
             return Ok(EventMembers::search(data, self.response_model.is_some()));
         }
         let [usage, error, model] =
-            crate::json::check_structure_members(data, self.max_json_depth, &EVENT_MEMBERS)
+            crate::json::check_structure_of::<EventMembers<'_>, 3>(data, self.max_json_depth)
                 .map_err(|e| {
                     self.bad_upstream(format_args!(
                         "the stream carried an invalid event: {}",
@@ -165,6 +165,10 @@ impl RelayCtx<'_> {
 /// The top-level members of an OpenAI-shaped stream event that the identity relay reads, in
 /// the order of [`EventMembers`]'s fields.
 const EVENT_MEMBERS: [&[u8]; 3] = [b"usage", b"error", b"model"];
+
+impl crate::json::MemberNames<3> for EventMembers<'_> {
+    const NAMES: [&'static [u8]; 3] = EVENT_MEMBERS;
+}
 
 /// What the identity relay reads from one event: its usage object, whether it is an error
 /// event, and its `model` value (each a raw slice of the event).

@@ -40,11 +40,39 @@ type Span = (u32, u32);
 pub struct Headers {
     raw: Bytes,
     fields: Vec<(Span, Span)>,
+    /// A one-word filter of the field names ([`name_bit`] of each): most lookups are for
+    /// fields a head does not have (`expect`, `transfer-encoding`, `x-request-id`, ...), and a
+    /// name whose bit is clear is answered without a scan.
+    name_bits: u64,
+}
+
+/// One of 64 bits for a field name, the same for every spelling of it (ASCII case folded):
+/// from its length and three of its bytes, weighted so that no two of the names OpenAI's
+/// SDKs and curl send and the gateway looks up share a bit (by length alone `accept` and
+/// `expect`, `user-agent` and `connection`, `content-type` and `x-request-id` would; the
+/// test `common_names_have_bits_of_their_own` holds the list).
+fn name_bit(name: &[u8]) -> u64 {
+    let fold = |i: usize| u32::from(name.get(i).map_or(0, |b| b | 0x20));
+    let len = name.len();
+    let mixed = len as u32 + fold(0) * 3 + fold(len.wrapping_sub(1)) * 6 + fold(len / 2) * 15;
+    1 << (mixed % 64)
+}
+
+fn name_bits<'a>(names: impl Iterator<Item = &'a [u8]>) -> u64 {
+    names.fold(0, |m, n| m | name_bit(n))
 }
 
 impl Headers {
+    /// Whether some field's name may be `name` (false: none is).
+    fn may_have(&self, name: &str) -> bool {
+        self.name_bits & name_bit(name.as_bytes()) != 0
+    }
+
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
+        if !self.may_have(name) {
+            return None;
+        }
         self.fields
             .iter()
             .find(|&&(n, _)| self.slice(n).eq_ignore_ascii_case(name.as_bytes()))
@@ -58,7 +86,12 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
+        let fields = if self.may_have(name) {
+            &self.fields[..]
+        } else {
+            &[]
+        };
+        fields
             .iter()
             .filter(move |&&(n, _)| self.slice(n).eq_ignore_ascii_case(name.as_bytes()))
             .map(|&(_, v)| self.slice(v))
@@ -101,9 +134,16 @@ impl Headers {
             let v = push_span(&mut raw, v.as_bytes());
             fields.push((n, v));
         }
+        let raw: Bytes = raw.into();
+        let name_bits = name_bits(
+            fields
+                .iter()
+                .map(|&(n, _)| &raw[n.0 as usize..n.1 as usize]),
+        );
         Self {
-            raw: raw.into(),
+            raw,
             fields,
+            name_bits,
         }
     }
 
@@ -113,6 +153,7 @@ impl Headers {
         Self {
             raw: Bytes::copy_from_slice(&self.raw),
             fields: self.fields.clone(),
+            name_bits: self.name_bits,
         }
     }
 
@@ -228,6 +269,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErro
     };
     let version = version(req.version);
     let fields = spans(req.headers, base);
+    let name_bits = name_bits(req.headers.iter().map(|h| h.name.as_bytes()));
     // `split_to` keeps the memory where it is, so the spans stay valid in the frozen head.
     let raw = buf.split_to(n).freeze();
     Ok(Some(RequestHead {
@@ -235,7 +277,11 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErro
         version,
         target,
         path_end,
-        headers: Headers { raw, fields },
+        headers: Headers {
+            raw,
+            fields,
+            name_bits,
+        },
     }))
 }
 
@@ -257,6 +303,7 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
         .ok_or(HeadError::Malformed("invalid status"))?;
     let version = version(resp.version);
     let fields = spans(resp.headers, buf.as_ptr() as usize);
+    let name_bits = name_bits(resp.headers.iter().map(|h| h.name.as_bytes()));
     // Copied out rather than split off: the head lives as long as the response (a stream, for
     // minutes), and a split would pin the whole read buffer under it while the body's reads
     // need a buffer of their own. A few hundred bytes of copy keep one buffer per response.
@@ -265,7 +312,11 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
     Ok(Some(ResponseHead {
         status,
         version,
-        headers: Headers { raw, fields },
+        headers: Headers {
+            raw,
+            fields,
+            name_bits,
+        },
     }))
 }
 
@@ -289,6 +340,85 @@ fn spans(parsed: &[httparse::Header<'_>], base: usize) -> Vec<(Span, Span)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_names_have_bits_of_their_own() {
+        let names = [
+            "host",
+            "content-type",
+            "user-agent",
+            "accept",
+            "content-length",
+            "connection",
+            "expect",
+            "x-request-id",
+            "transfer-encoding",
+            "traceparent",
+            "tracestate",
+            "authorization",
+            "accept-encoding",
+            "x-stainless-os",
+            "x-stainless-lang",
+            "x-stainless-arch",
+            "x-stainless-runtime",
+            "x-stainless-runtime-version",
+            "x-stainless-package-version",
+            "x-stainless-retry-count",
+            "x-stainless-read-timeout",
+            "x-stainless-async",
+            "openai-organization",
+            "api-key",
+            "x-api-key",
+            "anthropic-version",
+            "x-goog-api-key",
+            "cookie",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for n in names {
+            if let Some(other) = seen.insert(name_bit(n.as_bytes()), n) {
+                panic!("{n} and {other} share a bit");
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_fold_case_and_find_every_field_past_the_filter() {
+        // Every spelling of a name has its bit; names absent or sharing a bit are told apart
+        // by the scan.
+        let h = Headers::from_pairs(&[("X-Request-ID", "a"), ("Host", "h"), ("", "e")]);
+        assert_eq!(h.get_str("x-request-id"), Some("a"));
+        assert_eq!(h.get_str("X-REQUEST-ID"), Some("a"));
+        assert_eq!(h.get_all("HOST").count(), 1);
+        assert_eq!(h.get_str(""), Some("e"));
+        assert_eq!(h.get("transfer-encoding"), None);
+        assert_eq!(h.get_all("expect").count(), 0);
+        for n in [
+            "x-request-id",
+            "host",
+            "",
+            "expect",
+            "transfer-encoding",
+            "a",
+            "ab",
+        ] {
+            let filtered = h.get(n);
+            let scanned = h
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
+                .map(|(_, v)| v);
+            assert_eq!(filtered, scanned, "{n}");
+        }
+        // Parsed heads fill the filter too.
+        let head = req("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.headers.get_str("expect"), Some("100-continue"));
+        assert_eq!(head.headers.get("accept"), None);
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Type: a\r\n\r\n");
+        let resp = parse_response(&mut buf).unwrap().unwrap();
+        assert_eq!(resp.headers.get_str("content-type"), Some("a"));
+        assert_eq!(resp.headers.detached().get_str("CONTENT-TYPE"), Some("a"));
+    }
 
     fn req(s: &str) -> Result<Option<RequestHead>, HeadError> {
         parse_request(&mut BytesMut::from(s))

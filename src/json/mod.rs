@@ -23,8 +23,8 @@ pub use lazy::LazyDoc;
 
 use serde_json::Value;
 pub use structure::{
-    check_structure, check_structure_members, check_structure_members_scalar,
-    check_structure_scalar, MAX_STRUCTURE_DEPTH,
+    check_structure, check_structure_members, check_structure_members_scalar, check_structure_of,
+    check_structure_scalar, MemberNames, MAX_STRUCTURE_DEPTH,
 };
 
 /// The default bound (`llmux.server.max_json_depth`): serde_json's own default, far above

@@ -286,23 +286,30 @@ async fn whole<IO: ServerIo>(
         };
     call.out.large_buffers |= body.len() > LARGE_BUFFER;
     if status.is_success() && provider.response_is_identity() {
-        // Relayed as it came, once it is known to be one JSON value within the bounds.
+        // Relayed as it came, once it is known to be one JSON value within the bounds; the
+        // check finds the members read here in the same pass.
         let checked = if snap.upstream.check_relayed_json {
-            crate::json::check_structure(&body, snap.server.max_json_depth)
+            crate::json::check_structure_of::<AnswerMembers<'_>, 3>(
+                &body,
+                snap.server.max_json_depth,
+            )
+            .map(|at| AnswerMembers::at(&body, at))
         } else {
-            Ok(())
+            Ok(AnswerMembers::find(&body))
         };
-        if let Err(e) = checked {
-            return AttemptEnd::Failed(Failure::from(ApiError::new(
-                ErrorKind::BadGateway,
-                format!(
-                    "Upstream deployment `{}` returned an unreadable body: {}",
-                    dep.id,
-                    clip(&e.to_string())
-                ),
-            )));
-        }
-        let top = AnswerMembers::find(&body);
+        let top = match checked {
+            Ok(top) => top,
+            Err(e) => {
+                return AttemptEnd::Failed(Failure::from(ApiError::new(
+                    ErrorKind::BadGateway,
+                    format!(
+                        "Upstream deployment `{}` returned an unreadable body: {}",
+                        dep.id,
+                        clip(&e.to_string())
+                    ),
+                )))
+            }
+        };
         read_usage(call, &body, top.usage, dep).await;
         read_meta(call, &body, &top);
         return send_answer(call, w, headers, &body, top.model, dep).await;
@@ -340,10 +347,29 @@ struct AnswerMembers<'a> {
     id: Option<&'a [u8]>,
 }
 
+impl crate::json::MemberNames<3> for AnswerMembers<'_> {
+    const NAMES: [&'static [u8]; 3] = AnswerMembers::NAMES;
+}
+
 impl<'a> AnswerMembers<'a> {
+    /// The members' names, in the order of the fields.
+    const NAMES: [&'static [u8]; 3] = [b"usage", b"model", b"id"];
+
+    /// Found by a walk of the members (for a body not checked, or mapped).
     fn find(body: &'a [u8]) -> Self {
-        let [usage, model, id] =
-            crate::json::members::top_level_members(body, [b"usage", b"model", b"id"]);
+        let [usage, model, id] = crate::json::members::top_level_members(body, Self::NAMES);
+        Self { usage, model, id }
+    }
+
+    /// Read where a structure check found their names (`check_structure_of` with
+    /// [`Self::NAMES`]). Of a repeated name the last member counts, as JSON parsers read
+    /// one (the walk of [`Self::find`] takes the first of the leading scalars).
+    fn at(body: &'a [u8], quotes: [Option<usize>; 3]) -> Self {
+        let [usage, model, id] = std::array::from_fn(|i| {
+            let start =
+                crate::json::members::member_value_start(body, quotes[i]?, Self::NAMES[i].len())?;
+            Some(&body[start..crate::json::members::value_end(body, start)?])
+        });
         Self { usage, model, id }
     }
 }
@@ -472,4 +498,39 @@ async fn send_answer<IO: ServerIo>(
         call.out.status = 499;
     }
     AttemptEnd::Answered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AnswerMembers;
+
+    fn both(body: &str) -> [[Option<String>; 3]; 2] {
+        let b = body.as_bytes();
+        let text = |m: AnswerMembers<'_>| {
+            [m.usage, m.model, m.id].map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+        };
+        let quotes =
+            crate::json::check_structure_of::<AnswerMembers<'_>, 3>(b, 64).expect("valid body");
+        [
+            text(AnswerMembers::find(b)),
+            text(AnswerMembers::at(b, quotes)),
+        ]
+    }
+
+    #[test]
+    fn members_found_by_the_check_are_the_walks() {
+        for body in [
+            r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"message":{"content":"{\"model\":\"x\",\"id\":2}","role":"assistant"}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{ "usage" : { "total_tokens" : 3 } , "choices" : [ ] , "model" : "m" , "id" : 7 }"#,
+            r#"{"choices":[{"usage":{"x":1},"model":"inner","id":"inner"}]}"#,
+            r#"{"model":null,"id":"a\"b","usage":null}"#,
+            r#"{}"#,
+            r#"[{"model":"m"}]"#,
+        ] {
+            let [walked, checked] = both(body);
+            assert_eq!(walked, checked, "{body}");
+        }
+        let [_, checked] = both(r#"{"model":"first","usage":{},"model":"last"}"#);
+        assert_eq!(checked[1].as_deref(), Some(r#""last""#));
+    }
 }
