@@ -17,6 +17,7 @@ use super::head::{parse_request, HeadError, RequestHead};
 use super::response::ResponseWriter;
 use super::{valid_request_id, Request, ServerIo, Service};
 use crate::api::{ApiError, ErrorKind};
+use crate::util::timer::ReusedTimer;
 use bytes::{Bytes, BytesMut};
 use http::{StatusCode, Version};
 use monoio::time::Instant;
@@ -60,9 +61,11 @@ pub async fn serve<S: Service, IO: ServerIo>(svc: &S, mut io: IO, limits: impl F
     let mut buf = BytesMut::new();
     // Made by the first stream that needs it, kept for the connection's later requests.
     let mut watch = None;
+    // The idle and head timeouts of every request on the connection.
+    let mut timer = ReusedTimer::new();
     loop {
         let lim = limits();
-        let head = match read_head(&mut io, &mut buf, &lim).await {
+        let head = match read_head(&mut io, &mut buf, &lim, &mut timer).await {
             Ok(h) => h,
             Err(Stop::Closed) => return,
             Err(stop) => {
@@ -187,12 +190,14 @@ async fn read_head<IO: ServerIo>(
     io: &mut IO,
     buf: &mut BytesMut,
     lim: &ConnLimits,
+    timer: &mut ReusedTimer,
 ) -> Result<RequestHead, Stop> {
     if buf.is_empty() {
         // Idle keep-alive wait. io_uring needs the buffer up front, so a new one is small; one
         // a previous request grew is used as it is (this read never grows it further).
         let want = INITIAL_READ.max(buf.capacity());
-        match monoio::time::timeout(lim.idle_timeout, read_at_most(io, buf, want)).await {
+        let idle_end = Instant::now() + lim.idle_timeout;
+        match timer.within(idle_end, read_at_most(io, buf, want)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Err(Stop::Closed),
         }
@@ -212,7 +217,10 @@ async fn read_head<IO: ServerIo>(
             .saturating_sub(buf.len())
             .max(1);
         let want = INITIAL_READ.max(buf.len()).min(room);
-        match monoio::time::timeout_at(deadline.at(), read_at_most(io, buf, want)).await {
+        match timer
+            .within(deadline.at(), read_at_most(io, buf, want))
+            .await
+        {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Closed),
             Ok(Ok(_)) => {}
             Err(_) => {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 pub mod clock;
+pub mod timer;
 
 /// An absolute http(s) URL split into what the upstream client needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
