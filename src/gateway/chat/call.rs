@@ -172,12 +172,15 @@ pub async fn attempt<'r, IO: ServerIo>(
     let up_started = Instant::now();
     // Boxed: the exchange's state is needed only until the response head, and a stream lives on
     // for minutes in the request's future (thousands of them at once).
-    let sent = boxed_in_place(|| call.gw.upstream.send(&up_req, &snap.upstream, timeouts)).await;
-    let resp = match sent {
+    let mut sent =
+        boxed_in_place(|| call.gw.upstream.send(&up_req, &snap.upstream, timeouts)).await;
+    // Borrowed where it lies: the response (a few hundred bytes) is not copied out of the
+    // result and into each answer phase's future.
+    let resp = match &mut sent {
         Ok(r) => r,
         Err(e) => {
             call.upstream_secs = Some(up_started.elapsed().as_secs_f64());
-            return AttemptEnd::Failed(failure::from_upstream(&e, &dep.id));
+            return AttemptEnd::Failed(failure::from_upstream(e, &dep.id));
         }
     };
     let pairs = headers.pairs();
@@ -196,7 +199,7 @@ async fn stream<IO: ServerIo>(
     dep: &Deployment,
     provider: &Provider,
     prepared: &PreparedRequest<'_>,
-    mut resp: UpstreamResponse,
+    resp: &mut UpstreamResponse,
     headers: &[(&str, &str)],
     w: &mut ResponseWriter<'_, IO>,
 ) -> AttemptEnd {
@@ -268,7 +271,7 @@ async fn whole<IO: ServerIo>(
     dep: &Deployment,
     provider: &Provider,
     prepared: &PreparedRequest<'_>,
-    mut resp: UpstreamResponse,
+    resp: &mut UpstreamResponse,
     headers: &[(&str, &str)],
     w: &mut ResponseWriter<'_, IO>,
 ) -> AttemptEnd {
