@@ -242,8 +242,21 @@ pub fn write_value(buf: &mut Vec<u8>, v: &Value) {
 // Writing into a `Vec` cannot fail, hence the ignored results below.
 
 pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
+    // Short strings with nothing to escape (member names, models, roles) are copied as they
+    // are: sonic-rs first reserves room for the worst case (six bytes a byte), which made
+    // a buffer sized for the usual output grow and copy itself for a one-letter model.
+    if s.len() <= SHORT_STRING && s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+        return;
+    }
     let _ = CompactFormatter.write_string_fast(buf, s, true);
 }
+
+/// The longest string [`write_str`] checks byte by byte rather than hand to sonic-rs's SIMD.
+const SHORT_STRING: usize = 32;
 
 fn write_number(buf: &mut Vec<u8>, n: &Number) {
     let mut f = CompactFormatter;
@@ -257,4 +270,36 @@ fn write_number(buf: &mut Vec<u8>, n: &Number) {
     } else {
         f.write_null(buf)
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_str;
+
+    #[test]
+    fn strings_are_written_as_json_whatever_their_length_and_bytes() {
+        let long = "x".repeat(40);
+        let long_escaped = format!("{}\"\n", "y".repeat(40));
+        for s in [
+            "",
+            "m",
+            "model",
+            "gpt-4o",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "nul\u{0}",
+            "\u{1f}",
+            "é ü 漢字",
+            "\u{7f}",
+            "exactly thirty-two bytes long!!!",
+            &long,
+            &long_escaped,
+        ] {
+            let mut buf = b"[".to_vec();
+            write_str(&mut buf, s);
+            let expected = format!("[{}", serde_json::to_string(s).expect("string"));
+            assert_eq!(String::from_utf8(buf).expect("utf-8"), expected, "{s:?}");
+        }
+    }
 }

@@ -164,6 +164,7 @@ async fn fetch(
             idle: left,
             total: Some(left),
             connect: None,
+            from: None,
         };
         let mut resp = client.send(&req, upstream, timeouts).await.map_err(|e| {
             if e.is_timeout() {

@@ -84,6 +84,9 @@ pub struct Timeouts {
     pub total: Option<Duration>,
     /// To open a connection; `None`: `llmux.upstream.connect_timeout`.
     pub connect: Option<Duration>,
+    /// When the timeouts start (the caller's clock read, if it has just made one); `None`:
+    /// when the request is sent.
+    pub from: Option<Instant>,
 }
 
 /// A response whose body has not been read yet.
@@ -137,7 +140,7 @@ impl UpstreamClient {
         settings: &UpstreamSettings,
         timeouts: Timeouts,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let start = Instant::now();
+        let start = timeouts.from.unwrap_or_else(Instant::now);
         let deadline = timeouts.total.map(|t| start + t);
         let route = proxy::route(&settings.proxy, req.tls, req.host, req.port);
         let key = PoolKeyRef {

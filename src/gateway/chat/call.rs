@@ -160,6 +160,7 @@ pub async fn attempt<'r, IO: ServerIo>(
             idle: dep.stream_timeout,
             total: None,
             connect: dep.connect_timeout,
+            from: None,
         }
     } else {
         Timeouts {
@@ -167,9 +168,15 @@ pub async fn attempt<'r, IO: ServerIo>(
             idle: dep.timeout,
             total: Some(dep.timeout),
             connect: dep.connect_timeout,
+            from: None,
         }
     };
     let up_started = Instant::now();
+    // The upstream client's clock starts with this read.
+    let timeouts = Timeouts {
+        from: Some(monoio::time::Instant::from_std(up_started)),
+        ..timeouts
+    };
     // Boxed: the exchange's state is needed only until the response head, and a stream lives on
     // for minutes in the request's future (thousands of them at once).
     let mut sent =
@@ -179,7 +186,7 @@ pub async fn attempt<'r, IO: ServerIo>(
     let resp = match &mut sent {
         Ok(r) => r,
         Err(e) => {
-            call.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+            call.upstream_ended(up_started);
             return AttemptEnd::Failed(failure::from_upstream(e, &dep.id));
         }
     };
@@ -189,7 +196,7 @@ pub async fn attempt<'r, IO: ServerIo>(
     } else {
         whole(call, dep, provider, prepared, resp, &pairs, w).await
     };
-    call.upstream_secs = Some(up_started.elapsed().as_secs_f64());
+    call.upstream_ended(up_started);
     end
 }
 

@@ -84,6 +84,9 @@ pub struct Call<'r> {
     /// What the answer was, for metrics and the log.
     pub out: RelayOutcome,
     pub upstream_secs: Option<f64>,
+    /// When the current attempt's upstream exchange ended, if nothing was awaited since:
+    /// the attempt's end for its record (one clock read less).
+    attempt_ended: Option<Instant>,
     /// The client's trace continued (W3C `traceparent`), or a new one.
     pub trace: TraceContext,
     /// The request's spans, when tracing is on and this trace is sampled.
@@ -240,6 +243,7 @@ pub async fn chat_completions<IO: ServerIo>(
         retries: 0,
         out: RelayOutcome::default(),
         upstream_secs: None,
+        attempt_ended: None,
         trace,
         spans,
         caller,
@@ -378,7 +382,7 @@ impl<'r> Call<'r> {
             let estimated_tokens = admitted.estimated_tokens;
             drop(admitted);
             // record
-            let ended = Instant::now();
+            let ended = self.attempt_ended.take().unwrap_or_else(Instant::now);
             let elapsed = ended.saturating_duration_since(self.attempt_started);
             let class = match &end {
                 AttemptEnd::Answered => self.out.failure,
@@ -606,6 +610,13 @@ impl<'r> Call<'r> {
     }
 
     /// Metrics and the access log for the whole request.
+    /// Notes the end of the current attempt's upstream exchange, begun at `started`.
+    pub(super) fn upstream_ended(&mut self, started: Instant) {
+        let now = Instant::now();
+        self.upstream_secs = Some(now.saturating_duration_since(started).as_secs_f64());
+        self.attempt_ended = Some(now);
+    }
+
     fn finish<IO: ServerIo>(mut self, w: &ResponseWriter<'_, IO>) {
         let out = &mut self.out;
         if out.large_buffers || self.req.body.len() > LARGE_BUFFER {
