@@ -24,7 +24,6 @@ use crate::config::UpstreamSettings;
 use crate::http1::body::{BodyDecoder, Step};
 use crate::http1::head::{parse_response, Headers};
 use crate::http1::response::push_header;
-use crate::util::timer::ReusedTimer;
 use crate::util::write_authority;
 pub use conn::UpstreamConn;
 pub use dns::{DnsService, Resolver};
@@ -235,7 +234,6 @@ async fn exchange(
     let Some(c) = conn.conn.as_mut() else {
         return Err(Exchange::Stale);
     };
-    let timer = &mut conn.timer;
     let mut head_deadline = sending + timeouts.first_byte;
     if let Some(d) = deadline {
         head_deadline = head_deadline.min(d);
@@ -283,28 +281,10 @@ async fn exchange(
             }
         }
     };
-    match timer.within(head_deadline, io).await {
+    match monoio::time::timeout_at(head_deadline, io).await {
         Ok(r) => r,
         Err(_) => Err(Exchange::Failed(UpstreamError::Timeout(phase.get()))),
     }
-}
-
-/// [`within`] on a connection's own timer.
-async fn within_on<T>(
-    timer: &mut ReusedTimer,
-    deadline: Option<Instant>,
-    limit: Duration,
-    phase: &'static str,
-    fut: impl std::future::Future<Output = T>,
-) -> Result<T, UpstreamError> {
-    let mut at = Instant::now() + limit;
-    if let Some(d) = deadline {
-        at = at.min(d);
-    }
-    timer
-        .within(at, fut)
-        .await
-        .map_err(|_| UpstreamError::Timeout(phase))
 }
 
 /// Runs `fut` within `limit`, and within the overall deadline if there is one.
@@ -530,8 +510,7 @@ impl BodyStream {
         let (deadline, idle) = (self.deadline, self.idle);
         self.reading = Some(crate::util::boxed_in_place(|| async move {
             let result = match conn.conn.as_mut() {
-                Some(c) => within_on(
-                    &mut conn.timer,
+                Some(c) => within(
                     deadline,
                     idle,
                     "reading response body",

@@ -12,7 +12,6 @@ use hashbrown::{Equivalent, HashMap};
 use super::conn::UpstreamConn;
 use crate::config::UpstreamSettings;
 use crate::util::clock::CoarseInstant;
-use crate::util::timer::ReusedTimer;
 
 /// Idle time after which a pooled connection is checked (one non-blocking peek) before reuse.
 const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(500);
@@ -52,8 +51,6 @@ impl PoolKeyRef<'_> {
 
 struct Idle {
     conn: UpstreamConn,
-    /// The connection's timer, kept with it (see [`PooledConn::timer`]).
-    timer: ReusedTimer,
     /// Coarse (`util::clock`): idle times are compared with timeouts of seconds.
     since: CoarseInstant,
     timeout: Duration,
@@ -80,12 +77,6 @@ pub struct Pool {
 /// connection and frees the slot; [`PooledConn::recycle`] returns it to the idle list.
 pub struct PooledConn {
     pub conn: Option<UpstreamConn>,
-    /// For the timeouts of the exchanges and reads on this connection: made at its first
-    /// exchange and kept while it is pooled, so that a request on a pooled connection files
-    /// no new timer (see `util::timer`). While the connection is idle its timer may still be
-    /// filed, holding the waker of the last task that awaited it: at most one task per pooled
-    /// connection is kept alive that way until the timer passes.
-    pub timer: ReusedTimer,
     pub reused: bool,
     /// The host was at its connection limit: the slot came after a wait.
     pub waited: bool,
@@ -100,7 +91,6 @@ impl PooledConn {
             if host.idle.len() < host.max_idle && !self.idle_timeout.is_zero() {
                 host.idle.push(Idle {
                     conn,
-                    timer: std::mem::take(&mut self.timer),
                     since: CoarseInstant::now(),
                     timeout: self.idle_timeout,
                 });
@@ -153,7 +143,6 @@ impl Pool {
                         host.open += 1;
                         return Poll::Ready(PooledConn {
                             conn: Some(idle.conn),
-                            timer: idle.timer,
                             reused: true,
                             waited,
                             host: host_ref.clone(),
@@ -170,7 +159,6 @@ impl Pool {
                 host.open += 1;
                 return Poll::Ready(PooledConn {
                     conn: None,
-                    timer: ReusedTimer::new(),
                     reused: false,
                     waited,
                     host: host_ref.clone(),

@@ -21,6 +21,12 @@ pub struct TimedOut;
 /// A timer for one task's waits, one at a time. Made empty; the timer itself is made at the
 /// first wait. When a wait ends first the timer stays filed under its deadline: if that
 /// passes later, the task is woken once for nothing (and polls what it awaits then).
+///
+/// Only ever awaited by one task: monoio's timer keeps the waker it was first polled with
+/// until it fires, so a timer handed on to another task (kept with a pooled upstream
+/// connection, say) would wake the task that used it before, and the new one would wait past
+/// its deadline (the routing test `retries_move_to_another_deployment_on_retryable_failures_only`
+/// caught exactly that).
 #[derive(Default)]
 pub struct ReusedTimer {
     sleep: Option<Pin<Box<Sleep>>>,
