@@ -19,9 +19,10 @@ pub struct ResponseModel {
 
 impl ResponseModel {
     pub fn new(group: &str) -> Self {
-        Self {
-            json: serde_json::to_vec(group).unwrap_or_default(),
-        }
+        // Made per request: written as JSON directly (model names are short and plain).
+        let mut json = Vec::with_capacity(group.len() + 2);
+        crate::dsl::out::write_str(&mut json, group);
+        Self { json }
     }
 
     /// The group's name as a JSON value (for chunks built as values; once a stream).
