@@ -110,13 +110,28 @@ pub enum NextStep {
     Fail,
 }
 
-/// Where a request stands.
-#[derive(Debug, Clone, Default)]
-pub struct Progress {
+/// Where a request stands: borrowed from the request's own record, so that the usual request
+/// (no fallback) keeps its groups without a list of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
     /// Attempts made in the current group.
     pub in_group: u32,
-    /// Groups tried so far, the requested one first.
-    pub groups: Vec<String>,
+    /// The group the client asked for.
+    pub requested: &'a str,
+    /// Fallback groups entered so far, in order (the last is the current group).
+    pub fallbacks: &'a [String],
+}
+
+impl<'a> Progress<'a> {
+    /// The group being tried.
+    pub fn current(&self) -> &'a str {
+        self.fallbacks.last().map_or(self.requested, String::as_str)
+    }
+
+    /// Whether `group` was tried already (the requested one or a fallback).
+    pub fn tried(&self, group: &str) -> bool {
+        self.requested == group || self.fallbacks.iter().any(|g| g == group)
+    }
 }
 
 /// The next step after `failure` in `progress`. `retries` is the number of retries allowed in
@@ -126,7 +141,7 @@ pub struct Progress {
 pub fn next_step(
     settings: &RouterSettings,
     failure: &Failure,
-    progress: &Progress,
+    progress: &Progress<'_>,
     retries: u32,
     same_deployment: bool,
     rand: &mut impl Rand,
@@ -175,11 +190,12 @@ pub fn backoff(
 fn fallback_group(
     settings: &RouterSettings,
     class: FailureClass,
-    progress: &Progress,
+    progress: &Progress<'_>,
 ) -> Option<String> {
     let f = &settings.fallbacks;
-    let requested = progress.groups.first()?;
-    if progress.groups.len() > f.max {
+    let requested = progress.requested;
+    // The requested group and the fallbacks so far: at most `max` fallbacks.
+    if progress.fallbacks.len() >= f.max {
         return None;
     }
     let specific = match class {
@@ -197,7 +213,7 @@ fn fallback_group(
         .into_iter()
         .chain(general)
         .flatten()
-        .find(|g| !progress.groups.contains(g))
+        .find(|g| !progress.tried(g))
         .cloned()
 }
 
@@ -277,10 +293,13 @@ mod tests {
         }
     }
 
-    fn progress(in_group: u32, groups: &[&str]) -> Progress {
+    fn progress(in_group: u32, groups: &[&'static str]) -> Progress<'static> {
+        // Leaked: a few bytes per test case, for a `'static` view like the request's record.
+        let fallbacks: Vec<String> = groups[1..].iter().map(|g| g.to_string()).collect();
         Progress {
             in_group,
-            groups: groups.iter().map(|g| g.to_string()).collect(),
+            requested: groups[0],
+            fallbacks: Vec::leak(fallbacks),
         }
     }
 

@@ -37,7 +37,7 @@ impl<'a> RouteHeaders<'a> {
     }
 
     fn base(call: &Call<'_>, attempts: usize) -> Self {
-        let fallbacks = call.progress.groups.len().saturating_sub(1);
+        let fallbacks = call.fallbacks.len();
         let mut h = Self {
             fields: std::array::from_fn(|_| ("", Cow::Borrowed(""))),
             len: 0,
@@ -50,10 +50,8 @@ impl<'a> RouteHeaders<'a> {
         h.push_cow("x-litellm-attempted-retries", count(call.retries as usize));
         h.push_cow("x-litellm-attempted-fallbacks", count(fallbacks));
         if fallbacks > 0 {
-            if let Some(first) = call.progress.groups.first() {
-                // Rare: owned, so that these headers borrow nothing of the request's context.
-                h.push_cow("x-llmux-fallback-from", Cow::Owned(first.clone()));
-            }
+            // Rare: owned, so that these headers borrow nothing of the request's context.
+            h.push_cow("x-llmux-fallback-from", Cow::Owned(call.view.model.clone()));
         }
         h
     }

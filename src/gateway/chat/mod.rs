@@ -77,8 +77,11 @@ pub struct Call<'r> {
     /// its duration (one clock read less).
     answered_at: Option<Instant>,
     pub attempts: Vec<Attempt<'r>>,
-    /// Groups tried (the requested one first) and attempts in the current one.
-    pub progress: Progress,
+    /// Attempts made in the current group.
+    pub in_group: u32,
+    /// Fallback groups entered, in order (the requested group is `view.model`): empty, and
+    /// without an allocation, for most requests.
+    pub fallbacks: Vec<String>,
     /// Retries so far (attempts after a failed one in the same group).
     pub retries: u32,
     /// What the answer was, for metrics and the log.
@@ -228,10 +231,8 @@ pub async fn chat_completions<IO: ServerIo>(
         gw,
         snap,
         req,
-        progress: Progress {
-            in_group: 0,
-            groups: vec![view.model.clone()],
-        },
+        in_group: 0,
+        fallbacks: Vec::new(),
         view,
         tree,
         body_fields,
@@ -297,7 +298,7 @@ impl<'r> Call<'r> {
         // has no deployment left to try.
         let mut last: Option<Failure> = None;
         loop {
-            let current = self.progress.groups.last().map_or("", String::as_str);
+            let current = self.progress().current();
             let picked = match snap.group(current) {
                 Some(group) => admit::pick(self, group, tried),
                 // A fallback group that is not in the config (warned about at load).
@@ -435,7 +436,7 @@ impl<'r> Call<'r> {
                 return self.cancelled(w);
             }
             // next step
-            self.progress.in_group += 1;
+            self.in_group += 1;
             let retries = dep.spec.max_retries.unwrap_or(settings.retry.num_retries);
             let same = !strategy::others_available(settings, &*view, index, router.now());
             match self.decide(&f, retries, same) {
@@ -460,7 +461,7 @@ impl<'r> Call<'r> {
     /// The router's next step after `f`. `retries` are those allowed in the group (0: only a
     /// fallback may follow).
     fn decide(&self, f: &Failure, retries: u32, same_deployment: bool) -> NextStep {
-        let mut progress = self.progress.clone();
+        let mut progress = self.progress();
         if retries == 0 {
             progress.in_group = progress.in_group.max(1);
         }
@@ -476,7 +477,7 @@ impl<'r> Call<'r> {
     }
 
     fn fall_back(&mut self, group: String) {
-        let from = self.progress.groups.last().map_or("", String::as_str);
+        let from = self.progress().current();
         self.gw.metrics.fallback(from, &group);
         tracing::debug!(
             request_id = %self.req.request_id,
@@ -485,8 +486,8 @@ impl<'r> Call<'r> {
             to = %group,
             "falling back to another model group"
         );
-        self.progress.groups.push(group);
-        self.progress.in_group = 0;
+        self.fallbacks.push(group);
+        self.in_group = 0;
     }
 
     /// Waits `ms` before a retry; false when the client went away meanwhile.
@@ -688,9 +689,7 @@ impl<'r> Call<'r> {
             // Never a silent 0: a deployment without a known price says so.
             cost = (answered_by.is_some() && cost.is_none()).then_some("unknown"),
             attempts = %attempts,
-            fallback_group = (self.progress.groups.len() > 1)
-                .then(|| self.progress.groups.last().map(String::as_str))
-                .flatten(),
+            fallback_group = self.fallbacks.last().map(String::as_str),
             error = error.as_deref(),
             "request"
         );
@@ -745,9 +744,7 @@ impl Call<'_> {
                 error_type,
                 cost_usd: cost,
                 retries: self.retries,
-                fallback_group: (self.progress.groups.len() > 1)
-                    .then(|| self.progress.groups.last().map(String::as_str))
-                    .flatten(),
+                fallback_group: self.fallbacks.last().map(String::as_str),
                 input_messages: capture
                     .then(|| otel::content::input_messages(self.body(), secrets))
                     .flatten(),
@@ -761,6 +758,15 @@ impl Call<'_> {
 }
 
 impl Call<'_> {
+    /// Where the request stands, for the router.
+    pub fn progress(&self) -> Progress<'_> {
+        Progress {
+            in_group: self.in_group,
+            requested: &self.view.model,
+            fallbacks: &self.fallbacks,
+        }
+    }
+
     /// The client's body bytes as they go upstream (without the gateway's own members).
     pub fn raw(&self) -> &[u8] {
         self.raw_override.as_deref().unwrap_or(&self.req.body)

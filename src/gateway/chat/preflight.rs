@@ -21,8 +21,12 @@ pub const APPROX_MARGIN: f64 = 0.10;
 /// `Some(failure)` when the prompt does not fit `dep`'s context window.
 pub async fn check(call: &Call<'_>, dep: &Deployment) -> Option<Failure> {
     let window = dep.max_input_tokens?;
-    let requested = call.progress.groups.first()?;
-    let fallbacks = call.snap.router.fallbacks.context_window.get(requested)?;
+    let fallbacks = call
+        .snap
+        .router
+        .fallbacks
+        .context_window
+        .get(&call.view.model)?;
     if fallbacks.is_empty() || call.req.body.len() as u64 <= window {
         return None;
     }
