@@ -1,6 +1,7 @@
 //! Prometheus metrics. Each shard owns a registry and caches its labelled handles, so recording
-//! a request touches only that shard's (uncontended) atomics and takes no lock. `/metrics`
-//! gathers every shard's registry plus the global one and merges series with equal labels.
+//! a request touches only that shard's series and takes no lock; the series have the shard as
+//! their one writer (`shard_series`: plain stores, no locked increments). `/metrics` gathers
+//! every shard's registry plus the global one and merges series with equal labels.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,10 +10,9 @@ use hashbrown::HashMap;
 use std::sync::Arc;
 
 use prometheus::proto::{MetricFamily, MetricType};
-use prometheus::{
-    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use super::shard_series::{Counter, Histogram, IntCounter, IntGauge, SeriesVec};
 
 use crate::config::Deployment;
 use crate::router::FailureClass;
@@ -136,209 +136,176 @@ pub struct RequestRecord<'a> {
 
 pub struct ShardMetrics {
     registry: Registry,
-    requests: IntCounterVec,
-    request_duration: HistogramVec,
-    upstream_duration: HistogramVec,
-    ttft: HistogramVec,
-    tokens: IntCounterVec,
-    spend: CounterVec,
-    tpot: HistogramVec,
-    genai_tokens: HistogramVec,
-    genai_duration: HistogramVec,
-    http_requests: IntCounterVec,
+    requests: SeriesVec<IntCounter>,
+    request_duration: SeriesVec<Histogram>,
+    upstream_duration: SeriesVec<Histogram>,
+    ttft: SeriesVec<Histogram>,
+    tokens: SeriesVec<IntCounter>,
+    spend: SeriesVec<Counter>,
+    tpot: SeriesVec<Histogram>,
+    genai_tokens: SeriesVec<Histogram>,
+    genai_duration: SeriesVec<Histogram>,
+    http_requests: SeriesVec<IntCounter>,
     http_by_route: RefCell<HashMap<(&'static str, usize), IntCounter>>,
     pub inflight: IntGauge,
     handles: RefCell<HashMap<usize, DeploymentHandles>>,
-    attempts: IntCounterVec,
-    failures: IntCounterVec,
-    dep_in_flight: IntGaugeVec,
-    dep_state: IntGaugeVec,
-    cooldowns: IntCounterVec,
-    breaker: IntCounterVec,
-    rejections: IntCounterVec,
-    retries: IntCounterVec,
-    fallbacks: IntCounterVec,
+    attempts: SeriesVec<IntCounter>,
+    failures: SeriesVec<IntCounter>,
+    dep_in_flight: SeriesVec<IntGauge>,
+    dep_state: SeriesVec<IntGauge>,
+    cooldowns: SeriesVec<IntCounter>,
+    breaker: SeriesVec<IntCounter>,
+    rejections: SeriesVec<IntCounter>,
+    retries: SeriesVec<IntCounter>,
+    fallbacks: SeriesVec<IntCounter>,
     by_group: RefCell<HashMap<String, IntCounter>>,
     by_fallback: RefCell<HashMap<(String, String), IntCounter>>,
 }
 
 impl ShardMetrics {
     pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "llmux_requests_total",
-                "Routed requests by model group, deployment, provider and status class.",
-            ),
+        let requests = SeriesVec::new(
+            "llmux_requests_total",
+            "Routed requests by model group, deployment, provider and status class.",
             &["model_group", "deployment", "provider", "status_class"],
         )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "llmux_request_duration_seconds",
-                "Time from request received to response complete.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let request_duration = SeriesVec::with_bounds(
+            "llmux_request_duration_seconds",
+            "Time from request received to response complete.",
             &["model_group", "provider"],
+            LATENCY_BUCKETS,
         )?;
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "llmux_upstream_duration_seconds",
-                "Time spent on the upstream call.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let upstream_duration = SeriesVec::with_bounds(
+            "llmux_upstream_duration_seconds",
+            "Time spent on the upstream call.",
             &["provider", "deployment"],
+            LATENCY_BUCKETS,
         )?;
-        let ttft = HistogramVec::new(
-            HistogramOpts::new(
-                "llmux_time_to_first_token_seconds",
-                "Time to the first streamed event.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let ttft = SeriesVec::with_bounds(
+            "llmux_time_to_first_token_seconds",
+            "Time to the first streamed event.",
             &["model_group"],
+            LATENCY_BUCKETS,
         )?;
-        let tokens = IntCounterVec::new(
-            Opts::new(
-                "llmux_tokens_total",
-                "Tokens by type (prompt, completion, cached, cache_write), as the upstream reported them or, when it reported none, estimated by the gateway (estimated=\"true\").",
-            ),
+        let tokens = SeriesVec::new(
+            "llmux_tokens_total",
+            "Tokens by type (prompt, completion, cached, cache_write), as the upstream reported them or, when it reported none, estimated by the gateway (estimated=\"true\").",
             &["model_group", "type", "estimated"],
         )?;
-        let spend = CounterVec::new(
-            Opts::new(
-                "llmux_spend_usd_total",
-                "Spend in USD: tokens times the deployment's prices (requests of models without a known price add nothing).",
-            ),
+        let spend = SeriesVec::new(
+            "llmux_spend_usd_total",
+            "Spend in USD: tokens times the deployment's prices (requests of models without a known price add nothing).",
             &["model_group", "deployment"],
         )?;
-        let tpot = HistogramVec::new(
-            HistogramOpts::new(
-                "llmux_time_per_output_token_seconds",
-                "Streams: time from the first streamed event to the last, per output token after the first.",
-            )
-            .buckets(TPOT_BUCKETS.to_vec()),
+        let tpot = SeriesVec::with_bounds(
+            "llmux_time_per_output_token_seconds",
+            "Streams: time from the first streamed event to the last, per output token after the first.",
             &["model_group"],
+            TPOT_BUCKETS,
         )?;
         // OpenTelemetry's GenAI client metrics under their Prometheus names (dots become
         // underscores, the unit a suffix), with their attributes as labels.
-        let genai_tokens = HistogramVec::new(
-            HistogramOpts::new(
-                "gen_ai_client_token_usage",
-                "OpenTelemetry gen_ai.client.token.usage: tokens per operation, by token type.",
-            )
-            .buckets(GENAI_TOKEN_BUCKETS.to_vec()),
+        let genai_tokens = SeriesVec::with_bounds(
+            "gen_ai_client_token_usage",
+            "OpenTelemetry gen_ai.client.token.usage: tokens per operation, by token type.",
             &[
                 "gen_ai_operation_name",
                 "gen_ai_provider_name",
                 "gen_ai_request_model",
                 "gen_ai_token_type",
             ],
+            GENAI_TOKEN_BUCKETS,
         )?;
-        let genai_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "gen_ai_client_operation_duration_seconds",
-                "OpenTelemetry gen_ai.client.operation.duration: the whole operation, as the client saw it.",
-            )
-            .buckets(GENAI_DURATION_BUCKETS.to_vec()),
+        let genai_duration = SeriesVec::with_bounds(
+            "gen_ai_client_operation_duration_seconds",
+            "OpenTelemetry gen_ai.client.operation.duration: the whole operation, as the client saw it.",
             &[
                 "gen_ai_operation_name",
                 "gen_ai_provider_name",
                 "gen_ai_request_model",
                 "error_type",
             ],
+            GENAI_DURATION_BUCKETS,
         )?;
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "llmux_http_requests_total",
-                "All HTTP requests by route and status class.",
-            ),
+        let http_requests = SeriesVec::new(
+            "llmux_http_requests_total",
+            "All HTTP requests by route and status class.",
             &["route", "status_class"],
         )?;
-        let inflight = IntGauge::new("llmux_inflight_requests", "Requests being served.")?;
+        let inflight_family: SeriesVec<IntGauge> =
+            SeriesVec::new("llmux_inflight_requests", "Requests being served.", &[])?;
+        let inflight = inflight_family.with_label_values(&[]);
         let dep = &["model_group", "deployment"];
-        let attempts = IntCounterVec::new(
-            Opts::new(
-                "llmux_deployment_attempts_total",
-                "Attempts sent to each deployment (a retried request makes several).",
-            ),
+        let attempts = SeriesVec::new(
+            "llmux_deployment_attempts_total",
+            "Attempts sent to each deployment (a retried request makes several).",
             dep,
         )?;
-        let failures = IntCounterVec::new(
-            Opts::new(
-                "llmux_deployment_failures_total",
-                "Failed attempts by deployment and failure class.",
-            ),
+        let failures = SeriesVec::new(
+            "llmux_deployment_failures_total",
+            "Failed attempts by deployment and failure class.",
             &["model_group", "deployment", "class"],
         )?;
-        let dep_in_flight = IntGaugeVec::new(
-            Opts::new(
-                "llmux_deployment_in_flight",
-                "Attempts in flight on each deployment.",
-            ),
+        let dep_in_flight = SeriesVec::new(
+            "llmux_deployment_in_flight",
+            "Attempts in flight on each deployment.",
             dep,
         )?;
-        let dep_state = IntGaugeVec::new(
-            Opts::new(
-                "llmux_deployment_state",
-                "Deployment health: 0 healthy, 1 partial outage, 2 complete outage (worst shard).",
-            ),
+        let dep_state = SeriesVec::new(
+            "llmux_deployment_state",
+            "Deployment health: 0 healthy, 1 partial outage, 2 complete outage (worst shard).",
             dep,
         )?;
-        let cooldowns = IntCounterVec::new(
-            Opts::new(
-                "llmux_deployment_cooldowns_total",
-                "Times a deployment was taken out of rotation for its cooldown.",
-            ),
+        let cooldowns = SeriesVec::new(
+            "llmux_deployment_cooldowns_total",
+            "Times a deployment was taken out of rotation for its cooldown.",
             dep,
         )?;
-        let breaker = IntCounterVec::new(
-            Opts::new(
-                "llmux_deployment_breaker_transitions_total",
-                "Circuit breaker transitions by the state entered.",
-            ),
+        let breaker = SeriesVec::new(
+            "llmux_deployment_breaker_transitions_total",
+            "Circuit breaker transitions by the state entered.",
             &["model_group", "deployment", "to"],
         )?;
-        let rejections = IntCounterVec::new(
-            Opts::new(
-                "llmux_deployment_rejections_total",
-                "Requests the gateway held back from a deployment at its limits.",
-            ),
+        let rejections = SeriesVec::new(
+            "llmux_deployment_rejections_total",
+            "Requests the gateway held back from a deployment at its limits.",
             &["model_group", "deployment", "limit"],
         )?;
-        let retries = IntCounterVec::new(
-            Opts::new("llmux_retries_total", "Retries within a model group."),
+        let retries = SeriesVec::new(
+            "llmux_retries_total",
+            "Retries within a model group.",
             &["model_group"],
         )?;
-        let fallbacks = IntCounterVec::new(
-            Opts::new(
-                "llmux_fallbacks_total",
-                "Requests that fell back from a model group to another.",
-            ),
+        let fallbacks = SeriesVec::new(
+            "llmux_fallbacks_total",
+            "Requests that fell back from a model group to another.",
             &["model_group", "fallback_group"],
         )?;
+        let registry = Registry::new();
         for c in [
-            &attempts,
-            &failures,
-            &cooldowns,
-            &breaker,
-            &rejections,
-            &retries,
-            &fallbacks,
+            attempts.collector(),
+            failures.collector(),
+            cooldowns.collector(),
+            breaker.collector(),
+            rejections.collector(),
+            retries.collector(),
+            fallbacks.collector(),
+            dep_in_flight.collector(),
+            dep_state.collector(),
+            requests.collector(),
+            request_duration.collector(),
+            upstream_duration.collector(),
+            ttft.collector(),
+            tokens.collector(),
+            spend.collector(),
+            tpot.collector(),
+            genai_tokens.collector(),
+            genai_duration.collector(),
+            http_requests.collector(),
+            inflight_family.collector(),
         ] {
-            registry.register(Box::new(c.clone()))?;
+            registry.register(c)?;
         }
-        registry.register(Box::new(dep_in_flight.clone()))?;
-        registry.register(Box::new(dep_state.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(ttft.clone()))?;
-        registry.register(Box::new(tokens.clone()))?;
-        registry.register(Box::new(spend.clone()))?;
-        registry.register(Box::new(tpot.clone()))?;
-        registry.register(Box::new(genai_tokens.clone()))?;
-        registry.register(Box::new(genai_duration.clone()))?;
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(inflight.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -506,7 +473,7 @@ pub struct GlobalMetrics {
     pub registry: Registry,
     pub config_reloads: IntCounterVec,
     pub io_driver: IntGaugeVec,
-    pub shards: IntGauge,
+    pub shards: prometheus::IntGauge,
     /// The span exporter's counters (`llmux_otel_spans_*`).
     pub otel: crate::telemetry::otel::ExportMetrics,
     /// The key control plane's counters (`llmux_keys_*`).
@@ -527,20 +494,21 @@ impl GlobalMetrics {
             ),
             &["driver"],
         )?;
-        let shards = IntGauge::new("llmux_shards", "Number of shards (worker threads).")?;
+        let shards =
+            prometheus::IntGauge::new("llmux_shards", "Number of shards (worker threads).")?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(io_driver.clone()))?;
         registry.register(Box::new(shards.clone()))?;
         let otel = crate::telemetry::otel::ExportMetrics {
-            exported: IntCounter::new(
+            exported: prometheus::IntCounter::new(
                 "llmux_otel_spans_exported_total",
                 "Spans the OTLP collector accepted.",
             )?,
-            dropped: IntCounter::new(
+            dropped: prometheus::IntCounter::new(
                 "llmux_otel_spans_dropped_total",
                 "Spans dropped: the export queue was full, or their export failed.",
             )?,
-            failed: IntCounter::new(
+            failed: prometheus::IntCounter::new(
                 "llmux_otel_export_failures_total",
                 "OTLP export requests that failed or timed out.",
             )?,
@@ -549,23 +517,23 @@ impl GlobalMetrics {
         registry.register(Box::new(otel.dropped.clone()))?;
         registry.register(Box::new(otel.failed.clone()))?;
         let keys = crate::keys::control::KeyMetrics {
-            lookups: IntCounter::new(
+            lookups: prometheus::IntCounter::new(
                 "llmux_keys_lookups_total",
                 "Virtual-key lookups by the control plane (shard cache misses).",
             )?,
-            db_errors: IntCounter::new(
+            db_errors: prometheus::IntCounter::new(
                 "llmux_keys_db_errors_total",
                 "Key database operations that failed (connect, lookup, spend write).",
             )?,
-            rows_written: IntCounter::new(
+            rows_written: prometheus::IntCounter::new(
                 "llmux_spend_logs_written_total",
                 "LiteLLM_SpendLogs rows written.",
             )?,
-            rows_dropped: IntCounter::new(
+            rows_dropped: prometheus::IntCounter::new(
                 "llmux_spend_logs_dropped_total",
                 "Spend rows dropped because too many waited for an unavailable database.",
             )?,
-            redis_errors: IntCounter::new(
+            redis_errors: prometheus::IntCounter::new(
                 "llmux_redis_errors_total",
                 "Redis operations that failed (connecting, spend counters).",
             )?,

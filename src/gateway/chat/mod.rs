@@ -899,7 +899,7 @@ struct Outcome {
 /// ends (also when the request's future is dropped).
 struct InFlight {
     state: Rc<DeploymentState>,
-    gauge: prometheus::IntGauge,
+    gauge: crate::telemetry::shard_series::IntGauge,
 }
 
 impl InFlight {
