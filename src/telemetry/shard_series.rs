@@ -432,6 +432,64 @@ mod tests {
         assert!(SeriesVec::<Histogram>::with_bounds("h", "h", &[], &[1.0, 1.0]).is_err());
     }
 
+    /// Scrapes while the one writer records: every read is a value the series had (counts
+    /// never go back, `_count` always equals the `+Inf` bucket), and the last read is exact.
+    #[test]
+    fn scrapes_during_writes_read_consistent_counts() {
+        const BOUNDS: &[f64] = &[1.0, 2.0];
+        const N: u64 = 20_000;
+        let r = Registry::new();
+        let h: SeriesVec<Histogram> = SeriesVec::with_bounds("h", "h", &[], BOUNDS).unwrap();
+        let c: SeriesVec<IntCounter> = SeriesVec::new("c_total", "c", &[]).unwrap();
+        r.register(h.collector()).unwrap();
+        r.register(c.collector()).unwrap();
+        let (hist, count) = (h.with_label_values(&[]), c.with_label_values(&[]));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer_done = done.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..N {
+                hist.observe((i % 3) as f64 + 0.5);
+                count.inc();
+            }
+            writer_done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let read = |r: &Registry| {
+            let families = r.gather();
+            let h = families.iter().find(|f| f.get_name() == "h").unwrap();
+            let h = h.get_metric()[0].get_histogram();
+            let c = families.iter().find(|f| f.get_name() == "c_total").unwrap();
+            let c = c.get_metric()[0].get_counter().get_value() as u64;
+            let buckets: Vec<u64> = h
+                .get_bucket()
+                .iter()
+                .map(|b| b.get_cumulative_count())
+                .collect();
+            (h.get_sample_count(), buckets, c)
+        };
+        let mut last = (0, vec![0, 0], 0);
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::Acquire);
+            let now = read(&r);
+            assert!(
+                now.0 >= last.0 && now.2 >= last.2,
+                "went back: {last:?} then {now:?}"
+            );
+            assert!(
+                now.1.windows(2).all(|w| w[0] <= w[1]) && now.1[1] <= now.0,
+                "{now:?}"
+            );
+            last = now;
+            if finished {
+                break;
+            }
+        }
+        writer.join().unwrap();
+        let end = read(&r);
+        assert_eq!(end.0, N);
+        assert_eq!(end.2, N);
+        assert_eq!(end.1, vec![N.div_ceil(3), N.div_ceil(3) + (N + 1) / 3]);
+    }
+
     #[test]
     fn a_scrape_on_another_thread_reads_the_writes() {
         let r = Registry::new();
