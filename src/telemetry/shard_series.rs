@@ -273,14 +273,16 @@ impl<S: Series> SeriesVec<S> {
     /// first time: exported from then on, at zero until written.
     pub fn with_label_values(&self, values: &[&str]) -> S {
         let f = &*self.family;
+        // The callers name their labels in constants; a short list would export a series
+        // missing a label.
+        debug_assert_eq!(values.len(), f.label_names.len(), "{}", f.desc.fq_name);
         let mut series = f.series.lock().unwrap_or_else(PoisonError::into_inner);
         let same = |c: &&Arc<Cells>| {
-            f.label_names.len() == values.len()
-                && f.label_names.iter().zip(values).all(|(name, value)| {
-                    c.labels
-                        .iter()
-                        .any(|l| l.get_name() == name && l.get_value() == *value)
-                })
+            f.label_names.iter().zip(values).all(|(name, value)| {
+                c.labels
+                    .iter()
+                    .any(|l| l.get_name() == name && l.get_value() == *value)
+            })
         };
         if let Some(found) = series.iter().find(same) {
             return S::handle(found.clone(), f.bounds);
