@@ -28,6 +28,8 @@ pub struct CheckedBody {
     /// The OpenAI request fields at its top level, bit per id (`dsl::schema::REQUEST_FIELDS`;
     /// all set when the check built the tree).
     pub fields: u64,
+    /// Where its top-level members are, when the check noted it.
+    pub members: Option<crate::json::TopMembers>,
 }
 
 impl ChatRequestView {
@@ -46,6 +48,7 @@ impl ChatRequestView {
                     has_cache: shape.has_cache,
                     tree: None,
                     fields: shape.fields,
+                    members: shape.members,
                 });
             }
         }
@@ -64,6 +67,7 @@ impl ChatRequestView {
             has_cache: tree.get("cache").is_some(),
             tree: Some(tree),
             fields: u64::MAX,
+            members: None,
         })
     }
 

@@ -18,6 +18,7 @@ use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess
 
 use super::chat::ROLES;
 use crate::dsl::schema as field;
+use crate::json::TopMembers;
 
 /// The routing fields of a body that passes the check, and whether it carries the gateway's
 /// own `cache` member.
@@ -29,12 +30,15 @@ pub(super) struct Shape {
     pub has_cache: bool,
     /// The OpenAI request fields at its top level, bit per id (`dsl::schema::REQUEST_FIELDS`).
     pub fields: u64,
+    /// Where its top-level members are (`None` when a name had an escape, or there were more
+    /// than [`TopMembers::MAX`]).
+    pub members: Option<TopMembers>,
 }
 
 /// `Some` when the body (already within the depth bound) passes every check.
 pub(super) fn check(body: &[u8]) -> Option<Shape> {
     let top: Top = sonic_rs::from_slice(body).ok()?;
-    top.judge()
+    top.judge(body)
 }
 
 /// What a check makes of one value, by the kind the tree would hold. A kind it does not
@@ -434,7 +438,7 @@ impl<'de> Judge<'de> for ModelName {
 
 /// The request's top level, member by member (the last of a repeated name counts).
 #[derive(Default)]
-struct Top {
+struct Top<'de> {
     /// Whether the document is an object at all.
     object: bool,
     model: Option<Model>,
@@ -446,10 +450,36 @@ struct Top {
     has_cache: bool,
     /// The OpenAI request fields present, bit per id.
     fields: u64,
+    /// Where the member names are, while every name was handed over as a slice of the body
+    /// (it holds no escape) and they fit: as offsets from the first name's address (the
+    /// visitor does not know where the body starts), `None` once the layout is unknown.
+    /// Offsets, not the names themselves: the visitor's answer is moved through every layer
+    /// of the parser.
+    names: Option<(usize, TopMembers)>,
+    _body: std::marker::PhantomData<&'de [u8]>,
 }
 
-impl Top {
-    fn judge(self) -> Option<Shape> {
+impl<'de> Top<'de> {
+    /// Notes the next member's name: `borrowed` when the parser handed it over as a slice of
+    /// the body.
+    fn name(&mut self, borrowed: Option<&'de str>) {
+        let Some((first, notes)) = &mut self.names else {
+            return;
+        };
+        let Some(name) = borrowed else {
+            self.names = None;
+            return;
+        };
+        let at = name.as_ptr() as usize;
+        if notes.is_empty() {
+            *first = at;
+        }
+        if !notes.push(at.wrapping_sub(*first)) {
+            self.names = None;
+        }
+    }
+
+    fn judge(self, body: &[u8]) -> Option<Shape> {
         if !self.object {
             return None;
         }
@@ -480,12 +510,17 @@ impl Top {
             None | Some(List::Null | List::Good { .. }) => {}
             Some(List::Bad) => return None,
         }
+        let members = self.names.and_then(|(first, notes)| {
+            let shift = first.wrapping_sub(body.as_ptr() as usize);
+            (shift < body.len()).then(|| notes.rebased(body, shift))?
+        });
         Some(Shape {
             model,
             stream,
             include_usage,
             has_cache: self.has_cache,
             fields: self.fields,
+            members,
         })
     }
 }
@@ -498,26 +533,37 @@ enum TopKey {
     Other,
 }
 
+/// A top-level member's name, read as a [`TopKey`] and, when the parser handed it over as a
+/// slice of the body (it holds no escape), that slice.
 struct TopKeySeed;
 
+impl TopKey {
+    fn of(name: &str) -> Self {
+        match field::request_field(name) {
+            Some(id) => TopKey::Field(id),
+            None if name == "cache" => TopKey::Cache,
+            None => TopKey::Other,
+        }
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for TopKeySeed {
-    type Value = TopKey;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<TopKey, D::Error> {
+    type Value = (TopKey, Option<&'de str>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for TopKeySeed {
-    type Value = TopKey;
+    type Value = (TopKey, Option<&'de str>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a member name")
     }
-    fn visit_str<E>(self, v: &str) -> Result<TopKey, E> {
-        Ok(match field::request_field(v) {
-            Some(id) => TopKey::Field(id),
-            None if v == "cache" => TopKey::Cache,
-            None => TopKey::Other,
-        })
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok((TopKey::of(v), Some(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((TopKey::of(v), None))
     }
 }
 
@@ -534,16 +580,18 @@ const TOOLS: u8 = field::field_id("tools");
 struct Request;
 
 impl<'de> Judge<'de> for Request {
-    type Out = Top;
-    fn other(self) -> Top {
+    type Out = Top<'de>;
+    fn other(self) -> Top<'de> {
         Top::default()
     }
-    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+    fn map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
         let mut top = Top {
             object: true,
+            names: Some((0, TopMembers::new())),
             ..Top::default()
         };
-        while let Some(key) = map.next_key_seed(TopKeySeed)? {
+        while let Some((key, borrowed)) = map.next_key_seed(TopKeySeed)? {
+            top.name(borrowed);
             let id = match key {
                 TopKey::Field(id) => id,
                 TopKey::Cache => {
@@ -577,8 +625,8 @@ impl<'de> Judge<'de> for Request {
     }
 }
 
-impl<'de> Deserialize<'de> for Top {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Top, D::Error> {
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Top<'de>, D::Error> {
         Shaped(Request).deserialize(d)
     }
 }
@@ -761,6 +809,29 @@ mod tests {
                         .fold(0u64, |m, id| m | 1 << id)
                 });
                 assert_eq!(fields, shape.fields, "{shown}");
+                let mut walked = Vec::new();
+                let whole = crate::json::members::for_each_quoted_member(text, |k, v| {
+                    walked.push((k, v));
+                    true
+                });
+                assert!(whole, "{shown}");
+                match &shape.members {
+                    Some(notes) => {
+                        let mut noted = Vec::new();
+                        let visited = notes.for_each(text, |k, v| {
+                            noted.push((k, v));
+                            true
+                        });
+                        assert_eq!(visited, Some(true), "{shown}");
+                        assert_eq!(noted, walked, "{shown}");
+                    }
+                    // Only an escaped name or too many members leave the layout unknown.
+                    None => assert!(
+                        walked.len() > TopMembers::MAX
+                            || walked.iter().any(|(k, _)| k.contains(&b'\\')),
+                        "{shown}"
+                    ),
+                }
             }
             (Err(_), None) => {}
             (slow, fast) => panic!(
@@ -800,6 +871,7 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"user"}],"tools":[{"type":"function","function":{"name":"f"}},{"type":"web"}]}"#,
             br#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":1e999}}"#,
             br#" {"model":"m","messages":[{"role":"user"}]} "#,
+            b"{ \"model\" :\t\"m\" ,\n\"messages\" : [ {\"role\":\"user\"} ] , \"n\" : 2 }",
             br#"{"model":"m","messages":[{"role":"user"}]}{}"#,
             b"[]",
             b"null",

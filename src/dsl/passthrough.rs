@@ -4,45 +4,40 @@
 use std::borrow::Cow;
 
 use super::out::Out;
+use crate::json::members::for_each_top_member;
+use crate::json::TopMembers;
 
 /// `raw` with the top-level members in `set` replaced (or appended) and those
 /// in `remove` deleted. `None` when `raw` is not an object (or `set` has more than 64
 /// members), in which case the caller re-serialises instead. `raw` is the body the
-/// request's value was parsed from: the top level is checked, member values are crossed by
-/// their brackets and strings without being validated again (a byte-by-byte walk over the
-/// messages cost more than the rest of the request's translation).
+/// request's value was parsed from: its members are found from `notes` (where the check's
+/// parser met them) when given, else by crossing values by their brackets and strings
+/// without validating them again (a byte-by-byte walk over the messages cost more than the
+/// rest of the request's translation).
 ///
 /// `set` is the request block's output as it was built (each key once, in the order first
 /// set; an absent value sets nothing): looked up by a scan, where a map built from it cost
 /// a hash of every key on both sides.
-pub fn patch_top_level(raw: &[u8], set: &[(&str, Out<'_>)], remove: &[String]) -> Option<Vec<u8>> {
+pub fn patch_top_level(
+    raw: &[u8],
+    notes: Option<&TopMembers>,
+    set: &[(&str, Out<'_>)],
+    remove: &[String],
+) -> Option<Vec<u8>> {
     if set.len() > 64 {
         return None;
     }
-    let mut p = Scan { b: raw, i: 0 };
-    p.ws();
-    p.expect(b'{')?;
     let mut out = Vec::with_capacity(raw.len() + 64);
     out.push(b'{');
     let mut first = true;
     // Bit per member of `set`: written already.
     let mut written = 0u64;
-    loop {
-        p.ws();
-        if p.peek()? == b'}' {
-            p.i += 1;
-            break;
-        }
-        let key_start = p.i;
-        p.string()?;
-        let key_end = p.i;
-        p.ws();
-        p.expect(b':')?;
-        p.ws();
-        let val_start = p.i;
-        let val_end = crate::json::members::value_end(raw, val_start)?;
-        p.i = val_end;
-        let name = decode_key(&raw[key_start..key_end])?;
+    let mut readable = true;
+    let complete = for_each_top_member(raw, notes, |key, value| {
+        let Some(name) = decode_key(key) else {
+            readable = false;
+            return false;
+        };
         let removed = remove.iter().any(|r| r.as_bytes() == name.as_ref());
         let overridden = set
             .iter()
@@ -56,22 +51,13 @@ pub fn patch_top_level(raw: &[u8], set: &[(&str, Out<'_>)], remove: &[String]) -
             }
         } else if !removed {
             sep(&mut out, &mut first);
-            out.extend_from_slice(&raw[key_start..key_end]);
+            out.extend_from_slice(key);
             out.push(b':');
-            out.extend_from_slice(&raw[val_start..val_end]);
+            out.extend_from_slice(value);
         }
-        p.ws();
-        match p.peek()? {
-            b',' => p.i += 1,
-            b'}' => {
-                p.i += 1;
-                break;
-            }
-            _ => return None,
-        }
-    }
-    p.ws();
-    if p.i != raw.len() {
+        true
+    });
+    if !complete || !readable {
         return None;
     }
     for (i, (k, v)) in set.iter().enumerate() {
@@ -114,40 +100,6 @@ fn decode_key(quoted: &[u8]) -> Option<Cow<'_, [u8]>> {
         .map(|s| Cow::Owned(s.into_bytes()))
 }
 
-/// The top level's scanner (keys, separators).
-struct Scan<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl Scan<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-            self.i += 1;
-        }
-    }
-    fn expect(&mut self, c: u8) -> Option<()> {
-        (self.peek()? == c).then(|| self.i += 1)
-    }
-    fn string(&mut self) -> Option<()> {
-        self.expect(b'"')?;
-        loop {
-            match self.peek()? {
-                b'"' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                b'\\' => self.i += 2,
-                c if c < 0x20 => return None,
-                _ => self.i += 1,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +111,8 @@ mod tests {
         let set: Vec<(&str, Out<'_>)> =
             set.iter().map(|(k, v)| (k.as_str(), Out::Ref(v))).collect();
         let remove: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
-        patch_top_level(raw.as_bytes(), &set, &remove).map(|b| String::from_utf8(b).expect("utf8"))
+        patch_top_level(raw.as_bytes(), None, &set, &remove)
+            .map(|b| String::from_utf8(b).expect("utf8"))
     }
 
     #[test]
@@ -206,20 +159,42 @@ mod tests {
     fn absent_values_keep_the_member_and_built_ones_are_written() {
         let obj = Out::Obj(vec![("include_usage", Out::Own(json!(true)))]);
         let set = [("max_tokens", Out::Absent), ("stream_options", obj)];
-        let got = patch_top_level(br#"{"max_tokens":5,"a":1,"a":2}"#, &set, &[]).expect("patched");
+        let got =
+            patch_top_level(br#"{"max_tokens":5,"a":1,"a":2}"#, None, &set, &[]).expect("patched");
         assert_eq!(
             String::from_utf8(got).expect("utf8"),
             r#"{"max_tokens":5,"a":1,"a":2,"stream_options":{"include_usage":true}}"#
         );
         let set = [("a", Out::Own(json!(3)))];
-        let got = patch_top_level(br#"{"a":1,"b":0,"a":2}"#, &set, &[]).expect("patched");
+        let got = patch_top_level(br#"{"a":1,"b":0,"a":2}"#, None, &set, &[]).expect("patched");
         assert_eq!(String::from_utf8(got).expect("utf8"), r#"{"a":3,"b":0}"#);
         let many: Vec<(&str, Out<'_>)> = (0..65).map(|_| ("k", Out::Absent)).collect();
         assert_eq!(
-            patch_top_level(b"{}", &many, &[]),
+            patch_top_level(b"{}", None, &many, &[]),
             None,
             "re-serialised instead"
         );
+    }
+
+    /// The members found from the check's notes patch as the walk's do.
+    #[test]
+    fn notes_patch_as_the_walk_does() {
+        let obj = Out::Obj(vec![("include_usage", Out::Own(json!(true)))]);
+        let set = [("model", Out::Own(json!("b"))), ("stream_options", obj)];
+        let remove = ["max_tokens".to_owned()];
+        for raw in [
+            &br#"{"model":"a","messages":[{"role":"user","content":"}\",\""}]}"#[..],
+            br#" { "max_tokens" : 5 , "model":"a" ,"stream_options":{"x":1}, "model":"c" }"#,
+            br#"{"n":1,"max_tokens":2}"#,
+        ] {
+            let mut notes = TopMembers::new();
+            crate::json::members::for_each_member_forward(raw, |name, _| {
+                notes.note(raw, std::str::from_utf8(name).expect("utf8"))
+            });
+            let noted = patch_top_level(raw, Some(&notes), &set, &remove);
+            assert!(noted.is_some());
+            assert_eq!(noted, patch_top_level(raw, None, &set, &remove));
+        }
     }
 
     #[test]

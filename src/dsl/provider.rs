@@ -410,7 +410,7 @@ impl Provider {
                 if self.reads_request_tree() || doc.is_parsed() {
                     env.set_request(doc.tree());
                 } else if fields & reads.fields != 0 {
-                    match pick_members(doc.bytes(), reads, self.max_json_depth) {
+                    match pick_members(doc, reads, self.max_json_depth) {
                         Some(p) => {
                             picked = p;
                             env.set_request_fields(&picked);
@@ -443,8 +443,9 @@ impl Provider {
         }
 
         let body = if prog.request_passthrough {
-            let patched =
-                raw.and_then(|r| passthrough::patch_top_level(r, &sink.obj, &sink.removed));
+            let patched = raw.and_then(|r| {
+                passthrough::patch_top_level(r, input.members(), &sink.obj, &sink.removed)
+            });
             match patched {
                 Some(b) => b,
                 None => {
@@ -1147,16 +1148,29 @@ impl<'r> RequestInput<'r> {
             RequestInput::Doc(doc, _) => doc.tree(),
         }
     }
+
+    /// Where the top-level members of [`RequestInput::raw`] are, when the check noted it.
+    fn members(&self) -> Option<&'r crate::json::TopMembers> {
+        match self {
+            RequestInput::Tree(..) => None,
+            RequestInput::Doc(doc, _) => doc.members(),
+        }
+    }
 }
 
 /// The top-level members of the request object `raw` (a checked JSON document) that `reads`
 /// names, each parsed alone (the last of a repeated name, as a parser keeps). `None` when the
 /// walk cannot vouch for the answer (a member name with an escape, which only a parser reads
 /// right; a walk that did not cross the whole object): the caller then parses the whole body.
-fn pick_members(raw: &[u8], reads: RequestReads, max_depth: usize) -> Option<Vec<(u8, Value)>> {
+fn pick_members(
+    doc: &crate::json::LazyDoc<'_>,
+    reads: RequestReads,
+    max_depth: usize,
+) -> Option<Vec<(u8, Value)>> {
     let mut picked: Vec<(u8, Value)> = Vec::new();
     // Stopping the walk (an escaped name, a value that does not parse) leaves it incomplete.
-    let complete = crate::json::members::for_each_member_forward(raw, |name, value| {
+    let complete = doc.for_each_member(|quoted, value| {
+        let name = &quoted[1..quoted.len() - 1];
         if name.contains(&b'\\') {
             return false;
         }
@@ -1200,8 +1214,20 @@ mod pick_tests {
         r
     }
 
+    /// What the walk picks; what the check's notes pick must be the same.
     fn picked(raw: &str, names: &[&str]) -> Option<Vec<(String, Value)>> {
-        let p = pick_members(raw.as_bytes(), reads(names), 32)?;
+        let cell = std::cell::OnceCell::new();
+        let doc = crate::json::LazyDoc::new(raw.as_bytes(), &cell, 32);
+        let p = pick_members(&doc, reads(names), 32);
+        let mut notes = crate::json::TopMembers::new();
+        let noted = crate::json::members::for_each_member_forward(raw.as_bytes(), |name, _| {
+            std::str::from_utf8(name).is_ok_and(|n| notes.note(raw.as_bytes(), n))
+        });
+        if noted {
+            let from_notes = pick_members(&doc.with_members(Some(&notes)), reads(names), 32);
+            assert_eq!(from_notes, p, "{raw}");
+        }
+        let p = p?;
         let mut named: Vec<(String, Value)> = p
             .into_iter()
             .map(|(id, v)| {

@@ -7,6 +7,8 @@ use std::cell::OnceCell;
 
 use serde_json::Value;
 
+use super::TopMembers;
+
 /// The bytes of a JSON document that parsed (or was checked by the same parser), and its tree
 /// on first use. Cheap to copy: it borrows both.
 #[derive(Clone, Copy)]
@@ -14,6 +16,8 @@ pub struct LazyDoc<'a> {
     bytes: &'a [u8],
     tree: &'a OnceCell<Value>,
     max_depth: usize,
+    /// Where its top-level members are, when the check noted it.
+    members: Option<&'a TopMembers>,
 }
 
 /// What [`LazyDoc::tree`] answers if the bytes do not parse after all (they were checked by the
@@ -28,7 +32,25 @@ impl<'a> LazyDoc<'a> {
             bytes,
             tree,
             max_depth,
+            members: None,
         }
+    }
+
+    /// With the layout of its top-level members, noted from these very bytes.
+    pub fn with_members(self, members: Option<&'a TopMembers>) -> Self {
+        Self { members, ..self }
+    }
+
+    /// Calls `f(quoted name, raw value)` for each top-level member, first to last, while it
+    /// returns true; true when the whole object was visited. From the noted layout when there
+    /// is one, else by walking the bytes ([`super::members::for_each_quoted_member`]).
+    pub fn for_each_member(&self, f: impl FnMut(&'a [u8], &'a [u8]) -> bool) -> bool {
+        super::members::for_each_top_member(self.bytes, self.members, f)
+    }
+
+    /// Where its top-level members are, when the check noted it.
+    pub fn members(&self) -> Option<&'a TopMembers> {
+        self.members
     }
 
     pub fn bytes(&self) -> &'a [u8] {

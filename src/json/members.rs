@@ -158,6 +158,31 @@ pub fn for_each_member_forward<'a>(
     json: &'a [u8],
     mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool,
 ) -> bool {
+    for_each_quoted_member(json, |quoted, value| f(&quoted[1..quoted.len() - 1], value))
+}
+
+/// [`for_each_quoted_member`] from `notes` (where the members of `json` are, as its parser met
+/// them) when there are notes that fit, else by walking the bytes.
+pub fn for_each_top_member<'a>(
+    json: &'a [u8],
+    notes: Option<&super::TopMembers>,
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+) -> bool {
+    // An empty object has no notes to go by.
+    if let Some(notes) = notes.filter(|n| !n.is_empty()) {
+        match notes.for_each(json, &mut f) {
+            Some(all) => return all,
+            None => tracing::error!("a document's noted members do not fit its bytes"),
+        }
+    }
+    for_each_quoted_member(json, f)
+}
+
+/// [`for_each_member_forward`] with each name as written, between its quotes.
+pub fn for_each_quoted_member<'a>(
+    json: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+) -> bool {
     let open = skip_ws(json, 0);
     if json.get(open) != Some(&b'{') {
         return false;
@@ -181,7 +206,7 @@ pub fn for_each_member_forward<'a>(
         let Some(end) = value_end(json, start).filter(|end| *end > start) else {
             return false;
         };
-        if !f(&json[i + 1..name_end - 1], &json[start..end]) {
+        if !f(&json[i..name_end], &json[start..end]) {
             return false;
         }
         i = skip_ws(json, end);

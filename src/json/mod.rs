@@ -10,7 +10,8 @@
 //! `members` finds a top-level object's members without parsing it (usage, model and id of
 //! answers relayed as they came).
 //!
-//! `LazyDoc` holds a checked document's bytes and builds its tree only on first use.
+//! `LazyDoc` holds a checked document's bytes and builds its tree only on first use, and
+//! `TopMembers` where its top-level members are, as the check's parser met them.
 //!
 //! This is a leaf module (std, memchr, serde_json, sonic-rs, tracing): the provider language uses it
 //! too and stays independent of the gateway.
@@ -18,8 +19,10 @@
 mod lazy;
 pub mod members;
 mod structure;
+mod top_members;
 
 pub use lazy::LazyDoc;
+pub use top_members::TopMembers;
 
 use serde_json::Value;
 pub use structure::{

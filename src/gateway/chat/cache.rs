@@ -93,7 +93,7 @@ pub fn take_body_controls(
         return Ok(None);
     };
     let controls = BodyControls::parse(&member)?;
-    let without = crate::dsl::passthrough::patch_top_level(raw, &[], &["cache".to_owned()])
+    let without = crate::dsl::passthrough::patch_top_level(raw, None, &[], &["cache".to_owned()])
         .unwrap_or_else(|| serde_json::to_vec(body).unwrap_or_default());
     Ok(Some((controls, without)))
 }

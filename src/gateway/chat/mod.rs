@@ -68,6 +68,9 @@ pub struct Call<'r> {
     tree: std::cell::OnceCell<serde_json::Value>,
     /// The OpenAI request fields at the body's top level, bit per id (`dsl::schema`).
     pub body_fields: u64,
+    /// Where the top-level members of the bytes that go upstream are, when the check noted it
+    /// for exactly those bytes (not when the gateway took its own members out).
+    body_members: Option<crate::json::TopMembers>,
     /// The client's body bytes without the gateway's own members (`cache`), when it had any.
     pub raw_override: Option<Vec<u8>>,
     pub started: Instant,
@@ -155,6 +158,7 @@ pub async fn chat_completions<IO: ServerIo>(
         (None, None)
     };
     let tree = tree.map_or_else(std::cell::OnceCell::new, std::cell::OnceCell::from);
+    let body_members = checked.members.filter(|_| raw_override.is_none());
     let Some(group) = snap.group(&view.model) else {
         let _ = w.send_error(&ApiError::model_not_found(&view.model)).await;
         return;
@@ -236,6 +240,7 @@ pub async fn chat_completions<IO: ServerIo>(
         view,
         tree,
         body_fields,
+        body_members,
         raw_override,
         started,
         attempt_started: started,
@@ -775,6 +780,7 @@ impl Call<'_> {
     /// The client's body as it goes upstream: its bytes, and its tree on first use.
     pub fn doc(&self) -> crate::json::LazyDoc<'_> {
         crate::json::LazyDoc::new(self.raw(), &self.tree, self.snap.server.max_json_depth)
+            .with_members(self.body_members.as_ref())
     }
 
     /// The client's body's tree (without the gateway's own members), parsed now if nothing
