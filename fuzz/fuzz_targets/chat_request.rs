@@ -1,6 +1,7 @@
 //! The request view and the passthrough patch on arbitrary bytes: never panics, the check
-//! without a tree agrees with the tree's, and a patched body is valid JSON carrying the new
-//! model.
+//! without a tree agrees with the tree's, a patched body is valid JSON carrying the new
+//! model, and patching from the check's notes of where the members are gives the same bytes
+//! as walking them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use llmux::api::ChatRequestView;
@@ -23,9 +24,15 @@ fuzz_target!(|data: &[u8]| {
     );
     let model = serde_json::Value::String("fuzz-model".into());
     let set = [("model", Out::Ref(&model))];
-    if let Some(out) = patch_top_level(data, &set, &["max_tokens".to_owned()]) {
-        let v: serde_json::Value = serde_json::from_slice(&out).expect("patched body is JSON");
+    let remove = ["max_tokens".to_owned()];
+    let walked = patch_top_level(data, None, &set, &remove);
+    if let Some(out) = &walked {
+        let v: serde_json::Value = serde_json::from_slice(out).expect("patched body is JSON");
         assert_eq!(v["model"], "fuzz-model");
         assert!(v.get("max_tokens").is_none());
+    }
+    if checked.members.is_some() {
+        let noted = patch_top_level(data, checked.members.as_ref(), &set, &remove);
+        assert_eq!(noted, walked, "the notes and the walk patch alike");
     }
 });

@@ -107,6 +107,9 @@ impl TopMembers {
         let mut spans = [(0u32, 0u32, 0u32, 0u32); Self::MAX];
         for (i, &at) in names.iter().enumerate() {
             let at = at as usize;
+            if at == 0 {
+                return None;
+            }
             let name_end = at + memchr::memchr(b'"', doc.get(at..)?)?;
             let colon = skip_ws(doc, name_end + 1);
             if doc.get(colon) != Some(&b':') {
@@ -149,6 +152,9 @@ fn last_brace(doc: &[u8]) -> Option<usize> {
 /// Where the value that starts at `start` ends, given `boundary`: the next name's opening
 /// quote (`comma`: a comma must come between) or the closing brace.
 fn value_end_before(doc: &[u8], start: usize, boundary: usize, comma: bool) -> Option<usize> {
+    if boundary <= start || boundary > doc.len() {
+        return None;
+    }
     let mut end = back_ws(doc, start, boundary);
     if comma {
         if end == start || doc[end - 1] != b',' {
@@ -247,6 +253,31 @@ mod tests {
             true
         });
         assert!(!all);
+    }
+
+    /// Notes are made by the gateway, not read from input; still, no set of offsets makes a
+    /// walk panic or hand over a slice outside the document.
+    #[test]
+    fn arbitrary_notes_never_panic() {
+        let mut r = fastrand::Rng::with_seed(7);
+        let docs: [&[u8]; 4] = [
+            br#"{"model":"m","messages":[{"role":"user"}],"n":1}"#,
+            br#"{ "a" : "}" , "b":[ ] }"#,
+            b"{}",
+            b"",
+        ];
+        for _ in 0..20_000 {
+            let doc = docs[r.usize(0..docs.len())];
+            let mut notes = TopMembers::new();
+            for _ in 0..r.usize(0..5) {
+                notes.push(r.usize(0..doc.len() + 3));
+            }
+            let _ = notes.for_each(doc, |k, v| {
+                assert!(!k.is_empty() && k.len() + v.len() <= doc.len());
+                true
+            });
+            let _ = notes.rebased(doc, r.usize(0..doc.len() + 3));
+        }
     }
 
     #[test]
