@@ -10,12 +10,12 @@
 # Knobs (environment):
 #   BENCH_SKIP_BUILD=1              use the existing binaries (target/release/llmux and
 #                                   target/release/examples/stream_hold)
-#   BENCH_PHASES=startup,tput,stream,mapped,latency,features,idle,hold,routing   a subset to run
+#   BENCH_PHASES=startup,tput,large,stream,mapped,latency,features,idle,hold,routing   a subset
 #                                   (and `ops`, not in the default set: operations per request,
 #                                   with perf; see benches/load.py)
 #   BENCH_FAILOVER_RATE=500         the routing phase's fixed rate (one failing deployment)
 #   BENCH_DURATION=8s  BENCH_ROUNDS=5  BENCH_CONNS=64  BENCH_STREAM_CONNS=32  BENCH_CHUNKS=20
-#   BENCH_RATE=1000  BENCH_STREAM_RATE=200
+#   BENCH_RATE=1000  BENCH_STREAM_RATE=200  BENCH_LARGE_KB=12 (the `large` phase's body)
 #   BENCH_STREAM_USAGE=1            streams ask for usage (stream_options.include_usage; the
 #                                   default): the same upstream stream through nginx and the
 #                                   gateway. 0: clients do not ask (the gateway still does)
