@@ -1,6 +1,8 @@
 //! Translator cost: a typical Anthropic request (system + 6 turns + 2 tools) and its response
 //! through `providers/anthropic.llmux`, one stream event, and — as the yardstick in the same
-//! run — an equivalent hand-written serde mapping and the bare JSON parse of the event.
+//! run — an equivalent hand-written serde mapping and the bare JSON parse of the event. And
+//! the OpenAI passthrough of a 12 KiB request: its check, and its upstream body built with the
+//! check's notes of where the members are and without them.
 //!
 //! Run: `cargo bench --bench translate`.
 
@@ -265,6 +267,62 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     bedrock(c, &set, &req, &raw, &ctx);
+    passthrough(c, &set, &ctx);
+}
+
+/// A 12 KiB chat request: a long system prompt and turns of history, as chat clients send.
+fn large_request() -> Vec<u8> {
+    let words = [
+        "the", "gateway", "routes", "each", "call", "to", "one", "of", "many", "upstream",
+    ];
+    let text = |n: usize, seed: usize| -> String {
+        (0..n)
+            .map(|i| words[(seed + i * 7) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut messages = vec![json!({"role": "system", "content": text(300, 1)})];
+    for turn in 0..5 {
+        messages.push(json!({"role": "user", "content": text(150, turn)}));
+        messages.push(json!({"role": "assistant", "content": text(120, turn + 3)}));
+    }
+    messages.push(json!({"role": "user", "content": text(60, 5)}));
+    serde_json::to_vec(&json!({"model": "gpt-4o-mini", "messages": messages,
+        "temperature": 0.7, "max_tokens": 512, "user": "u-123"}))
+    .unwrap()
+}
+
+/// The OpenAI passthrough of a large request: the gateway's check (which notes where the
+/// top-level members are), and the upstream body patched from those notes against the same
+/// patch walking every member's value.
+fn passthrough(c: &mut Criterion, set: &dsl::ProviderSet, ctx: &RequestCtx) {
+    use llmux::api::ChatRequestView;
+    let openai = set.get("openai").expect("providers/openai.llmux");
+    let raw = large_request();
+    let checked = ChatRequestView::check(&raw, 128).unwrap();
+    assert!(checked.members.is_some(), "the check notes the members");
+    let tree = std::cell::OnceCell::new();
+    let walked = llmux::json::LazyDoc::new(&raw, &tree, 128);
+    let noted = walked.with_members(checked.members.as_ref());
+    let build = |doc: &llmux::json::LazyDoc<'_>| {
+        openai
+            .build_request_doc(ctx, None, doc, checked.fields)
+            .unwrap()
+    };
+    assert_eq!(build(&walked).body, build(&noted).body);
+    assert!(tree.get().is_none(), "the passthrough reads no tree");
+
+    let mut g = c.benchmark_group(format!("openai passthrough, {} bytes", raw.len()));
+    g.bench_function("request check (notes the members)", |b| {
+        b.iter(|| black_box(ChatRequestView::check(black_box(&raw), 128).unwrap()))
+    });
+    g.bench_function("upstream request, members from the check's notes", |b| {
+        b.iter(|| black_box(build(black_box(&noted))))
+    });
+    g.bench_function("upstream request, members walked", |b| {
+        b.iter(|| black_box(build(black_box(&walked))))
+    });
+    g.finish();
 }
 
 /// A Converse answer with the same content as [`response`].
