@@ -122,8 +122,13 @@ impl TopMembers {
                 Some(&next) => value_end_before(doc, start, (next as usize).checked_sub(1)?, true),
                 None => value_end_before(doc, start, last_brace(doc)?, false),
             }?;
-            // `at` and `end` are within `doc`, whose offsets the notes fit in u32.
-            spans[i] = (at as u32 - 1, name_end as u32 + 1, start as u32, end as u32);
+            let offset = |i: usize| u32::try_from(i).ok();
+            spans[i] = (
+                offset(at - 1)?,
+                offset(name_end + 1)?,
+                offset(start)?,
+                offset(end)?,
+            );
         }
         for &(key, key_end, start, end) in &spans[..names.len()] {
             let key = &doc[key as usize..key_end as usize];
