@@ -20,7 +20,9 @@ Phases (BENCH_PHASES, comma-separated; default all):
             stream, of the proxy and of the mock, behind nginx and behind the gateway
   features  the same build with features on and off (BENCH_VARIANTS)
   idle      RSS with many idle connections
-  hold      many slow streams held open at once: RSS and the inter-event delay added
+  hold      many slow streams held open at once (10,000 by default): RSS and the inter-event
+            delay added. Where RLIMIT_NOFILE is too low for one process to hold them (three
+            descriptors a stream), several gateway processes share the port (SO_REUSEPORT)
   routing   (issue 9) a group with retries, breaker and limits configured against the same
             group with none, and nginx: throughput and CPU per request; and one failing
             deployment of three (injected 500s, num_retries 2) at BENCH_FAILOVER_RATE req/s:
@@ -662,37 +664,84 @@ def idle_conns(gw, nofile):
     return {"requested": IDLE_CONNS, "opened": len(socks), "before": before, "peak": peak}
 
 
+def listening(pid, port):
+    """Whether process `pid` owns a TCP socket listening on `port` (its fds against /proc/net/tcp)."""
+    want = f":{port:04X}"
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1].endswith(want) and cols[3] == "0A":
+                inodes.add(cols[9])
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def open_fds(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
 def hold(work, mock, nofile):
-    """Many slow streams at once, through one gateway process, and straight to the mock."""
+    """Many slow streams at once through the gateway, and straight to the mock."""
     if not os.path.exists(HOLD_BIN):
         WARNINGS.append(f"{HOLD_BIN} missing (cargo build --release --example stream_hold): hold phase skipped")
         return None
+    n = int(env("BENCH_HOLD_STREAMS", "10000"))
     # The gateway holds three descriptors per stream (client, upstream, and the duplicate the
-    # disconnect watch polls): RLIMIT_NOFILE caps N.
-    n = int(env("BENCH_HOLD_STREAMS", str(min(10000, (nofile - 300) // 3))))
+    # disconnect watch polls), and RLIMIT_NOFILE is per process. Where its hard limit is below
+    # what one process needs, the streams are spread over several gateway processes sharing the
+    # port through SO_REUSEPORT, one worker each: the same shards a single process would run,
+    # each in a process of its own. The kernel spreads connections by hash, so each process gets
+    # a tenth of slack above its even share.
+    per_proc = int((nofile - 300) / 3 / 1.1)
+    procs = max(1, -(-n // per_proc))
+    workers = max(1, int(GW_WORKERS) // procs) if procs > 1 else GW_WORKERS
     # Every stream needs its own upstream connection: lift the per-shard cap (1024 by default).
     cfg = gateway_config("{upstream: {max_connections_per_host: 20000}}")
-    gw, t0 = start_gateway(work, "hold-gateway", cfg, port=PORT_GW2)
     url = f"http://127.0.0.1:{PORT_GW2}/v1/chat/completions"
-    wait_ok("hold-gateway", gw, url, body("bench"), t0)
-    before = rss_kib(gw.p.pid)
-    out = {"n": n, "nofile": nofile, "rss_before": before}
+    gws = []
+    for i in range(procs):
+        gw, t0 = start_gateway(work, f"hold-gateway-{i}", cfg, port=PORT_GW2, workers=workers)
+        gws.append(gw)
+        deadline = t0 + 20
+        while not listening(gw.p.pid, PORT_GW2):
+            if not gw.alive() or time.monotonic() > deadline:
+                raise SystemExit(f"hold-gateway-{i} did not listen on {PORT_GW2}; see {gw.log_path}")
+            time.sleep(0.005)
+        wait_ok(f"hold-gateway-{i}", gw, url, body("bench"), t0)
+    before = sum(rss_kib(gw.p.pid) for gw in gws)
+    out = {"n": n, "nofile": nofile, "rss_before": before, "procs": procs, "workers": workers}
     for name, addr, model in (("direct", f"127.0.0.1:{PORT_MOCK}", f"hold-mock-chunks-{HOLD_CHUNKS}-mock-chunk-delay-{HOLD_DELAY_MS}"),
                               ("gateway", f"127.0.0.1:{PORT_GW2}", "bench-hold")):
         log(f"holding {n} streams ({name}), {HOLD_CHUNKS} events {HOLD_DELAY_MS} ms apart")
         p = subprocess.Popen([HOLD_BIN, addr, "/v1/chat/completions", body(model, True), str(n), str(HOLD_RAMP)],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        peak = 0
+        peak, fds_peak = 0, [0] * procs
         while p.poll() is None:
             if name == "gateway":
-                peak = max(peak, rss_kib(gw.p.pid))
+                peak = max(peak, sum(rss_kib(gw.p.pid) for gw in gws))
+                fds_peak = [max(a, open_fds(gw.p.pid)) for a, gw in zip(fds_peak, gws)]
             time.sleep(0.25)
         res = json.loads(p.stdout.read())
         if name == "gateway":
             res["rss_peak"] = peak
+            res["fds_peak"] = fds_peak
         out[name] = res
         log(f"{name}: {res}")
-    gw.stop()
+    for gw in gws:
+        gw.stop()
     return out
 
 
@@ -826,8 +875,15 @@ def report(R, nginx, nofile):
         for name, x in (("direct", d), ("gateway", g)):
             p(f"| {name} | {x['completed']:,} | {x['failed']:,} | {x['open_peak']:,} | {x['first_event_p50_ms']:.1f} / "
               f"{x['first_event_p99_ms']:.1f} ms | {x['gap_p50_ms']:.1f} ms | {x['gap_p99_ms']:.1f} ms | {x['gap_max_ms']:.1f} ms |")
-        p(f"\nGateway RSS {h['rss_before'] / 1024:.1f} MiB before, {g.get('rss_peak', 0) / 1024:.1f} MiB at the peak; "
-          f"the gateway adds {g['gap_p99_ms'] - d['gap_p99_ms']:+.1f} ms to the p99 gap between events.\n")
+        if h.get("procs", 1) > 1:
+            p(f"\nRLIMIT_NOFILE is per process and {h['nofile']:,} here, below the {3 * h['n'] + 300:,} one process "
+              f"needs (three descriptors a stream): the streams went through {h['procs']} gateway processes of "
+              f"{h['workers']} worker each on one port (SO_REUSEPORT), whose descriptors peaked at "
+              f"{', '.join(f'{x:,}' for x in g.get('fds_peak', []))}.")
+        per = (g.get('rss_peak', 0) - h['rss_before']) / max(1, g['open_peak'])
+        p(f"\nGateway RSS {h['rss_before'] / 1024:.1f} MiB before, {g.get('rss_peak', 0) / 1024:.1f} MiB at the peak "
+          f"({per:.1f} KiB a stream); the gateway adds {g['gap_p99_ms'] - d['gap_p99_ms']:+.1f} ms to the p99 gap "
+          f"between events.\n")
     if WARNINGS:
         p("Warnings:")
         for w in WARNINGS:

@@ -22,7 +22,8 @@
 #   BENCH_GATEWAY_WORKERS=<cores>  BENCH_MOCK_WORKERS=1  BENCH_NGINX_WORKERS=<gateway's>
 #   BENCH_VARIANTS="name={llmux: section}|top-level yaml;..."   features on/off (load.py)
 #   BENCH_IDLE_CONNS=10000
-#   BENCH_HOLD_STREAMS=<10000, or what RLIMIT_NOFILE allows>  BENCH_HOLD_CHUNKS=10
+#   BENCH_HOLD_STREAMS=10000 (over several gateway processes on one port where RLIMIT_NOFILE
+#                                   is too low for one)  BENCH_HOLD_CHUNKS=10
 #   BENCH_HOLD_DELAY_MS=1000  BENCH_HOLD_RAMP=2000 (new streams per second)
 #   BENCH_NGINX=path                the nginx binary (default: nginx on PATH; skipped if none:
 #                                   apt-get install nginx-light)
