@@ -377,6 +377,7 @@ pub(super) fn build(
         max_output_tokens: pricing.max_output,
         trace_attributes: std::sync::OnceLock::new(),
         dsl_memo: std::sync::OnceLock::new(),
+        first_attempt_headers: std::sync::OnceLock::new(),
     })
 }
 

@@ -69,6 +69,10 @@ pub struct Deployment {
     /// The values of its provider file's calls that depend only on the deployment (`dsl::memo`),
     /// kept by the first request that needs each.
     pub dsl_memo: std::sync::OnceLock<crate::dsl::Memo>,
+    /// The routing headers of an answer from a first attempt, as header lines: they depend only
+    /// on the deployment (`gateway::chat::headers`), so they are written once, by the first
+    /// answer that needs them, not per answer.
+    pub first_attempt_headers: std::sync::OnceLock<Box<str>>,
 }
 
 /// Deployments in one model group, at most (the router's sets of deployments are 64-bit masks).

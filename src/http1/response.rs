@@ -124,7 +124,13 @@ impl<'a, IO: ServerIo> ResponseWriter<'a, IO> {
         b.extend_from_slice(self.request_id.as_bytes());
         b.extend_from_slice(b"\r\n");
         for (k, v) in extra {
-            push_header(b, k, v);
+            if k.is_empty() {
+                // No header has an empty name: such a field is whole header lines rendered
+                // ahead of time (each ending in CR LF), written as they are.
+                b.extend_from_slice(v.as_bytes());
+            } else {
+                push_header(b, k, v);
+            }
         }
         match length {
             Some(n) => {
