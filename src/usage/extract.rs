@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use super::Usage;
 pub use crate::json::members::top_level_member;
-use crate::json::members::{for_each_member, skip_ws};
+use crate::json::members::{skip_ws, string_end, value_end};
 
 /// Reads the top-level `usage` object if the body has one (cheap when absent: a substring
 /// check comes first): `prompt_tokens`, `completion_tokens`, and the cache split of the prompt
@@ -46,29 +46,63 @@ pub fn from_value(usage: &[u8]) -> Option<Usage> {
     let mut u = Usage::default();
     let mut details: Option<&[u8]> = None;
     let mut top_write: Option<u64> = None;
-    for_each_member(usage, |key, value| {
-        match key {
-            b"prompt_tokens" => u.prompt = parse_u64(value).unwrap_or(0),
-            b"completion_tokens" => u.completion = parse_u64(value).unwrap_or(0),
-            b"prompt_tokens_details" if value.first() == Some(&b'{') => details = Some(value),
-            b"cache_creation_input_tokens" => top_write = parse_u64(value),
-            _ => {}
-        }
-        true
+    for_each_small_member(usage, |key, value| match key {
+        b"prompt_tokens" => u.prompt = parse_u64(value).unwrap_or(0),
+        b"completion_tokens" => u.completion = parse_u64(value).unwrap_or(0),
+        b"prompt_tokens_details" if value.first() == Some(&b'{') => details = Some(value),
+        b"cache_creation_input_tokens" => top_write = parse_u64(value),
+        _ => {}
     });
     let mut details_write: Option<u64> = None;
     if let Some(d) = details {
-        for_each_member(d, |key, value| {
-            match key {
-                b"cached_tokens" => u.cached = parse_u64(value).unwrap_or(0),
-                b"cache_creation_tokens" => details_write = parse_u64(value),
-                _ => {}
-            }
-            true
+        for_each_small_member(d, |key, value| match key {
+            b"cached_tokens" => u.cached = parse_u64(value).unwrap_or(0),
+            b"cache_creation_tokens" => details_write = parse_u64(value),
+            _ => {}
         });
     }
     u.cache_write = details_write.or(top_write).unwrap_or(0);
     Some(u)
+}
+
+/// Calls `f(name, raw value)` for the members of the object `obj`, first to last (of a
+/// repeated name the last one read wins, as with a JSON parser), stopping silently at anything
+/// malformed. Made for usage objects: a handful of members whose values are mostly integers,
+/// which are crossed digit by digit as they are met; names are crossed to their closing quote
+/// (and not unescaped). Nested values are crossed by their brackets.
+fn for_each_small_member<'a>(obj: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])) {
+    if obj.first() != Some(&b'{') {
+        return;
+    }
+    let mut i = skip_ws(obj, 1);
+    while obj.get(i) == Some(&b'"') {
+        let Some(name_end) = string_end(obj, i) else {
+            return;
+        };
+        let colon = skip_ws(obj, name_end);
+        if obj.get(colon) != Some(&b':') {
+            return;
+        }
+        let start = skip_ws(obj, colon + 1);
+        let digits = obj
+            .get(start..)
+            .map_or(0, |v| v.iter().take_while(|b| b.is_ascii_digit()).count());
+        // An integer ends at a separator; anything else (a fraction, a string, an object) is
+        // crossed as a JSON value.
+        let end = match obj.get(start + digits) {
+            Some(b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') if digits > 0 => start + digits,
+            _ => match value_end(obj, start) {
+                Some(end) => end,
+                None => return,
+            },
+        };
+        f(&obj[i + 1..name_end - 1], &obj[start..end]);
+        i = skip_ws(obj, end);
+        if obj.get(i) != Some(&b',') {
+            return;
+        }
+        i = skip_ws(obj, i + 1);
+    }
 }
 
 /// Whether `json[at..]` is `: {` (with any whitespace).
@@ -122,6 +156,36 @@ mod tests {
         let null_details =
             br#"{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":null}}"#;
         assert_eq!(extract(null_details), Some(Usage::reported(10, 1)));
+    }
+
+    /// Values other than plain integers are crossed, not misread; a repeated name's last
+    /// value counts; malformed objects stop the read without a panic.
+    #[test]
+    fn usage_members_of_every_shape() {
+        let odd = br#"{"total_tokens":1.5e3,"note":"a,\"}b","prompt_tokens":4,"x":[1,{"y":2}],"completion_tokens":6}"#;
+        assert_eq!(from_value(odd), Some(Usage::reported(4, 6)));
+        let repeated = br#"{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":3}"#;
+        assert_eq!(from_value(repeated), Some(Usage::reported(3, 2)));
+        let spaced = b"{ \"prompt_tokens\" :\t8 ,\n\"completion_tokens\":9\r}";
+        assert_eq!(from_value(spaced), Some(Usage::reported(8, 9)));
+        assert_eq!(
+            from_value(br#"{"prompt_tokens":-1,"completion_tokens":2}"#),
+            Some(Usage::reported(0, 2))
+        );
+        for bad in [
+            &b"{"[..],
+            b"{\"",
+            b"{\"prompt_tokens\"",
+            b"{\"prompt_tokens\":",
+            b"{\"prompt_tokens\":5",
+            b"{\"prompt_tokens\":5,",
+            b"{\"prompt_tokens\":[",
+            b"{\"prompt_tokens\" 5}",
+            b"{prompt_tokens:5}",
+        ] {
+            let u = from_value(bad);
+            assert!(u.is_none_or(|u| u.completion == 0), "{bad:?}");
+        }
     }
 
     #[test]

@@ -33,10 +33,19 @@ pub enum AttemptEnd {
 /// Upstream requests built during this request, by deployment: a retry on the same
 /// deployment sends the same bytes without translating again. The client's body with remote
 /// images inlined is kept too, per fetch policy (fetched once).
-#[derive(Default)]
 pub struct PreparedCache<'r> {
     built: Vec<(&'r Arc<Deployment>, PreparedRequest<'r>)>,
     inlined: Option<(FetchImages, std::cell::OnceCell<serde_json::Value>, Vec<u8>)>,
+}
+
+impl Default for PreparedCache<'_> {
+    fn default() -> Self {
+        Self {
+            // Most requests build one: allocated at its size, not grown from nothing.
+            built: Vec::with_capacity(1),
+            inlined: None,
+        }
+    }
 }
 
 /// The prepare phase: the upstream request for `dep`, from the cache or built now.
@@ -303,7 +312,7 @@ async fn whole<IO: ServerIo>(
                 &body,
                 snap.server.max_json_depth,
             )
-            .map(|at| AnswerMembers::at(&body, at))
+            .map(|at| AnswerMembers::at(&body, at, call.spans.is_some()))
         } else {
             Ok(AnswerMembers::find(&body))
         };
@@ -373,14 +382,19 @@ impl<'a> AnswerMembers<'a> {
 
     /// Read where a structure check found their names (`check_structure_of` with
     /// [`Self::NAMES`]). Of a repeated name the last member counts, as JSON parsers read
-    /// one (the walk of [`Self::find`] takes the first of the leading scalars).
-    fn at(body: &'a [u8], quotes: [Option<usize>; 3]) -> Self {
-        let [usage, model, id] = std::array::from_fn(|i| {
+    /// one (the walk of [`Self::find`] takes the first of the leading scalars). `id` is read
+    /// only `with_id` (only spans say it).
+    fn at(body: &'a [u8], quotes: [Option<usize>; 3], with_id: bool) -> Self {
+        let value = |i: usize| {
             let start =
                 crate::json::members::member_value_start(body, quotes[i]?, Self::NAMES[i].len())?;
             Some(&body[start..crate::json::members::value_end(body, start)?])
-        });
-        Self { usage, model, id }
+        };
+        Self {
+            usage: value(0),
+            model: value(1),
+            id: if with_id { value(2) } else { None },
+        }
     }
 }
 
@@ -521,9 +535,10 @@ mod tests {
         };
         let quotes =
             crate::json::check_structure_of::<AnswerMembers<'_>, 3>(b, 64).expect("valid body");
+        assert_eq!(AnswerMembers::at(b, quotes, false).id, None, "{body}");
         [
             text(AnswerMembers::find(b)),
-            text(AnswerMembers::at(b, quotes)),
+            text(AnswerMembers::at(b, quotes, true)),
         ]
     }
 

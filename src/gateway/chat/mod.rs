@@ -245,7 +245,8 @@ pub async fn chat_completions<IO: ServerIo>(
         started,
         attempt_started: started,
         answered_at: None,
-        attempts: Vec::new(),
+        // Most requests make one attempt: allocated at its size, not grown from nothing.
+        attempts: Vec::with_capacity(1),
         retries: 0,
         out: RelayOutcome::default(),
         upstream_secs: None,
