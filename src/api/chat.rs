@@ -37,8 +37,8 @@ impl ChatRequestView {
     /// checked again by [`ChatRequestView::parse`], which words the error. Errors are 400s in
     /// the OpenAI shape.
     pub fn check(body: &[u8], max_depth: usize) -> Result<CheckedBody, ApiError> {
-        if !body.is_empty() && crate::json::check_depth(body, max_depth).is_ok() {
-            if let Some(shape) = super::chat_shape::check(body) {
+        if !body.is_empty() {
+            if let Some(shape) = super::chat_shape::check(body, max_depth) {
                 return Ok(CheckedBody {
                     view: Self {
                         model: shape.model,

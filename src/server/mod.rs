@@ -50,9 +50,10 @@ pub enum ServeError {
 
 /// A shard's stack. Recursion on the request path is bounded (JSON nesting by
 /// `max_json_depth`, provider-file expressions by the parser, `fn` calls by the interpreter's
-/// level budget); this leaves room for those bounds in a debug build, whose frames are several
-/// times larger. It is address space: only the pages a shard touches are resident.
-const SHARD_STACK_BYTES: usize = 8 * 1024 * 1024;
+/// level budget); this leaves room for the default bounds in a debug build, whose frames are
+/// several times larger (a request nested 1024 deep, the largest `max_json_depth`, needs a
+/// release build). It is address space: only the pages a shard touches are resident.
+pub(crate) const SHARD_STACK_BYTES: usize = 8 * 1024 * 1024;
 
 /// State shared by all shards: read-mostly, written by the control plane.
 pub struct Shared {
