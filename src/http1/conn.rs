@@ -332,12 +332,22 @@ async fn read_body<IO: ServerIo>(
 ) -> Result<Bytes, Stop> {
     let mut body = Gathered::default();
     loop {
-        let step = d.step(buf).map_err(|e| {
-            Stop::refuse(
-                StatusCode::BAD_REQUEST,
-                format!("Malformed request body framing: {e}."),
-            )
-        })?;
+        // A body of known length is taken once all of it is in the buffer: in one piece, not
+        // as the pieces its reads brought joined together (a copy of the whole body). What is
+        // still to come is read into room reserved after what came with the head.
+        let rest = match d.known_length() {
+            Some(n) if body.len == 0 && n > buf.len() => Some(n - buf.len()),
+            _ => None,
+        };
+        let step = match rest {
+            Some(_) => Step::NeedMore,
+            None => d.step(buf).map_err(|e| {
+                Stop::refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("Malformed request body framing: {e}."),
+                )
+            })?,
+        };
         match step {
             Step::Data(chunk) => {
                 if body.len + chunk.len() > lim.max_body_bytes {
@@ -353,8 +363,10 @@ async fn read_body<IO: ServerIo>(
             }
             Step::End => return Ok(body.finish()),
             Step::NeedMore => {
-                let want = d
-                    .known_length()
+                // Room grows with what arrives (at most 256 KiB ahead of it): a declared length
+                // reserves nothing by itself.
+                let want = rest
+                    .or(d.known_length())
                     .unwrap_or(16 * 1024)
                     .clamp(INITIAL_READ, 256 * 1024);
                 match monoio::time::timeout_at(deadline.at(), read_more(io, buf, want)).await {
@@ -392,8 +404,8 @@ impl Deadline {
     }
 }
 
-/// A body gathered from its pieces. The first piece is kept as it is (most bodies arrive as
-/// one); only a second one makes a copy.
+/// A body gathered from its pieces. The first piece is kept as it is (a body of known length
+/// is taken as one); only a second one, of a chunked body, makes a copy.
 #[derive(Default)]
 struct Gathered {
     first: Option<Bytes>,

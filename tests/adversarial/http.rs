@@ -233,6 +233,40 @@ fn client_closing_mid_body_gets_no_answer() {
     assert_eq!(mock.stats()["requests"], 0);
 }
 
+/// A body of known length that arrives in pieces (its head first, then three writes, the
+/// last with the next request right behind it) goes upstream whole, and the next request
+/// after it: each answer counts the body the mock received as the one sent in one write.
+#[test]
+fn a_body_in_pieces_goes_upstream_whole() {
+    let (mock, gw) = start("");
+    let text = "x".repeat(20_000);
+    let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#);
+    let head = chat_head(&format!("content-length: {}\r\n", body.len()));
+    let whole = format!("{head}{body}");
+    let (_s, mut rd) = send(&gw.addr, whole.as_bytes());
+    let once = read_response(&mut rd);
+    assert_eq!(once.status, 200, "{}", once.text());
+    let counted = once.json()["usage"]["prompt_tokens"].clone();
+    assert!(counted.as_u64().is_some_and(|n| n > 4_000), "{counted}");
+    let (s, mut rd) = send(&gw.addr, head.as_bytes());
+    let b = body.as_bytes();
+    let mut w = &s;
+    // The pauses only make separate reads likely; the answers are the same either way.
+    w.write_all(&b[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    w.write_all(&b[5..12_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut last = b[12_000..].to_vec();
+    last.extend_from_slice(whole.as_bytes());
+    w.write_all(&last).unwrap();
+    for _ in 0..2 {
+        let r = read_response(&mut rd);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["usage"]["prompt_tokens"], counted);
+    }
+    assert_eq!(mock.stats()["requests"], 3);
+}
+
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let (_mock, gw) = start("");
